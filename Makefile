@@ -1,0 +1,43 @@
+# Two commands do everything on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+CONFIG ?= feeds.toml
+
+.PHONY: install run once serve test lint typecheck pytest bench validate clean
+
+install: $(STAMP)
+
+# Re-install only when the project's metadata changes, so repeated runs are quick.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+run: install
+	$(BIN)/aggregator once --config $(CONFIG)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+pytest: install
+	$(BIN)/python -m pytest -q
+
+test: lint typecheck pytest
+
+bench: install
+	$(BIN)/python -m bench
+
+# Runs the W3C feed validator on the published feeds when a checkout of it is
+# named by FEEDVALIDATOR (see README, "Validating the output").
+validate: install
+	$(BIN)/python -m pytest -q tests/test_w3c_validator.py -rs
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,467 @@
+"""Read and validate `feeds.toml` into frozen settings.
+
+Every problem becomes a `ConfigError` whose text is one line naming the file, the line and
+the key path (`feeds.toml:14: feeds[3].interval: expected a duration like "15m", got "often"`).
+Relative paths resolve against the directory of the file that names them. Nothing here
+touches the network; the file is read once.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+from urllib.request import url2pathname
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from aggregator.errors import ConfigError
+from aggregator.tomlpos import KeyPath, LineIndex, format_path
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class SiteSettings:
+    """`[aggregator]`: the combined feed's own metadata."""
+
+    title: str
+    link: str
+    description: str
+    language: str | None
+    timezone: str
+    base_url: str
+
+
+@dataclass(frozen=True)
+class PollSettings:
+    """`[poll]`: defaults for fetching every source."""
+
+    interval: timedelta
+    concurrency: int
+    timeout: timedelta
+
+
+@dataclass(frozen=True)
+class PublishSettings:
+    """`[publish]`: what goes into `output/`."""
+
+    output_dir: Path
+    max_items: int
+    max_age: timedelta
+    teaser_length: int
+
+
+@dataclass(frozen=True)
+class StoreSettings:
+    """`[store]`: where the embedded database lives."""
+
+    path: Path
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """`[server]`: where the daemon serves `output/`."""
+
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """One `[[feeds]]` entry, with the global defaults already applied."""
+
+    name: str
+    url: str
+    title: str | None
+    interval: timedelta
+    timezone: str
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole validated configuration."""
+
+    path: Path
+    site: SiteSettings
+    poll: PollSettings
+    publish: PublishSettings
+    store: StoreSettings
+    server: ServerSettings
+    sources: tuple[SourceConfig, ...]
+
+
+class _Invalid(Exception):
+    """Raised by a value checker; the loader adds file, line and key path."""
+
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)", re.IGNORECASE)
+_DURATION_WHOLE = re.compile(r"^\s*(?:\d+(?:\.\d+)?\s*(?:ms|s|m|h|d|w)\s*)+$", re.IGNORECASE)
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def parse_duration(value: object) -> timedelta:
+    """ "15m", "1h30m", "30d" or a number of seconds -> a positive timedelta."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise _Invalid(f'expected a duration like "15m", got {_show(value)}')
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif _DURATION_WHOLE.match(value):
+        seconds = sum(
+            float(n) * _UNIT_SECONDS[unit.lower()] for n, unit in _DURATION_PART.findall(value)
+        )
+    else:
+        raise _Invalid(f'expected a duration like "15m", got {_show(value)}')
+    if seconds <= 0:
+        raise _Invalid(f"expected a positive duration, got {_show(value)}")
+    return timedelta(seconds=seconds)
+
+
+def _show(value: object) -> str:
+    if isinstance(value, str):
+        return '"' + value.replace('"', '\\"') + '"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "an array"
+    return repr(value)
+
+
+def _string(value: object) -> str:
+    if not isinstance(value, str):
+        raise _Invalid(f"expected a string, got {_show(value)}")
+    if not value.strip():
+        raise _Invalid("must not be empty")
+    return value
+
+
+def _optional_string(value: object) -> str | None:
+    return _string(value)
+
+
+def _positive_int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise _Invalid(f"expected a whole number, got {_show(value)}")
+    if value < 1:
+        raise _Invalid(f"expected a number of at least 1, got {value}")
+    return value
+
+
+def _port(value: object) -> int:
+    port = _positive_int(value)
+    if port > 65535:
+        raise _Invalid(f"expected a port from 1 to 65535, got {port}")
+    return port
+
+
+def _timezone(value: object) -> str:
+    name = _string(value)
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as e:
+        raise _Invalid(
+            f'unknown time zone "{name}" (expected an IANA name like "Asia/Kolkata")'
+        ) from e
+    return name
+
+
+def _tags(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(t, str) and t.strip() for t in value):
+        raise _Invalid(f'expected an array of strings like ["hindi", "news"], got {_show(value)}')
+    return tuple(value)
+
+
+def _http_url(value: object) -> str:
+    url = _string(value).strip()
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise _Invalid(
+            f'expected an http or https URL like "https://example.org/", got {_show(value)}'
+        )
+    return url
+
+
+def _base_url(value: object) -> str:
+    url = _http_url(value)
+    return url if url.endswith("/") else url + "/"
+
+
+def _source_url(base_dir: Path) -> Callable[[object], str]:
+    """http(s) URLs stay as written; file:// URLs and plain paths become absolute file URLs."""
+
+    def check(value: object) -> str:
+        raw = _string(value).strip()
+        parts = urlsplit(raw)
+        scheme = parts.scheme.lower()
+        if scheme in ("http", "https"):
+            if not parts.hostname:
+                raise _Invalid(f"expected a URL with a host name, got {_show(value)}")
+            try:
+                parts.port  # noqa: B018  (raises on a malformed port)
+            except ValueError as e:
+                raise _Invalid(f"bad port in URL {_show(value)}") from e
+            return urlunsplit((scheme, parts.netloc, parts.path or "/", parts.query, ""))
+        if scheme == "file":
+            if parts.netloc not in ("", "localhost"):
+                raise _Invalid(f"a file:// URL cannot name a host, got {_show(value)}")
+            path = Path(url2pathname(parts.path))
+        elif "://" in raw or (len(scheme) > 1 and ":" in raw and not Path(raw).exists()):
+            raise _Invalid(f"expected an http, https or file:// URL, or a path, got {_show(value)}")
+        else:
+            path = Path(raw).expanduser()
+        if not path.is_absolute():
+            path = base_dir / path
+        return path.resolve().as_uri()
+
+    return check
+
+
+def _output_path(base_dir: Path) -> Callable[[object], Path]:
+    def check(value: object) -> Path:
+        path = Path(_string(value)).expanduser()
+        return path if path.is_absolute() else (base_dir / path).resolve()
+
+    return check
+
+
+def derive_name(url: str) -> str:
+    """A stable source name from its URL: host and path, lower-case, punctuation as dashes."""
+    parts = urlsplit(url)
+    if parts.scheme == "file":
+        stem = Path(url2pathname(parts.path)).stem
+        raw = stem
+    else:
+        host = (parts.hostname or "").removeprefix("www.")
+        raw = host + parts.path + ("-" + parts.query if parts.query else "")
+    slug = re.sub(r"[^a-z0-9]+", "-", raw.lower()).strip("-")
+    for suffix in ("-xml", "-rss", "-atom", "-feed"):
+        if slug.endswith(suffix) and len(slug) > len(suffix):
+            slug = slug.removesuffix(suffix)
+    return slug[:64].strip("-") or "source"
+
+
+def _name(value: object) -> str:
+    name = _string(value)
+    if not _NAME.match(name):
+        raise _Invalid(
+            f"expected a name of letters, digits, '.', '_' or '-' (at most 64), got {_show(value)}"
+        )
+    return name
+
+
+_TABLES = ("aggregator", "poll", "publish", "store", "server", "feeds")
+_SITE_KEYS = ("title", "link", "description", "language", "timezone", "base_url")
+_POLL_KEYS = ("interval", "concurrency", "timeout")
+_PUBLISH_KEYS = ("output_dir", "max_items", "max_age", "teaser_length")
+_STORE_KEYS = ("path",)
+_SERVER_KEYS = ("host", "port")
+_FEED_KEYS = ("url", "name", "title", "interval", "timezone", "tags")
+
+
+class _Loader:
+    """Collects every problem in one pass so the operator can fix them all at once."""
+
+    def __init__(self, display_name: str, text: str) -> None:
+        self.display_name = display_name
+        self.lines = LineIndex(text)
+        self.errors: list[ConfigError] = []
+
+    def error(self, path: KeyPath, message: str) -> None:
+        self.errors.append(
+            ConfigError(self.display_name, self.lines.line_of(path), format_path(path), message)
+        )
+
+    def table(
+        self, data: Mapping[str, Any], path: KeyPath, allowed: tuple[str, ...]
+    ) -> dict[str, Any]:
+        """The table at `path`, after reporting keys that are not in `allowed`."""
+        if not isinstance(data, dict):
+            self.error(path, f"expected a table, got {_show(data)}")
+            return {}
+        for key in data:
+            if key not in allowed:
+                hint = difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+                suggestion = (
+                    f'; did you mean "{hint[0]}"?'
+                    if hint
+                    else f" (known keys: {', '.join(allowed)})"
+                )
+                self.error((*path, key), f"unknown key{suggestion}")
+        return data
+
+    def value(
+        self,
+        table: Mapping[str, Any],
+        path: KeyPath,
+        key: str,
+        check: Callable[[object], T],
+        default: T,
+    ) -> T:
+        if key not in table:
+            return default
+        try:
+            return check(table[key])
+        except _Invalid as e:
+            self.error((*path, key), str(e))
+            return default
+
+
+def load_config(path: Path, display_name: str | None = None) -> Config:
+    """Read, parse and validate `path`; raise `ConfigError` (with `.others`) on any problem."""
+    shown = display_name or str(path)
+    try:
+        raw_bytes = path.read_bytes()
+    except FileNotFoundError as e:
+        raise ConfigError(shown, 1, "", "file not found") from e
+    except OSError as e:
+        raise ConfigError(shown, 1, "", f"cannot read: {e.strerror or e}") from e
+    try:
+        text = raw_bytes.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw_bytes[: e.start].count(b"\n") + 1
+        raise ConfigError(shown, line, "", "invalid TOML: the file is not UTF-8") from e
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        message = str(e)
+        match = re.search(r"\(at line (\d+), column (\d+)\)", message)
+        line = int(match.group(1)) if match else 1
+        detail = re.sub(r"\s*\(at (?:line \d+, column \d+|end of document)\)", "", message)
+        where = f" (column {match.group(2)})" if match else ""
+        raise ConfigError(shown, line, "", f"invalid TOML: {detail}{where}") from e
+    return _validate(data, path.resolve().parent, path, _Loader(shown, text))
+
+
+def _validate(data: dict[str, Any], base_dir: Path, path: Path, load: _Loader) -> Config:
+    load.table(data, (), _TABLES)
+
+    site_t = load.table(data.get("aggregator", {}), ("aggregator",), _SITE_KEYS)
+    poll_t = load.table(data.get("poll", {}), ("poll",), _POLL_KEYS)
+    publish_t = load.table(data.get("publish", {}), ("publish",), _PUBLISH_KEYS)
+    store_t = load.table(data.get("store", {}), ("store",), _STORE_KEYS)
+    server_t = load.table(data.get("server", {}), ("server",), _SERVER_KEYS)
+
+    server = ServerSettings(
+        host=load.value(server_t, ("server",), "host", _string, "127.0.0.1"),
+        port=load.value(server_t, ("server",), "port", _port, 8080),
+    )
+    s = ("aggregator",)
+    host = f"[{server.host}]" if ":" in server.host else server.host
+    base_url = load.value(site_t, s, "base_url", _base_url, f"http://{host}:{server.port}/")
+    title = load.value(site_t, s, "title", _string, "aggregator")
+    site = SiteSettings(
+        title=title,
+        link=load.value(site_t, s, "link", _http_url, base_url),
+        description=load.value(
+            site_t, s, "description", _string, f"{title}: the latest from every source"
+        ),
+        language=load.value(site_t, s, "language", _optional_string, None),
+        timezone=load.value(site_t, s, "timezone", _timezone, "UTC"),
+        base_url=base_url,
+    )
+    p = ("poll",)
+    poll = PollSettings(
+        interval=load.value(poll_t, p, "interval", parse_duration, timedelta(minutes=15)),
+        concurrency=load.value(poll_t, p, "concurrency", _positive_int, 10),
+        timeout=load.value(poll_t, p, "timeout", parse_duration, timedelta(seconds=30)),
+    )
+    pub = ("publish",)
+    publish = PublishSettings(
+        output_dir=load.value(
+            publish_t, pub, "output_dir", _output_path(base_dir), base_dir / "output"
+        ),
+        max_items=load.value(publish_t, pub, "max_items", _positive_int, 200),
+        max_age=load.value(publish_t, pub, "max_age", parse_duration, timedelta(days=30)),
+        teaser_length=load.value(publish_t, pub, "teaser_length", _positive_int, 200),
+    )
+    store = StoreSettings(
+        path=load.value(
+            store_t,
+            ("store",),
+            "path",
+            _output_path(base_dir),
+            base_dir / "state" / "aggregator.db",
+        ),
+    )
+    sources = _sources(data, base_dir, load, poll, site)
+    if load.errors:
+        first, *rest = load.errors
+        first.others = tuple(rest)
+        raise first
+    return Config(path.resolve(), site, poll, publish, store, server, sources)
+
+
+def _sources(
+    data: dict[str, Any], base_dir: Path, load: _Loader, poll: PollSettings, site: SiteSettings
+) -> tuple[SourceConfig, ...]:
+    feeds = data.get("feeds")
+    if feeds is None or feeds == []:
+        load.error(("feeds",), "no sources configured; add a [[feeds]] table with a url")
+        return ()
+    if not isinstance(feeds, list):
+        load.error(("feeds",), f"expected an array of tables ([[feeds]]), got {_show(feeds)}")
+        return ()
+    sources: list[SourceConfig] = []
+    seen_names: dict[str, int] = {}
+    seen_urls: dict[str, int] = {}
+    check_url = _source_url(base_dir)
+    for index, feed in enumerate(feeds):
+        path: KeyPath = ("feeds", index)
+        table = load.table(feed, path, _FEED_KEYS)
+        if not isinstance(feed, dict):
+            continue
+        if "url" not in table:
+            load.error(path, "missing required key url")
+            continue
+        errors_before = len(load.errors)
+        url = load.value(table, path, "url", check_url, "")
+        name = load.value(table, path, "name", _name, derive_name(url) if url else "")
+        source = SourceConfig(
+            name=name,
+            url=url,
+            title=load.value(table, path, "title", _optional_string, None),
+            interval=load.value(table, path, "interval", parse_duration, poll.interval),
+            timezone=load.value(table, path, "timezone", _timezone, site.timezone),
+            tags=load.value(table, path, "tags", _tags, ()),
+        )
+        if len(load.errors) > errors_before:
+            continue
+        url_key = _url_identity(url)
+        if name in seen_names:
+            other = seen_names[name]
+            where = "name" if "name" in table else "url"
+            load.error(
+                (*path, where),
+                f'duplicate source name "{name}" (also feeds[{other}], line '
+                f"{load.lines.line_of(('feeds', other))}); give one a different name",
+            )
+            continue
+        if url_key in seen_urls:
+            other = seen_urls[url_key]
+            load.error(
+                (*path, "url"),
+                f"duplicate source: the same URL as feeds[{other}] (line "
+                f"{load.lines.line_of(('feeds', other, 'url'))})",
+            )
+            continue
+        seen_names[name] = index
+        seen_urls[url_key] = index
+        sources.append(source)
+    return tuple(sources)
+
+
+def _url_identity(url: str) -> str:
+    """Two spellings of one URL count as one source (scheme and host case, trailing slash)."""
+    parts = urlsplit(url)
+    return urlunsplit(
+        (parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/") or "/", parts.query, "")
+    )

@@ -1,0 +1,255 @@
+"""Fetch sources over HTTP (httpx) or from local files; every outcome is a value.
+
+`fetch` never raises for a bad source: it returns `Fetched`, `NotModified` or `Failed`.
+It sends conditional GETs, follows at most five redirects, caps the body size while
+streaming (after our own bounded decompression, since httpx would inflate a bomb in
+one chunk), and enforces a deadline on the whole request inside the read loop rather
+than by cancelling from outside (which can poison httpx's connection pool).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import socket
+import time
+import zlib
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
+
+import brotli
+import httpx
+
+from aggregator import USER_AGENT
+from aggregator.errors import FetchError
+from aggregator.types import Failed, Fetched, FetchOutcome, NotModified, Validators
+
+MAX_REDIRECTS = 5
+DEFAULT_MAX_BYTES = 10 * 1024 * 1024
+_PERMANENT = frozenset({301, 308})
+_NO_VALIDATORS = Validators()
+ACCEPT = (
+    "application/atom+xml, application/rss+xml, application/rdf+xml;q=0.9, "
+    "application/xml;q=0.8, text/xml;q=0.8, */*;q=0.1"
+)
+
+
+class _BoundedDecoder:
+    """Undo Content-Encoding ourselves, refusing to produce more than the caller's budget."""
+
+    def __init__(self, encoding: str, limit: int) -> None:
+        self.limit = limit
+        codings = [c.strip().lower() for c in encoding.split(",") if c.strip()]
+        codings = [c for c in codings if c != "identity"]
+        if len(codings) > 1:
+            raise FetchError(f"unsupported Content-Encoding {encoding!r}")
+        self.coding = codings[0] if codings else ""
+        self._zlib: zlib._Decompress | None = None
+        self._brotli: brotli.Decompressor | None = None
+        if self.coding in ("gzip", "x-gzip"):
+            self._zlib = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        elif self.coding == "deflate":
+            self._zlib = zlib.decompressobj(zlib.MAX_WBITS | 32)
+        elif self.coding == "br":
+            self._brotli = brotli.Decompressor()
+        elif self.coding:
+            raise FetchError(f"unsupported Content-Encoding {encoding!r}")
+
+    def decode(self, data: bytes, budget: int) -> bytes:
+        """Decoded `data`; FetchError as soon as more than `budget` bytes would come out."""
+        try:
+            if self._zlib is not None:
+                out = self._zlib.decompress(data, budget + 1)
+            elif self._brotli is not None:
+                out = self._brotli.process(data, output_buffer_limit=budget + 1)
+            else:
+                out = data
+        except (zlib.error, brotli.error) as e:
+            raise FetchError(f"corrupt {self.coding} body: {e}") from e
+        if len(out) > budget:
+            raise FetchError(f"body too large (over {self.limit} bytes)")
+        return out
+
+
+def _validators(headers: Mapping[str, str]) -> Validators:
+    return Validators(etag=headers.get("etag"), last_modified=headers.get("last-modified"))
+
+
+def _conditional_headers(validators: Validators) -> dict[str, str]:
+    headers = {}
+    if validators.etag:
+        headers["If-None-Match"] = validators.etag
+    if validators.last_modified:
+        headers["If-Modified-Since"] = validators.last_modified
+    return headers
+
+
+def _root_os_error(error: BaseException) -> OSError | None:
+    """The most specific OSError under an httpx error (httpx and anyio hide it causes deep)."""
+    seen: set[int] = set()
+    found: OSError | None = None
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError):
+            found = current
+            if current.errno is not None or isinstance(current, socket.gaierror):
+                break
+        current = current.__cause__ or current.__context__
+    return found
+
+
+def _describe(error: Exception, url: str) -> str:
+    """One line an operator understands, for an httpx or OS error."""
+    host = urlsplit(url).hostname or url
+    if isinstance(error, httpx.ConnectTimeout):
+        return f"timed out connecting to {host}"
+    if isinstance(error, httpx.TimeoutException):
+        return "timed out waiting for the server"
+    if isinstance(error, httpx.TooManyRedirects):
+        return f"too many redirects (more than {MAX_REDIRECTS})"
+    if isinstance(error, httpx.ConnectError):
+        cause = _root_os_error(error)
+        if isinstance(cause, socket.gaierror):
+            return f"cannot resolve host {host}"
+        if isinstance(cause, ConnectionRefusedError):
+            return f"connection refused by {host}"
+        if cause is not None and cause.strerror:
+            return f"cannot connect to {host}: {cause.strerror}"
+        return f"cannot connect to {host}: {error or type(error).__name__}"
+    if isinstance(error, httpx.RemoteProtocolError):
+        return f"the server broke the HTTP protocol: {error}"
+    if isinstance(error, httpx.ReadError):
+        return f"connection lost while reading: {error or 'reset by peer'}"
+    if isinstance(error, httpx.UnsupportedProtocol | httpx.InvalidURL):
+        return f"invalid URL: {error}"
+    return f"{type(error).__name__}: {error}"
+
+
+class Fetcher:
+    """One shared httpx client with bounded concurrency; use as an async context manager."""
+
+    def __init__(
+        self,
+        *,
+        timeout: float = 30.0,
+        concurrency: int = 10,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        user_agent: str = USER_AGENT,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.timeout = timeout
+        self.max_bytes = max_bytes
+        self._semaphore = asyncio.Semaphore(concurrency)
+        self._client = httpx.AsyncClient(
+            follow_redirects=True,
+            max_redirects=MAX_REDIRECTS,
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
+            headers={
+                "User-Agent": user_agent,
+                "Accept": ACCEPT,
+                "Accept-Encoding": "gzip, deflate, br",
+            },
+            limits=httpx.Limits(max_connections=max(concurrency, 1) * 2),
+            transport=transport,
+        )
+
+    async def __aenter__(self) -> Fetcher:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._client.aclose()
+
+    async def fetch(self, url: str, validators: Validators = _NO_VALIDATORS) -> FetchOutcome:
+        """Fetch one source; never raises for anything the source or network does."""
+        async with self._semaphore:
+            if urlsplit(url).scheme == "file":
+                return _fetch_file(url, validators, self.max_bytes)
+            try:
+                return await self._fetch_http(url, validators)
+            except FetchError as e:
+                return Failed(url, str(e))
+            except (httpx.HTTPError, httpx.InvalidURL) as e:
+                return Failed(url, _describe(e, url))
+            except (OSError, UnicodeError, ValueError) as e:
+                return Failed(url, f"{type(e).__name__}: {e}")
+
+    async def _fetch_http(self, url: str, validators: Validators) -> FetchOutcome:
+        deadline = time.monotonic() + self.timeout
+        request = self._client.build_request("GET", url, headers=_conditional_headers(validators))
+        response = await self._client.send(request, stream=True)
+        try:
+            chain = [r.status_code for r in response.history]
+            permanent = str(response.url) if chain and all(s in _PERMANENT for s in chain) else None
+            if response.status_code == 304:
+                new = _validators(response.headers)
+                return NotModified(
+                    url,
+                    Validators(
+                        new.etag or validators.etag, new.last_modified or validators.last_modified
+                    ),
+                )
+            if response.status_code != 200:
+                reason = response.reason_phrase or ""
+                return Failed(
+                    url, f"HTTP {response.status_code} {reason}".strip(), response.status_code
+                )
+            declared = response.headers.get("content-length")
+            encoded = bool(response.headers.get("content-encoding"))
+            if not encoded and declared and declared.isdigit() and int(declared) > self.max_bytes:
+                raise FetchError(f"body too large (Content-Length {declared})")
+            decoder = _BoundedDecoder(response.headers.get("content-encoding", ""), self.max_bytes)
+            chunks: list[bytes] = []
+            size = 0
+            async for raw in response.aiter_raw():
+                chunk = decoder.decode(raw, self.max_bytes - size)
+                size += len(chunk)
+                chunks.append(chunk)
+                if time.monotonic() > deadline:
+                    raise FetchError(
+                        f"timed out: the whole request took longer than {self.timeout:g}s"
+                    )
+            body = b"".join(chunks)
+            headers = MappingProxyType({k.lower(): v for k, v in response.headers.items()})
+            return Fetched(
+                url=url,
+                final_url=str(response.url),
+                status=response.status_code,
+                body=body,
+                headers=headers,
+                validators=_validators(response.headers),
+                permanent_redirect=permanent,
+            )
+        finally:
+            await response.aclose()
+
+
+def _fetch_file(url: str, validators: Validators, max_bytes: int) -> FetchOutcome:
+    """A local source; its size and mtime stand in for ETag and Last-Modified."""
+    path = Path(url2pathname(urlsplit(url).path))
+    try:
+        stat = path.stat()
+        etag = f'"{stat.st_size:x}-{stat.st_mtime_ns:x}"'
+        last_modified = email.utils.formatdate(stat.st_mtime, usegmt=True)
+        if validators.etag == etag:
+            return NotModified(url, Validators(etag, last_modified))
+        if stat.st_size > max_bytes:
+            return Failed(url, f"file too large ({stat.st_size} bytes, limit {max_bytes})")
+        body = path.read_bytes()
+    except FileNotFoundError:
+        return Failed(url, f"file not found: {path}")
+    except IsADirectoryError:
+        return Failed(url, f"is a directory, not a feed file: {path}")
+    except OSError as e:
+        return Failed(url, f"cannot read {path}: {e.strerror or e}")
+    return Fetched(
+        url=url,
+        final_url=url,
+        status=200,
+        body=body,
+        headers=MappingProxyType({"content-type": "application/xml"}),
+        validators=Validators(etag, last_modified),
+    )

@@ -1,0 +1,197 @@
+"""Bytes and response headers → `ParsedFeed`, via feedparser, normalized once.
+
+Identity (guid/id → link → content hash), aware UTC dates, plain-text titles, sanitized
+HTML summaries, teasers and absolute links are all decided here; past this module no code
+sees a `FeedParserDict`. Pure: feedparser is always given a `BytesIO`, never a URL or path,
+and feedparser's own sanitizer and relative-URI pass are off because `text` does both.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import html
+import io
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import replace
+from datetime import UTC, datetime, tzinfo
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import feedparser
+
+from aggregator.errors import ParseError
+from aggregator.text import absolute_url, clean_text, html_to_text, make_teaser, sanitize_html
+from aggregator.types import ParsedEntry, ParsedFeed
+
+# A DOCTYPE can declare entities that feedparser's fallback parser expands quadratically
+# (an entity bomb). Feeds have no use for one, so it goes before parsing.
+_DOCTYPE = re.compile(rb"<!DOCTYPE[^>\[]*(?:\[.*?\])?\s*>", re.IGNORECASE | re.DOTALL)
+# A date string that carries its own zone: Z, +05:30, -0800, or a zone name such as GMT or IST.
+_HAS_ZONE = re.compile(r"(?:[zZ]|[+-]\d{2}:?\d{2}|\b[A-Za-z]{1,5})\s*(?:\([^)]*\))?\s*$")
+_HTML_TYPES = ("text/html", "application/xhtml+xml", "html", "xhtml")
+
+
+def _plain(detail: Mapping[str, Any] | None, value: str) -> str:
+    """A title-like text construct as plain text, whatever type the feed declared."""
+    kind = (detail or {}).get("type", "text/plain")
+    if kind in _HTML_TYPES:
+        return html_to_text(value)
+    return (
+        html_to_text(html.escape(value, quote=False)) if "&" in value else clean_text(value).strip()
+    )
+
+
+def _as_html(detail: Mapping[str, Any] | None, value: str) -> str:
+    """A content construct as HTML: escape it when the feed says it is plain text."""
+    kind = (detail or {}).get("type", "text/html")
+    return value if kind in _HTML_TYPES else html.escape(value, quote=False)
+
+
+def _date(entry: dict[str, Any], key: str, zone: tzinfo) -> datetime | None:
+    """The entry's own `published` or `updated`, in UTC; a zone-less date is read in `zone`.
+
+    Reads the dict directly: feedparser's `entry["updated"]` silently falls back to `published`.
+    """
+    raw = dict.get(entry, key)
+    parsed: time.struct_time | None = dict.get(entry, f"{key}_parsed")
+    if parsed is None:
+        # feedparser gives up on some zone-less RFC 822 dates ("Sat, 12 Jul 2025 10:00:00").
+        return _fallback_date(raw, zone) if isinstance(raw, str) else None
+    try:
+        value = datetime(*parsed[:6], tzinfo=UTC)
+    except (ValueError, TypeError):
+        return None
+    if isinstance(raw, str) and raw.strip() and not _HAS_ZONE.search(raw.strip()):
+        # feedparser read a zone-less date as UTC; it is really wall-clock time in `zone`.
+        value = value.replace(tzinfo=zone).astimezone(UTC)
+    return value
+
+
+def _fallback_date(raw: str, zone: tzinfo) -> datetime | None:
+    value: datetime | None = None
+    try:
+        value = email.utils.parsedate_to_datetime(raw.strip())
+    except (TypeError, ValueError, IndexError):
+        try:
+            value = datetime.fromisoformat(raw.strip())
+        except ValueError:
+            return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=zone)
+    return value.astimezone(UTC)
+
+
+def _hash(*parts: str) -> str:
+    digest = hashlib.sha256("\x00".join(parts).encode("utf-8")).hexdigest()
+    return digest[:32]
+
+
+def _not_a_feed(result: Any, body: bytes, headers: Mapping[str, str]) -> str:
+    if not body.strip():
+        return "empty response body"
+    content_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    start = body.lstrip()[:200].lower()
+    if content_type == "text/html" or start.startswith((b"<!doctype html", b"<html")):
+        return "got an HTML page, not a feed"
+    if content_type.endswith("json") or start.startswith((b"{", b"[")):
+        return "got JSON, not an RSS or Atom feed"
+    reason = result.get("bozo_exception")
+    return f"not a feed: {reason}" if reason else "not an RSS or Atom feed"
+
+
+def parse_feed(
+    body: bytes,
+    headers: Mapping[str, str],
+    url: str,
+    *,
+    timezone: str = "UTC",
+    teaser_length: int = 200,
+) -> ParsedFeed:
+    """Parse one fetched document; raise `ParseError` when it is not a feed at all."""
+    body = _DOCTYPE.sub(b"", body, count=1)
+    response_headers = {k.lower(): v for k, v in headers.items()}
+    if url.startswith(("http://", "https://")):
+        # The base for relative links. A file:// base would make them file URLs, so local
+        # sources leave links relative and we resolve them against the feed's own <link>.
+        response_headers.setdefault("content-location", url)
+    try:
+        result = feedparser.parse(
+            io.BytesIO(body),
+            response_headers=response_headers,
+            sanitize_html=False,
+            resolve_relative_uris=False,
+        )
+    except Exception as e:  # feedparser raising at all is its bug; one source must not stop a cycle
+        raise ParseError(f"the feed parser failed: {type(e).__name__}: {e}") from e
+    if not result.get("version") and not result.entries:
+        raise ParseError(_not_a_feed(result, body, headers))
+
+    feed = result.feed
+    site = absolute_url(feed.get("link"), url)
+    zone = ZoneInfo(timezone)
+    entries = []
+    seen: set[str] = set()
+    for raw in result.entries:
+        entry = _entry(raw, base=site or url, zone=zone, teaser_length=teaser_length)
+        if entry.entry_id in seen:
+            # Same guid twice in one document: two items, not one (guid plus link, else content).
+            alt = entry.link or entry.content_hash
+            entry = replace(entry, entry_id=f"{entry.entry_id}#{_hash(alt, entry.title)[:12]}")
+        if entry.entry_id in seen:
+            continue
+        seen.add(entry.entry_id)
+        entries.append(entry)
+    warning = None
+    if result.get("bozo"):
+        warning = (
+            f"feed is not well-formed, read what could be read: {result.get('bozo_exception')}"
+        )
+    return ParsedFeed(
+        title=_plain(feed.get("title_detail"), feed["title"]) if feed.get("title") else None,
+        link=site,
+        feed_id=(clean_text(feed["id"]).strip() or None) if feed.get("id") else None,
+        entries=tuple(entries),
+        warning=warning,
+    )
+
+
+def _entry(raw: Any, *, base: str, zone: tzinfo, teaser_length: int) -> ParsedEntry:
+    link = absolute_url(raw.get("link"), base)
+    title = _plain(raw.get("title_detail"), raw["title"]) if raw.get("title") else ""
+
+    summary_raw = ""
+    if raw.get("summary"):
+        summary_raw = _as_html(raw.get("summary_detail"), raw["summary"])
+    contents = raw.get("content") or []
+    content_raw = _as_html(contents[0], contents[0].get("value", "")) if contents else ""
+    summary_html = sanitize_html(summary_raw or content_raw, link or base)
+    text = html_to_text(summary_raw or content_raw)
+
+    author = None
+    detail = raw.get("author_detail") or {}
+    if detail.get("name") or raw.get("author"):
+        author = html_to_text(detail.get("name") or raw.get("author")) or None
+    categories: list[str] = []
+    for tag in raw.get("tags") or []:
+        term = html_to_text(tag.get("term") or tag.get("label") or "")
+        if term and term not in categories:
+            categories.append(term)
+
+    content_hash = _hash(title, link or "", summary_html, author or "", "\x1f".join(categories))
+    raw_id = clean_text(raw.get("id") or "").strip()
+    entry_id = raw_id or link or f"sha256:{_hash(title, html_to_text(content_raw) or text)}"
+    return ParsedEntry(
+        entry_id=entry_id,
+        title=title,
+        link=link,
+        summary_html=summary_html,
+        teaser=make_teaser(text, teaser_length),
+        author=author,
+        categories=tuple(categories),
+        published=_date(raw, "published", zone),
+        updated=_date(raw, "updated", zone),
+        content_hash=content_hash,
+    )

@@ -1,0 +1,176 @@
+"""One cycle, readable in one place: fetch → parse → store for every source, then publish.
+
+Each source is isolated: whatever it does ends as a `SourceReport`, never as an exception
+that stops the others. The clock is passed in so tests can pin it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import httpx
+
+from aggregator.config import Config, SourceConfig
+from aggregator.errors import ParseError
+from aggregator.fetch import Fetcher
+from aggregator.parse import parse_feed
+from aggregator.publish import publish_files
+from aggregator.render import render_atom, render_rss
+from aggregator.store import Store
+from aggregator.timeline import build_timeline
+from aggregator.types import Failed, Fetched, NotModified, Validators
+
+log = logging.getLogger("aggregator")
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+@dataclass(frozen=True)
+class SourceReport:
+    """How one source's poll ended."""
+
+    name: str
+    outcome: str  # "updated", "unchanged", "not-modified" or "failed"
+    new: int = 0
+    updated: int = 0
+    error: str | None = None
+    warning: str | None = None
+
+    def summary(self) -> str:
+        if self.outcome == "failed":
+            return f"error: {self.error}"
+        if self.outcome == "not-modified":
+            return "not modified"
+        if self.outcome == "unchanged":
+            return "no new items"
+        changed = f", {self.updated} updated" if self.updated else ""
+        return f"{self.new} new{changed}"
+
+
+@dataclass(frozen=True)
+class PublishReport:
+    """What a publish wrote."""
+
+    items: int
+    changed: tuple[str, ...]
+    unchanged: tuple[str, ...]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class CycleReport:
+    sources: tuple[SourceReport, ...]
+    publish: PublishReport
+
+    @property
+    def failed(self) -> int:
+        return sum(1 for s in self.sources if s.outcome == "failed")
+
+
+async def poll_source(
+    source: SourceConfig, fetcher: Fetcher, store: Store, config: Config, clock: Clock
+) -> SourceReport:
+    """Fetch, parse and store one source, and record how it went."""
+    state = store.source_state(source.name)
+    # sync_sources already dropped the validators of a source whose URL changed.
+    outcome = await fetcher.fetch(source.url, state.validators if state else Validators())
+    now = clock()
+    if isinstance(outcome, Failed):
+        store.record_failure(source.name, outcome.error, now)
+        log.warning("%s: %s", source.name, outcome.error)
+        return SourceReport(source.name, "failed", error=outcome.error)
+    if isinstance(outcome, NotModified):
+        store.record_success(source.name, outcome.validators, now, "not-modified")
+        log.info("%s: not modified", source.name)
+        return SourceReport(source.name, "not-modified")
+    assert isinstance(outcome, Fetched)
+    try:
+        feed = parse_feed(
+            outcome.body,
+            outcome.headers,
+            outcome.final_url,
+            timezone=source.timezone,
+            teaser_length=config.publish.teaser_length,
+        )
+    except ParseError as e:
+        store.record_failure(source.name, str(e), now)
+        log.warning("%s: %s", source.name, e)
+        return SourceReport(source.name, "failed", error=str(e))
+    if feed.warning:
+        log.warning("%s: %s", source.name, feed.warning)
+    result = store.store_entries(source.name, feed.entries, now)
+    kind = "updated" if result.new or result.updated else "unchanged"
+    store.record_success(source.name, outcome.validators, now, kind, feed)
+    log.info("%s: %d new, %d updated", source.name, result.new, result.updated)
+    return SourceReport(source.name, kind, result.new, result.updated, warning=feed.warning)
+
+
+def publish_timeline(config: Config, store: Store, now: datetime) -> PublishReport:
+    """Render the current timeline and write what changed into `output_dir`."""
+    started = time.perf_counter()
+    names = [s.name for s in config.sources]
+    entries = store.recent_entries(names, now - config.publish.max_age, config.publish.max_items)
+    timeline = build_timeline(
+        entries,
+        store.source_credits(config.sources),
+        now=now,
+        max_items=config.publish.max_items,
+        max_age=config.publish.max_age,
+    )
+    files = {
+        "rss.xml": render_rss(timeline, config.site),
+        "atom.xml": render_atom(timeline, config.site),
+    }
+    written = publish_files(config.publish.output_dir, files)
+    report = PublishReport(
+        items=len(timeline.items),
+        changed=tuple(n for n, changed in written.items() if changed),
+        unchanged=tuple(n for n, changed in written.items() if not changed),
+        seconds=time.perf_counter() - started,
+    )
+    log.info(
+        "published %d items (%s)", report.items, ", ".join(report.changed) or "no file changed"
+    )
+    return report
+
+
+async def run_cycle(
+    config: Config,
+    store: Store,
+    *,
+    clock: Clock = utc_now,
+    on_source: Callable[[SourceReport], None] | None = None,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> CycleReport:
+    """Poll every configured source once (bounded concurrency), then publish."""
+    store.sync_sources(config.sources, clock())
+
+    async def guarded(source: SourceConfig) -> SourceReport:
+        try:
+            report = await poll_source(source, fetcher, store, config, clock)
+        except Exception as e:  # a bug, but one source must never stop the cycle
+            log.exception("%s: unexpected error", source.name)
+            report = SourceReport(
+                source.name, "failed", error=f"internal error: {type(e).__name__}: {e}"
+            )
+        if on_source is not None:
+            on_source(report)
+        return report
+
+    async with Fetcher(
+        timeout=config.poll.timeout.total_seconds(),
+        concurrency=config.poll.concurrency,
+        transport=transport,
+    ) as fetcher:
+        reports = await asyncio.gather(*(guarded(s) for s in config.sources))
+    publish = publish_timeline(config, store, clock())
+    return CycleReport(tuple(reports), publish)

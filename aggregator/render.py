@@ -1,0 +1,166 @@
+"""Timeline → RSS 2.0 and Atom 1.0 bytes, with feedgen.
+
+Pure and deterministic: the same timeline gives the same bytes, so an unchanged feed keeps
+its ETag. Nothing here reads the clock: the feed's date is the newest item's date.
+feedgen's own `<source>` lacks what Atom wants and its RSS `<author>` demands an e-mail
+address, so a small feedgen extension writes the source credit and `dc:creator` instead.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+from datetime import UTC, datetime
+from typing import Any
+
+from feedgen.entry import FeedEntry
+from feedgen.ext.base import BaseEntryExtension, BaseExtension
+from feedgen.feed import FeedGenerator
+from lxml import etree
+
+from aggregator import PROJECT_URL, __version__
+from aggregator.config import SiteSettings
+from aggregator.text import make_teaser
+from aggregator.timeline import source_id
+from aggregator.types import SourceCredit, Timeline, TimelineItem
+
+DC_NS = "http://purl.org/dc/elements/1.1/"
+# An empty feed still needs a date; a fixed one keeps its bytes stable.
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_TITLE_FALLBACK_LENGTH = 80
+
+
+class _CreditFeed(BaseExtension):  # type: ignore[misc]
+    """Declares the Dublin Core namespace once, on the root element."""
+
+    def extend_ns(self) -> dict[str, str]:
+        return {"dc": DC_NS}
+
+
+class _CreditEntry(BaseEntryExtension):  # type: ignore[misc]
+    """Writes who carried the entry: RSS `<source url>` + `dc:creator`, Atom `<source>`."""
+
+    def __init__(self) -> None:
+        self.credit: SourceCredit | None = None
+        self.author: str | None = None
+        self.updated: datetime | None = None
+
+    def extend_rss(self, item: Any) -> Any:
+        if self.author:
+            etree.SubElement(item, f"{{{DC_NS}}}creator").text = self.author
+        feed_url = _public_feed_url(self.credit)
+        if self.credit and feed_url:
+            etree.SubElement(item, "source", url=feed_url).text = self.credit.title
+        return item
+
+    def extend_atom(self, entry: Any) -> Any:
+        # feedgen writes Atom elements without a namespace under a literal xmlns attribute;
+        # ours must match, or lxml would give them a prefix.
+        if self.credit:
+            feed_url = _public_feed_url(self.credit)
+            source = etree.SubElement(entry, "source")
+            etree.SubElement(source, "id").text = (
+                _usable_id(self.credit.feed_id) or feed_url or source_id(self.credit.name)
+            )
+            etree.SubElement(source, "title").text = self.credit.title
+            # The publisher as the source's author: Atom wants an author for every entry.
+            author = etree.SubElement(source, "author")
+            etree.SubElement(author, "name").text = self.credit.title
+            if self.updated is not None:
+                # The source feed was updated at least when this entry was.
+                etree.SubElement(source, "updated").text = self.updated.isoformat()
+            if self.credit.site_url:
+                etree.SubElement(source, "link", rel="alternate", href=self.credit.site_url)
+            if feed_url:
+                etree.SubElement(source, "link", rel="self", href=feed_url)
+        return entry
+
+
+# A publisher's feed id is repeated only when it is plainly a valid IRI; a broken one
+# ("urn:b") would make our own feed invalid.
+_VALID_ID = re.compile(
+    r"^(?:https?://[^\s<>\"]+|tag:[^\s<>\"]+|urn:[A-Za-z0-9][A-Za-z0-9-]{1,31}:[^\s<>\"]+)$"
+)
+
+
+def _usable_id(value: str | None) -> str | None:
+    return value if value and _VALID_ID.match(value) else None
+
+
+def _public_feed_url(credit: SourceCredit | None) -> str | None:
+    """A source's feed URL as readers may see it: never a local file path."""
+    if credit is None or not credit.feed_url.startswith(("http://", "https://")):
+        return None
+    return credit.feed_url
+
+
+def _generator(site: SiteSettings, timeline: Timeline, self_url: str) -> FeedGenerator:
+    fg = FeedGenerator()
+    fg.register_extension("credit", _CreditFeed, _CreditEntry)
+    fg.id(self_url)
+    fg.title(site.title)
+    fg.subtitle(site.description)
+    fg.description(site.description)
+    fg.link(href=self_url, rel="self")
+    fg.link(href=site.link, rel="alternate")  # last, because feedgen's RSS <link> is the last link
+    if site.language:
+        fg.language(site.language)
+    fg.generator("aggregator", version=__version__, uri=PROJECT_URL)
+    fg.updated(timeline.updated or _EPOCH)
+    for item in timeline.items:
+        fg.add_entry(_entry(item), order="append")
+    return fg
+
+
+def _entry(item: TimelineItem) -> FeedEntry:
+    entry = item.entry
+    fe = FeedEntry()
+    fe.register_extension("credit", _CreditEntry)
+    fe.id(item.uid)
+    title = (
+        entry.title or make_teaser(entry.teaser, _TITLE_FALLBACK_LENGTH) or entry.link or item.uid
+    )
+    fe.title(title)
+    if entry.link:
+        fe.link(href=entry.link, rel="alternate")
+    fe.published(item.published)
+    fe.updated(item.updated)
+    # Every entry gets textual content: readers show it, and Atom asks for it.
+    summary = entry.summary_html or html.escape(entry.teaser or title, quote=False)
+    if entry.link:
+        fe.summary(summary, type="html")  # also the RSS <description>
+    else:
+        # Atom needs an alternate link or a content element; without a link, content it is.
+        fe.content(summary, type="html")
+    if entry.author:
+        fe.author(name=entry.author)
+    for term in entry.categories:
+        fe.category(term=term)
+    fe.credit.credit = item.source
+    fe.credit.author = entry.author
+    fe.credit.updated = item.updated
+    return fe
+
+
+# RSS leaves it open whether "&amp;" in a title is text or markup; the RSS Advisory Board's
+# answer (and the W3C validator's) is hexadecimal references for "&" and "<" in plain text.
+_RSS_PLAIN_TEXT = re.compile(rb"(<(?:title|source|dc:creator|category)(?:\s[^>]*)?>)([^<]*)(</)")
+
+
+def _hex_references(match: re.Match[bytes]) -> bytes:
+    text = match.group(2).replace(b"&amp;", b"&#x26;").replace(b"&lt;", b"&#x3C;")
+    return match.group(1) + text + match.group(3)
+
+
+def render_rss(timeline: Timeline, site: SiteSettings) -> bytes:
+    """RSS 2.0, UTF-8, newest item first."""
+    fg = _generator(site, timeline, site.base_url + "rss.xml")
+    data: bytes = fg.rss_str(pretty=True, encoding="UTF-8")
+    return _RSS_PLAIN_TEXT.sub(_hex_references, data)
+
+
+def render_atom(timeline: Timeline, site: SiteSettings) -> bytes:
+    """Atom 1.0, UTF-8, newest entry first."""
+    fg = _generator(site, timeline, site.base_url + "atom.xml")
+    data: bytes = fg.atom_str(pretty=True, encoding="UTF-8")
+    return data

@@ -1,0 +1,346 @@
+"""The embedded store: SQLite in WAL mode. The only module that speaks SQL.
+
+Sources keep their fetch state (validators, outcomes, failures); entries are keyed by
+(source, entry id) and upserted. Each write is one short `BEGIN IMMEDIATE` transaction,
+so a `kill -9` loses at most the source being written and never corrupts the file, and a
+second process (`aggregator status`) can read while the daemon writes. The schema version
+lives in `PRAGMA user_version`; migrations run in order on open.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from aggregator.config import SourceConfig
+from aggregator.errors import StorageError
+from aggregator.timeline import order_date
+from aggregator.types import ParsedEntry, ParsedFeed, SourceCredit, StoredEntry, Validators
+
+_MIGRATIONS: tuple[str, ...] = (
+    # 1: sources with fetch state, entries keyed by (source, entry_id).
+    """
+    CREATE TABLE sources (
+        name          TEXT PRIMARY KEY,
+        url           TEXT NOT NULL,
+        title         TEXT,
+        site_url      TEXT,
+        feed_id       TEXT,
+        etag          TEXT,
+        last_modified TEXT,
+        last_polled   TEXT,
+        last_success  TEXT,
+        last_outcome  TEXT,
+        last_error    TEXT,
+        failures      INTEGER NOT NULL DEFAULT 0,
+        added         TEXT NOT NULL
+    );
+    CREATE TABLE entries (
+        source       TEXT NOT NULL,
+        entry_id     TEXT NOT NULL,
+        title        TEXT NOT NULL,
+        link         TEXT,
+        summary_html TEXT NOT NULL,
+        teaser       TEXT NOT NULL,
+        author       TEXT,
+        categories   TEXT NOT NULL,
+        published    TEXT,
+        updated      TEXT,
+        first_seen   TEXT NOT NULL,
+        sort_date    TEXT NOT NULL,
+        content_hash TEXT NOT NULL,
+        PRIMARY KEY (source, entry_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX entries_by_date ON entries (sort_date DESC);
+    """,
+)
+SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+def _ts(value: datetime | None) -> str | None:
+    """UTC timestamps as fixed-width ISO text, so text order is time order."""
+    return None if value is None else value.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def _dt(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
+
+
+def _required_dt(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+@dataclass(frozen=True)
+class SourceState:
+    """A source as the store knows it, for conditional GET and for `status`."""
+
+    name: str
+    url: str
+    title: str | None
+    site_url: str | None
+    validators: Validators
+    last_polled: datetime | None
+    last_success: datetime | None
+    last_outcome: str | None
+    last_error: str | None
+    failures: int
+    entries: int
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    """What one source's parsed feed changed in the store."""
+
+    new: int
+    updated: int
+
+
+class Store:
+    """One SQLite connection; open with `Store.open(path)`, close with `close()`."""
+
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._db = connection
+
+    @classmethod
+    def open(cls, path: Path) -> Store:
+        """Open (creating directories and schema as needed) and migrate the store at `path`."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(path, isolation_level=None, timeout=10.0, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA foreign_keys=ON")
+            store = cls(db)
+            store._migrate()
+        except sqlite3.Error as e:
+            raise StorageError(f"cannot open the store at {path}: {e}") from e
+        except OSError as e:
+            raise StorageError(f"cannot open the store at {path}: {e.strerror or e}") from e
+        return store
+
+    def close(self) -> None:
+        self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def _migrate(self) -> None:
+        version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise StorageError(
+                f"the store has schema version {version}, newer than this aggregator knows "
+                f"({SCHEMA_VERSION}); upgrade aggregator"
+            )
+        for number in range(version, SCHEMA_VERSION):
+            with self._transaction() as db:
+                for statement in _MIGRATIONS[number].split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version = {number + 1}")
+
+    @property
+    def schema_version(self) -> int:
+        return int(self._db.execute("PRAGMA user_version").fetchone()[0])
+
+    # -- sources ---------------------------------------------------------------------------
+
+    def sync_sources(self, sources: Iterable[SourceConfig], now: datetime) -> None:
+        """Make the sources table know every configured source; a changed URL drops validators.
+
+        Sources no longer configured keep their rows and entries (the timeline ignores them),
+        so putting a source back does not re-announce its old items.
+        """
+        with self._transaction() as db:
+            for source in sources:
+                db.execute(
+                    """
+                    INSERT INTO sources (name, url, added) VALUES (?, ?, ?)
+                    ON CONFLICT (name) DO UPDATE SET
+                        url = excluded.url, etag = NULL, last_modified = NULL
+                    WHERE sources.url != excluded.url
+                    """,
+                    (source.name, source.url, _ts(now)),
+                )
+
+    def source_state(self, name: str) -> SourceState | None:
+        row = self._db.execute(
+            """
+            SELECT name, url, title, site_url, etag, last_modified, last_polled, last_success,
+                   last_outcome, last_error, failures,
+                   (SELECT count(*) FROM entries WHERE entries.source = sources.name)
+            FROM sources WHERE name = ?
+            """,
+            (name,),
+        ).fetchone()
+        if row is None:
+            return None
+        return SourceState(
+            name=row[0],
+            url=row[1],
+            title=row[2],
+            site_url=row[3],
+            validators=Validators(row[4], row[5]),
+            last_polled=_dt(row[6]),
+            last_success=_dt(row[7]),
+            last_outcome=row[8],
+            last_error=row[9],
+            failures=row[10],
+            entries=row[11],
+        )
+
+    def record_success(
+        self,
+        name: str,
+        validators: Validators,
+        now: datetime,
+        outcome: str,
+        feed: ParsedFeed | None = None,
+    ) -> None:
+        """A 200 or 304: new validators are saved even when the body turns out unchanged."""
+        with self._transaction() as db:
+            db.execute(
+                """
+                UPDATE sources SET etag = ?, last_modified = ?, last_polled = ?, last_success = ?,
+                    last_outcome = ?, last_error = NULL, failures = 0
+                WHERE name = ?
+                """,
+                (validators.etag, validators.last_modified, _ts(now), _ts(now), outcome, name),
+            )
+            if feed is not None:
+                db.execute(
+                    "UPDATE sources SET title = ?, site_url = ?, feed_id = ? WHERE name = ?",
+                    (feed.title, feed.link, feed.feed_id, name),
+                )
+
+    def record_failure(self, name: str, error: str, now: datetime) -> None:
+        with self._transaction() as db:
+            db.execute(
+                """
+                UPDATE sources SET last_polled = ?, last_outcome = 'failed', last_error = ?,
+                    failures = failures + 1
+                WHERE name = ?
+                """,
+                (_ts(now), error, name),
+            )
+
+    def source_credits(self, sources: Sequence[SourceConfig]) -> dict[str, SourceCredit]:
+        """How each configured source is credited: the operator's title, else the feed's own."""
+        known = {
+            row[0]: row[1:]
+            for row in self._db.execute("SELECT name, title, site_url, feed_id FROM sources")
+        }
+        credits = {}
+        for source in sources:
+            title, site_url, feed_id = known.get(source.name, (None, None, None))
+            credits[source.name] = SourceCredit(
+                name=source.name,
+                title=source.title or title or source.name,
+                feed_url=source.url,
+                site_url=site_url,
+                feed_id=feed_id,
+            )
+        return credits
+
+    # -- entries ---------------------------------------------------------------------------
+
+    def store_entries(
+        self, source: str, entries: Sequence[ParsedEntry], now: datetime
+    ) -> StoreResult:
+        """Insert new entries and update changed ones; `first_seen` and `sort_date` never move."""
+        if not entries:
+            return StoreResult(0, 0)
+        with self._transaction() as db:
+            known = dict(
+                db.execute(
+                    """
+                    SELECT entry_id, content_hash || '|' || ifnull(published, '')
+                                     || '|' || ifnull(updated, '')
+                    FROM entries WHERE source = ? AND entry_id IN (SELECT value FROM json_each(?))
+                    """,
+                    (source, json.dumps([e.entry_id for e in entries])),
+                ).fetchall()
+            )
+            new_rows, changed_rows = [], []
+            for e in entries:
+                fields = (
+                    e.title, e.link, e.summary_html, e.teaser, e.author,
+                    json.dumps(e.categories, ensure_ascii=False), _ts(e.published), _ts(e.updated),
+                    e.content_hash,
+                )  # fmt: skip
+                signature = f"{e.content_hash}|{_ts(e.published) or ''}|{_ts(e.updated) or ''}"
+                if e.entry_id not in known:
+                    sort_date = order_date(e.published, e.updated, now)
+                    new_rows.append((source, e.entry_id, *fields, _ts(now), _ts(sort_date)))
+                elif known[e.entry_id] != signature:
+                    changed_rows.append((*fields, source, e.entry_id))
+            db.executemany(
+                """
+                INSERT INTO entries (source, entry_id, title, link, summary_html, teaser, author,
+                    categories, published, updated, content_hash, first_seen, sort_date)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                """,
+                new_rows,
+            )
+            db.executemany(
+                """
+                UPDATE entries SET title = ?, link = ?, summary_html = ?, teaser = ?, author = ?,
+                    categories = ?, published = ?, updated = ?, content_hash = ?
+                WHERE source = ? AND entry_id = ?
+                """,
+                changed_rows,
+            )
+        return StoreResult(new=len(new_rows), updated=len(changed_rows))
+
+    def recent_entries(
+        self, sources: Iterable[str], since: datetime, limit: int
+    ) -> list[StoredEntry]:
+        """The newest entries of `sources` with `sort_date >= since`: only what can be published."""
+        rows = self._db.execute(
+            """
+            SELECT source, entry_id, title, link, summary_html, teaser, author, categories,
+                   published, updated, first_seen, sort_date
+            FROM entries
+            WHERE source IN (SELECT value FROM json_each(?)) AND sort_date >= ?
+            ORDER BY sort_date DESC, source, entry_id
+            LIMIT ?
+            """,
+            (json.dumps(list(sources)), _ts(since), limit),
+        ).fetchall()
+        return [
+            StoredEntry(
+                source=r[0],
+                entry_id=r[1],
+                title=r[2],
+                link=r[3],
+                summary_html=r[4],
+                teaser=r[5],
+                author=r[6],
+                categories=tuple(json.loads(r[7])),
+                published=_dt(r[8]),
+                updated=_dt(r[9]),
+                first_seen=_required_dt(r[10]),
+                sort_date=_required_dt(r[11]),
+            )
+            for r in rows
+        ]
+
+    def count_entries(self, source: str | None = None) -> int:
+        if source is None:
+            return int(self._db.execute("SELECT count(*) FROM entries").fetchone()[0])
+        return int(
+            self._db.execute("SELECT count(*) FROM entries WHERE source = ?", (source,)).fetchone()[
+                0
+            ]
+        )

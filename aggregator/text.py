@@ -1,0 +1,121 @@
+"""Text handling shared by the stages: HTML to text, sanitizing, teasers, Unicode hygiene.
+
+Pure: no I/O. Teasers are cut on grapheme clusters (the `regex` module's `\\X`), never on code
+points, so a Devanagari consonant keeps its matra, virama and nukta, and an emoji its modifiers.
+"""
+
+from __future__ import annotations
+
+import html
+import unicodedata
+from urllib.parse import urljoin, urlsplit
+
+import nh3
+import regex
+
+ELLIPSIS = "…"
+
+# Characters XML 1.0 forbids (C0 controls but tab/LF/CR, surrogates, U+FFFE/U+FFFF).
+_XML_ILLEGAL = regex.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+_WHITESPACE = regex.compile(r"\s+")
+_GRAPHEME = regex.compile(r"\X")
+# Block-level boundaries become spaces so "<p>a</p><p>b</p>" reads "a b", not "ab".
+_BLOCK_BOUNDARY = regex.compile(
+    r"<\s*/?\s*(?:br|p|div|li|ul|ol|h[1-6]|tr|td|th|blockquote|pre|hr|section|article|figure"
+    r"|figcaption|header|footer|dd|dt|table)\b[^>]*>",
+    regex.IGNORECASE,
+)
+_TRAILING_PUNCTUATION = " \t,;:-–—(/.।॥"
+
+SAFE_SCHEMES = frozenset({"http", "https", "mailto"})
+_ALLOWED_TAGS = frozenset(
+    {
+        "a", "abbr", "b", "blockquote", "br", "cite", "code", "dd", "del", "div", "dl", "dt",
+        "em", "figcaption", "figure", "h1", "h2", "h3", "h4", "h5", "h6", "hr", "i", "img",
+        "ins", "kbd", "li", "mark", "ol", "p", "pre", "q", "s", "small", "span", "strong",
+        "sub", "sup", "table", "tbody", "td", "tfoot", "th", "thead", "time", "tr", "u", "ul",
+    }
+)  # fmt: skip
+_ALLOWED_ATTRIBUTES = {
+    "a": {"href", "title", "hreflang"},
+    "img": {"src", "alt", "title", "width", "height"},
+    "abbr": {"title"},
+    "time": {"datetime"},
+    "td": {"colspan", "rowspan"},
+    "th": {"colspan", "rowspan"},
+    "blockquote": {"cite"},
+    "q": {"cite"},
+}
+_URL_ATTRIBUTES = frozenset({"href", "src", "cite"})
+
+
+def clean_text(value: str) -> str:
+    """NFC-normalize and drop the characters XML cannot carry."""
+    return _XML_ILLEGAL.sub("", unicodedata.normalize("NFC", value))
+
+
+def collapse_whitespace(value: str) -> str:
+    """One space between words, none at the ends."""
+    return _WHITESPACE.sub(" ", value).strip()
+
+
+def html_to_text(markup: str) -> str:
+    """Plain text of an HTML fragment: tags removed, entities decoded, whitespace collapsed."""
+    if "<" not in markup and "&" not in markup:
+        return collapse_whitespace(clean_text(markup))
+    spaced = _BLOCK_BOUNDARY.sub(" ", markup)
+    stripped = nh3.clean(spaced, tags=set(), attributes={}, strip_comments=True)
+    return collapse_whitespace(clean_text(html.unescape(stripped)))
+
+
+def absolute_url(url: str | None, base: str | None) -> str | None:
+    """`url` resolved against `base`; None when empty or unsafe (javascript:, data:)."""
+    if not url or not url.strip():
+        return None
+    resolved = urljoin(base, url.strip()) if base else url.strip()
+    scheme = urlsplit(resolved).scheme.lower()
+    if scheme not in SAFE_SCHEMES:
+        return None
+    return resolved
+
+
+def sanitize_html(markup: str, base_url: str | None) -> str:
+    """Safe HTML for any output: an allow-list of tags, links made absolute, unsafe URLs dropped."""
+    if not markup.strip():
+        return ""
+
+    def keep_attribute(element: str, attribute: str, value: str) -> str | None:
+        if attribute in _URL_ATTRIBUTES:
+            return absolute_url(value, base_url)
+        return value
+
+    cleaned = nh3.clean(
+        clean_text(markup),
+        tags=set(_ALLOWED_TAGS),
+        attributes={tag: set(attrs) for tag, attrs in _ALLOWED_ATTRIBUTES.items()},
+        attribute_filter=keep_attribute,
+        url_schemes=set(SAFE_SCHEMES),
+        link_rel="noopener noreferrer",
+        strip_comments=True,
+    )
+    return cleaned.strip()
+
+
+def make_teaser(text: str, length: int) -> str:
+    """At most `length` grapheme clusters of `text`, cut at a word boundary, `…` only when cut.
+
+    A single word longer than the limit is cut between grapheme clusters rather than dropped.
+    """
+    text = collapse_whitespace(text)
+    clusters = _GRAPHEME.findall(text)
+    if len(clusters) <= length:
+        return text
+    budget = max(length - 1, 1)  # leave room for the ellipsis
+    head = clusters[:budget]
+    if not clusters[budget].isspace():
+        # Back up to the last space so no word is cut in half (unless it is the only word).
+        last_space = max((i for i, c in enumerate(head) if c.isspace()), default=0)
+        if last_space > 0:
+            head = head[:last_space]
+    cut = "".join(head).rstrip(_TRAILING_PUNCTUATION)
+    return (cut or "".join(clusters[:budget])) + ELLIPSIS

@@ -1,0 +1,146 @@
+"""The frozen values that flow one way between the stages.
+
+fetch → `FetchOutcome` → parse → `ParsedFeed` → store → `StoredEntry` → timeline → `Timeline`
+→ render.
+Every datetime here is timezone-aware UTC; constructors check it so a naive one never travels far.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+
+def require_utc(value: datetime | None, what: str) -> None:
+    """Fail loudly (a bug) when a naive or non-UTC datetime is about to be stored."""
+    if value is not None and value.utcoffset() != UTC.utcoffset(None):
+        raise ValueError(f"{what} must be an aware UTC datetime, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Validators:
+    """What a server gave us for conditional GET next time."""
+
+    etag: str | None = None
+    last_modified: str | None = None
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A source answered with a body."""
+
+    url: str
+    final_url: str
+    status: int
+    body: bytes
+    headers: Mapping[str, str]
+    validators: Validators
+    permanent_redirect: str | None = None
+
+
+@dataclass(frozen=True)
+class NotModified:
+    """A source answered 304, or a local file did not change."""
+
+    url: str
+    validators: Validators
+
+
+@dataclass(frozen=True)
+class Failed:
+    """A source could not be fetched; `error` is one line for the operator."""
+
+    url: str
+    error: str
+    status: int | None = None
+
+
+FetchOutcome = Fetched | NotModified | Failed
+
+
+@dataclass(frozen=True)
+class ParsedEntry:
+    """One entry, normalized once at the parse boundary."""
+
+    entry_id: str
+    title: str
+    link: str | None
+    summary_html: str
+    teaser: str
+    author: str | None
+    categories: tuple[str, ...]
+    published: datetime | None
+    updated: datetime | None
+    content_hash: str
+
+    def __post_init__(self) -> None:
+        require_utc(self.published, "published")
+        require_utc(self.updated, "updated")
+
+
+@dataclass(frozen=True)
+class ParsedFeed:
+    """A source's document, with its entries in document order."""
+
+    title: str | None
+    link: str | None
+    feed_id: str | None
+    entries: tuple[ParsedEntry, ...]
+    warning: str | None = None
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    """An entry as the store keeps it; `sort_date` is fixed when first seen."""
+
+    source: str
+    entry_id: str
+    title: str
+    link: str | None
+    summary_html: str
+    teaser: str
+    author: str | None
+    categories: tuple[str, ...]
+    published: datetime | None
+    updated: datetime | None
+    first_seen: datetime
+    sort_date: datetime
+
+    def __post_init__(self) -> None:
+        for name in ("published", "updated", "first_seen", "sort_date"):
+            require_utc(getattr(self, name), name)
+
+
+@dataclass(frozen=True)
+class SourceCredit:
+    """Who carried an entry, for `<source>` in the published feeds."""
+
+    name: str
+    title: str
+    feed_url: str
+    site_url: str | None = None
+    feed_id: str | None = None
+
+
+@dataclass(frozen=True)
+class TimelineItem:
+    """One published item: the entry, its source, its permanent public id and its dates."""
+
+    uid: str
+    entry: StoredEntry
+    source: SourceCredit
+    published: datetime
+    updated: datetime
+
+    def __post_init__(self) -> None:
+        require_utc(self.published, "published")
+        require_utc(self.updated, "updated")
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """The merged timeline, newest first; `updated` is the newest date in it (None when empty)."""
+
+    items: tuple[TimelineItem, ...] = field(default_factory=tuple)
+    updated: datetime | None = None

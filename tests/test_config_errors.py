@@ -1,0 +1,207 @@
+"""A broken feeds.toml gets one line naming file, line and key path; exit 2; no traceback.
+
+Each case runs the real CLI (`aggregator check`) in a subprocess, as an operator would.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+
+GOOD_FEED = '[[feeds]]\nurl = "https://example.org/feed.xml"\n'
+
+CASES = [
+    pytest.param(
+        '[aggregator\ntitle = "x"\n',
+        "feeds.toml:1: invalid TOML: ",
+        id="syntax-error",
+    ),
+    pytest.param(
+        '[poll]\nintervall = "15m"\n' + GOOD_FEED,
+        'feeds.toml:2: poll.intervall: unknown key; did you mean "interval"?',
+        id="unknown-key-with-hint",
+    ),
+    pytest.param(
+        '[pol]\ninterval = "15m"\n' + GOOD_FEED,
+        'feeds.toml:1: pol: unknown key; did you mean "poll"?',
+        id="unknown-table",
+    ),
+    pytest.param(
+        '[poll]\nconcurrency = "ten"\n' + GOOD_FEED,
+        'feeds.toml:2: poll.concurrency: expected a whole number, got "ten"',
+        id="wrong-type",
+    ),
+    pytest.param(
+        GOOD_FEED
+        + GOOD_FEED.replace("feed.xml", "b.xml")
+        + GOOD_FEED.replace("feed.xml", "c.xml")
+        + '[[feeds]]\nurl = "https://example.org/d.xml"\n\ninterval = "often"\n',
+        'feeds.toml:10: feeds[3].interval: expected a duration like "15m", got "often"',
+        id="bad-duration",
+    ),
+    pytest.param(
+        '[[feeds]]\nurl = "ftp://example.org/feed.xml"\n',
+        "feeds.toml:2: feeds[0].url: expected an http, https or file:// URL, or a path, "
+        'got "ftp://example.org/feed.xml"',
+        id="bad-url-scheme",
+    ),
+    pytest.param(
+        '[[feeds]]\nurl = "https://"\n',
+        'feeds.toml:2: feeds[0].url: expected a URL with a host name, got "https://"',
+        id="bad-url-no-host",
+    ),
+    pytest.param(
+        GOOD_FEED + '\n[[feeds]]\nurl = "HTTPS://EXAMPLE.org/feed.xml"\nname = "other"\n',
+        "feeds.toml:5: feeds[1].url: duplicate source: the same URL as feeds[0] (line 2)",
+        id="duplicate-url",
+    ),
+    pytest.param(
+        '[[feeds]]\nurl = "https://a.example/"\nname = "news"\n'
+        '[[feeds]]\nurl = "https://b.example/"\nname = "news"\n',
+        'feeds.toml:6: feeds[1].name: duplicate source name "news" (also feeds[0], line 1); '
+        "give one a different name",
+        id="duplicate-name",
+    ),
+    pytest.param(
+        '[aggregator]\ntimezone = "Asia/Kolkatta"\n' + GOOD_FEED,
+        'feeds.toml:2: aggregator.timezone: unknown time zone "Asia/Kolkatta" '
+        '(expected an IANA name like "Asia/Kolkata")',
+        id="unknown-timezone",
+    ),
+    pytest.param(
+        GOOD_FEED + 'timezone = "Mars/Olympus"\n',
+        'feeds.toml:3: feeds[0].timezone: unknown time zone "Mars/Olympus" '
+        '(expected an IANA name like "Asia/Kolkata")',
+        id="unknown-timezone-per-feed",
+    ),
+    pytest.param(
+        "",
+        "feeds.toml:1: feeds: no sources configured; add a [[feeds]] table with a url",
+        id="empty-file",
+    ),
+    pytest.param(
+        '[aggregator]\ntitle = "x"\n\n[[feeds]]\nname = "nourl"\n',
+        "feeds.toml:4: feeds[0]: missing required key url",
+        id="missing-url",
+    ),
+    pytest.param(
+        GOOD_FEED + 'tags = "hindi"\n',
+        'feeds.toml:3: feeds[0].tags: expected an array of strings like ["hindi", "news"], '
+        'got "hindi"',
+        id="tags-not-array",
+    ),
+    pytest.param(
+        "[server]\nport = 70000\n" + GOOD_FEED,
+        "feeds.toml:2: server.port: expected a port from 1 to 65535, got 70000",
+        id="port-out-of-range",
+    ),
+    pytest.param(
+        "[publish]\nmax_items = 0\n" + GOOD_FEED,
+        "feeds.toml:2: publish.max_items: expected a number of at least 1, got 0",
+        id="max-items-zero",
+    ),
+    pytest.param(
+        GOOD_FEED + 'titel = "typo"\n',
+        'feeds.toml:3: feeds[0].titel: unknown key; did you mean "title"?',
+        id="unknown-feed-key",
+    ),
+    pytest.param(
+        'feeds = "https://example.org/feed.xml"\n',
+        "feeds.toml:1: feeds: expected an array of tables ([[feeds]]), "
+        'got "https://example.org/feed.xml"',
+        id="feeds-not-array",
+    ),
+    pytest.param(
+        GOOD_FEED + 'name = "has space"\n',
+        "feeds.toml:3: feeds[0].name: expected a name of letters, digits, '.', '_' or '-' "
+        '(at most 64), got "has space"',
+        id="bad-name",
+    ),
+    pytest.param(
+        '[publish]\nmax_age = "-5d"\n' + GOOD_FEED,
+        'feeds.toml:2: publish.max_age: expected a duration like "15m", got "-5d"',
+        id="negative-duration",
+    ),
+    pytest.param(
+        '[aggregator]\nbase_url = "not a url"\n' + GOOD_FEED,
+        "feeds.toml:2: aggregator.base_url: expected an http or https URL like "
+        '"https://example.org/", got "not a url"',
+        id="bad-base-url",
+    ),
+]
+
+
+def _check(tmp_path: Path, text: str | bytes) -> tuple[int, str, str]:
+    config = tmp_path / "feeds.toml"
+    if isinstance(text, bytes):
+        config.write_bytes(text)
+    else:
+        config.write_text(text, encoding="utf-8")
+    result = run_cli("check", "--config", "feeds.toml", cwd=tmp_path)
+    return result.returncode, result.stdout, result.stderr
+
+
+@pytest.mark.parametrize(("text", "expected"), CASES)
+def test_broken_config_gives_one_line_and_exit_2(tmp_path: Path, text: str, expected: str) -> None:
+    status, _, stderr = _check(tmp_path, text)
+    assert status == 2
+    assert "Traceback" not in stderr
+    first = stderr.splitlines()[0]
+    assert first.startswith("error: " + expected), first
+    if not expected.endswith(": "):
+        assert first == "error: " + expected
+
+
+def test_syntax_error_names_the_line(tmp_path: Path) -> None:
+    status, _, stderr = _check(tmp_path, GOOD_FEED + "\n[poll]\ninterval = 15m\n")
+    assert status == 2
+    assert stderr.startswith("error: feeds.toml:5: invalid TOML: ")
+    assert "Traceback" not in stderr
+
+
+def test_not_utf8(tmp_path: Path) -> None:
+    status, _, stderr = _check(tmp_path, GOOD_FEED.encode() + b'title = "\xff"\n')
+    assert status == 2
+    assert stderr.splitlines() == ["error: feeds.toml:3: invalid TOML: the file is not UTF-8"]
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    result = run_cli("check", "--config", "nowhere.toml", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == ["error: nowhere.toml:1: file not found"]
+
+
+def test_every_problem_is_reported_once_each(tmp_path: Path) -> None:
+    text = '[poll]\nintervall = "15m"\nconcurrency = 0\n[[feeds]]\nurl = "gopher://x"\n'
+    status, _, stderr = _check(tmp_path, text)
+    assert status == 2
+    lines = stderr.splitlines()
+    assert [line.split(": ")[1] for line in lines] == [
+        "feeds.toml:2",
+        "feeds.toml:3",
+        "feeds.toml:5",
+    ]
+
+
+def test_once_also_refuses_a_broken_config(tmp_path: Path) -> None:
+    (tmp_path / "feeds.toml").write_text(
+        '[[feeds]]\nurl = "https://x.example/"\ninterval = "often"\n'
+    )
+    result = run_cli("once", "--config", "feeds.toml", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        'error: feeds.toml:3: feeds[0].interval: expected a duration like "15m", got "often"'
+    ]
+    assert not (tmp_path / "output").exists()
+
+
+def test_valid_config_lists_sources(tmp_path: Path) -> None:
+    status, stdout, stderr = _check(
+        tmp_path, GOOD_FEED + 'name = "ex"\ntags = ["hindi"]\ninterval = "1h"\n'
+    )
+    assert status == 0, stderr
+    assert "ex" in stdout and "https://example.org/feed.xml" in stdout and "1h" in stdout
+    assert stdout.rstrip().endswith("feeds.toml: ok")

@@ -1,0 +1,104 @@
+"""The published RSS and Atom pass the W3C feed validator with no errors and no warnings.
+
+The validator is not vendored: set FEEDVALIDATOR to a checkout of w3c/feedvalidator whose
+`.venv/bin/python` has its requirements (lxml, html5lib, rdflib) — README, "Validating the
+output". Without one these tests are skipped and say so.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, run_cli
+from tests.feedfactory import Item, atom, rss1, rss2
+from tests.feedserver import FeedServer
+
+VALIDATOR = Path(os.environ.get("FEEDVALIDATOR", "/opt/feedvalidator"))
+VALIDATOR_PYTHON = VALIDATOR / ".venv" / "bin" / "python"
+
+pytestmark = pytest.mark.skipif(
+    not (VALIDATOR / "src" / "feedvalidator").is_dir() or not VALIDATOR_PYTHON.exists(),
+    reason=f"W3C feed validator not found at {VALIDATOR} (set FEEDVALIDATOR; see README)",
+)
+
+
+def _validate(path: Path, base: str) -> list[str]:
+    result = subprocess.run(
+        [
+            str(VALIDATOR_PYTHON),
+            str(ROOT / "tests" / "w3c_validate.py"),
+            str(VALIDATOR),
+            base,
+            str(path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode in (0, 1), result.stderr
+    return [line for line in result.stdout.splitlines() if line.strip()]
+
+
+def _assert_clean(output: Path) -> None:
+    for name in ("rss.xml", "atom.xml"):
+        problems = _validate(output / name, f"http://127.0.0.1:8080/{name}")
+        assert problems == [], f"{name}: " + "\n".join(problems)
+
+
+def test_offline_example_feeds_are_valid(tmp_path: Path) -> None:
+    example = tmp_path / "offline"
+    shutil.copytree(
+        ROOT / "examples" / "offline", example, ignore=shutil.ignore_patterns("output", "state")
+    )
+    result = run_cli("once", "--config", str(example / "feeds.toml"))
+    assert result.returncode == 0, result.stderr
+    _assert_clean(example / "output")
+
+
+def test_awkward_input_still_gives_valid_feeds(tmp_path: Path, feed_server: FeedServer) -> None:
+    """No author, no title, control characters, entities, scripts, a future date, a bad feed id."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    items = [
+        Item("", "https://a.example/1", "g1", now - timedelta(hours=1), "<p>बिना शीर्षक की ख़बर</p>"),
+        Item(
+            "Control\x0bchars & <entities> in a title",
+            "https://a.example/2",
+            "g2",
+            now - timedelta(hours=2),
+        ),
+        Item(
+            "From the future", "https://a.example/3", "g3", now + timedelta(days=3), "<b>soon</b>"
+        ),
+        Item(
+            "Script",
+            "https://a.example/4",
+            "g4",
+            now - timedelta(hours=3),
+            "<script>x()</script><a href='javascript:x()'>x</a>",
+        ),
+    ]
+    feed_server.add("/a.xml", rss2("A & B", "https://a.example/", items).replace(b"\x0b", b"&#11;"))
+    others = [
+        Item("Atom & friends", "https://b.example/1", "urn:b:1", now - timedelta(hours=4)),
+        Item("", "https://b.example/2", "urn:b:2", now - timedelta(hours=5), "<p>untitled</p>"),
+    ]
+    feed_server.add("/b.atom", atom("B", "https://b.example/", "urn:b", others))
+    rdf = [Item("RDF ✓", "https://c.example/1", "c1", now - timedelta(hours=6), "<p>x &amp; y</p>")]
+    feed_server.add("/c.rdf", rss1("C", "https://c.example/", rdf))
+    config = tmp_path / "feeds.toml"
+    config.write_text(
+        "\n".join(
+            f'[[feeds]]\nurl = "{feed_server.url(p)}"' for p in ("/a.xml", "/b.atom", "/c.rdf")
+        ),
+        encoding="utf-8",
+    )
+    result = run_cli("once", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    _assert_clean(tmp_path / "output")
