@@ -10,7 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import httpx
@@ -126,6 +126,9 @@ def publish_timeline(config: Config, store: Store, now: datetime) -> PublishRepo
         max_items=config.publish.max_items,
         max_age=config.publish.max_age,
     )
+    if timeline.updated is None:
+        # Nothing to publish yet: a fixed, plausible date keeps the empty feeds' bytes stable.
+        timeline = replace(timeline, updated=store.first_added() or now)
     files = {
         "rss.xml": render_rss(timeline, config.site),
         "atom.xml": render_atom(timeline, config.site),

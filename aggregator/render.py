@@ -25,7 +25,7 @@ from aggregator.timeline import source_id
 from aggregator.types import SourceCredit, Timeline, TimelineItem
 
 DC_NS = "http://purl.org/dc/elements/1.1/"
-# An empty feed still needs a date; a fixed one keeps its bytes stable.
+# An empty timeline still needs a date; callers normally give one (see pipeline.py).
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TITLE_FALLBACK_LENGTH = 80
 

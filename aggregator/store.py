@@ -336,6 +336,10 @@ class Store:
             for r in rows
         ]
 
+    def first_added(self) -> datetime | None:
+        """When the first source was added: a stable date for a feed with nothing in it yet."""
+        return _dt(self._db.execute("SELECT min(added) FROM sources").fetchone()[0])
+
     def count_entries(self, source: str | None = None) -> int:
         if source is None:
             return int(self._db.execute("SELECT count(*) FROM entries").fetchone()[0])

@@ -102,3 +102,12 @@ def test_awkward_input_still_gives_valid_feeds(tmp_path: Path, feed_server: Feed
     result = run_cli("once", "--config", str(config))
     assert result.returncode == 0, result.stderr
     _assert_clean(tmp_path / "output")
+
+
+def test_empty_timeline_still_gives_valid_feeds(tmp_path: Path) -> None:
+    """Nothing fetched yet (every source down): the feeds exist, empty and valid."""
+    config = tmp_path / "feeds.toml"
+    config.write_text('[[feeds]]\nurl = "http://127.0.0.1:9/refused.xml"\n', encoding="utf-8")
+    result = run_cli("once", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    _assert_clean(tmp_path / "output")

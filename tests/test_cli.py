@@ -1,0 +1,126 @@
+"""The real CLI on what ships: the offline example, the shipped feeds.toml, a terminal."""
+
+from __future__ import annotations
+
+import io
+import os
+import pty
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import feedparser
+import pytest
+
+from tests.conftest import ROOT, run_cli
+
+
+def _copy_example(tmp_path: Path) -> Path:
+    example = tmp_path / "offline"
+    shutil.copytree(
+        ROOT / "examples" / "offline", example, ignore=shutil.ignore_patterns("output", "state")
+    )
+    return example / "feeds.toml"
+
+
+def test_offline_example_publishes_every_sample_item(tmp_path: Path) -> None:
+    config = _copy_example(tmp_path)
+    # Run from elsewhere: relative paths resolve against the config's directory.
+    result = run_cli("once", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[:3] == [
+        "hindi-news     8 new",
+        "world-english  6 new",
+        "science-rdf    4 new",
+    ]
+    assert "published 18 items" in result.stdout
+    for name in ("rss.xml", "atom.xml"):
+        parsed = feedparser.parse(io.BytesIO((config.parent / "output" / name).read_bytes()))
+        assert not parsed.bozo
+        assert len(parsed.entries) == 18
+    assert (config.parent / "state" / "aggregator.db").exists()
+
+
+def test_shipped_config_is_valid() -> None:
+    result = run_cli("check", "--config", "feeds.toml")
+    assert result.returncode == 0, result.stderr
+    assert "bbc-hindi" in result.stdout
+    assert result.stdout.rstrip().endswith("feeds.toml: ok")
+
+
+def _unshare_works() -> bool:
+    return shutil.which("unshare") is not None and (
+        subprocess.run(["unshare", "-rn", "true"], capture_output=True, check=False).returncode == 0
+    )
+
+
+@pytest.mark.skipif(not _unshare_works(), reason="needs `unshare -rn` to cut the network off")
+def test_shipped_config_without_network_reports_each_source(tmp_path: Path) -> None:
+    """`make run` offline: every source fails with its own clear line; the run completes.
+
+    The CLI runs in a fresh network namespace (`unshare -rn`), so nothing can leave the machine.
+    """
+    shutil.copy(ROOT / "feeds.toml", tmp_path / "feeds.toml")
+    result = subprocess.run(
+        ["unshare", "-rn", sys.executable, "-m", "aggregator", "once", "--config", "feeds.toml"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stdout.splitlines()
+    sources = [line for line in lines if not line.startswith("published")]
+    assert len(sources) == 11
+    for line in sources:
+        name, _, outcome = line.partition("  ")
+        assert outcome.strip().startswith("error: cannot "), line
+        assert f"{name.strip()}: cannot " in result.stderr  # logged with the source's name
+    assert lines[-1].startswith("published 0 items")
+    assert lines[-1].endswith("0 of 11 sources ok")
+    for name in ("rss.xml", "atom.xml"):
+        assert not feedparser.parse(io.BytesIO((tmp_path / "output" / name).read_bytes())).bozo
+
+
+def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
+    config = _copy_example(tmp_path)
+    leader, follower = pty.openpty()
+    try:
+        process = subprocess.run(
+            [sys.executable, "-m", "aggregator", "once", "--config", str(config)],
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=follower,
+            env={**os.environ, "TERM": "xterm", "COLUMNS": "100"},
+            timeout=120,
+            check=False,
+        )
+        os.close(follower)
+        follower = -1
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        if follower != -1:
+            os.close(follower)
+        os.close(leader)
+    assert process.returncode == 0
+    assert b"polling" in b"".join(chunks)
+    assert b"published 18 items" in process.stdout
+
+
+def test_version() -> None:
+    result = run_cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("aggregator, version ")
