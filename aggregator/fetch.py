@@ -180,7 +180,17 @@ class Fetcher:
     async def _fetch_http(self, url: str, validators: Validators) -> FetchOutcome:
         deadline = time.monotonic() + self.timeout
         request = self._client.build_request("GET", url, headers=_conditional_headers(validators))
-        response = await self._client.send(request, stream=True)
+        try:
+            # Headers dripped a byte at a time would reset httpx's per-read timeout forever.
+            # Cancelling inside httpx can leak pooled connections only when a request is
+            # cancelled while queued for one (httpcore #1093); the semaphore keeps requests
+            # below the pool's size, so none ever queues.
+            async with asyncio.timeout(self.timeout):
+                response = await self._client.send(request, stream=True)
+        except TimeoutError as e:
+            raise FetchError(
+                f"timed out: no complete response headers within {self.timeout:g}s"
+            ) from e
         try:
             chain = [r.status_code for r in response.history]
             permanent = str(response.url) if chain and all(s in _PERMANENT for s in chain) else None

@@ -21,6 +21,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import feedparser
+from feedparser.datetimes.rfc822 import timezone_names as RFC822_ZONES
+from feedparser.exceptions import CharacterEncodingOverride, NonXMLContentType
 
 from aggregator.errors import ParseError
 from aggregator.text import absolute_url, clean_text, html_to_text, make_teaser, sanitize_html
@@ -29,8 +31,13 @@ from aggregator.types import ParsedEntry, ParsedFeed
 # A DOCTYPE can declare entities that feedparser's fallback parser expands quadratically
 # (an entity bomb). Feeds have no use for one, so it goes before parsing.
 _DOCTYPE = re.compile(rb"<!DOCTYPE[^>\[]*(?:\[.*?\])?\s*>", re.IGNORECASE | re.DOTALL)
-# A date string that carries its own zone: Z, +05:30, -0800, or a zone name such as GMT or IST.
-_HAS_ZONE = re.compile(r"(?:[zZ]|[+-]\d{2}:?\d{2}|\b[A-Za-z]{1,5})\s*(?:\([^)]*\))?\s*$")
+# A date string that carries its own zone: Z, +05:30 or -0800, or a zone name feedparser
+# knows (GMT, EST, ...). Any other name ("IST") feedparser silently reads as UTC, so such a
+# date is treated as zone-less and read in the source's time zone.
+_NUMERIC_ZONE = re.compile(r"(?:[zZ]|[+-]\d{2}:?\d{2})\s*(?:\([^)]*\))?\s*$")
+_NAMED_ZONE = re.compile(r"\b([A-Za-z]{1,5})\s*(?:\([^)]*\))?\s*$")
+# bozo reasons that say nothing about the document being broken.
+_HARMLESS = (CharacterEncodingOverride, NonXMLContentType)
 _HTML_TYPES = ("text/html", "application/xhtml+xml", "html", "xhtml")
 
 
@@ -64,10 +71,17 @@ def _date(entry: dict[str, Any], key: str, zone: tzinfo) -> datetime | None:
         value = datetime(*parsed[:6], tzinfo=UTC)
     except (ValueError, TypeError):
         return None
-    if isinstance(raw, str) and raw.strip() and not _HAS_ZONE.search(raw.strip()):
+    if isinstance(raw, str) and raw.strip() and not _has_zone(raw.strip()):
         # feedparser read a zone-less date as UTC; it is really wall-clock time in `zone`.
         value = value.replace(tzinfo=zone).astimezone(UTC)
     return value
+
+
+def _has_zone(raw: str) -> bool:
+    if _NUMERIC_ZONE.search(raw):
+        return True
+    named = _NAMED_ZONE.search(raw)
+    return named is not None and named.group(1).lower() in RFC822_ZONES
 
 
 def _fallback_date(raw: str, zone: tzinfo) -> datetime | None:
@@ -93,8 +107,8 @@ def _not_a_feed(result: Any, body: bytes, headers: Mapping[str, str]) -> str:
     if not body.strip():
         return "empty response body"
     content_type = headers.get("content-type", "").split(";")[0].strip().lower()
-    start = body.lstrip()[:200].lower()
-    if content_type == "text/html" or start.startswith((b"<!doctype html", b"<html")):
+    start = body.lstrip()[:2048].lower()
+    if content_type == "text/html" or start.startswith(b"<!doctype html") or b"<html" in start:
         return "got an HTML page, not a feed"
     if content_type.endswith("json") or start.startswith((b"{", b"[")):
         return "got JSON, not an RSS or Atom feed"
@@ -112,11 +126,9 @@ def parse_feed(
 ) -> ParsedFeed:
     """Parse one fetched document; raise `ParseError` when it is not a feed at all."""
     body = _DOCTYPE.sub(b"", body, count=1)
-    response_headers = {k.lower(): v for k, v in headers.items()}
-    if url.startswith(("http://", "https://")):
-        # The base for relative links. A file:// base would make them file URLs, so local
-        # sources leave links relative and we resolve them against the feed's own <link>.
-        response_headers.setdefault("content-location", url)
+    # No Content-Location: feedparser would resolve a plain guid ("12345") against it, and an
+    # item's id would then change whenever the feed moved. Relative links are resolved here.
+    response_headers = {k.lower(): v for k, v in headers.items() if k.lower() != "content-location"}
     try:
         result = feedparser.parse(
             io.BytesIO(body),
@@ -145,10 +157,9 @@ def parse_feed(
         seen.add(entry.entry_id)
         entries.append(entry)
     warning = None
-    if result.get("bozo"):
-        warning = (
-            f"feed is not well-formed, read what could be read: {result.get('bozo_exception')}"
-        )
+    problem = result.get("bozo_exception")
+    if result.get("bozo") and not isinstance(problem, _HARMLESS):
+        warning = f"feed is not well-formed, read what could be read: {problem}"
     return ParsedFeed(
         title=_plain(feed.get("title_detail"), feed["title"]) if feed.get("title") else None,
         link=site,
@@ -162,12 +173,16 @@ def _entry(raw: Any, *, base: str, zone: tzinfo, teaser_length: int) -> ParsedEn
     link = absolute_url(raw.get("link"), base)
     title = _plain(raw.get("title_detail"), raw["title"]) if raw.get("title") else ""
 
-    summary_raw = ""
-    if raw.get("summary"):
-        summary_raw = _as_html(raw.get("summary_detail"), raw["summary"])
+    # A summary without summary_detail is feedparser's copy of the content, not a summary.
+    summary = dict.get(raw, "summary")
+    summary_detail = dict.get(raw, "summary_detail")
+    summary_raw = _as_html(summary_detail, summary) if summary and summary_detail else ""
     contents = raw.get("content") or []
     content_raw = _as_html(contents[0], contents[0].get("value", "")) if contents else ""
-    summary_html = sanitize_html(summary_raw or content_raw, link or base)
+    # Relative URLs in content: the xml:base in effect (Atom), else the entry's link.
+    used = summary_detail if summary_raw else (contents[0] if contents else None)
+    content_base = (used or {}).get("base") or link or base
+    summary_html = sanitize_html(summary_raw or content_raw, content_base)
     text = html_to_text(summary_raw or content_raw)
 
     author = None

@@ -19,6 +19,7 @@ from aggregator.config import Config, SourceConfig
 from aggregator.errors import ParseError
 from aggregator.fetch import Fetcher
 from aggregator.parse import parse_feed
+from aggregator.policy import next_poll
 from aggregator.publish import publish_files
 from aggregator.render import render_atom, render_rss
 from aggregator.store import Store
@@ -31,7 +32,7 @@ Clock = Callable[[], datetime]
 
 
 def utc_now() -> datetime:
-    return datetime.now(UTC).replace(microsecond=0)
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -79,37 +80,42 @@ class CycleReport:
 async def poll_source(
     source: SourceConfig, fetcher: Fetcher, store: Store, config: Config, clock: Clock
 ) -> SourceReport:
-    """Fetch, parse and store one source, and record how it went."""
+    """Fetch, parse and store one source, record how it went, and schedule its next poll."""
     state = store.source_state(source.name)
     # sync_sources already dropped the validators of a source whose URL changed.
     outcome = await fetcher.fetch(source.url, state.validators if state else Validators())
     now = clock()
+    error: str | None = None
     if isinstance(outcome, Failed):
-        store.record_failure(source.name, outcome.error, now)
-        log.warning("%s: %s", source.name, outcome.error)
-        return SourceReport(source.name, "failed", error=outcome.error)
+        error = outcome.error
+    elif isinstance(outcome, Fetched):
+        try:
+            feed = parse_feed(
+                outcome.body,
+                outcome.headers,
+                outcome.final_url,
+                timezone=source.timezone,
+                teaser_length=config.publish.teaser_length,
+            )
+        except ParseError as e:
+            error = str(e)
+    if error is not None:
+        failures = (state.failures if state else 0) + 1
+        later = next_poll(source.name, source.interval, now, failures)
+        store.record_failure(source.name, error, now, later)
+        log.warning("%s: %s", source.name, error)
+        return SourceReport(source.name, "failed", error=error)
+    later = next_poll(source.name, source.interval, now)
     if isinstance(outcome, NotModified):
-        store.record_success(source.name, outcome.validators, now, "not-modified")
+        store.record_success(source.name, outcome.validators, now, "not-modified", next_poll=later)
         log.info("%s: not modified", source.name)
         return SourceReport(source.name, "not-modified")
     assert isinstance(outcome, Fetched)
-    try:
-        feed = parse_feed(
-            outcome.body,
-            outcome.headers,
-            outcome.final_url,
-            timezone=source.timezone,
-            teaser_length=config.publish.teaser_length,
-        )
-    except ParseError as e:
-        store.record_failure(source.name, str(e), now)
-        log.warning("%s: %s", source.name, e)
-        return SourceReport(source.name, "failed", error=str(e))
     if feed.warning:
         log.warning("%s: %s", source.name, feed.warning)
     result = store.store_entries(source.name, feed.entries, now)
     kind = "updated" if result.new or result.updated else "unchanged"
-    store.record_success(source.name, outcome.validators, now, kind, feed)
+    store.record_success(source.name, outcome.validators, now, kind, feed=feed, next_poll=later)
     log.info("%s: %d new, %d updated", source.name, result.new, result.updated)
     return SourceReport(source.name, kind, result.new, result.updated, warning=feed.warning)
 

@@ -16,10 +16,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from aggregator.config import SourceConfig
 from aggregator.errors import StorageError
-from aggregator.timeline import order_date
+from aggregator.timeline import CLOCK_SKEW, order_date
 from aggregator.types import ParsedEntry, ParsedFeed, SourceCredit, StoredEntry, Validators
 
 _MIGRATIONS: tuple[str, ...] = (
@@ -58,13 +59,24 @@ _MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     CREATE INDEX entries_by_date ON entries (sort_date DESC);
     """,
+    # 2: each source's next poll time, so a restarted daemon resumes its schedule.
+    """
+    ALTER TABLE sources ADD COLUMN next_poll TEXT;
+    CREATE INDEX sources_by_next_poll ON sources (next_poll);
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
 
-def _ts(value: datetime | None) -> str | None:
-    """UTC timestamps as fixed-width ISO text, so text order is time order."""
-    return None if value is None else value.astimezone(UTC).isoformat(timespec="seconds")
+def _ts(value: datetime | None, *, precise: bool = False) -> str | None:
+    """UTC timestamps as ISO text, so text order is time order.
+
+    Entry dates keep whole seconds (what feeds carry); schedule times keep microseconds, since
+    truncating a next-poll time would move a poll up to a second early.
+    """
+    if value is None:
+        return None
+    return value.astimezone(UTC).isoformat(timespec="microseconds" if precise else "seconds")
 
 
 def _dt(value: str | None) -> datetime | None:
@@ -90,6 +102,7 @@ class SourceState:
     last_error: str | None
     failures: int
     entries: int
+    next_poll: datetime | None
 
 
 @dataclass(frozen=True)
@@ -174,18 +187,23 @@ class Store:
                     (source.name, source.url, _ts(now)),
                 )
 
+    _STATE_COLUMNS = """
+        SELECT name, url, title, site_url, etag, last_modified, last_polled, last_success,
+               last_outcome, last_error, failures,
+               (SELECT count(*) FROM entries WHERE entries.source = sources.name), next_poll
+        FROM sources
+    """
+
     def source_state(self, name: str) -> SourceState | None:
-        row = self._db.execute(
-            """
-            SELECT name, url, title, site_url, etag, last_modified, last_polled, last_success,
-                   last_outcome, last_error, failures,
-                   (SELECT count(*) FROM entries WHERE entries.source = sources.name)
-            FROM sources WHERE name = ?
-            """,
-            (name,),
-        ).fetchone()
-        if row is None:
-            return None
+        row = self._db.execute(self._STATE_COLUMNS + " WHERE name = ?", (name,)).fetchone()
+        return None if row is None else self._state(row)
+
+    def source_states(self) -> list[SourceState]:
+        """Every source the store knows, configured or not, by name."""
+        return [self._state(r) for r in self._db.execute(self._STATE_COLUMNS + " ORDER BY name")]
+
+    @staticmethod
+    def _state(row: Sequence[Any]) -> SourceState:
         return SourceState(
             name=row[0],
             url=row[1],
@@ -198,7 +216,31 @@ class Store:
             last_error=row[9],
             failures=row[10],
             entries=row[11],
+            next_poll=_dt(row[12]),
         )
+
+    def due_sources(self, names: Sequence[str], now: datetime) -> list[str]:
+        """Configured sources whose next poll has come (never polled ones first)."""
+        rows = self._db.execute(
+            """
+            SELECT name FROM sources
+            WHERE name IN (SELECT value FROM json_each(?)) AND (next_poll IS NULL OR next_poll <= ?)
+            ORDER BY next_poll IS NOT NULL, next_poll, name
+            """,
+            (json.dumps(list(names)), _ts(now, precise=True)),
+        )
+        return [r[0] for r in rows]
+
+    def ping(self) -> None:
+        """Raise StorageError unless the store answers."""
+        try:
+            self._db.execute("SELECT count(*) FROM sources").fetchone()
+        except sqlite3.Error as e:
+            raise StorageError(f"the store does not answer: {e}") from e
+
+    def checkpoint(self) -> None:
+        """Fold the WAL back into the database file so it does not grow without bound."""
+        self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def record_success(
         self,
@@ -206,17 +248,27 @@ class Store:
         validators: Validators,
         now: datetime,
         outcome: str,
+        *,
         feed: ParsedFeed | None = None,
+        next_poll: datetime | None = None,
     ) -> None:
         """A 200 or 304: new validators are saved even when the body turns out unchanged."""
         with self._transaction() as db:
             db.execute(
                 """
                 UPDATE sources SET etag = ?, last_modified = ?, last_polled = ?, last_success = ?,
-                    last_outcome = ?, last_error = NULL, failures = 0
+                    last_outcome = ?, last_error = NULL, failures = 0, next_poll = ?
                 WHERE name = ?
                 """,
-                (validators.etag, validators.last_modified, _ts(now), _ts(now), outcome, name),
+                (
+                    validators.etag,
+                    validators.last_modified,
+                    _ts(now),
+                    _ts(now),
+                    outcome,
+                    _ts(next_poll, precise=True),
+                    name,
+                ),
             )
             if feed is not None:
                 db.execute(
@@ -224,15 +276,17 @@ class Store:
                     (feed.title, feed.link, feed.feed_id, name),
                 )
 
-    def record_failure(self, name: str, error: str, now: datetime) -> None:
+    def record_failure(
+        self, name: str, error: str, now: datetime, next_poll: datetime | None = None
+    ) -> None:
         with self._transaction() as db:
             db.execute(
                 """
                 UPDATE sources SET last_polled = ?, last_outcome = 'failed', last_error = ?,
-                    failures = failures + 1
+                    failures = failures + 1, next_poll = ?
                 WHERE name = ?
                 """,
-                (_ts(now), error, name),
+                (_ts(now), error, _ts(next_poll, precise=True), name),
             )
 
     def source_credits(self, sources: Sequence[SourceConfig]) -> dict[str, SourceCredit]:
@@ -274,14 +328,17 @@ class Store:
             )
             new_rows, changed_rows = [], []
             for e in entries:
+                # An `updated` in the future is the publisher's clock; until it has come, it is
+                # no date at all (keeping it would make the published feeds change every run).
+                updated = None if e.updated and e.updated > now + CLOCK_SKEW else e.updated
                 fields = (
                     e.title, e.link, e.summary_html, e.teaser, e.author,
-                    json.dumps(e.categories, ensure_ascii=False), _ts(e.published), _ts(e.updated),
+                    json.dumps(e.categories, ensure_ascii=False), _ts(e.published), _ts(updated),
                     e.content_hash,
                 )  # fmt: skip
-                signature = f"{e.content_hash}|{_ts(e.published) or ''}|{_ts(e.updated) or ''}"
+                signature = f"{e.content_hash}|{_ts(e.published) or ''}|{_ts(updated) or ''}"
                 if e.entry_id not in known:
-                    sort_date = order_date(e.published, e.updated, now)
+                    sort_date = order_date(e.published, updated, now)
                     new_rows.append((source, e.entry_id, *fields, _ts(now), _ts(sort_date)))
                 elif known[e.entry_id] != signature:
                     changed_rows.append((*fields, source, e.entry_id))

@@ -25,7 +25,8 @@ _BLOCK_BOUNDARY = regex.compile(
     r"|figcaption|header|footer|dd|dt|table)\b[^>]*>",
     regex.IGNORECASE,
 )
-_TRAILING_PUNCTUATION = " \t,;:-–—(/.।॥"
+# Left dangling before "…" these read as noise: "कहा,…" becomes "कहा…".
+_TRAILING = frozenset(",;:-–—(/.।॥")
 
 SAFE_SCHEMES = frozenset({"http", "https", "mailto"})
 _ALLOWED_TAGS = frozenset(
@@ -110,12 +111,22 @@ def make_teaser(text: str, length: int) -> str:
     clusters = _GRAPHEME.findall(text)
     if len(clusters) <= length:
         return text
-    budget = max(length - 1, 1)  # leave room for the ellipsis
+    if length <= 1:
+        return ELLIPSIS[:length]
+    budget = length - 1  # leave room for the ellipsis
     head = clusters[:budget]
     if not clusters[budget].isspace():
         # Back up to the last space so no word is cut in half (unless it is the only word).
         last_space = max((i for i, c in enumerate(head) if c.isspace()), default=0)
         if last_space > 0:
             head = head[:last_space]
-    cut = "".join(head).rstrip(_TRAILING_PUNCTUATION)
-    return (cut or "".join(clusters[:budget])) + ELLIPSIS
+    kept = _trim(head, _TRAILING) or _trim(head, frozenset()) or clusters[:budget]
+    return "".join(kept) + ELLIPSIS
+
+
+def _trim(clusters: list[str], also: frozenset[str]) -> list[str]:
+    """`clusters` without trailing whitespace and trailing clusters in `also` (whole clusters)."""
+    end = len(clusters)
+    while end and (clusters[end - 1].isspace() or clusters[end - 1] in also):
+        end -= 1
+    return clusters[:end]

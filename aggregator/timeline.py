@@ -69,7 +69,7 @@ def build_timeline(
             entry=e,
             source=sources[e.source],
             published=e.sort_date,
-            updated=max(e.sort_date, min(e.updated or e.sort_date, now)),
+            updated=max(e.sort_date, e.updated or e.sort_date),
         )
         for e in unique.values()
     )

@@ -1,0 +1,487 @@
+"""`aggregator.fetch.Fetcher` against a real HTTP server on 127.0.0.1 (and file:// URLs).
+
+Every test drives the fetcher with `asyncio.run` from a plain test function, and every
+outcome is checked as a value: `Fetched`, `NotModified` or `Failed`, never an exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import socket
+import threading
+import time
+import zlib
+from collections.abc import Callable
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler
+from pathlib import Path
+
+import brotli
+import pytest
+
+from aggregator.fetch import Fetcher
+from aggregator.types import Failed, Fetched, FetchOutcome, NotModified, Validators
+from tests.feedfactory import Item, rss2
+from tests.feedserver import FeedServer
+
+Handler = Callable[[BaseHTTPRequestHandler], None]
+
+FEED = rss2(
+    "स्रोत",
+    "https://example.org/",
+    [
+        Item(
+            title="पहली ख़बर",
+            link="https://example.org/1",
+            guid="tag:example.org,2025:1",
+            date=datetime(2025, 7, 13, 10, 0, tzinfo=UTC),
+            summary_html="<p>नमस्ते</p>",
+        )
+    ],
+)
+
+
+def fetch(
+    url: str,
+    validators: Validators | None = None,
+    *,
+    timeout: float = 30.0,
+    max_bytes: int = 10 * 1024 * 1024,
+) -> FetchOutcome:
+    """One fetch with a fresh `Fetcher`, run to completion on a new event loop."""
+
+    async def go() -> FetchOutcome:
+        async with Fetcher(timeout=timeout, max_bytes=max_bytes) as fetcher:
+            if validators is None:
+                return await fetcher.fetch(url)
+            return await fetcher.fetch(url, validators)
+
+    return asyncio.run(go())
+
+
+def send(
+    handler: BaseHTTPRequestHandler,
+    status: int,
+    body: bytes = b"",
+    headers: tuple[tuple[str, str], ...] = (),
+) -> None:
+    """A complete raw response with a correct Content-Length."""
+    handler.send_response(status)
+    for name, value in headers:
+        handler.send_header(name, value)
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    if body:
+        try:
+            handler.wfile.write(body)
+        except (BrokenPipeError, ConnectionResetError):
+            handler.close_connection = True
+
+
+def redirect(status: int, location: str) -> Handler:
+    def handle(handler: BaseHTTPRequestHandler) -> None:
+        send(handler, status, headers=(("Location", location),))
+
+    return handle
+
+
+# -- 200 and conditional GET -------------------------------------------------------------
+
+
+def test_200_returns_body_final_url_and_validators(feed_server: FeedServer) -> None:
+    url = feed_server.add("/feed.xml", FEED)
+    outcome = fetch(url)
+    assert isinstance(outcome, Fetched), outcome
+    assert outcome.status == 200
+    assert outcome.body == FEED
+    assert outcome.url == url
+    assert outcome.final_url == url
+    assert outcome.permanent_redirect is None
+    assert outcome.validators.etag is not None
+    assert outcome.validators.etag.startswith('"')
+    assert outcome.validators.last_modified == "Sun, 13 Jul 2025 09:46:40 GMT"
+    assert outcome.headers["content-type"] == "application/xml; charset=utf-8"
+    assert outcome.headers["etag"] == outcome.validators.etag
+
+
+def test_second_fetch_with_validators_is_not_modified(feed_server: FeedServer) -> None:
+    url = feed_server.add("/feed.xml", FEED)
+    first = fetch(url)
+    assert isinstance(first, Fetched), first
+    feed_server.clear()
+
+    second = fetch(url, first.validators)
+    assert isinstance(second, NotModified), second
+    assert second.url == url
+    assert second.validators == first.validators
+
+    (request,) = feed_server.seen("/feed.xml")
+    assert request.status == 304
+    assert request.headers["if-none-match"] == first.validators.etag
+    assert request.headers["if-modified-since"] == first.validators.last_modified
+
+
+def test_first_fetch_is_unconditional(feed_server: FeedServer) -> None:
+    url = feed_server.add("/feed.xml", FEED)
+    assert isinstance(fetch(url), Fetched)
+    (request,) = feed_server.seen("/feed.xml")
+    assert "if-none-match" not in request.headers
+    assert "if-modified-since" not in request.headers
+
+
+def test_last_modified_alone_gives_not_modified(feed_server: FeedServer) -> None:
+    url = feed_server.add("/feed.xml", FEED)
+    first = fetch(url)
+    assert isinstance(first, Fetched), first
+    only_date = Validators(last_modified=first.validators.last_modified)
+    second = fetch(url, only_date)
+    assert isinstance(second, NotModified), second
+    # The server sent its validators again with the 304; the ETag is picked up.
+    assert second.validators.last_modified == first.validators.last_modified
+    assert second.validators.etag == first.validators.etag
+
+
+def test_user_agent_names_the_project(feed_server: FeedServer) -> None:
+    url = feed_server.add("/feed.xml", FEED)
+    assert isinstance(fetch(url), Fetched)
+    (request,) = feed_server.seen("/feed.xml")
+    assert request.headers["user-agent"].startswith("aggregator/")
+
+
+# -- content encoding and size limits ----------------------------------------------------
+
+
+def test_gzip_body_is_decoded(feed_server: FeedServer) -> None:
+    url = feed_server.add("/feed.xml", FEED)
+    outcome = fetch(url)
+    assert isinstance(outcome, Fetched), outcome
+    (request,) = feed_server.seen("/feed.xml")
+    assert "gzip" in request.headers["accept-encoding"]
+    assert outcome.headers["content-encoding"] == "gzip"  # the server did compress it
+    assert outcome.body == FEED
+
+
+def test_gzip_bomb_fails_as_too_large(feed_server: FeedServer) -> None:
+    bomb = gzip.compress(b"\0" * 50_000_000, compresslevel=9)
+    assert len(bomb) < 1_000_000  # the bomb itself is under the limit; only inflated it is not
+
+    def handle(handler: BaseHTTPRequestHandler) -> None:
+        send(
+            handler,
+            200,
+            bomb,
+            (("Content-Type", "application/xml"), ("Content-Encoding", "gzip")),
+        )
+
+    feed_server.handlers["/bomb.xml"] = handle
+    outcome = fetch(feed_server.url("/bomb.xml"), max_bytes=1_000_000)
+    assert isinstance(outcome, Failed), outcome
+    assert "too large" in outcome.error
+
+
+def test_declared_content_length_over_limit_fails(feed_server: FeedServer) -> None:
+    def handle(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/xml")
+        handler.send_header("Content-Length", "5000000")
+        handler.end_headers()
+        handler.close_connection = True
+
+    feed_server.handlers["/huge.xml"] = handle
+    outcome = fetch(feed_server.url("/huge.xml"), max_bytes=1_000_000)
+    assert isinstance(outcome, Failed), outcome
+    assert "too large" in outcome.error
+
+
+def test_plain_body_over_limit_without_content_length_fails(feed_server: FeedServer) -> None:
+    def handle(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/xml")
+        handler.send_header("Connection", "close")
+        handler.end_headers()
+        handler.close_connection = True
+        try:
+            for _ in range(40):
+                handler.wfile.write(b"x" * 65536)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    feed_server.handlers["/stream.xml"] = handle
+    outcome = fetch(feed_server.url("/stream.xml"), max_bytes=1_000_000)
+    assert isinstance(outcome, Failed), outcome
+    assert "too large" in outcome.error
+
+
+# -- HTTP errors and network failures ----------------------------------------------------
+
+
+def test_404_fails_with_status(feed_server: FeedServer) -> None:
+    outcome = fetch(feed_server.url("/missing.xml"))
+    assert isinstance(outcome, Failed), outcome
+    assert outcome.error.startswith("HTTP 404")
+    assert outcome.status == 404
+
+
+def test_500_fails_with_status(feed_server: FeedServer) -> None:
+    url = feed_server.add("/broken.xml", b"oops", "text/plain", status=500)
+    outcome = fetch(url)
+    assert isinstance(outcome, Failed), outcome
+    assert outcome.error.startswith("HTTP 500")
+    assert outcome.status == 500
+
+
+def test_connection_refused_fails() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    outcome = fetch(f"http://127.0.0.1:{port}/feed.xml", timeout=5)
+    assert isinstance(outcome, Failed), outcome
+    assert "connection refused" in outcome.error
+    assert outcome.status is None
+
+
+# -- redirects ---------------------------------------------------------------------------
+
+
+def test_301_chain_reports_permanent_redirect(feed_server: FeedServer) -> None:
+    final = feed_server.add("/feed.xml", FEED)
+    feed_server.handlers["/old.xml"] = redirect(301, feed_server.url("/older.xml"))
+    feed_server.handlers["/older.xml"] = redirect(308, final)
+    outcome = fetch(feed_server.url("/old.xml"))
+    assert isinstance(outcome, Fetched), outcome
+    assert outcome.body == FEED
+    assert outcome.url == feed_server.url("/old.xml")
+    assert outcome.final_url == final
+    assert outcome.permanent_redirect == final
+
+
+def test_302_is_not_a_permanent_redirect(feed_server: FeedServer) -> None:
+    final = feed_server.add("/feed.xml", FEED)
+    feed_server.handlers["/moved.xml"] = redirect(302, final)
+    outcome = fetch(feed_server.url("/moved.xml"))
+    assert isinstance(outcome, Fetched), outcome
+    assert outcome.final_url == final
+    assert outcome.permanent_redirect is None
+
+
+def test_301_then_302_is_not_a_permanent_redirect(feed_server: FeedServer) -> None:
+    final = feed_server.add("/feed.xml", FEED)
+    feed_server.handlers["/a.xml"] = redirect(301, feed_server.url("/b.xml"))
+    feed_server.handlers["/b.xml"] = redirect(302, final)
+    outcome = fetch(feed_server.url("/a.xml"))
+    assert isinstance(outcome, Fetched), outcome
+    assert outcome.final_url == final
+    assert outcome.permanent_redirect is None
+
+
+def test_redirect_loop_fails(feed_server: FeedServer) -> None:
+    feed_server.handlers["/ping.xml"] = redirect(301, feed_server.url("/pong.xml"))
+    feed_server.handlers["/pong.xml"] = redirect(302, feed_server.url("/ping.xml"))
+    outcome = fetch(feed_server.url("/ping.xml"))
+    assert isinstance(outcome, Failed), outcome
+    assert "redirects" in outcome.error
+    assert 1 < len(feed_server.seen()) <= 10
+
+
+# -- slow and broken servers -------------------------------------------------------------
+
+
+@pytest.mark.timeout(30)
+def test_dripping_server_times_out(feed_server: FeedServer) -> None:
+    stop = threading.Event()
+
+    def handle(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/xml")
+        handler.send_header("Content-Length", "100")
+        handler.end_headers()
+        handler.close_connection = True
+        try:
+            handler.wfile.flush()
+            for _ in range(100):
+                if stop.wait(0.5):
+                    return
+                handler.wfile.write(b" ")
+                handler.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    feed_server.handlers["/drip.xml"] = handle
+    try:
+        outcome = fetch(feed_server.url("/drip.xml"), timeout=2)
+    finally:
+        stop.set()
+    assert isinstance(outcome, Failed), outcome
+    assert "timed out" in outcome.error
+
+
+@pytest.mark.timeout(30)
+def test_server_that_sends_nothing_times_out(feed_server: FeedServer) -> None:
+    stop = threading.Event()
+
+    def handle(handler: BaseHTTPRequestHandler) -> None:
+        stop.wait(20)
+        handler.close_connection = True
+
+    feed_server.handlers["/silent.xml"] = handle
+    try:
+        outcome = fetch(feed_server.url("/silent.xml"), timeout=1)
+    finally:
+        stop.set()
+    assert isinstance(outcome, Failed), outcome
+    assert "timed out" in outcome.error
+
+
+@pytest.mark.timeout(60)
+def test_dripping_headers_do_not_outlast_the_deadline(feed_server: FeedServer) -> None:
+    # Each header line arrives well inside the read timeout, so only the fetcher's own
+    # deadline on the whole request can stop this; it must apply before the body too.
+    stop = threading.Event()
+
+    def handle(handler: BaseHTTPRequestHandler) -> None:
+        handler.close_connection = True
+        try:
+            handler.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/xml\r\n")
+            handler.wfile.flush()
+            for n in range(40):  # 20 s of headers unless the client goes away
+                if stop.wait(0.5):
+                    return
+                handler.wfile.write(b"X-Slow-%d: still coming\r\n" % n)
+                handler.wfile.flush()
+            handler.wfile.write(b"Content-Length: %d\r\n\r\n%s" % (len(FEED), FEED))
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+
+    feed_server.handlers["/slow-headers.xml"] = handle
+    started = time.monotonic()
+    try:
+        outcome = fetch(feed_server.url("/slow-headers.xml"), timeout=2)
+    finally:
+        elapsed = time.monotonic() - started
+        stop.set()
+    assert isinstance(outcome, Failed), outcome
+    assert "timed out" in outcome.error
+    assert elapsed < 10, f"a 2 s deadline took {elapsed:.1f} s"
+
+
+def test_connection_closed_mid_body_fails(feed_server: FeedServer) -> None:
+    def handle(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/xml")
+        handler.send_header("Content-Length", str(len(FEED) + 1000))
+        handler.end_headers()
+        handler.wfile.write(FEED[: len(FEED) // 2])
+        handler.wfile.flush()
+        handler.close_connection = True
+
+    feed_server.handlers["/cut.xml"] = handle
+    outcome = fetch(feed_server.url("/cut.xml"))
+    assert isinstance(outcome, Failed), outcome
+    assert outcome.error
+
+
+@pytest.mark.parametrize("coding", ["deflate", "br"])
+def test_other_content_encodings_are_decoded(feed_server: FeedServer, coding: str) -> None:
+    encoded = zlib.compress(FEED) if coding == "deflate" else brotli.compress(FEED)
+
+    def handle(handler: BaseHTTPRequestHandler) -> None:
+        send(handler, 200, encoded, (("Content-Encoding", coding),))
+
+    feed_server.handlers["/encoded.xml"] = handle
+    outcome = fetch(feed_server.url("/encoded.xml"))
+    assert isinstance(outcome, Fetched), outcome
+    assert outcome.body == FEED
+
+
+def test_brotli_bomb_fails_as_too_large(feed_server: FeedServer) -> None:
+    bomb = brotli.compress(b"\0" * 50_000_000)
+
+    def handle(handler: BaseHTTPRequestHandler) -> None:
+        send(handler, 200, bomb, (("Content-Encoding", "br"),))
+
+    feed_server.handlers["/bomb.br"] = handle
+    outcome = fetch(feed_server.url("/bomb.br"), max_bytes=1_000_000)
+    assert isinstance(outcome, Failed), outcome
+    assert "too large" in outcome.error
+
+
+def test_corrupt_gzip_body_fails(feed_server: FeedServer) -> None:
+    def handle(handler: BaseHTTPRequestHandler) -> None:
+        send(handler, 200, b"this is not gzip at all", (("Content-Encoding", "gzip"),))
+
+    feed_server.handlers["/corrupt.xml"] = handle
+    outcome = fetch(feed_server.url("/corrupt.xml"))
+    assert isinstance(outcome, Failed), outcome
+    assert "gzip" in outcome.error
+
+
+# -- file:// sources ---------------------------------------------------------------------
+
+
+def test_file_url_fetched_then_not_modified(tmp_path: Path) -> None:
+    path = tmp_path / "ख़बरें feed.xml"
+    path.write_bytes(FEED)
+    url = path.as_uri()
+
+    first = fetch(url)
+    assert isinstance(first, Fetched), first
+    assert first.body == FEED
+    assert first.final_url == url
+    assert first.validators.etag and first.validators.last_modified
+
+    second = fetch(url, first.validators)
+    assert isinstance(second, NotModified), second
+    assert second.validators == first.validators
+
+
+def test_file_url_changed_is_fetched_again(tmp_path: Path) -> None:
+    path = tmp_path / "feed.xml"
+    path.write_bytes(FEED)
+    first = fetch(path.as_uri())
+    assert isinstance(first, Fetched), first
+    path.write_bytes(FEED + b"\n<!-- changed -->\n")
+    second = fetch(path.as_uri(), first.validators)
+    assert isinstance(second, Fetched), second
+    assert second.body.endswith(b"<!-- changed -->\n")
+
+
+def test_missing_file_fails(tmp_path: Path) -> None:
+    outcome = fetch((tmp_path / "nope.xml").as_uri())
+    assert isinstance(outcome, Failed), outcome
+    assert "file not found" in outcome.error
+
+
+# -- concurrency -------------------------------------------------------------------------
+
+
+def test_concurrency_is_bounded(feed_server: FeedServer) -> None:
+    lock = threading.Lock()
+    active = 0
+    peak = 0
+
+    def handle(handler: BaseHTTPRequestHandler) -> None:
+        nonlocal active, peak
+        with lock:
+            active += 1
+            peak = max(peak, active)
+        try:
+            time.sleep(0.3)
+        finally:
+            with lock:
+                active -= 1
+        send(handler, 200, FEED, (("Content-Type", "application/xml"),))
+
+    paths = [f"/slow/{n}.xml" for n in range(6)]
+    for path in paths:
+        feed_server.handlers[path] = handle
+
+    async def go() -> list[FetchOutcome]:
+        async with Fetcher(concurrency=2) as fetcher:
+            return await asyncio.gather(*(fetcher.fetch(feed_server.url(p)) for p in paths))
+
+    outcomes = asyncio.run(go())
+    assert all(isinstance(o, Fetched) and o.body == FEED for o in outcomes), outcomes
+    assert len(feed_server.seen()) == 6
+    assert peak <= 2
+    assert peak == 2  # and it did run two at a time

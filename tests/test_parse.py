@@ -1,0 +1,658 @@
+"""`aggregator.parse.parse_feed` on real RSS 2.0, RSS 1.0 and Atom documents.
+
+Documents are inline bytes or built by `tests.feedfactory`; each test states the input it
+cares about and checks the normalized `ParsedFeed`: identity, dates, text, sanitized HTML,
+and the refusals (`ParseError`) for things that are not feeds.
+"""
+
+from __future__ import annotations
+
+import time
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import fields
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+import regex
+
+from aggregator.errors import ParseError
+from aggregator.parse import parse_feed
+from aggregator.types import ParsedEntry, ParsedFeed
+from tests.feedfactory import Item, atom, rss1, rss2
+
+URL = "https://example.org/feed.xml"
+SITE = "https://example.org/news/"
+RSS_HEADERS = {"Content-Type": "application/rss+xml; charset=utf-8"}
+ATOM_HEADERS = {"Content-Type": "application/atom+xml"}
+XML_HEADERS = {"Content-Type": "application/xml"}
+DATE = datetime(2025, 7, 13, 10, 0, tzinfo=UTC)
+
+HINDI_TITLES = [
+    "राज्यसभा के लिए नामित हुए उज्ज्वल निकम, पीएम मोदी ने मराठी में फोन कर दी जानकारी",
+    "“रुई बेचते-बेचते एक्टिंग सीखी है मैंने” – जानिए ‘पंचायत’ के बिनोद का दिलचस्प सफर",
+    # Nukta written as a combining mark (U+093C): the NFC form, so it must survive unchanged.
+    "\u0917\u093c\u091c\u093c\u093e \u092e\u0947\u0902 \u092a\u093e\u0928\u0940",
+    "33,000 सालाना जमा करें और पाएं ₹15 लाख से ज्यादा! जानें Sukanya Yojana का पूरा प्लान",
+]
+HINDI_TEXT = (
+    "देश के वरिष्ठ और चर्चित विशेष लोक अभियोजक उज्ज्वल निकम को राष्ट्रपति द्रौपदी मुर्मु ने "
+    "राज्यसभा के लिए नामित किया है। यह जानकारी उन्हें प्रधानमंत्री ने स्वयं फोन पर दी। "
+    "क्षत्रिय श्रृंगार द्व्यर्थक 👩‍🔬 परिवार 👨‍👩‍👧‍👦 ख़बर"
+)
+
+
+def rss(items: str, *, channel: str = "", encoding: str = "utf-8") -> bytes:
+    """A minimal RSS 2.0 document around raw `<item>` markup."""
+    return (
+        f'<?xml version="1.0" encoding="{encoding}"?>\n'
+        '<rss version="2.0"><channel><title>Channel</title>'
+        f"<link>{SITE}</link><description>d</description>{channel}\n{items}\n"
+        "</channel></rss>"
+    ).encode(encoding)
+
+
+def atom_doc(entries: str, *, feed: str = "<title>Feed</title>") -> bytes:
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>\n'
+        '<feed xmlns="http://www.w3.org/2005/Atom">'
+        f'{feed}<id>tag:example.org,2025:feed</id><link rel="alternate" href="{SITE}"/>'
+        f"<updated>2025-07-13T10:00:00Z</updated>\n{entries}\n</feed>"
+    ).encode()
+
+
+def only(feed: ParsedFeed) -> ParsedEntry:
+    assert len(feed.entries) == 1, feed.entries
+    return feed.entries[0]
+
+
+def strings(feed: ParsedFeed) -> Iterator[str]:
+    """Every string the parsed feed carries."""
+    for value in (feed.title, feed.link, feed.feed_id, feed.warning):
+        if value is not None:
+            yield value
+    for entry in feed.entries:
+        for f in fields(entry):
+            value = getattr(entry, f.name)
+            if isinstance(value, str):
+                yield value
+            elif isinstance(value, tuple):
+                yield from value
+
+
+def datetimes(feed: ParsedFeed) -> Iterator[datetime]:
+    for entry in feed.entries:
+        for value in (entry.published, entry.updated):
+            if value is not None:
+                yield value
+
+
+def assert_aware_utc(feed: ParsedFeed) -> None:
+    found = list(datetimes(feed))
+    assert found, "expected at least one date"
+    for value in found:
+        assert value.tzinfo is not None, value
+        assert value.utcoffset() == timedelta(0), value
+
+
+# -- identity ------------------------------------------------------------------------------
+
+
+def test_guid_is_the_entry_id() -> None:
+    body = rss(
+        "<item><title>A</title><link>https://example.org/a</link>"
+        '<guid isPermaLink="false">tag:example.org,2025:a</guid></item>'
+    )
+    entry = only(parse_feed(body, RSS_HEADERS, URL))
+    assert entry.entry_id == "tag:example.org,2025:a"
+    assert entry.link == "https://example.org/a"
+
+
+def test_permalink_guid_is_the_entry_id() -> None:
+    body = rss("<item><title>A</title><guid>https://example.org/story/1</guid></item>")
+    entry = only(parse_feed(body, RSS_HEADERS, URL))
+    assert entry.entry_id == "https://example.org/story/1"
+    assert entry.link == "https://example.org/story/1"
+
+
+def test_atom_id_is_the_entry_id() -> None:
+    body = atom_doc(
+        "<entry><title>A</title><id>urn:uuid:1225c695-cfb8-4ebb-aaaa-80da344efa6a</id>"
+        '<link href="https://example.org/a"/><updated>2025-07-13T10:00:00Z</updated></entry>'
+    )
+    entry = only(parse_feed(body, ATOM_HEADERS, URL))
+    assert entry.entry_id == "urn:uuid:1225c695-cfb8-4ebb-aaaa-80da344efa6a"
+
+
+def test_guid_is_used_as_given_whatever_url_the_feed_came_from() -> None:
+    # A non-URL guid without isPermaLink="false" is common. It is the publisher's id for the
+    # item and must not depend on where the document was fetched from (a redirect, a CDN, a
+    # local copy), or every item comes back as new when the feed's address changes.
+    body = rss(
+        "<item><title>A</title><link>https://example.org/story/12345</link>"
+        "<guid>12345</guid></item>"
+    )
+    ids = {
+        url: only(parse_feed(body, RSS_HEADERS, url)).entry_id
+        for url in (URL, "https://cdn.example.net/x/feed.xml", "file:///srv/feeds/feed.xml")
+    }
+    assert set(ids.values()) == {"12345"}, ids
+
+
+def test_link_is_the_id_when_there_is_no_guid() -> None:
+    body = rss("<item><title>A</title><link>https://example.org/story/a</link></item>")
+    entry = only(parse_feed(body, RSS_HEADERS, URL))
+    assert entry.entry_id == "https://example.org/story/a"
+
+
+def test_relative_link_id_is_made_absolute() -> None:
+    body = rss("<item><title>A</title><link>/story/a</link></item>")
+    entry = only(parse_feed(body, RSS_HEADERS, URL))
+    assert entry.link == "https://example.org/story/a"
+    assert entry.entry_id == "https://example.org/story/a"
+
+
+def test_content_hash_id_when_no_guid_and_no_link() -> None:
+    body = rss(
+        "<item><title>Only a title</title><description>and some text</description></item>"
+        "<item><title>Another</title><description>other text</description></item>"
+    )
+    first = parse_feed(body, RSS_HEADERS, URL)
+    second = parse_feed(body, RSS_HEADERS, URL)
+    ids = [e.entry_id for e in first.entries]
+    assert len(ids) == 2
+    assert all(i.startswith("sha256:") and len(i) > len("sha256:") + 16 for i in ids), ids
+    assert ids[0] != ids[1]
+    assert ids == [e.entry_id for e in second.entries]
+    # The hash is of the entry, not of where the document was fetched from.
+    assert ids == [e.entry_id for e in parse_feed(body, RSS_HEADERS, "file:///x.xml").entries]
+
+
+def test_repeated_guid_gives_two_entries() -> None:
+    body = rss(
+        '<item><title>First</title><guid isPermaLink="false">same</guid>'
+        "<link>https://example.org/1</link></item>"
+        '<item><title>Second</title><guid isPermaLink="false">same</guid>'
+        "<link>https://example.org/2</link></item>"
+    )
+    feed = parse_feed(body, RSS_HEADERS, URL)
+    assert [e.title for e in feed.entries] == ["First", "Second"]
+    assert feed.entries[0].entry_id == "same"
+    assert feed.entries[1].entry_id != "same"
+    assert len({e.entry_id for e in feed.entries}) == 2
+    # ...and the same two ids on every parse.
+    again = parse_feed(body, RSS_HEADERS, URL)
+    assert [e.entry_id for e in again.entries] == [e.entry_id for e in feed.entries]
+
+
+def test_repeated_guid_without_links_gives_two_entries() -> None:
+    body = rss(
+        '<item><title>Morning edition</title><guid isPermaLink="false">daily</guid></item>'
+        '<item><title>Evening edition</title><guid isPermaLink="false">daily</guid></item>'
+    )
+    feed = parse_feed(body, RSS_HEADERS, URL)
+    assert [e.title for e in feed.entries] == ["Morning edition", "Evening edition"]
+    assert len({e.entry_id for e in feed.entries}) == 2
+
+
+# -- dates ---------------------------------------------------------------------------------
+
+
+def test_rss_pubdate_only_leaves_updated_empty() -> None:
+    body = rss(
+        '<item><title>A</title><guid isPermaLink="false">a</guid>'
+        "<pubDate>Sat, 12 Jul 2025 10:00:00 +0000</pubDate></item>"
+    )
+    entry = only(parse_feed(body, RSS_HEADERS, URL))
+    assert entry.published == datetime(2025, 7, 12, 10, 0, tzinfo=UTC)
+    assert entry.updated is None
+
+
+def test_rss_date_with_offset_is_converted_to_utc() -> None:
+    body = rss(
+        '<item><title>A</title><guid isPermaLink="false">a</guid>'
+        "<pubDate>Sat, 12 Jul 2025 10:00:00 +0530</pubDate></item>"
+    )
+    entry = only(parse_feed(body, RSS_HEADERS, URL, timezone="America/New_York"))
+    assert entry.published == datetime(2025, 7, 12, 4, 30, tzinfo=UTC)
+
+
+def test_atom_published_and_updated_are_kept_apart() -> None:
+    body = atom(
+        "Feed",
+        SITE,
+        "tag:example.org,2025:feed",
+        [
+            Item(
+                title="Edited later",
+                link="https://example.org/a",
+                guid="tag:example.org,2025:a",
+                date=datetime(2025, 7, 13, 10, 0, tzinfo=UTC),
+                updated=datetime(2025, 7, 14, 8, 15, tzinfo=UTC),
+            )
+        ],
+    )
+    feed = parse_feed(body, ATOM_HEADERS, URL)
+    entry = only(feed)
+    assert entry.published == datetime(2025, 7, 13, 10, 0, tzinfo=UTC)
+    assert entry.updated == datetime(2025, 7, 14, 8, 15, tzinfo=UTC)
+    assert_aware_utc(feed)
+
+
+def test_atom_updated_only_leaves_published_empty() -> None:
+    body = atom_doc(
+        "<entry><title>A</title><id>tag:example.org,2025:a</id>"
+        "<updated>2025-07-13T10:00:00Z</updated></entry>"
+    )
+    entry = only(parse_feed(body, ATOM_HEADERS, URL))
+    assert entry.published is None
+    assert entry.updated == datetime(2025, 7, 13, 10, 0, tzinfo=UTC)
+
+
+def test_zoneless_atom_date_is_read_in_the_source_timezone() -> None:
+    body = atom_doc(
+        "<entry><title>A</title><id>tag:example.org,2025:a</id>"
+        "<published>2025-07-13T10:00:00</published>"
+        "<updated>2025-07-13T11:30:00+05:30</updated></entry>"
+    )
+    feed = parse_feed(body, ATOM_HEADERS, URL, timezone="Asia/Kolkata")
+    entry = only(feed)
+    assert entry.published == datetime(2025, 7, 13, 4, 30, tzinfo=UTC)
+    assert entry.updated == datetime(2025, 7, 13, 6, 0, tzinfo=UTC)  # had its own zone
+    assert_aware_utc(feed)
+
+
+def test_zoneless_rss_date_is_read_in_the_source_timezone() -> None:
+    body = rss(
+        '<item><title>A</title><guid isPermaLink="false">a</guid>'
+        "<pubDate>Sat, 12 Jul 2025 10:00:00</pubDate></item>"
+    )
+    feed = parse_feed(body, RSS_HEADERS, URL, timezone="Asia/Kolkata")
+    entry = only(feed)
+    assert entry.published == datetime(2025, 7, 12, 4, 30, tzinfo=UTC)
+    assert_aware_utc(feed)
+    # The same document read for a UTC source.
+    assert only(parse_feed(body, RSS_HEADERS, URL)).published == datetime(
+        2025, 7, 12, 10, 0, tzinfo=UTC
+    )
+
+
+def test_ist_labelled_date_is_not_read_as_utc() -> None:
+    # Indian publishers commonly write "IST". Whichever IST is meant (India +05:30, Ireland
+    # +01:00, Israel +02:00) it is not UTC; for an Asia/Kolkata source it is India's.
+    body = rss(
+        '<item><title>A</title><guid isPermaLink="false">a</guid>'
+        "<pubDate>Sat, 12 Jul 2025 10:00:00 IST</pubDate></item>"
+    )
+    entry = only(parse_feed(body, RSS_HEADERS, URL, timezone="Asia/Kolkata"))
+    assert entry.published == datetime(2025, 7, 12, 4, 30, tzinfo=UTC)
+
+
+def test_every_date_is_aware_utc_in_each_format() -> None:
+    items = [
+        Item(
+            title=f"Item {n}",
+            link=f"https://example.org/{n}",
+            guid=f"tag:example.org,2025:{n}",
+            date=DATE.astimezone(ZoneInfo("Asia/Kolkata") if n % 2 else UTC) - timedelta(hours=n),
+        )
+        for n in range(4)
+    ]
+    for body in (
+        rss2("Feed", SITE, items),
+        atom("Feed", SITE, "tag:example.org,2025:feed", items),
+        rss1("Feed", SITE, items),
+    ):
+        feed = parse_feed(body, XML_HEADERS, URL, timezone="America/Los_Angeles")
+        assert len(feed.entries) == 4
+        assert_aware_utc(feed)
+        got = [e.published or e.updated for e in feed.entries]
+        assert got == [DATE - timedelta(hours=n) for n in range(4)]
+
+
+def test_unparseable_date_is_none() -> None:
+    body = rss(
+        '<item><title>A</title><guid isPermaLink="false">a</guid>'
+        "<pubDate>sometime last week</pubDate></item>"
+    )
+    entry = only(parse_feed(body, RSS_HEADERS, URL))
+    assert entry.published is None
+    assert entry.updated is None
+
+
+# -- titles --------------------------------------------------------------------------------
+
+
+def test_html_typed_atom_title_becomes_plain_text() -> None:
+    body = atom_doc(
+        '<entry><title type="html">&lt;b&gt;Bold&lt;/b&gt; move: caf&amp;eacute; &amp;amp; '
+        "bar</title><id>tag:example.org,2025:a</id>"
+        "<updated>2025-07-13T10:00:00Z</updated></entry>",
+        feed='<title type="html">&lt;i&gt;The&lt;/i&gt; Feed</title>',
+    )
+    feed = parse_feed(body, ATOM_HEADERS, URL)
+    assert only(feed).title == "Bold move: café & bar"
+    assert feed.title == "The Feed"
+
+
+def test_xhtml_typed_atom_title_becomes_plain_text() -> None:
+    body = atom_doc(
+        '<entry><title type="xhtml"><div xmlns="http://www.w3.org/1999/xhtml">'
+        "<em>Very</em> important</div></title><id>tag:example.org,2025:a</id>"
+        "<updated>2025-07-13T10:00:00Z</updated></entry>"
+    )
+    assert only(parse_feed(body, ATOM_HEADERS, URL)).title == "Very important"
+
+
+def test_entities_in_titles_are_decoded() -> None:
+    body = rss(
+        "<item><title>AT&amp;T &amp; &#8220;quotes&#8221;: 3 &lt; 5 &#x2014; caf&#233;</title>"
+        '<guid isPermaLink="false">a</guid></item>'
+    )
+    assert only(parse_feed(body, RSS_HEADERS, URL)).title == "AT&T & “quotes”: 3 < 5 — café"
+
+
+def test_plain_text_atom_title_keeps_angle_brackets() -> None:
+    body = atom_doc(
+        '<entry><title type="text">Use &lt;b&gt; for bold &amp; more</title>'
+        "<id>tag:example.org,2025:a</id><updated>2025-07-13T10:00:00Z</updated></entry>"
+    )
+    assert only(parse_feed(body, ATOM_HEADERS, URL)).title == "Use <b> for bold & more"
+
+
+@pytest.mark.parametrize("build", ["rss2", "atom", "rss1"])
+def test_devanagari_titles_are_byte_exact(build: str) -> None:
+    assert all(unicodedata.is_normalized("NFC", t) for t in HINDI_TITLES)
+    items = [
+        Item(
+            title=title,
+            link=f"https://example.org/{n}",
+            guid=f"tag:example.org,2025:{n}",
+            date=DATE,
+            summary_html=f"<p>{HINDI_TEXT}</p>",
+        )
+        for n, title in enumerate(HINDI_TITLES)
+    ]
+    if build == "rss2":
+        body = rss2("हिंदी समाचार", SITE, items)
+    elif build == "atom":
+        body = atom("हिंदी समाचार", SITE, "tag:example.org,2025:feed", items)
+    else:
+        body = rss1("हिंदी समाचार", SITE, items)
+    feed = parse_feed(body, XML_HEADERS, URL)
+    assert feed.title == "हिंदी समाचार"
+    assert [e.title.encode("utf-8") for e in feed.entries] == [
+        t.encode("utf-8") for t in HINDI_TITLES
+    ]
+
+
+# -- summaries and teasers -----------------------------------------------------------------
+
+
+def test_summary_is_sanitized_and_links_made_absolute() -> None:
+    summary = (
+        '<p onclick="steal()">Hi <script>alert("x")</script>'
+        '<a href="javascript:alert(1)">bad link</a> '
+        '<a href="story/2">relative</a> <a href="/root">rooted</a> '
+        '<img src="img/photo.png" onerror="alert(2)"> '
+        '<a href="https://other.example/abs">absolute</a></p>'
+        "<style>body { display: none }</style><iframe src='https://evil.example/'></iframe>"
+    )
+    body = rss(
+        f'<item><title>A</title><guid isPermaLink="false">a</guid>'
+        f"<description><![CDATA[{summary}]]></description></item>"
+    )
+    entry = only(parse_feed(body, RSS_HEADERS, URL))
+    html_out = entry.summary_html
+    assert "<script" not in html_out and "alert" not in html_out
+    assert "javascript:" not in html_out
+    assert "onclick" not in html_out and "onerror" not in html_out
+    assert "<style" not in html_out and "display: none" not in html_out
+    assert "<iframe" not in html_out and "evil.example" not in html_out
+    assert "bad link" in html_out  # the text stays, the link goes
+    assert 'href="https://example.org/news/story/2"' in html_out
+    assert 'href="https://example.org/root"' in html_out
+    assert 'src="https://example.org/news/img/photo.png"' in html_out
+    assert 'href="https://other.example/abs"' in html_out
+
+
+def test_atom_content_links_resolve_against_xml_base() -> None:
+    # RFC 4287 section 2: relative references in Atom content resolve against xml:base. Here
+    # xml:base is also the feed's own link; the entry's link is in a deeper directory and
+    # must not be used as the base instead.
+    body = (
+        b'<?xml version="1.0" encoding="utf-8"?>\n'
+        b'<feed xmlns="http://www.w3.org/2005/Atom" xml:base="https://example.org/blog/">'
+        b'<title>Blog</title><id>tag:example.org,2025:blog</id><link href="./"/>'
+        b"<updated>2025-07-13T10:00:00Z</updated>"
+        b"<entry><title>Post</title><id>tag:example.org,2025:post</id>"
+        b'<link href="2025/07/post"/><updated>2025-07-13T10:00:00Z</updated>'
+        b'<content type="html">&lt;p&gt;&lt;img src="images/a.png"&gt; '
+        b'&lt;a href="about"&gt;about&lt;/a&gt;&lt;/p&gt;</content></entry></feed>'
+    )
+    feed = parse_feed(body, ATOM_HEADERS, "https://feeds.example.org/blog.atom")
+    assert feed.link == "https://example.org/blog/"
+    entry = only(feed)
+    assert entry.link == "https://example.org/blog/2025/07/post"
+    assert 'src="https://example.org/blog/images/a.png"' in entry.summary_html
+    assert 'href="https://example.org/blog/about"' in entry.summary_html
+
+
+def test_plain_text_atom_summary_is_escaped_not_interpreted() -> None:
+    body = atom_doc(
+        "<entry><title>A</title><id>tag:example.org,2025:a</id>"
+        "<updated>2025-07-13T10:00:00Z</updated>"
+        '<summary type="text">if a &lt; b &amp;&amp; c &gt; d then &lt;script&gt;</summary>'
+        "</entry>"
+    )
+    entry = only(parse_feed(body, ATOM_HEADERS, URL))
+    assert "<script" not in entry.summary_html
+    assert "&lt;script&gt;" in entry.summary_html
+    assert entry.teaser == "if a < b && c > d then <script>"
+
+
+def test_atom_content_is_used_when_there_is_no_summary() -> None:
+    body = atom_doc(
+        "<entry><title>A</title><id>tag:example.org,2025:a</id>"
+        '<link href="https://example.org/a"/><updated>2025-07-13T10:00:00Z</updated>'
+        '<content type="html">&lt;p&gt;Full &lt;b&gt;text&lt;/b&gt; here&lt;/p&gt;</content>'
+        "</entry>"
+    )
+    entry = only(parse_feed(body, ATOM_HEADERS, URL))
+    assert entry.summary_html == "<p>Full <b>text</b> here</p>"
+    assert entry.teaser == "Full text here"
+
+
+def test_teaser_is_plain_text() -> None:
+    body = rss(
+        '<item><title>A</title><guid isPermaLink="false">a</guid><description><![CDATA['
+        "<p>First <b>bold</b> paragraph &amp; more.</p><p>Second&nbsp;one &lt;3</p>"
+        "<script>var x = 1;</script>]]></description></item>"
+    )
+    entry = only(parse_feed(body, RSS_HEADERS, URL))
+    assert entry.teaser == "First bold paragraph & more. Second one <3"
+    assert "var x" not in entry.teaser
+
+
+@pytest.mark.parametrize("length", [1, 2, 5, 12, 40, 80, 500])
+def test_teaser_is_at_most_teaser_length_grapheme_clusters(length: int) -> None:
+    body = rss2(
+        "Feed",
+        SITE,
+        [Item("A", "https://example.org/a", "a", DATE, summary_html=f"<p>{HINDI_TEXT}</p>")],
+    )
+    entry = only(parse_feed(body, RSS_HEADERS, URL, teaser_length=length))
+    clusters = regex.findall(r"\X", entry.teaser)
+    assert 1 <= len(clusters) <= length, entry.teaser
+    assert "<" not in entry.teaser
+    # Cut on cluster boundaries: every cluster of the teaser is a cluster of the text.
+    text_clusters = set(regex.findall(r"\X", HINDI_TEXT)) | {"…"}
+    assert set(clusters) <= text_clusters
+    if length >= len(regex.findall(r"\X", HINDI_TEXT)):
+        assert entry.teaser == HINDI_TEXT
+    else:
+        assert entry.teaser.endswith("…")
+
+
+# -- not a feed ----------------------------------------------------------------------------
+
+HTML_PAGE = (
+    b"<!DOCTYPE html>\n<html lang='en'><head><title>Welcome</title></head>"
+    b"<body><h1>Our site</h1><p>Nothing to see.</p></body></html>"
+)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{"Content-Type": "text/html; charset=utf-8"}, {}, {"Content-Type": "application/xml"}],
+)
+def test_html_page_is_not_a_feed(headers: dict[str, str]) -> None:
+    with pytest.raises(ParseError, match="HTML page"):
+        parse_feed(HTML_PAGE, headers, URL)
+
+
+@pytest.mark.parametrize("body", [b"", b"   \r\n\t  "])
+def test_empty_body_is_not_a_feed(body: bytes) -> None:
+    with pytest.raises(ParseError, match="empty"):
+        parse_feed(body, RSS_HEADERS, URL)
+
+
+@pytest.mark.parametrize(
+    ("body", "headers"),
+    [
+        (b'{"version": "https://jsonfeed.org/version/1.1", "items": []}', {}),
+        (b'{"items": [{"id": "1"}]}', {"Content-Type": "application/feed+json"}),
+        (b'[{"title": "x"}]', {"Content-Type": "application/json; charset=utf-8"}),
+    ],
+)
+def test_json_is_not_a_feed(body: bytes, headers: dict[str, str]) -> None:
+    with pytest.raises(ParseError, match="JSON"):
+        parse_feed(body, headers, URL)
+
+
+def test_plain_text_is_not_a_feed() -> None:
+    with pytest.raises(ParseError):
+        parse_feed(b"Service temporarily unavailable", {"Content-Type": "text/plain"}, URL)
+
+
+def test_truncated_feed_keeps_what_it_can_read() -> None:
+    items = [
+        Item(f"Story {n}", f"https://example.org/{n}", f"tag:example.org,2025:{n}", DATE)
+        for n in range(3)
+    ]
+    whole = rss2("Feed", SITE, items)
+    cut = whole[: whole.index(b"Story 2")]  # in the middle of the third item's title
+    feed = parse_feed(cut, RSS_HEADERS, URL)
+    assert feed.warning
+    titles = [e.title for e in feed.entries]
+    assert titles[:2] == ["Story 0", "Story 1"]
+    assert feed.entries[0].entry_id == "tag:example.org,2025:0"
+    assert feed.entries[1].published == DATE
+
+
+def test_malformed_markup_keeps_entries_and_warns() -> None:
+    body = rss(
+        '<item><title>Fine</title><guid isPermaLink="false">a</guid></item>'
+        '<item><title>Broken & unescaped <b>bold</title><guid isPermaLink="false">b</guid>'
+        "</item>"
+    )
+    feed = parse_feed(body, RSS_HEADERS, URL)
+    assert feed.warning
+    assert [e.entry_id for e in feed.entries][:1] == ["a"]
+    assert len(feed.entries) >= 1
+
+
+def test_well_formed_feed_has_no_warning() -> None:
+    body = rss2("Feed", SITE, [Item("A", "https://example.org/a", "a", DATE)])
+    assert parse_feed(body, RSS_HEADERS, URL).warning is None
+
+
+# -- entity expansion ----------------------------------------------------------------------
+
+
+def _billion_laughs(inner: str = "lol") -> bytes:
+    declarations = [f'<!ENTITY lol0 "{inner}">']
+    declarations += [f'<!ENTITY lol{n} "{f"&lol{n - 1};" * 10}">' for n in range(1, 10)]
+    return (
+        '<?xml version="1.0" encoding="utf-8"?>\n'
+        f"<!DOCTYPE rss [\n{chr(10).join(declarations)}\n]>\n"
+        '<rss version="2.0"><channel><title>&lol9;</title>'
+        f"<link>{SITE}</link><description>&lol9;</description>"
+        '<item><title>&lol9;</title><guid isPermaLink="false">bomb</guid>'
+        "<description>&lol9; &lol8;</description></item></channel></rss>"
+    ).encode()
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("inner", ["lol", "]>", "<b>lol</b>"], ids=["plain", "bracket", "markup"])
+def test_entity_expansion_is_not_performed(inner: str) -> None:
+    body = _billion_laughs(inner.replace("<", "&#60;"))
+    started = time.monotonic()
+    try:
+        feed = parse_feed(body, RSS_HEADERS, URL)
+    except ParseError:
+        return  # refusing the document is fine too; expanding it is not
+    assert time.monotonic() - started < 10
+    longest = max((len(s) for s in strings(feed)), default=0)
+    assert longest < 10_000, longest
+    assert "lollollol" not in "".join(strings(feed))
+
+
+# -- encodings -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("headers", [{}, XML_HEADERS, {"Content-Type": "text/xml"}])
+def test_windows_1251_declared_in_xml_declaration(headers: dict[str, str]) -> None:
+    body = rss2(
+        "Лента новостей",
+        SITE,
+        [
+            Item(
+                "Новости дня: «ёлка» и Ъ",
+                "https://example.org/ru/1",
+                "ru-1",
+                DATE,
+                summary_html="<p>Привет, мир — это тест.</p>",
+            )
+        ],
+        encoding="windows-1251",
+    )
+    assert "Новости".encode() not in body  # really single-byte on the wire
+    feed = parse_feed(body, headers, "file:///srv/feeds/ru.xml" if not headers else URL)
+    assert feed.title == "Лента новостей"
+    entry = only(feed)
+    assert entry.title == "Новости дня: «ёлка» и Ъ"
+    assert entry.teaser == "Привет, мир — это тест."
+
+
+@pytest.mark.parametrize("headers", [{}, XML_HEADERS, {"Content-Type": "text/xml"}])
+def test_iso_8859_1_declared_in_xml_declaration(headers: dict[str, str]) -> None:
+    body = rss2(
+        "Façade",
+        SITE,
+        [
+            Item(
+                "Café crème à Zürich, ½ prix",
+                "https://example.org/fr/1",
+                "fr-1",
+                DATE,
+                summary_html="<p>Déjà vu — naïve résumé</p>".replace("—", "-"),
+            )
+        ],
+        encoding="iso-8859-1",
+    )
+    feed = parse_feed(body, headers, "file:///srv/feeds/fr.xml" if not headers else URL)
+    assert feed.title == "Façade"
+    entry = only(feed)
+    assert entry.title == "Café crème à Zürich, ½ prix"
+    assert entry.teaser == "Déjà vu - naïve résumé"
+
+
+def test_charset_in_content_type_wins_over_nothing() -> None:
+    body = rss(
+        '<item><title>Добро пожаловать</title><guid isPermaLink="false">a</guid></item>'
+    ).replace(b'encoding="utf-8"', b"")
+    body = body.decode("utf-8").encode("koi8-r")
+    feed = parse_feed(body, {"Content-Type": "application/rss+xml; charset=koi8-r"}, URL)
+    assert only(feed).title == "Добро пожаловать"

@@ -1,0 +1,61 @@
+"""The pure stages import no I/O: no HTTP client, no database, no scheduler, no store or fetch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PURE_MODULES = (
+    "aggregator.text",
+    "aggregator.timeline",
+    "aggregator.parse",
+    "aggregator.render",
+    "aggregator.tomlpos",
+)
+FORBIDDEN = ("httpx", "sqlite3", "apscheduler", "aggregator.store", "aggregator.fetch")
+
+_PROBE = """
+import importlib, json, sys
+for name in {modules!r}:
+    importlib.import_module(name)
+print(json.dumps(sorted(m for m in {forbidden!r} if m in sys.modules)))
+"""
+
+
+@pytest.mark.slow
+def test_pure_modules_import_no_io_libraries():
+    # A fresh interpreter: this test process has long since imported everything.
+    probe = _PROBE.format(modules=PURE_MODULES, forbidden=FORBIDDEN)
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    imported = json.loads(result.stdout.strip().splitlines()[-1])
+    assert imported == [], f"pure modules pulled in I/O modules: {imported}"
+
+
+@pytest.mark.slow
+def test_probe_detects_an_io_import():
+    # The probe itself works: importing the store does show up.
+    probe = _PROBE.format(modules=("aggregator.store",), forbidden=FORBIDDEN)
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "sqlite3" in json.loads(result.stdout.strip().splitlines()[-1])

@@ -1,0 +1,506 @@
+"""aggregator.text: teasers cut on grapheme clusters, HTML to text, sanitizing, Unicode hygiene."""
+
+from __future__ import annotations
+
+import unicodedata
+
+import pytest
+import regex
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+from aggregator.text import (
+    ELLIPSIS,
+    absolute_url,
+    clean_text,
+    html_to_text,
+    make_teaser,
+    sanitize_html,
+)
+
+# The characters `make_teaser` strips from the end of a cut before adding the ellipsis.
+TRAILING_PUNCTUATION = frozenset(" \t,;:-–—(/.।॥")
+
+SAMPLES = (
+    "क्षत्रिय",
+    "ज़िंदगी",
+    "ग़ज़ा",
+    "हिंदी",
+    "👩🏽‍💻",
+    "🇮🇳",
+    "é",
+    "e\u0301",
+    "👍🏿",
+    "👨‍👩‍👧‍👦",
+    "Zoë",
+    "naïve",
+    "word",
+    "a",
+    "।",
+    ",",
+    ".",
+    "—",
+    "(",
+    "!",
+)
+# Every code point of the samples on its own, so hypothesis also builds odd sequences: a lone
+# virama or combining mark, a dangling ZWJ, an unpaired regional indicator, a stray modifier.
+CODE_POINTS = sorted({ch for sample in SAMPLES for ch in sample})
+SPACES = (" ", "\t", "\n", "\u00a0", "\u3000")
+SEPARATORS = (" ", " ", " ", "  ", "\t", "\n", "\u00a0", " \n ")
+
+FAST = settings(max_examples=200, deadline=None)
+
+code_point_text = st.text(
+    alphabet=st.sampled_from([*CODE_POINTS, *SPACES, " ", " ", " "]), max_size=60
+)
+word = st.lists(st.sampled_from(SAMPLES), min_size=1, max_size=6).map("".join)
+sentence = st.builds(
+    lambda words, seps, lead, trail: (
+        lead + "".join(w + s for w, s in zip(words, seps, strict=False)) + trail
+    ),
+    st.lists(word, min_size=0, max_size=15),
+    st.lists(st.sampled_from(SEPARATORS), min_size=15, max_size=15),
+    st.sampled_from(["", " ", "\n\t"]),
+    st.sampled_from(["", " ", "\n"]),
+)
+teaser_text = st.one_of(code_point_text, sentence)
+teaser_length = st.integers(min_value=2, max_value=40)
+
+
+def clusters(value: str) -> list[str]:
+    return regex.findall(r"\X", value)
+
+
+def collapsed(value: str) -> str:
+    """The reference whitespace collapse (the strategy only uses whitespace both agree on)."""
+    return " ".join(value.split())
+
+
+def cut_prefix(result: str) -> str:
+    assert result.endswith(ELLIPSIS)
+    return result[: -len(ELLIPSIS)]
+
+
+# make_teaser: properties
+
+
+@FAST
+@given(teaser_text, teaser_length)
+def test_teaser_has_at_most_length_clusters(text, length):
+    assert len(clusters(make_teaser(text, length))) <= length
+
+
+@FAST
+@given(teaser_text, teaser_length)
+def test_teaser_ellipsis_iff_cut(text, length):
+    result = make_teaser(text, length)
+    was_cut = len(clusters(collapsed(text))) > length
+    assert result.endswith(ELLIPSIS) == was_cut
+    if not was_cut:
+        assert result == collapsed(text)
+
+
+@FAST
+@given(teaser_text, teaser_length)
+def test_teaser_cut_is_prefix_of_whole_clusters(text, length):
+    full = clusters(collapsed(text))
+    if len(full) <= length:
+        return
+    prefix = cut_prefix(make_teaser(text, length))
+    assert prefix, "a cut teaser keeps some text"
+    assert collapsed(text).startswith(prefix)
+    kept = clusters(prefix)
+    assert kept == full[: len(kept)]
+
+
+@FAST
+@given(teaser_text, teaser_length)
+@example("one two three", 6)
+@example(", abc", 4)
+@example("— Hello world", 5)
+def test_teaser_cuts_at_word_boundary_when_a_space_is_in_budget(text, length):
+    full = clusters(collapsed(text))
+    if len(full) <= length:
+        return
+    budget = length - 1  # one cluster is the ellipsis
+    if " " not in full[1 : budget + 1]:
+        return  # one long word: cut between clusters, checked elsewhere
+    kept = clusters(cut_prefix(make_teaser(text, length)))
+    if kept and kept[-1] == " ":
+        return  # cut right after a space
+    # After the kept clusters come only stripped trailing punctuation, then a space.
+    for cluster in full[len(kept) :]:
+        if cluster == " ":
+            break
+        assert cluster in TRAILING_PUNCTUATION, (kept, full)
+    else:
+        pytest.fail(f"cut inside the last word: {kept!r} of {full!r}")
+
+
+@FAST
+@given(teaser_text, st.integers(min_value=1, max_value=40))
+def test_teaser_is_idempotent_on_its_uncut_output(text, length):
+    result = make_teaser(text, length)
+    if not result.endswith(ELLIPSIS):
+        assert make_teaser(result, length) == result
+
+
+def test_teaser_length_one_is_at_most_one_cluster():
+    # teaser_length accepts any positive int; "at most `length` clusters" holds for 1 too.
+    result = make_teaser("ab cd", 1)
+    assert len(clusters(result)) <= 1, result
+
+
+# make_teaser: examples
+
+
+DEVANAGARI = "क्षत्रिय की ज़िंदगी हिंदी में लिखी गई कहानी है और ग़ज़ा की ख़बर भी"
+
+
+def test_teaser_devanagari_sentence_cut_at_20():
+    result = make_teaser(DEVANAGARI, 20)
+    assert result == "क्षत्रिय की ज़िंदगी हिंदी में लिखी" + ELLIPSIS
+    assert len(clusters(result)) <= 20
+    prefix = cut_prefix(result)
+    assert clusters(prefix) == clusters(DEVANAGARI)[: len(clusters(prefix))]
+    # Whole words only: every kept word is a word of the sentence.
+    assert set(prefix.split()) <= set(DEVANAGARI.split())
+
+
+@pytest.mark.parametrize("length", range(2, 30))
+def test_teaser_devanagari_never_splits_letter_from_its_marks(length):
+    for text in (DEVANAGARI, "क्षत्रिय" * 4, "ज़िंदगीग़ज़ाहिंदी" * 2):
+        result = make_teaser(text, length)
+        prefix = cut_prefix(result) if result.endswith(ELLIPSIS) else result
+        # A virama, nukta or matra is never the last thing before the cut, with its
+        # letter's continuation lost: the kept clusters are the text's own clusters.
+        assert clusters(prefix) == clusters(text)[: len(clusters(prefix))]
+        assert prefix != "क्"  # never the first half of क्ष
+
+
+def test_teaser_devanagari_conjunct_word_cut_between_clusters():
+    assert clusters("क्षत्रिय") == ["क्ष", "त्रि", "य"]
+    assert make_teaser("क्षत्रियक्षत्रिय", 2) == "क्ष" + ELLIPSIS
+    assert make_teaser("क्षत्रियक्षत्रिय", 3) == "क्षत्रि" + ELLIPSIS
+    assert make_teaser("ज़िंदगीज़िंदगी", 2) == "ज़िं" + ELLIPSIS
+
+
+def test_teaser_emoji_with_modifiers_kept_whole():
+    assert make_teaser("👩🏽‍💻👩🏽‍💻👩🏽‍💻👩🏽‍💻", 3) == "👩🏽‍💻👩🏽‍💻" + ELLIPSIS
+    assert make_teaser("👍🏿👍🏿👍🏿", 2) == "👍🏿" + ELLIPSIS
+    assert make_teaser("🇮🇳🇮🇳🇮🇳", 2) == "🇮🇳" + ELLIPSIS
+    assert make_teaser("👨‍👩‍👧‍👦👨‍👩‍👧‍👦👨‍👩‍👧‍👦", 2) == "👨‍👩‍👧‍👦" + ELLIPSIS
+    assert make_teaser("hi 👍🏿 there friend", 5) == "hi 👍🏿" + ELLIPSIS
+
+
+def test_teaser_single_long_word_cut_between_clusters():
+    assert make_teaser("abcdefghij", 5) == "abcd" + ELLIPSIS
+    assert make_teaser("e\u0301e\u0301e\u0301e\u0301", 3) == "e\u0301e\u0301" + ELLIPSIS
+
+
+def test_teaser_cut_at_word_boundary():
+    assert make_teaser("one two three four", 10) == "one two" + ELLIPSIS
+    assert make_teaser("one two three four", 9) == "one two" + ELLIPSIS
+    assert make_teaser("one two three four", 8) == "one two" + ELLIPSIS
+    assert make_teaser("one two three four", 14) == "one two three" + ELLIPSIS
+
+
+@pytest.mark.parametrize(
+    ("text", "length"),
+    [("— Hello world", 5), ("(1) introduction to the topic", 8), (", abc", 4)],
+)
+def test_teaser_leading_punctuation_word_does_not_force_a_mid_word_cut(text, length):
+    # A space lies inside the budget, so the cut must fall between words; only the first
+    # "word" is punctuation, which is stripped before the ellipsis.
+    words = text.split()
+    result = make_teaser(text, length)
+    assert result.endswith(ELLIPSIS)
+    kept_words = cut_prefix(result).split()
+    assert kept_words == words[: len(kept_words)], result
+
+
+@pytest.mark.parametrize(
+    ("text", "length", "expected"),
+    [
+        ("यह हिंदी है। और फिर से एक बार", 9, "यह हिंदी है…"),
+        ("first, second third", 7, "first…"),
+        ("first, second third", 10, "first…"),
+        ("first; second third", 10, "first…"),
+        ("end. Next sentence", 5, "end…"),
+        ("वाक्य॥ दूसरा वाक्य और भी", 5, "वाक्य…"),
+        ("one two — three four", 10, "one two…"),
+    ],
+)
+def test_teaser_strips_trailing_punctuation_before_ellipsis(text, length, expected):
+    assert make_teaser(text, length) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "length"),
+    [
+        ("short text", 200),
+        ("क्षत्रिय 👩🏽‍💻", 5),
+        ("हिंदी", 2),  # two clusters: fits exactly
+        ("ends with…", 200),
+        ("", 10),
+        ("x", 1),
+    ],
+)
+def test_teaser_short_text_unchanged(text, length):
+    assert make_teaser(text, length) == text
+
+
+def test_teaser_collapses_whitespace():
+    assert make_teaser("  a\n\tb   c  ", 200) == "a b c"
+
+
+# html_to_text
+
+
+@pytest.mark.parametrize(
+    ("markup", "expected"),
+    [
+        ("<b>bold</b> and <i>italic</i>", "bold and italic"),
+        ('<a href="https://x.example/">link</a>', "link"),
+        ("a &amp; b", "a & b"),
+        ("a&nbsp;b", "a b"),
+        ("&#x928;&#x92e;&#x938;&#x94d;&#x924;&#x947;", "नमस्ते"),
+        ("&lt;tag&gt;", "<tag>"),
+        ("<p>a</p><p>b</p>", "a b"),
+        ("a<br>b<br/>c", "a b c"),
+        ("<ul><li>one</li><li>two</li></ul>", "one two"),
+        ("  lots \n\n of\t\twhite   space ", "lots of white space"),
+        ("x<script>alert('boo')</script>y", "xy"),
+        ("<style>p { color: red }</style>text", "text"),
+        ("a < b", "a < b"),
+        ("plain text", "plain text"),
+        ("<!-- a comment -->visible", "visible"),
+        ("ctrl\x00char\x0b", "ctrlchar"),
+    ],
+)
+def test_html_to_text(markup, expected):
+    assert html_to_text(markup) == expected
+
+
+def test_html_to_text_nfc():
+    assert html_to_text("<p>cafe\u0301</p>") == "café"
+
+
+# sanitize_html
+
+BASE = "https://example.com/blog/post.html"
+
+
+def test_sanitize_drops_script_and_style():
+    out = sanitize_html("<p>hi</p><script>alert(1)</script><style>p{color:red}</style>", BASE)
+    assert out == "<p>hi</p>"
+    assert "alert" not in out
+    assert "color" not in out
+
+
+def test_sanitize_drops_event_handlers():
+    out = sanitize_html(
+        '<p onclick="steal()">x</p><img src="a.png" onerror="steal()">'
+        '<a href="/x" onmouseover="steal()">y</a>',
+        BASE,
+    )
+    assert "steal" not in out
+    assert "onclick" not in out
+    assert "onerror" not in out
+    assert "onmouseover" not in out
+
+
+@pytest.mark.parametrize(
+    "href",
+    [
+        "javascript:alert(1)",
+        "JavaScript:alert(1)",
+        " javascript:alert(1)",
+        "data:text/html;base64,PHNjcmlwdD5hbGVydCgxKTwvc2NyaXB0Pg==",
+        "vbscript:msgbox(1)",
+    ],
+)
+def test_sanitize_drops_unsafe_hrefs(href):
+    out = sanitize_html(f'<a href="{href}">click</a>', BASE)
+    assert "href" not in out
+    assert "javascript" not in out.lower()
+    assert "data:" not in out
+    assert "click" in out
+
+
+def test_sanitize_drops_unsafe_img_src():
+    out = sanitize_html('<img src="data:image/png;base64,AAAA" alt="x">', BASE)
+    assert "data:" not in out
+    assert 'alt="x"' in out
+
+
+def test_sanitize_resolves_relative_urls():
+    out = sanitize_html(
+        '<a href="/about">a</a> <a href="other.html">b</a> <img src="../img/p.png" alt="">'
+        '<blockquote cite="q.html">c</blockquote>',
+        BASE,
+    )
+    assert 'href="https://example.com/about"' in out
+    assert 'href="https://example.com/blog/other.html"' in out
+    assert 'src="https://example.com/img/p.png"' in out
+    assert 'cite="https://example.com/blog/q.html"' in out
+
+
+def test_sanitize_keeps_absolute_and_mailto_urls():
+    out = sanitize_html(
+        '<a href="https://other.example/x?a=1&amp;b=2">x</a><a href="mailto:me@example.com">m</a>',
+        BASE,
+    )
+    assert 'href="https://other.example/x?a=1&amp;b=2"' in out
+    assert 'href="mailto:me@example.com"' in out
+
+
+def test_sanitize_keeps_allowed_tags():
+    markup = (
+        "<p><strong>s</strong> <em>e</em> <code>c</code></p>"
+        "<ul><li>one</li></ul><blockquote>q</blockquote><h2>h</h2>"
+        "<table><tbody><tr><td>t</td></tr></tbody></table>"
+    )
+    out = sanitize_html(markup, BASE)
+    for tag in ("p", "strong", "em", "code", "ul", "li", "blockquote", "h2", "table", "td"):
+        assert f"<{tag}>" in out, tag
+        assert f"</{tag}>" in out, tag
+
+
+def test_sanitize_removes_disallowed_tags_keeping_text():
+    out = sanitize_html(
+        '<iframe src="https://evil.example/"></iframe><form><input value="v">f</form>'
+        "<object>o</object><p>ok</p>",
+        BASE,
+    )
+    for tag in ("iframe", "form", "input", "object"):
+        assert f"<{tag}" not in out, tag
+    assert "<p>ok</p>" in out
+
+
+def test_sanitize_links_get_rel():
+    out = sanitize_html('<a href="https://x.example/">x</a>', BASE)
+    assert 'rel="noopener noreferrer"' in out
+
+
+def test_sanitize_empty_and_whitespace():
+    assert sanitize_html("", BASE) == ""
+    assert sanitize_html("   \n ", BASE) == ""
+
+
+def test_sanitize_without_base_keeps_relative_out():
+    out = sanitize_html('<a href="/rel">r</a><a href="https://abs.example/">a</a>', None)
+    assert 'href="https://abs.example/"' in out
+    assert "/rel" not in out
+
+
+def test_sanitize_removes_control_chars_and_normalizes():
+    assert sanitize_html("<p>e\u0301\x00\x0b</p>", BASE) == "<p>é</p>"
+
+
+MARKUP_SAMPLES = (
+    "<p>a</p>",
+    '<a href="/x" onclick="y">l</a>',
+    "<script>s</script>",
+    '<img src="i.png" alt="क्षत्रिय">',
+    "text & more",
+    "<b>",
+    "</i>",
+    "<!-- c -->",
+    "हिंदी 👩🏽‍💻",
+    '<a href="javascript:x">j</a>',
+    "<div><ul><li>i</li></ul></div>",
+    "&nbsp;",
+    "<",
+)
+
+
+@FAST
+@given(st.lists(st.sampled_from(MARKUP_SAMPLES), max_size=10).map("".join))
+def test_sanitize_is_deterministic_and_stable(markup):
+    once = sanitize_html(markup, BASE)
+    assert sanitize_html(markup, BASE) == once
+    assert sanitize_html(once, BASE) == once  # sanitizing sanitized output changes nothing
+    assert "<script" not in once
+    assert "javascript:" not in once
+    assert "onclick" not in once
+
+
+# clean_text
+
+
+def test_clean_text_removes_xml_forbidden_controls():
+    assert clean_text("a\x00b\x0bc\x1fd\x0ce\x08f") == "abcdef"
+
+
+def test_clean_text_keeps_tab_newline_cr():
+    assert clean_text("a\tb\nc\rd") == "a\tb\nc\rd"
+
+
+def test_clean_text_removes_noncharacters_and_lone_surrogates():
+    assert clean_text("a\ufffeb\uffffc\ud800d") == "abcd"
+
+
+def test_clean_text_nfc_composes_latin():
+    assert clean_text("e\u0301") == "\u00e9"
+    assert clean_text("cafe\u0301") == "café"
+
+
+@pytest.mark.parametrize("text", ["क़", "\u0915\u093c", "ज़िंदगी", "ग़ज़ा", "क्षत्रिय", "हिंदी"])
+def test_clean_text_devanagari_nukta_sequences_stable(text):
+    # U+0958 and friends are composition exclusions: NFC keeps consonant + nukta decomposed.
+    decomposed = unicodedata.normalize("NFD", text)
+    assert clean_text(decomposed) == unicodedata.normalize("NFC", decomposed)
+    assert clean_text(decomposed) == decomposed
+    assert clean_text(clean_text(text)) == clean_text(text)
+
+
+def test_clean_text_precomposed_nukta_letter_decomposes():
+    assert clean_text("\u0958") == "\u0915\u093c"
+
+
+# absolute_url
+
+
+@pytest.mark.parametrize(
+    ("url", "base", "expected"),
+    [
+        ("/x", "https://a.example/b/c", "https://a.example/x"),
+        ("d", "https://a.example/b/c", "https://a.example/b/d"),
+        ("../d", "https://a.example/b/c/", "https://a.example/b/d"),
+        ("//cdn.example/x.png", "https://a.example/", "https://cdn.example/x.png"),
+        ("https://other.example/", "https://a.example/", "https://other.example/"),
+        ("  /padded  ", "https://a.example/", "https://a.example/padded"),
+        ("mailto:me@example.com", "https://a.example/", "mailto:me@example.com"),
+        ("https://a.example/x", None, "https://a.example/x"),
+    ],
+)
+def test_absolute_url_resolves(url, base, expected):
+    assert absolute_url(url, base) == expected
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "javascript:alert(1)",
+        "JAVASCRIPT:alert(1)",
+        "  javascript:alert(1)",
+        "data:text/html,<script>x</script>",
+        "data:image/png;base64,AAAA",
+        "vbscript:x",
+        "file:///etc/passwd",
+    ],
+)
+def test_absolute_url_rejects_unsafe(url):
+    assert absolute_url(url, "https://a.example/") is None
+    assert absolute_url(url, None) is None
+
+
+@pytest.mark.parametrize("url", [None, "", "   ", "\n\t"])
+def test_absolute_url_empty(url):
+    assert absolute_url(url, "https://a.example/") is None
+
+
+def test_absolute_url_relative_without_base_is_none():
+    assert absolute_url("/x", None) is None
