@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CONFIG ?= feeds.toml
 
-.PHONY: install run once serve test lint typecheck pytest bench validate clean
+.PHONY: install run once status test lint typecheck pytest bench validate clean
 
 install: $(STAMP)
 
@@ -17,7 +17,13 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: install
+	$(BIN)/aggregator run --config $(CONFIG)
+
+once: install
 	$(BIN)/aggregator once --config $(CONFIG)
+
+status: install
+	$(BIN)/aggregator status --config $(CONFIG)
 
 lint: install
 	$(BIN)/ruff check .
@@ -32,7 +38,8 @@ pytest: install
 test: lint typecheck pytest
 
 bench: install
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench --feeds 200 --items 50
+	$(BIN)/python -m bench idle --feeds 1000 --seconds 60
 
 # Runs the W3C feed validator on the published feeds when a checkout of it is
 # named by FEEDVALIDATOR (see README, "Validating the output").

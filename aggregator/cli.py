@@ -7,10 +7,12 @@ Exit status: 0 when the command did its job (a cycle with failed sources still c
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -20,8 +22,10 @@ from rich.table import Table
 
 from aggregator import __version__
 from aggregator.config import Config, load_config
+from aggregator.daemon import Daemon
 from aggregator.errors import AggregatorError, ConfigError
 from aggregator.pipeline import SourceReport, run_cycle
+from aggregator.server import create_app, serve_until_signalled
 from aggregator.store import Store
 
 CONFIG_ERROR = 2
@@ -60,14 +64,34 @@ def _open_store(config: Config) -> Iterator[Store]:
         store.close()
 
 
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper()),
-        format="%(asctime)s %(levelname)s %(message)s",
-        stream=sys.stderr,
-    )
+class _JsonFormatter(logging.Formatter):
+    """One JSON object per line, for log shippers."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        event = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            event["error"] = self.formatException(record.exc_info)
+        return json.dumps(event, ensure_ascii=False)
+
+
+def _setup_logging(level: str, log_format: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(_JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(getattr(logging, level.upper()))
     # httpx logs every request at INFO; that is our job, once per source.
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    logging.getLogger("watchfiles").setLevel(logging.WARNING)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -79,9 +103,16 @@ def _setup_logging(level: str) -> None:
     show_default=True,
     help="How much to log to stderr.",
 )
-def main(log_level: str) -> None:
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="Log lines as text, or as one JSON object per line.",
+)
+def main(log_level: str, log_format: str) -> None:
     """aggregator: many RSS/Atom feeds in, one dated timeline out as RSS 2.0 and Atom 1.0."""
-    _setup_logging(log_level)
+    _setup_logging(log_level, log_format)
 
 
 @main.command()
@@ -139,3 +170,87 @@ def _duration(seconds: float) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{int(seconds // size)}{unit}"
     return f"{seconds:g}s"
+
+
+@main.command()
+@_config_option
+def run(config_path: Path) -> None:
+    """Run the daemon: poll on schedule, publish, serve, reload feeds.toml on change."""
+    config = _load(config_path)
+    try:
+        daemon = Daemon(config_path, config)
+    except AggregatorError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(FAILURE)
+    try:
+        asyncio.run(daemon.run())
+    except OSError as e:  # e.g. the port is taken
+        click.echo(f"error: {e.strerror or e}", err=True)
+        sys.exit(FAILURE)
+
+
+@main.command()
+@_config_option
+def serve(config_path: Path) -> None:
+    """Serve an existing output directory over HTTP, without polling."""
+    config = _load(config_path)
+    app = create_app(config.publish.output_dir)
+    try:
+        asyncio.run(serve_until_signalled(app, config.server.host, config.server.port))
+    except OSError as e:
+        click.echo(f"error: {e.strerror or e}", err=True)
+        sys.exit(FAILURE)
+
+
+@main.command()
+@_config_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+def status(config_path: Path, as_json: bool) -> None:
+    """Show every source: last poll, outcome, items stored, next poll, failures."""
+    config = _load(config_path)
+    with _open_store(config) as store:
+        states = {s.name: s for s in store.source_states()}
+    rows = []
+    for source in config.sources:
+        state = states.get(source.name)
+        rows.append(
+            {
+                "name": source.name,
+                "url": source.url,
+                "last_poll": _iso(state.last_polled if state else None),
+                "last_success": _iso(state.last_success if state else None),
+                "outcome": state.last_outcome if state else None,
+                "error": state.last_error if state else None,
+                "items": state.entries if state else 0,
+                "next_poll": _iso(state.next_poll if state else None),
+                "failures": state.failures if state else 0,
+            }
+        )
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    table = Table(title=f"{len(rows)} sources in {config_path}")
+    for column in ("source", "last poll", "last success", "outcome", "items", "next poll", "fails"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        outcome = row["outcome"] or "never polled"
+        if row["error"]:
+            outcome = f"{outcome}: {row['error']}"
+        table.add_row(
+            str(row["name"]),
+            _short(row["last_poll"]),
+            _short(row["last_success"]),
+            str(outcome),
+            str(row["items"]),
+            _short(row["next_poll"]),
+            str(row["failures"]),
+        )
+    Console(width=160 if not sys.stdout.isatty() else None).print(table)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _short(value: object) -> str:
+    return str(value).replace("T", " ").removesuffix("+00:00") if value else "-"

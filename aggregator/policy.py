@@ -27,8 +27,20 @@ def next_poll(name: str, interval: timedelta, now: datetime, failures: int = 0) 
     doubled per failure (capped at 24 h, never below the interval), with the same jitter, so a
     broken source is retried less and less often but never given up on.
     """
-    base = interval
-    if failures > 0:
-        base = min(interval * (2 ** min(failures, 20)), max(MAX_BACKOFF, interval))
+    base = delay(interval, failures)
     jitter = base * (JITTER * spread(name, now.isoformat()))
     return now + base + jitter
+
+
+def delay(interval: timedelta, failures: int = 0) -> timedelta:
+    """The wait before the next poll, before jitter: the interval, doubled per failure."""
+    if failures <= 0:
+        return interval
+    return min(interval * (1 << min(failures, 20)), max(MAX_BACKOFF, interval))
+
+
+def is_overdue_schedule(
+    scheduled: datetime, last_polled: datetime, interval: timedelta, failures: int
+) -> bool:
+    """True when `scheduled` is later than the policy could give now (the interval shrank)."""
+    return scheduled > last_polled + delay(interval, failures) * (1 + JITTER)

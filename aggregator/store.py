@@ -20,6 +20,7 @@ from typing import Any
 
 from aggregator.config import SourceConfig
 from aggregator.errors import StorageError
+from aggregator.policy import is_overdue_schedule, next_poll
 from aggregator.timeline import CLOCK_SKEW, order_date
 from aggregator.types import ParsedEntry, ParsedFeed, SourceCredit, StoredEntry, Validators
 
@@ -186,6 +187,19 @@ class Store:
                     """,
                     (source.name, source.url, _ts(now)),
                 )
+                # A shortened interval applies now, not after the old, longer wait.
+                last, scheduled, failures = db.execute(
+                    "SELECT last_polled, next_poll, failures FROM sources WHERE name = ?",
+                    (source.name,),
+                ).fetchone()
+                if last and scheduled:
+                    last_polled, next_at = _required_dt(last), _required_dt(scheduled)
+                    if is_overdue_schedule(next_at, last_polled, source.interval, failures):
+                        when = next_poll(source.name, source.interval, last_polled, failures)
+                        db.execute(
+                            "UPDATE sources SET next_poll = ? WHERE name = ?",
+                            (_ts(when, precise=True), source.name),
+                        )
 
     _STATE_COLUMNS = """
         SELECT name, url, title, site_url, etag, last_modified, last_polled, last_success,

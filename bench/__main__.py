@@ -1,5 +1,7 @@
 """`make bench`: one poll-cycle workload through aggregator and through a naive script.
 
+`python -m bench idle` measures the daemon's steady-state cost instead (bench/idle.py).
+
 Phases over one local feed farm: first (everything new), second (10% of feeds churned,
 the rest unchanged), third (nothing changed). Each tool runs as its own process; wall
 time, CPU time and peak memory come from that process alone (os.wait4). Ratios are taken
@@ -19,6 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench import idle
 from bench.farm import Farm
 
 
@@ -48,6 +51,9 @@ def _measure(argv: list[str], cwd: Path) -> tuple[float, float, float, str]:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["idle"]:
+        idle.main(sys.argv[2:])
+        return
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

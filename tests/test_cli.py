@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import pty
 import shutil
@@ -124,3 +125,18 @@ def test_version() -> None:
     result = run_cli("--version")
     assert result.returncode == 0
     assert result.stdout.startswith("aggregator, version ")
+
+
+def test_json_logs_name_the_source(tmp_path: Path) -> None:
+    (tmp_path / "feeds.toml").write_text(
+        '[[feeds]]\nname = "down"\nurl = "http://127.0.0.1:9/feed.xml"\n', encoding="utf-8"
+    )
+    result = run_cli("--log-format", "json", "once", "--config", "feeds.toml", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stderr.splitlines()]
+    assert events, "expected at least one log line"
+    assert {"time", "level", "message"} <= set(events[0])
+    assert any(
+        e["level"] == "warning" and e["message"].startswith("down: connection refused")
+        for e in events
+    )

@@ -426,3 +426,19 @@ def test_source_credits_title_precedence(store: Store) -> None:
     assert credits["from-feed"].site_url == "https://f.example.org/"
     assert credits["from-feed"].feed_id == "urn:f"
     assert credits["never-synced"].site_url is None
+
+
+def test_a_shortened_interval_reschedules_at_once(store: Store) -> None:
+    hourly = replace(source("a"), interval=timedelta(hours=1))
+    store.sync_sources([hourly], NOW)
+    store.record_success("a", Validators(), NOW, "not-modified", next_poll=NOW + timedelta(hours=1))
+    store.sync_sources([hourly], NOW + timedelta(seconds=5))  # unchanged: schedule kept
+    state = store.source_state("a")
+    assert state is not None and state.next_poll == NOW + timedelta(hours=1)
+    store.sync_sources(
+        [replace(hourly, interval=timedelta(seconds=30))], NOW + timedelta(seconds=5)
+    )
+    state = store.source_state("a")
+    assert state is not None and state.next_poll is not None
+    assert NOW + timedelta(seconds=27) <= state.next_poll <= NOW + timedelta(seconds=33)
+    assert store.due_sources(["a"], NOW + timedelta(seconds=34)) == ["a"]

@@ -1,0 +1,280 @@
+"""The long-running daemon: schedule polls, publish, serve, reload feeds.toml, stop cleanly.
+
+Everything runs in one asyncio loop: an APScheduler (3.x) tick claims the sources whose
+stored `next_poll` has come and polls them through one shared, bounded `Fetcher`; a
+debounced publish follows any poll that stored something; uvicorn serves `output/`; and
+watchfiles (or SIGHUP) triggers a reload. A source is never polled twice at once (the
+in-flight set), and a restart resumes from the stored schedule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import signal
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from watchfiles import awatch
+
+from aggregator.config import Config, SourceConfig, load_config
+from aggregator.errors import AggregatorError, ConfigError
+from aggregator.fetch import Fetcher
+from aggregator.metrics import Metrics
+from aggregator.pipeline import Clock, SourceReport, poll_source, publish_timeline, utc_now
+from aggregator.server import EmbeddedServer, PublishedFiles, create_app, embedded_server
+from aggregator.store import Store
+
+log = logging.getLogger("aggregator")
+
+STOP_GRACE_SECONDS = 5.0
+
+
+@dataclass
+class DaemonOptions:
+    tick_seconds: float = 1.0
+    publish_debounce_seconds: float = 1.0
+    housekeeping_seconds: float = 600.0
+    serve: bool = True
+
+
+class Daemon:
+    """Owns the store, the scheduler, the fetcher, the server and the current configuration."""
+
+    def __init__(
+        self,
+        config_path: Path,
+        config: Config,
+        *,
+        options: DaemonOptions | None = None,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.config_path = config_path
+        self.config = config
+        self.options = options or DaemonOptions()
+        self.clock = clock
+        self.metrics = Metrics()
+        self.store = Store.open(config.store.path)
+        self.files = PublishedFiles(config.publish.output_dir)
+        self._fetcher = self._new_fetcher(config)
+        self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._publish_handle: asyncio.TimerHandle | None = None
+        self._stopping = asyncio.Event()
+        self._scheduler = AsyncIOScheduler(timezone="UTC")
+        self._background: set[asyncio.Task[None]] = set()
+
+    @staticmethod
+    def _new_fetcher(config: Config) -> Fetcher:
+        return Fetcher(
+            timeout=config.poll.timeout.total_seconds(), concurrency=config.poll.concurrency
+        )
+
+    # -- health ----------------------------------------------------------------------------
+
+    def health(self) -> str | None:
+        """None while the scheduler runs and the store answers; else why not."""
+        if not self._scheduler.running:
+            return "the scheduler is not running"
+        try:
+            self.store.ping()
+        except AggregatorError as e:
+            return str(e)
+        return None
+
+    # -- polling ---------------------------------------------------------------------------
+
+    def _sources(self) -> dict[str, SourceConfig]:
+        return {s.name: s for s in self.config.sources}
+
+    async def tick(self) -> None:
+        """Start a poll for every due source that is not already being polled."""
+        sources = self._sources()
+        for name in self.store.due_sources(list(sources), self.clock()):
+            if name in self._inflight:
+                continue  # a slow poll is still running: never twice at once
+            task = asyncio.create_task(self._poll(sources[name]), name=f"poll:{name}")
+            self._inflight[name] = task
+            task.add_done_callback(functools.partial(self._finished, name))
+
+    def _finished(self, name: str, _: asyncio.Task[None]) -> None:
+        self._inflight.pop(name, None)
+
+    async def _poll(self, source: SourceConfig) -> None:
+        try:
+            report = await poll_source(source, self._fetcher, self.store, self.config, self.clock)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # a bug; it must not stop the daemon
+            log.exception("%s: unexpected error", source.name)
+            report = SourceReport(source.name, "failed", error=f"internal error: {e}")
+        self.metrics.record_poll(source.name, report.outcome, report.new, self.clock())
+        if report.new or report.updated:
+            self.request_publish()
+
+    # -- publishing ------------------------------------------------------------------------
+
+    def request_publish(self) -> None:
+        """Publish soon; a burst of requests produces one publish."""
+        if self._publish_handle is None:
+            loop = asyncio.get_running_loop()
+            self._publish_handle = loop.call_later(
+                self.options.publish_debounce_seconds, self._publish_now
+            )
+
+    def _publish_now(self) -> None:
+        self._publish_handle = None
+        try:
+            report = publish_timeline(self.config, self.store, self.clock())
+        except AggregatorError as e:
+            log.error("publish failed: %s", e)
+            return
+        self.metrics.publishes.inc()
+        self.metrics.publish_seconds.observe(report.seconds)
+
+    def _housekeeping(self) -> None:
+        """Keep the WAL small, and re-publish so items past `max_age` leave the feeds even
+        when nothing new arrives (an unchanged result rewrites nothing)."""
+        self.store.checkpoint()
+        self.request_publish()
+
+    # -- configuration ---------------------------------------------------------------------
+
+    def reload(self) -> bool:
+        """Re-read feeds.toml; apply it if valid, else keep the last good one. True if applied."""
+        try:
+            new = load_config(self.config_path, display_name=str(self.config_path))
+        except ConfigError as e:
+            for problem in (e, *e.others):
+                log.error("configuration not reloaded: %s", problem)
+            return False
+        old, self.config = self.config, new
+        if new == old:
+            return True
+        if (new.server, new.store) != (old.server, old.store):
+            log.warning("[server] and [store] changes take effect when the daemon restarts")
+            self.config = Config(
+                new.path, new.site, new.poll, new.publish, old.store, old.server, new.sources
+            )
+        if new.poll != old.poll:
+            self._retire(self._fetcher)
+            self._fetcher = self._new_fetcher(new)
+        self.files.root = new.publish.output_dir.resolve()
+        self.store.sync_sources(new.sources, self.clock())
+        added = {s.name for s in new.sources} - {s.name for s in old.sources}
+        removed = {s.name for s in old.sources} - {s.name for s in new.sources}
+        for name in removed:
+            self.metrics.forget_source(name)
+            if task := self._inflight.get(name):
+                task.cancel()
+        self.metrics.sources.set(len(new.sources))
+        log.info(
+            "configuration reloaded: %d sources (%d added, %d removed)",
+            len(new.sources),
+            len(added),
+            len(removed),
+        )
+        self.request_publish()
+        return True
+
+    def _retire(self, fetcher: Fetcher) -> None:
+        """Close an old fetcher once the polls still using it are done."""
+        running = list(self._inflight.values())
+
+        async def close() -> None:
+            await asyncio.gather(*running, return_exceptions=True)
+            await fetcher.__aexit__(None, None, None)
+
+        self._spawn(close())
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _watch_config(self) -> None:
+        """Reload on every change of feeds.toml.
+
+        Watches the directory, not the file: editors save by writing a new file and renaming
+        it over the old one, which would silently end a watch on the old file's inode.
+        """
+        target = self.config_path.resolve()
+
+        def is_config(_: object, path: str) -> bool:
+            return Path(path) == target
+
+        async for _ in awatch(
+            target.parent, watch_filter=is_config, stop_event=self._stopping, debounce=200
+        ):
+            if target.exists():
+                self.reload()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Run until stop() or SIGTERM/SIGINT; returns once everything is closed."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        self.store.sync_sources(self.config.sources, self.clock())
+        self.metrics.sources.set(len(self.config.sources))
+        self._publish_now()  # the outputs reflect the current configuration from the start
+        self._scheduler.start()
+        self._scheduler.add_job(
+            self.tick, "interval", seconds=self.options.tick_seconds, id="tick",
+            max_instances=1, coalesce=True,
+        )  # fmt: skip
+        self._scheduler.add_job(
+            self._housekeeping, "interval", seconds=self.options.housekeeping_seconds,
+            id="housekeeping", max_instances=1, coalesce=True,
+        )  # fmt: skip
+        await self.tick()
+        server = self._start_server() if self.options.serve else None
+        self._spawn(self._watch_config())
+        log.info("daemon started: %d sources", len(self.config.sources))
+        try:
+            await self._stopping.wait()
+        finally:
+            await self._shutdown(server)
+
+    def _start_server(self) -> tuple[EmbeddedServer, asyncio.Task[None]]:
+        app = create_app(
+            self.files.root, files=self.files, health=self.health, metrics=self.metrics.render
+        )
+        server = embedded_server(app, self.config.server.host, self.config.server.port)
+        task = asyncio.create_task(server.serve(), name="server")
+        return server, task
+
+    async def _shutdown(self, server: tuple[EmbeddedServer, asyncio.Task[None]] | None) -> None:
+        log.info("stopping")
+        self._scheduler.shutdown(wait=False)
+        if self._publish_handle is not None:
+            self._publish_handle.cancel()
+            self._publish_handle = None
+        polls = list(self._inflight.values())
+        for task in polls:
+            task.cancel()
+        await asyncio.wait_for(
+            asyncio.gather(*polls, return_exceptions=True), timeout=STOP_GRACE_SECONDS
+        )
+        if server is not None:
+            instance, task = server
+            instance.should_exit = True
+            try:
+                await asyncio.wait_for(task, timeout=STOP_GRACE_SECONDS)
+            except TimeoutError:
+                instance.force_exit = True
+                task.cancel()
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await self._fetcher.__aexit__(None, None, None)
+        self.store.close()
+        log.info("stopped")

@@ -1,0 +1,223 @@
+"""Serve `output/` to feed readers (Starlette): cheap to poll, never a byte outside it.
+
+Files are held in memory keyed by (mtime, size), so a conditional request costs one
+`stat` and never reads the file or the store. The ETag is a hash of the bytes, so it
+changes only when they do (publish rewrites a file only when its bytes change). Gzip is
+computed once per version. `/healthz` and `/metrics` are for the operator.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import hashlib
+import json
+import mimetypes
+import signal
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from email.utils import formatdate, parsedate_to_datetime
+from pathlib import Path
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+
+MEDIA_TYPES = {
+    "rss.xml": "application/rss+xml; charset=utf-8",
+    "atom.xml": "application/atom+xml; charset=utf-8",
+    ".json": "application/feed+json; charset=utf-8",
+    ".opml": "text/x-opml; charset=utf-8",
+    ".html": "text/html; charset=utf-8",
+    ".xml": "application/xml; charset=utf-8",
+}
+_GZIP_MIN_BYTES = 256
+
+HealthCheck = Callable[[], str | None]  # None when healthy, else the reason
+
+
+@dataclass(frozen=True)
+class _Version:
+    key: tuple[int, int, int]  # (inode, mtime_ns, size): publish replaces files by rename
+    body: bytes
+    gzipped: bytes | None
+    etag: str
+    last_modified: str
+    mtime: int
+    media_type: str
+
+
+def media_type_of(name: str) -> str:
+    if name in MEDIA_TYPES:
+        return MEDIA_TYPES[name]
+    suffix = Path(name).suffix
+    if suffix in MEDIA_TYPES:
+        return MEDIA_TYPES[suffix]
+    guessed = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return f"{guessed}; charset=utf-8" if guessed.startswith("text/") else guessed
+
+
+class PublishedFiles:
+    """The files in `root`, cached by version; resolves names safely."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self._cache: dict[str, _Version] = {}
+
+    def path_of(self, name: str) -> Path | None:
+        """The file `name` names inside root, or None (hidden, traversal, not a file)."""
+        parts = name.split("/")
+        if (
+            not name
+            or "\x00" in name
+            or any(p in ("", ".", "..") or p.startswith(".") for p in parts)
+        ):
+            return None
+        candidate = (self.root / name).resolve()
+        if not candidate.is_relative_to(self.root) or not candidate.is_file():
+            return None
+        return candidate
+
+    def get(self, name: str) -> _Version | None:
+        path = self.path_of(name)
+        if path is None:
+            return None
+        try:
+            stat = path.stat()
+            key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+            cached = self._cache.get(name)
+            if cached is not None and cached.key == key:
+                return cached
+            body = path.read_bytes()
+        except OSError:
+            return None
+        digest = hashlib.sha256(body).hexdigest()[:32]
+        version = _Version(
+            key=key,
+            body=body,
+            gzipped=gzip.compress(body, mtime=0) if len(body) >= _GZIP_MIN_BYTES else None,
+            etag=f'"{digest}"',
+            last_modified=formatdate(int(stat.st_mtime), usegmt=True),
+            mtime=int(stat.st_mtime),
+            media_type=media_type_of(name),
+        )
+        self._cache[name] = version
+        return version
+
+
+def accepts_gzip(accept_encoding: str) -> bool:
+    """Whether Accept-Encoding allows gzip (`gzip;q=0` refuses it)."""
+    for item in accept_encoding.lower().split(","):
+        coding, _, params = item.strip().partition(";")
+        if coding.strip() in ("gzip", "x-gzip", "*"):
+            q = params.strip().removeprefix("q=")
+            try:
+                return not params or float(q) > 0
+            except ValueError:
+                return False
+    return False
+
+
+class EmbeddedServer(uvicorn.Server):
+    """uvicorn inside our own event loop: the caller owns the signals, not uvicorn."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def embedded_server(app: Starlette, host: str, port: int) -> EmbeddedServer:
+    return EmbeddedServer(
+        uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off")
+    )
+
+
+async def serve_until_signalled(app: Starlette, host: str, port: int) -> None:
+    """`aggregator serve`: serve until SIGTERM or SIGINT, then return (exit status 0)."""
+    server = embedded_server(app, host, port)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+    await server.serve()
+    if not server.started:
+        raise OSError(f"cannot listen on {host}:{port}")
+
+
+def _not_modified(request: Request, version: _Version, etag: str) -> bool:
+    if_none_match = request.headers.get("if-none-match")
+    if if_none_match is not None:
+        tags = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
+        return "*" in tags or etag in tags or version.etag in tags
+    if_modified_since = request.headers.get("if-modified-since")
+    if if_modified_since:
+        try:
+            return version.mtime <= int(parsedate_to_datetime(if_modified_since).timestamp())
+        except (TypeError, ValueError, IndexError):
+            return False
+    return False
+
+
+def create_app(
+    output_dir: Path,
+    *,
+    files: PublishedFiles | None = None,
+    health: HealthCheck | None = None,
+    metrics: Callable[[], bytes] | None = None,
+) -> Starlette:
+    """The app; pass `files` to share (and later re-root) the daemon's view of output_dir."""
+    files = files or PublishedFiles(output_dir)
+
+    async def serve_file(request: Request) -> Response:
+        name = request.path_params.get("name") or "index.html"
+        version = files.get(name)
+        if version is None:
+            if name == "index.html":
+                return PlainTextResponse("Feeds: /atom.xml (Atom 1.0), /rss.xml (RSS 2.0)\n")
+            return PlainTextResponse("not found\n", status_code=404)
+        wants_gzip = accepts_gzip(request.headers.get("accept-encoding", ""))
+        body = version.body
+        etag = version.etag
+        headers = {
+            "Last-Modified": version.last_modified,
+            "Cache-Control": "public, max-age=60",
+            "Vary": "Accept-Encoding",
+        }
+        if wants_gzip and version.gzipped is not None:
+            body = version.gzipped
+            etag = version.etag[:-1] + '-gzip"'
+            headers["Content-Encoding"] = "gzip"
+        headers["ETag"] = etag
+        if _not_modified(request, version, etag):
+            headers.pop("Content-Encoding", None)
+            return Response(status_code=304, headers=headers)
+        if request.method == "HEAD":
+            headers["Content-Length"] = str(len(body))
+            return Response(status_code=200, headers=headers, media_type=version.media_type)
+        return Response(body, headers=headers, media_type=version.media_type)
+
+    async def healthz(request: Request) -> Response:
+        problem = health() if health is not None else None
+        if problem is None and not files.root.is_dir():
+            problem = f"output directory {files.root} is missing"
+        body = {"status": "ok"} if problem is None else {"status": "unavailable", "reason": problem}
+        return Response(
+            json.dumps(body) + "\n",
+            status_code=200 if problem is None else 503,
+            media_type="application/json",
+        )
+
+    async def metrics_endpoint(request: Request) -> Response:
+        body = metrics() if metrics is not None else b""
+        return Response(body, media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    return Starlette(
+        routes=[
+            Route("/healthz", healthz, methods=["GET", "HEAD"]),
+            Route("/metrics", metrics_endpoint, methods=["GET"]),
+            Route("/", serve_file, methods=["GET", "HEAD"]),
+            Route("/{name:path}", serve_file, methods=["GET", "HEAD"]),
+        ]
+    )
