@@ -24,7 +24,7 @@ from aggregator import __version__
 from aggregator.config import Config, load_config
 from aggregator.daemon import Daemon
 from aggregator.errors import AggregatorError, ConfigError
-from aggregator.pipeline import SourceReport, run_cycle
+from aggregator.pipeline import CycleReport, SourceReport, run_cycle
 from aggregator.server import create_app, serve_until_signalled
 from aggregator.store import Store
 
@@ -122,23 +122,11 @@ def once(config_path: Path) -> None:
     config = _load(config_path)
     console = Console(stderr=True)
     with _open_store(config) as store:
-        if console.is_terminal:
-            with Progress(
-                TextColumn("[bold]polling"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                console=console,
-                transient=True,
-            ) as progress:
-                task = progress.add_task("poll", total=len(config.sources))
-
-                def advance(_: SourceReport) -> None:
-                    progress.advance(task)
-
-                report = asyncio.run(run_cycle(config, store, on_source=advance))
-        else:
-            report = asyncio.run(run_cycle(config, store))
+        try:
+            report = _cycle_with_progress(config, store, console)
+        except AggregatorError as e:  # the store or output directory failed, not a source
+            click.echo(f"error: {e}", err=True)
+            sys.exit(FAILURE)
     width = max(len(s.name) for s in report.sources)
     for source in report.sources:
         click.echo(f"{source.name:<{width}}  {source.summary()}")
@@ -147,6 +135,26 @@ def once(config_path: Path) -> None:
         f"published {report.publish.items} items to {config.publish.output_dir} ({changed}); "
         f"{len(report.sources) - report.failed} of {len(report.sources)} sources ok"
     )
+
+
+def _cycle_with_progress(config: Config, store: Store, console: Console) -> CycleReport:
+    """One cycle; a progress bar on a terminal, nothing extra otherwise."""
+    if not console.is_terminal:
+        return asyncio.run(run_cycle(config, store))
+    with Progress(
+        TextColumn("[bold]polling"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        task = progress.add_task("poll", total=len(config.sources))
+
+        def advance(_: SourceReport) -> None:
+            progress.advance(task)
+
+        return asyncio.run(run_cycle(config, store, on_source=advance))
 
 
 @main.command()
@@ -184,8 +192,8 @@ def run(config_path: Path) -> None:
         sys.exit(FAILURE)
     try:
         asyncio.run(daemon.run())
-    except OSError as e:  # e.g. the port is taken
-        click.echo(f"error: {e.strerror or e}", err=True)
+    except (OSError, AggregatorError) as e:  # the port is taken, the store failed
+        click.echo(f"error: {getattr(e, 'strerror', None) or e}", err=True)
         sys.exit(FAILURE)
 
 

@@ -9,10 +9,11 @@ touches the network; the file is read once.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,9 +22,27 @@ from urllib.request import url2pathname
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aggregator.errors import ConfigError
+from aggregator.text import has_forbidden_characters
 from aggregator.tomlpos import KeyPath, LineIndex, format_path
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Filters:
+    """`include` / `exclude`: regular expressions matched against an item's title and teaser.
+
+    An item passes when no `include` is given or one matches, and no `exclude` matches.
+    Matching ignores case.
+    """
+
+    include: tuple[re.Pattern[str], ...] = ()
+    exclude: tuple[re.Pattern[str], ...] = ()
+
+    def allows(self, text: str) -> bool:
+        if self.include and not any(p.search(text) for p in self.include):
+            return False
+        return not any(p.search(text) for p in self.exclude)
 
 
 @dataclass(frozen=True)
@@ -55,6 +74,7 @@ class PublishSettings:
     max_items: int
     max_age: timedelta
     teaser_length: int
+    filters: Filters = field(default_factory=Filters)
 
 
 @dataclass(frozen=True)
@@ -62,6 +82,7 @@ class StoreSettings:
     """`[store]`: where the embedded database lives."""
 
     path: Path
+    keep: timedelta = timedelta(days=90)
 
 
 @dataclass(frozen=True)
@@ -82,6 +103,7 @@ class SourceConfig:
     interval: timedelta
     timezone: str
     tags: tuple[str, ...]
+    filters: Filters = field(default_factory=Filters)
 
 
 @dataclass(frozen=True)
@@ -104,6 +126,8 @@ class _Invalid(Exception):
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)", re.IGNORECASE)
 _DURATION_WHOLE = re.compile(r"^\s*(?:\d+(?:\.\d+)?\s*(?:ms|s|m|h|d|w)\s*)+$", re.IGNORECASE)
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_MIN_SECONDS = 0.001
+_MAX_SECONDS = 1000 * 365 * 86400.0  # far enough; date arithmetic breaks near 2000 years
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -119,14 +143,18 @@ def parse_duration(value: object) -> timedelta:
         )
     else:
         raise _Invalid(f'expected a duration like "15m", got {_show(value)}')
-    if seconds <= 0:
-        raise _Invalid(f"expected a positive duration, got {_show(value)}")
+    if not math.isfinite(seconds) or seconds < _MIN_SECONDS:
+        raise _Invalid(f"expected a positive duration of at least 1ms, got {_show(value)}")
+    if seconds > _MAX_SECONDS:
+        raise _Invalid(f"expected a duration of at most 1000 years, got {_show(value)}")
     return timedelta(seconds=seconds)
 
 
 def _show(value: object) -> str:
     if isinstance(value, str):
-        return '"' + value.replace('"', '\\"') + '"'
+        escaped = value.replace('"', '\\"')
+        escaped = re.sub(r"[\x00-\x1f\x7f]", lambda m: f"\\x{ord(m.group()):02x}", escaped)
+        return f'"{escaped}"'
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, dict):
@@ -141,11 +169,9 @@ def _string(value: object) -> str:
         raise _Invalid(f"expected a string, got {_show(value)}")
     if not value.strip():
         raise _Invalid("must not be empty")
+    if has_forbidden_characters(value):
+        raise _Invalid(f"contains control characters that XML cannot carry: {_show(value)}")
     return value
-
-
-def _optional_string(value: object) -> str | None:
-    return _string(value)
 
 
 def _positive_int(value: object) -> int:
@@ -167,7 +193,7 @@ def _timezone(value: object) -> str:
     name = _string(value)
     try:
         ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError) as e:
+    except (ZoneInfoNotFoundError, ValueError, OSError) as e:  # "Asia" is a directory
         raise _Invalid(
             f'unknown time zone "{name}" (expected an IANA name like "Asia/Kolkata")'
         ) from e
@@ -178,6 +204,22 @@ def _tags(value: object) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(t, str) and t.strip() for t in value):
         raise _Invalid(f'expected an array of strings like ["hindi", "news"], got {_show(value)}')
     return tuple(value)
+
+
+def _patterns(value: object) -> tuple[re.Pattern[str], ...]:
+    if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
+        raise _Invalid(
+            f'expected an array of regular expressions like ["cricket", "IPL"], got {_show(value)}'
+        )
+    compiled = []
+    for index, pattern in enumerate(value):
+        try:
+            compiled.append(re.compile(pattern, re.IGNORECASE))
+        except re.error as e:
+            raise _Invalid(
+                f'item {index} "{pattern}" is not a valid regular expression: {e}'
+            ) from e
+    return tuple(compiled)
 
 
 def _http_url(value: object) -> str:
@@ -261,10 +303,10 @@ def _name(value: object) -> str:
 _TABLES = ("aggregator", "poll", "publish", "store", "server", "feeds")
 _SITE_KEYS = ("title", "link", "description", "language", "timezone", "base_url")
 _POLL_KEYS = ("interval", "concurrency", "timeout")
-_PUBLISH_KEYS = ("output_dir", "max_items", "max_age", "teaser_length")
-_STORE_KEYS = ("path",)
+_PUBLISH_KEYS = ("output_dir", "max_items", "max_age", "teaser_length", "include", "exclude")
+_STORE_KEYS = ("path", "keep")
 _SERVER_KEYS = ("host", "port")
-_FEED_KEYS = ("url", "name", "title", "interval", "timezone", "tags")
+_FEED_KEYS = ("url", "name", "title", "interval", "timezone", "tags", "include", "exclude")
 
 
 class _Loader:
@@ -312,7 +354,9 @@ class _Loader:
             return check(table[key])
         except _Invalid as e:
             self.error((*path, key), str(e))
-            return default
+        except Exception as e:  # a checker tripping over odd input is still a config error
+            self.error((*path, key), f"invalid value {_show(table[key])}: {e}")
+        return default
 
 
 def load_config(path: Path, display_name: str | None = None) -> Config:
@@ -364,7 +408,7 @@ def _validate(data: dict[str, Any], base_dir: Path, path: Path, load: _Loader) -
         description=load.value(
             site_t, s, "description", _string, f"{title}: the latest from every source"
         ),
-        language=load.value(site_t, s, "language", _optional_string, None),
+        language=load.value(site_t, s, "language", _string, None),
         timezone=load.value(site_t, s, "timezone", _timezone, "UTC"),
         base_url=base_url,
     )
@@ -382,6 +426,10 @@ def _validate(data: dict[str, Any], base_dir: Path, path: Path, load: _Loader) -
         max_items=load.value(publish_t, pub, "max_items", _positive_int, 200),
         max_age=load.value(publish_t, pub, "max_age", parse_duration, timedelta(days=30)),
         teaser_length=load.value(publish_t, pub, "teaser_length", _positive_int, 200),
+        filters=Filters(
+            include=load.value(publish_t, pub, "include", _patterns, ()),
+            exclude=load.value(publish_t, pub, "exclude", _patterns, ()),
+        ),
     )
     store = StoreSettings(
         path=load.value(
@@ -391,7 +439,15 @@ def _validate(data: dict[str, Any], base_dir: Path, path: Path, load: _Loader) -
             _output_path(base_dir),
             base_dir / "state" / "aggregator.db",
         ),
+        keep=load.value(store_t, ("store",), "keep", parse_duration, timedelta(days=90)),
     )
+    if store.keep < publish.max_age and "keep" in store_t:
+        load.error(
+            ("store", "keep"),
+            "must be at least [publish] max_age, or published items would be deleted",
+        )
+    elif store.keep < publish.max_age:
+        store = StoreSettings(store.path, publish.max_age)
     sources = _sources(data, base_dir, load, poll, site)
     if load.errors:
         first, *rest = load.errors
@@ -428,10 +484,14 @@ def _sources(
         source = SourceConfig(
             name=name,
             url=url,
-            title=load.value(table, path, "title", _optional_string, None),
+            title=load.value(table, path, "title", _string, None),
             interval=load.value(table, path, "interval", parse_duration, poll.interval),
             timezone=load.value(table, path, "timezone", _timezone, site.timezone),
             tags=load.value(table, path, "tags", _tags, ()),
+            filters=Filters(
+                include=load.value(table, path, "include", _patterns, ()),
+                exclude=load.value(table, path, "exclude", _patterns, ()),
+            ),
         )
         if len(load.errors) > errors_before:
             continue

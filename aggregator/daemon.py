@@ -13,6 +13,7 @@ import asyncio
 import functools
 import logging
 import signal
+import socket
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +26,23 @@ from aggregator.config import Config, SourceConfig, load_config
 from aggregator.errors import AggregatorError, ConfigError
 from aggregator.fetch import Fetcher
 from aggregator.metrics import Metrics
-from aggregator.pipeline import Clock, SourceReport, poll_source, publish_timeline, utc_now
-from aggregator.server import EmbeddedServer, PublishedFiles, create_app, embedded_server
+from aggregator.pipeline import (
+    Clock,
+    SourceReport,
+    apply_retention,
+    poll_source,
+    publish_timeline,
+    record_crash,
+    utc_now,
+)
+from aggregator.publish import remove_stale_temp_files
+from aggregator.server import (
+    EmbeddedServer,
+    PublishedFiles,
+    create_app,
+    embedded_server,
+    listen_socket,
+)
 from aggregator.store import Store
 
 log = logging.getLogger("aggregator")
@@ -106,11 +122,10 @@ class Daemon:
     async def _poll(self, source: SourceConfig) -> None:
         try:
             report = await poll_source(source, self._fetcher, self.store, self.config, self.clock)
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:  # a bug; it must not stop the daemon
+        except Exception as e:  # a bug; it must not stop the daemon, nor be retried every tick
             log.exception("%s: unexpected error", source.name)
-            report = SourceReport(source.name, "failed", error=f"internal error: {e}")
+            message = record_crash(source, self.store, e, self.clock())
+            report = SourceReport(source.name, "failed", error=message)
         self.metrics.record_poll(source.name, report.outcome, report.new, self.clock())
         if report.new or report.updated:
             self.request_publish()
@@ -132,12 +147,16 @@ class Daemon:
         except AggregatorError as e:
             log.error("publish failed: %s", e)
             return
+        except Exception:  # a bug; the daemon keeps polling and serving the last good files
+            log.exception("publish failed")
+            return
         self.metrics.publishes.inc()
         self.metrics.publish_seconds.observe(report.seconds)
 
-    def _housekeeping(self) -> None:
+    async def _housekeeping(self) -> None:
         """Keep the WAL small, and re-publish so items past `max_age` leave the feeds even
         when nothing new arrives (an unchanged result rewrites nothing)."""
+        apply_retention(self.config, self.store, self.clock())
         self.store.checkpoint()
         self.request_publish()
 
@@ -150,6 +169,9 @@ class Daemon:
         except ConfigError as e:
             for problem in (e, *e.others):
                 log.error("configuration not reloaded: %s", problem)
+            return False
+        except Exception:
+            log.exception("configuration not reloaded: %s could not be read", self.config_path)
             return False
         old, self.config = self.config, new
         if new == old:
@@ -207,10 +229,17 @@ class Daemon:
             return Path(path) == target
 
         async for _ in awatch(
-            target.parent, watch_filter=is_config, stop_event=self._stopping, debounce=200
+            target.parent,
+            watch_filter=is_config,
+            stop_event=self._stopping,
+            debounce=200,
+            recursive=False,
         ):
             if target.exists():
-                self.reload()
+                try:
+                    self.reload()
+                except Exception:  # a bug in reloading must not end the watching
+                    log.exception("configuration reload failed")
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -219,10 +248,16 @@ class Daemon:
 
     async def run(self) -> None:
         """Run until stop() or SIGTERM/SIGINT; returns once everything is closed."""
+        listener = (
+            listen_socket(self.config.server.host, self.config.server.port)
+            if self.options.serve
+            else None
+        )  # first: a taken port ends the start-up before anything else happens
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
+        remove_stale_temp_files(self.config.publish.output_dir)
         self.store.sync_sources(self.config.sources, self.clock())
         self.metrics.sources.set(len(self.config.sources))
         self._publish_now()  # the outputs reflect the current configuration from the start
@@ -236,7 +271,7 @@ class Daemon:
             id="housekeeping", max_instances=1, coalesce=True,
         )  # fmt: skip
         await self.tick()
-        server = self._start_server() if self.options.serve else None
+        server = self._start_server(listener) if listener is not None else None
         self._spawn(self._watch_config())
         log.info("daemon started: %d sources", len(self.config.sources))
         try:
@@ -244,20 +279,21 @@ class Daemon:
         finally:
             await self._shutdown(server)
 
-    def _start_server(self) -> tuple[EmbeddedServer, asyncio.Task[None]]:
+    def _start_server(self, listener: socket.socket) -> tuple[EmbeddedServer, asyncio.Task[None]]:
         app = create_app(
             self.files.root, files=self.files, health=self.health, metrics=self.metrics.render
         )
         server = embedded_server(app, self.config.server.host, self.config.server.port)
-        task = asyncio.create_task(server.serve(), name="server")
+        task = asyncio.create_task(server.serve(sockets=[listener]), name="server")
         return server, task
 
     async def _shutdown(self, server: tuple[EmbeddedServer, asyncio.Task[None]] | None) -> None:
         log.info("stopping")
         self._scheduler.shutdown(wait=False)
         if self._publish_handle is not None:
+            # What was stored is published before the store closes.
             self._publish_handle.cancel()
-            self._publish_handle = None
+            self._publish_now()
         polls = list(self._inflight.values())
         for task in polls:
             task.cancel()

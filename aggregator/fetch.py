@@ -16,6 +16,7 @@ import time
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
+from stat import S_ISREG
 from types import MappingProxyType
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
@@ -246,9 +247,14 @@ def _fetch_file(url: str, validators: Validators, max_bytes: int) -> FetchOutcom
         last_modified = email.utils.formatdate(stat.st_mtime, usegmt=True)
         if validators.etag == etag:
             return NotModified(url, Validators(etag, last_modified))
+        if not S_ISREG(stat.st_mode):
+            return Failed(url, f"not a regular file: {path}")
         if stat.st_size > max_bytes:
             return Failed(url, f"file too large ({stat.st_size} bytes, limit {max_bytes})")
-        body = path.read_bytes()
+        with path.open("rb") as handle:
+            body = handle.read(max_bytes + 1)
+        if len(body) > max_bytes:
+            return Failed(url, f"file too large (over {max_bytes} bytes)")
     except FileNotFoundError:
         return Failed(url, f"file not found: {path}")
     except IsADirectoryError:

@@ -14,6 +14,7 @@ import html
 import io
 import re
 import time
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, tzinfo
@@ -25,12 +26,25 @@ from feedparser.datetimes.rfc822 import timezone_names as RFC822_ZONES
 from feedparser.exceptions import CharacterEncodingOverride, NonXMLContentType
 
 from aggregator.errors import ParseError
-from aggregator.text import absolute_url, clean_text, html_to_text, make_teaser, sanitize_html
+from aggregator.text import (
+    absolute_url,
+    clean_text,
+    collapse_whitespace,
+    html_to_text,
+    make_teaser,
+    sanitize_html,
+)
 from aggregator.types import ParsedEntry, ParsedFeed
 
 # A DOCTYPE can declare entities that feedparser's fallback parser expands quadratically
 # (an entity bomb). Feeds have no use for one, so it goes before parsing.
-_DOCTYPE = re.compile(rb"<!DOCTYPE[^>\[]*(?:\[.*?\])?\s*>", re.IGNORECASE | re.DOTALL)
+# Every DOCTYPE and ENTITY declaration, quoted strings and internal subsets included. Only
+# removing the first DOCTYPE is not enough: feedparser rebuilds one from stray <!ENTITY>s.
+_DECLARATION = re.compile(
+    rb"<!(?:DOCTYPE|ENTITY)\b"
+    rb"(?:[^\[>\"']|\"[^\"]*\"|'[^']*'|\[(?:[^\]\"']|\"[^\"]*\"|'[^']*')*\])*>",
+    re.IGNORECASE,
+)
 # A date string that carries its own zone: Z, +05:30 or -0800, or a zone name feedparser
 # knows (GMT, EST, ...). Any other name ("IST") feedparser silently reads as UTC, so such a
 # date is treated as zone-less and read in the source's time zone.
@@ -46,9 +60,7 @@ def _plain(detail: Mapping[str, Any] | None, value: str) -> str:
     kind = (detail or {}).get("type", "text/plain")
     if kind in _HTML_TYPES:
         return html_to_text(value)
-    return (
-        html_to_text(html.escape(value, quote=False)) if "&" in value else clean_text(value).strip()
-    )
+    return collapse_whitespace(clean_text(value))
 
 
 def _as_html(detail: Mapping[str, Any] | None, value: str) -> str:
@@ -61,19 +73,20 @@ def _date(entry: dict[str, Any], key: str, zone: tzinfo) -> datetime | None:
     """The entry's own `published` or `updated`, in UTC; a zone-less date is read in `zone`.
 
     Reads the dict directly: feedparser's `entry["updated"]` silently falls back to `published`.
+    A date that cannot be a real one (year 1 moved across a zone) is no date.
     """
     raw = dict.get(entry, key)
     parsed: time.struct_time | None = dict.get(entry, f"{key}_parsed")
-    if parsed is None:
-        # feedparser gives up on some zone-less RFC 822 dates ("Sat, 12 Jul 2025 10:00:00").
-        return _fallback_date(raw, zone) if isinstance(raw, str) else None
     try:
+        if parsed is None:
+            # feedparser gives up on some zone-less RFC 822 dates ("Sat, 12 Jul 2025 10:00:00").
+            return _fallback_date(raw, zone) if isinstance(raw, str) else None
         value = datetime(*parsed[:6], tzinfo=UTC)
-    except (ValueError, TypeError):
+        if isinstance(raw, str) and raw.strip() and not _has_zone(raw.strip()):
+            # feedparser read a zone-less date as UTC; it is really wall-clock time in `zone`.
+            value = value.replace(tzinfo=zone).astimezone(UTC)
+    except (ValueError, TypeError, OverflowError):
         return None
-    if isinstance(raw, str) and raw.strip() and not _has_zone(raw.strip()):
-        # feedparser read a zone-less date as UTC; it is really wall-clock time in `zone`.
-        value = value.replace(tzinfo=zone).astimezone(UTC)
     return value
 
 
@@ -125,7 +138,7 @@ def parse_feed(
     teaser_length: int = 200,
 ) -> ParsedFeed:
     """Parse one fetched document; raise `ParseError` when it is not a feed at all."""
-    body = _DOCTYPE.sub(b"", body, count=1)
+    body = _DECLARATION.sub(b"", body)
     # No Content-Location: feedparser would resolve a plain guid ("12345") against it, and an
     # item's id would then change whenever the feed moved. Relative links are resolved here.
     response_headers = {k.lower(): v for k, v in headers.items() if k.lower() != "content-location"}
@@ -145,21 +158,20 @@ def parse_feed(
     site = absolute_url(feed.get("link"), url)
     zone = ZoneInfo(timezone)
     entries = []
-    seen: set[str] = set()
+    skipped = 0
     for raw in result.entries:
-        entry = _entry(raw, base=site or url, zone=zone, teaser_length=teaser_length)
-        if entry.entry_id in seen:
-            # Same guid twice in one document: two items, not one (guid plus link, else content).
-            alt = entry.link or entry.content_hash
-            entry = replace(entry, entry_id=f"{entry.entry_id}#{_hash(alt, entry.title)[:12]}")
-        if entry.entry_id in seen:
-            continue
-        seen.add(entry.entry_id)
-        entries.append(entry)
-    warning = None
+        try:
+            entries.append(_entry(raw, base=site or url, zone=zone, teaser_length=teaser_length))
+        except (ValueError, OverflowError, TypeError):
+            skipped += 1  # one absurd item (a date in year 1, a broken URL) must not lose the rest
+    entries = _distinct_ids(entries)
+    warnings = []
     problem = result.get("bozo_exception")
     if result.get("bozo") and not isinstance(problem, _HARMLESS):
-        warning = f"feed is not well-formed, read what could be read: {problem}"
+        warnings.append(f"feed is not well-formed, read what could be read: {problem}")
+    if skipped:
+        warnings.append(f"skipped {skipped} unreadable item(s)")
+    warning = "; ".join(warnings) or None
     return ParsedFeed(
         title=_plain(feed.get("title_detail"), feed["title"]) if feed.get("title") else None,
         link=site,
@@ -167,6 +179,23 @@ def parse_feed(
         entries=tuple(entries),
         warning=warning,
     )
+
+
+def _distinct_ids(entries: list[ParsedEntry]) -> list[ParsedEntry]:
+    """A guid used by several items of one document: each becomes its own item.
+
+    Every such item gets the guid plus a digest of its own link, title and content, so its id
+    does not depend on where it stands in the document; exact copies stay one item.
+    """
+    counts = Counter(e.entry_id for e in entries)
+    distinct: dict[str, ParsedEntry] = {}
+    for entry in entries:
+        unique = entry
+        if counts[entry.entry_id] > 1:
+            digest = _hash(entry.link or "", entry.title, entry.content_hash)[:12]
+            unique = replace(entry, entry_id=f"{entry.entry_id}#{digest}")
+        distinct.setdefault(unique.entry_id, unique)
+    return list(distinct.values())
 
 
 def _entry(raw: Any, *, base: str, zone: tzinfo, teaser_length: int) -> ParsedEntry:

@@ -18,13 +18,14 @@ import httpx
 from aggregator.config import Config, SourceConfig
 from aggregator.errors import ParseError
 from aggregator.fetch import Fetcher
+from aggregator.page import render_html
 from aggregator.parse import parse_feed
 from aggregator.policy import next_poll
-from aggregator.publish import publish_files
+from aggregator.publish import publish_files, remove_stale_temp_files
 from aggregator.render import render_atom, render_rss
 from aggregator.store import Store
 from aggregator.timeline import build_timeline
-from aggregator.types import Failed, Fetched, NotModified, Validators
+from aggregator.types import Failed, Fetched, NotModified, Timeline, Validators
 
 log = logging.getLogger("aggregator")
 
@@ -90,7 +91,9 @@ async def poll_source(
         error = outcome.error
     elif isinstance(outcome, Fetched):
         try:
-            feed = parse_feed(
+            # In a thread: a big feed takes seconds to parse and must not stall the loop.
+            feed = await asyncio.to_thread(
+                parse_feed,
                 outcome.body,
                 outcome.headers,
                 outcome.final_url,
@@ -102,12 +105,14 @@ async def poll_source(
     if error is not None:
         failures = (state.failures if state else 0) + 1
         later = next_poll(source.name, source.interval, now, failures)
-        store.record_failure(source.name, error, now, later)
+        store.record_failure(source.name, error, now, later, url=source.url)
         log.warning("%s: %s", source.name, error)
         return SourceReport(source.name, "failed", error=error)
     later = next_poll(source.name, source.interval, now)
     if isinstance(outcome, NotModified):
-        store.record_success(source.name, outcome.validators, now, "not-modified", next_poll=later)
+        store.record_success(
+            source.name, outcome.validators, now, "not-modified", next_poll=later, url=source.url
+        )
         log.info("%s: not modified", source.name)
         return SourceReport(source.name, "not-modified")
     assert isinstance(outcome, Fetched)
@@ -115,29 +120,63 @@ async def poll_source(
         log.warning("%s: %s", source.name, feed.warning)
     result = store.store_entries(source.name, feed.entries, now)
     kind = "updated" if result.new or result.updated else "unchanged"
-    store.record_success(source.name, outcome.validators, now, kind, feed=feed, next_poll=later)
+    store.record_success(
+        source.name, outcome.validators, now, kind, feed=feed, next_poll=later, url=source.url
+    )
     log.info("%s: %d new, %d updated", source.name, result.new, result.updated)
     return SourceReport(source.name, kind, result.new, result.updated, warning=feed.warning)
+
+
+def current_timeline(config: Config, store: Store, now: datetime) -> Timeline:
+    """The timeline as it should be published now.
+
+    Reads only what can be published: the newest entries, a few times `max_items` of them
+    (filters and duplicates drop some), reading further only when that did not suffice.
+    """
+    names = [s.name for s in config.sources]
+    credits = store.source_credits(config.sources)
+    limit = config.publish.max_items * 2 + 50
+    while True:
+        entries = store.recent_entries(names, now - config.publish.max_age, limit)
+        timeline = build_timeline(
+            entries,
+            credits,
+            now=now,
+            max_items=config.publish.max_items,
+            max_age=config.publish.max_age,
+            filters=config.publish.filters,
+            source_filters={s.name: s.filters for s in config.sources},
+        )
+        if len(timeline.items) >= config.publish.max_items or len(entries) < limit:
+            break
+        limit *= 4
+    if timeline.updated is None:
+        # Nothing to publish yet: a fixed, plausible date keeps the empty feeds' bytes stable.
+        timeline = replace(timeline, updated=store.first_added() or now)
+    return timeline
+
+
+def record_crash(source: SourceConfig, store: Store, error: Exception, now: datetime) -> str:
+    """A bug hit while polling `source`: record it as a failure, so backoff applies."""
+    message = f"internal error: {type(error).__name__}: {error}"
+    try:
+        state = store.source_state(source.name)
+        failures = (state.failures if state else 0) + 1
+        later = next_poll(source.name, source.interval, now, failures)
+        store.record_failure(source.name, message, now, later, url=source.url)
+    except Exception:  # the store itself is failing; /healthz will say so
+        log.exception("%s: could not record the failure", source.name)
+    return message
 
 
 def publish_timeline(config: Config, store: Store, now: datetime) -> PublishReport:
     """Render the current timeline and write what changed into `output_dir`."""
     started = time.perf_counter()
-    names = [s.name for s in config.sources]
-    entries = store.recent_entries(names, now - config.publish.max_age, config.publish.max_items)
-    timeline = build_timeline(
-        entries,
-        store.source_credits(config.sources),
-        now=now,
-        max_items=config.publish.max_items,
-        max_age=config.publish.max_age,
-    )
-    if timeline.updated is None:
-        # Nothing to publish yet: a fixed, plausible date keeps the empty feeds' bytes stable.
-        timeline = replace(timeline, updated=store.first_added() or now)
+    timeline = current_timeline(config, store, now)
     files = {
         "rss.xml": render_rss(timeline, config.site),
         "atom.xml": render_atom(timeline, config.site),
+        "index.html": render_html(timeline, config.site),
     }
     written = publish_files(config.publish.output_dir, files)
     report = PublishReport(
@@ -152,6 +191,14 @@ def publish_timeline(config: Config, store: Store, now: datetime) -> PublishRepo
     return report
 
 
+def apply_retention(config: Config, store: Store, now: datetime) -> int:
+    """Delete entries older than `[store] keep` (their ids stay as tombstones)."""
+    deleted = store.prune(now - config.store.keep, now)
+    if deleted:
+        log.info("retention: deleted %d entries older than %s", deleted, config.store.keep)
+    return deleted
+
+
 async def run_cycle(
     config: Config,
     store: Store,
@@ -162,15 +209,15 @@ async def run_cycle(
 ) -> CycleReport:
     """Poll every configured source once (bounded concurrency), then publish."""
     store.sync_sources(config.sources, clock())
+    remove_stale_temp_files(config.publish.output_dir)
 
     async def guarded(source: SourceConfig) -> SourceReport:
         try:
             report = await poll_source(source, fetcher, store, config, clock)
         except Exception as e:  # a bug, but one source must never stop the cycle
             log.exception("%s: unexpected error", source.name)
-            report = SourceReport(
-                source.name, "failed", error=f"internal error: {type(e).__name__}: {e}"
-            )
+            message = record_crash(source, store, e, clock())
+            report = SourceReport(source.name, "failed", error=message)
         if on_source is not None:
             on_source(report)
         return report
@@ -182,4 +229,5 @@ async def run_cycle(
     ) as fetcher:
         reports = await asyncio.gather(*(guarded(s) for s in config.sources))
     publish = publish_timeline(config, store, clock())
+    apply_retention(config, store, clock())
     return CycleReport(tuple(reports), publish)

@@ -57,3 +57,13 @@ def _fsync_directory(directory: Path) -> None:
 def publish_files(output_dir: Path, files: Mapping[str, bytes]) -> dict[str, bool]:
     """Write each named file under `output_dir`; returns which ones changed."""
     return {name: write_if_changed(output_dir / name, data) for name, data in files.items()}
+
+
+def remove_stale_temp_files(output_dir: Path) -> int:
+    """Remove temporary files a killed publish left behind (`.name.xxxx.tmp`)."""
+    removed = 0
+    if output_dir.is_dir():
+        for leftover in output_dir.glob(".*.tmp"):
+            leftover.unlink(missing_ok=True)
+            removed += 1
+    return removed

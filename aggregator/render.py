@@ -44,6 +44,7 @@ class _CreditEntry(BaseEntryExtension):  # type: ignore[misc]
         self.credit: SourceCredit | None = None
         self.author: str | None = None
         self.updated: datetime | None = None
+        self.also: tuple[SourceCredit, ...] = ()
 
     def extend_rss(self, item: Any) -> Any:
         if self.author:
@@ -73,6 +74,11 @@ class _CreditEntry(BaseEntryExtension):  # type: ignore[misc]
                 etree.SubElement(source, "link", rel="alternate", href=self.credit.site_url)
             if feed_url:
                 etree.SubElement(source, "link", rel="self", href=feed_url)
+        for other in self.also:
+            # The same story from other sources: Atom's "via" names where it also came from.
+            href = other.site_url or _public_feed_url(other)
+            if href:
+                etree.SubElement(entry, "link", rel="via", href=href, title=other.title)
         return entry
 
 
@@ -139,6 +145,7 @@ def _entry(item: TimelineItem) -> FeedEntry:
     fe.credit.credit = item.source
     fe.credit.author = entry.author
     fe.credit.updated = item.updated
+    fe.credit.also = item.also
     return fe
 
 

@@ -14,7 +14,9 @@ import gzip
 import hashlib
 import json
 import mimetypes
+import os
 import signal
+import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
@@ -86,12 +88,14 @@ class PublishedFiles:
         if path is None:
             return None
         try:
-            stat = path.stat()
-            key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-            cached = self._cache.get(name)
-            if cached is not None and cached.key == key:
-                return cached
-            body = path.read_bytes()
+            # stat and read the same open file: a rename in between cannot mix two versions.
+            with path.open("rb") as handle:
+                stat = os.fstat(handle.fileno())
+                key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+                cached = self._cache.get(name)
+                if cached is not None and cached.key == key:
+                    return cached
+                body = handle.read()
         except OSError:
             return None
         digest = hashlib.sha256(body).hexdigest()[:32]
@@ -135,15 +139,25 @@ def embedded_server(app: Starlette, host: str, port: int) -> EmbeddedServer:
     )
 
 
+def listen_socket(host: str, port: int) -> socket.socket:
+    """Bind the listening socket up front, so a taken port is an error we report and exit on
+    (uvicorn would call sys.exit from inside the event loop)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=1024)
+    except OSError as e:
+        raise OSError(e.errno, f"cannot listen on {host}:{port}: {e.strerror or e}") from e
+
+
 async def serve_until_signalled(app: Starlette, host: str, port: int) -> None:
     """`aggregator serve`: serve until SIGTERM or SIGINT, then return (exit status 0)."""
+    sock = listen_socket(host, port)
     server = embedded_server(app, host, port)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
-    await server.serve()
-    if not server.started:
-        raise OSError(f"cannot listen on {host}:{port}")
+    with sock:
+        await server.serve(sockets=[sock])
 
 
 def _not_modified(request: Request, version: _Version, etag: str) -> bool:

@@ -65,6 +65,16 @@ _MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE sources ADD COLUMN next_poll TEXT;
     CREATE INDEX sources_by_next_poll ON sources (next_poll);
     """,
+    # 3: ids of entries deleted by retention, so one still in its feed does not come back.
+    """
+    CREATE TABLE tombstones (
+        source     TEXT NOT NULL,
+        entry_id   TEXT NOT NULL,
+        last_seen  TEXT NOT NULL,
+        PRIMARY KEY (source, entry_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX tombstones_by_last_seen ON tombstones (last_seen);
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -142,13 +152,17 @@ class Store:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
+        """One write transaction; SQLite's errors ("database is locked") become StorageError."""
         try:
-            yield self._db
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.Error as e:
+            raise StorageError(f"the store failed: {e}") from e
 
     def _migrate(self) -> None:
         version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
@@ -182,7 +196,8 @@ class Store:
                     """
                     INSERT INTO sources (name, url, added) VALUES (?, ?, ?)
                     ON CONFLICT (name) DO UPDATE SET
-                        url = excluded.url, etag = NULL, last_modified = NULL
+                        url = excluded.url, etag = NULL, last_modified = NULL,
+                        failures = 0, next_poll = NULL
                     WHERE sources.url != excluded.url
                     """,
                     (source.name, source.url, _ts(now)),
@@ -265,14 +280,19 @@ class Store:
         *,
         feed: ParsedFeed | None = None,
         next_poll: datetime | None = None,
+        url: str | None = None,
     ) -> None:
-        """A 200 or 304: new validators are saved even when the body turns out unchanged."""
+        """A 200 or 304: new validators are saved even when the body turns out unchanged.
+
+        With `url`, nothing is written if the source's URL changed meanwhile (a reload while
+        the poll ran): the old URL's validators must not be used for the new one.
+        """
         with self._transaction() as db:
             db.execute(
                 """
                 UPDATE sources SET etag = ?, last_modified = ?, last_polled = ?, last_success = ?,
                     last_outcome = ?, last_error = NULL, failures = 0, next_poll = ?
-                WHERE name = ?
+                WHERE name = ? AND url = ifnull(?, url)
                 """,
                 (
                     validators.etag,
@@ -282,25 +302,35 @@ class Store:
                     outcome,
                     _ts(next_poll, precise=True),
                     name,
+                    url,
                 ),
             )
             if feed is not None:
                 db.execute(
-                    "UPDATE sources SET title = ?, site_url = ?, feed_id = ? WHERE name = ?",
-                    (feed.title, feed.link, feed.feed_id, name),
+                    """
+                    UPDATE sources SET title = ?, site_url = ?, feed_id = ?
+                    WHERE name = ? AND url = ifnull(?, url)
+                    """,
+                    (feed.title, feed.link, feed.feed_id, name, url),
                 )
 
     def record_failure(
-        self, name: str, error: str, now: datetime, next_poll: datetime | None = None
+        self,
+        name: str,
+        error: str,
+        now: datetime,
+        next_poll: datetime | None = None,
+        *,
+        url: str | None = None,
     ) -> None:
         with self._transaction() as db:
             db.execute(
                 """
                 UPDATE sources SET last_polled = ?, last_outcome = 'failed', last_error = ?,
                     failures = failures + 1, next_poll = ?
-                WHERE name = ?
+                WHERE name = ? AND url = ifnull(?, url)
                 """,
-                (_ts(now), error, _ts(next_poll, precise=True), name),
+                (_ts(now), error, _ts(next_poll, precise=True), name, url),
             )
 
     def source_credits(self, sources: Sequence[SourceConfig]) -> dict[str, SourceCredit]:
@@ -340,8 +370,29 @@ class Store:
                     (source, json.dumps([e.entry_id for e in entries])),
                 ).fetchall()
             )
+            buried = {
+                row[0]
+                for row in db.execute(
+                    """
+                    SELECT entry_id FROM tombstones
+                    WHERE source = ? AND entry_id IN (SELECT value FROM json_each(?))
+                    """,
+                    (source, json.dumps([e.entry_id for e in entries])),
+                )
+            }
+            if buried:
+                # Deleted by retention but still in the feed: not new; remember it is still there.
+                db.execute(
+                    """
+                    UPDATE tombstones SET last_seen = ?
+                    WHERE source = ? AND entry_id IN (SELECT value FROM json_each(?))
+                    """,
+                    (_ts(now), source, json.dumps(sorted(buried))),
+                )
             new_rows, changed_rows = [], []
             for e in entries:
+                if e.entry_id in buried:
+                    continue
                 # An `updated` in the future is the publisher's clock; until it has come, it is
                 # no date at all (keeping it would make the published feeds change every run).
                 updated = None if e.updated and e.updated > now + CLOCK_SKEW else e.updated
@@ -406,6 +457,25 @@ class Store:
             )
             for r in rows
         ]
+
+    def prune(self, before: datetime, now: datetime) -> int:
+        """Retention: delete entries placed before `before`, leaving tombstones of their ids.
+
+        A tombstone lasts until its entry has been absent from its feed for as long as
+        entries are kept, so an item still in its feed never comes back as new.
+        """
+        with self._transaction() as db:
+            db.execute(
+                """
+                INSERT OR REPLACE INTO tombstones (source, entry_id, last_seen)
+                SELECT source, entry_id, ? FROM entries WHERE sort_date < ?
+                """,
+                (_ts(now), _ts(before)),
+            )
+            deleted = db.execute("DELETE FROM entries WHERE sort_date < ?", (_ts(before),)).rowcount
+            # `before` is now minus the retention period: the same span for tombstones.
+            db.execute("DELETE FROM tombstones WHERE last_seen < ?", (_ts(before),))
+        return int(deleted)
 
     def first_added(self) -> datetime | None:
         """When the first source was added: a stable date for a feed with nothing in it yet."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import html
 import unicodedata
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit
 
 import nh3
 import regex
@@ -55,6 +55,11 @@ def clean_text(value: str) -> str:
     return _XML_ILLEGAL.sub("", unicodedata.normalize("NFC", value))
 
 
+def has_forbidden_characters(value: str) -> bool:
+    """Whether `value` holds a character XML 1.0 cannot carry."""
+    return _XML_ILLEGAL.search(value) is not None
+
+
 def collapse_whitespace(value: str) -> str:
     """One space between words, none at the ends."""
     return _WHITESPACE.sub(" ", value).strip()
@@ -73,11 +78,14 @@ def absolute_url(url: str | None, base: str | None) -> str | None:
     """`url` resolved against `base`; None when empty or unsafe (javascript:, data:)."""
     if not url or not url.strip():
         return None
-    resolved = urljoin(base, url.strip()) if base else url.strip()
-    scheme = urlsplit(resolved).scheme.lower()
+    try:
+        resolved = _XML_ILLEGAL.sub("", urljoin(base, url.strip()) if base else url.strip())
+        scheme = urlsplit(resolved).scheme.lower()
+    except ValueError:  # e.g. "http://[oops/": not a URL at all
+        return None
     if scheme not in SAFE_SCHEMES:
         return None
-    return resolved
+    return regex.sub(r"\s", lambda m: quote(m.group(0)), resolved)
 
 
 def sanitize_html(markup: str, base_url: str | None) -> str:
@@ -99,7 +107,8 @@ def sanitize_html(markup: str, base_url: str | None) -> str:
         link_rel="noopener noreferrer",
         strip_comments=True,
     )
-    return cleaned.strip()
+    # nh3 decodes character references, so "&#1;" comes out as a raw U+0001: clean again.
+    return clean_text(cleaned).strip()
 
 
 def make_teaser(text: str, length: int) -> str:
@@ -130,3 +139,40 @@ def _trim(clusters: list[str], also: frozenset[str]) -> list[str]:
     while end and (clusters[end - 1].isspace() or clusters[end - 1] in also):
         end -= 1
     return clusters[:end]
+
+
+# Query parameters that only say where a click came from; two links differing only in these
+# are the same story.
+_TRACKING_PARAMETER = regex.compile(
+    r"^(?:utm_\w+|fbclid|gclid|dclid|gbraid|wbraid|msclkid|yclid|mc_cid|mc_eid|igshid|_ga|_gl"
+    r"|ref_src|ref_url|cmpid|ocid|spm)$",
+    regex.IGNORECASE,
+)
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def link_key(url: str) -> str:
+    """A link normalized for comparing stories: scheme ignored, host lower-cased, default port,
+    trailing slash, fragment and tracking parameters (utm_*, fbclid, ...) removed, query sorted.
+    """
+    parts = urlsplit(url.strip())
+    host = (parts.hostname or "").lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if port is not None and port != _DEFAULT_PORTS.get(parts.scheme.lower()):
+        host = f"{host}:{port}"
+    path = parts.path.rstrip("/") or "/"
+    query = sorted(
+        (k, v)
+        for k, v in parse_qsl(parts.query, keep_blank_values=True)
+        if not _TRACKING_PARAMETER.match(k)
+    )
+    return f"//{host}{path}" + (f"?{urlencode(query)}" if query else "")
+
+
+def title_key(title: str) -> str:
+    """A title normalized for comparing stories: NFC, case folded, punctuation ignored."""
+    folded = unicodedata.normalize("NFC", title).casefold()
+    return collapse_whitespace(regex.sub(r"[\p{P}\p{S}]+", " ", folded))

@@ -10,10 +10,16 @@ import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 
+from aggregator.config import Filters
+from aggregator.text import link_key, title_key
 from aggregator.types import SourceCredit, StoredEntry, Timeline, TimelineItem
 
 # A date this far ahead of our clock is the publisher's clock or time zone being wrong.
 CLOCK_SKEW = timedelta(minutes=10)
+# Two sources' items with the same (long enough) title this close together are one story.
+SAME_TITLE_WINDOW = timedelta(days=1)
+MIN_TITLE_KEY = 20
+NO_FILTERS = Filters()
 # Fixed forever: changing it would give every published item a new id.
 _ID_NAMESPACE = uuid.UUID("6f1d3c1e-6c55-4a8e-9d0b-2f4f7f6a9a10")
 
@@ -47,31 +53,78 @@ def build_timeline(
     now: datetime,
     max_items: int,
     max_age: timedelta,
+    filters: Filters = NO_FILTERS,
+    source_filters: Mapping[str, Filters] | None = None,
 ) -> Timeline:
-    """Newest first, only configured sources, nothing older than `max_age`, at most `max_items`.
+    """Newest first, only configured sources, nothing older than `max_age`, at most `max_items`,
+    each story once.
 
-    Ties are broken by source and entry id so the order, and so the published bytes, never
-    depend on the order the store returned rows in.
+    Filtered-out items are dropped first. The same story carried by several sources (same
+    link once normalized, or the same title within a day) becomes one item crediting them
+    all; the copy seen first is the one published, so its id never changes when another
+    source picks the story up later. Ties are broken by source and entry id, so neither the
+    order nor the published bytes depend on the order the store returned rows in.
     """
     oldest = now - max_age
-    kept = sorted(
-        (e for e in entries if e.source in sources and e.sort_date >= oldest),
-        key=_newest_first,
-    )
-    unique: dict[tuple[str, str], StoredEntry] = {}
-    for entry in kept:
-        unique.setdefault((entry.source, entry.entry_id), entry)
-        if len(unique) == max_items:
-            break
-    items = tuple(
-        TimelineItem(
-            uid=public_id(e.source, e.entry_id),
-            entry=e,
-            source=sources[e.source],
-            published=e.sort_date,
-            updated=max(e.sort_date, e.updated or e.sort_date),
-        )
-        for e in unique.values()
-    )
+    per_source = source_filters or {}
+    kept: dict[tuple[str, str], StoredEntry] = {}
+    for e in entries:
+        if e.source not in sources or e.sort_date < oldest:
+            continue
+        seen = kept.get((e.source, e.entry_id))
+        if seen is not None and seen.sort_date >= e.sort_date:
+            continue  # the store has one row per key; of repeated rows, the newest counts
+        text = f"{e.title}\n{e.teaser}"
+        if filters.allows(text) and per_source.get(e.source, NO_FILTERS).allows(text):
+            kept[(e.source, e.entry_id)] = e
+    stories = _group_stories(kept.values())
+    stories.sort(key=lambda story: _newest_first(story[0]))
+    items = tuple(_item(story, sources) for story in stories[:max_items])
     updated = max((item.updated for item in items), default=None)
     return Timeline(items=items, updated=updated)
+
+
+def _group_stories(entries: Iterable[StoredEntry]) -> list[list[StoredEntry]]:
+    """Entries grouped into stories; each group's first entry is the copy seen first."""
+    stories: list[list[StoredEntry]] = []
+    by_link: dict[str, int] = {}
+    by_title: dict[str, list[int]] = {}
+    for entry in sorted(entries, key=lambda e: (e.first_seen, e.sort_date, e.source, e.entry_id)):
+        link = link_key(entry.link) if entry.link else None
+        title = title_key(entry.title)
+        if len(title) < MIN_TITLE_KEY:
+            title = ""  # too short to be sure two sources mean the same story
+        found = None
+        if link is not None and link in by_link:
+            found = by_link[link]
+        elif title:
+            found = next(
+                (
+                    i
+                    for i in by_title.get(title, ())
+                    if abs(stories[i][0].sort_date - entry.sort_date) <= SAME_TITLE_WINDOW
+                ),
+                None,
+            )
+        if found is not None and all(e.source != entry.source for e in stories[found]):
+            stories[found].append(entry)
+        else:
+            found = len(stories)
+            stories.append([entry])
+        if link is not None:
+            by_link.setdefault(link, found)
+        if title and found not in by_title.setdefault(title, []):
+            by_title[title].append(found)
+    return stories
+
+
+def _item(story: list[StoredEntry], sources: Mapping[str, SourceCredit]) -> TimelineItem:
+    first = story[0]
+    return TimelineItem(
+        uid=public_id(first.source, first.entry_id),
+        entry=first,
+        source=sources[first.source],
+        published=first.sort_date,
+        updated=max(first.sort_date, first.updated or first.sort_date),
+        also=tuple(sources[e.source] for e in story[1:]),
+    )

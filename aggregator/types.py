@@ -132,6 +132,12 @@ class TimelineItem:
     source: SourceCredit
     published: datetime
     updated: datetime
+    also: tuple[SourceCredit, ...] = ()  # other sources that carried the same story
+
+    @property
+    def sources(self) -> tuple[SourceCredit, ...]:
+        """Every source that carried this story, the one whose copy is published first."""
+        return (self.source, *self.also)
 
     def __post_init__(self) -> None:
         require_utc(self.published, "published")

@@ -134,6 +134,38 @@ CASES = [
 ]
 
 
+CASES += [
+    pytest.param(
+        '[aggregator]\ntimezone = "Asia"\n' + GOOD_FEED,
+        'feeds.toml:2: aggregator.timezone: unknown time zone "Asia" '
+        '(expected an IANA name like "Asia/Kolkata")',
+        id="timezone-is-a-directory",
+    ),
+    pytest.param(
+        "[poll]\ninterval = nan\n" + GOOD_FEED,
+        "feeds.toml:2: poll.interval: expected a positive duration of at least 1ms, got nan",
+        id="nan-duration",
+    ),
+    pytest.param(
+        GOOD_FEED + 'interval = "99999999999w"\n',
+        "feeds.toml:3: feeds[0].interval: expected a duration of at most 1000 years, "
+        'got "99999999999w"',
+        id="huge-duration",
+    ),
+    pytest.param(
+        GOOD_FEED + 'title = "bell\\u0007"\n',
+        "feeds.toml:3: feeds[0].title: contains control characters that XML cannot carry: "
+        '"bell\\x07"',
+        id="control-character",
+    ),
+    pytest.param(
+        '[[feeds]]\nurl = "~nosuchuser-xyz/feed.xml"\n',
+        'feeds.toml:2: feeds[0].url: invalid value "~nosuchuser-xyz/feed.xml": ',
+        id="odd-home-directory",
+    ),
+]
+
+
 def _check(tmp_path: Path, text: str | bytes) -> tuple[int, str, str]:
     config = tmp_path / "feeds.toml"
     if isinstance(text, bytes):

@@ -17,6 +17,9 @@ PURE_MODULES = (
     "aggregator.parse",
     "aggregator.render",
     "aggregator.tomlpos",
+    "aggregator.policy",
+    "aggregator.page",
+    "aggregator.config",
 )
 FORBIDDEN = ("httpx", "sqlite3", "apscheduler", "aggregator.store", "aggregator.fetch")
 

@@ -1,0 +1,172 @@
+"""Timeline → one HTML page of dated briefs: headline, time, source, teaser, grouped by day.
+
+Pure and deterministic, like `render.py`: the same timeline gives the same bytes, nothing reads
+the clock, and the only file read is the packaged Jinja2 template. Days and times are in the
+site's time zone and spelled by Babel in the site's language ("13 जुलाई 2025" for "hi"),
+falling back to English when the language is unset or unknown to Babel. Everything from a feed
+is plain text and autoescaped; a link is only a link when it is http(s).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from functools import lru_cache
+from itertools import groupby
+from zoneinfo import ZoneInfo
+
+import jinja2
+from babel import Locale, UnknownLocaleError
+from babel.dates import format_date, format_time
+
+from aggregator.config import SiteSettings
+from aggregator.text import make_teaser
+from aggregator.types import SourceCredit, Timeline, TimelineItem
+
+TEMPLATE = "index.html.j2"
+FALLBACK_LOCALE = "en"
+_TITLE_FALLBACK_LENGTH = 80
+
+
+@dataclass(frozen=True)
+class FeedLink:
+    """One of the published feeds, for `<link rel="alternate">` and the footer."""
+
+    label: str
+    media_type: str
+    href: str
+
+
+@dataclass(frozen=True)
+class SourceView:
+    """A source credit as shown: its title, linked to its site when that is a web address."""
+
+    title: str
+    href: str | None
+
+
+@dataclass(frozen=True)
+class ItemView:
+    """One brief, every value already a display string."""
+
+    headline: str
+    href: str | None
+    datetime_attr: str
+    time_text: str
+    source: SourceView
+    also: tuple[SourceView, ...]
+    teaser: str
+
+
+@dataclass(frozen=True)
+class DayView:
+    """One local calendar day and its briefs, newest first."""
+
+    iso: str
+    heading: str
+    items: tuple[ItemView, ...]
+
+
+@lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.PackageLoader("aggregator", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+
+
+@lru_cache(maxsize=32)
+def babel_locale(language: str | None) -> Locale:
+    """The Babel locale for a site language ("hi", "hi-IN", "en_GB"); English when unknown."""
+    if language:
+        try:
+            return Locale.parse(language.strip(), sep="-" if "-" in language else "_")
+        except (UnknownLocaleError, ValueError, TypeError):
+            pass
+    return Locale.parse(FALLBACK_LOCALE)
+
+
+def web_url(url: str | None) -> str | None:
+    """`url` when it is an absolute http(s) address; never `javascript:`, `data:` or a path."""
+    if not url:
+        return None
+    url = url.strip()
+    scheme, sep, rest = url.partition(":")
+    if sep and scheme.lower() in ("http", "https") and rest.startswith("//") and len(rest) > 2:
+        return url
+    return None
+
+
+def headline(item: TimelineItem) -> str:
+    """The entry's title, or the start of its teaser, its link or its id when it has none."""
+    entry = item.entry
+    return (
+        entry.title or make_teaser(entry.teaser, _TITLE_FALLBACK_LENGTH) or entry.link or item.uid
+    )
+
+
+def _source(credit: SourceCredit) -> SourceView:
+    return SourceView(title=credit.title or credit.name, href=web_url(credit.site_url))
+
+
+def _item(item: TimelineItem, local: datetime, locale: Locale) -> ItemView:
+    return ItemView(
+        headline=headline(item),
+        href=web_url(item.entry.link),
+        datetime_attr=local.isoformat(),
+        time_text=format_time(local, format="short", tzinfo=local.tzinfo, locale=locale),
+        source=_source(item.source),
+        also=tuple(_source(credit) for credit in item.also),
+        teaser=item.entry.teaser,
+    )
+
+
+def group_by_day(timeline: Timeline, timezone: str) -> list[tuple[date, list[TimelineItem]]]:
+    """The items by local calendar day in `timezone`, newest day first, newest item first."""
+    zone = ZoneInfo(timezone)
+    # Stable: items with equal dates keep the timeline's own order.
+    ordered = sorted(timeline.items, key=lambda i: i.published, reverse=True)
+    return [
+        (day, list(items))
+        for day, items in groupby(ordered, key=lambda i: i.published.astimezone(zone).date())
+    ]
+
+
+def _days(timeline: Timeline, site: SiteSettings, locale: Locale) -> list[DayView]:
+    zone = ZoneInfo(site.timezone)
+    return [
+        DayView(
+            iso=day.isoformat(),
+            heading=format_date(day, format="long", locale=locale),
+            items=tuple(_item(item, item.published.astimezone(zone), locale) for item in items),
+        )
+        for day, items in group_by_day(timeline, site.timezone)
+    ]
+
+
+def feed_links(site: SiteSettings) -> tuple[FeedLink, ...]:
+    """The feeds published next to the page, as absolute URLs under `base_url`."""
+    return (
+        FeedLink("Atom", "application/atom+xml", site.base_url + "atom.xml"),
+        FeedLink("RSS", "application/rss+xml", site.base_url + "rss.xml"),
+        FeedLink("JSON Feed", "application/feed+json", site.base_url + "feed.json"),
+    )
+
+
+def render_html(timeline: Timeline, site: SiteSettings) -> bytes:
+    """The timeline as one UTF-8 HTML page, newest day first."""
+    locale = babel_locale(site.language)
+    template = _environment().get_template(TEMPLATE)
+    text = template.render(
+        title=site.title,
+        description=site.description,
+        language=site.language,
+        home=web_url(site.link),
+        days=_days(timeline, site, locale),
+        feeds=feed_links(site),
+    )
+    return text.encode("utf-8")

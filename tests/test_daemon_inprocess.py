@@ -1,0 +1,133 @@
+"""The daemon in-process (no HTTP server), for behaviour a subprocess cannot easily show:
+a crashing poll backs off, housekeeping re-publishes, a stop publishes what was stored,
+a reload survives odd files, and a taken port is a clean exit 1."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+import aggregator.daemon as daemon_module
+from aggregator.config import load_config
+from aggregator.daemon import Daemon, DaemonOptions
+from aggregator.store import Store
+from tests.conftest import run_cli
+from tests.feedfactory import Item, rss2
+from tests.test_daemon import NOW, _items
+
+FAST = DaemonOptions(tick_seconds=0.1, publish_debounce_seconds=0.2, serve=False)
+
+
+def _feed(tmp_path: Path, items: list[Item]) -> Path:
+    path = tmp_path / "a.xml"
+    path.write_bytes(rss2("A", "https://a.example.org/", items))
+    return path
+
+
+def _config(tmp_path: Path, extra: str = "") -> Path:
+    config = tmp_path / "feeds.toml"
+    config.write_text(
+        f'[publish]\nmax_age = "3650d"\n[[feeds]]\nname = "a"\nurl = "a.xml"\n{extra}',
+        encoding="utf-8",
+    )
+    return config
+
+
+async def _run_for(
+    daemon: Daemon, seconds: float, during: Callable[[], Awaitable[None]] | None = None
+) -> None:
+    task = asyncio.create_task(daemon.run())
+    if during is not None:
+        await asyncio.sleep(0.3)
+        await during()
+    await asyncio.sleep(seconds)
+    daemon.stop()
+    await asyncio.wait_for(task, 10)
+
+
+def test_a_crashing_poll_is_recorded_and_backs_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _feed(tmp_path, _items("a", 2))
+    config = _config(tmp_path)
+    calls = []
+
+    async def crash(*args: object) -> None:
+        calls.append(1)
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(daemon_module, "poll_source", crash)
+    daemon = Daemon(config, load_config(config), options=FAST)
+    asyncio.run(_run_for(daemon, 2.0))
+    assert len(calls) == 1  # not once per tick
+    store = Store.open(load_config(config).store.path)
+    try:
+        state = store.source_state("a")
+    finally:
+        store.close()
+    assert state is not None and state.failures == 1
+    assert state.last_error == "internal error: RuntimeError: a bug"
+    assert state.next_poll is not None and state.next_poll > NOW
+
+
+def test_housekeeping_republishes(tmp_path: Path) -> None:
+    _feed(tmp_path, _items("a", 1))
+    config = _config(tmp_path)
+    options = DaemonOptions(
+        tick_seconds=0.1, publish_debounce_seconds=0.1, housekeeping_seconds=0.3, serve=False
+    )
+    daemon = Daemon(config, load_config(config), options=options)
+    asyncio.run(_run_for(daemon, 2.0))
+    # start-up, the first poll's items, then housekeeping every 0.3 s
+    assert daemon.metrics.publishes._value.get() >= 4
+
+
+def test_stop_publishes_what_was_stored(tmp_path: Path) -> None:
+    _feed(tmp_path, _items("a", 3))
+    config = _config(tmp_path)
+    options = DaemonOptions(tick_seconds=0.1, publish_debounce_seconds=30, serve=False)
+    daemon = Daemon(config, load_config(config), options=options)
+    asyncio.run(_run_for(daemon, 0.5))
+    rss = (tmp_path / "output" / "rss.xml").read_text(encoding="utf-8")
+    assert rss.count("<item>") == 3
+
+
+def test_reload_survives_an_unreadable_config_and_keeps_watching(tmp_path: Path) -> None:
+    _feed(tmp_path, _items("a", 1))
+    (tmp_path / "b.xml").write_bytes(rss2("B", "https://b.example.org/", _items("b", 1)))
+    config = _config(tmp_path)
+    daemon = Daemon(config, load_config(config), options=FAST)
+
+    async def edits() -> None:
+        config.write_text(
+            config.read_text() + '[aggregator]\ntimezone = "Asia"\n', encoding="utf-8"
+        )
+        await asyncio.sleep(1.0)
+        config.write_text(
+            config.read_text().replace('[aggregator]\ntimezone = "Asia"\n', "")
+            + '[[feeds]]\nname = "b"\nurl = "b.xml"\n',
+            encoding="utf-8",
+        )
+        await asyncio.sleep(1.5)
+
+    asyncio.run(_run_for(daemon, 0.5, during=edits))
+    assert [s.name for s in daemon.config.sources] == ["a", "b"]
+    assert "b.example.org" in (tmp_path / "output" / "atom.xml").read_text(encoding="utf-8")
+
+
+def test_a_taken_port_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        (tmp_path / "feeds.toml").write_text(
+            f'[server]\nport = {port}\n[[feeds]]\nurl = "http://127.0.0.1:9/x.xml"\n',
+            encoding="utf-8",
+        )
+        for command in ("run", "serve"):
+            result = run_cli(command, "--config", "feeds.toml", cwd=tmp_path, timeout=30)
+            assert result.returncode == 1, (command, result.stderr)
+            assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+            assert "Traceback" not in result.stderr
