@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NoReturn
 
 import click
 from rich.console import Console
@@ -23,7 +24,11 @@ from rich.table import Table
 from aggregator import __version__
 from aggregator.config import Config, load_config
 from aggregator.daemon import Daemon
+from aggregator.discover import discover_feed
+from aggregator.edit_config import add_source, import_opml, poll_settings
 from aggregator.errors import AggregatorError, ConfigError
+from aggregator.fetch import Fetcher
+from aggregator.opml import parse_opml
 from aggregator.pipeline import CycleReport, SourceReport, run_cycle
 from aggregator.server import create_app, serve_until_signalled
 from aggregator.store import Store
@@ -262,3 +267,65 @@ def _iso(value: datetime | None) -> str | None:
 
 def _short(value: object) -> str:
     return str(value).replace("T", " ").removesuffix("+00:00") if value else "-"
+
+
+def _config_problems(error: ConfigError) -> NoReturn:
+    """Exit 2 with one line per configuration problem, as `_load` does."""
+    for problem in (error, *error.others):
+        click.echo(f"error: {problem}", err=True)
+    sys.exit(CONFIG_ERROR)
+
+
+@main.command()
+@click.argument("url")
+@click.option("--name", help="The source's name (default: derived from the feed's URL).")
+@click.option("--title", help="Show the source under this title instead of the feed's own.")
+@_config_option
+def add(url: str, name: str | None, title: str | None, config_path: Path) -> None:
+    """Add the feed at URL, or the feed an HTML page at URL links to, to feeds.toml."""
+    if "://" not in url:  # "example.org" or a local file
+        local = Path(url).expanduser()
+        url = local.resolve().as_uri() if local.exists() else f"https://{url}"
+
+    async def discover(timeout: float) -> str:
+        async with Fetcher(timeout=timeout, concurrency=1) as fetcher:
+            return await discover_feed(url, fetcher)
+
+    try:
+        # Not `_load`: a feeds.toml without sources is fine here, it is about to get one.
+        poll = poll_settings(config_path)
+        feed_url = asyncio.run(discover(poll.timeout.total_seconds()))
+        added = add_source(config_path, feed_url, name=name, title=title)
+    except ConfigError as e:
+        _config_problems(e)
+    except AggregatorError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(FAILURE)
+    found = f" (found on {url})" if feed_url != url else ""
+    click.echo(f'added "{added}": {feed_url}{found} to {config_path}')
+
+
+@main.command("import-opml")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_config_option
+def import_opml_command(file: Path, config_path: Path) -> None:
+    """Add every feed of an OPML subscription list (FILE) to feeds.toml, skipping known ones."""
+    try:
+        feeds = parse_opml(file.read_bytes())
+    except (AggregatorError, OSError) as e:
+        message = e.strerror if isinstance(e, OSError) and e.strerror else e
+        click.echo(f"error: {file}: {message}", err=True)
+        sys.exit(FAILURE)
+    try:
+        added, skipped = import_opml(config_path, feeds)
+    except ConfigError as e:
+        _config_problems(e)
+    except AggregatorError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(FAILURE)
+    for source in added:
+        click.echo(f"added    {source}")
+    for skipped_url in skipped:
+        click.echo(f"skipped  {skipped_url}")
+    click.echo(f"{len(added)} of {len(feeds)} feeds in {file} added to {config_path}", nl=False)
+    click.echo(f" ({len(skipped)} skipped: already there, or not http(s))" if skipped else "")

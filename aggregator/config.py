@@ -267,6 +267,14 @@ def _source_url(base_dir: Path) -> Callable[[object], str]:
     return check
 
 
+def normalize_source_url(raw: str, base_dir: Path) -> str:
+    """A `[[feeds]] url` as the loader stores it; ValueError when it is not a valid one."""
+    try:
+        return _source_url(base_dir)(raw)
+    except _Invalid as e:
+        raise ValueError(str(e)) from e
+
+
 def _output_path(base_dir: Path) -> Callable[[object], Path]:
     def check(value: object) -> Path:
         path = Path(_string(value)).expanduser()
@@ -495,7 +503,7 @@ def _sources(
         )
         if len(load.errors) > errors_before:
             continue
-        url_key = _url_identity(url)
+        url_key = url_identity(url)
         if name in seen_names:
             other = seen_names[name]
             where = "name" if "name" in table else "url"
@@ -519,7 +527,7 @@ def _sources(
     return tuple(sources)
 
 
-def _url_identity(url: str) -> str:
+def url_identity(url: str) -> str:
     """Two spellings of one URL count as one source (scheme and host case, trailing slash)."""
     parts = urlsplit(url)
     return urlunsplit(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -18,6 +18,8 @@ import httpx
 from aggregator.config import Config, SourceConfig
 from aggregator.errors import ParseError
 from aggregator.fetch import Fetcher
+from aggregator.jsonfeed import render_json_feed
+from aggregator.opml import render_opml
 from aggregator.page import render_html
 from aggregator.parse import parse_feed
 from aggregator.policy import next_poll
@@ -25,7 +27,7 @@ from aggregator.publish import publish_files, remove_stale_temp_files
 from aggregator.render import render_atom, render_rss
 from aggregator.store import Store
 from aggregator.timeline import build_timeline
-from aggregator.types import Failed, Fetched, NotModified, Timeline, Validators
+from aggregator.types import Failed, Fetched, NotModified, SourceCredit, Timeline, Validators
 
 log = logging.getLogger("aggregator")
 
@@ -127,14 +129,19 @@ async def poll_source(
     return SourceReport(source.name, kind, result.new, result.updated, warning=feed.warning)
 
 
-def current_timeline(config: Config, store: Store, now: datetime) -> Timeline:
+def current_timeline(
+    config: Config,
+    store: Store,
+    now: datetime,
+    credits: Mapping[str, SourceCredit] | None = None,
+) -> Timeline:
     """The timeline as it should be published now.
 
     Reads only what can be published: the newest entries, a few times `max_items` of them
     (filters and duplicates drop some), reading further only when that did not suffice.
     """
     names = [s.name for s in config.sources]
-    credits = store.source_credits(config.sources)
+    credits = credits if credits is not None else store.source_credits(config.sources)
     limit = config.publish.max_items * 2 + 50
     while True:
         entries = store.recent_entries(names, now - config.publish.max_age, limit)
@@ -172,11 +179,14 @@ def record_crash(source: SourceConfig, store: Store, error: Exception, now: date
 def publish_timeline(config: Config, store: Store, now: datetime) -> PublishReport:
     """Render the current timeline and write what changed into `output_dir`."""
     started = time.perf_counter()
-    timeline = current_timeline(config, store, now)
+    credits = store.source_credits(config.sources)
+    timeline = current_timeline(config, store, now, credits)
     files = {
         "rss.xml": render_rss(timeline, config.site),
         "atom.xml": render_atom(timeline, config.site),
+        "feed.json": render_json_feed(timeline, config.site),
         "index.html": render_html(timeline, config.site),
+        "sources.opml": render_opml(list(credits.values()), config.site),
     }
     written = publish_files(config.publish.output_dir, files)
     report = PublishReport(

@@ -15,6 +15,8 @@ import feedparser
 import pytest
 
 from tests.conftest import ROOT, run_cli
+from tests.feedfactory import rss2
+from tests.feedserver import FeedServer
 
 
 def _copy_example(tmp_path: Path) -> Path:
@@ -140,3 +142,39 @@ def test_json_logs_name_the_source(tmp_path: Path) -> None:
         e["level"] == "warning" and e["message"].startswith("down: connection refused")
         for e in events
     )
+
+
+def test_add_discovers_the_feed_from_a_page(tmp_path: Path, feed_server: FeedServer) -> None:
+    config = tmp_path / "feeds.toml"
+    config.write_text('# my digest\n[aggregator]\ntitle = "x"\n', encoding="utf-8")
+    feed_url = feed_server.add("/feed.xml", rss2("News", "https://n.example/", []))
+    page = feed_server.add(
+        "/",
+        b'<!doctype html><html><head><link rel="alternate" type="application/rss+xml"'
+        b' href="/feed.xml"></head><body>hi</body></html>',
+        "text/html; charset=utf-8",
+    )
+    result = run_cli("add", page, "--name", "news", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert f'added "news": {feed_url}' in result.stdout
+    assert config.read_text(encoding="utf-8").startswith("# my digest\n")  # comments kept
+    assert run_cli("check", "--config", str(config)).returncode == 0
+    again = run_cli("add", feed_url, "--config", str(config))
+    assert again.returncode == 1 and "Traceback" not in again.stderr
+
+
+def test_import_opml_adds_new_feeds_and_skips_known_ones(tmp_path: Path) -> None:
+    config = tmp_path / "feeds.toml"
+    config.write_text('[[feeds]]\nurl = "https://a.example/feed.xml"\n', encoding="utf-8")
+    opml = tmp_path / "subs.opml"
+    opml.write_text(
+        '<?xml version="1.0"?><opml version="2.0"><head><title>s</title></head><body>'
+        '<outline text="News"><outline type="rss" text="A" xmlUrl="https://a.example/feed.xml"/>'
+        '<outline type="rss" text="B" xmlUrl="https://b.example/rss"/></outline></body></opml>',
+        encoding="utf-8",
+    )
+    result = run_cli("import-opml", str(opml), "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert "added    " in result.stdout and "skipped  https://a.example/feed.xml" in result.stdout
+    assert "1 of 2 feeds" in result.stdout
+    assert "https://b.example/rss" in config.read_text(encoding="utf-8")

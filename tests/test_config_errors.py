@@ -165,6 +165,20 @@ CASES += [
     ),
 ]
 
+CASES += [
+    pytest.param(
+        GOOD_FEED + 'exclude = ["cricket", "(unclosed"]\n',
+        'feeds.toml:3: feeds[0].exclude: item 1 "(unclosed" is not a valid regular expression: ',
+        id="bad-regex",
+    ),
+    pytest.param(
+        '[publish]\nmax_age = "30d"\n[store]\nkeep = "7d"\n' + GOOD_FEED,
+        "feeds.toml:4: store.keep: must be at least [publish] max_age, "
+        "or published items would be deleted",
+        id="keep-shorter-than-max-age",
+    ),
+]
+
 
 def _check(tmp_path: Path, text: str | bytes) -> tuple[int, str, str]:
     config = tmp_path / "feeds.toml"

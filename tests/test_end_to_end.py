@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import calendar
 import io
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import feedparser
+import jsonschema  # type: ignore[import-untyped]
+import listparser
 import pytest
-from lxml import etree
+from lxml import etree, html
 
+from aggregator.opml import parse_opml
 from tests.conftest import run_cli
 from tests.feedfactory import Item, atom, rss1, rss2
 from tests.feedserver import FeedServer
@@ -231,3 +235,35 @@ def test_second_run_is_conditional_and_byte_identical(world: World) -> None:
 def test_user_agent_names_the_project(world: World) -> None:
     agents = {r.headers.get("user-agent", "") for r in world.server.seen()}
     assert agents and all(a.startswith("aggregator/") for a in agents)
+
+
+def _text(element: etree._Element) -> str:
+    return "".join(str(t) for t in element.itertext())
+
+
+def test_all_five_outputs_are_published_and_valid(world: World) -> None:
+    """feed.json against the JSON Feed 1.1 schema, sources.opml through listparser and our own
+    importer, index.html through an HTML parser; every item and source accounted for."""
+    feed = json.loads((world.output / "feed.json").read_text(encoding="utf-8"))
+    schema = json.loads(
+        (Path(__file__).parent / "data" / "jsonfeed" / "schema-1.1.json").read_text(
+            encoding="utf-8"
+        )
+    )
+    jsonschema.validate(feed, schema)
+    assert sorted(i["url"] for i in feed["items"]) == sorted(world.expected)
+    assert {i["title"] for i in feed["items"]} == {e.title for e in world.expected.values()}
+
+    opml = (world.output / "sources.opml").read_bytes()
+    listed = listparser.parse(opml)
+    assert not listed.bozo
+    assert len(listed.feeds) == 21
+    assert {f.url for f in parse_opml(opml)} == {f.url for f in listed.feeds}
+
+    page = html.fromstring((world.output / "index.html").read_bytes())
+    anchors = page.xpath("//article/h3/a")
+    assert isinstance(anchors, list)
+    headlines = [_text(a) for a in anchors if isinstance(a, etree._Element)]
+    assert sorted(headlines) == sorted(e.title for e in world.expected.values())
+    assert page.get("lang") == "hi"
+    assert "13 जुलाई 2025" in _text(page)

@@ -20,6 +20,8 @@ PURE_MODULES = (
     "aggregator.policy",
     "aggregator.page",
     "aggregator.config",
+    "aggregator.jsonfeed",
+    "aggregator.opml",
 )
 FORBIDDEN = ("httpx", "sqlite3", "apscheduler", "aggregator.store", "aggregator.fetch")
 

@@ -1,0 +1,106 @@
+"""Find the feed behind a URL: the URL itself if it is a feed, else what its HTML page links to.
+
+Feed autodiscovery reads `<link rel="alternate" type="..." href="...">` in an HTML page
+(https://www.rssboard.org/rss-autodiscovery). Atom is preferred, then RSS, then JSON Feed; in
+each kind the first link in the page wins. Hrefs are resolved against the page's final URL
+(or its `<base href>`), and only http(s) results are accepted.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urljoin, urlsplit
+
+from lxml import etree, html
+
+from aggregator.errors import AggregatorError, ParseError
+from aggregator.fetch import Fetcher
+from aggregator.parse import parse_feed
+from aggregator.types import Failed, Fetched
+
+# In order of preference.
+# JSON Feed is left out: the parser reads RSS and Atom, so such a source would never work.
+FEED_TYPES = ("application/atom+xml", "application/rss+xml")
+_HTML_TYPES = ("text/html", "application/xhtml+xml")
+
+
+class DiscoveryError(AggregatorError):
+    """No feed could be found at a URL; `str()` is one line for the operator."""
+
+
+def _is_feed(page: Fetched) -> bool:
+    try:
+        parse_feed(page.body, page.headers, page.final_url)
+    except ParseError:
+        return False
+    return True
+
+
+def _charset(page: Fetched) -> str | None:
+    for param in page.headers.get("content-type", "").split(";")[1:]:
+        key, _, value = param.partition("=")
+        if key.strip().lower() == "charset" and value.strip(' "'):
+            return value.strip(' "')
+    return None
+
+
+def _looks_like_html(page: Fetched) -> bool:
+    content_type = page.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type in _HTML_TYPES:
+        return True
+    start = page.body.lstrip()[:1024].lower()
+    return start.startswith(b"<!doctype html") or b"<html" in start
+
+
+def feed_links(body: bytes, page_url: str, charset: str | None = None) -> list[str]:
+    """The feeds an HTML page links to, best first: Atom, RSS, JSON Feed, each in page order."""
+    try:
+        parser = html.HTMLParser(no_network=True, encoding=charset)
+    except LookupError:  # an unknown charset in Content-Type: let lxml guess
+        parser = html.HTMLParser(no_network=True)
+    try:
+        document = html.document_fromstring(body, parser=parser)
+    except (etree.ParserError, ValueError):
+        return []
+    base = page_url
+    for element in document.iter("base"):
+        href = (element.get("href") or "").strip()
+        if href:
+            base = urljoin(page_url, href)
+            break
+    found: dict[str, list[str]] = {kind: [] for kind in FEED_TYPES}
+    for link in document.iter("link"):
+        rel = (link.get("rel") or "").lower().split()
+        kind = (link.get("type") or "").split(";")[0].strip().lower()
+        href = (link.get("href") or "").strip()
+        if "alternate" not in rel or kind not in found or not href:
+            continue
+        url = urljoin(base, href).split("#")[0]
+        parts = urlsplit(url)
+        if parts.scheme in ("http", "https") and parts.hostname and url not in found[kind]:
+            found[kind].append(url)
+    return [url for kind in FEED_TYPES for url in found[kind]]
+
+
+async def discover_feed(url: str, fetcher: Fetcher) -> str:
+    """The feed URL for `url`: `url` itself (or where it permanently moved) if it is a feed,
+    else the best feed its HTML page links to. Raises `DiscoveryError` otherwise."""
+    outcome = await fetcher.fetch(url)
+    if isinstance(outcome, Failed):
+        raise DiscoveryError(f"cannot fetch {url}: {outcome.error}")
+    if not isinstance(outcome, Fetched):  # NotModified: impossible without validators
+        raise DiscoveryError(f"cannot fetch {url}: the server sent no content")
+    if _is_feed(outcome):
+        return outcome.permanent_redirect or url
+    if _looks_like_html(outcome):
+        links = feed_links(outcome.body, outcome.final_url, _charset(outcome))
+        if links:
+            return links[0]
+        raise DiscoveryError(
+            f'no feed found at {url}: the page has no <link rel="alternate"> '
+            "to an RSS, Atom or JSON feed"
+        )
+    content_type = outcome.headers.get("content-type", "").split(";")[0].strip() or "unknown"
+    raise DiscoveryError(
+        f"no feed found at {url}: it is neither a feed nor an HTML page (content type "
+        f"{content_type})"
+    )

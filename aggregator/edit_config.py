@@ -1,0 +1,256 @@
+"""Add sources to `feeds.toml` without disturbing a byte of what the operator wrote.
+
+The file is read with tomlkit; each new source is rendered by tomlkit as a `[[feeds]]` table and
+appended as text at the end of the file (TOML lets `[[feeds]]` tables follow other tables),
+so every comment, blank line and layout choice already there stays exactly as it was. The new
+text must pass `load_config` before it atomically replaces the file (a temporary file in the
+same directory, then a rename), so an edit never leaves a broken or half-written feeds.toml.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import stat
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import tomlkit
+from tomlkit.exceptions import ParseError as TomlParseError
+from tomlkit.items import AoT
+
+from aggregator.config import (
+    PollSettings,
+    derive_name,
+    load_config,
+    normalize_source_url,
+    url_identity,
+)
+from aggregator.errors import AggregatorError, ConfigError
+from aggregator.opml import OpmlFeed
+from aggregator.tomlpos import LineIndex
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_MAX_NAME = 64
+_NEW_FILE_MODE = 0o644
+# Stands in for the first source while reading the settings of a file that has none yet.
+_PLACEHOLDER_URL = "https://placeholder.invalid/feed.xml"
+
+
+class EditError(AggregatorError):
+    """A source cannot be added; `str()` is one line for the operator."""
+
+
+class DuplicateSourceError(EditError):
+    """The URL or name is already in feeds.toml."""
+
+
+@dataclass
+class _Sources:
+    """What feeds.toml already has, and what this edit appends."""
+
+    text: str
+    names: set[str] = field(default_factory=set)
+    urls: dict[str, str] = field(default_factory=dict)  # URL identity -> source name
+    tables: list[str] = field(default_factory=list)
+
+    @property
+    def newline(self) -> str:
+        return "\r\n" if "\r\n" in self.text else "\n"
+
+    def unique_name(self, url: str) -> str:
+        base = derive_name(url)
+        for n in range(1, 10_000):
+            suffix = "" if n == 1 else f"-{n}"
+            candidate = base[: _MAX_NAME - len(suffix)].rstrip("-.") + suffix
+            if candidate not in self.names:
+                return candidate
+        raise EditError(f'cannot find a free name for {url}; give one with name = "..."')
+
+    def add(self, url: str, name: str, title: str | None) -> None:
+        table = tomlkit.table()
+        table.add("url", url)
+        table.add("name", name)
+        if title:
+            table.add("title", title)
+        feeds = tomlkit.aot()
+        feeds.append(table)
+        document = tomlkit.document()
+        document.append("feeds", feeds)
+        self.tables.append(tomlkit.dumps(document).replace("\n", self.newline))
+        self.names.add(name)
+        self.urls[url_identity(url)] = name
+
+    def updated_text(self) -> str:
+        out, nl = self.text, self.newline
+        if out and not out.endswith("\n"):
+            out += nl
+        for table in self.tables:
+            if out.strip() and not out.endswith(nl + nl):
+                out += nl  # a blank line before each new table
+            out += table
+        return out
+
+
+def _normalized(raw: str, base_dir: Path) -> str:
+    """A `url` as `load_config` reads it (http(s) as written, a path as a file:// URL)."""
+    try:
+        return normalize_source_url(raw, base_dir)
+    except ValueError:
+        return raw.strip()
+
+
+def _check_url(url: str, *, allow_files: bool) -> str:
+    url = url.strip()
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        parts.port  # noqa: B018  (raises on a malformed port)
+    except ValueError as e:
+        raise EditError(f"bad port in URL {url!r}") from e
+    if scheme in ("http", "https") and parts.hostname and not any(c.isspace() for c in url):
+        return url
+    if allow_files and scheme == "file" and parts.netloc in ("", "localhost") and parts.path:
+        return url
+    kinds = "an http, https or file:// URL" if allow_files else "an http or https URL"
+    raise EditError(f"expected {kinds}, got {url!r}")
+
+
+def _read(path: Path) -> _Sources:
+    """The file's text and the sources it names; an absent file is an empty one."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        text = ""
+    except UnicodeDecodeError as e:
+        raise ConfigError(str(path), 1, "", "invalid TOML: the file is not UTF-8") from e
+    except OSError as e:
+        raise ConfigError(str(path), 1, "", f"cannot read: {e.strerror or e}") from e
+    try:
+        document = tomlkit.parse(text)
+    except TomlParseError as e:
+        raise ConfigError(str(path), e.line, "", f"invalid TOML: {e}") from e
+    sources = _Sources(text)
+    feeds = document.get("feeds")
+    if feeds is None:
+        return sources
+    if not isinstance(feeds, AoT):
+        line = LineIndex(text).line_of(("feeds",))
+        raise ConfigError(
+            str(path), line, "feeds", "is not written as [[feeds]] tables; add the source by hand"
+        )
+    base_dir = path.resolve().parent
+    for table in feeds.unwrap():
+        url = table.get("url")
+        if not isinstance(url, str) or not url.strip():
+            continue
+        url = _normalized(url, base_dir)
+        name = table.get("name")
+        name = name if isinstance(name, str) else derive_name(url)
+        sources.names.add(name)
+        sources.urls.setdefault(url_identity(url), name)
+    return sources
+
+
+def _write(path: Path, text: str) -> None:
+    """Check `text` with `load_config`, then atomically replace `path` (through a symlink)."""
+    target = path.resolve() if path.is_symlink() else path
+    with _temporary(target, text, shown=path) as temporary:
+        load_config(temporary, display_name=str(path))
+        try:
+            try:
+                mode = stat.S_IMODE(target.stat().st_mode)
+            except FileNotFoundError:
+                mode = _NEW_FILE_MODE
+            temporary.chmod(mode)
+            temporary.replace(target)
+        except OSError as e:
+            raise EditError(f"cannot write {path}: {e.strerror or e}") from e
+
+
+@contextlib.contextmanager
+def _temporary(beside: Path, text: str, *, shown: Path) -> Iterator[Path]:
+    """`text` in a new file next to `beside`, removed afterwards unless renamed."""
+    try:
+        fd, name = tempfile.mkstemp(dir=beside.parent, prefix=f".{beside.name}.", suffix=".tmp")
+    except OSError as e:
+        raise EditError(f"cannot write {shown}: {e.strerror or e}") from e
+    temporary = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(text.encode("utf-8"))
+            f.flush()
+            os.fsync(f.fileno())
+        yield temporary
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def add_source(path: Path, url: str, *, name: str | None = None, title: str | None = None) -> str:
+    """Append a `[[feeds]]` table for `url` to feeds.toml at `path`; return the source's name.
+
+    Refuses (`DuplicateSourceError`) a URL already present (scheme and host compared without
+    case, a trailing slash ignored) or a name already taken. Without `name`, one is derived
+    from the URL and made unique with -2, -3... An absent file is created.
+    """
+    url = _check_url(url, allow_files=True)
+    sources = _read(path)
+    key = url_identity(_normalized(url, path.resolve().parent))
+    if key in sources.urls:
+        raise DuplicateSourceError(f'{url} is already in {path} (as source "{sources.urls[key]}")')
+    if name is not None:
+        name = name.strip()
+        if not _NAME.match(name):
+            raise EditError(
+                f"expected a name of letters, digits, '.', '_' or '-' (at most 64), got {name!r}"
+            )
+        if name in sources.names:
+            raise DuplicateSourceError(f'a source named "{name}" is already in {path}')
+    else:
+        name = sources.unique_name(url)
+    sources.add(url, name, title.strip() if title and title.strip() else None)
+    _write(path, sources.updated_text())
+    return name
+
+
+def import_opml(path: Path, feeds: Sequence[OpmlFeed]) -> tuple[list[str], list[str]]:
+    """Append every feed of an OPML list not already in feeds.toml; return (added names,
+    skipped URLs). Skipped: URLs already present (or twice in the list) and non-http(s) ones.
+    The file is written once, and not at all when nothing is added."""
+    sources = _read(path)
+    added: list[str] = []
+    skipped: list[str] = []
+    for feed in feeds:
+        try:
+            url = _check_url(feed.url, allow_files=False)
+        except EditError:
+            skipped.append(feed.url)
+            continue
+        if url_identity(url) in sources.urls:
+            skipped.append(url)
+            continue
+        name = sources.unique_name(url)
+        title = " ".join(feed.title.split()) if feed.title else None
+        sources.add(url, name, title or None)
+        added.append(name)
+    if added:
+        _write(path, sources.updated_text())
+    return added, skipped
+
+
+def poll_settings(path: Path) -> PollSettings:
+    """`[poll]` of feeds.toml, for fetching before an edit; the file may have no sources yet.
+
+    Raises `ConfigError` for any problem but the missing sources an edit is about to add.
+    """
+    sources = _read(path)
+    if sources.urls:
+        return load_config(path, display_name=str(path)).poll
+    sources.add(_PLACEHOLDER_URL, "placeholder", None)
+    target = path.resolve() if path.is_symlink() else path
+    with _temporary(target, sources.updated_text(), shown=path) as temporary:
+        return load_config(temporary, display_name=str(path)).poll

@@ -1,0 +1,85 @@
+"""Timeline → JSON Feed 1.1 bytes (https://jsonfeed.org/version/1.1).
+
+Pure and deterministic like `render`: the same timeline gives the same bytes (keys in a fixed
+order, no clock), so an unchanged feed keeps its ETag. Text stays as written (UTF-8, never
+`\\u` escapes). Every item says which sources carried it in an `_aggregator` extension object,
+which JSON Feed allows for keys starting with an underscore.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from aggregator.config import SiteSettings
+from aggregator.types import SourceCredit, Timeline, TimelineItem
+
+VERSION = "https://jsonfeed.org/version/1.1"
+FEED_FILE = "feed.json"
+EXTENSION = "_aggregator"
+
+
+def _date(value: datetime) -> str:
+    """RFC 3339 in UTC with a "Z", to the second unless the source gave fractions."""
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _public_url(url: str | None) -> str | None:
+    """Only http(s) URLs are published: a local source's file path is nobody else's business."""
+    return url if url and url.startswith(("http://", "https://")) else None
+
+
+def _credit(source: SourceCredit) -> dict[str, str]:
+    credit = {"title": source.title}
+    site_url = _public_url(source.site_url)
+    if site_url:
+        credit["url"] = site_url
+    feed_url = _public_url(source.feed_url)
+    if feed_url:
+        credit["feed_url"] = feed_url
+    return credit
+
+
+def _item(item: TimelineItem) -> dict[str, Any]:
+    entry = item.entry
+    out: dict[str, Any] = {"id": item.uid}
+    if entry.link:
+        out["url"] = entry.link
+    if entry.title:
+        out["title"] = entry.title
+    # JSON Feed requires content_html or content_text on every item.
+    fallback = entry.teaser or entry.title or entry.link or item.uid
+    out["content_html"] = entry.summary_html or html.escape(fallback, quote=False)
+    if entry.teaser:
+        out["summary"] = entry.teaser
+    out["date_published"] = _date(item.published)
+    out["date_modified"] = _date(item.updated)
+    if entry.author:
+        out["authors"] = [{"name": entry.author}]
+    if entry.categories:
+        out["tags"] = list(entry.categories)
+    out[EXTENSION] = {"sources": [_credit(source) for source in item.sources]}
+    return out
+
+
+def json_feed(timeline: Timeline, site: SiteSettings) -> dict[str, Any]:
+    """The feed as a JSON-ready dict, keys in the order the spec lists them."""
+    feed: dict[str, Any] = {
+        "version": VERSION,
+        "title": site.title,
+        "home_page_url": site.link,
+        "feed_url": site.base_url + FEED_FILE,
+        "description": site.description,
+    }
+    if site.language:
+        feed["language"] = site.language
+    feed["items"] = [_item(item) for item in timeline.items]
+    return feed
+
+
+def render_json_feed(timeline: Timeline, site: SiteSettings) -> bytes:
+    """JSON Feed 1.1, UTF-8, newest item first, ending with a newline."""
+    text = json.dumps(json_feed(timeline, site), ensure_ascii=False, indent=2)
+    return (text + "\n").encode("utf-8")

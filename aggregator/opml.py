@@ -1,0 +1,137 @@
+"""OPML 2.0 subscription lists: write ours, read anyone's (http://opml.org/spec2.opml).
+
+`render_opml` is pure and deterministic. `parse_opml` reads untrusted files, so its XML parser
+loads no DTD, resolves no entities and never touches the network; a document that declares
+entities is refused outright. Only http(s) feed URLs come out: a list from elsewhere must
+not point the aggregator at local files.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from lxml import etree
+
+from aggregator.config import SiteSettings
+from aggregator.errors import AggregatorError
+from aggregator.types import SourceCredit
+
+OPML_DOCS = "http://opml.org/spec2.opml"
+# Looked for in the prolog, before anything is parsed: a file declaring entities is refused.
+_ENTITY_DECLARATION = re.compile(rb"<!ENTITY", re.IGNORECASE)
+_PROLOG_END = re.compile(rb"<[A-Za-z_]")
+
+
+class OpmlError(AggregatorError):
+    """A file is not an OPML subscription list we can read."""
+
+
+@dataclass(frozen=True)
+class OpmlFeed:
+    """One subscription: the feed's URL and the title the list gives it, if any."""
+
+    url: str
+    title: str | None = None
+
+
+def _is_http(url: str) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme.lower() in ("http", "https") and bool(parts.netloc)
+
+
+def render_opml(sources: Sequence[SourceCredit], site: SiteSettings) -> bytes:
+    """An OPML 2.0 list of `sources` in the order given; local (non-http) sources are left out."""
+    root = etree.Element("opml", version="2.0")
+    head = etree.SubElement(root, "head")
+    etree.SubElement(head, "title").text = site.title
+    etree.SubElement(head, "docs").text = OPML_DOCS
+    body = etree.SubElement(root, "body")
+    for source in sources:
+        if not _is_http(source.feed_url):
+            continue
+        outline = etree.SubElement(body, "outline")
+        outline.set("type", "rss")
+        outline.set("text", source.title)
+        outline.set("title", source.title)
+        outline.set("xmlUrl", source.feed_url)
+        if source.site_url and _is_http(source.site_url):
+            outline.set("htmlUrl", source.site_url)
+    data: bytes = etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
+    return data
+
+
+def _parser() -> etree.XMLParser:
+    return etree.XMLParser(
+        resolve_entities=False,
+        no_network=True,
+        load_dtd=False,
+        dtd_validation=False,
+        huge_tree=False,
+        remove_comments=True,
+        remove_pis=True,
+    )
+
+
+def _local(element: etree._Element) -> str:
+    """An element's name without namespace, lower-case; "" for comments and the like."""
+    return etree.QName(element).localname.lower() if isinstance(element.tag, str) else ""
+
+
+def _attribute(element: etree._Element, name: str) -> str | None:
+    """An attribute by name, whatever its case (`xmlUrl`, `xmlurl` and `XMLURL` all occur)."""
+    value: str | bytes | None = element.get(name)
+    if value is None:
+        wanted = name.lower()
+        value = next((v for k, v in element.attrib.items() if str(k).lower() == wanted), None)
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    text = " ".join(value.split()) if value else ""
+    return text or None
+
+
+def _outlines(element: etree._Element) -> Iterator[etree._Element]:
+    """Every `<outline>` below `element`, in document order, at any depth."""
+    for child in element.iter():
+        if _local(child) == "outline":
+            yield child
+
+
+def parse_opml(data: bytes) -> list[OpmlFeed]:
+    """The feeds an OPML file subscribes to, in document order, each URL once.
+
+    Categories (outlines nesting outlines) are flattened. An outline is a feed when it has an
+    `xmlUrl`, whatever its `type`; its title is `text` (what readers show), else `title`.
+    Raises `OpmlError` (an `AggregatorError`), one line for the operator, when it is not OPML.
+    """
+    prolog = data[: m.start()] if (m := _PROLOG_END.search(data)) else data
+    if _ENTITY_DECLARATION.search(prolog):
+        raise OpmlError("refusing an OPML file that declares XML entities (<!ENTITY>)")
+    if not data.strip():
+        raise OpmlError("not an OPML file: it is empty")
+    try:
+        root = etree.fromstring(data, _parser())
+    except etree.XMLSyntaxError as e:
+        raise OpmlError(f"not an OPML file: not well-formed XML: {e.msg}") from e
+    # The prolog scan cannot read a UTF-16 file; the parsed DTD can (lxml-stubs lack entities()).
+    dtd: Any = root.getroottree().docinfo.internalDTD
+    if dtd is not None and list(dtd.entities()):
+        raise OpmlError("refusing an OPML file that declares XML entities (<!ENTITY>)")
+    if _local(root) != "opml":
+        name = etree.QName(root).localname
+        raise OpmlError(f"not an OPML file: the root element is <{name}>, not <opml>")
+    body = next((child for child in root if _local(child) == "body"), None)
+    if body is None:
+        raise OpmlError("not an OPML file: <opml> has no <body>")
+    feeds: list[OpmlFeed] = []
+    seen: set[str] = set()
+    for outline in _outlines(body):
+        url = _attribute(outline, "xmlUrl")
+        if not url or " " in url or not _is_http(url) or url in seen:
+            continue
+        seen.add(url)
+        feeds.append(OpmlFeed(url, _attribute(outline, "text") or _attribute(outline, "title")))
+    return feeds
