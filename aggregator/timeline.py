@@ -96,17 +96,22 @@ def _group_stories(entries: Iterable[StoredEntry]) -> list[list[StoredEntry]]:
             title = ""  # too short to be sure two sources mean the same story
         found = None
         if link is not None and link in by_link:
+            # The same link is the same story, even twice in one source (a feed that changed
+            # its guids would otherwise publish everything twice).
             found = by_link[link]
         elif title:
+            # The same headline is only taken for the same story across sources: one source
+            # may well repeat a title ("Morning briefing") for different stories.
             found = next(
                 (
                     i
                     for i in by_title.get(title, ())
                     if abs(stories[i][0].sort_date - entry.sort_date) <= SAME_TITLE_WINDOW
+                    and all(e.source != entry.source for e in stories[i])
                 ),
                 None,
             )
-        if found is not None and all(e.source != entry.source for e in stories[found]):
+        if found is not None:
             stories[found].append(entry)
         else:
             found = len(stories)
@@ -126,5 +131,9 @@ def _item(story: list[StoredEntry], sources: Mapping[str, SourceCredit]) -> Time
         source=sources[first.source],
         published=first.sort_date,
         updated=max(first.sort_date, first.updated or first.sort_date),
-        also=tuple(sources[e.source] for e in story[1:]),
+        also=tuple(
+            sources[name]
+            for name in dict.fromkeys(e.source for e in story[1:])
+            if name != first.source
+        ),
     )

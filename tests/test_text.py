@@ -504,3 +504,29 @@ def test_absolute_url_empty(url):
 
 def test_absolute_url_relative_without_base_is_none():
     assert absolute_url("/x", None) is None
+
+
+# Real Hindi text (the seed page's opening), cut at every length.
+SEED_HINDI = (
+    "उत्तर कोरिया के नेता किम जोंग उन ने साफ कहा है कि उनका देश यूक्रेन संकट पर रूस का बिना किसी "
+    "शर्त के समर्थन करता है और हर मोर्चे पर उसके साथ खड़ा है। यह बयान उन्होंने उत्तर कोरिया दौरे "
+    "पर आए रूसी विदेश मंत्री सर्गेई लावरोव से मुलाकात के दौरान दिया। ग़ज़ा में पानी भरने का "
+    "इंतज़ार कर रहे छह बच्चों की इसराइली हवाई हमले में मौत; “रुई बेचते-बेचते एक्टिंग सीखी है मैंने”"
+)
+
+
+@pytest.mark.parametrize("length", range(1, 330))
+def test_real_hindi_teasers_never_leave_a_dangling_mark(length: int) -> None:
+    teaser = make_teaser(SEED_HINDI, length)
+    assert len(regex.findall(r"\X", teaser)) <= length
+    if not teaser.endswith("…"):
+        assert teaser == SEED_HINDI
+        return
+    kept = teaser[:-1]
+    assert SEED_HINDI.startswith(kept)
+    following = SEED_HINDI[len(kept) : len(kept) + 1]
+    # What comes next in the text starts a new cluster: never a matra, virama or nukta cut off.
+    assert not following or not unicodedata.category(following).startswith("M")
+    assert following not in ("\u200d", "\u094d")
+    if kept:
+        assert not unicodedata.category(kept[-1]).startswith("Z")

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from aggregator.text import link_key
 from aggregator.timeline import CLOCK_SKEW, build_timeline, order_date, public_id, source_id
 from aggregator.types import SourceCredit, StoredEntry, Timeline
 
@@ -332,3 +333,68 @@ def test_source_id_is_urn_uuid_and_not_a_public_id():
     assert source_id("alpha") == source_id("alpha")
     assert source_id("alpha") != source_id("beta")
     assert source_id("alpha") != public_id("alpha", "")
+
+
+# Cross-source duplicates: links from a small pool, so stories repeat across sources.
+
+LINKS = (
+    "https://news.example.org/a",
+    "http://NEWS.example.org/a/?utm_source=x",
+    "https://news.example.org/b",
+    "https://news.example.org/b?fbclid=1",
+    "https://other.example.org/c",
+)
+
+
+@st.composite
+def story_entries(draw: st.DrawFn) -> StoredEntry:
+    first_seen = draw(dates)
+    return StoredEntry(
+        source=draw(st.sampled_from(SOURCE_NAMES)),
+        entry_id=draw(entry_ids),
+        title=draw(
+            st.sampled_from(["A long enough headline here", "Another long headline, yes", "x"])
+        ),
+        link=draw(st.sampled_from(LINKS) | st.none()),
+        summary_html="",
+        teaser="",
+        author=None,
+        categories=(),
+        published=None,
+        updated=None,
+        first_seen=first_seen,
+        sort_date=draw(st.sampled_from([first_seen, first_seen - timedelta(hours=3)])),
+    )
+
+
+story_rows = st.lists(story_entries(), max_size=30, unique_by=key)
+
+
+@FAST
+@given(story_rows, max_items, st.randoms(use_true_random=False))
+def test_each_story_once_whatever_the_order(entries, limit, rnd):
+    timeline = build(entries, limit)
+    links = [link_key(i.entry.link) for i in timeline.items if i.entry.link]
+    assert len(links) == len(set(links))  # one item per normalized link
+    for item in timeline.items:
+        names = [s.name for s in item.sources]
+        assert len(names) == len(set(names))  # each source credited once
+        assert item.published == item.entry.sort_date
+    shuffled = list(entries)
+    rnd.shuffle(shuffled)
+    assert build(shuffled, limit) == timeline
+    published = [i.published for i in timeline.items]
+    assert published == sorted(published, reverse=True)
+
+
+@FAST
+@given(story_rows)
+def test_the_copy_seen_first_keeps_its_id_when_others_arrive(entries):
+    """Adding later-seen copies of stories never changes an already published id."""
+    if not entries:
+        return
+    cutoff = sorted(e.first_seen for e in entries)[len(entries) // 2]
+    early = [e for e in entries if e.first_seen <= cutoff]
+    before = {i.uid for i in build(early, 100).items}
+    after = {i.uid for i in build(entries, 100).items}
+    assert before <= after
