@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from aggregator import __version__
-from aggregator.config import Config, load_config
+from aggregator.config import Config, PollSettings, load_config
 from aggregator.daemon import Daemon
 from aggregator.discover import discover_feed
 from aggregator.edit_config import add_source, import_opml, poll_settings
@@ -122,13 +122,18 @@ def main(log_level: str, log_format: str) -> None:
 
 @main.command()
 @_config_option
-def once(config_path: Path) -> None:
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Also poll sources backing off after errors (never overrides a server's Retry-After).",
+)
+def once(config_path: Path, force: bool) -> None:
     """Poll every source once, store what is new, and publish the feeds."""
     config = _load(config_path)
     console = Console(stderr=True)
     with _open_store(config) as store:
         try:
-            report = _cycle_with_progress(config, store, console)
+            report = _cycle_with_progress(config, store, console, force=force)
         except AggregatorError as e:  # the store or output directory failed, not a source
             click.echo(f"error: {e}", err=True)
             sys.exit(FAILURE)
@@ -138,14 +143,16 @@ def once(config_path: Path) -> None:
     changed = ", ".join(report.publish.changed) or "unchanged"
     click.echo(
         f"published {report.publish.items} items to {config.publish.output_dir} ({changed}); "
-        f"{len(report.sources) - report.failed} of {len(report.sources)} sources ok"
+        f"sources: {report.tally()}"
     )
 
 
-def _cycle_with_progress(config: Config, store: Store, console: Console) -> CycleReport:
+def _cycle_with_progress(
+    config: Config, store: Store, console: Console, *, force: bool
+) -> CycleReport:
     """One cycle; a progress bar on a terminal, nothing extra otherwise."""
     if not console.is_terminal:
-        return asyncio.run(run_cycle(config, store))
+        return asyncio.run(run_cycle(config, store, force=force))
     with Progress(
         TextColumn("[bold]polling"),
         BarColumn(),
@@ -159,7 +166,7 @@ def _cycle_with_progress(config: Config, store: Store, console: Console) -> Cycl
         def advance(_: SourceReport) -> None:
             progress.advance(task)
 
-        return asyncio.run(run_cycle(config, store, on_source=advance))
+        return asyncio.run(run_cycle(config, store, on_source=advance, force=force))
 
 
 @main.command()
@@ -237,6 +244,9 @@ def status(config_path: Path, as_json: bool) -> None:
                 "items": state.entries if state else 0,
                 "next_poll": _iso(state.next_poll if state else None),
                 "failures": state.failures if state else 0,
+                "moved_to": state.moved_to if state else None,
+                "retry_after": _iso(state.retry_after if state else None),
+                "disabled": state.disabled if state else None,
             }
         )
     if as_json:
@@ -246,9 +256,11 @@ def status(config_path: Path, as_json: bool) -> None:
     for column in ("source", "last poll", "last success", "outcome", "items", "next poll", "fails"):
         table.add_column(column, overflow="fold")
     for row in rows:
-        outcome = row["outcome"] or "never polled"
+        outcome = str(row["outcome"] or "never polled")
         if row["error"]:
             outcome = f"{outcome}: {row['error']}"
+        if row["moved_to"]:
+            outcome = f"{outcome} (moved permanently to {row['moved_to']})"
         table.add_row(
             str(row["name"]),
             _short(row["last_poll"]),
@@ -287,14 +299,15 @@ def add(url: str, name: str | None, title: str | None, config_path: Path) -> Non
         local = Path(url).expanduser()
         url = local.resolve().as_uri() if local.exists() else f"https://{url}"
 
-    async def discover(timeout: float) -> str:
-        async with Fetcher(timeout=timeout, concurrency=1) as fetcher:
+    async def discover(poll: PollSettings) -> str:
+        timeout = poll.timeout.total_seconds()
+        async with Fetcher(timeout=timeout, concurrency=1, user_agent=poll.user_agent) as fetcher:
             return await discover_feed(url, fetcher)
 
     try:
         # Not `_load`: a feeds.toml without sources is fine here, it is about to get one.
         poll = poll_settings(config_path)
-        feed_url = asyncio.run(discover(poll.timeout.total_seconds()))
+        feed_url = asyncio.run(discover(poll))
         added = add_source(config_path, feed_url, name=name, title=title)
     except ConfigError as e:
         _config_problems(e)

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 from urllib.request import url2pathname
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from aggregator import USER_AGENT
 from aggregator.errors import ConfigError
 from aggregator.text import has_forbidden_characters
 from aggregator.tomlpos import KeyPath, LineIndex, format_path
@@ -64,6 +65,9 @@ class PollSettings:
     interval: timedelta
     concurrency: int
     timeout: timedelta
+    per_host: int = 2
+    max_bytes: int = 10 * 1024 * 1024
+    user_agent: str = USER_AGENT
 
 
 @dataclass(frozen=True)
@@ -180,6 +184,23 @@ def _positive_int(value: object) -> int:
     if value < 1:
         raise _Invalid(f"expected a number of at least 1, got {value}")
     return value
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|mb|gb)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {"b": 1, "kb": 1024, "mb": 1024**2, "gb": 1024**3}
+
+
+def _size(value: object) -> int:
+    """A byte count: a whole number, or a string like "10MB" or "512KB"."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    match = _SIZE.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise _Invalid(f'expected a size like "10MB" or a number of bytes, got {_show(value)}')
+    size = int(float(match.group(1)) * _SIZE_UNITS[(match.group(2) or "b").lower()])
+    if not 1024 <= size <= 1024**3:
+        raise _Invalid(f"expected a size from 1KB to 1GB, got {_show(value)}")
+    return size
 
 
 def _port(value: object) -> int:
@@ -310,7 +331,7 @@ def _name(value: object) -> str:
 
 _TABLES = ("aggregator", "poll", "publish", "store", "server", "feeds")
 _SITE_KEYS = ("title", "link", "description", "language", "timezone", "base_url")
-_POLL_KEYS = ("interval", "concurrency", "timeout")
+_POLL_KEYS = ("interval", "concurrency", "timeout", "per_host", "max_bytes", "user_agent")
 _PUBLISH_KEYS = ("output_dir", "max_items", "max_age", "teaser_length", "include", "exclude")
 _STORE_KEYS = ("path", "keep")
 _SERVER_KEYS = ("host", "port")
@@ -425,6 +446,9 @@ def _validate(data: dict[str, Any], base_dir: Path, path: Path, load: _Loader) -
         interval=load.value(poll_t, p, "interval", parse_duration, timedelta(minutes=15)),
         concurrency=load.value(poll_t, p, "concurrency", _positive_int, 10),
         timeout=load.value(poll_t, p, "timeout", parse_duration, timedelta(seconds=30)),
+        per_host=load.value(poll_t, p, "per_host", _positive_int, 2),
+        max_bytes=load.value(poll_t, p, "max_bytes", _size, 10 * 1024 * 1024),
+        user_agent=load.value(poll_t, p, "user_agent", _string, USER_AGENT),
     )
     pub = ("publish",)
     publish = PublishSettings(

@@ -86,7 +86,11 @@ class Daemon:
     @staticmethod
     def _new_fetcher(config: Config) -> Fetcher:
         return Fetcher(
-            timeout=config.poll.timeout.total_seconds(), concurrency=config.poll.concurrency
+            timeout=config.poll.timeout.total_seconds(),
+            concurrency=config.poll.concurrency,
+            per_host=config.poll.per_host,
+            max_bytes=config.poll.max_bytes,
+            user_agent=config.poll.user_agent,
         )
 
     # -- health ----------------------------------------------------------------------------

@@ -3,8 +3,8 @@
 `fetch` never raises for a bad source: it returns `Fetched`, `NotModified` or `Failed`.
 It sends conditional GETs, follows at most five redirects, caps the body size while
 streaming (after our own bounded decompression, since httpx would inflate a bomb in
-one chunk), and enforces a deadline on the whole request inside the read loop rather
-than by cancelling from outside (which can poison httpx's connection pool).
+one chunk), enforces a deadline on the whole exchange, and asks one host at most
+`per_host` things at a time.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import socket
-import time
 import zlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -138,13 +137,16 @@ class Fetcher:
         *,
         timeout: float = 30.0,
         concurrency: int = 10,
+        per_host: int = 2,
         max_bytes: int = DEFAULT_MAX_BYTES,
         user_agent: str = USER_AGENT,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.timeout = timeout
         self.max_bytes = max_bytes
+        self.per_host = per_host
         self._semaphore = asyncio.Semaphore(concurrency)
+        self._hosts: dict[str, asyncio.Semaphore] = {}
         self._client = httpx.AsyncClient(
             follow_redirects=True,
             max_redirects=MAX_REDIRECTS,
@@ -165,10 +167,18 @@ class Fetcher:
         await self._client.aclose()
 
     async def fetch(self, url: str, validators: Validators = _NO_VALIDATORS) -> FetchOutcome:
-        """Fetch one source; never raises for anything the source or network does."""
-        async with self._semaphore:
-            if urlsplit(url).scheme == "file":
+        """Fetch one source; never raises for anything the source or network does.
+
+        At most `per_host` requests to one host at a time, whatever the overall concurrency:
+        the host's turn is awaited before a global slot is taken, so waiting for a busy host
+        never holds up sources on other hosts.
+        """
+        if urlsplit(url).scheme == "file":
+            async with self._semaphore:
                 return _fetch_file(url, validators, self.max_bytes)
+        host = (urlsplit(url).hostname or "").lower()
+        turn = self._hosts.setdefault(host, asyncio.Semaphore(self.per_host))
+        async with turn, self._semaphore:
             try:
                 return await self._fetch_http(url, validators)
             except FetchError as e:
@@ -179,19 +189,22 @@ class Fetcher:
                 return Failed(url, f"{type(e).__name__}: {e}")
 
     async def _fetch_http(self, url: str, validators: Validators) -> FetchOutcome:
-        deadline = time.monotonic() + self.timeout
-        request = self._client.build_request("GET", url, headers=_conditional_headers(validators))
+        """One request with a deadline on the whole exchange, headers and body.
+
+        A server dripping a byte at a time would reset httpx's per-read timeout forever, so
+        the deadline is an asyncio timeout around everything. Cancelling inside httpx leaks
+        pooled connections only when a request is cancelled while queued for a connection
+        (httpcore #1093); the semaphore keeps requests below the pool's size, so none queues.
+        """
         try:
-            # Headers dripped a byte at a time would reset httpx's per-read timeout forever.
-            # Cancelling inside httpx can leak pooled connections only when a request is
-            # cancelled while queued for one (httpcore #1093); the semaphore keeps requests
-            # below the pool's size, so none ever queues.
             async with asyncio.timeout(self.timeout):
-                response = await self._client.send(request, stream=True)
+                return await self._exchange(url, validators)
         except TimeoutError as e:
-            raise FetchError(
-                f"timed out: no complete response headers within {self.timeout:g}s"
-            ) from e
+            raise FetchError(f"timed out: no complete response within {self.timeout:g}s") from e
+
+    async def _exchange(self, url: str, validators: Validators) -> FetchOutcome:
+        request = self._client.build_request("GET", url, headers=_conditional_headers(validators))
+        response = await self._client.send(request, stream=True)
         try:
             chain = [r.status_code for r in response.history]
             permanent = str(response.url) if chain and all(s in _PERMANENT for s in chain) else None
@@ -202,15 +215,26 @@ class Fetcher:
                     Validators(
                         new.etag or validators.etag, new.last_modified or validators.last_modified
                     ),
+                    headers=MappingProxyType({k.lower(): v for k, v in response.headers.items()}),
+                    permanent_redirect=permanent,
                 )
             if response.status_code != 200:
                 reason = response.reason_phrase or ""
                 return Failed(
-                    url, f"HTTP {response.status_code} {reason}".strip(), response.status_code
+                    url,
+                    f"HTTP {response.status_code} {reason}".strip(),
+                    response.status_code,
+                    retry_after=response.headers.get("retry-after"),
                 )
             declared = response.headers.get("content-length")
             encoded = bool(response.headers.get("content-encoding"))
-            if not encoded and declared and declared.isdigit() and int(declared) > self.max_bytes:
+            if (
+                not encoded
+                and declared
+                and declared.isascii()
+                and declared.isdigit()
+                and int(declared) > self.max_bytes
+            ):
                 raise FetchError(f"body too large (Content-Length {declared})")
             decoder = _BoundedDecoder(response.headers.get("content-encoding", ""), self.max_bytes)
             chunks: list[bytes] = []
@@ -219,10 +243,6 @@ class Fetcher:
                 chunk = decoder.decode(raw, self.max_bytes - size)
                 size += len(chunk)
                 chunks.append(chunk)
-                if time.monotonic() > deadline:
-                    raise FetchError(
-                        f"timed out: the whole request took longer than {self.timeout:g}s"
-                    )
             body = b"".join(chunks)
             headers = MappingProxyType({k.lower(): v for k, v in response.headers.items()})
             return Fetched(

@@ -49,17 +49,26 @@ class Metrics:
         self.sources = Gauge(
             "aggregator_sources", "Sources in the configuration.", registry=self.registry
         )
+        self.disabled = Gauge(
+            "aggregator_source_disabled",
+            "1 for a source disabled by HTTP 410 Gone (until its url changes).",
+            ["source"],
+            registry=self.registry,
+        )
 
     def record_poll(self, source: str, outcome: str, new_items: int, when: datetime) -> None:
         self.polls.labels(outcome=outcome).inc()
         if new_items:
             self.items_stored.inc(new_items)
-        if outcome != "failed":
+        if outcome == "disabled":
+            self.disabled.labels(source=source).set(1)
+        elif outcome != "failed":
             self.last_success.labels(source=source).set(when.timestamp())
 
     def forget_source(self, source: str) -> None:
-        with contextlib.suppress(KeyError):
-            self.last_success.remove(source)
+        for gauge in (self.last_success, self.disabled):
+            with contextlib.suppress(KeyError):
+                gauge.remove(source)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -26,6 +26,7 @@ from feedparser.datetimes.rfc822 import timezone_names as RFC822_ZONES
 from feedparser.exceptions import CharacterEncodingOverride, NonXMLContentType
 
 from aggregator.errors import ParseError
+from aggregator.policy import feed_lifetime
 from aggregator.text import (
     absolute_url,
     clean_text,
@@ -178,6 +179,9 @@ def parse_feed(
         feed_id=(clean_text(feed["id"]).strip() or None) if feed.get("id") else None,
         entries=tuple(entries),
         warning=warning,
+        lifetime=feed_lifetime(
+            feed.get("ttl"), feed.get("sy_updateperiod"), feed.get("sy_updatefrequency")
+        ),
     )
 
 

@@ -7,6 +7,7 @@ that stops the others. The clock is passed in so tests can pin it.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -22,12 +23,18 @@ from aggregator.jsonfeed import render_json_feed
 from aggregator.opml import render_opml
 from aggregator.page import render_html
 from aggregator.parse import parse_feed
-from aggregator.policy import next_poll
+from aggregator.policy import (
+    ServerHints,
+    cache_lifetime,
+    longest,
+    next_poll,
+    retry_after,
+)
 from aggregator.publish import publish_files, remove_stale_temp_files
 from aggregator.render import render_atom, render_rss
 from aggregator.store import Store
 from aggregator.timeline import build_timeline
-from aggregator.types import Failed, Fetched, NotModified, SourceCredit, Timeline, Validators
+from aggregator.types import Failed, Fetched, SourceCredit, Timeline, Validators
 
 log = logging.getLogger("aggregator")
 
@@ -52,6 +59,8 @@ class SourceReport:
     def summary(self) -> str:
         if self.outcome == "failed":
             return f"error: {self.error}"
+        if self.outcome in ("skipped", "disabled"):
+            return f"{self.outcome}: {self.error}"
         if self.outcome == "not-modified":
             return "not modified"
         if self.outcome == "unchanged":
@@ -75,9 +84,18 @@ class CycleReport:
     sources: tuple[SourceReport, ...]
     publish: PublishReport
 
-    @property
-    def failed(self) -> int:
-        return sum(1 for s in self.sources if s.outcome == "failed")
+    def tally(self) -> str:
+        """ "9 ok, 1 failed, 2 skipped": how the cycle's sources fared."""
+        counts: dict[str, int] = {}
+        for source in self.sources:
+            kind = (
+                "ok"
+                if source.outcome in ("updated", "unchanged", "not-modified")
+                else source.outcome
+            )
+            counts[kind] = counts.get(kind, 0) + 1
+        order = ("ok", "failed", "skipped", "disabled")
+        return ", ".join(f"{counts[k]} {k}" for k in order if counts.get(k)) or "no sources"
 
 
 async def poll_source(
@@ -85,13 +103,40 @@ async def poll_source(
 ) -> SourceReport:
     """Fetch, parse and store one source, record how it went, and schedule its next poll."""
     state = store.source_state(source.name)
+    if state is not None and state.disabled:
+        return SourceReport(source.name, "disabled", error=state.disabled)
     # sync_sources already dropped the validators of a source whose URL changed.
-    outcome = await fetcher.fetch(source.url, state.validators if state else Validators())
+    outcome = await fetcher.fetch(
+        state.fetch_url if state else source.url, state.validators if state else Validators()
+    )
     now = clock()
-    error: str | None = None
+    failures = (state.failures if state else 0) + 1
     if isinstance(outcome, Failed):
-        error = outcome.error
-    elif isinstance(outcome, Fetched):
+        return _failed(source, store, outcome, now, failures)
+    feed = None
+    body_hash = None
+    if isinstance(outcome, Fetched):
+        body_hash = hashlib.sha256(outcome.body).hexdigest()
+    if isinstance(outcome, Fetched) and state is not None and body_hash == state.body_hash:
+        # Same bytes as last time (a server without validators): nothing to parse or store.
+        later = next_poll(
+            source.name,
+            source.interval,
+            now,
+            hints=ServerHints(lifetime=cache_lifetime(outcome.headers, now)),
+        )
+        store.record_success(
+            source.name,
+            outcome.validators,
+            now,
+            "unchanged",
+            next_poll=later,
+            url=source.url,
+            moved_to=outcome.permanent_redirect,
+        )
+        log.info("%s: body unchanged", source.name)
+        return SourceReport(source.name, "unchanged")
+    if isinstance(outcome, Fetched):
         try:
             # In a thread: a big feed takes seconds to parse and must not stall the loop.
             feed = await asyncio.to_thread(
@@ -103,30 +148,88 @@ async def poll_source(
                 teaser_length=config.publish.teaser_length,
             )
         except ParseError as e:
-            error = str(e)
-    if error is not None:
-        failures = (state.failures if state else 0) + 1
-        later = next_poll(source.name, source.interval, now, failures)
-        store.record_failure(source.name, error, now, later, url=source.url)
-        log.warning("%s: %s", source.name, error)
-        return SourceReport(source.name, "failed", error=error)
-    later = next_poll(source.name, source.interval, now)
-    if isinstance(outcome, NotModified):
+            later = next_poll(source.name, source.interval, now, failures)
+            store.record_failure(source.name, str(e), now, later, url=source.url)
+            log.warning("%s: %s", source.name, e)
+            return SourceReport(source.name, "failed", error=str(e))
+    moved = outcome.permanent_redirect
+    if moved and moved != (state.fetch_url if state else source.url):
+        log.warning(
+            "%s: moved permanently to %s; polling it there from now on "
+            "(update feeds.toml to make it official)",
+            source.name,
+            moved,
+        )
+    lifetime = longest(cache_lifetime(outcome.headers, now), feed.lifetime if feed else None)
+    later = next_poll(source.name, source.interval, now, hints=ServerHints(lifetime=lifetime))
+    if feed is None:
         store.record_success(
-            source.name, outcome.validators, now, "not-modified", next_poll=later, url=source.url
+            source.name,
+            outcome.validators,
+            now,
+            "not-modified",
+            next_poll=later,
+            url=source.url,
+            moved_to=moved,
         )
         log.info("%s: not modified", source.name)
         return SourceReport(source.name, "not-modified")
-    assert isinstance(outcome, Fetched)
     if feed.warning:
         log.warning("%s: %s", source.name, feed.warning)
     result = store.store_entries(source.name, feed.entries, now)
     kind = "updated" if result.new or result.updated else "unchanged"
     store.record_success(
-        source.name, outcome.validators, now, kind, feed=feed, next_poll=later, url=source.url
+        source.name,
+        outcome.validators,
+        now,
+        kind,
+        feed=feed,
+        next_poll=later,
+        url=source.url,
+        moved_to=moved,
+        body_hash=body_hash,
     )
     log.info("%s: %d new, %d updated", source.name, result.new, result.updated)
     return SourceReport(source.name, kind, result.new, result.updated, warning=feed.warning)
+
+
+def _failed(
+    source: SourceConfig, store: Store, outcome: Failed, now: datetime, failures: int
+) -> SourceReport:
+    """Record a failed fetch: 410 disables the source, 429/503 honour Retry-After."""
+    if outcome.status == 410:
+        reason = f"HTTP 410 Gone since {now:%Y-%m-%d %H:%M} UTC: not polled until its url changes"
+        store.disable(source.name, reason, now, url=source.url)
+        log.error("%s: the feed is gone (HTTP 410); disabled until its url changes", source.name)
+        return SourceReport(source.name, "disabled", error=reason)
+    wait = retry_after(outcome.retry_after, now) if outcome.status in (429, 503) else None
+    later = next_poll(source.name, source.interval, now, failures, ServerHints(retry_after=wait))
+    error = outcome.error
+    if wait is not None:
+        error += f"; not asked again before {later:%Y-%m-%d %H:%M:%S} UTC (Retry-After)"
+    store.record_failure(source.name, error, now, later, url=source.url, retry_after=wait)
+    log.warning("%s: %s", source.name, error)
+    return SourceReport(source.name, "failed", error=error)
+
+
+def _reason_to_skip(
+    store: Store, name: str, now: datetime, *, force: bool
+) -> tuple[str, str] | None:
+    """(outcome, why) for a source a cycle must not poll now; None to poll it."""
+    state = store.source_state(name)
+    if state is None:
+        return None
+    if state.disabled:
+        return "disabled", state.disabled
+    if state.retry_after is not None and state.retry_after > now:
+        until = f"{state.retry_after:%Y-%m-%d %H:%M:%S}"
+        return "skipped", f"the server asked us not to return before {until} UTC"
+    if not force and state.failures and state.next_poll is not None and state.next_poll > now:
+        return "skipped", (
+            f"backing off after {state.failures} failure(s) until "
+            f"{state.next_poll:%Y-%m-%d %H:%M:%S} UTC (--force polls it now)"
+        )
+    return None
 
 
 def current_timeline(
@@ -216,13 +319,25 @@ async def run_cycle(
     clock: Clock = utc_now,
     on_source: Callable[[SourceReport], None] | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
+    force: bool = False,
 ) -> CycleReport:
-    """Poll every configured source once (bounded concurrency), then publish."""
+    """Poll every configured source once (bounded concurrency), then publish.
+
+    Skipped, and said so: a source disabled by 410 Gone, one whose server asked us to wait
+    (Retry-After), and one backing off after errors unless `force` (which overrides only
+    our own schedule, never a server's Retry-After).
+    """
     store.sync_sources(config.sources, clock())
     remove_stale_temp_files(config.publish.output_dir)
 
     async def guarded(source: SourceConfig) -> SourceReport:
         try:
+            skip = _reason_to_skip(store, source.name, clock(), force=force)
+            if skip is not None:
+                report = SourceReport(source.name, skip[0], error=skip[1])
+                if on_source is not None:
+                    on_source(report)
+                return report
             report = await poll_source(source, fetcher, store, config, clock)
         except Exception as e:  # a bug, but one source must never stop the cycle
             log.exception("%s: unexpected error", source.name)
@@ -235,6 +350,9 @@ async def run_cycle(
     async with Fetcher(
         timeout=config.poll.timeout.total_seconds(),
         concurrency=config.poll.concurrency,
+        per_host=config.poll.per_host,
+        max_bytes=config.poll.max_bytes,
+        user_agent=config.poll.user_agent,
         transport=transport,
     ) as fetcher:
         reports = await asyncio.gather(*(guarded(s) for s in config.sources))

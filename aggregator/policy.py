@@ -1,4 +1,11 @@
-"""When to poll a source next. Pure: a function of the source's settings, its history and now.
+"""When to poll a source next. Pure: a function of the source's settings, its history, what
+the server said, and now.
+
+- Success: the operator's interval plus up to 10% jitter, never less than the interval.
+  Server hints (Cache-Control max-age, Expires, the feed's <ttl> or sy:updatePeriod) may
+  lengthen it, never shorten it, up to a day.
+- Errors: the interval doubled per consecutive failure, capped at a day, never given up.
+- Retry-After (429/503): never asked again before then, capped at a day.
 
 The jitter is derived from the source's name and the poll time, not from a global random
 generator, so it is reproducible in tests yet different for every source, which spreads
@@ -7,11 +14,37 @@ sources with the same interval apart instead of letting them fire together.
 
 from __future__ import annotations
 
+import email.utils
 import hashlib
-from datetime import datetime, timedelta
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
-JITTER = 0.1  # a poll may come up to 10% of the interval early or late
+JITTER = 0.1  # a poll comes up to 10% of the interval late, never early
 MAX_BACKOFF = timedelta(hours=24)
+MAX_HINT = timedelta(hours=24)  # how far a server's caching hints may push the next poll
+MAX_RETRY_AFTER = timedelta(hours=24)
+_DIGITS = re.compile(r"[0-9]{1,12}")  # str.isdigit() also accepts "²", which int() refuses
+_MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d+)", re.IGNORECASE)
+_PERIODS = {
+    "hourly": timedelta(hours=1),
+    "daily": timedelta(days=1),
+    "weekly": timedelta(weeks=1),
+    "monthly": timedelta(days=30),
+    "yearly": timedelta(days=365),
+}
+
+
+@dataclass(frozen=True)
+class ServerHints:
+    """What the source's server or feed said about when to come back."""
+
+    retry_after: datetime | None = None  # not before this (429/503 Retry-After)
+    lifetime: timedelta | None = None  # content stays fresh this long (cache headers, <ttl>)
+
+
+NO_HINTS = ServerHints()
 
 
 def spread(name: str, salt: str) -> float:
@@ -20,16 +53,21 @@ def spread(name: str, salt: str) -> float:
     return int.from_bytes(digest, "big") / 2**63 - 1.0
 
 
-def next_poll(name: str, interval: timedelta, now: datetime, failures: int = 0) -> datetime:
-    """The next poll after one that ended at `now`.
-
-    On success: the interval, ± 10% jitter. After `failures` consecutive errors: the interval
-    doubled per failure (capped at 24 h, never below the interval), with the same jitter, so a
-    broken source is retried less and less often but never given up on.
-    """
+def next_poll(
+    name: str,
+    interval: timedelta,
+    now: datetime,
+    failures: int = 0,
+    hints: ServerHints = NO_HINTS,
+) -> datetime:
+    """The next poll after one that ended at `now`."""
     base = delay(interval, failures)
-    jitter = base * (JITTER * spread(name, now.isoformat()))
-    return now + base + jitter
+    if failures == 0 and hints.lifetime is not None and hints.lifetime > base:
+        base = min(hints.lifetime, max(MAX_HINT, interval))
+    when = now + base + base * (JITTER * (spread(name, now.isoformat()) + 1) / 2)
+    if hints.retry_after is not None:
+        when = max(when, min(hints.retry_after, now + MAX_RETRY_AFTER))
+    return when
 
 
 def delay(interval: timedelta, failures: int = 0) -> timedelta:
@@ -42,5 +80,63 @@ def delay(interval: timedelta, failures: int = 0) -> timedelta:
 def is_overdue_schedule(
     scheduled: datetime, last_polled: datetime, interval: timedelta, failures: int
 ) -> bool:
-    """True when `scheduled` is later than the policy could give now (the interval shrank)."""
+    """True when `scheduled` is later than the interval alone would give (the interval shrank).
+
+    A schedule lengthened by caching hints counts as overdue too: after a reload it is
+    simply recomputed (one early conditional GET). A Retry-After is kept by the caller.
+    """
     return scheduled > last_polled + delay(interval, failures) * (1 + JITTER)
+
+
+def _http_date(value: str) -> datetime | None:
+    try:
+        parsed = email.utils.parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError):
+        return None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def retry_after(value: str | None, now: datetime) -> datetime | None:
+    """A Retry-After header (seconds, or an HTTP date) as a moment; None when absent or bad."""
+    if not value or not value.strip():
+        return None
+    text = value.strip()
+    if _DIGITS.fullmatch(text):
+        return now + timedelta(seconds=min(int(text), int(MAX_RETRY_AFTER.total_seconds()) * 2))
+    return _http_date(text)
+
+
+def cache_lifetime(headers: Mapping[str, str], now: datetime) -> timedelta | None:
+    """How long the response says it stays fresh: Cache-Control max-age, else Expires."""
+    control = headers.get("cache-control", "")
+    if "no-store" in control.lower() or "no-cache" in control.lower():
+        return None
+    if match := _MAX_AGE.search(control):
+        return timedelta(seconds=min(int(match.group(1)), 10 * 365 * 86400))
+    expires = _http_date(headers["expires"]) if headers.get("expires") else None
+    if expires is None:
+        return None
+    sent = _http_date(headers["date"]) if headers.get("date") else None
+    lifetime = expires - (sent or now)
+    return lifetime if lifetime > timedelta(0) else None
+
+
+def feed_lifetime(
+    ttl: str | None, update_period: str | None, update_frequency: str | None
+) -> timedelta | None:
+    """The feed's own hint: RSS <ttl> minutes, else sy:updatePeriod / sy:updateFrequency."""
+    if ttl and _DIGITS.fullmatch(ttl.strip()) and int(ttl) > 0:
+        return timedelta(minutes=min(int(ttl), 525600))
+    period = _PERIODS.get((update_period or "").strip().lower())
+    if period is None:
+        return None
+    frequency = update_frequency.strip() if update_frequency else "1"
+    if _DIGITS.fullmatch(frequency) and int(frequency) > 0:
+        return period / int(frequency)
+    return period
+
+
+def longest(*lifetimes: timedelta | None) -> timedelta | None:
+    """The longest of several freshness hints (the most the server asked us to wait)."""
+    known = [lifetime for lifetime in lifetimes if lifetime is not None]
+    return max(known) if known else None

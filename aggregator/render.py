@@ -85,7 +85,10 @@ class _CreditEntry(BaseEntryExtension):  # type: ignore[misc]
 # A publisher's feed id is repeated only when it is plainly a valid IRI; a broken one
 # ("urn:b") would make our own feed invalid.
 _VALID_ID = re.compile(
-    r"^(?:https?://[^\s<>\"]+|tag:[^\s<>\"]+|urn:[A-Za-z0-9][A-Za-z0-9-]{1,31}:[^\s<>\"]+)$"
+    r"^(?:https?://[^\s<>\"]+"
+    r"|tag:[A-Za-z0-9.@-]+,\d{4}(?:-\d{2}(?:-\d{2})?)?:[^\s<>\"]*"
+    r"|urn:uuid:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+    r"|urn:(?!uuid:)[A-Za-z0-9][A-Za-z0-9-]{1,31}:[^\s<>\"]+)$"
 )
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from aggregator.config import SourceConfig
 from aggregator.errors import StorageError
-from aggregator.policy import is_overdue_schedule, next_poll
+from aggregator.policy import ServerHints, is_overdue_schedule, next_poll
 from aggregator.timeline import CLOCK_SKEW, order_date
 from aggregator.types import ParsedEntry, ParsedFeed, SourceCredit, StoredEntry, Validators
 
@@ -75,6 +75,13 @@ _MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     CREATE INDEX tombstones_by_last_seen ON tombstones (last_seen);
     """,
+    # 4: politeness: a Retry-After to honour, a permanent redirect to follow, a 410 Gone.
+    """
+    ALTER TABLE sources ADD COLUMN retry_after TEXT;
+    ALTER TABLE sources ADD COLUMN moved_to TEXT;
+    ALTER TABLE sources ADD COLUMN disabled TEXT;
+    ALTER TABLE sources ADD COLUMN body_hash TEXT;
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -114,6 +121,14 @@ class SourceState:
     failures: int
     entries: int
     next_poll: datetime | None
+    retry_after: datetime | None = None  # a server asked us not to come back before this
+    moved_to: str | None = None  # where a 301/308 chain led; polled instead of `url`
+    disabled: str | None = None  # why polling stopped (410 Gone) until the operator acts
+    body_hash: str | None = None  # of the last body parsed: the same body is not parsed again
+
+    @property
+    def fetch_url(self) -> str:
+        return self.moved_to or self.url
 
 
 @dataclass(frozen=True)
@@ -197,20 +212,25 @@ class Store:
                     INSERT INTO sources (name, url, added) VALUES (?, ?, ?)
                     ON CONFLICT (name) DO UPDATE SET
                         url = excluded.url, etag = NULL, last_modified = NULL,
-                        failures = 0, next_poll = NULL
+                        failures = 0, next_poll = NULL, retry_after = NULL, moved_to = NULL,
+                        disabled = NULL, body_hash = NULL
                     WHERE sources.url != excluded.url
                     """,
                     (source.name, source.url, _ts(now)),
                 )
                 # A shortened interval applies now, not after the old, longer wait.
-                last, scheduled, failures = db.execute(
-                    "SELECT last_polled, next_poll, failures FROM sources WHERE name = ?",
+                last, scheduled, failures, wait = db.execute(
+                    """
+                    SELECT last_polled, next_poll, failures, retry_after FROM sources
+                    WHERE name = ?
+                    """,
                     (source.name,),
                 ).fetchone()
                 if last and scheduled:
                     last_polled, next_at = _required_dt(last), _required_dt(scheduled)
                     if is_overdue_schedule(next_at, last_polled, source.interval, failures):
-                        when = next_poll(source.name, source.interval, last_polled, failures)
+                        hints = ServerHints(retry_after=_dt(wait))  # a Retry-After still holds
+                        when = next_poll(source.name, source.interval, last_polled, failures, hints)
                         db.execute(
                             "UPDATE sources SET next_poll = ? WHERE name = ?",
                             (_ts(when, precise=True), source.name),
@@ -219,7 +239,8 @@ class Store:
     _STATE_COLUMNS = """
         SELECT name, url, title, site_url, etag, last_modified, last_polled, last_success,
                last_outcome, last_error, failures,
-               (SELECT count(*) FROM entries WHERE entries.source = sources.name), next_poll
+               (SELECT count(*) FROM entries WHERE entries.source = sources.name), next_poll,
+               retry_after, moved_to, disabled, body_hash
         FROM sources
     """
 
@@ -246,6 +267,10 @@ class Store:
             failures=row[10],
             entries=row[11],
             next_poll=_dt(row[12]),
+            retry_after=_dt(row[13]),
+            moved_to=row[14],
+            disabled=row[15],
+            body_hash=row[16],
         )
 
     def due_sources(self, names: Sequence[str], now: datetime) -> list[str]:
@@ -253,7 +278,8 @@ class Store:
         rows = self._db.execute(
             """
             SELECT name FROM sources
-            WHERE name IN (SELECT value FROM json_each(?)) AND (next_poll IS NULL OR next_poll <= ?)
+            WHERE name IN (SELECT value FROM json_each(?)) AND disabled IS NULL
+              AND (next_poll IS NULL OR next_poll <= ?)
             ORDER BY next_poll IS NOT NULL, next_poll, name
             """,
             (json.dumps(list(names)), _ts(now, precise=True)),
@@ -281,8 +307,12 @@ class Store:
         feed: ParsedFeed | None = None,
         next_poll: datetime | None = None,
         url: str | None = None,
+        moved_to: str | None = None,
+        body_hash: str | None = None,
     ) -> None:
         """A 200 or 304: new validators are saved even when the body turns out unchanged.
+
+        `moved_to`: a chain of permanent redirects ended there; later polls go there.
 
         With `url`, nothing is written if the source's URL changed meanwhile (a reload while
         the poll ran): the old URL's validators must not be used for the new one.
@@ -291,7 +321,9 @@ class Store:
             db.execute(
                 """
                 UPDATE sources SET etag = ?, last_modified = ?, last_polled = ?, last_success = ?,
-                    last_outcome = ?, last_error = NULL, failures = 0, next_poll = ?
+                    last_outcome = ?, last_error = NULL, failures = 0, next_poll = ?,
+                    retry_after = NULL, moved_to = ifnull(?, moved_to),
+                    body_hash = ifnull(?, body_hash)
                 WHERE name = ? AND url = ifnull(?, url)
                 """,
                 (
@@ -301,6 +333,8 @@ class Store:
                     _ts(now),
                     outcome,
                     _ts(next_poll, precise=True),
+                    moved_to,
+                    body_hash,
                     name,
                     url,
                 ),
@@ -322,15 +356,35 @@ class Store:
         next_poll: datetime | None = None,
         *,
         url: str | None = None,
+        retry_after: datetime | None = None,
     ) -> None:
         with self._transaction() as db:
             db.execute(
                 """
                 UPDATE sources SET last_polled = ?, last_outcome = 'failed', last_error = ?,
-                    failures = failures + 1, next_poll = ?
+                    failures = failures + 1, next_poll = ?, retry_after = ?
                 WHERE name = ? AND url = ifnull(?, url)
                 """,
-                (_ts(now), error, _ts(next_poll, precise=True), name, url),
+                (
+                    _ts(now),
+                    error,
+                    _ts(next_poll, precise=True),
+                    _ts(retry_after, precise=True),
+                    name,
+                    url,
+                ),
+            )
+
+    def disable(self, name: str, reason: str, now: datetime, *, url: str | None = None) -> None:
+        """Stop polling a source (410 Gone) until its URL in feeds.toml changes."""
+        with self._transaction() as db:
+            db.execute(
+                """
+                UPDATE sources SET disabled = ?, last_polled = ?, last_outcome = 'disabled',
+                    last_error = ?, next_poll = NULL
+                WHERE name = ? AND url = ifnull(?, url)
+                """,
+                (reason, _ts(now), reason, name, url),
             )
 
     def source_credits(self, sources: Sequence[SourceConfig]) -> dict[str, SourceCredit]:

@@ -15,8 +15,9 @@ import regex
 
 ELLIPSIS = "…"
 
-# Characters XML 1.0 forbids (C0 controls but tab/LF/CR, surrogates, U+FFFE/U+FFFF).
-_XML_ILLEGAL = regex.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+# Characters XML 1.0 forbids, plus C1 controls (U+0080-U+009F): XML allows those but HTML
+# forbids them, and they only ever come from a mis-decoded feed.
+_XML_ILLEGAL = regex.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
 _WHITESPACE = regex.compile(r"\s+")
 _GRAPHEME = regex.compile(r"\X")
 # Block-level boundaries become spaces so "<p>a</p><p>b</p>" reads "a b", not "ab".

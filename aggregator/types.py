@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 
 def require_utc(value: datetime | None, what: str) -> None:
@@ -45,6 +45,8 @@ class NotModified:
 
     url: str
     validators: Validators
+    headers: Mapping[str, str] = field(default_factory=dict)
+    permanent_redirect: str | None = None
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class Failed:
     url: str
     error: str
     status: int | None = None
+    retry_after: str | None = None  # the raw Retry-After header of a 429 or 503
 
 
 FetchOutcome = Fetched | NotModified | Failed
@@ -88,6 +91,7 @@ class ParsedFeed:
     feed_id: str | None
     entries: tuple[ParsedEntry, ...]
     warning: str | None = None
+    lifetime: timedelta | None = None  # the feed's own <ttl> / sy:updatePeriod hint
 
 
 @dataclass(frozen=True)

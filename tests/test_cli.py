@@ -84,7 +84,7 @@ def test_shipped_config_without_network_reports_each_source(tmp_path: Path) -> N
         assert outcome.strip().startswith("error: cannot "), line
         assert f"{name.strip()}: cannot " in result.stderr  # logged with the source's name
     assert lines[-1].startswith("published 0 items")
-    assert lines[-1].endswith("0 of 11 sources ok")
+    assert lines[-1].endswith("sources: 11 failed")
     for name in ("rss.xml", "atom.xml"):
         assert not feedparser.parse(io.BytesIO((tmp_path / "output" / name).read_bytes())).bozo
 
