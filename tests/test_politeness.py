@@ -82,6 +82,7 @@ def test_new_validators_are_saved_even_from_a_304(tmp_path: Path, feed_server: F
             _respond(304, {"ETag": '"v2"'}),
         ]
     )
+
     def handler(request: BaseHTTPRequestHandler) -> None:
         next(responses)(request)  # one scripted answer per request
 
