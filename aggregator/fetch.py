@@ -119,11 +119,13 @@ def _describe(error: Exception, url: str) -> str:
             return f"connection refused by {host}"
         if cause is not None and cause.strerror:
             return f"cannot connect to {host}: {cause.strerror}"
-        return f"cannot connect to {host}: {error or type(error).__name__}"
+        return f"cannot connect to {host}: {str(error) or type(error).__name__}"
     if isinstance(error, httpx.RemoteProtocolError):
         return f"the server broke the HTTP protocol: {error}"
     if isinstance(error, httpx.ReadError):
-        return f"connection lost while reading: {error or 'reset by peer'}"
+        cause = _root_os_error(error)
+        detail = str(error) or (cause.strerror if cause is not None else None) or "reset by peer"
+        return f"connection lost while reading: {detail}"
     if isinstance(error, httpx.UnsupportedProtocol | httpx.InvalidURL):
         return f"invalid URL: {error}"
     return f"{type(error).__name__}: {error}"

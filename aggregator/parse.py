@@ -51,17 +51,29 @@ _DECLARATION = re.compile(
 # date is treated as zone-less and read in the source's time zone.
 _NUMERIC_ZONE = re.compile(r"(?:[zZ]|[+-]\d{2}:?\d{2})\s*(?:\([^)]*\))?\s*$")
 _NAMED_ZONE = re.compile(r"\b([A-Za-z]{1,5})\s*(?:\([^)]*\))?\s*$")
+_HTML_TAG = re.compile(
+    r"</?(?:script|style|iframe|object|embed|form|a|b|i|u|em|strong|span|div|p|br|img|font|"
+    r"sup|sub|small|big|mark|code|q|s|strike|h[1-6])\b[^>]*>",
+    re.IGNORECASE,
+)
+_UNKNOWN_ENTITY = re.compile(r"&[A-Za-z][A-Za-z0-9]{0,31};")
 # bozo reasons that say nothing about the document being broken.
-_HARMLESS = (CharacterEncodingOverride, NonXMLContentType)
+_HARMLESS = (NonXMLContentType,)
 _HTML_TYPES = ("text/html", "application/xhtml+xml", "html", "xhtml")
 
 
-def _plain(detail: Mapping[str, Any] | None, value: str) -> str:
-    """A title-like text construct as plain text, whatever type the feed declared."""
+def _plain(detail: Mapping[str, Any] | None, value: str, *, typed: bool = False) -> str:
+    """A title-like text construct as plain text.
+
+    Atom says what a text is (`typed`): its "text" is literal, "<b>" included. RSS leaves it
+    open, so there text carrying real HTML tags is read as HTML (a literal "<script>" in a
+    published title is an attack on naive readers). An entity reference nobody defined
+    ("&lol9;") is dropped rather than shown.
+    """
     kind = (detail or {}).get("type", "text/plain")
-    if kind in _HTML_TYPES:
-        return html_to_text(value)
-    return collapse_whitespace(clean_text(value))
+    if kind in _HTML_TYPES or (not typed and _HTML_TAG.search(value)):
+        value = html_to_text(value)
+    return collapse_whitespace(_UNKNOWN_ENTITY.sub("", clean_text(value)))
 
 
 def _as_html(detail: Mapping[str, Any] | None, value: str) -> str:
@@ -140,6 +152,8 @@ def parse_feed(
 ) -> ParsedFeed:
     """Parse one fetched document; raise `ParseError` when it is not a feed at all."""
     body = _DECLARATION.sub(b"", body)
+    headers = _trustworthy_charset(body, headers)
+    body = _repair_utf8(body, headers)
     # No Content-Location: feedparser would resolve a plain guid ("12345") against it, and an
     # item's id would then change whenever the feed moved. Relative links are resolved here.
     response_headers = {k.lower(): v for k, v in headers.items() if k.lower() != "content-location"}
@@ -156,25 +170,37 @@ def parse_feed(
         raise ParseError(_not_a_feed(result, body, headers))
 
     feed = result.feed
+    typed = str(result.get("version", "")).startswith("atom")  # Atom declares its text types
     site = absolute_url(feed.get("link"), url)
     zone = ZoneInfo(timezone)
     entries = []
     skipped = 0
     for raw in result.entries:
         try:
-            entries.append(_entry(raw, base=site or url, zone=zone, teaser_length=teaser_length))
+            entry = _entry(
+                raw, base=site or url, zone=zone, teaser_length=teaser_length, typed=typed
+            )
         except (ValueError, OverflowError, TypeError):
             skipped += 1  # one absurd item (a date in year 1, a broken URL) must not lose the rest
+            continue
+        if entry.title or entry.link or entry.summary_html:
+            entries.append(entry)  # an item with nothing in it (a cut-off document) is no item
     entries = _distinct_ids(entries)
     warnings = []
     problem = result.get("bozo_exception")
-    if result.get("bozo") and not isinstance(problem, _HARMLESS):
+    if isinstance(problem, CharacterEncodingOverride):
+        warnings.append(f"its declared encoding was wrong; read as {result.get('encoding')}")
+    elif result.get("bozo") and not isinstance(problem, _HARMLESS):
         warnings.append(f"feed is not well-formed, read what could be read: {problem}")
     if skipped:
         warnings.append(f"skipped {skipped} unreadable item(s)")
     warning = "; ".join(warnings) or None
     return ParsedFeed(
-        title=_plain(feed.get("title_detail"), feed["title"]) if feed.get("title") else None,
+        title=(
+            _plain(feed.get("title_detail"), feed["title"], typed=typed)
+            if feed.get("title")
+            else None
+        ),
         link=site,
         feed_id=(clean_text(feed["id"]).strip() or None) if feed.get("id") else None,
         entries=tuple(entries),
@@ -183,6 +209,64 @@ def parse_feed(
             feed.get("ttl"), feed.get("sy_updateperiod"), feed.get("sy_updatefrequency")
         ),
     )
+
+
+_CHARSET = re.compile(r";\s*charset\s*=\s*\"?([\w.:-]+)", re.IGNORECASE)
+_XML_ENCODING = re.compile(rb"^\s*<\?xml[^>]*encoding\s*=\s*[\"']([\w.:-]+)", re.IGNORECASE)
+_UTF8 = ("utf-8", "utf8")
+
+
+def _declared_utf8(body: bytes, headers: Mapping[str, str]) -> bool:
+    charset = _CHARSET.search(headers.get("content-type", ""))
+    if charset:
+        return charset.group(1).lower() in _UTF8
+    declared = _XML_ENCODING.search(body[:200])
+    return declared is not None and declared.group(1).decode("ascii").lower() in _UTF8
+
+
+def _trustworthy_charset(body: bytes, headers: Mapping[str, str]) -> Mapping[str, str]:
+    """Headers to hand feedparser, minus a charset the bytes plainly contradict.
+
+    A body that is valid UTF-8 with non-ASCII text, under a header naming a single-byte
+    charset, is UTF-8 mislabelled; trusting the header would publish mojibake.
+    """
+    content_type = headers.get("content-type", "")
+    charset = _CHARSET.search(content_type)
+    if charset is None or charset.group(1).lower() in _UTF8 or body.isascii():
+        return headers
+    if body.startswith((b"\xff\xfe", b"\xfe\xff")) or not _is_utf8(body):
+        return headers
+    declared = _XML_ENCODING.search(body[:200])
+    if declared is not None and declared.group(1).decode("ascii").lower() not in _UTF8:
+        return headers
+    return {**headers, "content-type": _CHARSET.sub("", content_type)}
+
+
+def _is_utf8(body: bytes) -> bool:
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _repair_utf8(body: bytes, headers: Mapping[str, str]) -> bytes:
+    """A UTF-8 document with a few invalid bytes: replace those bytes, keep the rest.
+
+    Left alone, feedparser would re-read the whole document in some other detected encoding
+    and garble every item instead of one.
+    """
+    if body.startswith((b"\xff\xfe", b"\xfe\xff")) or _is_utf8(body):
+        return body
+    if not _declared_utf8(body, headers):
+        return body
+    text = body.decode("utf-8", errors="replace")
+    bad = text.count("\ufffd")
+    good = sum(1 for ch in text if ord(ch) > 127) - bad
+    if good < 10 * bad:
+        return body  # mostly not UTF-8 at all (a wrong label): let detection read it
+    # The invalid bytes go; a U+FFFD in a published title would say nothing to a reader.
+    return text.replace("\ufffd", "").encode("utf-8")
 
 
 def _distinct_ids(entries: list[ParsedEntry]) -> list[ParsedEntry]:
@@ -202,9 +286,9 @@ def _distinct_ids(entries: list[ParsedEntry]) -> list[ParsedEntry]:
     return list(distinct.values())
 
 
-def _entry(raw: Any, *, base: str, zone: tzinfo, teaser_length: int) -> ParsedEntry:
+def _entry(raw: Any, *, base: str, zone: tzinfo, teaser_length: int, typed: bool) -> ParsedEntry:
     link = absolute_url(raw.get("link"), base)
-    title = _plain(raw.get("title_detail"), raw["title"]) if raw.get("title") else ""
+    title = _plain(raw.get("title_detail"), raw["title"], typed=typed) if raw.get("title") else ""
 
     # A summary without summary_detail is feedparser's copy of the content, not a summary.
     summary = dict.get(raw, "summary")

@@ -14,7 +14,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -444,6 +444,7 @@ class Store:
                     (_ts(now), source, json.dumps(sorted(buried))),
                 )
             new_rows, changed_rows = [], []
+            undated = 0
             for e in entries:
                 if e.entry_id in buried:
                     continue
@@ -458,6 +459,11 @@ class Store:
                 signature = f"{e.content_hash}|{_ts(e.published) or ''}|{_ts(updated) or ''}"
                 if e.entry_id not in known:
                     sort_date = order_date(e.published, updated, now)
+                    if e.published is None and updated is None:
+                        # Undated items seen together keep their document order, a second
+                        # apart, instead of all sharing one moment.
+                        sort_date -= timedelta(seconds=undated)
+                        undated += 1
                     new_rows.append((source, e.entry_id, *fields, _ts(now), _ts(sort_date)))
                 elif known[e.entry_id] != signature:
                     changed_rows.append((*fields, source, e.entry_id))
