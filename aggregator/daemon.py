@@ -71,6 +71,7 @@ class Daemon:
     ) -> None:
         self.config_path = config_path
         self.config = config
+        self._started = config  # [server] and [store] stay as they were at start
         self.options = options or DaemonOptions()
         self.clock = clock
         self.metrics = Metrics()
@@ -180,10 +181,17 @@ class Daemon:
         old, self.config = self.config, new
         if new == old:
             return True
-        if (new.server, new.store) != (old.server, old.store):
-            log.warning("[server] and [store] changes take effect when the daemon restarts")
+        if (new.server, new.store) != (self._started.server, self._started.store):
+            if (new.server, new.store) != (old.server, old.store):
+                log.warning("[server] and [store] changes take effect when the daemon restarts")
             self.config = Config(
-                new.path, new.site, new.poll, new.publish, old.store, old.server, new.sources
+                new.path,
+                new.site,
+                new.poll,
+                new.publish,
+                self._started.store,
+                self._started.server,
+                new.sources,
             )
         if new.poll != old.poll:
             self._retire(self._fetcher)
@@ -197,6 +205,7 @@ class Daemon:
             if task := self._inflight.get(name):
                 task.cancel()
         self.metrics.sources.set(len(new.sources))
+        self._sync_disabled_metrics()
         log.info(
             "configuration reloaded: %d sources (%d added, %d removed)",
             len(new.sources),
@@ -205,6 +214,15 @@ class Daemon:
         )
         self.request_publish()
         return True
+
+    def _sync_disabled_metrics(self) -> None:
+        """The disabled-source gauge from the store: right after a restart or a url change."""
+        configured = {s.name for s in self.config.sources}
+        for state in self.store.source_states():
+            if state.name in configured and state.disabled:
+                self.metrics.disabled.labels(source=state.name).set(1)
+            else:
+                self.metrics.forget_disabled(state.name)
 
     def _retire(self, fetcher: Fetcher) -> None:
         """Close an old fetcher once the polls still using it are done."""
@@ -264,6 +282,7 @@ class Daemon:
         remove_stale_temp_files(self.config.publish.output_dir)
         self.store.sync_sources(self.config.sources, self.clock())
         self.metrics.sources.set(len(self.config.sources))
+        self._sync_disabled_metrics()
         self._publish_now()  # the outputs reflect the current configuration from the start
         self._scheduler.start()
         self._scheduler.add_job(

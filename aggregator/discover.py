@@ -1,8 +1,8 @@
 """Find the feed behind a URL: the URL itself if it is a feed, else what its HTML page links to.
 
 Feed autodiscovery reads `<link rel="alternate" type="..." href="...">` in an HTML page
-(https://www.rssboard.org/rss-autodiscovery). Atom is preferred, then RSS, then JSON Feed; in
-each kind the first link in the page wins. Hrefs are resolved against the page's final URL
+(https://www.rssboard.org/rss-autodiscovery). Atom is preferred, then RSS (JSON Feed is not
+read); in each kind the first link in the page wins. Hrefs are resolved against the page's final URL
 (or its `<base href>`), and only http(s) results are accepted.
 """
 
@@ -52,7 +52,7 @@ def _looks_like_html(page: Fetched) -> bool:
 
 
 def feed_links(body: bytes, page_url: str, charset: str | None = None) -> list[str]:
-    """The feeds an HTML page links to, best first: Atom, RSS, JSON Feed, each in page order."""
+    """The feeds an HTML page links to, best first: Atom, then RSS, each in page order."""
     try:
         parser = html.HTMLParser(no_network=True, encoding=charset)
     except LookupError:  # an unknown charset in Content-Type: let lxml guess
@@ -96,8 +96,7 @@ async def discover_feed(url: str, fetcher: Fetcher) -> str:
         if links:
             return links[0]
         raise DiscoveryError(
-            f'no feed found at {url}: the page has no <link rel="alternate"> '
-            "to an RSS, Atom or JSON feed"
+            f'no feed found at {url}: the page has no <link rel="alternate"> to an RSS or Atom feed'
         )
     content_type = outcome.headers.get("content-type", "").split(";")[0].strip() or "unknown"
     raise DiscoveryError(

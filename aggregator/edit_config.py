@@ -32,6 +32,7 @@ from aggregator.config import (
 )
 from aggregator.errors import AggregatorError, ConfigError
 from aggregator.opml import OpmlFeed
+from aggregator.text import clean_text, collapse_whitespace
 from aggregator.tomlpos import LineIndex
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
@@ -234,7 +235,8 @@ def import_opml(path: Path, feeds: Sequence[OpmlFeed]) -> tuple[list[str], list[
             skipped.append(url)
             continue
         name = sources.unique_name(url)
-        title = " ".join(feed.title.split()) if feed.title else None
+        # OPML titles come from anywhere: no control characters into feeds.toml.
+        title = (collapse_whitespace(clean_text(feed.title)) or None) if feed.title else None
         sources.add(url, name, title or None)
         added.append(name)
     if added:

@@ -70,5 +70,9 @@ class Metrics:
             with contextlib.suppress(KeyError):
                 gauge.remove(source)
 
+    def forget_disabled(self, source: str) -> None:
+        with contextlib.suppress(KeyError):
+            self.disabled.remove(source)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, tzinfo
+from html.entities import html5 as html5_entities
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -39,24 +40,20 @@ from aggregator.types import ParsedEntry, ParsedFeed
 
 # A DOCTYPE can declare entities that feedparser's fallback parser expands quadratically
 # (an entity bomb). Feeds have no use for one, so it goes before parsing.
-# Every DOCTYPE and ENTITY declaration, quoted strings and internal subsets included. Only
-# removing the first DOCTYPE is not enough: feedparser rebuilds one from stray <!ENTITY>s.
-_DECLARATION = re.compile(
-    rb"<!(?:DOCTYPE|ENTITY)\b"
-    rb"(?:[^\[>\"']|\"[^\"]*\"|'[^']*'|\[(?:[^\]\"']|\"[^\"]*\"|'[^']*')*\])*>",
-    re.IGNORECASE,
-)
 # A date string that carries its own zone: Z, +05:30 or -0800, or a zone name feedparser
 # knows (GMT, EST, ...). Any other name ("IST") feedparser silently reads as UTC, so such a
 # date is treated as zone-less and read in the source's time zone.
 _NUMERIC_ZONE = re.compile(r"(?:[zZ]|[+-]\d{2}:?\d{2})\s*(?:\([^)]*\))?\s*$")
 _NAMED_ZONE = re.compile(r"\b([A-Za-z]{1,5})\s*(?:\([^)]*\))?\s*$")
+# Markup in an RSS title, as opposed to text about markup ("the <b> tag"): a dangerous
+# element, a line break or image, or an element that is opened and closed.
 _HTML_TAG = re.compile(
-    r"</?(?:script|style|iframe|object|embed|form|a|b|i|u|em|strong|span|div|p|br|img|font|"
-    r"sup|sub|small|big|mark|code|q|s|strike|h[1-6])\b[^>]*>",
-    re.IGNORECASE,
+    r"<(?:script|style|iframe|object|embed|form)\b|<br\s*/?>|<img\b"
+    r"|<(a|b|i|u|em|strong|span|div|p|font|sup|sub|small|big|mark|code|q|s|strike|h[1-6])\b"
+    r"[^>]*>.*?</\1\s*>",
+    re.IGNORECASE | re.DOTALL,
 )
-_UNKNOWN_ENTITY = re.compile(r"&[A-Za-z][A-Za-z0-9]{0,31};")
+_ENTITY_REFERENCE = re.compile(r"&([A-Za-z][A-Za-z0-9]{0,31});")
 # bozo reasons that say nothing about the document being broken.
 _HARMLESS = (NonXMLContentType,)
 _HTML_TYPES = ("text/html", "application/xhtml+xml", "html", "xhtml")
@@ -73,7 +70,12 @@ def _plain(detail: Mapping[str, Any] | None, value: str, *, typed: bool = False)
     kind = (detail or {}).get("type", "text/plain")
     if kind in _HTML_TYPES or (not typed and _HTML_TAG.search(value)):
         value = html_to_text(value)
-    return collapse_whitespace(_UNKNOWN_ENTITY.sub("", clean_text(value)))
+    return collapse_whitespace(_ENTITY_REFERENCE.sub(_known_entity_only, clean_text(value)))
+
+
+def _known_entity_only(match: re.Match[str]) -> str:
+    """Keep "&nbsp;" written as text; drop a reference no DTD defines ("&lol9;")."""
+    return match.group(0) if f"{match.group(1)};" in html5_entities else ""
 
 
 def _as_html(detail: Mapping[str, Any] | None, value: str) -> str:
@@ -151,7 +153,7 @@ def parse_feed(
     teaser_length: int = 200,
 ) -> ParsedFeed:
     """Parse one fetched document; raise `ParseError` when it is not a feed at all."""
-    body = _DECLARATION.sub(b"", body)
+    body = _strip_declarations(body)
     headers = _trustworthy_charset(body, headers)
     body = _repair_utf8(body, headers)
     # No Content-Location: feedparser would resolve a plain guid ("12345") against it, and an
@@ -209,6 +211,59 @@ def parse_feed(
             feed.get("ttl"), feed.get("sy_updateperiod"), feed.get("sy_updatefrequency")
         ),
     )
+
+
+def _strip_declarations(body: bytes) -> bytes:
+    """The document without the DOCTYPE and ENTITY declarations of its prolog.
+
+    A DOCTYPE can declare entities that feedparser's fallback parser expands quadratically (an
+    entity bomb), and feedparser rebuilds a DOCTYPE from stray <!ENTITY>s, so every one of them
+    goes. One linear scan: declarations can only stand before the root element, and each is
+    read once, quotes and internal subset included (a regex here backtracked quadratically).
+    """
+    kept = bytearray()
+    position = 0
+    while True:
+        start = body.find(b"<", position)
+        if start < 0 or start + 1 >= len(body):
+            break
+        marker = body[start + 1 : start + 10].upper()
+        if marker.startswith(b"?"):  # the XML declaration or a processing instruction
+            end = body.find(b"?>", start)
+        elif marker.startswith(b"!--"):
+            end = body.find(b"-->", start)
+            end = end + 1 if end >= 0 else end  # point at the closing ">"
+        elif marker.startswith((b"!DOCTYPE", b"!ENTITY")):
+            kept += body[position:start]
+            position = _declaration_end(body, start)
+            continue
+        else:
+            break  # the root element: no declaration can follow
+        if end < 0:
+            break
+        kept += body[position : end + 2]
+        position = end + 2
+    return bytes(kept) + body[position:]
+
+
+def _declaration_end(body: bytes, start: int) -> int:
+    """Just past the ">" closing the declaration at `start` (quotes and [subset] skipped)."""
+    quote = 0
+    depth = 0
+    for index in range(start + 2, len(body)):
+        byte = body[index]
+        if quote:
+            if byte == quote:
+                quote = 0
+        elif byte in (0x22, 0x27):  # " or '
+            quote = byte
+        elif byte == 0x5B:  # [
+            depth += 1
+        elif byte == 0x5D:  # ]
+            depth = max(depth - 1, 0)
+        elif byte == 0x3E and depth == 0:  # >
+            return index + 1
+    return len(body)  # never closed: nothing after it can be trusted
 
 
 _CHARSET = re.compile(r";\s*charset\s*=\s*\"?([\w.:-]+)", re.IGNORECASE)
@@ -272,15 +327,15 @@ def _repair_utf8(body: bytes, headers: Mapping[str, str]) -> bytes:
 def _distinct_ids(entries: list[ParsedEntry]) -> list[ParsedEntry]:
     """A guid used by several items of one document: each becomes its own item.
 
-    Every such item gets the guid plus a digest of its own link, title and content, so its id
-    does not depend on where it stands in the document; exact copies stay one item.
+    Every such item gets the guid plus a digest of its own link (else its title), so its id
+    depends neither on where it stands in the document nor on later edits of its text.
     """
     counts = Counter(e.entry_id for e in entries)
     distinct: dict[str, ParsedEntry] = {}
     for entry in entries:
         unique = entry
         if counts[entry.entry_id] > 1:
-            digest = _hash(entry.link or "", entry.title, entry.content_hash)[:12]
+            digest = _hash(entry.link or entry.title or entry.content_hash)[:12]
             unique = replace(entry, entry_id=f"{entry.entry_id}#{digest}")
         distinct.setdefault(unique.entry_id, unique)
     return list(distinct.values())

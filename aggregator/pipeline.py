@@ -32,7 +32,7 @@ from aggregator.policy import (
 )
 from aggregator.publish import publish_files, remove_stale_temp_files
 from aggregator.render import render_atom, render_rss
-from aggregator.store import Store
+from aggregator.store import SourceState, Store
 from aggregator.timeline import build_timeline
 from aggregator.types import Failed, Fetched, SourceCredit, Timeline, Validators
 
@@ -110,48 +110,25 @@ async def poll_source(
         state.fetch_url if state else source.url, state.validators if state else Validators()
     )
     now = clock()
-    failures = (state.failures if state else 0) + 1
     if isinstance(outcome, Failed):
-        return _failed(source, store, outcome, now, failures)
+        return _failed(source, state, store, outcome, now)
     feed = None
     body_hash = None
     if isinstance(outcome, Fetched):
         body_hash = hashlib.sha256(outcome.body).hexdigest()
-    if isinstance(outcome, Fetched) and state is not None and body_hash == state.body_hash:
-        # Same bytes as last time (a server without validators): nothing to parse or store.
-        later = next_poll(
-            source.name,
-            source.interval,
-            now,
-            hints=ServerHints(lifetime=cache_lifetime(outcome.headers, now)),
-        )
-        store.record_success(
-            source.name,
-            outcome.validators,
-            now,
-            "unchanged",
-            next_poll=later,
-            url=source.url,
-            moved_to=outcome.permanent_redirect,
-        )
-        log.info("%s: body unchanged", source.name)
-        return SourceReport(source.name, "unchanged")
-    if isinstance(outcome, Fetched):
-        try:
-            # In a thread: a big feed takes seconds to parse and must not stall the loop.
-            feed = await asyncio.to_thread(
-                parse_feed,
-                outcome.body,
-                outcome.headers,
-                outcome.final_url,
-                timezone=source.timezone,
-                teaser_length=config.publish.teaser_length,
-            )
-        except ParseError as e:
-            later = next_poll(source.name, source.interval, now, failures)
-            store.record_failure(source.name, str(e), now, later, url=source.url)
-            log.warning("%s: %s", source.name, e)
-            return SourceReport(source.name, "failed", error=str(e))
+        if state is None or body_hash != state.body_hash:  # the same bytes are not parsed again
+            try:
+                # In a thread: a big feed takes seconds to parse and must not stall the loop.
+                feed = await asyncio.to_thread(
+                    parse_feed,
+                    outcome.body,
+                    outcome.headers,
+                    outcome.final_url,
+                    timezone=source.timezone,
+                    teaser_length=config.publish.teaser_length,
+                )
+            except ParseError as e:
+                return _failed(source, state, store, Failed(outcome.url, str(e)), now)
     moved = outcome.permanent_redirect
     if moved and moved != (state.fetch_url if state else source.url):
         log.warning(
@@ -160,43 +137,41 @@ async def poll_source(
             source.name,
             moved,
         )
-    lifetime = longest(cache_lifetime(outcome.headers, now), feed.lifetime if feed else None)
+    own_hint = feed.lifetime if feed is not None else (state.lifetime if state else None)
+    lifetime = longest(cache_lifetime(outcome.headers, now), own_hint)
     later = next_poll(source.name, source.interval, now, hints=ServerHints(lifetime=lifetime))
-    if feed is None:
-        store.record_success(
-            source.name,
-            outcome.validators,
-            now,
-            "not-modified",
-            next_poll=later,
-            url=source.url,
-            moved_to=moved,
-        )
-        log.info("%s: not modified", source.name)
-        return SourceReport(source.name, "not-modified")
-    if feed.warning:
-        log.warning("%s: %s", source.name, feed.warning)
-    result = store.store_entries(source.name, feed.entries, now)
-    kind = "updated" if result.new or result.updated else "unchanged"
+    report = SourceReport(source.name, "not-modified" if body_hash is None else "unchanged")
+    if feed is not None:
+        if feed.warning:
+            log.warning("%s: %s", source.name, feed.warning)
+        result = store.store_entries(source.name, feed.entries, now)
+        kind = "updated" if result.new or result.updated else "unchanged"
+        report = SourceReport(source.name, kind, result.new, result.updated, warning=feed.warning)
     store.record_success(
         source.name,
         outcome.validators,
         now,
-        kind,
+        report.outcome,
         feed=feed,
         next_poll=later,
         url=source.url,
         moved_to=moved,
         body_hash=body_hash,
     )
-    log.info("%s: %d new, %d updated", source.name, result.new, result.updated)
-    return SourceReport(source.name, kind, result.new, result.updated, warning=feed.warning)
+    log.info("%s: %s", source.name, report.summary())
+    return report
+
+
+# After this many failures in a row at the address a permanent redirect led to, go back to
+# the configured one: a bogus 301 (a parked domain) must not take a source over for good.
+MOVED_FAILURE_LIMIT = 3
 
 
 def _failed(
-    source: SourceConfig, store: Store, outcome: Failed, now: datetime, failures: int
+    source: SourceConfig, state: SourceState | None, store: Store, outcome: Failed, now: datetime
 ) -> SourceReport:
-    """Record a failed fetch: 410 disables the source, 429/503 honour Retry-After."""
+    """Record a failed poll: 410 disables the source, 429/503 honour Retry-After."""
+    failures = (state.failures if state else 0) + 1
     if outcome.status == 410:
         reason = f"HTTP 410 Gone since {now:%Y-%m-%d %H:%M} UTC: not polled until its url changes"
         store.disable(source.name, reason, now, url=source.url)
@@ -205,8 +180,11 @@ def _failed(
     wait = retry_after(outcome.retry_after, now) if outcome.status in (429, 503) else None
     later = next_poll(source.name, source.interval, now, failures, ServerHints(retry_after=wait))
     error = outcome.error
-    if wait is not None:
+    if wait is not None and wait > now:
         error += f"; not asked again before {later:%Y-%m-%d %H:%M:%S} UTC (Retry-After)"
+    if state is not None and state.moved_to and failures >= MOVED_FAILURE_LIMIT:
+        error += f"; going back to {source.url} (the address it had moved to keeps failing)"
+        store.forget_move(source.name)
     store.record_failure(source.name, error, now, later, url=source.url, retry_after=wait)
     log.warning("%s: %s", source.name, error)
     return SourceReport(source.name, "failed", error=error)
@@ -246,8 +224,9 @@ def current_timeline(
     names = [s.name for s in config.sources]
     credits = credits if credits is not None else store.source_credits(config.sources)
     limit = config.publish.max_items * 2 + 50
+    oldest = now - config.publish.max_age
     while True:
-        entries = store.recent_entries(names, now - config.publish.max_age, limit)
+        entries = store.recent_entries(names, oldest, limit)
         timeline = build_timeline(
             entries,
             credits,
@@ -256,6 +235,7 @@ def current_timeline(
             max_age=config.publish.max_age,
             filters=config.publish.filters,
             source_filters={s.name: s.filters for s in config.sources},
+            earlier=store.earlier_copies(names, entries, oldest),
         )
         if len(timeline.items) >= config.publish.max_items or len(entries) < limit:
             break

@@ -78,14 +78,15 @@ def delay(interval: timedelta, failures: int = 0) -> timedelta:
 
 
 def is_overdue_schedule(
-    scheduled: datetime, last_polled: datetime, interval: timedelta, failures: int
+    scheduled: datetime,
+    last_polled: datetime,
+    interval: timedelta,
+    failures: int,
+    hints: ServerHints = NO_HINTS,
 ) -> bool:
-    """True when `scheduled` is later than the interval alone would give (the interval shrank).
-
-    A schedule lengthened by caching hints counts as overdue too: after a reload it is
-    simply recomputed (one early conditional GET). A Retry-After is kept by the caller.
-    """
-    return scheduled > last_polled + delay(interval, failures) * (1 + JITTER)
+    """True when `scheduled` is later than the policy could give now (the interval shrank)."""
+    latest = max(next_poll("", interval, last_polled, failures, hints), last_polled)
+    return scheduled > last_polled + (latest - last_polled) * (1 + JITTER) + timedelta(seconds=1)
 
 
 def _http_date(value: str) -> datetime | None:
@@ -97,13 +98,14 @@ def _http_date(value: str) -> datetime | None:
 
 
 def retry_after(value: str | None, now: datetime) -> datetime | None:
-    """A Retry-After header (seconds, or an HTTP date) as a moment; None when absent or bad."""
+    """A Retry-After header (seconds, or an HTTP date) as a moment, at most a day away."""
     if not value or not value.strip():
         return None
     text = value.strip()
     if _DIGITS.fullmatch(text):
-        return now + timedelta(seconds=min(int(text), int(MAX_RETRY_AFTER.total_seconds()) * 2))
-    return _http_date(text)
+        return now + min(timedelta(seconds=int(text)), MAX_RETRY_AFTER)
+    moment = _http_date(text)
+    return None if moment is None else min(moment, now + MAX_RETRY_AFTER)
 
 
 def cache_lifetime(headers: Mapping[str, str], now: datetime) -> timedelta | None:

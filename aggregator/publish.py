@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -59,11 +60,19 @@ def publish_files(output_dir: Path, files: Mapping[str, bytes]) -> dict[str, boo
     return {name: write_if_changed(output_dir / name, data) for name, data in files.items()}
 
 
-def remove_stale_temp_files(output_dir: Path) -> int:
-    """Remove temporary files a killed publish left behind (`.name.xxxx.tmp`)."""
+def remove_stale_temp_files(output_dir: Path, older_than: float = 300.0) -> int:
+    """Remove temporary files a killed publish left behind (`.name.xxxx.tmp`).
+
+    Only old ones: a fresh one may belong to another process publishing right now.
+    """
     removed = 0
     if output_dir.is_dir():
+        cutoff = time.time() - older_than
         for leftover in output_dir.glob(".*.tmp"):
-            leftover.unlink(missing_ok=True)
-            removed += 1
+            try:
+                if leftover.stat().st_mtime < cutoff:
+                    leftover.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                pass
     return removed

@@ -21,6 +21,7 @@ from typing import Any
 from aggregator.config import SourceConfig
 from aggregator.errors import StorageError
 from aggregator.policy import ServerHints, is_overdue_schedule, next_poll
+from aggregator.text import link_key, title_key
 from aggregator.timeline import CLOCK_SKEW, order_date
 from aggregator.types import ParsedEntry, ParsedFeed, SourceCredit, StoredEntry, Validators
 
@@ -82,6 +83,17 @@ _MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE sources ADD COLUMN disabled TEXT;
     ALTER TABLE sources ADD COLUMN body_hash TEXT;
     """,
+    # 5: the feed's own freshness hint (<ttl>, sy:updatePeriod), kept for its 304s.
+    """
+    ALTER TABLE sources ADD COLUMN lifetime REAL;
+    """,
+    # 6: story keys (normalized link and title), to find a story's older copies quickly.
+    """
+    ALTER TABLE entries ADD COLUMN link_key TEXT;
+    ALTER TABLE entries ADD COLUMN title_key TEXT;
+    CREATE INDEX entries_by_link_key ON entries (link_key);
+    CREATE INDEX entries_by_title_key ON entries (title_key);
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -105,6 +117,42 @@ def _required_dt(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
+def _story_keys(link: str | None, title: str) -> tuple[str | None, str | None]:
+    return (link_key(link) if link else None), (title_key(title) or None)
+
+
+def _backfill_story_keys(db: sqlite3.Connection) -> None:
+    """Schema 6: compute the story keys of entries stored before they existed."""
+    rows = db.execute("SELECT source, entry_id, link, title FROM entries").fetchall()
+    db.executemany(
+        "UPDATE entries SET link_key = ?, title_key = ? WHERE source = ? AND entry_id = ?",
+        [(*_story_keys(link, title), source, entry_id) for source, entry_id, link, title in rows],
+    )
+
+
+_ENTRY_COLUMNS = """
+    source, entry_id, title, link, summary_html, teaser, author, categories,
+    published, updated, first_seen, sort_date
+"""
+
+
+def _entry_from_row(r: Sequence[Any]) -> StoredEntry:
+    return StoredEntry(
+        source=r[0],
+        entry_id=r[1],
+        title=r[2],
+        link=r[3],
+        summary_html=r[4],
+        teaser=r[5],
+        author=r[6],
+        categories=tuple(json.loads(r[7])),
+        published=_dt(r[8]),
+        updated=_dt(r[9]),
+        first_seen=_required_dt(r[10]),
+        sort_date=_required_dt(r[11]),
+    )
+
+
 @dataclass(frozen=True)
 class SourceState:
     """A source as the store knows it, for conditional GET and for `status`."""
@@ -125,6 +173,7 @@ class SourceState:
     moved_to: str | None = None  # where a 301/308 chain led; polled instead of `url`
     disabled: str | None = None  # why polling stopped (410 Gone) until the operator acts
     body_hash: str | None = None  # of the last body parsed: the same body is not parsed again
+    lifetime: timedelta | None = None  # the feed's own <ttl> / sy:updatePeriod, in force on 304s
 
     @property
     def fetch_url(self) -> str:
@@ -188,9 +237,14 @@ class Store:
             )
         for number in range(version, SCHEMA_VERSION):
             with self._transaction() as db:
+                # Another process may have migrated while we waited for the write lock.
+                if int(db.execute("PRAGMA user_version").fetchone()[0]) > number:
+                    continue
                 for statement in _MIGRATIONS[number].split(";"):
                     if statement.strip():
                         db.execute(statement)
+                if number + 1 == 6:
+                    _backfill_story_keys(db)
                 db.execute(f"PRAGMA user_version = {number + 1}")
 
     @property
@@ -213,23 +267,26 @@ class Store:
                     ON CONFLICT (name) DO UPDATE SET
                         url = excluded.url, etag = NULL, last_modified = NULL,
                         failures = 0, next_poll = NULL, retry_after = NULL, moved_to = NULL,
-                        disabled = NULL, body_hash = NULL
+                        disabled = NULL, body_hash = NULL, lifetime = NULL
                     WHERE sources.url != excluded.url
                     """,
                     (source.name, source.url, _ts(now)),
                 )
                 # A shortened interval applies now, not after the old, longer wait.
-                last, scheduled, failures, wait = db.execute(
+                last, scheduled, failures, wait, lifetime = db.execute(
                     """
-                    SELECT last_polled, next_poll, failures, retry_after FROM sources
+                    SELECT last_polled, next_poll, failures, retry_after, lifetime FROM sources
                     WHERE name = ?
                     """,
                     (source.name,),
                 ).fetchone()
                 if last and scheduled:
                     last_polled, next_at = _required_dt(last), _required_dt(scheduled)
-                    if is_overdue_schedule(next_at, last_polled, source.interval, failures):
-                        hints = ServerHints(retry_after=_dt(wait))  # a Retry-After still holds
+                    hints = ServerHints(
+                        retry_after=_dt(wait),  # a Retry-After still holds
+                        lifetime=timedelta(seconds=lifetime) if lifetime else None,
+                    )
+                    if is_overdue_schedule(next_at, last_polled, source.interval, failures, hints):
                         when = next_poll(source.name, source.interval, last_polled, failures, hints)
                         db.execute(
                             "UPDATE sources SET next_poll = ? WHERE name = ?",
@@ -240,7 +297,7 @@ class Store:
         SELECT name, url, title, site_url, etag, last_modified, last_polled, last_success,
                last_outcome, last_error, failures,
                (SELECT count(*) FROM entries WHERE entries.source = sources.name), next_poll,
-               retry_after, moved_to, disabled, body_hash
+               retry_after, moved_to, disabled, body_hash, lifetime
         FROM sources
     """
 
@@ -271,6 +328,7 @@ class Store:
             moved_to=row[14],
             disabled=row[15],
             body_hash=row[16],
+            lifetime=timedelta(seconds=row[17]) if row[17] is not None else None,
         )
 
     def due_sources(self, names: Sequence[str], now: datetime) -> list[str]:
@@ -313,9 +371,10 @@ class Store:
         """A 200 or 304: new validators are saved even when the body turns out unchanged.
 
         `moved_to`: a chain of permanent redirects ended there; later polls go there.
-
         With `url`, nothing is written if the source's URL changed meanwhile (a reload while
-        the poll ran): the old URL's validators must not be used for the new one.
+        the poll ran): the old URL's validators must not be used for the new one. A parsed
+        `feed` also records its freshness hint; an unparsed 304 or unchanged body keeps the
+        source's tombstones alive (whatever the feed held, it still holds).
         """
         with self._transaction() as db:
             db.execute(
@@ -340,13 +399,16 @@ class Store:
                 ),
             )
             if feed is not None:
+                lifetime = feed.lifetime.total_seconds() if feed.lifetime else None
                 db.execute(
                     """
-                    UPDATE sources SET title = ?, site_url = ?, feed_id = ?
+                    UPDATE sources SET title = ?, site_url = ?, feed_id = ?, lifetime = ?
                     WHERE name = ? AND url = ifnull(?, url)
                     """,
-                    (feed.title, feed.link, feed.feed_id, name, url),
+                    (feed.title, feed.link, feed.feed_id, lifetime, name, url),
                 )
+            else:
+                db.execute("UPDATE tombstones SET last_seen = ? WHERE source = ?", (_ts(now), name))
 
     def record_failure(
         self,
@@ -373,6 +435,15 @@ class Store:
                     name,
                     url,
                 ),
+            )
+
+    def forget_move(self, name: str) -> None:
+        """Poll the configured URL again instead of where a permanent redirect led."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE sources SET moved_to = NULL, etag = NULL, last_modified = NULL "
+                "WHERE name = ?",
+                (name,),
             )
 
     def disable(self, name: str, reason: str, now: datetime, *, url: str | None = None) -> None:
@@ -454,7 +525,7 @@ class Store:
                 fields = (
                     e.title, e.link, e.summary_html, e.teaser, e.author,
                     json.dumps(e.categories, ensure_ascii=False), _ts(e.published), _ts(updated),
-                    e.content_hash,
+                    e.content_hash, *_story_keys(e.link, e.title),
                 )  # fmt: skip
                 signature = f"{e.content_hash}|{_ts(e.published) or ''}|{_ts(updated) or ''}"
                 if e.entry_id not in known:
@@ -470,15 +541,17 @@ class Store:
             db.executemany(
                 """
                 INSERT INTO entries (source, entry_id, title, link, summary_html, teaser, author,
-                    categories, published, updated, content_hash, first_seen, sort_date)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+                    categories, published, updated, content_hash, link_key, title_key,
+                    first_seen, sort_date)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
                 """,
                 new_rows,
             )
             db.executemany(
                 """
                 UPDATE entries SET title = ?, link = ?, summary_html = ?, teaser = ?, author = ?,
-                    categories = ?, published = ?, updated = ?, content_hash = ?
+                    categories = ?, published = ?, updated = ?, content_hash = ?, link_key = ?,
+                    title_key = ?
                 WHERE source = ? AND entry_id = ?
                 """,
                 changed_rows,
@@ -490,33 +563,44 @@ class Store:
     ) -> list[StoredEntry]:
         """The newest entries of `sources` with `sort_date >= since`: only what can be published."""
         rows = self._db.execute(
-            """
-            SELECT source, entry_id, title, link, summary_html, teaser, author, categories,
-                   published, updated, first_seen, sort_date
-            FROM entries
+            f"""
+            SELECT {_ENTRY_COLUMNS} FROM entries
             WHERE source IN (SELECT value FROM json_each(?)) AND sort_date >= ?
             ORDER BY sort_date DESC, source, entry_id
             LIMIT ?
             """,
             (json.dumps(list(sources)), _ts(since), limit),
         ).fetchall()
-        return [
-            StoredEntry(
-                source=r[0],
-                entry_id=r[1],
-                title=r[2],
-                link=r[3],
-                summary_html=r[4],
-                teaser=r[5],
-                author=r[6],
-                categories=tuple(json.loads(r[7])),
-                published=_dt(r[8]),
-                updated=_dt(r[9]),
-                first_seen=_required_dt(r[10]),
-                sort_date=_required_dt(r[11]),
-            )
-            for r in rows
-        ]
+        return [_entry_from_row(r) for r in rows]
+
+    def earlier_copies(
+        self, sources: Iterable[str], of: Iterable[StoredEntry], before: datetime
+    ) -> list[StoredEntry]:
+        """Entries placed before `before` that share a story key (link or title) with `of`.
+
+        The timeline needs them to know a story's first copy even when that copy has left
+        the window: the story is then not published again under another copy's id.
+        """
+        links, titles = set(), set()
+        for entry in of:
+            link, title = _story_keys(entry.link, entry.title)
+            if link:
+                links.add(link)
+            if title:
+                titles.add(title)
+        if not links and not titles:
+            return []
+        rows = self._db.execute(
+            f"""
+            SELECT {_ENTRY_COLUMNS} FROM entries
+            WHERE source IN (SELECT value FROM json_each(?)) AND sort_date < ?
+              AND (link_key IN (SELECT value FROM json_each(?))
+                   OR title_key IN (SELECT value FROM json_each(?)))
+            """,
+            (json.dumps(list(sources)), _ts(before), json.dumps(sorted(links)),
+             json.dumps(sorted(titles))),
+        ).fetchall()  # fmt: skip
+        return [_entry_from_row(r) for r in rows]
 
     def prune(self, before: datetime, now: datetime) -> int:
         """Retention: delete entries placed before `before`, leaving tombstones of their ids.

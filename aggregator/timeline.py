@@ -55,29 +55,40 @@ def build_timeline(
     max_age: timedelta,
     filters: Filters = NO_FILTERS,
     source_filters: Mapping[str, Filters] | None = None,
+    earlier: Iterable[StoredEntry] = (),
 ) -> Timeline:
     """Newest first, only configured sources, nothing older than `max_age`, at most `max_items`,
     each story once.
 
-    Filtered-out items are dropped first. The same story carried by several sources (same
-    link once normalized, or the same title within a day) becomes one item crediting them
-    all; the copy seen first is the one published, so its id never changes when another
-    source picks the story up later. Ties are broken by source and entry id, so neither the
-    order nor the published bytes depend on the order the store returned rows in.
+    The same story carried by several copies (same link once normalized, or the same title
+    within a day from another source) is one item crediting every source; the copy seen first
+    is the one published, so its id never changes when another source picks the story up.
+    A story whose first copy cannot be published (past `max_age`: pass its `earlier` copies;
+    or filtered out) is not published at all, rather than again under a later copy's id.
+    Ties are broken by source and entry id, so neither the order nor the published bytes
+    depend on the order the store returned rows in.
     """
     oldest = now - max_age
     per_source = source_filters or {}
-    kept: dict[tuple[str, str], StoredEntry] = {}
-    for e in entries:
-        if e.source not in sources or e.sort_date < oldest:
-            continue
-        seen = kept.get((e.source, e.entry_id))
-        if seen is not None and seen.sort_date >= e.sort_date:
-            continue  # the store has one row per key; of repeated rows, the newest counts
+    known: dict[tuple[str, str], StoredEntry] = {}
+    for e in (*entries, *earlier):
+        seen = known.get((e.source, e.entry_id))
+        if e.source in sources and (seen is None or e.sort_date > seen.sort_date):
+            known[(e.source, e.entry_id)] = e
+
+    def publishable(e: StoredEntry) -> bool:
         text = f"{e.title}\n{e.teaser}"
-        if filters.allows(text) and per_source.get(e.source, NO_FILTERS).allows(text):
-            kept[(e.source, e.entry_id)] = e
-    stories = _group_stories(kept.values())
+        return (
+            e.sort_date >= oldest
+            and filters.allows(text)
+            and per_source.get(e.source, NO_FILTERS).allows(text)
+        )
+
+    stories = [
+        [copy for copy in story if publishable(copy)]
+        for story in _group_stories(known.values())
+        if publishable(story[0])
+    ]
     stories.sort(key=lambda story: _newest_first(story[0]))
     items = tuple(_item(story, sources) for story in stories[:max_items])
     updated = max((item.updated for item in items), default=None)
@@ -87,7 +98,7 @@ def build_timeline(
 def _group_stories(entries: Iterable[StoredEntry]) -> list[list[StoredEntry]]:
     """Entries grouped into stories; each group's first entry is the copy seen first."""
     stories: list[list[StoredEntry]] = []
-    by_link: dict[str, int] = {}
+    by_link: dict[str, list[int]] = {}
     by_title: dict[str, list[int]] = {}
     for entry in sorted(entries, key=lambda e: (e.first_seen, e.sort_date, e.source, e.entry_id)):
         link = link_key(entry.link) if entry.link else None
@@ -95,11 +106,22 @@ def _group_stories(entries: Iterable[StoredEntry]) -> list[list[StoredEntry]]:
         if len(title) < MIN_TITLE_KEY:
             title = ""  # too short to be sure two sources mean the same story
         found = None
-        if link is not None and link in by_link:
-            # The same link is the same story, even twice in one source (a feed that changed
-            # its guids would otherwise publish everything twice).
-            found = by_link[link]
-        elif title:
+        if link is not None:
+            # The same link is the same story across sources. Within one source it takes the
+            # same title as well: a feed that changed its guids must not publish everything
+            # twice, but one whose items all link to its home page must not collapse.
+            found = next(
+                (
+                    i
+                    for i in by_link.get(link, ())
+                    if all(
+                        e.source != entry.source or title_key(e.title) == title_key(entry.title)
+                        for e in stories[i]
+                    )
+                ),
+                None,
+            )
+        if found is None and title:
             # The same headline is only taken for the same story across sources: one source
             # may well repeat a title ("Morning briefing") for different stories.
             found = next(
@@ -116,8 +138,8 @@ def _group_stories(entries: Iterable[StoredEntry]) -> list[list[StoredEntry]]:
         else:
             found = len(stories)
             stories.append([entry])
-        if link is not None:
-            by_link.setdefault(link, found)
+        if link is not None and found not in by_link.setdefault(link, []):
+            by_link[link].append(found)
         if title and found not in by_title.setdefault(title, []):
             by_title[title].append(found)
     return stories

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import aggregator.store as store_module
 from aggregator.config import SourceConfig
 from aggregator.errors import StorageError
 from aggregator.store import SCHEMA_VERSION, Store
@@ -442,3 +443,40 @@ def test_a_shortened_interval_reschedules_at_once(store: Store) -> None:
     assert state is not None and state.next_poll is not None
     assert NOW + timedelta(seconds=27) <= state.next_poll <= NOW + timedelta(seconds=33)
     assert store.due_sources(["a"], NOW + timedelta(seconds=34)) == ["a"]
+
+
+def test_upgrading_an_older_store_keeps_its_data_and_fills_story_keys(db_path: Path) -> None:
+    """A store left at schema 3 (before politeness and story keys) opens at the current one."""
+    db_path.parent.mkdir(parents=True)
+    old = Store.__new__(Store)
+    old._db = sqlite3.connect(db_path, isolation_level=None)
+    saved = store_module._MIGRATIONS
+    try:
+        store_module._MIGRATIONS = saved[:3]
+        store_module.SCHEMA_VERSION = 3
+        Store._migrate(old)
+        old._db.execute(
+            "INSERT INTO sources (name, url, added) VALUES ('a', 'https://a.example/f', ?)",
+            (NOW.isoformat(),),
+        )
+        old._db.execute(
+            "INSERT INTO entries (source, entry_id, title, link, summary_html, teaser, author,"
+            " categories, published, updated, first_seen, sort_date, content_hash)"
+            " VALUES ('a', '1', 'A story title long enough', 'https://E.example/s/?utm_source=x',"
+            " '', '', NULL, '[]', NULL, NULL, ?, ?, 'h')",
+            (NOW.isoformat(), NOW.isoformat()),
+        )
+    finally:
+        store_module._MIGRATIONS = saved
+        store_module.SCHEMA_VERSION = len(saved)
+        old._db.close()
+    upgraded = Store.open(db_path)
+    try:
+        assert upgraded.schema_version == SCHEMA_VERSION
+        keys = upgraded._db.execute("SELECT link_key, title_key FROM entries").fetchone()
+        assert keys == ("//e.example/s", "a story title long enough")
+        assert upgraded.count_entries("a") == 1
+        state = upgraded.source_state("a")
+        assert state is not None and state.retry_after is None and state.moved_to is None
+    finally:
+        upgraded.close()
