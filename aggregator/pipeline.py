@@ -7,10 +7,12 @@ that stops the others. The clock is passed in so tests can pin it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
@@ -39,6 +41,7 @@ from aggregator.types import Failed, Fetched, SourceCredit, Timeline, Validators
 log = logging.getLogger("aggregator")
 
 Clock = Callable[[], datetime]
+_PARSER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parse")
 
 
 def utc_now() -> datetime:
@@ -119,13 +122,17 @@ async def poll_source(
         if state is None or body_hash != state.body_hash:  # the same bytes are not parsed again
             try:
                 # In a thread: a big feed takes seconds to parse and must not stall the loop.
-                feed = await asyncio.to_thread(
-                    parse_feed,
-                    outcome.body,
-                    outcome.headers,
-                    outcome.final_url,
-                    timezone=source.timezone,
-                    teaser_length=config.publish.teaser_length,
+                # One thread: parsing holds the GIL, and several parsing threads only thrash.
+                feed = await asyncio.get_running_loop().run_in_executor(
+                    _PARSER,
+                    functools.partial(
+                        parse_feed,
+                        outcome.body,
+                        outcome.headers,
+                        outcome.final_url,
+                        timezone=source.timezone,
+                        teaser_length=config.publish.teaser_length,
+                    ),
                 )
             except ParseError as e:
                 return _failed(source, state, store, Failed(outcome.url, str(e)), now)
