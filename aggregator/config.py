@@ -132,7 +132,7 @@ _DURATION_WHOLE = re.compile(r"^\s*(?:\d+(?:\.\d+)?\s*(?:ms|s|m|h|d|w)\s*)+$", r
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _MIN_SECONDS = 0.001
 _MAX_SECONDS = 1000 * 365 * 86400.0  # far enough; date arithmetic breaks near 2000 years
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 def parse_duration(value: object) -> timedelta:
@@ -322,7 +322,7 @@ def derive_name(url: str) -> str:
 
 def _name(value: object) -> str:
     name = _string(value)
-    if not _NAME.match(name):
+    if not SOURCE_NAME.match(name):
         raise _Invalid(
             f"expected a name of letters, digits, '.', '_' or '-' (at most 64), got {_show(value)}"
         )

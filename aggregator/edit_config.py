@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import stat
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -24,6 +23,7 @@ from tomlkit.exceptions import ParseError as TomlParseError
 from tomlkit.items import AoT
 
 from aggregator.config import (
+    SOURCE_NAME,
     PollSettings,
     derive_name,
     load_config,
@@ -35,7 +35,6 @@ from aggregator.opml import OpmlFeed
 from aggregator.text import clean_text, collapse_whitespace
 from aggregator.tomlpos import LineIndex
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _MAX_NAME = 64
 _NEW_FILE_MODE = 0o644
 # Stands in for the first source while reading the settings of a file that has none yet.
@@ -205,7 +204,7 @@ def add_source(path: Path, url: str, *, name: str | None = None, title: str | No
         raise DuplicateSourceError(f'{url} is already in {path} (as source "{sources.urls[key]}")')
     if name is not None:
         name = name.strip()
-        if not _NAME.match(name):
+        if not SOURCE_NAME.match(name):
             raise EditError(
                 f"expected a name of letters, digits, '.', '_' or '-' (at most 64), got {name!r}"
             )

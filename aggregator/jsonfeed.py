@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aggregator.config import SiteSettings
+from aggregator.text import web_url
 from aggregator.types import SourceCredit, Timeline, TimelineItem
 
 VERSION = "https://jsonfeed.org/version/1.1"
@@ -26,17 +27,12 @@ def _date(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-def _public_url(url: str | None) -> str | None:
-    """Only http(s) URLs are published: a local source's file path is nobody else's business."""
-    return url if url and url.startswith(("http://", "https://")) else None
-
-
 def _credit(source: SourceCredit) -> dict[str, str]:
     credit = {"title": source.title}
-    site_url = _public_url(source.site_url)
+    site_url = web_url(source.site_url)
     if site_url:
         credit["url"] = site_url
-    feed_url = _public_url(source.feed_url)
+    feed_url = web_url(source.feed_url)
     if feed_url:
         credit["feed_url"] = feed_url
     return credit

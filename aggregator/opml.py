@@ -12,12 +12,12 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from lxml import etree
 
 from aggregator.config import SiteSettings
 from aggregator.errors import AggregatorError
+from aggregator.text import web_url
 from aggregator.types import SourceCredit
 
 OPML_DOCS = "http://opml.org/spec2.opml"
@@ -38,11 +38,6 @@ class OpmlFeed:
     title: str | None = None
 
 
-def _is_http(url: str) -> bool:
-    parts = urlsplit(url)
-    return parts.scheme.lower() in ("http", "https") and bool(parts.netloc)
-
-
 def render_opml(sources: Sequence[SourceCredit], site: SiteSettings) -> bytes:
     """An OPML 2.0 list of `sources` in the order given; local (non-http) sources are left out."""
     root = etree.Element("opml", version="2.0")
@@ -51,14 +46,14 @@ def render_opml(sources: Sequence[SourceCredit], site: SiteSettings) -> bytes:
     etree.SubElement(head, "docs").text = OPML_DOCS
     body = etree.SubElement(root, "body")
     for source in sources:
-        if not _is_http(source.feed_url):
+        if not web_url(source.feed_url):
             continue
         outline = etree.SubElement(body, "outline")
         outline.set("type", "rss")
         outline.set("text", source.title)
         outline.set("title", source.title)
         outline.set("xmlUrl", source.feed_url)
-        if source.site_url and _is_http(source.site_url):
+        if source.site_url and web_url(source.site_url):
             outline.set("htmlUrl", source.site_url)
     data: bytes = etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
     return data
@@ -130,7 +125,7 @@ def parse_opml(data: bytes) -> list[OpmlFeed]:
     seen: set[str] = set()
     for outline in _outlines(body):
         url = _attribute(outline, "xmlUrl")
-        if not url or " " in url or not _is_http(url) or url in seen:
+        if not url or " " in url or not web_url(url) or url in seen:
             continue
         seen.add(url)
         feeds.append(OpmlFeed(url, _attribute(outline, "text") or _attribute(outline, "title")))

@@ -20,7 +20,7 @@ from babel import Locale, UnknownLocaleError
 from babel.dates import format_date, format_time
 
 from aggregator.config import SiteSettings
-from aggregator.text import make_teaser
+from aggregator.text import make_teaser, web_url
 from aggregator.types import SourceCredit, Timeline, TimelineItem
 
 TEMPLATE = "index.html.j2"
@@ -88,17 +88,6 @@ def babel_locale(language: str | None) -> Locale:
         except (UnknownLocaleError, ValueError, TypeError):
             pass
     return Locale.parse(FALLBACK_LOCALE)
-
-
-def web_url(url: str | None) -> str | None:
-    """`url` when it is an absolute http(s) address; never `javascript:`, `data:` or a path."""
-    if not url:
-        return None
-    url = url.strip()
-    scheme, sep, rest = url.partition(":")
-    if sep and scheme.lower() in ("http", "https") and rest.startswith("//") and len(rest) > 2:
-        return url
-    return None
 
 
 def headline(item: TimelineItem) -> str:

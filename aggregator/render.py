@@ -20,7 +20,7 @@ from lxml import etree
 
 from aggregator import PROJECT_URL, __version__
 from aggregator.config import SiteSettings
-from aggregator.text import make_teaser
+from aggregator.text import make_teaser, web_url
 from aggregator.timeline import source_id
 from aggregator.types import SourceCredit, Timeline, TimelineItem
 
@@ -98,9 +98,7 @@ def _usable_id(value: str | None) -> str | None:
 
 def _public_feed_url(credit: SourceCredit | None) -> str | None:
     """A source's feed URL as readers may see it: never a local file path."""
-    if credit is None or not credit.feed_url.startswith(("http://", "https://")):
-        return None
-    return credit.feed_url
+    return web_url(credit.feed_url) if credit is not None else None
 
 
 def _generator(site: SiteSettings, timeline: Timeline, self_url: str) -> FeedGenerator:

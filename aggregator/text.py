@@ -89,6 +89,20 @@ def absolute_url(url: str | None, base: str | None) -> str | None:
     return regex.sub(r"\s", lambda m: quote(m.group(0)), resolved)
 
 
+def web_url(url: str | None) -> str | None:
+    """`url` when it is an absolute http(s) address, fit to publish; else None.
+
+    Never `javascript:`, `data:`, a relative path or a local source's file:// URL.
+    """
+    if not url:
+        return None
+    url = url.strip()
+    scheme, sep, rest = url.partition(":")
+    if sep and scheme.lower() in ("http", "https") and rest.startswith("//") and len(rest) > 2:
+        return url
+    return None
+
+
 def sanitize_html(markup: str, base_url: str | None) -> str:
     """Safe HTML for any output: an allow-list of tags, links made absolute, unsafe URLs dropped."""
     if not markup.strip():

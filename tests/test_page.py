@@ -14,7 +14,8 @@ import lxml.html
 import pytest
 
 from aggregator.config import SiteSettings
-from aggregator.page import babel_locale, group_by_day, render_html, web_url
+from aggregator.page import babel_locale, group_by_day, render_html
+from aggregator.text import web_url
 from aggregator.types import SourceCredit, StoredEntry, Timeline, TimelineItem
 
 CHROMIUM = Path("/usr/bin/chromium")
