@@ -14,7 +14,7 @@ from lxml import etree, html
 
 from aggregator.errors import AggregatorError, ParseError
 from aggregator.fetch import Fetcher
-from aggregator.parse import parse_feed
+from aggregator.parse import header_charset, parse_feed
 from aggregator.types import Failed, Fetched
 
 # In order of preference.
@@ -36,11 +36,7 @@ def _is_feed(page: Fetched) -> bool:
 
 
 def _charset(page: Fetched) -> str | None:
-    for param in page.headers.get("content-type", "").split(";")[1:]:
-        key, _, value = param.partition("=")
-        if key.strip().lower() == "charset" and value.strip(' "'):
-            return value.strip(' "')
-    return None
+    return header_charset(page.headers.get("content-type", ""))
 
 
 def _looks_like_html(page: Fetched) -> bool:

@@ -271,6 +271,12 @@ _XML_ENCODING = re.compile(rb"^\s*<\?xml[^>]*encoding\s*=\s*[\"']([\w.:-]+)", re
 _UTF8 = ("utf-8", "utf8")
 
 
+def header_charset(content_type: str) -> str | None:
+    """The charset parameter of a Content-Type header, if any."""
+    match = _CHARSET.search(content_type)
+    return match.group(1) if match else None
+
+
 def _declared_utf8(body: bytes, headers: Mapping[str, str]) -> bool:
     charset = _CHARSET.search(headers.get("content-type", ""))
     if charset:
