@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CONFIG ?= feeds.toml
 
-.PHONY: install run once status test lint typecheck pytest bench validate clean
+.PHONY: install run once status test lint typecheck pytest bench bench-tools validate clean
 
 install: $(STAMP)
 
@@ -37,9 +37,17 @@ pytest: install
 
 test: lint typecheck pytest
 
-bench: install
-	$(BIN)/python -m bench --feeds 200 --items 50
+# The load generator and the yardstick web server come from Debian's packages.
+bench-tools:
+	@command -v wrk >/dev/null && command -v nginx >/dev/null \
+	  || { test "$$(id -u)" = 0 && apt-get install -y -qq wrk nginx >/dev/null; } \
+	  || echo "bench: wrk and nginx are missing and cannot be installed; the serving benchmark will say so"
+
+bench: install bench-tools
+	$(BIN)/python -m bench --feeds 200,1000 --items 50
 	$(BIN)/python -m bench idle --feeds 1000 --seconds 60
+	$(BIN)/python -m bench publish --entries 100000
+	$(BIN)/python -m bench serve
 
 # Runs the W3C feed validator on the published feeds when a checkout of it is
 # named by FEEDVALIDATOR (see README, "Validating the output").

@@ -2,6 +2,7 @@
 
 Exit status: 0 when the command did its job (a cycle with failed sources still completed),
 2 for a configuration error (one line per problem on stderr, never a traceback).
+Each command imports the parts it uses: `once` starts without loading the web server.
 """
 
 from __future__ import annotations
@@ -23,14 +24,8 @@ from rich.table import Table
 
 from aggregator import __version__
 from aggregator.config import Config, PollSettings, load_config
-from aggregator.daemon import Daemon
-from aggregator.discover import discover_feed
-from aggregator.edit_config import add_source, import_opml, poll_settings
 from aggregator.errors import AggregatorError, ConfigError
-from aggregator.fetch import Fetcher
-from aggregator.opml import parse_opml
 from aggregator.pipeline import CycleReport, SourceReport, run_cycle
-from aggregator.server import create_app, serve_until_signalled
 from aggregator.store import Store
 
 CONFIG_ERROR = 2
@@ -196,6 +191,8 @@ def _duration(seconds: float) -> str:
 @_config_option
 def run(config_path: Path) -> None:
     """Run the daemon: poll on schedule, publish, serve, reload feeds.toml on change."""
+    from aggregator.daemon import Daemon
+
     config = _load(config_path)
     try:
         daemon = Daemon(config_path, config)
@@ -213,6 +210,8 @@ def run(config_path: Path) -> None:
 @_config_option
 def serve(config_path: Path) -> None:
     """Serve an existing output directory over HTTP, without polling."""
+    from aggregator.server import create_app, serve_until_signalled
+
     config = _load(config_path)
     app = create_app(config.publish.output_dir)
     try:
@@ -295,6 +294,10 @@ def _config_problems(error: ConfigError) -> NoReturn:
 @_config_option
 def add(url: str, name: str | None, title: str | None, config_path: Path) -> None:
     """Add the feed at URL, or the feed an HTML page at URL links to, to feeds.toml."""
+    from aggregator.discover import discover_feed
+    from aggregator.edit_config import add_source, poll_settings
+    from aggregator.fetch import Fetcher
+
     if "://" not in url:  # "example.org" or a local file
         local = Path(url).expanduser()
         url = local.resolve().as_uri() if local.exists() else f"https://{url}"
@@ -323,6 +326,9 @@ def add(url: str, name: str | None, title: str | None, config_path: Path) -> Non
 @_config_option
 def import_opml_command(file: Path, config_path: Path) -> None:
     """Add every feed of an OPML subscription list (FILE) to feeds.toml, skipping known ones."""
+    from aggregator.edit_config import import_opml
+    from aggregator.opml import parse_opml
+
     try:
         feeds = parse_opml(file.read_bytes())
     except (AggregatorError, OSError) as e:

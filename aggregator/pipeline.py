@@ -7,24 +7,20 @@ that stops the others. The clock is passed in so tests can pin it.
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import logging
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import httpx
 
+from aggregator import __version__
 from aggregator.config import Config, SourceConfig
 from aggregator.errors import ParseError
 from aggregator.fetch import Fetcher
-from aggregator.jsonfeed import render_json_feed
-from aggregator.opml import render_opml
-from aggregator.page import render_html
-from aggregator.parse import parse_feed
+from aggregator.parse_pool import ParsePool
 from aggregator.policy import (
     ServerHints,
     cache_lifetime,
@@ -32,8 +28,12 @@ from aggregator.policy import (
     next_poll,
     retry_after,
 )
-from aggregator.publish import publish_files, remove_stale_temp_files
-from aggregator.render import render_atom, render_rss
+from aggregator.publish import (
+    already_published,
+    publish_files,
+    remember_published,
+    remove_stale_temp_files,
+)
 from aggregator.store import SourceState, Store
 from aggregator.timeline import build_timeline
 from aggregator.types import Failed, Fetched, SourceCredit, Timeline, Validators
@@ -41,7 +41,8 @@ from aggregator.types import Failed, Fetched, SourceCredit, Timeline, Validators
 log = logging.getLogger("aggregator")
 
 Clock = Callable[[], datetime]
-_PARSER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="parse")
+PARSERS = ParsePool()
+OUTPUT_FILES = ("rss.xml", "atom.xml", "feed.json", "index.html", "sources.opml")
 
 
 def utc_now() -> datetime:
@@ -121,18 +122,14 @@ async def poll_source(
         body_hash = hashlib.sha256(outcome.body).hexdigest()
         if state is None or body_hash != state.body_hash:  # the same bytes are not parsed again
             try:
-                # In a thread: a big feed takes seconds to parse and must not stall the loop.
-                # One thread: parsing holds the GIL, and several parsing threads only thrash.
-                feed = await asyncio.get_running_loop().run_in_executor(
-                    _PARSER,
-                    functools.partial(
-                        parse_feed,
-                        outcome.body,
-                        outcome.headers,
-                        outcome.final_url,
-                        timezone=source.timezone,
-                        teaser_length=config.publish.teaser_length,
-                    ),
+                # In worker processes: a big feed takes seconds to parse and must not stall
+                # the loop, and feedparser holds the GIL, so only processes use every core.
+                feed = await PARSERS.parse(
+                    outcome.body,
+                    outcome.headers,
+                    outcome.final_url,
+                    timezone=source.timezone,
+                    teaser_length=config.publish.teaser_length,
                 )
             except ParseError as e:
                 return _failed(source, state, store, Failed(outcome.url, str(e)), now)
@@ -271,6 +268,25 @@ def publish_timeline(config: Config, store: Store, now: datetime) -> PublishRepo
     started = time.perf_counter()
     credits = store.source_credits(config.sources)
     timeline = current_timeline(config, store, now, credits)
+    output_dir = config.publish.output_dir
+    # Rendering is a pure function of these (and of this version's code): the same input
+    # renders the same bytes, so there is nothing to render again.
+    fingerprint = hashlib.sha256(
+        repr((__version__, config.site, timeline, sorted(credits.items()))).encode()
+    ).hexdigest()
+    if already_published(output_dir, fingerprint, OUTPUT_FILES):
+        return PublishReport(
+            items=len(timeline.items),
+            changed=(),
+            unchanged=OUTPUT_FILES,
+            seconds=time.perf_counter() - started,
+        )
+    # Imported here: a process that never renders (a cycle of 304s) never loads them.
+    from aggregator.jsonfeed import render_json_feed
+    from aggregator.opml import render_opml
+    from aggregator.page import render_html
+    from aggregator.render import render_atom, render_rss
+
     files = {
         "rss.xml": render_rss(timeline, config.site),
         "atom.xml": render_atom(timeline, config.site),
@@ -278,7 +294,9 @@ def publish_timeline(config: Config, store: Store, now: datetime) -> PublishRepo
         "index.html": render_html(timeline, config.site),
         "sources.opml": render_opml(list(credits.values()), config.site),
     }
-    written = publish_files(config.publish.output_dir, files)
+    assert tuple(files) == OUTPUT_FILES
+    written = publish_files(output_dir, files)
+    remember_published(output_dir, fingerprint, OUTPUT_FILES)
     report = PublishReport(
         items=len(timeline.items),
         changed=tuple(n for n, changed in written.items() if changed),

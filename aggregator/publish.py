@@ -2,14 +2,16 @@
 
 Write to a temporary file in the same directory, fsync, rename over the old one: a reader
 (or a `kill -9`) never sees half a file, and an unchanged feed keeps its mtime and ETag.
+A hidden record of the last publish's input lets an unchanged timeline skip rendering too.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from aggregator.errors import PublishError
@@ -76,3 +78,40 @@ def remove_stale_temp_files(output_dir: Path, older_than: float = 300.0) -> int:
             except FileNotFoundError:
                 pass
     return removed
+
+
+_RECORD = ".published.json"  # hidden: never served (server.PublishedFiles skips dotfiles)
+
+
+def _versions(output_dir: Path, names: Iterable[str]) -> dict[str, list[int]] | None:
+    versions = {}
+    for name in names:
+        try:
+            stat = (output_dir / name).stat()
+        except OSError:
+            return None
+        versions[name] = [stat.st_ino, stat.st_mtime_ns, stat.st_size]
+    return versions
+
+
+def already_published(output_dir: Path, fingerprint: str, names: Iterable[str]) -> bool:
+    """Whether the last publish rendered this very input and its files are still as written.
+
+    Lets a publish of an unchanged timeline skip rendering altogether, not just the writes.
+    Any doubt (no record, a file replaced or missing, an unreadable record) says no.
+    """
+    try:
+        record = json.loads((output_dir / _RECORD).read_bytes())
+    except (OSError, ValueError):
+        return False
+    return (
+        isinstance(record, dict)
+        and record.get("fingerprint") == fingerprint
+        and record.get("files") == _versions(output_dir, names)
+    )
+
+
+def remember_published(output_dir: Path, fingerprint: str, names: Iterable[str]) -> None:
+    """Record what was just published, for `already_published`."""
+    record = {"fingerprint": fingerprint, "files": _versions(output_dir, names)}
+    write_if_changed(output_dir / _RECORD, json.dumps(record, sort_keys=True).encode())

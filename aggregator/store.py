@@ -522,12 +522,14 @@ class Store:
                 # An `updated` in the future is the publisher's clock; until it has come, it is
                 # no date at all (keeping it would make the published feeds change every run).
                 updated = None if e.updated and e.updated > now + CLOCK_SKEW else e.updated
+                signature = f"{e.content_hash}|{_ts(e.published) or ''}|{_ts(updated) or ''}"
+                if known.get(e.entry_id) == signature:
+                    continue  # most of a changed feed is unchanged items: nothing to compute
                 fields = (
                     e.title, e.link, e.summary_html, e.teaser, e.author,
                     json.dumps(e.categories, ensure_ascii=False), _ts(e.published), _ts(updated),
                     e.content_hash, *_story_keys(e.link, e.title),
                 )  # fmt: skip
-                signature = f"{e.content_hash}|{_ts(e.published) or ''}|{_ts(updated) or ''}"
                 if e.entry_id not in known:
                     sort_date = order_date(e.published, updated, now)
                     if e.published is None and updated is None:
@@ -536,7 +538,7 @@ class Store:
                         sort_date -= timedelta(seconds=undated)
                         undated += 1
                     new_rows.append((source, e.entry_id, *fields, _ts(now), _ts(sort_date)))
-                elif known[e.entry_id] != signature:
+                else:
                     changed_rows.append((*fields, source, e.entry_id))
             db.executemany(
                 """
@@ -561,11 +563,15 @@ class Store:
     def recent_entries(
         self, sources: Iterable[str], since: datetime, limit: int
     ) -> list[StoredEntry]:
-        """The newest entries of `sources` with `sort_date >= since`: only what can be published."""
+        """The newest entries of `sources` with `sort_date >= since`: only what can be published.
+
+        `+source` keeps SQLite off the primary key (source, entry_id), which would read every
+        entry of every source and sort them; the date index yields the newest first.
+        """
         rows = self._db.execute(
             f"""
             SELECT {_ENTRY_COLUMNS} FROM entries
-            WHERE source IN (SELECT value FROM json_each(?)) AND sort_date >= ?
+            WHERE +source IN (SELECT value FROM json_each(?)) AND sort_date >= ?
             ORDER BY sort_date DESC, source, entry_id
             LIMIT ?
             """,
@@ -580,6 +586,7 @@ class Store:
 
         The timeline needs them to know a story's first copy even when that copy has left
         the window: the story is then not published again under another copy's id.
+        `+source`, as above: the link and title indexes find the few candidates.
         """
         links, titles = set(), set()
         for entry in of:
@@ -593,7 +600,7 @@ class Store:
         rows = self._db.execute(
             f"""
             SELECT {_ENTRY_COLUMNS} FROM entries
-            WHERE source IN (SELECT value FROM json_each(?)) AND sort_date < ?
+            WHERE +source IN (SELECT value FROM json_each(?)) AND sort_date < ?
               AND (link_key IN (SELECT value FROM json_each(?))
                    OR title_key IN (SELECT value FROM json_each(?)))
             """,

@@ -7,6 +7,7 @@ points, so a Devanagari consonant keeps its matra, virama and nukta, and an emoj
 from __future__ import annotations
 
 import html
+import re
 import unicodedata
 from urllib.parse import parse_qsl, quote, urlencode, urljoin, urlsplit
 
@@ -16,16 +17,19 @@ import regex
 ELLIPSIS = "…"
 
 # Characters XML 1.0 forbids, plus C1 controls (U+0080-U+009F): XML allows those but HTML
-# forbids them, and they only ever come from a mis-decoded feed.
-_XML_ILLEGAL = regex.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
-_WHITESPACE = regex.compile(r"\s+")
+# forbids them, and they only ever come from a mis-decoded feed. The standard `re` wherever
+# it will do: on these patterns it is several times faster than `regex`, and every item's
+# every field passes through them.
+_XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+_ANY_WHITESPACE = re.compile(r"\s")
 _GRAPHEME = regex.compile(r"\X")
 # Block-level boundaries become spaces so "<p>a</p><p>b</p>" reads "a b", not "ab".
-_BLOCK_BOUNDARY = regex.compile(
+_BLOCK_BOUNDARY = re.compile(
     r"<\s*/?\s*(?:br|p|div|li|ul|ol|h[1-6]|tr|td|th|blockquote|pre|hr|section|article|figure"
     r"|figcaption|header|footer|dd|dt|table)\b[^>]*>",
-    regex.IGNORECASE,
+    re.IGNORECASE,
 )
+_PUNCTUATION_OR_SYMBOLS = regex.compile(r"[\p{P}\p{S}]+")
 # Left dangling before "…" these read as noise: "कहा,…" becomes "कहा…".
 _TRAILING = frozenset(",;:-–—(/.।॥")
 
@@ -53,7 +57,9 @@ _URL_ATTRIBUTES = frozenset({"href", "src", "cite"})
 
 def clean_text(value: str) -> str:
     """NFC-normalize and drop the characters XML cannot carry."""
-    return _XML_ILLEGAL.sub("", unicodedata.normalize("NFC", value))
+    if not unicodedata.is_normalized("NFC", value):
+        value = unicodedata.normalize("NFC", value)
+    return _XML_ILLEGAL.sub("", value) if _XML_ILLEGAL.search(value) else value
 
 
 def has_forbidden_characters(value: str) -> bool:
@@ -62,8 +68,8 @@ def has_forbidden_characters(value: str) -> bool:
 
 
 def collapse_whitespace(value: str) -> str:
-    """One space between words, none at the ends."""
-    return _WHITESPACE.sub(" ", value).strip()
+    """One space between words, none at the ends (whitespace as `str.split` knows it)."""
+    return " ".join(value.split())
 
 
 def html_to_text(markup: str) -> str:
@@ -86,7 +92,9 @@ def absolute_url(url: str | None, base: str | None) -> str | None:
         return None
     if scheme not in SAFE_SCHEMES:
         return None
-    return regex.sub(r"\s", lambda m: quote(m.group(0)), resolved)
+    if _ANY_WHITESPACE.search(resolved) is None:
+        return resolved
+    return _ANY_WHITESPACE.sub(lambda m: quote(m.group(0)), resolved)
 
 
 def web_url(url: str | None) -> str | None:
@@ -132,7 +140,10 @@ def make_teaser(text: str, length: int) -> str:
     A single word longer than the limit is cut between grapheme clusters rather than dropped.
     """
     text = collapse_whitespace(text)
-    clusters = _GRAPHEME.findall(text)
+    if len(text) <= length:  # never more clusters than code points
+        return text
+    # Only as many clusters as can be kept, plus one to tell whether anything was cut.
+    clusters = _first_clusters(text, length + 1)
     if len(clusters) <= length:
         return text
     if length <= 1:
@@ -141,11 +152,29 @@ def make_teaser(text: str, length: int) -> str:
     head = clusters[:budget]
     if not clusters[budget].isspace():
         # Back up to the last space so no word is cut in half (unless it is the only word).
-        last_space = max((i for i, c in enumerate(head) if c.isspace()), default=0)
+        last_space = next((i for i in range(len(head) - 1, 0, -1) if head[i].isspace()), 0)
         if last_space > 0:
             head = head[:last_space]
     kept = _trim(head, _TRAILING) or _trim(head, frozenset()) or clusters[:budget]
     return "".join(kept) + ELLIPSIS
+
+
+def _first_clusters(text: str, count: int) -> list[str]:
+    """The first `count` grapheme clusters of whitespace-collapsed `text` (all, if fewer).
+
+    Below U+0300 (Latin, before the combining marks) every code point is a cluster of its
+    own, so such text is split by code point; other text is segmented only as far as needed.
+    """
+    if max(text[: count + 1]) < "\u0300":
+        return list(text[:count])
+    end = 2 * count + 2  # most scripts need under two code points a cluster
+    while True:
+        clusters: list[str] = _GRAPHEME.findall(text, 0, end)
+        if end >= len(text):
+            return clusters[:count]
+        if len(clusters) > count:  # only the last one can have been cut short at `end`
+            return clusters[:count]
+        end *= 2
 
 
 def _trim(clusters: list[str], also: frozenset[str]) -> list[str]:
@@ -190,4 +219,4 @@ def link_key(url: str) -> str:
 def title_key(title: str) -> str:
     """A title normalized for comparing stories: NFC, case folded, punctuation ignored."""
     folded = unicodedata.normalize("NFC", title).casefold()
-    return collapse_whitespace(regex.sub(r"[\p{P}\p{S}]+", " ", folded))
+    return collapse_whitespace(_PUNCTUATION_OR_SYMBOLS.sub(" ", folded))

@@ -1,32 +1,39 @@
-"""`make bench`: one poll-cycle workload through aggregator and through a naive script.
+"""`make bench`: one poll-cycle workload through aggregator, `reader` and a naive script.
 
-`python -m bench idle` measures the daemon's steady-state cost instead (bench/idle.py).
+`python -m bench idle` measures the daemon's steady-state cost instead (bench/idle.py),
+`python -m bench publish` publishing from a large store, `python -m bench serve` serving.
 
 Phases over one local feed farm: first (everything new), second (10% of feeds churned,
 the rest unchanged), third (nothing changed). Each tool runs as its own process; wall
-time, CPU time and peak memory come from that process alone (os.wait4). Ratios are taken
-against the naive script measured in the same run, since the machine is shared and noisy.
+time, CPU time and peak memory cover its whole process tree (bench/measure.py). Ratios are
+taken against `reader` measured in the same run, since the machine is shared and noisy.
 
-    python -m bench [--feeds 200] [--items 50]
+    python -m bench [--feeds 200,1000] [--items 50] [--reader-workers 16]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import subprocess
+import platform
+import sqlite3
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import idle
+from bench import idle, peers, publish, serve
 from bench.farm import Farm
+from bench.measure import become_subreaper, measure
+
+ROOT = Path(__file__).resolve().parent.parent
+PHASES = (("first", 0.0), ("second", 0.1), ("third", 0.0))
 
 
 @dataclass(frozen=True)
 class Run:
+    feeds: int
     phase: str
     tool: str
     wall: float
@@ -34,41 +41,28 @@ class Run:
     peak_mb: float
     requests: int
     not_modified: int
-    detail: str
+    stored: int | None
 
 
-def _measure(argv: list[str], cwd: Path) -> tuple[float, float, float, str]:
-    started = time.perf_counter()
-    process = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    assert process.stdout is not None
-    output = process.stdout.read().decode("utf-8", "replace")
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    wall = time.perf_counter() - started
-    if process.returncode != 0:
-        raise SystemExit(f"{argv[2:4]} failed with status {process.returncode}")
-    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, output
+def _count(db: Path, sql: str) -> int | None:
+    if not db.exists():
+        return None
+    with sqlite3.connect(db) as connection:
+        return int(connection.execute(sql).fetchone()[0])
 
 
-def main() -> None:
-    if sys.argv[1:2] == ["idle"]:
-        idle.main(sys.argv[2:])
-        return
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--feeds", type=int, default=200)
-    parser.add_argument("--items", type=int, default=50)
-    args = parser.parse_args()
-
-    farm = Farm(args.feeds, args.items).start()
+def run_size(feeds: int, items: int, reader_workers: int) -> list[Run]:
+    farm = Farm(feeds, items).start()
     runs: list[Run] = []
     try:
         with tempfile.TemporaryDirectory(prefix="aggregator-bench-") as tmp:
             work = Path(tmp)
             config = work / "feeds.toml"
+            # One farm host stands in for N publishers: the per-host limit (default 2) is
+            # raised to the overall one (default 10, as the naive script's).
             config.write_text(
-                '[publish]\nmax_age = "100000d"\n[poll]\nconcurrency = 20\n'
+                '[publish]\nmax_age = "100000d"\n[store]\npath = "store.sqlite3"\n'
+                "[poll]\nper_host = 10\n"
                 + "".join(
                     f'[[feeds]]\nname = "feed-{n}"\nurl = "{u}"\n'
                     for n, u in enumerate(farm.urls())
@@ -77,42 +71,97 @@ def main() -> None:
             )
             urls = work / "urls.txt"
             urls.write_text("\n".join(farm.urls()), encoding="utf-8")
-            ours = [sys.executable, "-m", "aggregator", "once", "--config", str(config)]
-            naive = [sys.executable, "-m", "bench.naive", str(urls), str(work / "naive.xml")]
-            root = Path(__file__).resolve().parent.parent
-            for phase, fraction in (("first", 0.0), ("second", 0.1), ("third", 0.0)):
-                if phase == "second":
+            tools: dict[str, tuple[list[str], Path | None, str]] = {
+                "aggregator": (
+                    [sys.executable, "-m", "aggregator", "once", "--config", str(config)],
+                    work / "store.sqlite3",
+                    "SELECT count(*) FROM entries",
+                ),
+                "reader": (
+                    [
+                        str(peers.peer_python()),
+                        str(ROOT / "bench" / "reader_update.py"),
+                        str(urls),
+                        str(work / "reader.sqlite"),
+                        str(reader_workers),
+                    ],
+                    work / "reader.sqlite",
+                    "SELECT count(*) FROM entries",
+                ),
+                "naive script": (
+                    [sys.executable, "-m", "bench.naive", str(urls), str(work / "naive.xml")],
+                    None,
+                    "",
+                ),
+            }
+            for phase, fraction in PHASES:
+                if fraction:
                     farm.churn(fraction, 5)
-                for tool, argv in (("aggregator", ours), ("naive script", naive)):
+                for tool, (argv, db, sql) in tools.items():
                     farm.reset()
-                    wall, cpu, peak, output = _measure(argv, root)
+                    usage = measure(argv, ROOT)
                     requests, not_modified = farm.counters()
-                    detail = output.strip().splitlines()[-1] if output.strip() else ""
-                    runs.append(Run(phase, tool, wall, cpu, peak, requests, not_modified, detail))
+                    stored = _count(db, sql) if db else None
+                    runs.append(
+                        Run(
+                            feeds,
+                            phase,
+                            tool,
+                            usage.wall,
+                            usage.cpu,
+                            usage.peak_mb,
+                            requests,
+                            not_modified,
+                            stored,
+                        )
+                    )
+                    print(f"  {feeds} feeds, {phase}, {tool}: {usage.wall:.2f} s", file=sys.stderr)
     finally:
         farm.stop()
-    _report(runs, args.feeds, args.items)
+    return runs
 
 
-def _report(runs: list[Run], feeds: int, items: int) -> None:
-    print(f"\npoll cycle, {feeds} feeds x {items} items, local farm on 127.0.0.1")
-    header = (
-        f"{'phase':<7} {'tool':<13} {'wall s':>7} {'cpu s':>7} {'peak MB':>8} "
-        f"{'requests':>8} {'304s':>5} {'wall vs naive':>13}"
-    )
-    print(header)
-    print("-" * len(header))
-    naive = {r.phase: r for r in runs if r.tool == "naive script"}
+def report(runs: list[Run], items: int) -> str:
+    """The table, as printed and as pasted into bench/RESULTS.md."""
+    lines = [
+        f"poll cycle, N feeds x {items} items, local farm on 127.0.0.1; "
+        f"{platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"reader {peers.reader_version()}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        "",
+        "| feeds | phase | tool | wall s | cpu s | peak MB | requests | 304s | stored "
+        "| wall vs reader |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    yardstick = {(r.feeds, r.phase): r for r in runs if r.tool == "reader"}
     for r in runs:
-        ratio = r.wall / naive[r.phase].wall
-        print(
-            f"{r.phase:<7} {r.tool:<13} {r.wall:7.2f} {r.cpu:7.2f} {r.peak_mb:8.1f} "
-            f"{r.requests:8d} {r.not_modified:5d} {ratio:12.2f}x"
+        ratio = r.wall / yardstick[r.feeds, r.phase].wall
+        stored = "-" if r.stored is None else str(r.stored)
+        lines.append(
+            f"| {r.feeds} | {r.phase} | {r.tool} | {r.wall:.2f} | {r.cpu:.2f} | "
+            f"{r.peak_mb:.0f} | {r.requests} | {r.not_modified} | {stored} | {ratio:.2f}x |"
         )
-    print("\naggregator's last line per phase:")
-    for r in runs:
-        if r.tool == "aggregator":
-            print(f"  {r.phase}: {r.detail}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    others = {"idle": idle.main, "publish": publish.main, "serve": serve.main}
+    if sys.argv[1:2] and sys.argv[1] in others:
+        others[sys.argv[1]](sys.argv[2:])
+        return
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--feeds", default="200,1000", help="comma-separated sizes")
+    parser.add_argument("--items", type=int, default=50)
+    parser.add_argument("--reader-workers", type=int, default=16)
+    args = parser.parse_args()
+    peers.peer_python()
+    become_subreaper()
+    runs: list[Run] = []
+    for feeds in (int(f) for f in args.feeds.split(",")):
+        runs.extend(run_size(feeds, args.items, args.reader_workers))
+    print()
+    print(report(runs, args.items))
 
 
 if __name__ == "__main__":

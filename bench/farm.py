@@ -2,7 +2,8 @@
 
 Items carry realistic ~300-character HTML summaries in Hindi and English, unique guids and
 dates spread over two weeks. `churn` gives a fraction of the feeds K new items. The server
-(tests/feedserver.py) answers ETag/If-Modified-Since with 304 and gzips when asked.
+(bench/farmserver.py, its own process) answers ETag/If-Modified-Since with 304 and gzips when
+asked.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from bench.farmserver import FarmServer
 from tests.feedfactory import Item, atom, rss2
-from tests.feedserver import FeedServer
 
 HINDI = (
     "देश के वरिष्ठ और चर्चित विशेष लोक अभियोजक को राष्ट्रपति ने राज्यसभा के लिए नामित किया है। "
@@ -31,7 +32,7 @@ NOW = datetime(2025, 7, 13, 12, 0, tzinfo=UTC)
 class Farm:
     feeds: int
     items: int
-    server: FeedServer = field(default_factory=FeedServer)
+    server: FarmServer = field(default_factory=FarmServer)
     _items: dict[int, list[Item]] = field(default_factory=dict)
     _serial: int = 0
 
@@ -60,11 +61,10 @@ class Farm:
 
     def counters(self) -> tuple[int, int]:
         """(requests, 304 answers) since the last `reset`."""
-        seen = self.server.seen()
-        return len(seen), sum(1 for r in seen if r.status == 304)
+        return self.server.counters()
 
     def reset(self) -> None:
-        self.server.clear()
+        self.server.reset()
 
     def _item(self, n: int, age_seconds: float) -> Item:
         self._serial += 1
@@ -87,4 +87,4 @@ class Farm:
             body = rss2(f"Feed {n}", site, items)
         else:
             body = atom(f"Feed {n}", site, f"tag:site{n}.example.org,2025:feed", items)
-        self.server.add(f"/feed/{n}", body, last_modified=NOW.timestamp() + self._serial)
+        self.server.publish(f"/feed/{n}", body, NOW.timestamp() + self._serial)

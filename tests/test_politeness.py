@@ -12,14 +12,15 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import aggregator.pipeline as pipeline_module
 from aggregator.config import Config, load_config
-from aggregator.parse import parse_feed
 from aggregator.pipeline import CycleReport, run_cycle
 from aggregator.store import SourceState, Store
+from aggregator.types import ParsedFeed
 from tests.conftest import run_cli
 from tests.feedfactory import Item, rss2
 from tests.feedserver import FeedServer
@@ -98,14 +99,15 @@ def test_an_unchanged_body_is_not_parsed_again(
     tmp_path: Path, feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     feed_server.handlers["/f.xml"] = _respond(200, {"Content-Type": "application/xml"}, BODY)
+    real = pipeline_module.PARSERS
     calls = []
-    real = parse_feed
 
-    def counting(*args: object, **kw: object) -> object:
-        calls.append(1)
-        return real(*args, **kw)  # type: ignore[arg-type]
+    class CountingPool:
+        async def parse(self, *args: Any, **kw: Any) -> ParsedFeed:
+            calls.append(1)
+            return await real.parse(*args, **kw)
 
-    monkeypatch.setattr(pipeline_module, "parse_feed", counting)
+    monkeypatch.setattr(pipeline_module, "PARSERS", CountingPool())
     path = _config(tmp_path, {"s": feed_server.url("/f.xml")})
     first = _cycle(path)
     second = _cycle(path)
@@ -281,3 +283,48 @@ def test_user_agent_names_project_version_and_url_and_can_be_overridden(
     )
     _cycle(path, force=True)
     assert feed_server.seen("/f.xml")[-1].headers["user-agent"] == "MyDigest/2.0"
+
+
+def _no_rendering(monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*args: object, **kw: object) -> bytes:
+        raise AssertionError("rendered an unchanged timeline")
+
+    for module, name in (
+        ("aggregator.render", "render_rss"),
+        ("aggregator.render", "render_atom"),
+        ("aggregator.jsonfeed", "render_json_feed"),
+        ("aggregator.page", "render_html"),
+        ("aggregator.opml", "render_opml"),
+    ):
+        monkeypatch.setattr(f"{module}.{name}", boom)
+        monkeypatch.setattr(pipeline_module, name, boom, raising=False)  # if imported at the top
+
+
+def test_an_unchanged_timeline_is_not_rendered_again(
+    tmp_path: Path, feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cycle of 304s costs no rendering; a change of input, or a file gone, renders."""
+    feed_server.add("/f.xml", BODY)
+    path = _config(tmp_path, {"s": feed_server.url("/f.xml")})
+    first = _cycle(path)
+    assert first.publish.changed  # everything written the first time
+    output = load_config(path).publish.output_dir
+    before = {p.name: p.stat().st_mtime_ns for p in output.iterdir()}
+    with monkeypatch.context() as patched:
+        _no_rendering(patched)
+        second = _cycle(path)
+    assert second.publish.changed == ()
+    assert second.publish.items == first.publish.items
+    assert {p.name: p.stat().st_mtime_ns for p in output.iterdir()} == before
+    assert not any(p.name.endswith(".tmp") for p in output.iterdir())
+    # A file deleted behind our back: rendered and written again.
+    (output / "atom.xml").unlink()
+    assert _cycle(path).publish.changed == ("atom.xml",)
+    # The site's title is part of the input: a new one renders everything that shows it.
+    path.write_text(
+        path.read_text(encoding="utf-8").replace(
+            "[publish]", '[aggregator]\ntitle = "New"\n[publish]'
+        ),
+        encoding="utf-8",
+    )
+    assert "atom.xml" in _cycle(path).publish.changed

@@ -29,7 +29,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import StarletteDeprecationWarning
 from starlette.types import Message, Scope
 
-from aggregator.server import PublishedFiles, create_app, media_type_of
+from aggregator.server import PublishedFiles, create_app, listen_socket, media_type_of
 from tests.conftest import ROOT
 
 with warnings.catch_warnings():
@@ -618,3 +618,33 @@ def test_aggregator_serve(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "atom.xml").read_bytes() == ATOM
     after = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     assert after == sorted([*before, Path("serve.log")])
+
+
+def test_accepted_connections_send_without_waiting_for_acks() -> None:
+    """TCP_NODELAY on every connection: headers then body must not wait ~40 ms for an ACK.
+
+    asyncio (and so uvicorn) sets it only on sockets that say they are TCP, which
+    `socket.create_server` does not; `listen_socket` must.
+    """
+    seen: list[int] = []
+
+    async def scenario() -> None:
+        listener = listen_socket("127.0.0.1", 0)
+        port = listener.getsockname()[1]
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            sock = writer.get_extra_info("socket")
+            seen.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(handle, sock=listener)
+        async with server:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            for _ in range(100):
+                if seen:
+                    break
+                await asyncio.sleep(0.01)
+            writer.close()
+
+    asyncio.run(scenario())
+    assert seen and seen[0] != 0

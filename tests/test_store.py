@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -480,3 +480,53 @@ def test_upgrading_an_older_store_keeps_its_data_and_fills_story_keys(db_path: P
         assert state is not None and state.retry_after is None and state.moved_to is None
     finally:
         upgraded.close()
+
+
+def _vm_steps(store: Store, call: Callable[[], object]) -> int:
+    """SQLite virtual-machine instructions a call costs (in units of 100): work, not time."""
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    connection = store._db
+    connection.set_progress_handler(count, 100)
+    try:
+        call()
+    finally:
+        connection.set_progress_handler(None, 0)
+    return steps
+
+
+def test_publishing_reads_what_it_publishes_not_the_whole_store(tmp_path: Path) -> None:
+    """The publish queries cost the same over 600 and 6,000 stored entries (flat at scale)."""
+    costs = []
+    for per_source in (30, 300):
+        s = Store.open(tmp_path / f"{per_source}.sqlite3")
+        sources = [source(f"s{n}") for n in range(20)]
+        s.sync_sources(sources, NOW)
+        for n, src in enumerate(sources):
+            s.store_entries(
+                src.name,
+                [
+                    entry(f"{src.name}-{k}", f"Story {n}/{k}", published=NOW - timedelta(hours=k))
+                    for k in range(per_source)
+                ],
+                NOW,
+            )
+        names = [src.name for src in sources]
+        since = NOW - timedelta(days=365)
+        recent = s.recent_entries(names, since, 50)
+        assert len(recent) == 50
+        costs.append(
+            (
+                _vm_steps(s, lambda: s.recent_entries(names, since, 50)),  # noqa: B023
+                _vm_steps(s, lambda: s.earlier_copies(names, recent, NOW - timedelta(hours=2))),  # noqa: B023
+            )
+        )
+        s.close()
+    (recent_small, earlier_small), (recent_large, earlier_large) = costs
+    assert recent_large < 2 * recent_small + 10, costs
+    assert earlier_large < 2 * earlier_small + 10, costs

@@ -1,0 +1,147 @@
+"""Wall time, CPU time and peak memory of a command and every process it starts.
+
+`os.wait4` alone sees one process; a tool that parses in a process pool would look nearly
+free. So this process becomes a child subreaper (Linux `PR_SET_CHILD_SUBREAPER`): whatever
+the command leaves behind (a fork server, its workers) is reparented here, waited for, and
+its CPU time lands in `RUSAGE_CHILDREN`. Memory is the sum over the tree's processes of
+each one's own peak RSS (VmHWM, sampled every 20 ms): an upper bound on the tree's peak.
+`ru_maxrss` is not used: after fork+exec it can report the parent's high-water mark.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import resource
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+@dataclass(frozen=True)
+class Usage:
+    wall: float
+    cpu: float
+    peak_mb: float
+
+
+def become_subreaper() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
+
+
+def _stat(pid: int) -> list[str] | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _peaks_kb(session: int, peaks: dict[int, int]) -> None:
+    """Record the peak RSS of every process of `session`: the command and all it started."""
+    for path in Path("/proc").iterdir():
+        entry = path.name
+        if not entry.isdigit():
+            continue
+        fields = _stat(int(entry))
+        if not fields or int(fields[3]) != session:  # the session id (setsid below)
+            continue
+        try:
+            status = Path(f"/proc/{entry}/status").read_text()
+        except OSError:
+            continue
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                peaks[int(entry)] = max(peaks.get(int(entry), 0), int(line.split()[1]))
+
+
+def _orphans(session: int) -> list[int]:
+    """Processes of the command's session that were reparented to us when it exited."""
+    me = os.getpid()
+    found = []
+    for path in Path("/proc").iterdir():
+        if path.name.isdigit():
+            fields = _stat(int(path.name))
+            if fields and int(fields[1]) == me and int(fields[3]) == session:
+                found.append(int(path.name))
+    return found
+
+
+def run_measured(
+    argv: list[str],
+    cwd: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    stdout: IO[bytes] | int = subprocess.DEVNULL,
+    stderr: IO[bytes] | int = subprocess.DEVNULL,
+) -> tuple[int, Usage]:
+    """Run `argv` in a session of its own to completion: its exit code and its usage.
+
+    CPU time includes the orphans it leaves (call `become_subreaper` first for that).
+    """
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    peaks: dict[int, int] = {}
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        argv, cwd=cwd, env=env, stdout=stdout, stderr=stderr, start_new_session=True
+    )
+    stop = threading.Event()
+
+    def sample() -> None:
+        _peaks_kb(process.pid, peaks)
+        while not stop.wait(0.02):
+            _peaks_kb(process.pid, peaks)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    try:
+        _, status, _ = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
+    except BaseException:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise
+    deadline = time.monotonic() + 30
+    while left := _orphans(process.pid):  # wait for them, so their CPU time is counted
+        if time.monotonic() > deadline:
+            os.killpg(process.pid, signal.SIGKILL)
+        for pid in left:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.01)
+    wall = time.perf_counter() - started
+    stop.set()
+    sampler.join()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return process.returncode, Usage(wall, cpu, sum(peaks.values()) / 1024)
+
+
+def installed_environment() -> dict[str, str]:
+    """This environment as an installed program sees it: compiled modules cached on disk.
+
+    (Some sandboxes set PYTHONDONTWRITEBYTECODE, which makes every start compile every
+    module again; no deployment runs like that, and it would tax each tool differently.)
+    """
+    return {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
+def measure(argv: list[str], cwd: Path) -> Usage:
+    """Run `argv` to completion; raise SystemExit with its stderr when it fails."""
+    with tempfile.TemporaryFile() as errors:
+        code, usage = run_measured(argv, cwd, env=installed_environment(), stderr=errors)
+        if code != 0:
+            errors.seek(0)
+            sys.stderr.write(errors.read().decode("utf-8", "replace")[-3000:])
+            raise SystemExit(f"{' '.join(argv[:4])} … failed with status {code}")
+    return usage

@@ -1,0 +1,321 @@
+"""Publish cost at scale: does publishing read only what it publishes?
+
+Builds real SQLite stores (setup, not measured) with 10,000 and 100,000 entries over 500
+sources, Hindi and English, dated over six months, a few stories carried by several
+sources. Then, each in a fresh process so its costs are its own: `startup` (imports, config,
+store open; no publish), `first` (publish into an empty output directory), `unchanged`
+(publish again, nothing new: must rewrite no file) and `warm` (two publishes in one process,
+timing the second: the daemon's steady state, with templates and locale data loaded).
+`publish s` is `publish_timeline`'s own time, without interpreter start-up; `rewritten` counts
+files whose inode or mtime changed. Flat from 10k to 100k is the goal.
+
+Peak memory is the child's own VmHWM: os.wait4's ru_maxrss would report this (large) parent's
+peak, since Linux carries the forking process's high-water mark across exec.
+
+    python -m bench.publish [--entries 100000] [--baseline 10000] [--repeat 1] [--profile]
+        [--analyze]   (run ANALYZE on the store first: shows what the query planner then picks)
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import cProfile
+import functools
+import hashlib
+import io
+import json
+import os
+import pstats
+import random
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from aggregator.config import load_config
+from aggregator.pipeline import publish_timeline, utc_now
+from aggregator.store import Store
+from aggregator.text import html_to_text, make_teaser
+from aggregator.types import ParsedEntry
+from bench.farm import ENGLISH, HINDI
+
+ROOT = Path(__file__).resolve().parent.parent
+SPAN = timedelta(days=180)  # entries dated over six months; max_age keeps the last 30 days
+BATCH = timedelta(days=14)  # entries are stored as polls would have: a fortnight at a time
+WIRE_SHARE = 0.03  # this share of entries is a wire story another source also carries
+
+
+@dataclass(frozen=True)
+class Run:
+    entries: int
+    phase: str
+    wall: float
+    cpu: float
+    peak_mb: float
+    publish_s: float | None
+    rewritten: int
+    items: int | None
+
+
+@functools.cache
+def _teaser(text: str) -> str:
+    """The same text gives the same teaser: computed once, it keeps setup short."""
+    return make_teaser(html_to_text(f"<p>{text}</p>"), 200)
+
+
+def _entry(rng: random.Random, source: int, serial: int, published: datetime) -> ParsedEntry:
+    hindi = source % 2 == 0
+    text = HINDI if hindi else ENGLISH
+    words = text.split()
+    start = rng.randrange(len(words) - 10)
+    title = f"{' '.join(words[start : start + rng.randint(6, 10)])} ({serial})"
+    link = f"https://site{source}.example.org/{published:%Y/%m}/story-{serial}"
+    summary = f'<p>{text}</p><p><a href="{link}">{"पूरी ख़बर" if hindi else "Read more"}</a></p>'
+    return ParsedEntry(
+        entry_id=f"tag:site{source}.example.org,2025:{serial}",
+        title=title,
+        link=link,
+        summary_html=summary,
+        teaser=_teaser(text),
+        author="संवाददाता" if hindi else "Staff",
+        categories=("समाचार",) if hindi else ("world", "climate"),
+        published=published,
+        updated=None,
+        content_hash=hashlib.sha256(f"{title}\x1f{link}\x1f{summary}".encode()).hexdigest(),
+    )
+
+
+def _wire_copy(entry: ParsedEntry, story: ParsedEntry, delay: timedelta) -> ParsedEntry:
+    """`entry` republishing `story` (same link and title) a little later."""
+    published = (story.published or datetime.now(UTC)) + delay
+    return ParsedEntry(
+        entry_id=entry.entry_id,
+        title=story.title,
+        link=story.link,
+        summary_html=story.summary_html,
+        teaser=story.teaser,
+        author=entry.author,
+        categories=entry.categories,
+        published=published,
+        updated=None,
+        content_hash=hashlib.sha256(f"{entry.entry_id}{story.content_hash}".encode()).hexdigest(),
+    )
+
+
+def build(work: Path, entries: int, sources: int, now: datetime, *, analyze: bool = False) -> Path:
+    """Write feeds.toml and fill the store it names; returns the config path.
+
+    `analyze` leaves SQLite statistics (sqlite_stat1) in the store, which aggregator itself
+    never does: without them the planner may pick a poorer index.
+    """
+    config_path = work / "feeds.toml"
+    config_path.write_text(
+        '[aggregator]\ntitle = "Bench digest"\nlanguage = "hi"\ntimezone = "Asia/Kolkata"\n'
+        '[publish]\noutput_dir = "output"\n[store]\npath = "state/aggregator.db"\n'
+        + "".join(
+            f'[[feeds]]\nname = "s{n}"\nurl = "https://site{n}.example.org/feed.xml"\n'
+            for n in range(sources)
+        ),
+        encoding="utf-8",
+    )
+    config = load_config(config_path)
+    rng = random.Random(entries)
+    start = now - SPAN
+    by_source: dict[int, list[ParsedEntry]] = {n: [] for n in range(sources)}
+    wire: list[ParsedEntry] = []
+    for serial in range(entries):
+        source = serial % sources
+        published = (start + rng.random() * SPAN).replace(microsecond=0)
+        entry = _entry(rng, source, serial, published)
+        if wire and rng.random() < WIRE_SHARE:
+            story = rng.choice(wire[-50:])
+            entry = _wire_copy(entry, story, timedelta(minutes=rng.randint(1, 120)))
+        elif rng.random() < WIRE_SHARE:
+            wire.append(entry)
+        by_source[source].append(entry)
+    store = Store.open(config.store.path)
+    try:
+        store.sync_sources(config.sources, start)
+        for pending in by_source.values():
+            pending.sort(key=lambda e: e.published or now)
+        batch_end = start + BATCH
+        while batch_end - BATCH < now:
+            seen_at = min(batch_end, now)
+            for n, pending in by_source.items():
+                cut = next(
+                    (i for i, e in enumerate(pending) if (e.published or now) > seen_at),
+                    len(pending),
+                )
+                store.store_entries(f"s{n}", pending[:cut], seen_at)
+                del pending[:cut]
+            batch_end += BATCH
+        stored = store.count_entries()
+    finally:
+        store.close()
+    if analyze:
+        with contextlib.closing(sqlite3.connect(config.store.path)) as db:
+            db.execute("ANALYZE")
+    if stored != entries:
+        raise SystemExit(f"setup stored {stored} entries, expected {entries}")
+    return config_path
+
+
+def _peak_mb() -> float:
+    """This process's own high-water RSS."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def _child(config_path: Path, publishes: int, profile: bool) -> None:
+    """The measured process: open the store the way `aggregator` does, publish, say how long
+    the last publish took."""
+    config = load_config(config_path)
+    store = Store.open(config.store.path)
+    try:
+        if not publishes:
+            print(json.dumps({"seconds": None, "items": None, "peak_mb": _peak_mb()}))
+            return
+        for _ in range(publishes - 1):
+            publish_timeline(config, store, utc_now())
+        profiler = cProfile.Profile() if profile else None
+        if profiler is not None:
+            profiler.enable()
+        report = publish_timeline(config, store, utc_now())
+        if profiler is not None:
+            profiler.disable()
+            out = io.StringIO()
+            stats = pstats.Stats(profiler, stream=out).strip_dirs()
+            stats.sort_stats("cumulative").print_stats(25)
+            stats.sort_stats("tottime").print_stats(15)
+            print(out.getvalue(), file=sys.stderr)
+        result = {"seconds": report.seconds, "items": report.items, "peak_mb": _peak_mb()}
+        print(json.dumps(result))
+    finally:
+        store.close()
+
+
+def _files(directory: Path) -> dict[str, tuple[int, int]]:
+    if not directory.is_dir():
+        return {}
+    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in directory.iterdir()}
+
+
+def _measure(argv: list[str]) -> tuple[float, float, dict[str, float | int | None]]:
+    """Run `argv`; wall time and CPU time of that process alone, and its JSON line."""
+    started = time.perf_counter()
+    process = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE)
+    assert process.stdout is not None
+    output = process.stdout.read().decode("utf-8", "replace")
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - started
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{argv[3:]} failed with status {os.waitstatus_to_exitcode(status)}")
+    result = json.loads(output.strip().splitlines()[-1])
+    return wall, usage.ru_utime + usage.ru_stime, result
+
+
+def measure(config_path: Path, entries: int, repeat: int, profile: bool) -> list[Run]:
+    """startup, first, unchanged and warm publishes of one store, `repeat` times."""
+    output = config_path.parent / "output"
+    child = [sys.executable, "-m", "bench.publish", "--child", str(config_path)]
+    runs = []
+    for _ in range(repeat):
+        for path in _files(output):
+            (output / path).unlink()
+        for phase, publishes in (("startup", 0), ("first", 1), ("unchanged", 1), ("warm", 2)):
+            argv = [*child, "--publishes", str(publishes)]
+            before = _files(output)
+            wall, cpu, result = _measure(argv)
+            after = _files(output)
+            rewritten = sum(1 for name, key in after.items() if before.get(name) != key)
+            seconds, items, peak = result["seconds"], result["items"], result["peak_mb"]
+            runs.append(
+                Run(
+                    entries,
+                    phase,
+                    wall,
+                    cpu,
+                    float(peak or 0),
+                    float(seconds) if seconds is not None else None,
+                    rewritten,
+                    int(items) if items is not None else None,
+                )
+            )
+    if profile:  # separate runs: the profiler's overhead stays out of the table
+        for path in _files(output):
+            (output / path).unlink()
+        for label, times in (("first (cold process)", "1"), ("warm (second in-process)", "2")):
+            print(f"\n=== profile: {entries} entries, {label} ===", file=sys.stderr, flush=True)
+            _measure([*child, "--publishes", times, "--profile"])
+    return runs
+
+
+def report(runs: list[Run], sources: int) -> None:
+    print(f"\npublish from a real store, {sources} sources, 200 items published")
+    header = (
+        f"{'entries':>8} {'phase':<9} {'wall s':>7} {'publish s':>9} {'cpu s':>6} "
+        f"{'peak MB':>8} {'rewritten':>9} {'items':>5}"
+    )
+    print(header)
+    print("-" * len(header))
+    for r in runs:
+        publish = f"{r.publish_s:9.3f}" if r.publish_s is not None else f"{'-':>9}"
+        items = f"{r.items:5d}" if r.items is not None else f"{'-':>5}"
+        print(
+            f"{r.entries:8d} {r.phase:<9} {r.wall:7.2f} {publish} {r.cpu:6.2f} "
+            f"{r.peak_mb:8.1f} {r.rewritten:9d} {items}"
+        )
+    largest = max(r.entries for r in runs)
+
+    def best(phase: str) -> float:
+        return min(r.publish_s or 0.0 for r in runs if r.entries == largest and r.phase == phase)
+
+    cold, warm = best("first"), best("warm")
+    rewrites = sum(r.rewritten for r in runs if r.phase in ("unchanged", "warm"))
+    print(
+        f"target: publish from {largest} entries < 0.5 s: best cold {cold:.3f} s, warm "
+        f"{warm:.3f} s ({'met' if max(cold, warm) < 0.5 else 'MISSED'}); unchanged publishes "
+        f"rewrote {rewrites} files ({'met' if rewrites == 0 else 'MISSED'})"
+    )
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.publish")
+    parser.add_argument("--entries", type=int, default=100_000)
+    parser.add_argument("--baseline", type=int, default=10_000, help="0 to skip")
+    parser.add_argument("--sources", type=int, default=500)
+    parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument(
+        "--profile", action="store_true", help="also cProfile a cold and a warm publish (stderr)"
+    )
+    parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--publishes", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--analyze", action="store_true", help="ANALYZE the store after building it"
+    )
+    args = parser.parse_args(argv)
+    if args.child is not None:
+        _child(args.child, args.publishes, args.profile)
+        return
+    now = utc_now().replace(microsecond=0)
+    runs: list[Run] = []
+    with tempfile.TemporaryDirectory(prefix="aggregator-publish-") as tmp:
+        for entries in sorted({args.baseline, args.entries} - {0}):
+            work = Path(tmp) / str(entries)
+            work.mkdir()
+            started = time.perf_counter()
+            config_path = build(work, entries, args.sources, now, analyze=args.analyze)
+            print(f"built a store of {entries} entries in {time.perf_counter() - started:.1f} s")
+            runs += measure(config_path, entries, args.repeat, args.profile)
+    report(runs, args.sources)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
