@@ -1,0 +1,34 @@
+"""The throwaway PostgreSQL server the store's PostgreSQL tests run against."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.pgserver import PgServer, PgUnavailable, find_bindir
+
+
+def test_server_answers_on_its_unix_socket_only(pg_server: PgServer) -> None:
+    assert pg_server.psql("SELECT 1") == "1"
+    assert pg_server.psql("SHOW listen_addresses") == ""
+    assert pg_server.psql("SHOW server_encoding") == "UTF8"
+    assert (pg_server.socket_dir / ".s.PGSQL.5432").exists()
+
+
+def test_each_test_gets_its_own_empty_database(pg_server: PgServer, pg_database: str) -> None:
+    pg_server.psql("CREATE TABLE t (x int)", dbname=pg_database)
+    other = pg_server.new_database()
+    try:
+        assert pg_server.psql("SELECT count(*) FROM pg_tables WHERE tablename = 't'", other) == "0"
+    finally:
+        pg_server.drop_database(other)
+    assert pg_server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{other}'") == ""
+
+
+def test_missing_binaries_are_named_in_the_reason(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("AGGREGATOR_PG_BINDIR", str(tmp_path))
+    with pytest.raises(PgUnavailable, match=f"no PostgreSQL server binaries .* in {tmp_path}"):
+        find_bindir()
