@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from tests.pgserver import PgServer, PgUnavailable, find_bindir
@@ -32,3 +33,12 @@ def test_missing_binaries_are_named_in_the_reason(
     monkeypatch.setenv("AGGREGATOR_PG_BINDIR", str(tmp_path))
     with pytest.raises(PgUnavailable, match=f"no PostgreSQL server binaries .* in {tmp_path}"):
         find_bindir()
+
+
+def test_psycopg_connects_with_the_url_and_the_conninfo(
+    pg_server: PgServer, pg_database: str
+) -> None:
+    for target in (pg_server.url(pg_database), pg_server.conninfo(pg_database)):
+        with psycopg.connect(target) as conn:
+            row = conn.execute("SELECT current_database(), current_setting('TimeZone')").fetchone()
+            assert row == (pg_database, "UTC")
