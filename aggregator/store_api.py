@@ -1,9 +1,10 @@
-"""What a store offers, whichever database holds it.
+"""What a store offers, whichever database holds it; `open_store` opens the one a target names.
 
-`aggregator.store.Store` (SQLite, the embedded default) implements it; a PostgreSQL store,
-shared by several daemons, is to follow. Contract tests (tests/test_store_contract.py) run
-one body of tests against every implementation. This module holds no SQL; the types that
-cross the interface (`SourceState`, `StoreResult`) are the SQLite module's, re-exported here.
+Two implementations stand behind it: `aggregator.store.Store` (SQLite, the embedded
+default: one file, one daemon) and `aggregator.store_pg.PgStore` (PostgreSQL: one database
+shared by several daemons). Contract tests (tests/test_store_contract.py) run one body of
+tests against both. This module holds no SQL; the types that cross the interface
+(`SourceState`, `StoreResult`) are the SQLite module's, re-exported here.
 
 Sharing the work: a poller calls `claim_due`, which hands each due source to exactly one
 caller until its lease runs out; recording the poll (`record_success`, `record_failure`,
@@ -16,13 +17,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Protocol
 
 from aggregator.config import SourceConfig
-from aggregator.store import SourceState, StoreResult
+from aggregator.store import SourceState, Store, StoreResult
 from aggregator.types import ParsedEntry, ParsedFeed, SourceCredit, StoredEntry, Validators
 
-__all__ = ["SourceState", "StoreAPI", "StoreResult"]
+__all__ = ["SourceState", "StoreAPI", "StoreResult", "is_store_url", "open_store"]
+
+_URL_SCHEMES = ("postgresql://", "postgres://")
 
 
 class StoreAPI(Protocol):
@@ -131,3 +135,18 @@ class StoreAPI(Protocol):
     def publish_lock(self) -> AbstractContextManager[None]:
         """Held while publishing; entering waits while another publisher holds it."""
         ...
+
+
+def is_store_url(target: str | Path) -> bool:
+    """Whether `target` names a PostgreSQL database (a URL) rather than an SQLite file."""
+    return isinstance(target, str) and target.startswith(_URL_SCHEMES)
+
+
+def open_store(target: str | Path) -> StoreAPI:
+    """Open and migrate the store `target` names: a `postgresql://` URL, else a file path."""
+    if is_store_url(target):
+        # Imported only here, so that SQLite users never load libpq.
+        from aggregator.store_pg import PgStore  # noqa: PLC0415
+
+        return PgStore.open(str(target))
+    return Store.open(Path(target))

@@ -46,13 +46,13 @@ def pg_server() -> Iterator[PgServer]:
 
 
 @pytest.fixture
-def pg_database(pg_server: PgServer) -> Iterator[str]:
-    """A fresh, empty database on the session's server, dropped after the test; its name."""
-    name = pg_server.new_database()
+def pg_url(pg_server: PgServer) -> Iterator[str]:
+    """A URL whose search path starts at a fresh, empty schema, dropped after the test."""
+    schema = pg_server.new_schema()
     try:
-        yield name
+        yield pg_server.url(schema=schema)
     finally:
-        pg_server.drop_database(name)
+        pg_server.drop_schema(schema)
 
 
 def run_cli(

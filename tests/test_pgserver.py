@@ -17,14 +17,18 @@ def test_server_answers_on_its_unix_socket_only(pg_server: PgServer) -> None:
     assert (pg_server.socket_dir / ".s.PGSQL.5432").exists()
 
 
-def test_each_test_gets_its_own_empty_database(pg_server: PgServer, pg_database: str) -> None:
-    pg_server.psql("CREATE TABLE t (x int)", dbname=pg_database)
-    other = pg_server.new_database()
+def test_each_test_gets_its_own_empty_schema(pg_server: PgServer, pg_url: str) -> None:
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE t (x int)")
+        (schema,) = conn.execute("SELECT current_schema()").fetchone() or (None,)
+    other = pg_server.new_schema()
     try:
-        assert pg_server.psql("SELECT count(*) FROM pg_tables WHERE tablename = 't'", other) == "0"
+        with psycopg.connect(pg_server.url(schema=other)) as conn:
+            assert conn.execute("SELECT to_regclass('t')").fetchone() == (None,)
+            assert conn.execute("SELECT to_regclass(%s)", (f"{schema}.t",)).fetchone() != (None,)
     finally:
-        pg_server.drop_database(other)
-    assert pg_server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{other}'") == ""
+        pg_server.drop_schema(other)
+    assert pg_server.psql(f"SELECT 1 FROM pg_namespace WHERE nspname = '{other}'") == ""
 
 
 def test_missing_binaries_are_named_in_the_reason(
@@ -35,10 +39,8 @@ def test_missing_binaries_are_named_in_the_reason(
         find_bindir()
 
 
-def test_psycopg_connects_with_the_url_and_the_conninfo(
-    pg_server: PgServer, pg_database: str
-) -> None:
-    for target in (pg_server.url(pg_database), pg_server.conninfo(pg_database)):
+def test_psycopg_connects_with_the_url_and_the_conninfo(pg_server: PgServer) -> None:
+    for target in (pg_server.url(), pg_server.conninfo()):
         with psycopg.connect(target) as conn:
             row = conn.execute("SELECT current_database(), current_setting('TimeZone')").fetchone()
-            assert row == (pg_database, "UTC")
+            assert row == ("postgres", "UTC")

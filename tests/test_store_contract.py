@@ -6,47 +6,58 @@ same data, `open_again()`; the `backend` parameter says which database holds the
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from contextlib import closing
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 
-from aggregator.config import SourceConfig
-from aggregator.store import Store
-from aggregator.store_api import StoreAPI
+from aggregator import store as sqlite_store
+from aggregator import store_pg
+from aggregator.errors import StorageError
+from aggregator.store_api import StoreAPI, open_store
 from aggregator.types import Validators
+from tests.storedata import NOW, source
 
-NOW = datetime(2025, 7, 13, 12, 0, tzinfo=UTC)
 LEASE = timedelta(minutes=5)
-
-
-def source(name: str) -> SourceConfig:
-    return SourceConfig(
-        name=name,
-        url=f"https://{name}.example.org/feed.xml",
-        title=None,
-        interval=timedelta(minutes=15),
-        timezone="UTC",
-        tags=(),
-    )
 
 
 @dataclass(frozen=True)
 class Backend:
-    """A database for one test, and how to open (another) store on it."""
+    """A database for one test: how to open (another) store on it, and its schema's version."""
 
     name: str
     open: Callable[[], StoreAPI]
+    latest: int  # the schema version this aggregator migrates to
+    force_version: Callable[[int], None]  # write a schema version behind the store's back
 
 
-@pytest.fixture(params=["sqlite"])
+@pytest.fixture(params=["sqlite", "postgresql"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    path = tmp_path / "state" / "aggregator.sqlite3"
-    return Backend("sqlite", lambda: Store.open(path))
+    if request.param == "sqlite":
+        path = tmp_path / "state" / "aggregator.sqlite3"
+
+        def sqlite_version(version: int) -> None:
+            with closing(sqlite3.connect(path)) as db:
+                db.execute(f"PRAGMA user_version = {version}")
+
+        return Backend(
+            "sqlite", lambda: open_store(path), sqlite_store.SCHEMA_VERSION, sqlite_version
+        )
+    # Asked for only here, so that without a server only the PostgreSQL cases skip.
+    url: str = request.getfixturevalue("pg_url")
+
+    def pg_version(version: int) -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+
+    return Backend("postgresql", lambda: open_store(url), store_pg.SCHEMA_VERSION, pg_version)
 
 
 @pytest.fixture
@@ -66,6 +77,63 @@ def open_again(backend: Backend) -> Iterator[Callable[[], StoreAPI]]:
 @pytest.fixture
 def store(open_again: Callable[[], StoreAPI]) -> StoreAPI:
     return open_again()
+
+
+# -- schema --------------------------------------------------------------------------------
+
+
+def test_a_new_store_is_at_the_latest_schema_and_empty(store: StoreAPI, backend: Backend) -> None:
+    assert store.schema_version == backend.latest
+    assert store.count_entries() == 0
+    assert store.source_states() == []
+    assert store.first_added() is None
+    store.ping()
+    store.checkpoint()
+
+
+def test_reopening_migrates_nothing(backend: Backend) -> None:
+    first = backend.open()
+    first.sync_sources([source("a")], NOW)
+    first.close()
+    second = backend.open()
+    try:
+        assert second.schema_version == backend.latest
+        assert [s.name for s in second.source_states()] == ["a"]
+    finally:
+        second.close()
+
+
+def test_a_newer_schema_is_refused(backend: Backend) -> None:
+    backend.open().close()
+    backend.force_version(backend.latest + 1)
+    with pytest.raises(StorageError, match="newer than this aggregator knows"):
+        backend.open()
+
+
+def test_stores_opened_at_once_migrate_once(backend: Backend) -> None:
+    """Daemons starting together on an empty database: one migrates, the others wait."""
+    opened: list[StoreAPI] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(3)
+
+    def open_one() -> None:
+        try:
+            start.wait()
+            opened.append(backend.open())
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=open_one) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    try:
+        assert not errors
+        assert [s.schema_version for s in opened] == [backend.latest] * 3
+    finally:
+        for s in opened:
+            s.close()
 
 
 # -- claims --------------------------------------------------------------------------------
@@ -124,7 +192,7 @@ def test_recording_the_poll_releases_the_claim(store: StoreAPI, outcome: str) ->
     else:
         store.disable("a", "HTTP 410 Gone", later)
         assert store.claim_due(["a"], later, "two", LEASE) == []  # disabled: never due
-        store.sync_sources([replace(source("a"), url="https://b.example.org/")], later)  # fixed
+        store.sync_sources([source("a", url="https://b.example.org/")], later)  # fixed
     assert store.claim_due(["a"], later, "two", LEASE) == ["a"]
 
 
