@@ -44,3 +44,13 @@ def test_psycopg_connects_with_the_url_and_the_conninfo(pg_server: PgServer) -> 
         with psycopg.connect(target) as conn:
             row = conn.execute("SELECT current_database(), current_setting('TimeZone')").fetchone()
             assert row == ("postgres", "UTC")
+
+
+def test_the_default_collation_is_a_languages_where_icu_is_there(pg_server: PgServer) -> None:
+    provider = pg_server.psql(
+        "SELECT datlocprovider FROM pg_database WHERE datname = current_database()"
+    )
+    if provider == "i":
+        assert pg_server.psql("SELECT 'a' < 'B'") == "t"
+    else:
+        assert pg_server.psql("SELECT 'a' < 'B'") == "f"
