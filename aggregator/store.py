@@ -13,6 +13,7 @@ import fcntl
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -125,6 +126,20 @@ def _statements(script: str) -> Iterator[str]:
         yield statement  # incomplete: let SQLite say what is wrong with it
 
 
+def _enable_wal(db: sqlite3.Connection, patience: float = 10.0) -> None:
+    """Switch to WAL, waiting while another connection switches: SQLite answers "database
+    is locked" at once there, without its busy timeout (stores opened at the same moment)."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if e.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
 def _ts(value: datetime | None, *, precise: bool = False) -> str | None:
     """UTC timestamps as ISO text, so text order is time order.
 
@@ -227,7 +242,7 @@ class Store:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(path, isolation_level=None, timeout=10.0, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
+            _enable_wal(db)
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA foreign_keys=ON")
             store = cls(db)
