@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CONFIG ?= feeds.toml
 
-.PHONY: install run once status test lint typecheck pytest bench bench-tools validate clean
+.PHONY: install postgres run once status test lint typecheck pytest bench bench-tools validate clean
 
 install: $(STAMP)
 
@@ -15,6 +15,24 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
+
+# The PostgreSQL server binaries for the store's PostgreSQL tests (tests/pgserver.py starts a
+# throwaway server from them). Installed from Debian's packages when missing and we are root;
+# where that is impossible this step says so and those tests skip with the reason, so it never
+# fails the build by itself.
+postgres:
+	@if [ -x "$$AGGREGATOR_PG_BINDIR/initdb" ] || command -v initdb >/dev/null 2>&1 \
+	    || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
+	    :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "make: installing Debian's postgresql package for the PostgreSQL store tests"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	        apt-get install -y -qq --no-install-recommends postgresql >/dev/null; } \
+	    || echo "make: could not install postgresql; the PostgreSQL tests will be skipped"; \
+	else \
+	    echo "make: no PostgreSQL server binaries, and not root with apt-get to install them;" \
+	        "the PostgreSQL tests will be skipped"; \
+	fi
 
 run: install
 	$(BIN)/aggregator run --config $(CONFIG)
@@ -32,7 +50,7 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install
+pytest: install postgres
 	$(BIN)/python -m pytest -q
 
 test: lint typecheck pytest

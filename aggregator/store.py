@@ -9,8 +9,11 @@ lives in `PRAGMA user_version`; migrations run in order on open.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -94,8 +97,47 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX entries_by_link_key ON entries (link_key);
     CREATE INDEX entries_by_title_key ON entries (title_key);
     """,
+    # 7: claims: a daemon polling a source holds it until `claimed_until` (a lease), so the
+    # daemons sharing a store poll each due source once. Recording the poll's end (success,
+    # failure or 410: each writes last_polled) releases the claim.
+    """
+    ALTER TABLE sources ADD COLUMN claimed_by TEXT;
+    ALTER TABLE sources ADD COLUMN claimed_until TEXT;
+    CREATE TRIGGER sources_release_claim AFTER UPDATE OF last_polled ON sources
+    WHEN NEW.claimed_by IS NOT NULL
+    BEGIN
+        UPDATE sources SET claimed_by = NULL, claimed_until = NULL WHERE name = NEW.name;
+    END;
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
+
+
+def _statements(script: str) -> Iterator[str]:
+    """A migration's statements, each whole: a trigger's body holds semicolons of its own."""
+    statement = ""
+    for piece in script.split(";"):
+        statement += piece + ";"
+        if sqlite3.complete_statement(statement):
+            if statement.replace(";", "").strip():
+                yield statement
+            statement = ""
+    if statement.replace(";", "").strip():
+        yield statement  # incomplete: let SQLite say what is wrong with it
+
+
+def _enable_wal(db: sqlite3.Connection, patience: float = 10.0) -> None:
+    """Switch to WAL, waiting while another connection switches: SQLite answers "database
+    is locked" at once there, without its busy timeout (stores opened at the same moment)."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if e.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _ts(value: datetime | None, *, precise: bool = False) -> str | None:
@@ -200,7 +242,7 @@ class Store:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(path, isolation_level=None, timeout=10.0, check_same_thread=False)
-            db.execute("PRAGMA journal_mode=WAL")
+            _enable_wal(db)
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA foreign_keys=ON")
             store = cls(db)
@@ -240,9 +282,8 @@ class Store:
                 # Another process may have migrated while we waited for the write lock.
                 if int(db.execute("PRAGMA user_version").fetchone()[0]) > number:
                     continue
-                for statement in _MIGRATIONS[number].split(";"):
-                    if statement.strip():
-                        db.execute(statement)
+                for statement in _statements(_MIGRATIONS[number]):
+                    db.execute(statement)
                 if number + 1 == 6:
                     _backfill_story_keys(db)
                 db.execute(f"PRAGMA user_version = {number + 1}")
@@ -640,3 +681,76 @@ class Store:
                 0
             ]
         )
+
+    # -- claims: several pollers sharing one store -------------------------------------------
+
+    def claim_due(
+        self,
+        names: Sequence[str],
+        now: datetime,
+        owner: str,
+        lease: timedelta,
+        *,
+        limit: int | None = None,
+    ) -> list[str]:
+        """Claim for `owner`, until `now + lease`, the due sources nobody else holds.
+
+        Due as in `due_sources` (and in its order), and unclaimed or with an expired lease.
+        One write transaction (`BEGIN IMMEDIATE`) both picks and marks them, so two claimers
+        never get the same source. A claim ends with `release` or when the poll is recorded
+        (`record_success`, `record_failure`, `disable`), else when its lease runs out.
+        """
+        at = _ts(now, precise=True)
+        with self._transaction() as db:
+            claimed = [
+                row[0]
+                for row in db.execute(
+                    """
+                    SELECT name FROM sources
+                    WHERE name IN (SELECT value FROM json_each(?)) AND disabled IS NULL
+                      AND (next_poll IS NULL OR next_poll <= ?)
+                      AND (claimed_until IS NULL OR claimed_until <= ?)
+                    ORDER BY next_poll IS NOT NULL, next_poll, name
+                    LIMIT ?
+                    """,
+                    (json.dumps(list(names)), at, at, -1 if limit is None else limit),
+                )
+            ]
+            db.executemany(
+                "UPDATE sources SET claimed_by = ?, claimed_until = ? WHERE name = ?",
+                [(owner, _ts(now + lease, precise=True), name) for name in claimed],
+            )
+        return claimed
+
+    def release(self, name: str, owner: str) -> None:
+        """Give back `owner`'s claim on a source (a claim since taken over is left alone)."""
+        with self._transaction() as db:
+            db.execute(
+                """
+                UPDATE sources SET claimed_by = NULL, claimed_until = NULL
+                WHERE name = ? AND claimed_by = ?
+                """,
+                (name, owner),
+            )
+
+    @contextmanager
+    def publish_lock(self) -> Iterator[None]:
+        """Held while publishing: one publisher at a time among all users of this file.
+
+        An exclusive `flock` on `<database>-publish.lock` beside the database, so it holds
+        across processes and across `Store` objects in one process, and dies with its holder.
+        Taking it waits for the current holder; store writes are not blocked meanwhile.
+        """
+        database = self._db.execute("PRAGMA database_list").fetchone()[2]
+        if not database:  # an in-memory database: nobody else can see it
+            yield
+            return
+        try:
+            lock = os.open(f"{database}-publish.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise StorageError(f"cannot open the publish lock: {e.strerror or e}") from e
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(lock)  # which releases the lock

@@ -1,4 +1,5 @@
-"""Shared fixtures: a real feed server on 127.0.0.1 and the real CLI in a subprocess."""
+"""Shared fixtures: a real feed server on 127.0.0.1, a throwaway PostgreSQL server, and the
+real CLI in a subprocess."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.feedserver import FeedServer
+from tests.pgserver import PgServer, PgUnavailable, start_server
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,6 +24,35 @@ def feed_server() -> Iterator[FeedServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """One PostgreSQL server for the whole session, or a skip that says why there is none.
+
+    `AGGREGATOR_REQUIRE_PG=1` makes a missing server an error instead of a skip, for a
+    machine where the PostgreSQL tests must run.
+    """
+    try:
+        server = start_server()
+    except PgUnavailable as e:
+        if os.environ.get("AGGREGATOR_REQUIRE_PG") == "1":
+            pytest.fail(f"PostgreSQL is required (AGGREGATOR_REQUIRE_PG=1) but: {e}")
+        pytest.skip(f"PostgreSQL tests skipped: {e}")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer) -> Iterator[str]:
+    """A URL whose search path starts at a fresh, empty schema, dropped after the test."""
+    schema = pg_server.new_schema()
+    try:
+        yield pg_server.url(schema=schema)
+    finally:
+        pg_server.drop_schema(schema)
 
 
 def run_cli(

@@ -23,7 +23,15 @@ PURE_MODULES = (
     "aggregator.jsonfeed",
     "aggregator.opml",
 )
-FORBIDDEN = ("httpx", "sqlite3", "apscheduler", "aggregator.store", "aggregator.fetch")
+FORBIDDEN = (
+    "httpx",
+    "sqlite3",
+    "psycopg",
+    "apscheduler",
+    "aggregator.store",
+    "aggregator.store_pg",
+    "aggregator.fetch",
+)
 
 _PROBE = """
 import importlib, json, sys

@@ -1,0 +1,152 @@
+"""What a store offers, whichever database holds it; `open_store` opens the one a target names.
+
+Two implementations stand behind it: `aggregator.store.Store` (SQLite, the embedded
+default: one file, one daemon) and `aggregator.store_pg.PgStore` (PostgreSQL: one database
+shared by several daemons). Contract tests (tests/test_store_contract.py) run one body of
+tests against both. This module holds no SQL; the types that cross the interface
+(`SourceState`, `StoreResult`) are the SQLite module's, re-exported here.
+
+Sharing the work: a poller calls `claim_due`, which hands each due source to exactly one
+caller until its lease runs out; recording the poll (`record_success`, `record_failure`,
+`disable`) or `release` ends the claim early. Publishing runs under `publish_lock`, so two
+daemons never write the output at the same time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Protocol
+
+from aggregator.config import SourceConfig
+from aggregator.store import SourceState, Store, StoreResult
+from aggregator.types import ParsedEntry, ParsedFeed, SourceCredit, StoredEntry, Validators
+
+__all__ = ["SourceState", "StoreAPI", "StoreResult", "is_store_url", "open_store"]
+
+_URL_SCHEMES = ("postgresql://", "postgres://")
+
+
+class StoreAPI(Protocol):
+    """Sources' fetch state, entries and tombstones, claims on due sources, the publish lock.
+
+    Every datetime going in or coming out is timezone-aware UTC. Entry dates are kept to
+    the second, schedule times (next poll, Retry-After, leases) to the microsecond.
+    """
+
+    @property
+    def schema_version(self) -> int: ...
+
+    def close(self) -> None: ...
+
+    def ping(self) -> None:
+        """Raise StorageError unless the store answers."""
+        ...
+
+    def checkpoint(self) -> None:
+        """Housekeeping that keeps the store's files bounded (where the database needs it)."""
+        ...
+
+    # -- sources ---------------------------------------------------------------------------
+
+    def sync_sources(self, sources: Iterable[SourceConfig], now: datetime) -> None: ...
+
+    def source_state(self, name: str) -> SourceState | None: ...
+
+    def source_states(self) -> list[SourceState]: ...
+
+    def due_sources(self, names: Sequence[str], now: datetime) -> list[str]: ...
+
+    def record_success(
+        self,
+        name: str,
+        validators: Validators,
+        now: datetime,
+        outcome: str,
+        *,
+        feed: ParsedFeed | None = None,
+        next_poll: datetime | None = None,
+        url: str | None = None,
+        moved_to: str | None = None,
+        body_hash: str | None = None,
+    ) -> None: ...
+
+    def record_failure(
+        self,
+        name: str,
+        error: str,
+        now: datetime,
+        next_poll: datetime | None = None,
+        *,
+        url: str | None = None,
+        retry_after: datetime | None = None,
+    ) -> None: ...
+
+    def forget_move(self, name: str) -> None: ...
+
+    def disable(self, name: str, reason: str, now: datetime, *, url: str | None = None) -> None: ...
+
+    def source_credits(self, sources: Sequence[SourceConfig]) -> dict[str, SourceCredit]: ...
+
+    def first_added(self) -> datetime | None: ...
+
+    # -- entries ---------------------------------------------------------------------------
+
+    def store_entries(
+        self, source: str, entries: Sequence[ParsedEntry], now: datetime
+    ) -> StoreResult: ...
+
+    def recent_entries(
+        self, sources: Iterable[str], since: datetime, limit: int
+    ) -> list[StoredEntry]: ...
+
+    def earlier_copies(
+        self, sources: Iterable[str], of: Iterable[StoredEntry], before: datetime
+    ) -> list[StoredEntry]: ...
+
+    def prune(self, before: datetime, now: datetime) -> int: ...
+
+    def count_entries(self, source: str | None = None) -> int: ...
+
+    # -- sharing the work ------------------------------------------------------------------
+
+    def claim_due(
+        self,
+        names: Sequence[str],
+        now: datetime,
+        owner: str,
+        lease: timedelta,
+        *,
+        limit: int | None = None,
+    ) -> list[str]:
+        """Claim for `owner` the due sources that nobody holds (at most `limit`), in due order.
+
+        Picking and marking (`claimed_by`, `claimed_until = now + lease`) happen in one
+        transaction, so concurrent callers get disjoint sets; an expired lease is free again.
+        """
+        ...
+
+    def release(self, name: str, owner: str) -> None:
+        """End `owner`'s claim on `name`; a claim someone else has taken over stays."""
+        ...
+
+    def publish_lock(self) -> AbstractContextManager[None]:
+        """Held while publishing; entering waits while another publisher holds it."""
+        ...
+
+
+def is_store_url(target: str | Path) -> bool:
+    """Whether `target` names a PostgreSQL database (a URL) rather than an SQLite file."""
+    return isinstance(target, str) and target.startswith(_URL_SCHEMES)
+
+
+def open_store(target: str | Path) -> StoreAPI:
+    """Open and migrate the store `target` names: a `postgresql://` URL, else a file path."""
+    if is_store_url(target):
+        # Imported only here, so that SQLite users never load libpq.
+        from aggregator.store_pg import PgStore  # noqa: PLC0415
+
+        return PgStore.open(str(target))
+    return Store.open(Path(target))

@@ -1,0 +1,769 @@
+"""One body of store tests, run against every implementation of `StoreAPI`.
+
+Each test takes `store` (a fresh, empty store) and, where it needs more connections to the
+same data, `open_again()`; the `backend` parameter says which database holds them.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from dataclasses import dataclass, replace
+from datetime import timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from aggregator import store as sqlite_store
+from aggregator import store_pg
+from aggregator.errors import StorageError
+from aggregator.store_api import StoreAPI, open_store
+from aggregator.types import ParsedFeed, Validators
+from tests.storedata import NOW, entry, source
+
+LEASE = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A database for one test: how to open (another) store on it, and its schema's version."""
+
+    name: str
+    open: Callable[[], StoreAPI]
+    latest: int  # the schema version this aggregator migrates to
+    force_version: Callable[[int], None]  # write a schema version behind the store's back
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if request.param == "sqlite":
+        path = tmp_path / "state" / "aggregator.sqlite3"
+
+        def sqlite_version(version: int) -> None:
+            with closing(sqlite3.connect(path)) as db:
+                db.execute(f"PRAGMA user_version = {version}")
+
+        return Backend(
+            "sqlite", lambda: open_store(path), sqlite_store.SCHEMA_VERSION, sqlite_version
+        )
+    # Asked for only here, so that without a server only the PostgreSQL cases skip.
+    url: str = request.getfixturevalue("pg_url")
+
+    def pg_version(version: int) -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
+
+    return Backend("postgresql", lambda: open_store(url), store_pg.SCHEMA_VERSION, pg_version)
+
+
+@pytest.fixture
+def open_again(backend: Backend) -> Iterator[Callable[[], StoreAPI]]:
+    """Open more stores on the test's database (as other daemons would); closed at the end."""
+    opened: list[StoreAPI] = []
+
+    def open_one() -> StoreAPI:
+        opened.append(backend.open())
+        return opened[-1]
+
+    yield open_one
+    for s in opened:
+        s.close()
+
+
+@pytest.fixture
+def store(open_again: Callable[[], StoreAPI]) -> StoreAPI:
+    return open_again()
+
+
+# -- opening and schema --------------------------------------------------------------------
+
+
+def test_a_new_store_is_at_the_latest_schema_and_empty(store: StoreAPI, backend: Backend) -> None:
+    assert store.schema_version == backend.latest
+    assert store.count_entries() == 0
+    assert store.source_states() == []
+    assert store.first_added() is None
+    store.ping()
+    store.checkpoint()
+
+
+def test_reopening_migrates_nothing(backend: Backend) -> None:
+    first = backend.open()
+    first.sync_sources([source("a")], NOW)
+    first.close()
+    second = backend.open()
+    try:
+        assert second.schema_version == backend.latest
+        assert [s.name for s in second.source_states()] == ["a"]
+    finally:
+        second.close()
+
+
+def test_a_newer_schema_is_refused(backend: Backend) -> None:
+    backend.open().close()
+    backend.force_version(backend.latest + 1)
+    with pytest.raises(StorageError, match="newer than this aggregator knows"):
+        backend.open()
+
+
+def test_stores_opened_at_once_migrate_once(backend: Backend) -> None:
+    """Daemons starting together on an empty database: one migrates, the others wait."""
+    opened: list[StoreAPI] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(3)
+
+    def open_one() -> None:
+        try:
+            start.wait()
+            opened.append(backend.open())
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=open_one) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    try:
+        assert not errors
+        assert [s.schema_version for s in opened] == [backend.latest] * 3
+    finally:
+        for s in opened:
+            s.close()
+
+
+def test_reopening_keeps_data(backend: Backend) -> None:
+    first = backend.open()
+    try:
+        first.sync_sources([source("a")], NOW)
+        first.store_entries("a", [entry("1", published=NOW - timedelta(hours=1))], NOW)
+        first.record_success("a", Validators('"v1"', "Sun, 13 Jul 2025 09:46:40 GMT"), NOW, "x")
+    finally:
+        first.close()
+    second = backend.open()
+    try:
+        assert second.schema_version == backend.latest
+        assert second.count_entries() == 1
+        assert second.count_entries("a") == 1
+        (stored,) = second.recent_entries(["a"], NOW - timedelta(days=1), 10)
+        assert stored.entry_id == "1"
+        assert stored.published == NOW - timedelta(hours=1)
+        state = second.source_state("a")
+        assert state is not None
+        assert state.validators == Validators('"v1"', "Sun, 13 Jul 2025 09:46:40 GMT")
+        assert state.entries == 1
+    finally:
+        second.close()
+
+
+# -- entries -------------------------------------------------------------------------------
+
+
+def test_store_entries_counts_new_then_nothing(store: StoreAPI) -> None:
+    entries = [entry(str(n), f"Story {n}", published=NOW - timedelta(hours=n)) for n in range(5)]
+    first = store.store_entries("a", entries, NOW)
+    assert (first.new, first.updated) == (5, 0)
+    again = store.store_entries("a", entries, NOW + timedelta(minutes=15))
+    assert (again.new, again.updated) == (0, 0)
+    assert store.count_entries("a") == 5
+
+
+def test_store_no_entries(store: StoreAPI) -> None:
+    result = store.store_entries("a", [], NOW)
+    assert (result.new, result.updated) == (0, 0)
+
+
+def test_changed_title_is_an_update_that_keeps_first_seen_and_sort_date(store: StoreAPI) -> None:
+    published = NOW - timedelta(hours=3)
+    original = [entry("1", "Old title", published=published), entry("2", published=published)]
+    store.store_entries("a", original, NOW)
+    (before,) = [
+        e for e in store.recent_entries(["a"], NOW - timedelta(days=1), 10) if e.entry_id == "1"
+    ]
+
+    later = NOW + timedelta(hours=2)
+    edited = [entry("1", "New title", published=published), original[1]]
+    result = store.store_entries("a", edited, later)
+    assert (result.new, result.updated) == (0, 1)
+
+    (after,) = [
+        e for e in store.recent_entries(["a"], NOW - timedelta(days=1), 10) if e.entry_id == "1"
+    ]
+    assert after.title == "New title"
+    assert after.first_seen == before.first_seen == NOW
+    assert after.sort_date == before.sort_date == published
+
+
+def test_changed_date_is_an_update_but_not_a_move(store: StoreAPI) -> None:
+    published = NOW - timedelta(hours=3)
+    store.store_entries("a", [entry("1", published=published)], NOW)
+    moved = entry("1", published=NOW - timedelta(minutes=5), updated=NOW)
+    result = store.store_entries("a", [moved], NOW + timedelta(hours=1))
+    assert (result.new, result.updated) == (0, 1)
+    (stored,) = store.recent_entries(["a"], NOW - timedelta(days=1), 10)
+    assert stored.published == NOW - timedelta(minutes=5)
+    assert stored.updated == NOW
+    assert stored.sort_date == published
+    assert stored.first_seen == NOW
+
+
+def test_recent_entries_newest_first_since_limit_and_sources(store: StoreAPI) -> None:
+    a = [entry(f"a{n}", published=NOW - timedelta(hours=n)) for n in range(6)]
+    b = [entry(f"b{n}", published=NOW - timedelta(hours=n, minutes=30)) for n in range(6)]
+    store.store_entries("a", a, NOW)
+    store.store_entries("b", b, NOW)
+    store.store_entries("c", [entry("c0", published=NOW)], NOW)
+
+    everything = store.recent_entries(["a", "b"], NOW - timedelta(days=1), 100)
+    assert [e.entry_id for e in everything] == [
+        "a0", "b0", "a1", "b1", "a2", "b2", "a3", "b3", "a4", "b4", "a5", "b5",
+    ]  # fmt: skip
+    dates = [e.sort_date for e in everything]
+    assert dates == sorted(dates, reverse=True)
+
+    since = store.recent_entries(["a", "b"], NOW - timedelta(hours=2), 100)
+    assert [e.entry_id for e in since] == ["a0", "b0", "a1", "b1", "a2"]  # a2 is exactly at since
+
+    assert [e.entry_id for e in store.recent_entries(["a", "b"], NOW - timedelta(days=1), 3)] == [
+        "a0",
+        "b0",
+        "a1",
+    ]
+    only_b = store.recent_entries(["b"], NOW - timedelta(days=1), 100)
+    assert {e.source for e in only_b} == {"b"}
+    assert len(only_b) == 6
+    assert store.recent_entries([], NOW - timedelta(days=1), 100) == []
+    assert store.recent_entries(["unknown"], NOW - timedelta(days=1), 100) == []
+
+
+def test_recent_entries_round_trip_every_field(store: StoreAPI) -> None:
+    original = replace(
+        entry(
+            "x",
+            "शीर्षक “quoted” & <b>",
+            published=NOW - timedelta(hours=1),
+            updated=NOW - timedelta(minutes=1),
+            summary_html="<p>सारांश</p>",
+            categories=("देश", "world"),
+        ),
+        author="संवाददाता",
+    )
+    store.store_entries("a", [original], NOW)
+    (stored,) = store.recent_entries(["a"], NOW - timedelta(days=1), 10)
+    assert stored.source == "a"
+    assert stored.entry_id == original.entry_id
+    assert stored.title == original.title
+    assert stored.link == original.link
+    assert stored.summary_html == original.summary_html
+    assert stored.teaser == original.teaser
+    assert stored.author == original.author
+    assert stored.categories == original.categories
+    assert stored.published == original.published
+    assert stored.updated == original.updated
+    assert stored.first_seen == NOW
+    for value in (stored.published, stored.updated, stored.first_seen, stored.sort_date):
+        assert value is not None and value.utcoffset() == timedelta(0)
+
+
+def test_same_entry_id_in_two_sources_is_two_entries(store: StoreAPI) -> None:
+    assert store.store_entries("a", [entry("same", published=NOW)], NOW).new == 1
+    assert store.store_entries("b", [entry("same", published=NOW)], NOW).new == 1
+    assert store.count_entries() == 2
+
+
+# -- sort date -----------------------------------------------------------------------------
+
+
+def test_future_dated_entry_sorts_at_first_sight(store: StoreAPI) -> None:
+    store.store_entries("a", [entry("future", published=NOW + timedelta(days=3))], NOW)
+    (stored,) = store.recent_entries(["a"], NOW - timedelta(days=1), 10)
+    assert stored.published == NOW + timedelta(days=3)
+    assert stored.sort_date == NOW
+    # It stays there when seen again later, even once its date has passed.
+    store.store_entries(
+        "a", [entry("future", published=NOW + timedelta(days=3))], NOW + timedelta(days=4)
+    )
+    (again,) = store.recent_entries(["a"], NOW - timedelta(days=1), 10)
+    assert again.sort_date == NOW
+
+
+def test_future_updated_is_no_date_until_it_has_come(store: StoreAPI) -> None:
+    """A future `updated` is dropped, so repeated polls neither count an update nor change it."""
+    published = NOW - timedelta(hours=1)
+    future = entry("e", published=published, updated=NOW + timedelta(days=2))
+    assert store.store_entries("a", [future], NOW).new == 1
+    (stored,) = store.recent_entries(["a"], NOW - timedelta(days=1), 10)
+    assert stored.updated is None
+    assert stored.sort_date == published
+    again = store.store_entries("a", [future], NOW + timedelta(hours=1))
+    assert (again.new, again.updated) == (0, 0)
+    # Once that time has come, the date is real: one update, and the place stays.
+    later = store.store_entries("a", [future], NOW + timedelta(days=3))
+    assert (later.new, later.updated) == (0, 1)
+    (stored,) = store.recent_entries(["a"], NOW - timedelta(days=1), 10)
+    assert stored.updated == NOW + timedelta(days=2)
+    assert stored.sort_date == published
+
+
+def test_past_dated_entry_keeps_its_date(store: StoreAPI) -> None:
+    published = NOW - timedelta(days=2, hours=5)
+    store.store_entries("a", [entry("past", published=published)], NOW)
+    (stored,) = store.recent_entries(["a"], NOW - timedelta(days=7), 10)
+    assert stored.sort_date == published
+    assert stored.first_seen == NOW
+
+
+def test_undated_entry_sorts_at_first_sight(store: StoreAPI) -> None:
+    store.store_entries("a", [entry("undated")], NOW)
+    (stored,) = store.recent_entries(["a"], NOW - timedelta(days=1), 10)
+    assert stored.published is None and stored.updated is None
+    assert stored.sort_date == NOW
+
+
+def test_updated_only_entry_sorts_by_updated(store: StoreAPI) -> None:
+    store.store_entries("a", [entry("u", updated=NOW - timedelta(hours=6))], NOW)
+    (stored,) = store.recent_entries(["a"], NOW - timedelta(days=1), 10)
+    assert stored.sort_date == NOW - timedelta(hours=6)
+
+
+# -- sources -------------------------------------------------------------------------------
+
+
+def test_failures_count_up_and_reset_on_success(store: StoreAPI) -> None:
+    store.sync_sources([source("a")], NOW)
+    state = store.source_state("a")
+    assert state is not None
+    assert state.failures == 0
+    assert state.validators == Validators()
+    assert state.last_polled is None
+
+    store.record_failure("a", "HTTP 500 Internal Server Error", NOW)
+    store.record_failure("a", "connection refused by a.example.org", NOW + timedelta(minutes=15))
+    state = store.source_state("a")
+    assert state is not None
+    assert state.failures == 2
+    assert state.last_outcome == "failed"
+    assert state.last_error == "connection refused by a.example.org"
+    assert state.last_polled == NOW + timedelta(minutes=15)
+    assert state.last_success is None
+
+    later = NOW + timedelta(minutes=30)
+    store.record_success("a", Validators('"e1"', "Sun, 13 Jul 2025 09:46:40 GMT"), later, "updated")
+    state = store.source_state("a")
+    assert state is not None
+    assert state.failures == 0
+    assert state.last_error is None
+    assert state.last_outcome == "updated"
+    assert state.last_success == later
+    assert state.last_polled == later
+    assert state.validators == Validators('"e1"', "Sun, 13 Jul 2025 09:46:40 GMT")
+
+    store.record_failure("a", "timed out waiting for the server", later + timedelta(minutes=15))
+    state = store.source_state("a")
+    assert state is not None
+    assert state.failures == 1
+    assert state.last_success == later
+    # A failure keeps the validators for the next conditional request.
+    assert state.validators == Validators('"e1"', "Sun, 13 Jul 2025 09:46:40 GMT")
+
+
+def test_not_modified_saves_validators(store: StoreAPI) -> None:
+    store.sync_sources([source("a")], NOW)
+    store.record_success("a", Validators('"e1"', None), NOW, "updated")
+    store.record_success(
+        "a", Validators('"e2"', "Sun, 13 Jul 2025 09:46:40 GMT"), NOW, "not-modified"
+    )
+    state = store.source_state("a")
+    assert state is not None
+    assert state.last_outcome == "not-modified"
+    assert state.validators == Validators('"e2"', "Sun, 13 Jul 2025 09:46:40 GMT")
+
+
+def test_record_success_saves_feed_metadata(store: StoreAPI) -> None:
+    store.sync_sources([source("a")], NOW)
+    feed = ParsedFeed(
+        title="समाचार", link="https://a.example.org/", feed_id="tag:a,2025:feed", entries=()
+    )
+    store.record_success("a", Validators(), NOW, "updated", feed=feed)
+    state = store.source_state("a")
+    assert state is not None
+    assert state.title == "समाचार"
+    assert state.site_url == "https://a.example.org/"
+
+
+def test_unknown_source_state_is_none(store: StoreAPI) -> None:
+    assert store.source_state("nobody") is None
+
+
+def test_sync_sources_with_changed_url_clears_validators(store: StoreAPI) -> None:
+    store.sync_sources([source("a"), source("b")], NOW)
+    for name in ("a", "b"):
+        store.record_success(name, Validators('"e"', "Sun, 13 Jul 2025 09:46:40 GMT"), NOW, "x")
+
+    later = NOW + timedelta(days=1)
+    store.sync_sources([source("a", url="https://new.example.org/a.xml"), source("b")], later)
+
+    a = store.source_state("a")
+    assert a is not None
+    assert a.url == "https://new.example.org/a.xml"
+    assert a.validators == Validators()
+    b = store.source_state("b")
+    assert b is not None
+    assert b.url == "https://b.example.org/feed.xml"
+    assert b.validators == Validators('"e"', "Sun, 13 Jul 2025 09:46:40 GMT")
+
+
+def test_sync_sources_keeps_unconfigured_sources_and_their_entries(store: StoreAPI) -> None:
+    store.sync_sources([source("a"), source("b")], NOW)
+    store.store_entries("b", [entry("1", published=NOW)], NOW)
+    store.sync_sources([source("a")], NOW + timedelta(hours=1))
+    assert store.source_state("b") is not None
+    assert store.count_entries("b") == 1
+
+
+def test_source_credits_title_precedence(store: StoreAPI) -> None:
+    configured = source("configured", title="Operator's Title")
+    from_feed = source("from-feed")
+    bare = source("bare")
+    never_synced = source("never-synced")
+    store.sync_sources([configured, from_feed, bare], NOW)
+    feed = ParsedFeed(
+        title="Feed's Own Title", link="https://f.example.org/", feed_id="urn:f", entries=()
+    )
+    store.record_success("configured", Validators(), NOW, "updated", feed=feed)
+    store.record_success("from-feed", Validators(), NOW, "updated", feed=feed)
+    store.record_success("bare", Validators(), NOW, "updated", feed=replace(feed, title=None))
+
+    credits = store.source_credits([configured, from_feed, bare, never_synced])
+    assert credits["configured"].title == "Operator's Title"
+    assert credits["from-feed"].title == "Feed's Own Title"
+    assert credits["bare"].title == "bare"
+    assert credits["never-synced"].title == "never-synced"
+    assert credits["from-feed"].feed_url == from_feed.url
+    assert credits["from-feed"].site_url == "https://f.example.org/"
+    assert credits["from-feed"].feed_id == "urn:f"
+    assert credits["never-synced"].site_url is None
+
+
+def test_a_shortened_interval_reschedules_at_once(store: StoreAPI) -> None:
+    hourly = replace(source("a"), interval=timedelta(hours=1))
+    store.sync_sources([hourly], NOW)
+    store.record_success("a", Validators(), NOW, "not-modified", next_poll=NOW + timedelta(hours=1))
+    store.sync_sources([hourly], NOW + timedelta(seconds=5))  # unchanged: schedule kept
+    state = store.source_state("a")
+    assert state is not None and state.next_poll == NOW + timedelta(hours=1)
+    store.sync_sources(
+        [replace(hourly, interval=timedelta(seconds=30))], NOW + timedelta(seconds=5)
+    )
+    state = store.source_state("a")
+    assert state is not None and state.next_poll is not None
+    assert NOW + timedelta(seconds=27) <= state.next_poll <= NOW + timedelta(seconds=33)
+    assert store.due_sources(["a"], NOW + timedelta(seconds=34)) == ["a"]
+
+
+def test_due_sources_never_polled_first_then_oldest_schedule_first(store: StoreAPI) -> None:
+    names = ["a", "b", "c", "d", "e"]
+    store.sync_sources([source(n) for n in names], NOW)
+    store.record_success("b", Validators(), NOW, "x", next_poll=NOW - timedelta(hours=1))
+    store.record_failure("c", "HTTP 500", NOW, NOW - timedelta(hours=2))
+    store.record_success("d", Validators(), NOW, "x", next_poll=NOW + timedelta(microseconds=1))
+    store.disable("e", "HTTP 410 Gone", NOW)
+    assert store.due_sources([*names, "unknown"], NOW) == ["a", "c", "b"]
+    assert store.due_sources(names, NOW + timedelta(microseconds=1)) == ["a", "c", "b", "d"]
+    assert store.due_sources(["b", "d"], NOW) == ["b"]
+    assert store.due_sources([], NOW) == []
+
+
+def test_schedule_times_keep_microseconds_and_entry_dates_whole_seconds(store: StoreAPI) -> None:
+    store.sync_sources([source("a")], NOW)
+    precise = NOW + timedelta(minutes=30, microseconds=123456)
+    store.record_failure("a", "HTTP 429", NOW, precise, retry_after=precise)
+    state = store.source_state("a")
+    assert state is not None
+    assert state.next_poll == precise
+    assert state.retry_after == precise
+    store.store_entries("a", [entry("e", published=NOW + timedelta(microseconds=999999))], NOW)
+    (stored,) = store.recent_entries(["a"], NOW - timedelta(days=1), 10)
+    assert stored.published == NOW
+    assert stored.sort_date == NOW
+
+
+def test_names_order_by_code_point_whatever_the_locale(store: StoreAPI) -> None:
+    names = ["b", "é", "B", "a", "Z"]
+    store.sync_sources([source(n) for n in names], NOW)
+    assert [s.name for s in store.source_states()] == ["B", "Z", "a", "b", "é"]
+    for name in names:
+        store.store_entries(name, [entry("same-time", published=NOW)], NOW)
+    recent = store.recent_entries(names, NOW - timedelta(days=1), 10)
+    assert [e.source for e in recent] == ["B", "Z", "a", "b", "é"]
+    assert store.due_sources(names, NOW) == ["B", "Z", "a", "b", "é"]
+
+
+def test_politeness_state_round_trips(store: StoreAPI) -> None:
+    store.sync_sources([source("a")], NOW)
+    feed = ParsedFeed(title="A", link=None, feed_id=None, entries=(), lifetime=timedelta(hours=2))
+    moved = "https://new.example.org/feed.xml"
+    store.record_success(
+        "a", Validators('"e"', None), NOW, "updated", feed=feed, moved_to=moved, body_hash="h1"
+    )
+    state = store.source_state("a")
+    assert state is not None
+    assert (state.moved_to, state.fetch_url, state.body_hash) == (moved, moved, "h1")
+    assert state.lifetime == timedelta(hours=2)
+    # A 304 keeps what it does not say: where the feed moved, the last body's hash.
+    store.record_success("a", Validators('"e"', None), NOW + timedelta(hours=1), "not-modified")
+    state = store.source_state("a")
+    assert state is not None
+    assert (state.moved_to, state.body_hash, state.lifetime) == (moved, "h1", timedelta(hours=2))
+
+    store.forget_move("a")
+    state = store.source_state("a")
+    assert state is not None
+    assert state.moved_to is None and state.fetch_url == source("a").url
+    assert state.validators == Validators()
+
+    gone = NOW + timedelta(hours=2)
+    store.disable("a", "HTTP 410 Gone", gone)
+    state = store.source_state("a")
+    assert state is not None
+    assert (state.disabled, state.last_outcome, state.last_error) == (
+        "HTTP 410 Gone",
+        "disabled",
+        "HTTP 410 Gone",
+    )
+    assert state.last_polled == gone and state.next_poll is None
+    assert store.due_sources(["a"], gone + timedelta(days=1)) == []
+    store.sync_sources([source("a")], gone)  # the same URL: still disabled
+    assert store.due_sources(["a"], gone) == []
+    store.sync_sources([source("a", url="https://a.example.org/new.xml")], gone)
+    assert store.due_sources(["a"], gone) == ["a"]
+
+
+def test_a_poll_of_a_replaced_url_writes_nothing(store: StoreAPI) -> None:
+    """A reload changed the URL while the old one was being polled."""
+    old_url, new_url = source("a").url, "https://a.example.org/new.xml"
+    store.sync_sources([source("a")], NOW)
+    store.sync_sources([source("a", url=new_url)], NOW)
+    store.record_success("a", Validators('"old"', None), NOW, "updated", url=old_url)
+    store.record_failure("a", "HTTP 500", NOW, url=old_url)
+    store.disable("a", "HTTP 410 Gone", NOW, url=old_url)
+    state = store.source_state("a")
+    assert state is not None
+    assert (state.validators, state.failures, state.last_polled, state.disabled) == (
+        Validators(),
+        0,
+        None,
+        None,
+    )
+    store.record_success("a", Validators('"new"', None), NOW, "updated", url=new_url)
+    state = store.source_state("a")
+    assert state is not None and state.validators == Validators('"new"', None)
+
+
+def test_first_added_is_the_oldest_source(store: StoreAPI) -> None:
+    store.sync_sources([source("a")], NOW)
+    store.sync_sources([source("a"), source("b")], NOW + timedelta(days=1))
+    assert store.first_added() == NOW
+
+
+# -- retention and tombstones ------------------------------------------------------------
+
+
+KEEP = timedelta(days=30)
+
+
+def test_prune_deletes_old_entries_and_buries_their_ids(store: StoreAPI) -> None:
+    old = [entry(f"old{n}", published=NOW - timedelta(days=40 + n)) for n in range(3)]
+    fresh = entry("fresh", published=NOW - timedelta(days=1))
+    at_cutoff = entry("at-cutoff", published=NOW - KEEP)
+    assert store.store_entries("a", [*old, fresh, at_cutoff], NOW).new == 5
+    assert store.prune(NOW - KEEP, NOW) == 3
+    assert store.count_entries("a") == 2
+    # Still in the feed: neither new nor stored again.
+    again = store.store_entries("a", [*old, fresh, at_cutoff], NOW + timedelta(hours=1))
+    assert (again.new, again.updated) == (0, 0)
+    assert store.count_entries("a") == 2
+    assert store.prune(NOW - KEEP, NOW + timedelta(hours=1)) == 0
+
+
+def test_a_tombstone_lasts_while_its_entry_stays_in_the_feed(store: StoreAPI) -> None:
+    kept, dropped = (entry(n, published=NOW - timedelta(days=40)) for n in ("kept", "dropped"))
+    store.store_entries("a", [kept, dropped], NOW)
+    store.prune(NOW - KEEP, NOW)
+    # Twenty days on the feed still holds `kept` only.
+    assert store.store_entries("a", [kept], NOW + timedelta(days=20)).new == 0
+    later = NOW + timedelta(days=40)
+    assert store.prune(later - KEEP, later) == 0
+    # `dropped` was absent from the feed for longer than entries are kept: it is new again.
+    result = store.store_entries("a", [kept, dropped], later)
+    assert (result.new, result.updated) == (1, 0)
+    assert [e.entry_id for e in store.recent_entries(["a"], NOW - timedelta(days=50), 10)] == [
+        "dropped"
+    ]
+
+
+def test_an_unchanged_feed_keeps_its_tombstones_alive(store: StoreAPI) -> None:
+    """A 304 (or an unchanged body) means the feed still holds what it held."""
+    old = entry("old", published=NOW - timedelta(days=40))
+    store.sync_sources([source("a")], NOW)
+    store.store_entries("a", [old], NOW)
+    store.prune(NOW - KEEP, NOW)
+    store.record_success("a", Validators('"e"', None), NOW + timedelta(days=20), "not-modified")
+    later = NOW + timedelta(days=40)
+    store.prune(later - KEEP, later)
+    assert store.store_entries("a", [old], later).new == 0
+
+
+# -- stories across sources ----------------------------------------------------------------
+
+
+def test_earlier_copies_find_older_copies_of_a_story_by_link_or_title(store: StoreAPI) -> None:
+    title = "A story title long enough"
+    by_title = entry("t-old", title, published=NOW - timedelta(days=3))
+    by_link = replace(
+        entry("l-old", "Told in other words entirely", published=NOW - timedelta(days=2)),
+        link="https://news.example/story?utm_source=feed",
+    )
+    unrelated = entry("u-old", "Nothing to do with it at all", published=NOW - timedelta(days=2))
+    in_window = entry("t-new", title, published=NOW - timedelta(hours=2))
+    store.store_entries("a", [by_title, unrelated, in_window], NOW)
+    store.store_entries("b", [by_link], NOW)
+    store.store_entries(
+        "c",
+        [replace(entry("new", title.title(), published=NOW), link="https://NEWS.example/story")],
+        NOW,
+    )
+    of = store.recent_entries(["c"], NOW - timedelta(days=1), 10)
+    before = NOW - timedelta(days=1)
+    copies = store.earlier_copies(["a", "b", "c"], of, before)
+    assert sorted(e.entry_id for e in copies) == ["l-old", "t-old"]
+    assert [e.entry_id for e in store.earlier_copies(["a"], of, before)] == ["t-old"]
+    assert store.earlier_copies(["a", "b"], [], before) == []
+
+
+# -- claims --------------------------------------------------------------------------------
+
+
+def test_claim_takes_due_sources_in_due_order(store: StoreAPI) -> None:
+    names = ["never", "early", "late", "future", "gone"]
+    store.sync_sources([source(n) for n in names], NOW)
+    store.record_success("early", Validators(), NOW, "x", next_poll=NOW - timedelta(hours=2))
+    store.record_success("late", Validators(), NOW, "x", next_poll=NOW - timedelta(hours=1))
+    store.record_success("future", Validators(), NOW, "x", next_poll=NOW + timedelta(hours=1))
+    store.disable("gone", "HTTP 410 Gone", NOW)
+
+    assert store.claim_due(names, NOW, "daemon-1", LEASE) == ["never", "early", "late"]
+    assert store.claim_due(names, NOW, "daemon-2", LEASE) == []
+    # The claimer itself does not get them twice either: a slow tick must not overlap the next.
+    assert store.claim_due(names, NOW, "daemon-1", LEASE) == []
+
+
+def test_claim_only_among_the_names_given_and_up_to_the_limit(store: StoreAPI) -> None:
+    store.sync_sources([source(n) for n in "abcde"], NOW)
+    assert store.claim_due(["e", "a", "c", "zz"], NOW, "one", LEASE, limit=2) == ["a", "c"]
+    assert store.claim_due(list("abcde"), NOW, "two", LEASE, limit=2) == ["b", "d"]
+    assert store.claim_due(list("abcde"), NOW, "three", LEASE) == ["e"]
+    assert store.claim_due([], NOW, "four", LEASE) == []
+
+
+def test_an_expired_lease_can_be_claimed_by_another_owner(store: StoreAPI) -> None:
+    store.sync_sources([source("a")], NOW)
+    assert store.claim_due(["a"], NOW, "dead-daemon", LEASE) == ["a"]
+    assert store.claim_due(["a"], NOW + LEASE - timedelta(microseconds=1), "other", LEASE) == []
+    assert store.claim_due(["a"], NOW + LEASE, "other", LEASE) == ["a"]
+    # The new lease runs from the new claim.
+    assert store.claim_due(["a"], NOW + LEASE + timedelta(minutes=1), "third", LEASE) == []
+
+
+def test_release_frees_only_the_owners_claim(store: StoreAPI) -> None:
+    store.sync_sources([source("a")], NOW)
+    assert store.claim_due(["a"], NOW, "one", LEASE) == ["a"]
+    store.release("a", "two")  # not its claim: nothing happens
+    assert store.claim_due(["a"], NOW, "two", LEASE) == []
+    store.release("a", "one")
+    assert store.claim_due(["a"], NOW, "two", LEASE) == ["a"]
+    store.release("nobody-knows-me", "two")
+
+
+@pytest.mark.parametrize("outcome", ["success", "failure", "disable"])
+def test_recording_the_poll_releases_the_claim(store: StoreAPI, outcome: str) -> None:
+    store.sync_sources([source("a")], NOW)
+    assert store.claim_due(["a"], NOW, "one", LEASE) == ["a"]
+    later = NOW + timedelta(seconds=3)
+    if outcome == "success":
+        store.record_success("a", Validators(), later, "updated", next_poll=later)
+    elif outcome == "failure":
+        store.record_failure("a", "HTTP 500", later, later)
+    else:
+        store.disable("a", "HTTP 410 Gone", later)
+        assert store.claim_due(["a"], later, "two", LEASE) == []  # disabled: never due
+        store.sync_sources([source("a", url="https://b.example.org/")], later)  # fixed
+    assert store.claim_due(["a"], later, "two", LEASE) == ["a"]
+
+
+def test_concurrent_claimers_get_disjoint_sets_covering_all_due_sources(
+    store: StoreAPI, open_again: Callable[[], StoreAPI]
+) -> None:
+    names = [f"s{n:03}" for n in range(60)]
+    store.sync_sources([source(n) for n in names], NOW)
+    claimers = [open_again() for _ in range(3)]
+    start = threading.Barrier(len(claimers))
+    got: dict[str, list[str]] = {}
+    errors: list[BaseException] = []
+
+    def claim_until_none_left(owner: str, s: StoreAPI) -> None:
+        try:
+            start.wait()
+            mine: list[str] = []
+            while batch := s.claim_due(names, NOW, owner, LEASE, limit=4):
+                mine.extend(batch)
+            got[owner] = mine
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [
+        threading.Thread(target=claim_until_none_left, args=(f"daemon-{n}", s))
+        for n, s in enumerate(claimers)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert not errors
+    claimed = [name for batch in got.values() for name in batch]
+    assert sorted(claimed) == names  # every due source once, none twice
+    assert store.claim_due(names, NOW, "late-comer", LEASE) == []
+
+
+# -- publishing ----------------------------------------------------------------------------
+
+
+def test_publish_lock_lets_one_publisher_in_at_a_time(
+    store: StoreAPI, open_again: Callable[[], StoreAPI]
+) -> None:
+    other = open_again()
+    events: list[str] = []
+    first_inside = threading.Event()
+
+    def publish(who: str, s: StoreAPI, hold: float) -> None:
+        with s.publish_lock():
+            events.append(f"{who} in")
+            first_inside.set()
+            time.sleep(hold)
+            events.append(f"{who} out")
+
+    first = threading.Thread(target=publish, args=("first", store, 0.5))
+    first.start()
+    assert first_inside.wait(10)
+    second = threading.Thread(target=publish, args=("second", other, 0))
+    second.start()
+    first.join(10)
+    second.join(10)
+    assert events == ["first in", "first out", "second in", "second out"]
+    # And it is free again afterwards, for either.
+    with store.publish_lock():
+        pass

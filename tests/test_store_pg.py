@@ -1,0 +1,105 @@
+"""What only the PostgreSQL store does: its connection errors, its locks' life, `open_store`.
+
+Everything the two stores share is in test_store_contract.py.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from aggregator.errors import StorageError
+from aggregator.store import Store
+from aggregator.store_api import is_store_url, open_store
+from aggregator.store_pg import _PUBLISH_LOCK, PgStore, describe
+from tests.pgserver import PgServer
+from tests.storedata import NOW, source
+
+
+@pytest.fixture
+def pg_store(pg_url: str) -> Iterator[PgStore]:
+    s = PgStore.open(pg_url)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def test_open_store_picks_the_implementation_by_its_target(pg_url: str, tmp_path: Path) -> None:
+    assert is_store_url(pg_url)
+    assert is_store_url("postgres://db.example/aggregator")
+    assert not is_store_url(tmp_path / "postgresql:" / "x.sqlite3")
+    assert not is_store_url(str(tmp_path / "x.sqlite3"))
+    pg = open_store(pg_url)
+    sqlite = open_store(tmp_path / "x.sqlite3")
+    try:
+        assert isinstance(pg, PgStore)
+        assert isinstance(sqlite, Store)
+    finally:
+        pg.close()
+        sqlite.close()
+
+
+def test_no_server_is_a_storage_error_naming_where_without_the_password(tmp_path: Path) -> None:
+    nowhere = f"postgresql://aggregator:s3cret@/aggregator?host={tmp_path}"
+    with pytest.raises(StorageError, match=f"cannot open the store at .*host={tmp_path}") as e:
+        PgStore.open(nowhere, timeout=2)
+    assert "s3cret" not in str(e.value)
+    assert "s3cret" not in describe(nowhere)
+
+
+def test_a_missing_database_is_a_storage_error(pg_server: PgServer) -> None:
+    with pytest.raises(StorageError, match='database "no_such_database" does not exist'):
+        PgStore.open(pg_server.url("no_such_database"), timeout=2)
+
+
+def test_the_schema_is_recorded_version_by_version(pg_store: PgStore, pg_url: str) -> None:
+    with psycopg.connect(pg_url) as conn:
+        versions = [r[0] for r in conn.execute("SELECT version FROM schema_migrations")]
+    assert versions == list(range(1, pg_store.schema_version + 1))
+
+
+def test_a_dead_publishers_lock_is_freed_with_its_connection(
+    pg_store: PgStore, pg_url: str
+) -> None:
+    holder = psycopg.connect(pg_url, autocommit=True)
+    holder.execute("SELECT pg_advisory_lock(%s)", (_PUBLISH_LOCK,))
+    inside = threading.Event()
+
+    def publish() -> None:
+        with pg_store.publish_lock():
+            inside.set()
+
+    waiter = threading.Thread(target=publish)
+    waiter.start()
+    assert not inside.wait(0.5)  # the lock is held
+    holder.close()  # the holder dies without unlocking
+    assert inside.wait(10)
+    waiter.join(10)
+
+
+def test_one_store_serves_many_threads(pg_store: PgStore) -> None:
+    """The pool hands each thread a connection; no thread sees another's transaction."""
+    names = [f"s{n}" for n in range(8)]
+    pg_store.sync_sources([source(n) for n in names], NOW)
+    errors: list[BaseException] = []
+
+    def poll(name: str) -> None:
+        try:
+            for n in range(10):
+                pg_store.record_failure(name, f"try {n}", NOW + timedelta(minutes=n))
+        except BaseException as e:
+            errors.append(e)
+
+    threads = [threading.Thread(target=poll, args=(n,)) for n in names]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors
+    assert {s.name: s.failures for s in pg_store.source_states()} == dict.fromkeys(names, 10)
