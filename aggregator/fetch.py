@@ -10,10 +10,11 @@ one chunk), enforces a deadline on the whole exchange, and asks one host at most
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import socket
 import zlib
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from stat import S_ISREG
 from types import MappingProxyType
@@ -169,26 +170,49 @@ class Fetcher:
         await self._client.aclose()
 
     async def fetch(self, url: str, validators: Validators = _NO_VALIDATORS) -> FetchOutcome:
-        """Fetch one source; never raises for anything the source or network does.
+        """Fetch one source; never raises for anything the source or network does."""
+        async with self.polling(url, validators) as outcome:
+            return outcome
 
-        At most `per_host` requests to one host at a time, whatever the overall concurrency:
-        the host's turn is awaited before a global slot is taken, so waiting for a busy host
-        never holds up sources on other hosts.
+    @contextlib.asynccontextmanager
+    async def polling(
+        self, url: str, validators: Validators = _NO_VALIDATORS
+    ) -> AsyncIterator[FetchOutcome]:
+        """Fetch one source, and hold its slot of `concurrency` until the block ends.
+
+        The slot covers what the caller does with the body (parse, store), so fetched bodies
+        waiting for the parser are bounded by `concurrency`, however many sources are due.
+        At most `per_host` requests to one host at a time: the host's turn is awaited before
+        a slot is taken (waiting for a busy host never holds up other hosts), and given back
+        as soon as the response is in.
         """
         if urlsplit(url).scheme == "file":
             async with self._semaphore:
-                return _fetch_file(url, validators, self.max_bytes)
+                yield _fetch_file(url, validators, self.max_bytes)
+            return
         host = (urlsplit(url).hostname or "").lower()
         turn = self._hosts.setdefault(host, asyncio.Semaphore(self.per_host))
-        async with turn, self._semaphore:
+        async with turn:
+            await self._semaphore.acquire()
             try:
-                return await self._fetch_http(url, validators)
-            except FetchError as e:
-                return Failed(url, str(e))
-            except (httpx.HTTPError, httpx.InvalidURL) as e:
-                return Failed(url, _describe(e, url))
-            except (OSError, UnicodeError, ValueError) as e:
-                return Failed(url, f"{type(e).__name__}: {e}")
+                outcome = await self._guarded(url, validators)
+            except BaseException:
+                self._semaphore.release()
+                raise
+        try:
+            yield outcome
+        finally:
+            self._semaphore.release()
+
+    async def _guarded(self, url: str, validators: Validators) -> FetchOutcome:
+        try:
+            return await self._fetch_http(url, validators)
+        except FetchError as e:
+            return Failed(url, str(e))
+        except (httpx.HTTPError, httpx.InvalidURL) as e:
+            return Failed(url, _describe(e, url))
+        except (OSError, UnicodeError, ValueError) as e:
+            return Failed(url, f"{type(e).__name__}: {e}")
 
     async def _fetch_http(self, url: str, validators: Validators) -> FetchOutcome:
         """One request with a deadline on the whole exchange, headers and body.
@@ -211,6 +235,9 @@ class Fetcher:
             chain = [r.status_code for r in response.history]
             permanent = str(response.url) if chain and all(s in _PERMANENT for s in chain) else None
             if response.status_code == 304:
+                # Read to the end (a 304 has no body): a response closed unread takes its
+                # connection with it, and the next poll of this host pays a new handshake.
+                await response.aread()
                 new = _validators(response.headers)
                 return NotModified(
                     url,

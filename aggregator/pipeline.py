@@ -36,7 +36,14 @@ from aggregator.publish import (
 )
 from aggregator.store import SourceState, Store
 from aggregator.timeline import build_timeline
-from aggregator.types import Failed, Fetched, SourceCredit, Timeline, Validators
+from aggregator.types import (
+    Failed,
+    Fetched,
+    FetchOutcome,
+    SourceCredit,
+    Timeline,
+    Validators,
+)
 
 log = logging.getLogger("aggregator")
 
@@ -110,9 +117,22 @@ async def poll_source(
     if state is not None and state.disabled:
         return SourceReport(source.name, "disabled", error=state.disabled)
     # sync_sources already dropped the validators of a source whose URL changed.
-    outcome = await fetcher.fetch(
+    async with fetcher.polling(
         state.fetch_url if state else source.url, state.validators if state else Validators()
-    )
+    ) as outcome:  # the source's slot is held until its body is parsed and stored
+        return await _settle(source, state, outcome, store=store, config=config, clock=clock)
+
+
+async def _settle(
+    source: SourceConfig,
+    state: SourceState | None,
+    outcome: FetchOutcome,
+    *,
+    store: Store,
+    config: Config,
+    clock: Clock,
+) -> SourceReport:
+    """Everything after the response: parse, store, record the poll, schedule the next."""
     now = clock()
     if isinstance(outcome, Failed):
         return _failed(source, state, store, outcome, now)

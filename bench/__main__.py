@@ -41,6 +41,7 @@ class Run:
     peak_mb: float
     requests: int
     not_modified: int
+    connections: int
     stored: int | None
 
 
@@ -100,7 +101,7 @@ def run_size(feeds: int, items: int, reader_workers: int) -> list[Run]:
                 for tool, (argv, db, sql) in tools.items():
                     farm.reset()
                     usage = measure(argv, ROOT)
-                    requests, not_modified = farm.counters()
+                    requests, not_modified, connections = farm.counters()
                     stored = _count(db, sql) if db else None
                     runs.append(
                         Run(
@@ -112,6 +113,7 @@ def run_size(feeds: int, items: int, reader_workers: int) -> list[Run]:
                             usage.peak_mb,
                             requests,
                             not_modified,
+                            connections,
                             stored,
                         )
                     )
@@ -128,9 +130,9 @@ def report(runs: list[Run], items: int) -> str:
         f"{platform.node()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"reader {peers.reader_version()}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
-        "| feeds | phase | tool | wall s | cpu s | peak MB | requests | 304s | stored "
-        "| wall vs reader |",
-        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| feeds | phase | tool | wall s | cpu s | peak MB | requests | 304s | connections "
+        "| stored | wall vs reader |",
+        "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     yardstick = {(r.feeds, r.phase): r for r in runs if r.tool == "reader"}
     for r in runs:
@@ -138,7 +140,8 @@ def report(runs: list[Run], items: int) -> str:
         stored = "-" if r.stored is None else str(r.stored)
         lines.append(
             f"| {r.feeds} | {r.phase} | {r.tool} | {r.wall:.2f} | {r.cpu:.2f} | "
-            f"{r.peak_mb:.0f} | {r.requests} | {r.not_modified} | {stored} | {ratio:.2f}x |"
+            f"{r.peak_mb:.0f} | {r.requests} | {r.not_modified} | {r.connections} | {stored} "
+            f"| {ratio:.2f}x |"
         )
     return "\n".join(lines)
 

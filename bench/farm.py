@@ -59,8 +59,8 @@ class Farm:
             self._publish(n)
         return len(changed)
 
-    def counters(self) -> tuple[int, int]:
-        """(requests, 304 answers) since the last `reset`."""
+    def counters(self) -> tuple[int, int, int]:
+        """(requests, 304 answers, connections accepted) since the last `reset`."""
         return self.server.counters()
 
     def reset(self) -> None:

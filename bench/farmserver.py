@@ -53,8 +53,10 @@ class _Farm:
         self.feeds: dict[str, Prepared] = {}
         self.requests = 0
         self.not_modified = 0
+        self.connections = 0
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
@@ -100,9 +102,9 @@ class _Farm:
             self.feeds[str(path)] = _prepare(bytes(body), float(mtime))
             return None
         if kind == "counters":
-            return (self.requests, self.not_modified)
+            return (self.requests, self.not_modified, self.connections)
         if kind == "reset":
-            self.requests = self.not_modified = 0
+            self.requests = self.not_modified = self.connections = 0
             return None
         raise ValueError(kind)
 
@@ -166,10 +168,11 @@ class FarmServer:
     def publish(self, path: str, body: bytes, mtime: float) -> None:
         self._ask("publish", (path, body, mtime))
 
-    def counters(self) -> tuple[int, int]:
+    def counters(self) -> tuple[int, int, int]:
+        """(requests, 304 answers, connections accepted) since the last reset."""
         answer = self._ask("counters")
         assert isinstance(answer, tuple)
-        return int(answer[0]), int(answer[1])
+        return int(answer[0]), int(answer[1]), int(answer[2])
 
     def reset(self) -> None:
         self._ask("reset")

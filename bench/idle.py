@@ -1,9 +1,11 @@
-"""The daemon's steady-state cost: N sources that all answer 304, polled on a short interval.
+"""The daemon's memory and steady-state cost with N sources (50 items each).
 
-Two windows in one run, same store, same sources: a baseline where no source is due
-(interval 1 h: the scheduler ticks, nothing is fetched) and the measured one (interval
-30 s: every source is polled and answers 304 about twice a minute). Reports the daemon's
-CPU time and memory in each, read from /proc, and the ratio.
+First, `aggregator run` on an empty store: it polls, parses and stores all N feeds; the
+peak memory of its whole process tree (summed PSS: the parser workers count) is sampled
+until everything is stored and published. Then two windows, same store, same sources: a
+baseline where no source is due (interval 1 h: the scheduler ticks, nothing is fetched)
+and the measured one (interval 30 s: every source is polled and answers 304 about twice a
+minute). Reports the daemon's CPU time and memory in each, read from /proc, and the ratio.
 
     python -m bench idle [--feeds 1000] [--seconds 60]
 """
@@ -22,6 +24,7 @@ from pathlib import Path
 import httpx
 
 from bench.farm import Farm
+from bench.measure import sample_kb
 
 ROOT = Path(__file__).resolve().parent.parent
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -49,7 +52,7 @@ def _free_port() -> int:
 
 def _config(path: Path, farm: Farm, interval: str, port: int) -> None:
     path.write_text(
-        f'[poll]\ninterval = "{interval}"\nconcurrency = 20\n[publish]\nmax_age = "100000d"\n'
+        f'[poll]\ninterval = "{interval}"\nper_host = 10\n[publish]\nmax_age = "100000d"\n'
         f"[server]\nport = {port}\n"
         + "".join(f'[[feeds]]\nname = "f{n}"\nurl = "{u}"\n' for n, u in enumerate(farm.urls())),
         encoding="utf-8",
@@ -80,11 +83,40 @@ def _window(
         time.sleep(seconds)
         cpu = _cpu_seconds(process.pid) - cpu_before
         rss, peak = _memory_mb(process.pid)
-        requests, not_modified = farm.counters()
+        requests, not_modified, _ = farm.counters()
     finally:
         process.terminate()
         process.wait(timeout=30)
     return cpu, rss, peak, requests, not_modified
+
+
+def _first_start(config: Path, farm: Farm, feeds: int) -> tuple[float, float]:
+    """Peak memory (MB, whole tree) and wall time of a daemon filling an empty store."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aggregator", "run", "--config", str(config)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    atom = config.parent / "output" / "atom.xml"
+    started = time.monotonic()
+    peak_kb = 0
+    try:
+        settled = None
+        while time.monotonic() - started < 600:
+            peak_kb = max(peak_kb, *sample_kb(process.pid, process.pid))
+            done = farm.counters()[0] >= feeds and atom.exists()
+            if done and settled is None:
+                settled = time.monotonic()
+            if settled is not None and time.monotonic() - settled > 5:
+                break  # stored, published, and five more seconds of housekeeping
+            time.sleep(0.05)
+        seconds = (settled or time.monotonic()) - started
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    return peak_kb / 1024, seconds
 
 
 def main(argv: list[str]) -> None:
@@ -92,22 +124,25 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--feeds", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=60.0)
     args = parser.parse_args(argv)
-    farm = Farm(args.feeds, 10).start()
+    farm = Farm(args.feeds, 50).start()
     try:
         with tempfile.TemporaryDirectory(prefix="aggregator-idle-") as tmp:
             config = Path(tmp) / "feeds.toml"
             port = _free_port()
             _config(config, farm, "1h", port)
-            # Fill the store once, so every later poll is a conditional GET answered 304.
-            subprocess.run(
-                [sys.executable, "-m", "aggregator", "once", "--config", str(config)],
-                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True,
-            )  # fmt: skip
+            farm.reset()
+            # Fills the store, so every later poll is a conditional GET answered 304.
+            first_peak, first_seconds = _first_start(config, farm, args.feeds)
             baseline = _window(config, farm, port, args.seconds)
             _config(config, farm, "30s", port)
             polling = _window(config, farm, port, args.seconds)
     finally:
         farm.stop()
+    print(
+        f"\ndaemon first start, {args.feeds} sources x 50 items into an empty store: "
+        f"peak memory {first_peak:.0f} MB (whole process tree, summed PSS), "
+        f"all stored and published in {first_seconds:.0f} s"
+    )
     print(f"\ndaemon steady state, {args.feeds} sources, {args.seconds:.0f} s window")
     print(
         f"{'window':<26} {'cpu s':>6} {'cpu %':>6} {'rss MB':>7} {'peak MB':>8} "

@@ -3,9 +3,13 @@
 `os.wait4` alone sees one process; a tool that parses in a process pool would look nearly
 free. So this process becomes a child subreaper (Linux `PR_SET_CHILD_SUBREAPER`): whatever
 the command leaves behind (a fork server, its workers) is reparented here, waited for, and
-its CPU time lands in `RUSAGE_CHILDREN`. Memory is the sum over the tree's processes of
-each one's own peak RSS (VmHWM, sampled every 20 ms): an upper bound on the tree's peak.
-`ru_maxrss` is not used: after fork+exec it can report the parent's high-water mark.
+its CPU time lands in `RUSAGE_CHILDREN`.
+
+Memory is the peak, over samples every 20 ms, of the tree's summed PSS (proportional set
+size: a page shared by a fork server and its workers counts once, split between them), and
+never less than the main process's own peak RSS (VmHWM, which the kernel keeps exactly).
+Summing RSS would count every shared page once per process. `ru_maxrss` is not used
+either: after fork+exec it can report the parent's high-water mark.
 """
 
 from __future__ import annotations
@@ -48,22 +52,26 @@ def _stat(pid: int) -> list[str] | None:
         return None
 
 
-def _peaks_kb(session: int, peaks: dict[int, int]) -> None:
-    """Record the peak RSS of every process of `session`: the command and all it started."""
+def _field_kb(path: str, name: str) -> int:
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return 0
+    for line in text.splitlines():
+        if line.startswith(name):
+            return int(line.split()[1])
+    return 0
+
+
+def sample_kb(session: int, main: int) -> tuple[int, int]:
+    """(summed PSS of `session`'s processes, `main`'s VmHWM), in kB."""
+    total = 0
     for path in Path("/proc").iterdir():
-        entry = path.name
-        if not entry.isdigit():
-            continue
-        fields = _stat(int(entry))
-        if not fields or int(fields[3]) != session:  # the session id (setsid below)
-            continue
-        try:
-            status = Path(f"/proc/{entry}/status").read_text()
-        except OSError:
-            continue
-        for line in status.splitlines():
-            if line.startswith("VmHWM:"):
-                peaks[int(entry)] = max(peaks.get(int(entry), 0), int(line.split()[1]))
+        if path.name.isdigit():
+            fields = _stat(int(path.name))
+            if fields and int(fields[3]) == session:  # the session id (setsid below)
+                total += _field_kb(f"/proc/{path.name}/smaps_rollup", "Pss:")
+    return total, _field_kb(f"/proc/{main}/status", "VmHWM:")
 
 
 def _orphans(session: int) -> list[int]:
@@ -91,7 +99,7 @@ def run_measured(
     CPU time includes the orphans it leaves (call `become_subreaper` first for that).
     """
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    peaks: dict[int, int] = {}
+    peak_kb = 0
     started = time.perf_counter()
     process = subprocess.Popen(
         argv, cwd=cwd, env=env, stdout=stdout, stderr=stderr, start_new_session=True
@@ -99,9 +107,11 @@ def run_measured(
     stop = threading.Event()
 
     def sample() -> None:
-        _peaks_kb(process.pid, peaks)
-        while not stop.wait(0.02):
-            _peaks_kb(process.pid, peaks)
+        nonlocal peak_kb
+        while True:
+            peak_kb = max(peak_kb, *sample_kb(process.pid, process.pid))
+            if stop.wait(0.02):
+                return
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
@@ -124,7 +134,7 @@ def run_measured(
     sampler.join()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-    return process.returncode, Usage(wall, cpu, sum(peaks.values()) / 1024)
+    return process.returncode, Usage(wall, cpu, peak_kb / 1024)
 
 
 def installed_environment() -> dict[str, str]:

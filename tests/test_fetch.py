@@ -485,3 +485,50 @@ def test_concurrency_is_bounded(feed_server: FeedServer) -> None:
     assert len(feed_server.seen()) == 6
     assert peak <= 2
     assert peak == 2  # and it did run two at a time
+
+
+def test_a_304_leaves_its_connection_open_for_the_next_poll(feed_server: FeedServer) -> None:
+    """Polls of one host that answer 304 share one connection: no handshake per poll."""
+    ports: list[int] = []
+
+    def not_modified(handler: BaseHTTPRequestHandler) -> None:
+        ports.append(handler.client_address[1])
+        handler.send_response(304)
+        handler.send_header("ETag", '"v1"')
+        handler.end_headers()
+
+    feed_server.handlers["/f.xml"] = not_modified
+    url = feed_server.url("/f.xml")
+
+    async def go() -> list[FetchOutcome]:
+        async with Fetcher(concurrency=1, per_host=1) as fetcher:
+            return [await fetcher.fetch(url, Validators(etag='"v1"')) for _ in range(3)]
+
+    outcomes = asyncio.run(go())
+    assert all(isinstance(o, NotModified) for o in outcomes)
+    assert len(ports) == 3 and len(set(ports)) == 1, ports
+
+
+def test_fetched_bodies_in_hand_are_bounded_by_concurrency(feed_server: FeedServer) -> None:
+    """A body waiting for the parser keeps its slot: never more than `concurrency` in hand,
+    however many sources are due and however fast the server answers."""
+    url = feed_server.add("/f.xml", rss2("S", "https://s.example.org/", []))
+    in_hand = most = 0
+
+    async def go() -> None:
+        async with Fetcher(concurrency=2, per_host=10) as fetcher:
+
+            async def poll() -> None:
+                nonlocal in_hand, most
+                async with fetcher.polling(url) as outcome:
+                    assert isinstance(outcome, Fetched)
+                    in_hand += 1
+                    most = max(most, in_hand)
+                    await asyncio.sleep(0.02)  # the parser is busy
+                    in_hand -= 1
+
+            await asyncio.gather(*(poll() for _ in range(8)))
+
+    asyncio.run(go())
+    assert most == 2
+    assert len(feed_server.seen("/f.xml")) == 8
