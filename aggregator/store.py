@@ -24,7 +24,7 @@ from typing import Any
 from aggregator.config import SourceConfig
 from aggregator.errors import StorageError
 from aggregator.policy import ServerHints, is_overdue_schedule, next_poll
-from aggregator.text import link_key, title_key
+from aggregator.text import story_keys
 from aggregator.timeline import CLOCK_SKEW, order_date
 from aggregator.types import ParsedEntry, ParsedFeed, SourceCredit, StoredEntry, Validators
 
@@ -159,16 +159,12 @@ def _required_dt(value: str) -> datetime:
     return datetime.fromisoformat(value)
 
 
-def _story_keys(link: str | None, title: str) -> tuple[str | None, str | None]:
-    return (link_key(link) if link else None), (title_key(title) or None)
-
-
 def _backfill_story_keys(db: sqlite3.Connection) -> None:
     """Schema 6: compute the story keys of entries stored before they existed."""
     rows = db.execute("SELECT source, entry_id, link, title FROM entries").fetchall()
     db.executemany(
         "UPDATE entries SET link_key = ?, title_key = ? WHERE source = ? AND entry_id = ?",
-        [(*_story_keys(link, title), source, entry_id) for source, entry_id, link, title in rows],
+        [(*story_keys(link, title), source, entry_id) for source, entry_id, link, title in rows],
     )
 
 
@@ -569,7 +565,7 @@ class Store:
                 fields = (
                     e.title, e.link, e.summary_html, e.teaser, e.author,
                     json.dumps(e.categories, ensure_ascii=False), _ts(e.published), _ts(updated),
-                    e.content_hash, *_story_keys(e.link, e.title),
+                    e.content_hash, e.story_link, e.story_title,
                 )  # fmt: skip
                 if e.entry_id not in known:
                     sort_date = order_date(e.published, updated, now)
@@ -631,7 +627,7 @@ class Store:
         """
         links, titles = set(), set()
         for entry in of:
-            link, title = _story_keys(entry.link, entry.title)
+            link, title = story_keys(entry.link, entry.title)
             if link:
                 links.add(link)
             if title:

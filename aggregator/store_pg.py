@@ -36,7 +36,7 @@ from aggregator.config import SourceConfig
 from aggregator.errors import StorageError
 from aggregator.policy import ServerHints, is_overdue_schedule, next_poll
 from aggregator.store import SourceState, StoreResult
-from aggregator.text import link_key, title_key
+from aggregator.text import story_keys
 from aggregator.timeline import CLOCK_SKEW, order_date
 from aggregator.types import ParsedEntry, ParsedFeed, SourceCredit, StoredEntry, Validators
 
@@ -120,10 +120,6 @@ def _required_utc(value: datetime) -> datetime:
 def _seconds(value: datetime | None) -> datetime | None:
     """An entry date as the SQLite store keeps it: UTC, cut to the whole second."""
     return None if value is None else value.astimezone(UTC).replace(microsecond=0)
-
-
-def _story_keys(link: str | None, title: str) -> tuple[str | None, str | None]:
-    return (link_key(link) if link else None), (title_key(title) or None)
 
 
 def describe(url: str) -> str:
@@ -491,7 +487,7 @@ class PgStore:
                 fields = (
                     e.title, e.link, e.summary_html, e.teaser, e.author, list(e.categories),
                     _seconds(e.published), _seconds(updated), e.content_hash,
-                    *_story_keys(e.link, e.title),
+                    e.story_link, e.story_title,
                 )  # fmt: skip
                 signature = (e.content_hash, _seconds(e.published), _seconds(updated))
                 if e.entry_id not in known:
@@ -550,7 +546,7 @@ class PgStore:
         """Entries placed before `before` that share a story key (link or title) with `of`."""
         links, titles = set(), set()
         for entry in of:
-            link, title = _story_keys(entry.link, entry.title)
+            link, title = story_keys(entry.link, entry.title)
             if link:
                 links.add(link)
             if title:

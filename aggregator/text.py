@@ -216,6 +216,11 @@ def link_key(url: str) -> str:
     return f"//{host}{path}" + (f"?{urlencode(query)}" if query else "")
 
 
+def story_keys(link: str | None, title: str) -> tuple[str | None, str | None]:
+    """(link key, title key) of an item, None where it has no link or no title to compare."""
+    return (link_key(link) if link else None), (title_key(title) or None)
+
+
 def title_key(title: str) -> str:
     """A title normalized for comparing stories: NFC, case folded, punctuation ignored."""
     folded = unicodedata.normalize("NFC", title).casefold()

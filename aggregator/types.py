@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from aggregator.text import story_keys
+
 
 def require_utc(value: datetime | None, what: str) -> None:
     """Fail loudly (a bug) when a naive or non-UTC datetime is about to be stored."""
@@ -76,10 +78,17 @@ class ParsedEntry:
     published: datetime | None
     updated: datetime | None
     content_hash: str
+    # Its story keys (text.story_keys), computed where the entry is made: in a parser
+    # worker, not in the process that stores it, which coordinates every source.
+    story_link: str | None = field(init=False, repr=False, compare=False)
+    story_title: str | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         require_utc(self.published, "published")
         require_utc(self.updated, "updated")
+        link, title = story_keys(self.link, self.title)
+        object.__setattr__(self, "story_link", link)
+        object.__setattr__(self, "story_title", title)
 
 
 @dataclass(frozen=True)
