@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 
 from bench.farm import Farm
-from bench.measure import sample_kb
+from bench.measure import Tree
 
 ROOT = Path(__file__).resolve().parent.parent
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -102,10 +102,11 @@ def _first_start(config: Path, farm: Farm, feeds: int) -> tuple[float, float]:
     atom = config.parent / "output" / "atom.xml"
     started = time.monotonic()
     peak_kb = 0
+    tree = Tree(process.pid)
     try:
         settled = None
         while time.monotonic() - started < 600:
-            peak_kb = max(peak_kb, *sample_kb(process.pid, process.pid))
+            peak_kb = max(peak_kb, *tree.sample_kb())
             done = farm.counters()[0] >= feeds and atom.exists()
             if done and settled is None:
                 settled = time.monotonic()
