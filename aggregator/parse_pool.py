@@ -91,7 +91,7 @@ class ParsePool:
         with self._lock:
             if self._executor is broken:
                 self._executor = None
-        broken.shutdown(wait=False, cancel_futures=True)
+        broken.shutdown(wait=False)  # its pending feeds have already failed with it
 
     def close(self) -> None:
         with self._lock:

@@ -1,0 +1,85 @@
+"""The parser pool on real worker processes: a worker that dies is replaced, its feed retried."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from aggregator.errors import ParseError
+from aggregator.parse_pool import ParsePool
+from aggregator.types import ParsedFeed
+from tests.feedfactory import Item, rss2
+
+NOW = datetime(2025, 7, 13, 12, 0, tzinfo=UTC)
+# Big enough that parsing it takes a while, so a worker can be killed in the middle of it.
+BIG = rss2(
+    "Big",
+    "https://big.example.org/",
+    [
+        Item(f"खबर {n}", f"https://big.example.org/{n}", f"g{n}", NOW - timedelta(minutes=n))
+        for n in range(4000)
+    ],
+)
+HEADERS = {"content-type": "application/rss+xml; charset=utf-8"}
+
+
+async def _kill_workers_while_busy(pool: ParsePool, task: asyncio.Task[ParsedFeed]) -> int:
+    """SIGKILL the pool's workers once they exist and the parse is under way."""
+    for _ in range(500):
+        executor = pool._executor
+        processes = dict(executor._processes) if executor is not None else {}
+        if processes:
+            await asyncio.sleep(0.2)  # the worker has the body and is parsing it
+            if task.done():
+                return 0
+            for pid in processes:
+                os.kill(pid, signal.SIGKILL)
+            return len(processes)
+        await asyncio.sleep(0.01)
+    return 0
+
+
+def test_a_worker_killed_mid_parse_is_replaced_and_the_feed_parsed_again() -> None:
+    pool = ParsePool(workers=1)
+
+    async def go() -> tuple[ParsedFeed, int]:
+        task = asyncio.create_task(pool.parse(BIG, HEADERS, "https://big.example.org/feed"))
+        killed = await _kill_workers_while_busy(pool, task)
+        return await task, killed
+
+    try:
+        feed, killed = asyncio.run(go())
+    finally:
+        pool.close()
+    assert killed == 1
+    assert len(feed.entries) == 4000
+
+
+def test_a_feed_that_kills_its_worker_twice_fails_alone() -> None:
+    pool = ParsePool(workers=1)
+
+    async def go() -> None:
+        task = asyncio.create_task(pool.parse(BIG, HEADERS, "https://big.example.org/feed"))
+        assert await _kill_workers_while_busy(pool, task) == 1
+        first = pool._executor
+        for _ in range(500):  # the retry, on a new pool
+            if pool._executor is not None and pool._executor is not first:
+                break
+            await asyncio.sleep(0.01)
+        assert await _kill_workers_while_busy(pool, task) == 1
+        with pytest.raises(ParseError, match="parser process died"):
+            await task
+        # The pool itself is fine afterwards.
+        small = rss2(
+            "S", "https://s.example.org/", [Item("One", "https://s.example.org/1", "1", NOW)]
+        )
+        assert len((await pool.parse(small, HEADERS, "https://s.example.org/")).entries) == 1
+
+    try:
+        asyncio.run(go())
+    finally:
+        pool.close()
