@@ -43,7 +43,7 @@ from aggregator.server import (
     embedded_server,
     listen_socket,
 )
-from aggregator.store import Store
+from aggregator.store_api import StoreAPI, open_store
 
 log = logging.getLogger("aggregator")
 
@@ -75,7 +75,7 @@ class Daemon:
         self.options = options or DaemonOptions()
         self.clock = clock
         self.metrics = Metrics()
-        self.store = Store.open(config.store.path)
+        self.store: StoreAPI = open_store(config.store.target)
         self.files = PublishedFiles(config.publish.output_dir)
         self._fetcher = self._new_fetcher(config)
         self._inflight: dict[str, asyncio.Task[None]] = {}

@@ -34,7 +34,7 @@ from aggregator.publish import (
     remember_published,
     remove_stale_temp_files,
 )
-from aggregator.store import SourceState, Store
+from aggregator.store_api import SourceState, StoreAPI
 from aggregator.timeline import build_timeline
 from aggregator.types import Failed, Fetched, SourceCredit, Timeline, Validators
 
@@ -103,7 +103,7 @@ class CycleReport:
 
 
 async def poll_source(
-    source: SourceConfig, fetcher: Fetcher, store: Store, config: Config, clock: Clock
+    source: SourceConfig, fetcher: Fetcher, store: StoreAPI, config: Config, clock: Clock
 ) -> SourceReport:
     """Fetch, parse and store one source, record how it went, and schedule its next poll."""
     state = store.source_state(source.name)
@@ -172,7 +172,7 @@ MOVED_FAILURE_LIMIT = 3
 
 
 def _failed(
-    source: SourceConfig, state: SourceState | None, store: Store, outcome: Failed, now: datetime
+    source: SourceConfig, state: SourceState | None, store: StoreAPI, outcome: Failed, now: datetime
 ) -> SourceReport:
     """Record a failed poll: 410 disables the source, 429/503 honour Retry-After."""
     failures = (state.failures if state else 0) + 1
@@ -195,7 +195,7 @@ def _failed(
 
 
 def _reason_to_skip(
-    store: Store, name: str, now: datetime, *, force: bool
+    store: StoreAPI, name: str, now: datetime, *, force: bool
 ) -> tuple[str, str] | None:
     """(outcome, why) for a source a cycle must not poll now; None to poll it."""
     state = store.source_state(name)
@@ -216,7 +216,7 @@ def _reason_to_skip(
 
 def current_timeline(
     config: Config,
-    store: Store,
+    store: StoreAPI,
     now: datetime,
     credits: Mapping[str, SourceCredit] | None = None,
 ) -> Timeline:
@@ -250,7 +250,7 @@ def current_timeline(
     return timeline
 
 
-def record_crash(source: SourceConfig, store: Store, error: Exception, now: datetime) -> str:
+def record_crash(source: SourceConfig, store: StoreAPI, error: Exception, now: datetime) -> str:
     """A bug hit while polling `source`: record it as a failure, so backoff applies."""
     message = f"internal error: {type(error).__name__}: {error}"
     try:
@@ -263,7 +263,7 @@ def record_crash(source: SourceConfig, store: Store, error: Exception, now: date
     return message
 
 
-def publish_timeline(config: Config, store: Store, now: datetime) -> PublishReport:
+def publish_timeline(config: Config, store: StoreAPI, now: datetime) -> PublishReport:
     """Render the current timeline and write what changed into `output_dir`."""
     started = time.perf_counter()
     credits = store.source_credits(config.sources)
@@ -309,7 +309,7 @@ def publish_timeline(config: Config, store: Store, now: datetime) -> PublishRepo
     return report
 
 
-def apply_retention(config: Config, store: Store, now: datetime) -> int:
+def apply_retention(config: Config, store: StoreAPI, now: datetime) -> int:
     """Delete entries older than `[store] keep` (their ids stay as tombstones)."""
     deleted = store.prune(now - config.store.keep, now)
     if deleted:
@@ -319,7 +319,7 @@ def apply_retention(config: Config, store: Store, now: datetime) -> int:
 
 async def run_cycle(
     config: Config,
-    store: Store,
+    store: StoreAPI,
     *,
     clock: Clock = utc_now,
     on_source: Callable[[SourceReport], None] | None = None,

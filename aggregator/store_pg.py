@@ -136,6 +136,15 @@ def describe(url: str) -> str:
     return make_conninfo("", **{k: v for k, v in params.items() if v is not None})
 
 
+def _without_password(message: str, url: str) -> str:
+    """An error text with the URL's password blotted out, should libpq ever quote it."""
+    try:
+        password = conninfo_to_dict(url).get("password")
+    except psycopg.ProgrammingError:
+        password = None
+    return message.replace(str(password), "***") if password else message
+
+
 _ENTRY_COLUMNS = """
     source, entry_id, title, link, summary_html, teaser, author, categories,
     published, updated, first_seen, sort_date
@@ -210,7 +219,9 @@ class PgStore:
             with psycopg.connect(url, autocommit=True, connect_timeout=max(1, int(timeout))) as c:
                 _migrate(c)
         except psycopg.Error as e:
-            raise StorageError(f"cannot open the store at {where}: {e}") from e
+            reason = _without_password(str(e), url)
+            # Not `from e`: a traceback would print the unscrubbed text.
+            raise StorageError(f"cannot open the store at {where}: {reason}") from None
         pool: ConnectionPool[Connection] = ConnectionPool(
             url,
             min_size=1,
@@ -225,7 +236,9 @@ class PgStore:
             pool.open(wait=True, timeout=timeout)
         except psycopg.Error as e:
             pool.close()
-            raise StorageError(f"cannot open the store at {where}: {e}") from e
+            reason = _without_password(str(e), url)
+            # Not `from e`: a traceback would print the unscrubbed text.
+            raise StorageError(f"cannot open the store at {where}: {reason}") from None
         return cls(pool)
 
     def close(self) -> None:
