@@ -69,6 +69,18 @@ class PollSettings:
     per_host: int = 2
     max_bytes: int = 10 * 1024 * 1024
     user_agent: str = USER_AGENT
+    lease: timedelta = timedelta(seconds=120)  # see default_lease
+
+
+def default_lease(timeout: timedelta) -> timedelta:
+    """How long a claim on a source lasts unless its poll ends first: 2 × timeout + 60 s.
+
+    A daemon claims at most twice as many sources as it fetches at once, so a claimed
+    source waits for at most one other fetch (one timeout) before its own (another); the
+    minute covers parsing and storing. A lease that runs out hands the source to another
+    daemon, so a daemon killed mid-poll delays its sources by at most this long.
+    """
+    return timeout * 2 + timedelta(seconds=60)
 
 
 @dataclass(frozen=True)
@@ -366,7 +378,9 @@ def _name(value: object) -> str:
 
 _TABLES = ("aggregator", "poll", "publish", "store", "server", "feeds")
 _SITE_KEYS = ("title", "link", "description", "language", "timezone", "base_url")
-_POLL_KEYS = ("interval", "concurrency", "timeout", "per_host", "max_bytes", "user_agent")
+_POLL_KEYS = (
+    "interval", "concurrency", "timeout", "per_host", "max_bytes", "user_agent", "lease",
+)  # fmt: skip
 _PUBLISH_KEYS = ("output_dir", "max_items", "max_age", "teaser_length", "include", "exclude")
 _STORE_KEYS = ("path", "url", "keep")
 _SERVER_KEYS = ("host", "port")
@@ -486,14 +500,22 @@ def _validate(
         base_url=base_url,
     )
     p = ("poll",)
+    timeout = load.value(poll_t, p, "timeout", parse_duration, timedelta(seconds=30))
     poll = PollSettings(
         interval=load.value(poll_t, p, "interval", parse_duration, timedelta(minutes=15)),
         concurrency=load.value(poll_t, p, "concurrency", _positive_int, 10),
-        timeout=load.value(poll_t, p, "timeout", parse_duration, timedelta(seconds=30)),
+        timeout=timeout,
         per_host=load.value(poll_t, p, "per_host", _positive_int, 2),
         max_bytes=load.value(poll_t, p, "max_bytes", _size, 10 * 1024 * 1024),
         user_agent=load.value(poll_t, p, "user_agent", _string, USER_AGENT),
+        lease=load.value(poll_t, p, "lease", parse_duration, default_lease(timeout)),
     )
+    if poll.lease <= poll.timeout:
+        load.error(
+            ("poll", "lease"),
+            "must be longer than [poll] timeout, or a slow poll would be handed to another "
+            "daemon and polled twice",
+        )
     pub = ("publish",)
     publish = PublishSettings(
         output_dir=load.value(

@@ -1,7 +1,8 @@
 """The long-running daemon: schedule polls, publish, serve, reload feeds.toml, stop cleanly.
 
 Everything runs in one asyncio loop: an APScheduler (3.x) tick claims the sources whose
-stored `next_poll` has come and polls them through one shared, bounded `Fetcher`; a
+stored `next_poll` has come (`claim_due`: with a shared PostgreSQL store, each due source
+goes to exactly one daemon) and polls them through one shared, bounded `Fetcher`; a
 debounced publish follows any poll that stored something; uvicorn serves `output/`; and
 watchfiles (or SIGHUP) triggers a reload. A source is never polled twice at once (the
 in-flight set), and a restart resumes from the stored schedule.
@@ -30,6 +31,8 @@ from aggregator.pipeline import (
     Clock,
     SourceReport,
     apply_retention,
+    claim_owner,
+    is_dead_here,
     poll_source,
     publish_timeline,
     record_crash,
@@ -78,6 +81,7 @@ class Daemon:
         self.store: StoreAPI = open_store(config.store.target)
         self.files = PublishedFiles(config.publish.output_dir)
         self._fetcher = self._new_fetcher(config)
+        self.owner = claim_owner()
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._publish_handle: asyncio.TimerHandle | None = None
         self._stopping = asyncio.Event()
@@ -112,21 +116,50 @@ class Daemon:
         return {s.name: s for s in self.config.sources}
 
     async def tick(self) -> None:
-        """Start a poll for every due source that is not already being polled."""
+        """Claim due sources and start a poll for each."""
+        self._claim_and_poll()
+
+    def _claim_and_poll(self) -> None:
+        """Claim due sources until twice `concurrency` are in flight, and poll them.
+
+        Claiming no more than that keeps the rest for other daemons sharing the store, and
+        bounds a claim's wait for a free fetch slot (`config.default_lease` relies on it).
+        A source being polled here is never claimed again meanwhile: never twice at once.
+        """
+        if self._stopping.is_set():
+            return
+        room = 2 * self.config.poll.concurrency - len(self._inflight)
+        if room <= 0:
+            return
         sources = self._sources()
-        for name in self.store.due_sources(list(sources), self.clock()):
-            if name in self._inflight:
-                continue  # a slow poll is still running: never twice at once
+        idle = [name for name in sources if name not in self._inflight]
+        lease = self.config.poll.lease
+        for name in self.store.claim_due(idle, self.clock(), self.owner, lease, limit=room):
             task = asyncio.create_task(self._poll(sources[name]), name=f"poll:{name}")
             self._inflight[name] = task
             task.add_done_callback(functools.partial(self._finished, name))
 
     def _finished(self, name: str, _: asyncio.Task[None]) -> None:
         self._inflight.pop(name, None)
+        if len(self._inflight) == self.config.poll.concurrency:
+            # Half the claims are done: claim more now rather than at the next tick, so a
+            # daemon with thousands of due sources keeps its fetch slots busy.
+            try:
+                self._claim_and_poll()
+            except AggregatorError as e:
+                log.error("claiming due sources failed: %s", e)
 
     async def _poll(self, source: SourceConfig) -> None:
         try:
             report = await poll_source(source, self._fetcher, self.store, self.config, self.clock)
+        except asyncio.CancelledError:
+            # Recording a poll ends its claim; a cancelled one (a stop, a source removed)
+            # records nothing, so give the claim back for another daemon to take at once.
+            try:
+                self.store.release(source.name, self.owner)
+            except AggregatorError as e:
+                log.error("%s: could not release the claim: %s", source.name, e)
+            raise
         except Exception as e:  # a bug; it must not stop the daemon, nor be retried every tick
             log.exception("%s: unexpected error", source.name)
             message = record_crash(source, self.store, e, self.clock())
@@ -281,6 +314,10 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         remove_stale_temp_files(self.config.publish.output_dir)
         self.store.sync_sources(self.config.sources, self.clock())
+        for owner in self.store.claim_holders(self.clock()):
+            if is_dead_here(owner):
+                released = self.store.release_all(owner)
+                log.info("took back %d claims of %s, a process that died", released, owner)
         self.metrics.sources.set(len(self.config.sources))
         self._sync_disabled_metrics()
         self._publish_now()  # the outputs reflect the current configuration from the start

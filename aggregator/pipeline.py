@@ -9,6 +9,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
+import secrets
+import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -45,8 +48,37 @@ PARSERS = ParsePool()
 OUTPUT_FILES = ("rss.xml", "atom.xml", "feed.json", "index.html", "sources.opml")
 
 
+# `once` polls every source whenever it is scheduled: claims "due by" the end of time.
+EVERY_SCHEDULE = datetime.max.replace(tzinfo=UTC)
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def claim_owner() -> str:
+    """This process's name on its claims: host, pid and a random part, since containers
+    share host names and a restarted process may get a dead one's pid."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def is_dead_here(owner: str) -> bool:
+    """Whether `owner` (a `claim_owner()`) was a process on this host that no longer runs.
+
+    A daemon restarted after `kill -9` takes back its predecessor's claims at once instead
+    of waiting out their leases. Owners elsewhere are never judged: only a lease ends them.
+    """
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists, as someone else's process
+        return False
+    return False
 
 
 @dataclass(frozen=True)
@@ -329,11 +361,31 @@ async def run_cycle(
     """Poll every configured source once (bounded concurrency), then publish.
 
     Skipped, and said so: a source disabled by 410 Gone, one whose server asked us to wait
-    (Retry-After), and one backing off after errors unless `force` (which overrides only
-    our own schedule, never a server's Retry-After).
+    (Retry-After), one backing off after errors unless `force` (which overrides only
+    our own schedule, never a server's Retry-After), and one a daemon sharing the store is
+    polling right now. Each source is claimed (`claim_due`) just before its poll, as the
+    daemon does, and at most twice `concurrency` are held at once, so a claim never waits
+    longer than its lease allows (see `config.default_lease`).
     """
     store.sync_sources(config.sources, clock())
     remove_stale_temp_files(config.publish.output_dir)
+    owner = claim_owner()
+    holding = asyncio.Semaphore(2 * config.poll.concurrency)
+
+    async def claimed_poll(source: SourceConfig) -> SourceReport:
+        async with holding:
+            now = clock()
+            lease = config.poll.lease
+            if not store.claim_due([source.name], now, owner, lease, due_by=EVERY_SCHEDULE):
+                return SourceReport(
+                    source.name, "skipped", error="another daemon is polling it right now"
+                )
+            try:
+                return await poll_source(source, fetcher, store, config, clock)
+            except BaseException:
+                # Recording the poll ends the claim; a crash or a cancel records nothing.
+                store.release(source.name, owner)
+                raise
 
     async def guarded(source: SourceConfig) -> SourceReport:
         try:
@@ -343,7 +395,7 @@ async def run_cycle(
                 if on_source is not None:
                     on_source(report)
                 return report
-            report = await poll_source(source, fetcher, store, config, clock)
+            report = await claimed_poll(source)
         except Exception as e:  # a bug, but one source must never stop the cycle
             log.exception("%s: unexpected error", source.name)
             message = record_crash(source, store, e, clock())

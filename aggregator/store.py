@@ -692,15 +692,18 @@ class Store:
         lease: timedelta,
         *,
         limit: int | None = None,
+        due_by: datetime | None = None,
     ) -> list[str]:
         """Claim for `owner`, until `now + lease`, the due sources nobody else holds.
 
-        Due as in `due_sources` (and in its order), and unclaimed or with an expired lease.
+        Due as in `due_sources` at `due_by` (default `now`; in its order), and unclaimed or
+        with a lease expired at `now`.
         One write transaction (`BEGIN IMMEDIATE`) both picks and marks them, so two claimers
         never get the same source. A claim ends with `release` or when the poll is recorded
         (`record_success`, `record_failure`, `disable`), else when its lease runs out.
         """
         at = _ts(now, precise=True)
+        due = _ts(due_by if due_by is not None else now, precise=True)
         with self._transaction() as db:
             claimed = [
                 row[0]
@@ -713,7 +716,7 @@ class Store:
                     ORDER BY next_poll IS NOT NULL, next_poll, name
                     LIMIT ?
                     """,
-                    (json.dumps(list(names)), at, at, -1 if limit is None else limit),
+                    (json.dumps(list(names)), due, at, -1 if limit is None else limit),
                 )
             ]
             db.executemany(
@@ -732,6 +735,23 @@ class Store:
                 """,
                 (name, owner),
             )
+
+    def claim_holders(self, now: datetime) -> list[str]:
+        """The owners holding a lease that has not run out at `now`, by name."""
+        rows = self._db.execute(
+            "SELECT DISTINCT claimed_by FROM sources WHERE claimed_until > ? ORDER BY 1",
+            (_ts(now, precise=True),),
+        )
+        return [r[0] for r in rows]
+
+    def release_all(self, owner: str) -> int:
+        """End every claim of `owner` (known dead); returns how many there were."""
+        with self._transaction() as db:
+            released = db.execute(
+                "UPDATE sources SET claimed_by = NULL, claimed_until = NULL WHERE claimed_by = ?",
+                (owner,),
+            ).rowcount
+        return int(released)
 
     @contextmanager
     def publish_lock(self) -> Iterator[None]:

@@ -120,16 +120,27 @@ class StoreAPI(Protocol):
         lease: timedelta,
         *,
         limit: int | None = None,
+        due_by: datetime | None = None,
     ) -> list[str]:
         """Claim for `owner` the due sources that nobody holds (at most `limit`), in due order.
 
         Picking and marking (`claimed_by`, `claimed_until = now + lease`) happen in one
         transaction, so concurrent callers get disjoint sets; an expired lease is free again.
+        Due means a next poll by `due_by` (default `now`): `once` passes a far future to
+        poll every source, while leases still expire at `now`.
         """
         ...
 
     def release(self, name: str, owner: str) -> None:
         """End `owner`'s claim on `name`; a claim someone else has taken over stays."""
+        ...
+
+    def claim_holders(self, now: datetime) -> list[str]:
+        """The owners holding a lease that has not run out at `now`, by name."""
+        ...
+
+    def release_all(self, owner: str) -> int:
+        """End every claim of `owner` (known dead); returns how many there were."""
         ...
 
     def publish_lock(self) -> AbstractContextManager[None]:

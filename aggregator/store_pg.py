@@ -620,8 +620,10 @@ class PgStore:
         lease: timedelta,
         *,
         limit: int | None = None,
+        due_by: datetime | None = None,
     ) -> list[str]:
-        """Claim for `owner`, until `now + lease`, the due sources nobody else holds.
+        """Claim for `owner`, until `now + lease`, the sources due by `due_by` (default `now`)
+        that nobody else holds.
 
         Rows another daemon is claiming this instant are skipped, not waited for
         (`SKIP LOCKED`); one it has just claimed no longer qualifies when re-checked.
@@ -632,7 +634,7 @@ class PgStore:
                 WITH due AS (
                     SELECT name FROM sources
                     WHERE name = ANY(%(names)s::text[]) AND disabled IS NULL
-                      AND (next_poll IS NULL OR next_poll <= %(now)s)
+                      AND (next_poll IS NULL OR next_poll <= %(due)s)
                       AND (claimed_until IS NULL OR claimed_until <= %(now)s)
                     ORDER BY next_poll IS NOT NULL, next_poll, name
                     LIMIT %(limit)s
@@ -647,6 +649,7 @@ class PgStore:
                 {
                     "names": list(names),
                     "now": now,
+                    "due": due_by if due_by is not None else now,
                     "limit": limit,
                     "owner": owner,
                     "until": now + lease,
@@ -664,6 +667,24 @@ class PgStore:
                 """,
                 (name, owner),
             )
+
+    def claim_holders(self, now: datetime) -> list[str]:
+        """The owners holding a lease that has not run out at `now`, by name."""
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT claimed_by FROM sources WHERE claimed_until > %s ORDER BY 1",
+                (now,),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def release_all(self, owner: str) -> int:
+        """End every claim of `owner` (known dead); returns how many there were."""
+        with self._transaction() as conn:
+            released = conn.execute(
+                "UPDATE sources SET claimed_by = NULL, claimed_until = NULL WHERE claimed_by = %s",
+                (owner,),
+            ).rowcount
+        return int(released)
 
     @contextmanager
     def publish_lock(self) -> Iterator[None]:

@@ -188,6 +188,12 @@ CASES += [
         "feeds.toml:3: store.url: [store] path and url name two stores; keep one",
         id="store-path-and-url",
     ),
+    pytest.param(
+        '[poll]\ntimeout = "30s"\nlease = "20s"\n' + GOOD_FEED,
+        "feeds.toml:3: poll.lease: must be longer than [poll] timeout, or a slow poll would be "
+        "handed to another daemon and polled twice",
+        id="lease-shorter-than-timeout",
+    ),
 ]
 
 

@@ -4,14 +4,17 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from aggregator.config import load_config
+from aggregator.pipeline import EVERY_SCHEDULE
+from aggregator.store_api import open_store
 from tests.conftest import run_cli
 from tests.feedfactory import rss2
-from tests.test_daemon import _items
+from tests.test_daemon import NOW, _items
 
 FEED = '[[feeds]]\nname = "a"\nurl = "a.xml"\n'
 
@@ -55,6 +58,31 @@ def test_once_and_status_on_either_store(tmp_path: Path, store_env: dict[str, st
     assert (row["name"], row["items"], row["outcome"]) == ("a", 3, "updated")
     # The SQLite file exists only when it is the store.
     assert (tmp_path / "state" / "aggregator.db").exists() == (not store_env)
+
+
+def test_once_leaves_a_source_another_daemon_is_polling(
+    tmp_path: Path, store_env: dict[str, str]
+) -> None:
+    config = _config(tmp_path)
+    (tmp_path / "b.xml").write_bytes(rss2("B", "https://b.example.org/", _items("b", 2)))
+    config.write_text(config.read_text() + '[[feeds]]\nname = "b"\nurl = "b.xml"\n')
+    settings = load_config(config, environ=store_env)
+    store = open_store(settings.store.target)
+    try:
+        store.sync_sources(settings.sources, NOW)
+        assert store.claim_due(["a"], NOW, "daemon-elsewhere", timedelta(hours=1)) == ["a"]
+        once = run_cli("once", "--config", str(config), cwd=tmp_path, env=store_env)
+        assert once.returncode == 0, once.stderr
+        assert once.stdout.splitlines()[:2] == [
+            "a  skipped: another daemon is polling it right now",
+            "b  2 new",
+        ]
+        # `once` ended its own claim with the poll; the other daemon's claim stands.
+        later = datetime.now(UTC)
+        anyone = store.claim_due(["a", "b"], later, "x", timedelta(hours=1), due_by=EVERY_SCHEDULE)
+        assert anyone == ["b"]
+    finally:
+        store.close()
 
 
 @pytest.mark.parametrize("command", ["status", "once", "run"])
