@@ -32,6 +32,7 @@ from aggregator.pipeline import (
     SourceReport,
     apply_retention,
     claim_owner,
+    follow_published,
     is_dead_here,
     poll_source,
     publish_timeline,
@@ -58,6 +59,7 @@ class DaemonOptions:
     tick_seconds: float = 1.0
     publish_debounce_seconds: float = 1.0
     housekeeping_seconds: float = 600.0
+    follow_seconds: float = 5.0  # how often to look for files another daemon published
     serve: bool = True
 
 
@@ -79,6 +81,13 @@ class Daemon:
         self.clock = clock
         self.metrics = Metrics()
         self.store: StoreAPI = open_store(config.store.target)
+        # Publishing runs in a worker thread (its lock may wait for another daemon), on a
+        # store of its own: an SQLite connection must not be shared with the loop's thread
+        # in the middle of a transaction.
+        self._publisher: StoreAPI = open_store(config.store.target)
+        self._publishing = asyncio.Lock()  # one publish or copy at a time in this daemon
+        self._publishes: set[asyncio.Task[None]] = set()  # awaited, never cancelled, at stop
+        self._last_publish_done = False  # stopping: nothing more to publish
         self.files = PublishedFiles(config.publish.output_dir)
         self._fetcher = self._new_fetcher(config)
         self.owner = claim_owner()
@@ -172,24 +181,48 @@ class Daemon:
 
     def request_publish(self) -> None:
         """Publish soon; a burst of requests produces one publish."""
-        if self._publish_handle is None:
+        if self._publish_handle is None and not self._last_publish_done:
             loop = asyncio.get_running_loop()
             self._publish_handle = loop.call_later(
-                self.options.publish_debounce_seconds, self._publish_now
+                self.options.publish_debounce_seconds, self._start_publish
             )
 
-    def _publish_now(self) -> None:
+    def _start_publish(self) -> None:
         self._publish_handle = None
-        try:
-            report = publish_timeline(self.config, self.store, self.clock())
-        except AggregatorError as e:
-            log.error("publish failed: %s", e)
-            return
-        except Exception:  # a bug; the daemon keeps polling and serving the last good files
-            log.exception("publish failed")
-            return
+        task = asyncio.create_task(self._publish(), name="publish")
+        self._publishes.add(task)
+        task.add_done_callback(self._publishes.discard)
+
+    async def _publish(self) -> None:
+        """Publish off the loop: waiting for another daemon's publish lock, or rendering a
+        big timeline, must not stall polling and serving."""
+        async with self._publishing:
+            try:
+                report = await asyncio.to_thread(
+                    publish_timeline, self.config, self._publisher, self.clock()
+                )
+            except AggregatorError as e:
+                log.error("publish failed: %s", e)
+                return
+            except Exception:  # a bug; the daemon keeps polling and serving the last good files
+                log.exception("publish failed")
+                return
         self.metrics.publishes.inc()
         self.metrics.publish_seconds.observe(report.seconds)
+
+    async def _follow(self) -> None:
+        """Serve what another daemon sharing the store published: copy its snapshot here."""
+        async with self._publishing:
+            try:
+                written = await asyncio.to_thread(
+                    follow_published, self.config.publish.output_dir, self._publisher
+                )
+            except AggregatorError as e:
+                log.error("copying the published files failed: %s", e)
+                return
+        if any(written.values()):
+            changed = ", ".join(name for name, changed in written.items() if changed)
+            log.info("copied the files another daemon published (%s)", changed)
 
     async def _housekeeping(self) -> None:
         """Keep the WAL small, and re-publish so items past `max_age` leave the feeds even
@@ -320,7 +353,7 @@ class Daemon:
                 log.info("took back %d claims of %s, a process that died", released, owner)
         self.metrics.sources.set(len(self.config.sources))
         self._sync_disabled_metrics()
-        self._publish_now()  # the outputs reflect the current configuration from the start
+        await self._publish()  # the outputs reflect the current configuration from the start
         self._scheduler.start()
         self._scheduler.add_job(
             self.tick, "interval", seconds=self.options.tick_seconds, id="tick",
@@ -329,6 +362,10 @@ class Daemon:
         self._scheduler.add_job(
             self._housekeeping, "interval", seconds=self.options.housekeeping_seconds,
             id="housekeeping", max_instances=1, coalesce=True,
+        )  # fmt: skip
+        self._scheduler.add_job(
+            self._follow, "interval", seconds=self.options.follow_seconds, id="follow",
+            max_instances=1, coalesce=True,
         )  # fmt: skip
         await self.tick()
         server = self._start_server(listener) if listener is not None else None
@@ -350,16 +387,18 @@ class Daemon:
     async def _shutdown(self, server: tuple[EmbeddedServer, asyncio.Task[None]] | None) -> None:
         log.info("stopping")
         self._scheduler.shutdown(wait=False)
-        if self._publish_handle is not None:
-            # What was stored is published before the store closes.
-            self._publish_handle.cancel()
-            self._publish_now()
         polls = list(self._inflight.values())
         for task in polls:
             task.cancel()
         await asyncio.wait_for(
             asyncio.gather(*polls, return_exceptions=True), timeout=STOP_GRACE_SECONDS
         )
+        self._last_publish_done = True
+        if self._publish_handle is not None:
+            # What was stored is published before the store closes.
+            self._publish_handle.cancel()
+            self._publish_handle = None
+            await self._publish()
         if server is not None:
             instance, task = server
             instance.should_exit = True
@@ -372,5 +411,9 @@ class Daemon:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self._fetcher.__aexit__(None, None, None)
+        # A publish or copy still running in its thread keeps the lock until it is done.
+        await asyncio.gather(*self._publishes, return_exceptions=True)
+        async with self._publishing:
+            self._publisher.close()
         self.store.close()
         log.info("stopped")

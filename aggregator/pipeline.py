@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 
@@ -296,23 +297,50 @@ def record_crash(source: SourceConfig, store: StoreAPI, error: Exception, now: d
 
 
 def publish_timeline(config: Config, store: StoreAPI, now: datetime) -> PublishReport:
-    """Render the current timeline and write what changed into `output_dir`."""
+    """Render the current timeline, store it as the published snapshot, write what changed.
+
+    Daemons sharing a PostgreSQL store each serve their own output/, yet must serve the
+    same bytes (one ETag, whichever daemon a reader reaches). Rendering alone cannot promise
+    that: each would render at its own moment from a database that keeps changing. So
+    publishing runs under `store.publish_lock()` (one publisher at a time), stores what it
+    rendered with the fingerprint of its input, and every daemon copies the newest snapshot
+    into its output/ (`follow_published`). The snapshot written last was rendered from the
+    newest data, since readers of the data take the same lock. On SQLite it is the same path.
+    A snapshot with this very fingerprint is not rendered again, only copied if missing here.
+    """
     started = time.perf_counter()
-    credits = store.source_credits(config.sources)
-    timeline = current_timeline(config, store, now, credits)
     output_dir = config.publish.output_dir
-    # Rendering is a pure function of these (and of this version's code): the same input
-    # renders the same bytes, so there is nothing to render again.
-    fingerprint = hashlib.sha256(
-        repr((__version__, config.site, timeline, sorted(credits.items()))).encode()
-    ).hexdigest()
-    if already_published(output_dir, fingerprint, OUTPUT_FILES):
-        return PublishReport(
-            items=len(timeline.items),
-            changed=(),
-            unchanged=OUTPUT_FILES,
-            seconds=time.perf_counter() - started,
+    with store.publish_lock():
+        credits = store.source_credits(config.sources)
+        timeline = current_timeline(config, store, now, credits)
+        # Rendering is a pure function of these (and of this version's code): the same input
+        # renders the same bytes, so there is nothing to render again.
+        fingerprint = hashlib.sha256(
+            repr((__version__, config.site, timeline, sorted(credits.items()))).encode()
+        ).hexdigest()
+        if store.published_fingerprint() == fingerprint:
+            written = follow_published(output_dir, store)
+        else:
+            files = _render(config, timeline, credits)
+            store.save_published(fingerprint, files)
+            written = publish_files(output_dir, files)
+            remember_published(output_dir, fingerprint, OUTPUT_FILES)
+    report = PublishReport(
+        items=len(timeline.items),
+        changed=tuple(n for n in OUTPUT_FILES if written.get(n)),
+        unchanged=tuple(n for n in OUTPUT_FILES if not written.get(n)),
+        seconds=time.perf_counter() - started,
+    )
+    if written:
+        log.info(
+            "published %d items (%s)", report.items, ", ".join(report.changed) or "no file changed"
         )
+    return report
+
+
+def _render(
+    config: Config, timeline: Timeline, credits: Mapping[str, SourceCredit]
+) -> dict[str, bytes]:
     # Imported here: a process that never renders (a cycle of 304s) never loads them.
     from aggregator.jsonfeed import render_json_feed
     from aggregator.opml import render_opml
@@ -327,18 +355,26 @@ def publish_timeline(config: Config, store: StoreAPI, now: datetime) -> PublishR
         "sources.opml": render_opml(list(credits.values()), config.site),
     }
     assert tuple(files) == OUTPUT_FILES
+    return files
+
+
+def follow_published(output_dir: Path, store: StoreAPI) -> dict[str, bool]:
+    """Copy the store's published snapshot into `output_dir` unless it is there already.
+
+    Returns which files were rewritten ({} when the snapshot was already here, or there is
+    none yet). Each file is replaced atomically and only when its bytes differ, so an
+    unchanged file keeps its ETag.
+    """
+    fingerprint = store.published_fingerprint()
+    if fingerprint is None or already_published(output_dir, fingerprint, OUTPUT_FILES):
+        return {}
+    snapshot = store.load_published()
+    if snapshot is None:
+        return {}
+    fingerprint, files = snapshot
     written = publish_files(output_dir, files)
     remember_published(output_dir, fingerprint, OUTPUT_FILES)
-    report = PublishReport(
-        items=len(timeline.items),
-        changed=tuple(n for n, changed in written.items() if changed),
-        unchanged=tuple(n for n, changed in written.items() if not changed),
-        seconds=time.perf_counter() - started,
-    )
-    log.info(
-        "published %d items (%s)", report.items, ", ".join(report.changed) or "no file changed"
-    )
-    return report
+    return written
 
 
 def apply_retention(config: Config, store: StoreAPI, now: datetime) -> int:

@@ -14,7 +14,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -108,6 +108,15 @@ _MIGRATIONS: tuple[str, ...] = (
     BEGIN
         UPDATE sources SET claimed_by = NULL, claimed_until = NULL WHERE name = NEW.name;
     END;
+    """,
+    # 8: the files last published, so that every daemon sharing the store serves the same
+    # bytes: the publisher stores what it rendered, the others copy it into their output/.
+    """
+    CREATE TABLE published (
+        name        TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        data        BLOB NOT NULL
+    );
     """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -752,6 +761,31 @@ class Store:
                 (owner,),
             ).rowcount
         return int(released)
+
+    # -- the published snapshot --------------------------------------------------------------
+
+    def save_published(self, fingerprint: str, files: Mapping[str, bytes]) -> None:
+        """Replace the stored snapshot of the published files with `files`, all at once."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM published")
+            db.executemany(
+                "INSERT INTO published (name, fingerprint, data) VALUES (?, ?, ?)",
+                [(name, fingerprint, data) for name, data in files.items()],
+            )
+
+    def published_fingerprint(self) -> str | None:
+        """The fingerprint of the stored snapshot (of its render input), None before any."""
+        row = self._db.execute("SELECT fingerprint FROM published LIMIT 1").fetchone()
+        return None if row is None else str(row[0])
+
+    def load_published(self) -> tuple[str, dict[str, bytes]] | None:
+        """The stored snapshot, read in one statement: (fingerprint, {name: bytes})."""
+        rows = self._db.execute(
+            "SELECT name, fingerprint, data FROM published ORDER BY name"
+        ).fetchall()
+        if not rows:
+            return None
+        return str(rows[0][1]), {str(name): bytes(data) for name, _, data in rows}
 
     @contextmanager
     def publish_lock(self) -> Iterator[None]:

@@ -9,12 +9,13 @@ tests against both. This module holds no SQL; the types that cross the interface
 Sharing the work: a poller calls `claim_due`, which hands each due source to exactly one
 caller until its lease runs out; recording the poll (`record_success`, `record_failure`,
 `disable`) or `release` ends the claim early. Publishing runs under `publish_lock`, so two
-daemons never write the output at the same time.
+daemons never render at the same time, and stores what it rendered as the published
+snapshot, which every daemon copies into its own output/ (see `pipeline.publish_timeline`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -145,6 +146,20 @@ class StoreAPI(Protocol):
 
     def publish_lock(self) -> AbstractContextManager[None]:
         """Held while publishing; entering waits while another publisher holds it."""
+        ...
+
+    # -- the published snapshot: what every daemon serves ------------------------------------
+
+    def save_published(self, fingerprint: str, files: Mapping[str, bytes]) -> None:
+        """Replace the stored snapshot of the published files (under `publish_lock`)."""
+        ...
+
+    def published_fingerprint(self) -> str | None:
+        """The stored snapshot's fingerprint (of its render input); None before any."""
+        ...
+
+    def load_published(self) -> tuple[str, dict[str, bytes]] | None:
+        """The stored snapshot as (fingerprint, {file name: bytes}), or None."""
         ...
 
 

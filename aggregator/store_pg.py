@@ -22,7 +22,7 @@ It must not hold a transaction open across a network fetch or any other slow wor
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -98,6 +98,14 @@ _MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (source, entry_id)
     );
     CREATE INDEX tombstones_by_last_seen ON tombstones (last_seen);
+    """,
+    # 2: as SQLite's 8: the files last published, which every daemon copies and serves.
+    """
+    CREATE TABLE published (
+        name        text COLLATE "C" PRIMARY KEY,
+        fingerprint text NOT NULL,
+        data        bytea NOT NULL
+    );
     """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -685,6 +693,34 @@ class PgStore:
                 (owner,),
             ).rowcount
         return int(released)
+
+    # -- the published snapshot --------------------------------------------------------------
+
+    def save_published(self, fingerprint: str, files: Mapping[str, bytes]) -> None:
+        """Replace the stored snapshot of the published files with `files`, all at once."""
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM published")
+            with conn.cursor() as cursor:
+                cursor.executemany(
+                    "INSERT INTO published (name, fingerprint, data) VALUES (%s, %s, %s)",
+                    [(name, fingerprint, data) for name, data in files.items()],
+                )
+
+    def published_fingerprint(self) -> str | None:
+        """The fingerprint of the stored snapshot (of its render input), None before any."""
+        with self._connection() as conn:
+            row = conn.execute("SELECT fingerprint FROM published LIMIT 1").fetchone()
+        return None if row is None else str(row[0])
+
+    def load_published(self) -> tuple[str, dict[str, bytes]] | None:
+        """The stored snapshot, read in one statement: (fingerprint, {name: bytes})."""
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT name, fingerprint, data FROM published ORDER BY name"
+            ).fetchall()
+        if not rows:
+            return None
+        return str(rows[0][1]), {str(name): bytes(data) for name, _, data in rows}
 
     @contextmanager
     def publish_lock(self) -> Iterator[None]:

@@ -791,3 +791,18 @@ def test_publish_lock_lets_one_publisher_in_at_a_time(
     # And it is free again afterwards, for either.
     with store.publish_lock():
         pass
+
+
+# -- the published snapshot ------------------------------------------------------------------
+
+
+def test_the_published_snapshot_is_replaced_whole(
+    store: StoreAPI, open_again: Callable[[], StoreAPI]
+) -> None:
+    assert store.published_fingerprint() is None
+    assert store.load_published() is None
+    store.save_published("f1", {"atom.xml": b"<feed/>", "rss.xml": b"\x00\xff binary-safe"})
+    store.save_published("f2", {"atom.xml": b"<feed>2</feed>", "index.html": b"<p>"})
+    other = open_again()  # what another daemon sees
+    assert other.published_fingerprint() == "f2"
+    assert other.load_published() == ("f2", {"atom.xml": b"<feed>2</feed>", "index.html": b"<p>"})
