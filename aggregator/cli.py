@@ -26,7 +26,7 @@ from aggregator import __version__
 from aggregator.config import Config, PollSettings, load_config
 from aggregator.errors import AggregatorError, ConfigError
 from aggregator.pipeline import CycleReport, SourceReport, run_cycle
-from aggregator.store import Store
+from aggregator.store_api import StoreAPI, open_store
 
 CONFIG_ERROR = 2
 FAILURE = 1
@@ -52,9 +52,10 @@ def _load(config_path: Path) -> Config:
 
 
 @contextmanager
-def _open_store(config: Config) -> Iterator[Store]:
+def _open_store(config: Config) -> Iterator[StoreAPI]:
+    """The store `[store]` or AGGREGATOR_STORE_URL names; its errors never show a password."""
     try:
-        store = Store.open(config.store.path)
+        store = open_store(config.store.target)
     except AggregatorError as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(FAILURE)
@@ -143,7 +144,7 @@ def once(config_path: Path, force: bool) -> None:
 
 
 def _cycle_with_progress(
-    config: Config, store: Store, console: Console, *, force: bool
+    config: Config, store: StoreAPI, console: Console, *, force: bool
 ) -> CycleReport:
     """One cycle; a progress bar on a terminal, nothing extra otherwise."""
     if not console.is_terminal:

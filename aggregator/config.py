@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
@@ -68,6 +69,18 @@ class PollSettings:
     per_host: int = 2
     max_bytes: int = 10 * 1024 * 1024
     user_agent: str = USER_AGENT
+    lease: timedelta = timedelta(seconds=120)  # see default_lease
+
+
+def default_lease(timeout: timedelta) -> timedelta:
+    """How long a claim on a source lasts unless its poll ends first: 2 × timeout + 60 s.
+
+    A daemon claims at most twice as many sources as it fetches at once, so a claimed
+    source waits for at most one other fetch (one timeout) before its own (another); the
+    minute covers parsing and storing. A lease that runs out hands the source to another
+    daemon, so a daemon killed mid-poll delays its sources by at most this long.
+    """
+    return timeout * 2 + timedelta(seconds=60)
 
 
 @dataclass(frozen=True)
@@ -81,12 +94,25 @@ class PublishSettings:
     filters: Filters = field(default_factory=Filters)
 
 
+STORE_URL_VARIABLE = "AGGREGATOR_STORE_URL"
+
+
 @dataclass(frozen=True)
 class StoreSettings:
-    """`[store]`: where the embedded database lives."""
+    """`[store]`: the SQLite file (`path`), or a shared PostgreSQL database (`url`).
+
+    `url` comes from `AGGREGATOR_STORE_URL` when that is set, else from `[store] url`: the
+    environment wins so that a password never has to be written into feeds.toml.
+    """
 
     path: Path
     keep: timedelta = timedelta(days=90)
+    url: str | None = None
+
+    @property
+    def target(self) -> str | Path:
+        """What `aggregator.store_api.open_store` opens: the URL if any, else the file."""
+        return self.url if self.url is not None else self.path
 
 
 @dataclass(frozen=True)
@@ -201,6 +227,27 @@ def _size(value: object) -> int:
     if not 1024 <= size <= 1024**3:
         raise _Invalid(f"expected a size from 1KB to 1GB, got {_show(value)}")
     return size
+
+
+_STORE_URL_SCHEMES = ("postgresql", "postgres")
+
+
+def _store_url(value: object) -> str:
+    """A PostgreSQL URL. The value is never repeated in the message: it may hold a password."""
+    if not isinstance(value, str):
+        raise _Invalid(f"expected a string, got {_show(value)}")
+    scheme, sep, _ = value.strip().partition("://")
+    if not sep or scheme.lower() not in _STORE_URL_SCHEMES:
+        got = (
+            f'a "{scheme}://" URL'
+            if sep and re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme)
+            else "something else"
+        )
+        raise _Invalid(
+            'expected a PostgreSQL URL like "postgresql://user@host/dbname", '
+            f"got {got} (an SQLite file goes in [store] path)"
+        )
+    return value.strip()
 
 
 def _port(value: object) -> int:
@@ -331,9 +378,11 @@ def _name(value: object) -> str:
 
 _TABLES = ("aggregator", "poll", "publish", "store", "server", "feeds")
 _SITE_KEYS = ("title", "link", "description", "language", "timezone", "base_url")
-_POLL_KEYS = ("interval", "concurrency", "timeout", "per_host", "max_bytes", "user_agent")
+_POLL_KEYS = (
+    "interval", "concurrency", "timeout", "per_host", "max_bytes", "user_agent", "lease",
+)  # fmt: skip
 _PUBLISH_KEYS = ("output_dir", "max_items", "max_age", "teaser_length", "include", "exclude")
-_STORE_KEYS = ("path", "keep")
+_STORE_KEYS = ("path", "url", "keep")
 _SERVER_KEYS = ("host", "port")
 _FEED_KEYS = ("url", "name", "title", "interval", "timezone", "tags", "include", "exclude")
 
@@ -388,8 +437,14 @@ class _Loader:
         return default
 
 
-def load_config(path: Path, display_name: str | None = None) -> Config:
-    """Read, parse and validate `path`; raise `ConfigError` (with `.others`) on any problem."""
+def load_config(
+    path: Path, display_name: str | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Read, parse and validate `path`; raise `ConfigError` (with `.others`) on any problem.
+
+    `environ` (default: the process's) may hold `AGGREGATOR_STORE_URL`, which wins over
+    `[store] url` and `[store] path`.
+    """
     shown = display_name or str(path)
     try:
         raw_bytes = path.read_bytes()
@@ -411,10 +466,13 @@ def load_config(path: Path, display_name: str | None = None) -> Config:
         detail = re.sub(r"\s*\(at (?:line \d+, column \d+|end of document)\)", "", message)
         where = f" (column {match.group(2)})" if match else ""
         raise ConfigError(shown, line, "", f"invalid TOML: {detail}{where}") from e
-    return _validate(data, path.resolve().parent, path, _Loader(shown, text))
+    env = os.environ if environ is None else environ
+    return _validate(data, path.resolve().parent, path, _Loader(shown, text), env)
 
 
-def _validate(data: dict[str, Any], base_dir: Path, path: Path, load: _Loader) -> Config:
+def _validate(
+    data: dict[str, Any], base_dir: Path, path: Path, load: _Loader, env: Mapping[str, str]
+) -> Config:
     load.table(data, (), _TABLES)
 
     site_t = load.table(data.get("aggregator", {}), ("aggregator",), _SITE_KEYS)
@@ -442,14 +500,22 @@ def _validate(data: dict[str, Any], base_dir: Path, path: Path, load: _Loader) -
         base_url=base_url,
     )
     p = ("poll",)
+    timeout = load.value(poll_t, p, "timeout", parse_duration, timedelta(seconds=30))
     poll = PollSettings(
         interval=load.value(poll_t, p, "interval", parse_duration, timedelta(minutes=15)),
         concurrency=load.value(poll_t, p, "concurrency", _positive_int, 10),
-        timeout=load.value(poll_t, p, "timeout", parse_duration, timedelta(seconds=30)),
+        timeout=timeout,
         per_host=load.value(poll_t, p, "per_host", _positive_int, 2),
         max_bytes=load.value(poll_t, p, "max_bytes", _size, 10 * 1024 * 1024),
         user_agent=load.value(poll_t, p, "user_agent", _string, USER_AGENT),
+        lease=load.value(poll_t, p, "lease", parse_duration, default_lease(timeout)),
     )
+    if poll.lease <= poll.timeout:
+        load.error(
+            ("poll", "lease"),
+            "must be longer than [poll] timeout, or a slow poll would be handed to another "
+            "daemon and polled twice",
+        )
     pub = ("publish",)
     publish = PublishSettings(
         output_dir=load.value(
@@ -472,6 +538,7 @@ def _validate(data: dict[str, Any], base_dir: Path, path: Path, load: _Loader) -
             base_dir / "state" / "aggregator.db",
         ),
         keep=load.value(store_t, ("store",), "keep", parse_duration, timedelta(days=90)),
+        url=_configured_store_url(store_t, load, env),
     )
     if store.keep < publish.max_age and "keep" in store_t:
         load.error(
@@ -479,13 +546,30 @@ def _validate(data: dict[str, Any], base_dir: Path, path: Path, load: _Loader) -
             "must be at least [publish] max_age, or published items would be deleted",
         )
     elif store.keep < publish.max_age:
-        store = StoreSettings(store.path, publish.max_age)
+        store = StoreSettings(store.path, publish.max_age, store.url)
     sources = _sources(data, base_dir, load, poll, site)
     if load.errors:
         first, *rest = load.errors
         first.others = tuple(rest)
         raise first
     return Config(path.resolve(), site, poll, publish, store, server, sources)
+
+
+def _configured_store_url(
+    store_t: Mapping[str, Any], load: _Loader, env: Mapping[str, str]
+) -> str | None:
+    """`AGGREGATOR_STORE_URL` if set, else `[store] url`; both set in the file is a mistake."""
+    from_file = load.value(store_t, ("store",), "url", _store_url, None)
+    if "url" in store_t and "path" in store_t:
+        load.error(("store", "url"), "[store] path and url name two stores; keep one")
+    from_env = env.get(STORE_URL_VARIABLE)
+    if from_env is None:
+        return from_file
+    try:
+        return _store_url(from_env)
+    except _Invalid as e:
+        load.errors.append(ConfigError("environment", 0, STORE_URL_VARIABLE, str(e)))
+        return None
 
 
 def _sources(

@@ -1,7 +1,8 @@
 """The long-running daemon: schedule polls, publish, serve, reload feeds.toml, stop cleanly.
 
 Everything runs in one asyncio loop: an APScheduler (3.x) tick claims the sources whose
-stored `next_poll` has come and polls them through one shared, bounded `Fetcher`; a
+stored `next_poll` has come (`claim_due`: with a shared PostgreSQL store, each due source
+goes to exactly one daemon) and polls them through one shared, bounded `Fetcher`; a
 debounced publish follows any poll that stored something; uvicorn serves `output/`; and
 watchfiles (or SIGHUP) triggers a reload. A source is never polled twice at once (the
 in-flight set), and a restart resumes from the stored schedule.
@@ -30,6 +31,9 @@ from aggregator.pipeline import (
     Clock,
     SourceReport,
     apply_retention,
+    claim_owner,
+    follow_published,
+    is_dead_here,
     poll_source,
     publish_timeline,
     record_crash,
@@ -43,7 +47,7 @@ from aggregator.server import (
     embedded_server,
     listen_socket,
 )
-from aggregator.store import Store
+from aggregator.store_api import StoreAPI, open_store
 
 log = logging.getLogger("aggregator")
 
@@ -55,6 +59,7 @@ class DaemonOptions:
     tick_seconds: float = 1.0
     publish_debounce_seconds: float = 1.0
     housekeeping_seconds: float = 600.0
+    follow_seconds: float = 5.0  # how often to look for files another daemon published
     serve: bool = True
 
 
@@ -75,9 +80,17 @@ class Daemon:
         self.options = options or DaemonOptions()
         self.clock = clock
         self.metrics = Metrics()
-        self.store = Store.open(config.store.path)
+        self.store: StoreAPI = open_store(config.store.target)
+        # Publishing runs in a worker thread (its lock may wait for another daemon), on a
+        # store of its own: an SQLite connection must not be shared with the loop's thread
+        # in the middle of a transaction.
+        self._publisher: StoreAPI = open_store(config.store.target)
+        self._publishing = asyncio.Lock()  # one publish or copy at a time in this daemon
+        self._publishes: set[asyncio.Task[None]] = set()  # awaited, never cancelled, at stop
+        self._last_publish_done = False  # stopping: nothing more to publish
         self.files = PublishedFiles(config.publish.output_dir)
         self._fetcher = self._new_fetcher(config)
+        self.owner = claim_owner()
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._publish_handle: asyncio.TimerHandle | None = None
         self._stopping = asyncio.Event()
@@ -112,21 +125,50 @@ class Daemon:
         return {s.name: s for s in self.config.sources}
 
     async def tick(self) -> None:
-        """Start a poll for every due source that is not already being polled."""
+        """Claim due sources and start a poll for each."""
+        self._claim_and_poll()
+
+    def _claim_and_poll(self) -> None:
+        """Claim due sources until twice `concurrency` are in flight, and poll them.
+
+        Claiming no more than that keeps the rest for other daemons sharing the store, and
+        bounds a claim's wait for a free fetch slot (`config.default_lease` relies on it).
+        A source being polled here is never claimed again meanwhile: never twice at once.
+        """
+        if self._stopping.is_set():
+            return
+        room = 2 * self.config.poll.concurrency - len(self._inflight)
+        if room <= 0:
+            return
         sources = self._sources()
-        for name in self.store.due_sources(list(sources), self.clock()):
-            if name in self._inflight:
-                continue  # a slow poll is still running: never twice at once
+        idle = [name for name in sources if name not in self._inflight]
+        lease = self.config.poll.lease
+        for name in self.store.claim_due(idle, self.clock(), self.owner, lease, limit=room):
             task = asyncio.create_task(self._poll(sources[name]), name=f"poll:{name}")
             self._inflight[name] = task
             task.add_done_callback(functools.partial(self._finished, name))
 
     def _finished(self, name: str, _: asyncio.Task[None]) -> None:
         self._inflight.pop(name, None)
+        if len(self._inflight) == self.config.poll.concurrency:
+            # Half the claims are done: claim more now rather than at the next tick, so a
+            # daemon with thousands of due sources keeps its fetch slots busy.
+            try:
+                self._claim_and_poll()
+            except AggregatorError as e:
+                log.error("claiming due sources failed: %s", e)
 
     async def _poll(self, source: SourceConfig) -> None:
         try:
             report = await poll_source(source, self._fetcher, self.store, self.config, self.clock)
+        except asyncio.CancelledError:
+            # Recording a poll ends its claim; a cancelled one (a stop, a source removed)
+            # records nothing, so give the claim back for another daemon to take at once.
+            try:
+                self.store.release(source.name, self.owner)
+            except AggregatorError as e:
+                log.error("%s: could not release the claim: %s", source.name, e)
+            raise
         except Exception as e:  # a bug; it must not stop the daemon, nor be retried every tick
             log.exception("%s: unexpected error", source.name)
             message = record_crash(source, self.store, e, self.clock())
@@ -139,24 +181,48 @@ class Daemon:
 
     def request_publish(self) -> None:
         """Publish soon; a burst of requests produces one publish."""
-        if self._publish_handle is None:
+        if self._publish_handle is None and not self._last_publish_done:
             loop = asyncio.get_running_loop()
             self._publish_handle = loop.call_later(
-                self.options.publish_debounce_seconds, self._publish_now
+                self.options.publish_debounce_seconds, self._start_publish
             )
 
-    def _publish_now(self) -> None:
+    def _start_publish(self) -> None:
         self._publish_handle = None
-        try:
-            report = publish_timeline(self.config, self.store, self.clock())
-        except AggregatorError as e:
-            log.error("publish failed: %s", e)
-            return
-        except Exception:  # a bug; the daemon keeps polling and serving the last good files
-            log.exception("publish failed")
-            return
+        task = asyncio.create_task(self._publish(), name="publish")
+        self._publishes.add(task)
+        task.add_done_callback(self._publishes.discard)
+
+    async def _publish(self) -> None:
+        """Publish off the loop: waiting for another daemon's publish lock, or rendering a
+        big timeline, must not stall polling and serving."""
+        async with self._publishing:
+            try:
+                report = await asyncio.to_thread(
+                    publish_timeline, self.config, self._publisher, self.clock()
+                )
+            except AggregatorError as e:
+                log.error("publish failed: %s", e)
+                return
+            except Exception:  # a bug; the daemon keeps polling and serving the last good files
+                log.exception("publish failed")
+                return
         self.metrics.publishes.inc()
         self.metrics.publish_seconds.observe(report.seconds)
+
+    async def _follow(self) -> None:
+        """Serve what another daemon sharing the store published: copy its snapshot here."""
+        async with self._publishing:
+            try:
+                written = await asyncio.to_thread(
+                    follow_published, self.config.publish.output_dir, self._publisher
+                )
+            except AggregatorError as e:
+                log.error("copying the published files failed: %s", e)
+                return
+        if any(written.values()):
+            changed = ", ".join(name for name, changed in written.items() if changed)
+            log.info("copied the files another daemon published (%s)", changed)
 
     async def _housekeeping(self) -> None:
         """Keep the WAL small, and re-publish so items past `max_age` leave the feeds even
@@ -281,9 +347,13 @@ class Daemon:
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         remove_stale_temp_files(self.config.publish.output_dir)
         self.store.sync_sources(self.config.sources, self.clock())
+        for owner in self.store.claim_holders(self.clock()):
+            if is_dead_here(owner):
+                released = self.store.release_all(owner)
+                log.info("took back %d claims of %s, a process that died", released, owner)
         self.metrics.sources.set(len(self.config.sources))
         self._sync_disabled_metrics()
-        self._publish_now()  # the outputs reflect the current configuration from the start
+        await self._publish()  # the outputs reflect the current configuration from the start
         self._scheduler.start()
         self._scheduler.add_job(
             self.tick, "interval", seconds=self.options.tick_seconds, id="tick",
@@ -292,6 +362,10 @@ class Daemon:
         self._scheduler.add_job(
             self._housekeeping, "interval", seconds=self.options.housekeeping_seconds,
             id="housekeeping", max_instances=1, coalesce=True,
+        )  # fmt: skip
+        self._scheduler.add_job(
+            self._follow, "interval", seconds=self.options.follow_seconds, id="follow",
+            max_instances=1, coalesce=True,
         )  # fmt: skip
         await self.tick()
         server = self._start_server(listener) if listener is not None else None
@@ -313,16 +387,18 @@ class Daemon:
     async def _shutdown(self, server: tuple[EmbeddedServer, asyncio.Task[None]] | None) -> None:
         log.info("stopping")
         self._scheduler.shutdown(wait=False)
-        if self._publish_handle is not None:
-            # What was stored is published before the store closes.
-            self._publish_handle.cancel()
-            self._publish_now()
         polls = list(self._inflight.values())
         for task in polls:
             task.cancel()
         await asyncio.wait_for(
             asyncio.gather(*polls, return_exceptions=True), timeout=STOP_GRACE_SECONDS
         )
+        self._last_publish_done = True
+        if self._publish_handle is not None:
+            # What was stored is published before the store closes.
+            self._publish_handle.cancel()
+            self._publish_handle = None
+            await self._publish()
         if server is not None:
             instance, task = server
             instance.should_exit = True
@@ -335,5 +411,9 @@ class Daemon:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self._fetcher.__aexit__(None, None, None)
+        # A publish or copy still running in its thread keeps the lock until it is done.
+        await asyncio.gather(*self._publishes, return_exceptions=True)
+        async with self._publishing:
+            self._publisher.close()
         self.store.close()
         log.info("stopped")

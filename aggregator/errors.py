@@ -27,7 +27,7 @@ class ConfigError(AggregatorError):
         self.key = key
         self.message = message
         self.others: tuple[ConfigError, ...] = ()
-        where = f"{file}:{line}:"
+        where = f"{file}:{line}:" if line else f"{file}:"  # line 0: not from a file
         super().__init__(f"{where} {key}: {message}" if key else f"{where} {message}")
 
 

@@ -9,10 +9,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
+import secrets
+import socket
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 
@@ -34,7 +38,7 @@ from aggregator.publish import (
     remember_published,
     remove_stale_temp_files,
 )
-from aggregator.store import SourceState, Store
+from aggregator.store_api import SourceState, StoreAPI
 from aggregator.timeline import build_timeline
 from aggregator.types import (
     Failed,
@@ -52,8 +56,37 @@ PARSERS = ParsePool()
 OUTPUT_FILES = ("rss.xml", "atom.xml", "feed.json", "index.html", "sources.opml")
 
 
+# `once` polls every source whenever it is scheduled: claims "due by" the end of time.
+EVERY_SCHEDULE = datetime.max.replace(tzinfo=UTC)
+
+
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def claim_owner() -> str:
+    """This process's name on its claims: host, pid and a random part, since containers
+    share host names and a restarted process may get a dead one's pid."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def is_dead_here(owner: str) -> bool:
+    """Whether `owner` (a `claim_owner()`) was a process on this host that no longer runs.
+
+    A daemon restarted after `kill -9` takes back its predecessor's claims at once instead
+    of waiting out their leases. Owners elsewhere are never judged: only a lease ends them.
+    """
+    host, _, rest = owner.partition(":")
+    pid = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists, as someone else's process
+        return False
+    return False
 
 
 @dataclass(frozen=True)
@@ -110,7 +143,7 @@ class CycleReport:
 
 
 async def poll_source(
-    source: SourceConfig, fetcher: Fetcher, store: Store, config: Config, clock: Clock
+    source: SourceConfig, fetcher: Fetcher, store: StoreAPI, config: Config, clock: Clock
 ) -> SourceReport:
     """Fetch, parse and store one source, record how it went, and schedule its next poll."""
     state = store.source_state(source.name)
@@ -128,7 +161,7 @@ async def _settle(
     state: SourceState | None,
     outcome: FetchOutcome,
     *,
-    store: Store,
+    store: StoreAPI,
     config: Config,
     clock: Clock,
 ) -> SourceReport:
@@ -192,7 +225,7 @@ MOVED_FAILURE_LIMIT = 3
 
 
 def _failed(
-    source: SourceConfig, state: SourceState | None, store: Store, outcome: Failed, now: datetime
+    source: SourceConfig, state: SourceState | None, store: StoreAPI, outcome: Failed, now: datetime
 ) -> SourceReport:
     """Record a failed poll: 410 disables the source, 429/503 honour Retry-After."""
     failures = (state.failures if state else 0) + 1
@@ -215,7 +248,7 @@ def _failed(
 
 
 def _reason_to_skip(
-    store: Store, name: str, now: datetime, *, force: bool
+    store: StoreAPI, name: str, now: datetime, *, force: bool
 ) -> tuple[str, str] | None:
     """(outcome, why) for a source a cycle must not poll now; None to poll it."""
     state = store.source_state(name)
@@ -236,7 +269,7 @@ def _reason_to_skip(
 
 def current_timeline(
     config: Config,
-    store: Store,
+    store: StoreAPI,
     now: datetime,
     credits: Mapping[str, SourceCredit] | None = None,
 ) -> Timeline:
@@ -270,7 +303,7 @@ def current_timeline(
     return timeline
 
 
-def record_crash(source: SourceConfig, store: Store, error: Exception, now: datetime) -> str:
+def record_crash(source: SourceConfig, store: StoreAPI, error: Exception, now: datetime) -> str:
     """A bug hit while polling `source`: record it as a failure, so backoff applies."""
     message = f"internal error: {type(error).__name__}: {error}"
     try:
@@ -283,24 +316,51 @@ def record_crash(source: SourceConfig, store: Store, error: Exception, now: date
     return message
 
 
-def publish_timeline(config: Config, store: Store, now: datetime) -> PublishReport:
-    """Render the current timeline and write what changed into `output_dir`."""
+def publish_timeline(config: Config, store: StoreAPI, now: datetime) -> PublishReport:
+    """Render the current timeline, store it as the published snapshot, write what changed.
+
+    Daemons sharing a PostgreSQL store each serve their own output/, yet must serve the
+    same bytes (one ETag, whichever daemon a reader reaches). Rendering alone cannot promise
+    that: each would render at its own moment from a database that keeps changing. So
+    publishing runs under `store.publish_lock()` (one publisher at a time), stores what it
+    rendered with the fingerprint of its input, and every daemon copies the newest snapshot
+    into its output/ (`follow_published`). The snapshot written last was rendered from the
+    newest data, since readers of the data take the same lock. On SQLite it is the same path.
+    A snapshot with this very fingerprint is not rendered again, only copied if missing here.
+    """
     started = time.perf_counter()
-    credits = store.source_credits(config.sources)
-    timeline = current_timeline(config, store, now, credits)
     output_dir = config.publish.output_dir
-    # Rendering is a pure function of these (and of this version's code): the same input
-    # renders the same bytes, so there is nothing to render again.
-    fingerprint = hashlib.sha256(
-        repr((__version__, config.site, timeline, sorted(credits.items()))).encode()
-    ).hexdigest()
-    if already_published(output_dir, fingerprint, OUTPUT_FILES):
-        return PublishReport(
-            items=len(timeline.items),
-            changed=(),
-            unchanged=OUTPUT_FILES,
-            seconds=time.perf_counter() - started,
+    with store.publish_lock():
+        credits = store.source_credits(config.sources)
+        timeline = current_timeline(config, store, now, credits)
+        # Rendering is a pure function of these (and of this version's code): the same input
+        # renders the same bytes, so there is nothing to render again.
+        fingerprint = hashlib.sha256(
+            repr((__version__, config.site, timeline, sorted(credits.items()))).encode()
+        ).hexdigest()
+        if store.published_fingerprint() == fingerprint:
+            written = follow_published(output_dir, store)
+        else:
+            files = _render(config, timeline, credits)
+            store.save_published(fingerprint, files)
+            written = publish_files(output_dir, files)
+            remember_published(output_dir, fingerprint, OUTPUT_FILES)
+    report = PublishReport(
+        items=len(timeline.items),
+        changed=tuple(n for n in OUTPUT_FILES if written.get(n)),
+        unchanged=tuple(n for n in OUTPUT_FILES if not written.get(n)),
+        seconds=time.perf_counter() - started,
+    )
+    if written:
+        log.info(
+            "published %d items (%s)", report.items, ", ".join(report.changed) or "no file changed"
         )
+    return report
+
+
+def _render(
+    config: Config, timeline: Timeline, credits: Mapping[str, SourceCredit]
+) -> dict[str, bytes]:
     # Imported here: a process that never renders (a cycle of 304s) never loads them.
     from aggregator.jsonfeed import render_json_feed
     from aggregator.opml import render_opml
@@ -315,21 +375,29 @@ def publish_timeline(config: Config, store: Store, now: datetime) -> PublishRepo
         "sources.opml": render_opml(list(credits.values()), config.site),
     }
     assert tuple(files) == OUTPUT_FILES
+    return files
+
+
+def follow_published(output_dir: Path, store: StoreAPI) -> dict[str, bool]:
+    """Copy the store's published snapshot into `output_dir` unless it is there already.
+
+    Returns which files were rewritten ({} when the snapshot was already here, or there is
+    none yet). Each file is replaced atomically and only when its bytes differ, so an
+    unchanged file keeps its ETag.
+    """
+    fingerprint = store.published_fingerprint()
+    if fingerprint is None or already_published(output_dir, fingerprint, OUTPUT_FILES):
+        return {}
+    snapshot = store.load_published()
+    if snapshot is None:
+        return {}
+    fingerprint, files = snapshot
     written = publish_files(output_dir, files)
     remember_published(output_dir, fingerprint, OUTPUT_FILES)
-    report = PublishReport(
-        items=len(timeline.items),
-        changed=tuple(n for n, changed in written.items() if changed),
-        unchanged=tuple(n for n, changed in written.items() if not changed),
-        seconds=time.perf_counter() - started,
-    )
-    log.info(
-        "published %d items (%s)", report.items, ", ".join(report.changed) or "no file changed"
-    )
-    return report
+    return written
 
 
-def apply_retention(config: Config, store: Store, now: datetime) -> int:
+def apply_retention(config: Config, store: StoreAPI, now: datetime) -> int:
     """Delete entries older than `[store] keep` (their ids stay as tombstones)."""
     deleted = store.prune(now - config.store.keep, now)
     if deleted:
@@ -339,7 +407,7 @@ def apply_retention(config: Config, store: Store, now: datetime) -> int:
 
 async def run_cycle(
     config: Config,
-    store: Store,
+    store: StoreAPI,
     *,
     clock: Clock = utc_now,
     on_source: Callable[[SourceReport], None] | None = None,
@@ -349,11 +417,31 @@ async def run_cycle(
     """Poll every configured source once (bounded concurrency), then publish.
 
     Skipped, and said so: a source disabled by 410 Gone, one whose server asked us to wait
-    (Retry-After), and one backing off after errors unless `force` (which overrides only
-    our own schedule, never a server's Retry-After).
+    (Retry-After), one backing off after errors unless `force` (which overrides only
+    our own schedule, never a server's Retry-After), and one a daemon sharing the store is
+    polling right now. Each source is claimed (`claim_due`) just before its poll, as the
+    daemon does, and at most twice `concurrency` are held at once, so a claim never waits
+    longer than its lease allows (see `config.default_lease`).
     """
     store.sync_sources(config.sources, clock())
     remove_stale_temp_files(config.publish.output_dir)
+    owner = claim_owner()
+    holding = asyncio.Semaphore(2 * config.poll.concurrency)
+
+    async def claimed_poll(source: SourceConfig) -> SourceReport:
+        async with holding:
+            now = clock()
+            lease = config.poll.lease
+            if not store.claim_due([source.name], now, owner, lease, due_by=EVERY_SCHEDULE):
+                return SourceReport(
+                    source.name, "skipped", error="another daemon is polling it right now"
+                )
+            try:
+                return await poll_source(source, fetcher, store, config, clock)
+            except BaseException:
+                # Recording the poll ends the claim; a crash or a cancel records nothing.
+                store.release(source.name, owner)
+                raise
 
     async def guarded(source: SourceConfig) -> SourceReport:
         try:
@@ -363,7 +451,7 @@ async def run_cycle(
                 if on_source is not None:
                     on_source(report)
                 return report
-            report = await poll_source(source, fetcher, store, config, clock)
+            report = await claimed_poll(source)
         except Exception as e:  # a bug, but one source must never stop the cycle
             log.exception("%s: unexpected error", source.name)
             message = record_crash(source, store, e, clock())

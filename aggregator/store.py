@@ -14,7 +14,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -108,6 +108,15 @@ _MIGRATIONS: tuple[str, ...] = (
     BEGIN
         UPDATE sources SET claimed_by = NULL, claimed_until = NULL WHERE name = NEW.name;
     END;
+    """,
+    # 8: the files last published, so that every daemon sharing the store serves the same
+    # bytes: the publisher stores what it rendered, the others copy it into their output/.
+    """
+    CREATE TABLE published (
+        name        TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        data        BLOB NOT NULL
+    );
     """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -688,15 +697,18 @@ class Store:
         lease: timedelta,
         *,
         limit: int | None = None,
+        due_by: datetime | None = None,
     ) -> list[str]:
         """Claim for `owner`, until `now + lease`, the due sources nobody else holds.
 
-        Due as in `due_sources` (and in its order), and unclaimed or with an expired lease.
+        Due as in `due_sources` at `due_by` (default `now`; in its order), and unclaimed or
+        with a lease expired at `now`.
         One write transaction (`BEGIN IMMEDIATE`) both picks and marks them, so two claimers
         never get the same source. A claim ends with `release` or when the poll is recorded
         (`record_success`, `record_failure`, `disable`), else when its lease runs out.
         """
         at = _ts(now, precise=True)
+        due = _ts(due_by if due_by is not None else now, precise=True)
         with self._transaction() as db:
             claimed = [
                 row[0]
@@ -709,7 +721,7 @@ class Store:
                     ORDER BY next_poll IS NOT NULL, next_poll, name
                     LIMIT ?
                     """,
-                    (json.dumps(list(names)), at, at, -1 if limit is None else limit),
+                    (json.dumps(list(names)), due, at, -1 if limit is None else limit),
                 )
             ]
             db.executemany(
@@ -728,6 +740,48 @@ class Store:
                 """,
                 (name, owner),
             )
+
+    def claim_holders(self, now: datetime) -> list[str]:
+        """The owners holding a lease that has not run out at `now`, by name."""
+        rows = self._db.execute(
+            "SELECT DISTINCT claimed_by FROM sources WHERE claimed_until > ? ORDER BY 1",
+            (_ts(now, precise=True),),
+        )
+        return [r[0] for r in rows]
+
+    def release_all(self, owner: str) -> int:
+        """End every claim of `owner` (known dead); returns how many there were."""
+        with self._transaction() as db:
+            released = db.execute(
+                "UPDATE sources SET claimed_by = NULL, claimed_until = NULL WHERE claimed_by = ?",
+                (owner,),
+            ).rowcount
+        return int(released)
+
+    # -- the published snapshot --------------------------------------------------------------
+
+    def save_published(self, fingerprint: str, files: Mapping[str, bytes]) -> None:
+        """Replace the stored snapshot of the published files with `files`, all at once."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM published")
+            db.executemany(
+                "INSERT INTO published (name, fingerprint, data) VALUES (?, ?, ?)",
+                [(name, fingerprint, data) for name, data in files.items()],
+            )
+
+    def published_fingerprint(self) -> str | None:
+        """The fingerprint of the stored snapshot (of its render input), None before any."""
+        row = self._db.execute("SELECT fingerprint FROM published LIMIT 1").fetchone()
+        return None if row is None else str(row[0])
+
+    def load_published(self) -> tuple[str, dict[str, bytes]] | None:
+        """The stored snapshot, read in one statement: (fingerprint, {name: bytes})."""
+        rows = self._db.execute(
+            "SELECT name, fingerprint, data FROM published ORDER BY name"
+        ).fetchall()
+        if not rows:
+            return None
+        return str(rows[0][1]), {str(name): bytes(data) for name, _, data in rows}
 
     @contextmanager
     def publish_lock(self) -> Iterator[None]:

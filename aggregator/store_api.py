@@ -9,12 +9,13 @@ tests against both. This module holds no SQL; the types that cross the interface
 Sharing the work: a poller calls `claim_due`, which hands each due source to exactly one
 caller until its lease runs out; recording the poll (`record_success`, `record_failure`,
 `disable`) or `release` ends the claim early. Publishing runs under `publish_lock`, so two
-daemons never write the output at the same time.
+daemons never render at the same time, and stores what it rendered as the published
+snapshot, which every daemon copies into its own output/ (see `pipeline.publish_timeline`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -120,11 +121,14 @@ class StoreAPI(Protocol):
         lease: timedelta,
         *,
         limit: int | None = None,
+        due_by: datetime | None = None,
     ) -> list[str]:
         """Claim for `owner` the due sources that nobody holds (at most `limit`), in due order.
 
         Picking and marking (`claimed_by`, `claimed_until = now + lease`) happen in one
         transaction, so concurrent callers get disjoint sets; an expired lease is free again.
+        Due means a next poll by `due_by` (default `now`): `once` passes a far future to
+        poll every source, while leases still expire at `now`.
         """
         ...
 
@@ -132,8 +136,30 @@ class StoreAPI(Protocol):
         """End `owner`'s claim on `name`; a claim someone else has taken over stays."""
         ...
 
+    def claim_holders(self, now: datetime) -> list[str]:
+        """The owners holding a lease that has not run out at `now`, by name."""
+        ...
+
+    def release_all(self, owner: str) -> int:
+        """End every claim of `owner` (known dead); returns how many there were."""
+        ...
+
     def publish_lock(self) -> AbstractContextManager[None]:
         """Held while publishing; entering waits while another publisher holds it."""
+        ...
+
+    # -- the published snapshot: what every daemon serves ------------------------------------
+
+    def save_published(self, fingerprint: str, files: Mapping[str, bytes]) -> None:
+        """Replace the stored snapshot of the published files (under `publish_lock`)."""
+        ...
+
+    def published_fingerprint(self) -> str | None:
+        """The stored snapshot's fingerprint (of its render input); None before any."""
+        ...
+
+    def load_published(self) -> tuple[str, dict[str, bytes]] | None:
+        """The stored snapshot as (fingerprint, {file name: bytes}), or None."""
         ...
 
 

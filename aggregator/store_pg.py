@@ -22,7 +22,7 @@ It must not hold a transaction open across a network fetch or any other slow wor
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -99,6 +99,14 @@ _MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX tombstones_by_last_seen ON tombstones (last_seen);
     """,
+    # 2: as SQLite's 8: the files last published, which every daemon copies and serves.
+    """
+    CREATE TABLE published (
+        name        text COLLATE "C" PRIMARY KEY,
+        fingerprint text NOT NULL,
+        data        bytea NOT NULL
+    );
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -130,6 +138,15 @@ def describe(url: str) -> str:
         return "an unreadable PostgreSQL URL"
     params.pop("password", None)
     return make_conninfo("", **{k: v for k, v in params.items() if v is not None})
+
+
+def _without_password(message: str, url: str) -> str:
+    """An error text with the URL's password blotted out, should libpq ever quote it."""
+    try:
+        password = conninfo_to_dict(url).get("password")
+    except psycopg.ProgrammingError:
+        password = None
+    return message.replace(str(password), "***") if password else message
 
 
 _ENTRY_COLUMNS = """
@@ -206,7 +223,9 @@ class PgStore:
             with psycopg.connect(url, autocommit=True, connect_timeout=max(1, int(timeout))) as c:
                 _migrate(c)
         except psycopg.Error as e:
-            raise StorageError(f"cannot open the store at {where}: {e}") from e
+            reason = _without_password(str(e), url)
+            # Not `from e`: a traceback would print the unscrubbed text.
+            raise StorageError(f"cannot open the store at {where}: {reason}") from None
         pool: ConnectionPool[Connection] = ConnectionPool(
             url,
             min_size=1,
@@ -221,7 +240,9 @@ class PgStore:
             pool.open(wait=True, timeout=timeout)
         except psycopg.Error as e:
             pool.close()
-            raise StorageError(f"cannot open the store at {where}: {e}") from e
+            reason = _without_password(str(e), url)
+            # Not `from e`: a traceback would print the unscrubbed text.
+            raise StorageError(f"cannot open the store at {where}: {reason}") from None
         return cls(pool)
 
     def close(self) -> None:
@@ -603,8 +624,10 @@ class PgStore:
         lease: timedelta,
         *,
         limit: int | None = None,
+        due_by: datetime | None = None,
     ) -> list[str]:
-        """Claim for `owner`, until `now + lease`, the due sources nobody else holds.
+        """Claim for `owner`, until `now + lease`, the sources due by `due_by` (default `now`)
+        that nobody else holds.
 
         Rows another daemon is claiming this instant are skipped, not waited for
         (`SKIP LOCKED`); one it has just claimed no longer qualifies when re-checked.
@@ -615,7 +638,7 @@ class PgStore:
                 WITH due AS (
                     SELECT name FROM sources
                     WHERE name = ANY(%(names)s::text[]) AND disabled IS NULL
-                      AND (next_poll IS NULL OR next_poll <= %(now)s)
+                      AND (next_poll IS NULL OR next_poll <= %(due)s)
                       AND (claimed_until IS NULL OR claimed_until <= %(now)s)
                     ORDER BY next_poll IS NOT NULL, next_poll, name
                     LIMIT %(limit)s
@@ -630,6 +653,7 @@ class PgStore:
                 {
                     "names": list(names),
                     "now": now,
+                    "due": due_by if due_by is not None else now,
                     "limit": limit,
                     "owner": owner,
                     "until": now + lease,
@@ -647,6 +671,52 @@ class PgStore:
                 """,
                 (name, owner),
             )
+
+    def claim_holders(self, now: datetime) -> list[str]:
+        """The owners holding a lease that has not run out at `now`, by name."""
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT claimed_by FROM sources WHERE claimed_until > %s ORDER BY 1",
+                (now,),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def release_all(self, owner: str) -> int:
+        """End every claim of `owner` (known dead); returns how many there were."""
+        with self._transaction() as conn:
+            released = conn.execute(
+                "UPDATE sources SET claimed_by = NULL, claimed_until = NULL WHERE claimed_by = %s",
+                (owner,),
+            ).rowcount
+        return int(released)
+
+    # -- the published snapshot --------------------------------------------------------------
+
+    def save_published(self, fingerprint: str, files: Mapping[str, bytes]) -> None:
+        """Replace the stored snapshot of the published files with `files`, all at once."""
+        with self._transaction() as conn:
+            conn.execute("DELETE FROM published")
+            with conn.cursor() as cursor:
+                cursor.executemany(
+                    "INSERT INTO published (name, fingerprint, data) VALUES (%s, %s, %s)",
+                    [(name, fingerprint, data) for name, data in files.items()],
+                )
+
+    def published_fingerprint(self) -> str | None:
+        """The fingerprint of the stored snapshot (of its render input), None before any."""
+        with self._connection() as conn:
+            row = conn.execute("SELECT fingerprint FROM published LIMIT 1").fetchone()
+        return None if row is None else str(row[0])
+
+    def load_published(self) -> tuple[str, dict[str, bytes]] | None:
+        """The stored snapshot, read in one statement: (fingerprint, {name: bytes})."""
+        with self._connection() as conn:
+            rows = conn.execute(
+                "SELECT name, fingerprint, data FROM published ORDER BY name"
+            ).fetchall()
+        if not rows:
+            return None
+        return str(rows[0][1]), {str(name): bytes(data) for name, _, data in rows}
 
     @contextmanager
     def publish_lock(self) -> Iterator[None]:

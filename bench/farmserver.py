@@ -4,7 +4,8 @@ The tests' FeedServer (a thread per connection, gzip and a hash per request) cos
 per request than the clients it serves, and on a 2-core machine that cost lands in every
 tool's wall time. This one keeps each feed's body, gzipped body, ETag and Last-Modified
 ready, so a 304 is a dictionary lookup and one write. It speaks just enough HTTP/1.1 for
-GET and HEAD with keep-alive; the parent drives it over a pipe (publish, counters, reset).
+GET and HEAD with keep-alive; the parent drives it over a pipe (publish, counters, reset;
+`requests` tells when each path was asked for, `set_delay` holds every answer a while).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import hashlib
 import multiprocessing
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
 from multiprocessing.connection import Connection
@@ -54,6 +56,8 @@ class _Farm:
         self.requests = 0
         self.not_modified = 0
         self.connections = 0
+        self.delay = 0.0
+        self.log: dict[str, list[float]] = {}
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
@@ -67,7 +71,10 @@ class _Farm:
                     name, sep, value = line.partition(":")
                     if sep:
                         headers[name.strip().lower()] = value.strip()
-                writer.write(self.answer(method, path, headers))
+                answer = self.answer(method, path, headers)
+                if self.delay:
+                    await asyncio.sleep(self.delay)
+                writer.write(answer)
                 await writer.drain()
                 if headers.get("connection", "").lower() == "close":
                     break
@@ -78,6 +85,7 @@ class _Farm:
 
     def answer(self, method: str, path: str, headers: dict[str, str]) -> bytes:
         self.requests += 1
+        self.log.setdefault(path, []).append(time.time())
         feed = self.feeds.get(path)
         if feed is None:
             return b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
@@ -103,8 +111,15 @@ class _Farm:
             return None
         if kind == "counters":
             return (self.requests, self.not_modified, self.connections)
+        if kind == "requests":
+            return {path: list(times) for path, times in self.log.items()}
+        if kind == "delay":
+            assert isinstance(payload, float)
+            self.delay = payload
+            return None
         if kind == "reset":
             self.requests = self.not_modified = self.connections = 0
+            self.log.clear()
             return None
         raise ValueError(kind)
 
@@ -173,6 +188,16 @@ class FarmServer:
         answer = self._ask("counters")
         assert isinstance(answer, tuple)
         return int(answer[0]), int(answer[1]), int(answer[2])
+
+    def requests(self) -> dict[str, list[float]]:
+        """When each path was requested (`time.time()`), since the last `reset`."""
+        answer = self._ask("requests")
+        assert isinstance(answer, dict)
+        return answer
+
+    def set_delay(self, seconds: float) -> None:
+        """Hold every answer `seconds` before sending it: polls that take a while."""
+        self._ask("delay", float(seconds))
 
     def reset(self) -> None:
         self._ask("reset")

@@ -177,6 +177,23 @@ CASES += [
         "or published items would be deleted",
         id="keep-shorter-than-max-age",
     ),
+    pytest.param(
+        '[store]\nurl = "mysql://agg:s3cret@db.example/agg"\n' + GOOD_FEED,
+        'feeds.toml:2: store.url: expected a PostgreSQL URL like "postgresql://user@host/dbname", '
+        'got a "mysql://" URL (an SQLite file goes in [store] path)',
+        id="store-url-bad-scheme",
+    ),
+    pytest.param(
+        '[store]\npath = "state/a.db"\nurl = "postgresql:///agg"\n' + GOOD_FEED,
+        "feeds.toml:3: store.url: [store] path and url name two stores; keep one",
+        id="store-path-and-url",
+    ),
+    pytest.param(
+        '[poll]\ntimeout = "30s"\nlease = "20s"\n' + GOOD_FEED,
+        "feeds.toml:3: poll.lease: must be longer than [poll] timeout, or a slow poll would be "
+        "handed to another daemon and polled twice",
+        id="lease-shorter-than-timeout",
+    ),
 ]
 
 
@@ -199,6 +216,27 @@ def test_broken_config_gives_one_line_and_exit_2(tmp_path: Path, text: str, expe
     assert first.startswith("error: " + expected), first
     if not expected.endswith(": "):
         assert first == "error: " + expected
+
+
+def test_a_bad_store_url_never_shows_its_password(tmp_path: Path) -> None:
+    config = tmp_path / "feeds.toml"
+    config.write_text('[store]\nurl = "mysql://agg:s3cret@db/agg"\n' + GOOD_FEED)
+    from_file = run_cli("check", "--config", "feeds.toml", cwd=tmp_path)
+    config.write_text(GOOD_FEED)
+    from_env = run_cli(
+        "check",
+        "--config",
+        "feeds.toml",
+        cwd=tmp_path,
+        env={"AGGREGATOR_STORE_URL": "agg:s3cret@db/agg"},
+    )
+    assert from_file.returncode == from_env.returncode == 2
+    assert "s3cret" not in from_file.stderr + from_env.stderr
+    assert from_env.stderr.splitlines() == [
+        "error: environment: AGGREGATOR_STORE_URL: expected a PostgreSQL URL like "
+        '"postgresql://user@host/dbname", got something else (an SQLite file goes in '
+        "[store] path)"
+    ]
 
 
 def test_syntax_error_names_the_line(tmp_path: Path) -> None:

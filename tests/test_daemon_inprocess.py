@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -72,6 +73,29 @@ def test_a_crashing_poll_is_recorded_and_backs_off(
     assert state is not None and state.failures == 1
     assert state.last_error == "internal error: RuntimeError: a bug"
     assert state.next_poll is not None and state.next_poll > NOW
+
+
+def test_a_stopped_poll_gives_its_claim_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A poll cancelled by the stop records nothing; its claim must not wait out the lease."""
+    _feed(tmp_path, _items("a", 1))
+    config = _config(tmp_path)
+    started = []
+
+    async def hang(*args: object) -> None:
+        started.append(1)
+        await asyncio.sleep(3600)
+
+    monkeypatch.setattr(daemon_module, "poll_source", hang)
+    daemon = Daemon(config, load_config(config), options=FAST)
+    asyncio.run(_run_for(daemon, 0.5))
+    assert started == [1]
+    store = Store.open(load_config(config).store.path)
+    try:
+        assert store.claim_due(["a"], NOW, "another-daemon", timedelta(minutes=1)) == ["a"]
+    finally:
+        store.close()
 
 
 def test_housekeeping_republishes(tmp_path: Path) -> None:

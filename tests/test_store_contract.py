@@ -670,6 +670,30 @@ def test_claim_only_among_the_names_given_and_up_to_the_limit(store: StoreAPI) -
     assert store.claim_due([], NOW, "four", LEASE) == []
 
 
+def test_claim_due_by_a_later_time_takes_scheduled_sources_but_not_held_ones(
+    store: StoreAPI,
+) -> None:
+    """What `once` does: every source, whenever it is scheduled, unless someone polls it."""
+    names = ["held", "soon", "gone"]
+    store.sync_sources([source(n) for n in names], NOW)
+    store.record_success("soon", Validators(), NOW, "x", next_poll=NOW + timedelta(days=1))
+    store.disable("gone", "HTTP 410 Gone", NOW)
+    assert store.claim_due(["held"], NOW, "daemon", LEASE) == ["held"]
+    far = NOW + timedelta(days=3650)
+    assert store.claim_due(names, NOW, "once", LEASE, due_by=far) == ["soon"]
+
+
+def test_the_claims_of_an_owner_known_dead_are_released_at_once(store: StoreAPI) -> None:
+    store.sync_sources([source(n) for n in "abc"], NOW)
+    assert store.claim_due(["a", "b"], NOW, "dead", LEASE) == ["a", "b"]
+    assert store.claim_due(["c"], NOW, "alive", LEASE) == ["c"]
+    assert store.claim_holders(NOW) == ["alive", "dead"]
+    assert store.claim_holders(NOW + LEASE) == []
+    assert store.release_all("dead") == 2
+    assert store.claim_holders(NOW) == ["alive"]
+    assert store.claim_due(list("abc"), NOW, "heir", LEASE) == ["a", "b"]
+
+
 def test_an_expired_lease_can_be_claimed_by_another_owner(store: StoreAPI) -> None:
     store.sync_sources([source("a")], NOW)
     assert store.claim_due(["a"], NOW, "dead-daemon", LEASE) == ["a"]
@@ -767,3 +791,18 @@ def test_publish_lock_lets_one_publisher_in_at_a_time(
     # And it is free again afterwards, for either.
     with store.publish_lock():
         pass
+
+
+# -- the published snapshot ------------------------------------------------------------------
+
+
+def test_the_published_snapshot_is_replaced_whole(
+    store: StoreAPI, open_again: Callable[[], StoreAPI]
+) -> None:
+    assert store.published_fingerprint() is None
+    assert store.load_published() is None
+    store.save_published("f1", {"atom.xml": b"<feed/>", "rss.xml": b"\x00\xff binary-safe"})
+    store.save_published("f2", {"atom.xml": b"<feed>2</feed>", "index.html": b"<p>"})
+    other = open_again()  # what another daemon sees
+    assert other.published_fingerprint() == "f2"
+    assert other.load_published() == ("f2", {"atom.xml": b"<feed>2</feed>", "index.html": b"<p>"})

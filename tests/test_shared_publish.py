@@ -1,0 +1,71 @@
+"""Publishing with a shared store: one publisher renders, every output/ gets the same bytes.
+
+Two "daemons" here are two configurations differing only in their output directory, on one
+store (SQLite and PostgreSQL alike).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from aggregator.config import Config, load_config
+from aggregator.pipeline import OUTPUT_FILES, follow_published, publish_timeline
+from aggregator.store_api import StoreAPI, open_store
+from tests.storedata import NOW, entry
+
+FEEDS = '[publish]\nmax_age = "3650d"\n[[feeds]]\nname = "a"\nurl = "https://a.example.org/"\n'
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def shared(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[StoreAPI, Config]]:
+    config_path = tmp_path / "feeds.toml"
+    config_path.write_text(FEEDS, encoding="utf-8")
+    env = (
+        {}
+        if request.param == "sqlite"
+        else {"AGGREGATOR_STORE_URL": request.getfixturevalue("pg_url")}
+    )
+    config = load_config(config_path, environ=env)
+    store = open_store(config.store.target)
+    store.sync_sources(config.sources, NOW)
+    try:
+        yield store, config
+    finally:
+        store.close()
+
+
+def _elsewhere(config: Config, output_dir: Path) -> Config:
+    return dataclasses.replace(
+        config, publish=dataclasses.replace(config.publish, output_dir=output_dir)
+    )
+
+
+def _files(output_dir: Path) -> dict[str, bytes]:
+    return {name: (output_dir / name).read_bytes() for name in OUTPUT_FILES}
+
+
+def test_every_daemon_serves_the_snapshot_the_last_publisher_stored(
+    shared: tuple[StoreAPI, Config], tmp_path: Path
+) -> None:
+    store, config = shared
+    one = _elsewhere(config, tmp_path / "one")
+    two = _elsewhere(config, tmp_path / "two")
+    store.store_entries("a", [entry("1", published=NOW)], NOW)
+    first = publish_timeline(one, store, NOW)
+    assert first.changed == OUTPUT_FILES
+    # The second daemon copies it; publishing the same input there renders nothing.
+    assert follow_published(two.publish.output_dir, store) == dict.fromkeys(OUTPUT_FILES, True)
+    assert _files(two.publish.output_dir) == _files(one.publish.output_dir)
+    assert publish_timeline(two, store, NOW).changed == ()
+    assert follow_published(two.publish.output_dir, store) == {}
+    # New data published by the second daemon reaches the first one the same way.
+    store.store_entries("a", [entry("2", published=NOW)], NOW)
+    assert "atom.xml" in publish_timeline(two, store, NOW).changed
+    written = follow_published(one.publish.output_dir, store)
+    assert written["atom.xml"] and not written["sources.opml"]  # unchanged files stay as they are
+    assert _files(one.publish.output_dir) == _files(two.publish.output_dir)
+    assert b"example.org/2" in _files(one.publish.output_dir)["atom.xml"]
