@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import dataclasses
 import functools
 import hashlib
 import io
@@ -135,6 +136,8 @@ def build(work: Path, entries: int, sources: int, now: datetime, *, analyze: boo
         if wire and rng.random() < WIRE_SHARE:
             story = rng.choice(wire[-50:])
             entry = _wire_copy(entry, story, timedelta(minutes=rng.randint(1, 120)))
+            if entry.published is not None and entry.published > now:
+                entry = dataclasses.replace(entry, published=now)  # a copy is never from later
         elif rng.random() < WIRE_SHARE:
             wire.append(entry)
         by_source[source].append(entry)
