@@ -75,10 +75,11 @@ class PollSettings:
 def default_lease(timeout: timedelta) -> timedelta:
     """How long a claim on a source lasts unless its poll ends first: 2 × timeout + 60 s.
 
-    A daemon claims at most twice as many sources as it fetches at once, so a claimed
-    source waits for at most one other fetch (one timeout) before its own (another); the
-    minute covers parsing and storing. A lease that runs out hands the source to another
-    daemon, so a daemon killed mid-poll delays its sources by at most this long.
+    A daemon claims at most twice as many sources as it polls at once, so a claimed source
+    waits for at most one other poll before its own (a fetch slot is held through parse and
+    store): two fetches (one timeout each), and the minute covers the two parses and stores.
+    A lease that runs out hands the source to another daemon, so a daemon killed mid-poll
+    delays its sources by at most this long.
     """
     return timeout * 2 + timedelta(seconds=60)
 

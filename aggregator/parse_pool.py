@@ -12,9 +12,12 @@ a worker twice is reported as failed.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import functools
 import multiprocessing
 import os
+import signal
+import sys
 import threading
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
@@ -23,6 +26,9 @@ from concurrent.futures.process import BrokenProcessPool
 from aggregator.errors import ParseError
 from aggregator.types import ParsedFeed
 
+_PR_SET_PDEATHSIG = 1
+# Imported by the fork server when it starts: the parser, and `die_with_parent` run there.
+_PRELOAD = "aggregator.parse_server"
 # A worker is replaced after this many feeds, so anything feedparser or a hostile feed
 # leaves behind in it (caches, fragmented memory) is returned to the system.
 _TASKS_PER_WORKER = 500
@@ -34,6 +40,24 @@ def worker_count() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # not on Linux
         return max(1, os.cpu_count() or 1)
+
+
+def die_with_parent() -> None:
+    """Have the kernel kill this process when its parent dies (Linux; elsewhere nothing).
+
+    Run in the fork server (it is imported there first, see `_PRELOAD`) and in each worker:
+    a daemon killed with SIGKILL runs no clean-up, and its fork server and workers would
+    otherwise live on, orphaned, holding their memory.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # no prctl here: orphans are then left to the caller
+        return
+    if os.getppid() == 1:  # the parent died before the request could take effect
+        os._exit(1)
 
 
 def _parse(
@@ -58,10 +82,12 @@ class ParsePool:
                 context = multiprocessing.get_context("forkserver")
                 # The fork server imports the parser once; every worker is forked with it
                 # loaded. (Not the default, `__main__`: that would load the whole CLI.)
-                context.set_forkserver_preload(["aggregator.parse"])
+                # Importing it also ties the fork server's life to this process's.
+                context.set_forkserver_preload([_PRELOAD])
                 self._executor = ProcessPoolExecutor(
                     max_workers=self._workers,
                     mp_context=context,
+                    initializer=die_with_parent,
                     max_tasks_per_child=_TASKS_PER_WORKER,
                 )
             return self._executor

@@ -5,13 +5,18 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
+import time
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
 from aggregator.errors import ParseError
 from aggregator.parse_pool import ParsePool
 from aggregator.types import ParsedFeed
+from tests.conftest import ROOT
 from tests.feedfactory import Item, rss2
 
 NOW = datetime(2025, 7, 13, 12, 0, tzinfo=UTC)
@@ -83,3 +88,47 @@ def test_a_feed_that_kills_its_worker_twice_fails_alone() -> None:
         asyncio.run(go())
     finally:
         pool.close()
+
+
+def _session_members(session: int) -> list[int]:
+    members = []
+    for name in os.listdir("/proc"):  # noqa: PTH208
+        if name.isdigit():
+            try:
+                stat = Path(f"/proc/{name}/stat").read_text()
+            except OSError:
+                continue
+            fields = stat.rsplit(")", 1)[1].split()
+            if int(fields[3]) == session and fields[0] != "Z":  # its session; not a zombie
+                members.append(int(name))
+    return members
+
+
+def test_kill_9_of_the_parent_takes_the_fork_server_and_workers_with_it(tmp_path: Path) -> None:
+    """No parser process outlives `aggregator once` killed with SIGKILL mid-parse."""
+    feed = tmp_path / "big.xml"
+    feed.write_bytes(BIG)
+    config = tmp_path / "feeds.toml"
+    config.write_text(f'[[feeds]]\nname = "big"\nurl = "{feed.as_uri()}"\n', encoding="utf-8")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "aggregator", "once", "--config", str(config)],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while len(_session_members(process.pid)) < 3:  # itself, the fork server, a worker
+            assert time.monotonic() < deadline, "no parser processes appeared"
+            assert process.poll() is None, "it finished before it could be killed"
+            time.sleep(0.02)
+        process.kill()
+        process.wait()
+        deadline = time.monotonic() + 10
+        while left := _session_members(process.pid):
+            assert time.monotonic() < deadline, f"orphaned parser processes: {left}"
+            time.sleep(0.05)
+    finally:
+        for pid in _session_members(process.pid):
+            os.kill(pid, signal.SIGKILL)
