@@ -3,7 +3,9 @@
 Everything runs in one asyncio loop: an APScheduler (3.x) tick claims the sources whose
 stored `next_poll` has come (`claim_due`: with a shared PostgreSQL store, each due source
 goes to exactly one daemon) and polls them through one shared, bounded `Fetcher`; a
-debounced publish follows any poll that stored something; uvicorn serves `output/`; and
+debounced publish follows any poll that stored something (in a worker thread, under the
+store's publish lock), and every few seconds the files another daemon sharing the store
+published are copied into `output/`; uvicorn serves `output/`; and
 watchfiles (or SIGHUP) triggers a reload. A source is never polled twice at once (the
 in-flight set), and a restart resumes from the stored schedule.
 """

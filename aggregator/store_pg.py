@@ -278,10 +278,21 @@ class PgStore:
     # -- sources ---------------------------------------------------------------------------
 
     def sync_sources(self, sources: Iterable[SourceConfig], now: datetime) -> None:
-        """As `Store.sync_sources`. Rows are written in name order, so that daemons syncing
-        the same list at once lock them in one order and never deadlock."""
+        """As `Store.sync_sources`. Only new sources and changed URLs are written, in name
+        order: `INSERT … ON CONFLICT DO UPDATE` locks a row even when it changes nothing, and
+        a daemon syncing thousands of sources must not hold every row while the other
+        daemons wait to record their polls (their leases would run out meanwhile)."""
+        wanted = sorted(sources, key=lambda s: s.name)
         with self._transaction() as conn:
-            for source in sorted(sources, key=lambda s: s.name):
+            known = dict(
+                conn.execute(
+                    "SELECT name, url FROM sources WHERE name = ANY(%s::text[])",
+                    ([s.name for s in wanted],),
+                ).fetchall()
+            )
+            for source in wanted:
+                if known.get(source.name) == source.url:
+                    continue
                 conn.execute(
                     """
                     INSERT INTO sources (name, url, added) VALUES (%s, %s, %s)
@@ -293,15 +304,18 @@ class PgStore:
                     """,
                     (source.name, source.url, _seconds(now)),
                 )
-                row = conn.execute(
+            schedules = {
+                row[0]: row[1:]
+                for row in conn.execute(
                     """
-                    SELECT last_polled, next_poll, failures, retry_after, lifetime FROM sources
-                    WHERE name = %s
+                    SELECT name, last_polled, next_poll, failures, retry_after, lifetime
+                    FROM sources WHERE name = ANY(%s::text[])
                     """,
-                    (source.name,),
-                ).fetchone()
-                assert row is not None  # just inserted
-                last, scheduled, failures, wait, lifetime = row
+                    ([s.name for s in wanted],),
+                )
+            }
+            for source in wanted:
+                last, scheduled, failures, wait, lifetime = schedules[source.name]
                 if last and scheduled:
                     hints = ServerHints(
                         retry_after=_utc(wait),
