@@ -27,6 +27,9 @@ from aggregator.errors import ParseError
 from aggregator.types import ParsedFeed
 
 _PR_SET_PDEATHSIG = 1
+# The pid a fork server or worker expects as its parent: one reparented to a subreaper (not
+# to pid 1) finds out its parent died before it asked to die with it.
+_PARENT_PID = "AGGREGATOR_PARSER_PARENT"
 # Imported by the fork server when it starts: the parser, and `die_with_parent` run there.
 _PRELOAD = "aggregator.parse_server"
 # A worker is replaced after this many feeds, so anything feedparser or a hostile feed
@@ -51,13 +54,15 @@ def die_with_parent() -> None:
     """
     if not sys.platform.startswith("linux"):
         return
+    expected = os.environ.get(_PARENT_PID)
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     except (OSError, AttributeError):  # no prctl here: orphans are then left to the caller
         return
-    if os.getppid() == 1:  # the parent died before the request could take effect
-        os._exit(1)
+    if expected is not None and os.getppid() != int(expected):
+        os._exit(1)  # the parent died before the request took effect (we were reparented)
+    os.environ[_PARENT_PID] = str(os.getpid())  # what the processes this one starts check
 
 
 def _parse(
@@ -79,6 +84,7 @@ class ParsePool:
     def _pool(self) -> ProcessPoolExecutor:
         with self._lock:
             if self._executor is None:
+                os.environ[_PARENT_PID] = str(os.getpid())  # see die_with_parent
                 context = multiprocessing.get_context("forkserver")
                 # The fork server imports the parser once; every worker is forked with it
                 # loaded. (Not the default, `__main__`: that would load the whole CLI.)
