@@ -14,7 +14,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -174,6 +174,32 @@ def _backfill_story_keys(db: sqlite3.Connection) -> None:
     db.executemany(
         "UPDATE entries SET link_key = ?, title_key = ? WHERE source = ? AND entry_id = ?",
         [(*story_keys(link, title), source, entry_id) for source, entry_id, link, title in rows],
+    )
+
+
+def state_from_row(row: Sequence[Any], when: Callable[[Any], datetime | None]) -> SourceState:
+    """A source's state from a `_STATE_COLUMNS` row; `when` reads this database's times.
+
+    Shared with the PostgreSQL store, which selects the same columns in the same order.
+    """
+    return SourceState(
+        name=row[0],
+        url=row[1],
+        title=row[2],
+        site_url=row[3],
+        validators=Validators(row[4], row[5]),
+        last_polled=when(row[6]),
+        last_success=when(row[7]),
+        last_outcome=row[8],
+        last_error=row[9],
+        failures=row[10],
+        entries=row[11],
+        next_poll=when(row[12]),
+        retry_after=when(row[13]),
+        moved_to=row[14],
+        disabled=row[15],
+        body_hash=row[16],
+        lifetime=timedelta(seconds=row[17]) if row[17] is not None else None,
     )
 
 
@@ -349,33 +375,13 @@ class Store:
 
     def source_state(self, name: str) -> SourceState | None:
         row = self._db.execute(self._STATE_COLUMNS + " WHERE name = ?", (name,)).fetchone()
-        return None if row is None else self._state(row)
+        return None if row is None else state_from_row(row, _dt)
 
     def source_states(self) -> list[SourceState]:
         """Every source the store knows, configured or not, by name."""
-        return [self._state(r) for r in self._db.execute(self._STATE_COLUMNS + " ORDER BY name")]
-
-    @staticmethod
-    def _state(row: Sequence[Any]) -> SourceState:
-        return SourceState(
-            name=row[0],
-            url=row[1],
-            title=row[2],
-            site_url=row[3],
-            validators=Validators(row[4], row[5]),
-            last_polled=_dt(row[6]),
-            last_success=_dt(row[7]),
-            last_outcome=row[8],
-            last_error=row[9],
-            failures=row[10],
-            entries=row[11],
-            next_poll=_dt(row[12]),
-            retry_after=_dt(row[13]),
-            moved_to=row[14],
-            disabled=row[15],
-            body_hash=row[16],
-            lifetime=timedelta(seconds=row[17]) if row[17] is not None else None,
-        )
+        return [
+            state_from_row(r, _dt) for r in self._db.execute(self._STATE_COLUMNS + " ORDER BY name")
+        ]
 
     def due_sources(self, names: Sequence[str], now: datetime) -> list[str]:
         """Configured sources whose next poll has come (never polled ones first)."""

@@ -35,7 +35,7 @@ from psycopg_pool import ConnectionPool
 from aggregator.config import SourceConfig
 from aggregator.errors import StorageError
 from aggregator.policy import ServerHints, is_overdue_schedule, next_poll
-from aggregator.store import SourceState, StoreResult
+from aggregator.store import SourceState, StoreResult, state_from_row
 from aggregator.text import story_keys
 from aggregator.timeline import CLOCK_SKEW, order_date
 from aggregator.types import ParsedEntry, ParsedFeed, SourceCredit, StoredEntry, Validators
@@ -181,28 +181,6 @@ _STATE_COLUMNS = """
 """
 
 
-def _state(row: Sequence[Any]) -> SourceState:
-    return SourceState(
-        name=row[0],
-        url=row[1],
-        title=row[2],
-        site_url=row[3],
-        validators=Validators(row[4], row[5]),
-        last_polled=_utc(row[6]),
-        last_success=_utc(row[7]),
-        last_outcome=row[8],
-        last_error=row[9],
-        failures=row[10],
-        entries=row[11],
-        next_poll=_utc(row[12]),
-        retry_after=_utc(row[13]),
-        moved_to=row[14],
-        disabled=row[15],
-        body_hash=row[16],
-        lifetime=timedelta(seconds=row[17]) if row[17] is not None else None,
-    )
-
-
 class PgStore:
     """A pool of connections to one database; open with `PgStore.open(url)`, end with `close()`."""
 
@@ -332,13 +310,13 @@ class PgStore:
     def source_state(self, name: str) -> SourceState | None:
         with self._connection() as conn:
             row = conn.execute(_STATE_COLUMNS + " WHERE name = %s", (name,)).fetchone()
-        return None if row is None else _state(row)
+        return None if row is None else state_from_row(row, _utc)
 
     def source_states(self) -> list[SourceState]:
         """Every source the store knows, configured or not, by name."""
         with self._connection() as conn:
             rows = conn.execute(_STATE_COLUMNS + " ORDER BY name").fetchall()
-        return [_state(r) for r in rows]
+        return [state_from_row(r, _utc) for r in rows]
 
     def due_sources(self, names: Sequence[str], now: datetime) -> list[str]:
         """Configured sources whose next poll has come (never polled ones first)."""
