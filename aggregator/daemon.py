@@ -35,6 +35,7 @@ from aggregator.pipeline import (
     apply_retention,
     claim_owner,
     follow_published,
+    in_store,
     is_dead_here,
     poll_source,
     publish_timeline,
@@ -54,6 +55,11 @@ from aggregator.store_api import StoreAPI, open_store
 log = logging.getLogger("aggregator")
 
 STOP_GRACE_SECONDS = 5.0
+# After a publish that took s seconds, the next one starts no sooner than PUBLISH_PACE × s
+# after it ended: publishing takes at most a fifth of the daemon's time, however large the
+# timeline, even while thousands of sources bring new items at once (a first start, a
+# big store). A quick publish (the usual: milliseconds) leaves the debounce in charge.
+PUBLISH_PACE = 4.0
 
 
 @dataclass
@@ -90,10 +96,13 @@ class Daemon:
         self._publishing = asyncio.Lock()  # one publish or copy at a time in this daemon
         self._publishes: set[asyncio.Task[None]] = set()  # awaited, never cancelled, at stop
         self._last_publish_done = False  # stopping: nothing more to publish
+        self._next_publish = 0.0  # loop time before which no publish starts (PUBLISH_PACE)
         self.files = PublishedFiles(config.publish.output_dir)
         self._fetcher = self._new_fetcher(config)
         self.owner = claim_owner()
         self._inflight: dict[str, asyncio.Task[None]] = {}
+        self._claiming = asyncio.Lock()
+        self._claims: set[asyncio.Task[None]] = set()  # awaited, never cancelled, at stop
         self._publish_handle: asyncio.TimerHandle | None = None
         self._stopping = asyncio.Event()
         self._scheduler = AsyncIOScheduler(timezone="UTC")
@@ -128,37 +137,53 @@ class Daemon:
 
     async def tick(self) -> None:
         """Claim due sources and start a poll for each."""
-        self._claim_and_poll()
+        await asyncio.shield(self._claim())
 
-    def _claim_and_poll(self) -> None:
+    def _claim(self) -> asyncio.Task[None]:
+        """Start a claim (`_claim_and_poll`); the task is kept so that a stop can await it."""
+        task = asyncio.create_task(self._claim_and_poll(), name="claim")
+        self._claims.add(task)
+        task.add_done_callback(self._claims.discard)
+        return task
+
+    async def _claim_and_poll(self) -> None:
         """Claim due sources until twice `concurrency` are in flight, and poll them.
 
         Claiming no more than that keeps the rest for other daemons sharing the store, and
         bounds a claim's wait for a free fetch slot (`config.default_lease` relies on it).
         A source being polled here is never claimed again meanwhile: never twice at once.
+        One claim at a time, so each counts the polls the one before it started.
         """
-        if self._stopping.is_set():
-            return
-        room = 2 * self.config.poll.concurrency - len(self._inflight)
-        if room <= 0:
-            return
-        sources = self._sources()
-        idle = [name for name in sources if name not in self._inflight]
-        lease = self.config.poll.lease
-        for name in self.store.claim_due(idle, self.clock(), self.owner, lease, limit=room):
-            task = asyncio.create_task(self._poll(sources[name]), name=f"poll:{name}")
-            self._inflight[name] = task
-            task.add_done_callback(functools.partial(self._finished, name))
+        async with self._claiming:
+            room = 2 * self.config.poll.concurrency - len(self._inflight)
+            if self._stopping.is_set() or room <= 0:
+                return
+            idle = [s.name for s in self.config.sources if s.name not in self._inflight]
+            try:
+                claimed = await in_store(
+                    self.store, self.store.claim_due, idle, self.clock(), self.owner,
+                    self.config.poll.lease, limit=room,
+                )  # fmt: skip
+                # The configuration may have been reloaded, or a stop begun, meanwhile.
+                sources = {} if self._stopping.is_set() else self._sources()
+                for name in claimed:
+                    if name in sources:
+                        task = asyncio.create_task(self._poll(sources[name]), name=f"poll:{name}")
+                        self._inflight[name] = task
+                        task.add_done_callback(functools.partial(self._finished, name))
+                    else:
+                        await in_store(self.store, self.store.release, name, self.owner)
+            except AggregatorError as e:
+                log.error("claiming due sources failed: %s", e)
+            except Exception:  # a bug; the next tick claims again
+                log.exception("claiming due sources failed")
 
     def _finished(self, name: str, _: asyncio.Task[None]) -> None:
         self._inflight.pop(name, None)
         if len(self._inflight) == self.config.poll.concurrency:
             # Half the claims are done: claim more now rather than at the next tick, so a
             # daemon with thousands of due sources keeps its fetch slots busy.
-            try:
-                self._claim_and_poll()
-            except AggregatorError as e:
-                log.error("claiming due sources failed: %s", e)
+            self._claim()
 
     async def _poll(self, source: SourceConfig) -> None:
         try:
@@ -185,11 +210,18 @@ class Daemon:
         """Publish soon; a burst of requests produces one publish."""
         if self._publish_handle is None and not self._last_publish_done:
             loop = asyncio.get_running_loop()
-            self._publish_handle = loop.call_later(
-                self.options.publish_debounce_seconds, self._start_publish
-            )
+            wait = max(self.options.publish_debounce_seconds, self._next_publish - loop.time())
+            self._publish_handle = loop.call_later(wait, self._start_publish)
 
     def _start_publish(self) -> None:
+        loop = asyncio.get_running_loop()
+        early = self._next_publish - loop.time()
+        if self._publishing.locked() or early > 0:
+            # Asked for during a publish (or a copy), or before the pace allows: once that
+            # one has ended and set the pace, look again.
+            wait = max(early, self.options.publish_debounce_seconds)
+            self._publish_handle = loop.call_later(wait, self._start_publish)
+            return
         self._publish_handle = None
         task = asyncio.create_task(self._publish(), name="publish")
         self._publishes.add(task)
@@ -209,6 +241,7 @@ class Daemon:
             except Exception:  # a bug; the daemon keeps polling and serving the last good files
                 log.exception("publish failed")
                 return
+        self._next_publish = asyncio.get_running_loop().time() + PUBLISH_PACE * report.seconds
         self.metrics.publishes.inc()
         self.metrics.publish_seconds.observe(report.seconds)
 
@@ -389,6 +422,8 @@ class Daemon:
     async def _shutdown(self, server: tuple[EmbeddedServer, asyncio.Task[None]] | None) -> None:
         log.info("stopping")
         self._scheduler.shutdown(wait=False)
+        # A claim under way ends by giving back what it got (it sees the stop).
+        await asyncio.gather(*self._claims, return_exceptions=True)
         polls = list(self._inflight.values())
         for task in polls:
             task.cancel()

@@ -7,6 +7,7 @@ that stops the others. The clock is passed in so tests can pin it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import os
@@ -17,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import ParamSpec, TypeVar
 
 import httpx
 
@@ -44,6 +46,8 @@ from aggregator.types import (
     Failed,
     Fetched,
     FetchOutcome,
+    NotModified,
+    ParsedFeed,
     SourceCredit,
     Timeline,
     Validators,
@@ -52,6 +56,8 @@ from aggregator.types import (
 log = logging.getLogger("aggregator")
 
 Clock = Callable[[], datetime]
+T = TypeVar("T")
+Params = ParamSpec("Params")
 PARSERS = ParsePool()
 OUTPUT_FILES = ("rss.xml", "atom.xml", "feed.json", "index.html", "sources.opml")
 
@@ -146,7 +152,7 @@ async def poll_source(
     source: SourceConfig, fetcher: Fetcher, store: StoreAPI, config: Config, clock: Clock
 ) -> SourceReport:
     """Fetch, parse and store one source, record how it went, and schedule its next poll."""
-    state = store.source_state(source.name)
+    state = await in_store(store, store.source_state, source.name)
     if state is not None and state.disabled:
         return SourceReport(source.name, "disabled", error=state.disabled)
     # sync_sources already dropped the validators of a source whose URL changed.
@@ -168,7 +174,7 @@ async def _settle(
     """Everything after the response: parse, store, record the poll, schedule the next."""
     now = clock()
     if isinstance(outcome, Failed):
-        return _failed(source, state, store, outcome, now)
+        return await in_store(store, _failed, source, state, store, outcome, now)
     feed = None
     body_hash = None
     if isinstance(outcome, Fetched):
@@ -185,7 +191,8 @@ async def _settle(
                     teaser_length=config.publish.teaser_length,
                 )
             except ParseError as e:
-                return _failed(source, state, store, Failed(outcome.url, str(e)), now)
+                failed = Failed(outcome.url, str(e))
+                return await in_store(store, _failed, source, state, store, failed, now)
     moved = outcome.permanent_redirect
     if moved and moved != (state.fetch_url if state else source.url):
         log.warning(
@@ -197,6 +204,24 @@ async def _settle(
     own_hint = feed.lifetime if feed is not None else (state.lifetime if state else None)
     lifetime = longest(cache_lifetime(outcome.headers, now), own_hint)
     later = next_poll(source.name, source.interval, now, hints=ServerHints(lifetime=lifetime))
+    return await in_store(
+        store, _recorded, source, outcome, store=store, feed=feed, body_hash=body_hash,
+        moved=moved, later=later, now=now,
+    )  # fmt: skip
+
+
+def _recorded(
+    source: SourceConfig,
+    outcome: Fetched | NotModified,
+    *,
+    store: StoreAPI,
+    feed: ParsedFeed | None,
+    body_hash: str | None,
+    moved: str | None,
+    later: datetime,
+    now: datetime,
+) -> SourceReport:
+    """Store a successful poll's entries and record the poll: the store half of `_settle`."""
     report = SourceReport(source.name, "not-modified" if body_hash is None else "unchanged")
     if feed is not None:
         if feed.warning:
@@ -245,6 +270,29 @@ def _failed(
     store.record_failure(source.name, error, now, later, url=source.url, retry_after=wait)
     log.warning("%s: %s", source.name, error)
     return SourceReport(source.name, "failed", error=error)
+
+
+async def in_store(
+    store: StoreAPI, work: Callable[Params, T], /, *args: Params.args, **kwargs: Params.kwargs
+) -> T:
+    """`work(*args, **kwargs)`, which uses `store`: in a worker thread if the store is `remote`.
+
+    With PostgreSQL every call waits for the server (another machine, perhaps), and made
+    on the event loop it would stall every fetch and every reader's request meanwhile. A
+    cancelled caller still waits for the call to end, so nothing it wrote is half-known
+    (and the claim it holds is released after, not during, the write). SQLite calls are
+    made right here: one connection, and a thread would cost more than the call.
+    """
+    if not store.remote:
+        return work(*args, **kwargs)
+    call = asyncio.get_running_loop().run_in_executor(
+        None, functools.partial(work, *args, **kwargs)
+    )
+    try:
+        return await asyncio.shield(call)
+    except asyncio.CancelledError:
+        await asyncio.wait([call])
+        raise
 
 
 def _reason_to_skip(
@@ -328,9 +376,9 @@ def publish_timeline(config: Config, store: StoreAPI, now: datetime) -> PublishR
     newest data, since readers of the data take the same lock. On SQLite it is the same path.
     A snapshot with this very fingerprint is not rendered again, only copied if missing here.
     """
-    started = time.perf_counter()
     output_dir = config.publish.output_dir
     with store.publish_lock():
+        started = time.perf_counter()  # the work, not the wait for another daemon's turn
         credits = store.source_credits(config.sources)
         timeline = current_timeline(config, store, now, credits)
         # Rendering is a pure function of these (and of this version's code): the same input
@@ -432,7 +480,10 @@ async def run_cycle(
         async with holding:
             now = clock()
             lease = config.poll.lease
-            if not store.claim_due([source.name], now, owner, lease, due_by=EVERY_SCHEDULE):
+            claimed = await in_store(
+                store, store.claim_due, [source.name], now, owner, lease, due_by=EVERY_SCHEDULE
+            )
+            if not claimed:
                 return SourceReport(
                     source.name, "skipped", error="another daemon is polling it right now"
                 )
@@ -440,12 +491,12 @@ async def run_cycle(
                 return await poll_source(source, fetcher, store, config, clock)
             except BaseException:
                 # Recording the poll ends the claim; a crash or a cancel records nothing.
-                store.release(source.name, owner)
+                await in_store(store, store.release, source.name, owner)
                 raise
 
     async def guarded(source: SourceConfig) -> SourceReport:
         try:
-            skip = _reason_to_skip(store, source.name, clock(), force=force)
+            skip = await in_store(store, _reason_to_skip, store, source.name, clock(), force=force)
             if skip is not None:
                 report = SourceReport(source.name, skip[0], error=skip[1])
                 if on_source is not None:

@@ -264,6 +264,8 @@ class StoreResult:
 class Store:
     """One SQLite connection; open with `Store.open(path)`, close with `close()`."""
 
+    remote = False  # calls are made on the event loop: one connection, no round trips
+
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._db = connection
 

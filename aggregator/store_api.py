@@ -37,6 +37,12 @@ class StoreAPI(Protocol):
     the second, schedule times (next poll, Retry-After, leases) to the microsecond.
     """
 
+    #: True when calls wait on a database server (PostgreSQL, possibly on another machine):
+    #: the daemon then makes them from worker threads (`pipeline.in_store`), several at
+    #: once, so its event loop goes on fetching and serving meanwhile. False for SQLite:
+    #: one connection, calls of microseconds, made on the loop.
+    remote: bool
+
     @property
     def schema_version(self) -> int: ...
 

@@ -27,6 +27,7 @@ from pathlib import Path
 import psycopg
 
 from bench.farm import Farm
+from bench.measure import stat_fields
 from tests.pgserver import PgServer, start_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,11 +70,60 @@ def _polled(url: str) -> int:
     return int(row[0]) if row else 0
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _processes() -> dict[int, tuple[int, str, float, float]]:
+    """Every process: pid -> (parent, command line, own CPU s, reaped children's CPU s)."""
+    found = {}
+    for name in os.listdir("/proc"):  # noqa: PTH208  (names only)
+        if not name.isdigit():
+            continue
+        fields = stat_fields(int(name))
+        try:
+            command = Path(f"/proc/{name}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if fields:
+            own = (int(fields[11]) + int(fields[12])) / _TICK
+            reaped = (int(fields[13]) + int(fields[14])) / _TICK
+            found[int(name)] = (int(fields[1]), command, own, reaped)
+    return found
+
+
+def _cpu(daemons: list[int], farm: int, dbname: str) -> dict[str, float]:
+    """CPU seconds so far of the daemons' main processes, their parser processes (the fork
+    server with the workers it reaped, and the live workers), PostgreSQL's backends for
+    `dbname`, and the farm server (from its start: subtract an earlier reading)."""
+    table = _processes()
+    below: dict[int, list[int]] = {}
+    for pid, (parent, *_) in table.items():
+        below.setdefault(parent, []).append(pid)
+    parsers = 0.0
+    stack = [child for d in daemons for child in below.get(d, [])]
+    while stack:
+        pid = stack.pop()
+        _, _, own, reaped = table[pid]
+        parsers += own + reaped
+        stack.extend(below.get(pid, []))
+    return {
+        "daemon": sum(table[d][2] for d in daemons if d in table),
+        "parsers": parsers,
+        "postgres": sum(
+            own
+            for _, command, own, _ in table.values()
+            if command.startswith("postgres: ") and f" {dbname} " in command
+        ),
+        "farm": table[farm][2] if farm in table else 0.0,
+    }
+
+
 def run(server: PgServer, farm: Farm, daemons: int, work: Path) -> dict[str, float]:
     dbname = f"cluster_{daemons}"
     server.psql(f"CREATE DATABASE {dbname}")
     url = server.url(dbname)
     farm.reset()
+    farm_before = _cpu([], farm.server.pid, dbname)["farm"]
     processes = []
     for k in range(daemons):
         config = _config(work / f"{daemons}-{k}", farm, _free_port())
@@ -103,6 +153,8 @@ def run(server: PgServer, farm: Farm, daemons: int, work: Path) -> dict[str, flo
                 break
             time.sleep(0.5)
         finished = time.time()
+        cpu = _cpu([p.pid for p in processes], farm.server.pid, dbname)
+        cpu["farm"] -= farm_before
         asked = farm.server.requests()
         first = min(t for times in asked.values() for t in times)
         requests = sum(len(times) for times in asked.values())
@@ -115,7 +167,7 @@ def run(server: PgServer, farm: Farm, daemons: int, work: Path) -> dict[str, flo
             except subprocess.TimeoutExpired:
                 p.kill()
     seconds = finished - first
-    return {"seconds": seconds, "rate": farm.feeds / seconds, "requests": requests}
+    return {"seconds": seconds, "rate": farm.feeds / seconds, "requests": requests, **cpu}
 
 
 def main() -> None:
@@ -129,12 +181,19 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory(prefix="aggregator-cluster-") as tmp:
             print(f"{args.feeds} sources x {args.items} items, first poll of each, PostgreSQL")
-            print(f"{'daemons':>7}  {'seconds':>8}  {'polls/s':>8}  {'requests':>8}")
+            print("CPU seconds: all daemons' main processes, their parser processes, PostgreSQL")
+            print("backends, the farm; 'ms/poll' is their sum per source polled.")
+            print(
+                f"{'daemons':>7}  {'seconds':>8}  {'polls/s':>8}  {'requests':>8}  "
+                f"{'daemon':>7}  {'parsers':>7}  {'postgres':>8}  {'farm':>6}  {'ms/poll':>7}"
+            )
             for daemons in (int(d) for d in args.daemons.split(",")):
-                result = run(server, farm, daemons, Path(tmp))
+                r = run(server, farm, daemons, Path(tmp))
+                total = r["daemon"] + r["parsers"] + r["postgres"] + r["farm"]
                 print(
-                    f"{daemons:>7}  {result['seconds']:>8.1f}  {result['rate']:>8.0f}  "
-                    f"{int(result['requests']):>8}",
+                    f"{daemons:>7}  {r['seconds']:>8.1f}  {r['rate']:>8.0f}  "
+                    f"{int(r['requests']):>8}  {r['daemon']:>7.1f}  {r['parsers']:>7.1f}  "
+                    f"{r['postgres']:>8.1f}  {r['farm']:>6.1f}  {1000 * total / args.feeds:>7.1f}",
                     flush=True,
                 )
     finally:

@@ -45,7 +45,7 @@ def become_subreaper() -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
 
 
-def _stat(pid: int) -> list[str] | None:
+def stat_fields(pid: int) -> list[str] | None:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except (OSError, IndexError):
@@ -81,7 +81,7 @@ class Tree:
         for name in os.listdir("/proc"):  # noqa: PTH208  (names only, no Path per entry)
             if name.isdigit() and int(name) not in self._seen:
                 self._seen.add(int(name))
-                fields = _stat(int(name))
+                fields = stat_fields(int(name))
                 if fields and int(fields[3]) == self.session:  # its session id (setsid)
                     self.members.add(int(name))
 
@@ -95,7 +95,7 @@ class Tree:
         """Members reparented to us when the command exited (a fork server, its workers)."""
         self._discover()
         me = os.getpid()
-        return [pid for pid in self.members if (f := _stat(pid)) and int(f[1]) == me]
+        return [pid for pid in self.members if (f := stat_fields(pid)) and int(f[1]) == me]
 
 
 def run_measured(

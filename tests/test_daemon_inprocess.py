@@ -5,16 +5,20 @@ a reload survives odd files, and a taken port is a clean exit 1."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import aggregator.daemon as daemon_module
+from aggregator import pipeline
 from aggregator.config import load_config
 from aggregator.daemon import Daemon, DaemonOptions
+from aggregator.pipeline import PublishReport
 from aggregator.store import Store
 from tests.conftest import run_cli
 from tests.feedfactory import Item, rss2
@@ -155,3 +159,43 @@ def test_a_taken_port_is_one_line_and_exit_1(tmp_path: Path) -> None:
             assert result.returncode == 1, (command, result.stderr)
             assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
             assert "Traceback" not in result.stderr
+
+
+def test_a_slow_publish_spaces_out_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A publish that took s seconds is followed by the next no sooner than PUBLISH_PACE × s
+    later, so a large timeline's rendering cannot take over the daemon."""
+    _feed(tmp_path, _items("a", 1))
+    config = _config(tmp_path)
+    daemon = Daemon(config, load_config(config), options=FAST)
+    real = pipeline.publish_timeline
+
+    def slow(*args: Any) -> PublishReport:
+        return dataclasses.replace(real(*args), seconds=0.5)  # as if it had taken 0.5 s
+
+    monkeypatch.setattr(daemon_module, "publish_timeline", slow)
+    waits: list[float] = []
+
+    def pending() -> asyncio.TimerHandle:
+        assert daemon._publish_handle is not None
+        return daemon._publish_handle
+
+    async def request() -> None:
+        loop = asyncio.get_running_loop()
+        await daemon._publish()  # the slow one
+        if daemon._publish_handle is not None:  # one the first poll asked for meanwhile
+            daemon._publish_handle.cancel()
+            daemon._publish_handle = None
+        daemon.request_publish()
+        waits.append(pending().when() - loop.time())
+        # A request made earlier, firing now (it was made during the slow publish): it
+        # looks again later instead of publishing at once.
+        pending().cancel()
+        daemon._start_publish()
+        assert not daemon._publishes
+        waits.append(pending().when() - loop.time())
+
+    asyncio.run(_run_for(daemon, 0.1, during=request))
+    assert len(waits) == 2
+    assert min(waits) > 0.5 * daemon_module.PUBLISH_PACE - 0.2  # not the 0.2 s debounce

@@ -5,6 +5,7 @@ Everything the two stores share is in test_store_contract.py.
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Iterator
 from datetime import timedelta
@@ -14,6 +15,7 @@ import psycopg
 import pytest
 
 from aggregator.errors import StorageError
+from aggregator.pipeline import in_store
 from aggregator.store import Store
 from aggregator.store_api import is_store_url, open_store
 from aggregator.store_pg import _PUBLISH_LOCK, PgStore, describe
@@ -103,3 +105,65 @@ def test_one_store_serves_many_threads(pg_store: PgStore) -> None:
         t.join(30)
     assert not errors
     assert {s.name: s.failures for s in pg_store.source_states()} == dict.fromkeys(names, 10)
+
+
+def test_store_work_waits_off_the_event_loop(pg_store: PgStore, pg_url: str) -> None:
+    """`in_store` makes a PostgreSQL call in a thread: while it waits for the server, the
+    loop goes on (here: a ticker; in the daemon, fetches and readers' requests)."""
+    holder = psycopg.connect(pg_url, autocommit=True)
+    holder.execute("SELECT pg_advisory_lock(%s)", (_PUBLISH_LOCK,))
+    # Whatever happens below, the lock goes after a second: a failure must not hang.
+    threading.Timer(1.0, holder.close).start()
+
+    def publish() -> str:
+        with pg_store.publish_lock():
+            return "published"
+
+    async def scenario() -> tuple[int, str]:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.01)
+
+        ticking = asyncio.create_task(ticker())
+        result = await in_store(pg_store, publish)  # waits about a second for the lock
+        ticking.cancel()
+        return ticks, result
+
+    ticks, result = asyncio.run(scenario())
+    assert result == "published"
+    assert ticks >= 20  # a blocked loop would not have ticked at all while it waited
+
+
+def test_a_cancelled_caller_waits_for_the_store_call_to_end(pg_store: PgStore, pg_url: str) -> None:
+    """Cancelling a poll must not leave its write running unseen, racing what comes next."""
+    holder = psycopg.connect(pg_url, autocommit=True)
+    holder.execute("SELECT pg_advisory_lock(%s)", (_PUBLISH_LOCK,))
+    threading.Timer(0.5, holder.close).start()
+    ended = threading.Event()
+
+    def publish() -> None:
+        with pg_store.publish_lock():
+            ended.set()
+
+    async def scenario() -> None:
+        call = asyncio.create_task(in_store(pg_store, publish))
+        await asyncio.sleep(0.1)
+        call.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await call
+        assert ended.is_set()  # the cancel took effect only once the call had ended
+
+    asyncio.run(scenario())
+
+
+def test_claims_send_thousands_of_names_and_reject_a_newline(pg_store: PgStore) -> None:
+    names = [f"feed-{n:05d}" for n in range(5000)]
+    pg_store.sync_sources([source(n) for n in names[::2]], NOW)  # half are in the store
+    claimed = pg_store.claim_due(names, NOW, "one", timedelta(minutes=5))
+    assert claimed == names[::2]
+    with pytest.raises(ValueError, match="newline"):
+        pg_store.claim_due(["a\nb"], NOW, "two", timedelta(minutes=5))

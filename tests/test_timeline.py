@@ -460,3 +460,21 @@ def test_one_sources_items_sharing_its_home_page_link_stay_distinct():
     ]
     timeline = build_timeline(items, SOURCES, now=NOW, max_items=10, max_age=timedelta(days=60))
     assert len(timeline.items) == 5
+
+
+def test_a_link_joins_its_story_though_the_source_is_there_by_a_title():
+    """Found by the property above: beta's first item joined alpha's story by its headline
+    (no link); beta's second, on alpha's link under another headline, must join it too,
+    not stand beside it as a second item on the same link."""
+    one, two = "A long enough headline here", "Another long headline, yes"
+    link = "https://news.example.org/a"
+    entries = [
+        _entry("alpha", "2", _EARLIEST, title=one),
+        _entry("alpha", "1", NOW, title=two, link=link),
+        _entry("beta", "1", NOW, title=two),
+        _entry("beta", "2", NOW, title=one, link=link),
+    ]
+    timeline = build(entries, 10)
+    # alpha's first item is past max_age; the rest is one story, first seen at alpha.
+    assert [(i.entry.source, i.entry.entry_id) for i in timeline.items] == [("alpha", "1")]
+    assert [s.name for s in timeline.items[0].also] == ["beta"]
