@@ -26,7 +26,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from watchfiles import awatch
 
 from aggregator.config import Config, SourceConfig, load_config
-from aggregator.errors import AggregatorError, ConfigError
+from aggregator.errors import AggregatorError, ConfigError, StorageError
 from aggregator.fetch import Fetcher
 from aggregator.metrics import Metrics
 from aggregator.pipeline import (
@@ -60,6 +60,25 @@ STOP_GRACE_SECONDS = 5.0
 # timeline, even while thousands of sources bring new items at once (a first start, a
 # big store). A quick publish (the usual: milliseconds) leaves the debounce in charge.
 PUBLISH_PACE = 4.0
+
+
+class Trouble:
+    """An error that repeats every few seconds while it lasts (the database away): logged
+    when it starts or changes, and once more when it is over, not at every repetition."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        self.current: str | None = None
+
+    def failed(self, error: Exception) -> None:
+        if str(error) != self.current:
+            log.error("%s failed: %s", self.what, error)
+        self.current = str(error)
+
+    def worked(self) -> None:
+        if self.current is not None:
+            log.info("%s works again", self.what)
+        self.current = None
 
 
 @dataclass
@@ -102,6 +121,8 @@ class Daemon:
         self.owner = claim_owner()
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._claiming = asyncio.Lock()
+        self._claim_trouble = Trouble("claiming due sources")
+        self._follow_trouble = Trouble("copying the published files")
         self._claims: set[asyncio.Task[None]] = set()  # awaited, never cancelled, at stop
         self._publish_handle: asyncio.TimerHandle | None = None
         self._stopping = asyncio.Event()
@@ -120,12 +141,12 @@ class Daemon:
 
     # -- health ----------------------------------------------------------------------------
 
-    def health(self) -> str | None:
+    async def health(self) -> str | None:
         """None while the scheduler runs and the store answers; else why not."""
         if not self._scheduler.running:
             return "the scheduler is not running"
         try:
-            self.store.ping()
+            await in_store(self.store, self.store.ping)
         except AggregatorError as e:
             return str(e)
         return None
@@ -136,8 +157,11 @@ class Daemon:
         return {s.name: s for s in self.config.sources}
 
     async def tick(self) -> None:
-        """Claim due sources and start a poll for each."""
-        await asyncio.shield(self._claim())
+        """Start claiming due sources and polling them, unless the last claim is still
+        under way (waiting for a database that is away): claims never pile up, and the
+        scheduler never waits for one."""
+        if not self._claiming.locked():
+            self._claim()
 
     def _claim(self) -> asyncio.Task[None]:
         """Start a claim (`_claim_and_poll`); the task is kept so that a stop can await it."""
@@ -164,6 +188,7 @@ class Daemon:
                     self.store, self.store.claim_due, idle, self.clock(), self.owner,
                     self.config.poll.lease, limit=room,
                 )  # fmt: skip
+                self._claim_trouble.worked()
                 # The configuration may have been reloaded, or a stop begun, meanwhile.
                 sources = {} if self._stopping.is_set() else self._sources()
                 for name in claimed:
@@ -173,8 +198,8 @@ class Daemon:
                         task.add_done_callback(functools.partial(self._finished, name))
                     else:
                         await in_store(self.store, self.store.release, name, self.owner)
-            except AggregatorError as e:
-                log.error("claiming due sources failed: %s", e)
+            except AggregatorError as e:  # the store is away: each tick tries again
+                self._claim_trouble.failed(e)
             except Exception:  # a bug; the next tick claims again
                 log.exception("claiming due sources failed")
 
@@ -196,6 +221,11 @@ class Daemon:
             except AggregatorError as e:
                 log.error("%s: could not release the claim: %s", source.name, e)
             raise
+        except StorageError as e:
+            # The store failed (its database restarting, a full disk): nothing was recorded,
+            # so the source stays due and is polled again once the store answers.
+            log.error("%s: the poll could not be recorded: %s", source.name, e)
+            report = SourceReport(source.name, "failed", error=str(e))
         except Exception as e:  # a bug; it must not stop the daemon, nor be retried every tick
             log.exception("%s: unexpected error", source.name)
             message = record_crash(source, self.store, e, self.clock())
@@ -245,6 +275,14 @@ class Daemon:
         self.metrics.publishes.inc()
         self.metrics.publish_seconds.observe(report.seconds)
 
+    async def _follow_soon(self) -> None:
+        """The scheduler's job: start a copy unless one, or a publish, is under way (waiting,
+        perhaps, for a database that is away). The scheduler itself never waits."""
+        if not self._publishing.locked():
+            task = asyncio.create_task(self._follow(), name="follow")
+            self._publishes.add(task)
+            task.add_done_callback(self._publishes.discard)
+
     async def _follow(self) -> None:
         """Serve what another daemon sharing the store published: copy its snapshot here."""
         async with self._publishing:
@@ -253,8 +291,9 @@ class Daemon:
                     follow_published, self.config.publish.output_dir, self._publisher
                 )
             except AggregatorError as e:
-                log.error("copying the published files failed: %s", e)
+                self._follow_trouble.failed(e)
                 return
+            self._follow_trouble.worked()
         if any(written.values()):
             changed = ", ".join(name for name, changed in written.items() if changed)
             log.info("copied the files another daemon published (%s)", changed)
@@ -262,8 +301,11 @@ class Daemon:
     async def _housekeeping(self) -> None:
         """Keep the WAL small, and re-publish so items past `max_age` leave the feeds even
         when nothing new arrives (an unchanged result rewrites nothing)."""
-        apply_retention(self.config, self.store, self.clock())
-        self.store.checkpoint()
+        try:
+            await in_store(self.store, apply_retention, self.config, self.store, self.clock())
+            await in_store(self.store, self.store.checkpoint)
+        except AggregatorError as e:  # the store is away; the next round tries again
+            log.error("housekeeping failed: %s", e)
         self.request_publish()
 
     # -- configuration ---------------------------------------------------------------------
@@ -399,7 +441,7 @@ class Daemon:
             id="housekeeping", max_instances=1, coalesce=True,
         )  # fmt: skip
         self._scheduler.add_job(
-            self._follow, "interval", seconds=self.options.follow_seconds, id="follow",
+            self._follow_soon, "interval", seconds=self.options.follow_seconds, id="follow",
             max_instances=1, coalesce=True,
         )  # fmt: skip
         await self.tick()

@@ -17,7 +17,7 @@ import mimetypes
 import os
 import signal
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
@@ -38,7 +38,9 @@ MEDIA_TYPES = {
 }
 _GZIP_MIN_BYTES = 256
 
-HealthCheck = Callable[[], str | None]  # None when healthy, else the reason
+# None when healthy, else the reason; awaited, so that asking a database server does not
+# stall the other requests.
+HealthCheck = Callable[[], Awaitable[str | None]]
 
 
 @dataclass(frozen=True)
@@ -221,7 +223,7 @@ def create_app(
         return Response(body, headers=headers, media_type=version.media_type)
 
     async def healthz(request: Request) -> Response:
-        problem = health() if health is not None else None
+        problem = await health() if health is not None else None
         if problem is None and not files.root.is_dir():
             problem = f"output directory {files.root} is missing"
         body = {"status": "ok"} if problem is None else {"status": "unavailable", "reason": problem}

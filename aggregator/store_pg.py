@@ -22,6 +22,7 @@ It must not hold a transaction open across a network fetch or any other slow wor
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -30,7 +31,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import TupleRow
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from aggregator.config import SourceConfig
 from aggregator.errors import StorageError
@@ -115,6 +116,7 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 _MIGRATE_LOCK = int.from_bytes(b"aggr-mig", "big")
 _PUBLISH_LOCK = int.from_bytes(b"aggr-pub", "big")
 _SOURCE_LOCKS = int.from_bytes(b"aggr", "big")
+PING_SECONDS = 3.0  # how long a health check waits for a pooled connection
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -190,8 +192,9 @@ class PgStore:
 
     remote = True
 
-    def __init__(self, pool: ConnectionPool[Connection]) -> None:
+    def __init__(self, pool: ConnectionPool[Connection], where: str = "PostgreSQL") -> None:
         self._pool = pool
+        self._where = where  # for messages: the URL without its password
 
     @classmethod
     def open(cls, url: str, *, max_connections: int = 4, timeout: float = 10.0) -> PgStore:
@@ -210,6 +213,9 @@ class PgStore:
             reason = _without_password(str(e), url)
             # Not `from e`: a traceback would print the unscrubbed text.
             raise StorageError(f"cannot open the store at {where}: {reason}") from None
+        # The pool logs a warning at every failed reconnection attempt, many a second while
+        # the database is away; the daemon reports the outage itself, once.
+        logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
         pool: ConnectionPool[Connection] = ConnectionPool(
             url,
             min_size=1,
@@ -227,17 +233,21 @@ class PgStore:
             reason = _without_password(str(e), url)
             # Not `from e`: a traceback would print the unscrubbed text.
             raise StorageError(f"cannot open the store at {where}: {reason}") from None
-        return cls(pool)
+        return cls(pool, where)
 
     def close(self) -> None:
         self._pool.close()
 
     @contextmanager
-    def _connection(self) -> Iterator[Connection]:
-        """A pooled connection; psycopg's errors become StorageError."""
+    def _connection(self, timeout: float | None = None) -> Iterator[Connection]:
+        """A pooled connection (waiting at most `timeout` for one, default the pool's);
+        psycopg's errors become StorageError."""
         try:
-            with self._pool.connection() as conn:
+            with self._pool.connection(timeout=timeout) as conn:
                 yield conn
+        except PoolTimeout as e:
+            # The pool keeps trying to reconnect meanwhile; its own warnings are muted.
+            raise StorageError(f"the database does not answer ({self._where}): {e}") from e
         except psycopg.Error as e:
             raise StorageError(f"the store failed: {e}") from e
 
@@ -252,9 +262,10 @@ class PgStore:
             return _schema_version(conn)
 
     def ping(self) -> None:
-        """Raise StorageError unless the store answers."""
-        with self._connection() as conn:
-            conn.execute("SELECT count(*) FROM sources").fetchone()
+        """Raise StorageError unless the store answers (within PING_SECONDS: a health
+        check must answer while the database is away)."""
+        with self._connection(timeout=PING_SECONDS) as conn:
+            conn.execute("SELECT 1 FROM sources LIMIT 1").fetchone()
 
     def checkpoint(self) -> None:
         """Nothing to do: PostgreSQL checkpoints and vacuums by itself."""

@@ -33,16 +33,21 @@ def pg_server() -> Iterator[PgServer]:
     `AGGREGATOR_REQUIRE_PG=1` makes a missing server an error instead of a skip, for a
     machine where the PostgreSQL tests must run.
     """
-    try:
-        server = start_server()
-    except PgUnavailable as e:
-        if os.environ.get("AGGREGATOR_REQUIRE_PG") == "1":
-            pytest.fail(f"PostgreSQL is required (AGGREGATOR_REQUIRE_PG=1) but: {e}")
-        pytest.skip(f"PostgreSQL tests skipped: {e}")
+    server = start_server_or_skip()
     try:
         yield server
     finally:
         server.stop()
+
+
+def start_server_or_skip() -> PgServer:
+    """A new PostgreSQL server, or the skip (or, when required, the failure) saying why not."""
+    try:
+        return start_server()
+    except PgUnavailable as e:
+        if os.environ.get("AGGREGATOR_REQUIRE_PG") == "1":
+            pytest.fail(f"PostgreSQL is required (AGGREGATOR_REQUIRE_PG=1) but: {e}")
+        pytest.skip(f"PostgreSQL tests skipped: {e}")
 
 
 @pytest.fixture

@@ -215,6 +215,20 @@ class PgServer:
             raise RuntimeError(f"psql {sql!r} failed: {_tail(done)}")
         return done.stdout.strip()
 
+    def crash(self) -> None:
+        """Stop at once, as a crash would (no checkpoint, clients cut off); the data stays,
+        for `start_again`."""
+        done = self._run(
+            str(self.bindir / "pg_ctl"), "stop", "--pgdata", str(self.data_dir),
+            "--mode", "immediate", "--wait",
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise RuntimeError(f"pg_ctl stop failed: {_tail(done)}")
+
+    def start_again(self) -> None:
+        """Start the server `crash` stopped, on the same data and socket."""
+        self._pg_ctl_start()
+
     def stop(self) -> None:
         """Stop at once (the data is thrown away) and remove the directory."""
         try:

@@ -495,8 +495,12 @@ def test_root_serves_index_html(client: TestClient) -> None:
 # -- /healthz and /metrics --------------------------------------------------------------
 
 
+async def _healthy() -> None:
+    return None
+
+
 def test_healthz_ok(tmp_path: Path) -> None:
-    response = TestClient(create_app(tmp_path, health=lambda: None)).get("/healthz")
+    response = TestClient(create_app(tmp_path, health=_healthy)).get("/healthz")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/json")
     assert response.json() == {"status": "ok"}
@@ -504,14 +508,17 @@ def test_healthz_ok(tmp_path: Path) -> None:
 
 
 def test_healthz_unavailable_with_the_reason(tmp_path: Path) -> None:
-    app = create_app(tmp_path, health=lambda: "the scheduler is not running")
+    async def stopped() -> str:
+        return "the scheduler is not running"
+
+    app = create_app(tmp_path, health=stopped)
     response = TestClient(app).get("/healthz")
     assert response.status_code == 503
     assert response.json() == {"status": "unavailable", "reason": "the scheduler is not running"}
 
 
 def test_healthz_unavailable_without_the_output_dir(tmp_path: Path) -> None:
-    response = TestClient(create_app(tmp_path / "missing", health=lambda: None)).get("/healthz")
+    response = TestClient(create_app(tmp_path / "missing", health=_healthy)).get("/healthz")
     assert response.status_code == 503
     body = response.json()
     assert body["status"] == "unavailable"
