@@ -46,8 +46,7 @@ def _config(directory: Path, farm: Farm, port: int) -> Path:
         "[server]",
         f"port = {port}",
     ]
-    for n, url in enumerate(farm.urls()):
-        lines += ["[[feeds]]", f'name = "f{n}"', f'url = "{url}"']
+    lines += farm.feeds_toml()
     directory.mkdir(parents=True)
     path = directory / "feeds.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

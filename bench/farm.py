@@ -50,6 +50,13 @@ class Farm:
     def urls(self) -> list[str]:
         return [self.server.url(f"/feed/{n}") for n in range(self.feeds)]
 
+    def feeds_toml(self) -> list[str]:
+        """feeds.toml lines: one `[[feeds]]` table per feed, named f0, f1, …"""
+        lines = []
+        for n, url in enumerate(self.urls()):
+            lines += ["[[feeds]]", f'name = "f{n}"', f'url = "{url}"']
+        return lines
+
     def churn(self, fraction: float, new_items: int) -> int:
         """Give `fraction` of the feeds `new_items` new items each; returns feeds changed."""
         changed = range(0, self.feeds, max(1, round(1 / fraction))) if fraction else range(0)

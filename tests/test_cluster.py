@@ -58,8 +58,7 @@ def _config(directory: Path, port: int, farm: Farm) -> Path:
         "[server]",
         f"port = {port}",
     ]
-    for n, url in enumerate(farm.urls()):
-        lines += ["[[feeds]]", f'name = "f{n}"', f'url = "{url}"']
+    lines += farm.feeds_toml()
     directory.mkdir()
     config = directory / "feeds.toml"
     config.write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -48,8 +48,7 @@ def _config(directory: Path, port: int, farm: Farm) -> Path:
         "[server]",
         f"port = {port}",
     ]
-    for n, url in enumerate(farm.urls()):
-        lines += ["[[feeds]]", f'name = "f{n}"', f'url = "{url}"']
+    lines += farm.feeds_toml()
     config = directory / "feeds.toml"
     config.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return config
