@@ -93,6 +93,9 @@ def _setup_logging(level: str, log_format: str) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
     logging.getLogger("watchfiles").setLevel(logging.WARNING)
+    # psycopg_pool warns at every failed reconnection attempt, many a second while the
+    # database is away; the daemon reports an outage itself, when it starts and ends.
+    logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -50,7 +50,7 @@ from aggregator.server import (
     embedded_server,
     listen_socket,
 )
-from aggregator.store_api import StoreAPI, open_store
+from aggregator.store_api import SourceState, StoreAPI, open_store
 
 log = logging.getLogger("aggregator")
 
@@ -60,6 +60,7 @@ STOP_GRACE_SECONDS = 5.0
 # timeline, even while thousands of sources bring new items at once (a first start, a
 # big store). A quick publish (the usual: milliseconds) leaves the debounce in charge.
 PUBLISH_PACE = 4.0
+PUBLISH_RETRY_SECONDS = 10.0  # after a publish the store made fail
 
 
 class Trouble:
@@ -121,8 +122,10 @@ class Daemon:
         self.owner = claim_owner()
         self._inflight: dict[str, asyncio.Task[None]] = {}
         self._claiming = asyncio.Lock()
+        self._unsynced = False  # a reload changed the sources; the next claim syncs the store
         self._claim_trouble = Trouble("claiming due sources")
         self._follow_trouble = Trouble("copying the published files")
+        self._publish_trouble = Trouble("publishing")
         self._claims: set[asyncio.Task[None]] = set()  # awaited, never cancelled, at stop
         self._publish_handle: asyncio.TimerHandle | None = None
         self._stopping = asyncio.Event()
@@ -179,29 +182,55 @@ class Daemon:
         One claim at a time, so each counts the polls the one before it started.
         """
         async with self._claiming:
-            room = 2 * self.config.poll.concurrency - len(self._inflight)
-            if self._stopping.is_set() or room <= 0:
+            if self._stopping.is_set():
                 return
-            idle = [s.name for s in self.config.sources if s.name not in self._inflight]
             try:
+                if self._unsynced:
+                    await self._sync_store()
+                room = 2 * self.config.poll.concurrency - len(self._inflight)
+                if room <= 0:
+                    return
+                idle = [s.name for s in self.config.sources if s.name not in self._inflight]
                 claimed = await in_store(
                     self.store, self.store.claim_due, idle, self.clock(), self.owner,
                     self.config.poll.lease, limit=room,
                 )  # fmt: skip
-                self._claim_trouble.worked()
-                # The configuration may have been reloaded, or a stop begun, meanwhile.
-                sources = {} if self._stopping.is_set() else self._sources()
-                for name in claimed:
-                    if name in sources:
-                        task = asyncio.create_task(self._poll(sources[name]), name=f"poll:{name}")
-                        self._inflight[name] = task
-                        task.add_done_callback(functools.partial(self._finished, name))
-                    else:
-                        await in_store(self.store, self.store.release, name, self.owner)
             except AggregatorError as e:  # the store is away: each tick tries again
                 self._claim_trouble.failed(e)
+                return
             except Exception:  # a bug; the next tick claims again
                 log.exception("claiming due sources failed")
+                return
+            self._claim_trouble.worked()
+            # The configuration may have been reloaded, or a stop begun, during the claim;
+            # every poll starts before the next await, so no reload comes in between.
+            sources = {} if self._stopping.is_set() else self._sources()
+            unwanted = []
+            for name in claimed:
+                if name in sources:
+                    task = asyncio.create_task(self._poll(sources[name]), name=f"poll:{name}")
+                    self._inflight[name] = task
+                    task.add_done_callback(functools.partial(self._finished, name))
+                else:
+                    unwanted.append(name)
+            for name in unwanted:
+                try:
+                    await in_store(self.store, self.store.release, name, self.owner)
+                except AggregatorError as e:  # the lease runs out by itself
+                    log.error("%s: could not give the claim back: %s", name, e)
+
+    async def _sync_store(self) -> None:
+        """After a reload: the sources table in line with the configuration (new sources,
+        changed URLs), and the disabled-source gauge with the store. Made by the claim, off
+        the loop, so a reload never waits for the database."""
+        self._unsynced = False
+        try:
+            await in_store(self.store, self.store.sync_sources, self.config.sources, self.clock())
+            states = await in_store(self.store, self.store.source_states)
+        except BaseException:
+            self._unsynced = True  # the next claim tries again
+            raise
+        self._sync_disabled_metrics(states)
 
     def _finished(self, name: str, _: asyncio.Task[None]) -> None:
         self._inflight.pop(name, None)
@@ -217,18 +246,21 @@ class Daemon:
             # Recording a poll ends its claim; a cancelled one (a stop, a source removed)
             # records nothing, so give the claim back for another daemon to take at once.
             try:
-                self.store.release(source.name, self.owner)
-            except AggregatorError as e:
-                log.error("%s: could not release the claim: %s", source.name, e)
+                await in_store(self.store, self.store.release, source.name, self.owner)
+            except AggregatorError as e:  # the lease runs out by itself
+                log.error("%s: could not give the claim back: %s", source.name, e)
             raise
         except StorageError as e:
-            # The store failed (its database restarting, a full disk): nothing was recorded,
-            # so the source stays due and is polled again once the store answers.
+            # The store failed (its database restarting, a full disk) before the poll was
+            # recorded: the source is polled again once its claim runs out. Its items may
+            # be stored already, so a publish is asked for all the same.
             log.error("%s: the poll could not be recorded: %s", source.name, e)
-            report = SourceReport(source.name, "failed", error=str(e))
+            self.metrics.record_poll(source.name, "failed", 0, self.clock())
+            self.request_publish()
+            return
         except Exception as e:  # a bug; it must not stop the daemon, nor be retried every tick
             log.exception("%s: unexpected error", source.name)
-            message = record_crash(source, self.store, e, self.clock())
+            message = await in_store(self.store, record_crash, source, self.store, e, self.clock())
             report = SourceReport(source.name, "failed", error=message)
         self.metrics.record_poll(source.name, report.outcome, report.new, self.clock())
         if report.new or report.updated:
@@ -265,12 +297,15 @@ class Daemon:
                 report = await asyncio.to_thread(
                     publish_timeline, self.config, self._publisher, self.clock()
                 )
-            except AggregatorError as e:
-                log.error("publish failed: %s", e)
+            except AggregatorError as e:  # the store is away: try again a little later
+                self._publish_trouble.failed(e)
+                self._next_publish = asyncio.get_running_loop().time() + PUBLISH_RETRY_SECONDS
+                self.request_publish()
                 return
             except Exception:  # a bug; the daemon keeps polling and serving the last good files
                 log.exception("publish failed")
                 return
+        self._publish_trouble.worked()
         self._next_publish = asyncio.get_running_loop().time() + PUBLISH_PACE * report.seconds
         self.metrics.publishes.inc()
         self.metrics.publish_seconds.observe(report.seconds)
@@ -292,6 +327,9 @@ class Daemon:
                 )
             except AggregatorError as e:
                 self._follow_trouble.failed(e)
+                return
+            except Exception:  # a bug; the next round tries again
+                log.exception("copying the published files failed")
                 return
             self._follow_trouble.worked()
         if any(written.values()):
@@ -340,7 +378,7 @@ class Daemon:
             self._retire(self._fetcher)
             self._fetcher = self._new_fetcher(new)
         self.files.root = new.publish.output_dir.resolve()
-        self.store.sync_sources(new.sources, self.clock())
+        self._unsynced = True  # the store learns the new sources at the next claim, made now
         added = {s.name for s in new.sources} - {s.name for s in old.sources}
         removed = {s.name for s in old.sources} - {s.name for s in new.sources}
         for name in removed:
@@ -348,20 +386,21 @@ class Daemon:
             if task := self._inflight.get(name):
                 task.cancel()
         self.metrics.sources.set(len(new.sources))
-        self._sync_disabled_metrics()
         log.info(
             "configuration reloaded: %d sources (%d added, %d removed)",
             len(new.sources),
             len(added),
             len(removed),
         )
+        if not self._claiming.locked():
+            self._claim()  # new sources are polled at once
         self.request_publish()
         return True
 
-    def _sync_disabled_metrics(self) -> None:
+    def _sync_disabled_metrics(self, states: list[SourceState]) -> None:
         """The disabled-source gauge from the store: right after a restart or a url change."""
         configured = {s.name for s in self.config.sources}
-        for state in self.store.source_states():
+        for state in states:
             if state.name in configured and state.disabled:
                 self.metrics.disabled.labels(source=state.name).set(1)
             else:
@@ -429,7 +468,7 @@ class Daemon:
                 released = self.store.release_all(owner)
                 log.info("took back %d claims of %s, a process that died", released, owner)
         self.metrics.sources.set(len(self.config.sources))
-        self._sync_disabled_metrics()
+        self._sync_disabled_metrics(self.store.source_states())
         await self._publish()  # the outputs reflect the current configuration from the start
         self._scheduler.start()
         self._scheduler.add_job(
@@ -469,9 +508,10 @@ class Daemon:
         polls = list(self._inflight.values())
         for task in polls:
             task.cancel()
-        await asyncio.wait_for(
-            asyncio.gather(*polls, return_exceptions=True), timeout=STOP_GRACE_SECONDS
-        )
+        if polls:
+            # A poll waiting for a database that is away may outlast the grace: go on
+            # without it (its claim runs out with its lease).
+            await asyncio.wait(polls, timeout=STOP_GRACE_SECONDS)
         self._last_publish_done = True
         if self._publish_handle is not None:
             # What was stored is published before the store closes.

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import httpx
 
@@ -279,9 +279,9 @@ async def in_store(
 
     With PostgreSQL every call waits for the server (another machine, perhaps), and made
     on the event loop it would stall every fetch and every reader's request meanwhile. A
-    cancelled caller still waits for the call to end, so nothing it wrote is half-known
-    (and the claim it holds is released after, not during, the write). SQLite calls are
-    made right here: one connection, and a thread would cost more than the call.
+    cancelled caller still waits for the call to end (unless cancelled again: a stop that
+    cannot wait longer), so the claim it holds is given back after, not during, the write.
+    SQLite calls are made right here: one connection, and a thread would cost more.
     """
     if not store.remote:
         return work(*args, **kwargs)
@@ -291,8 +291,16 @@ async def in_store(
     try:
         return await asyncio.shield(call)
     except asyncio.CancelledError:
+        call.add_done_callback(_outcome_unwanted)  # even if this caller stops waiting
         await asyncio.wait([call])
         raise
+
+
+def _outcome_unwanted(call: asyncio.Future[Any]) -> None:
+    """Take the outcome of a store call whose caller was cancelled: an error then is no news
+    (the stop goes on) and must not be reported as never retrieved."""
+    if not call.cancelled() and (error := call.exception()) is not None:
+        log.debug("a store call ended after its caller was cancelled: %s", error)
 
 
 def _reason_to_skip(

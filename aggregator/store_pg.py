@@ -22,7 +22,6 @@ It must not hold a transaction open across a network fetch or any other slow wor
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -213,9 +212,6 @@ class PgStore:
             reason = _without_password(str(e), url)
             # Not `from e`: a traceback would print the unscrubbed text.
             raise StorageError(f"cannot open the store at {where}: {reason}") from None
-        # The pool logs a warning at every failed reconnection attempt, many a second while
-        # the database is away; the daemon reports the outage itself, once.
-        logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
         pool: ConnectionPool[Connection] = ConnectionPool(
             url,
             min_size=1,

@@ -109,17 +109,13 @@ def _group_stories(entries: Iterable[StoredEntry]) -> list[list[StoredEntry]]:
         if link is not None:
             # The same link is the same story across sources. Within one source it takes the
             # same title as well: a feed that changed its guids must not publish everything
-            # twice, but one whose items all link to its home page must not collapse. (Only
-            # an item of this source *on this link* can object: one that joined the story by
-            # its title, with another link or none, says nothing about this link.)
+            # twice, but one whose items all link to its home page must not collapse.
             found = next(
                 (
                     i
                     for i in by_link.get(link, ())
                     if all(
-                        e.source != entry.source
-                        or title_key(e.title) == title_key(entry.title)
-                        or (link_key(e.link) if e.link else None) != link
+                        e.source != entry.source or title_key(e.title) == title_key(entry.title)
                         for e in stories[i]
                     )
                 ),

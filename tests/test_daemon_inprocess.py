@@ -18,6 +18,7 @@ import aggregator.daemon as daemon_module
 from aggregator import pipeline
 from aggregator.config import load_config
 from aggregator.daemon import Daemon, DaemonOptions
+from aggregator.errors import StorageError
 from aggregator.pipeline import PublishReport
 from aggregator.store import Store
 from tests.conftest import run_cli
@@ -199,3 +200,26 @@ def test_a_slow_publish_spaces_out_the_next(
     asyncio.run(_run_for(daemon, 0.1, during=request))
     assert len(waits) == 2
     assert min(waits) > 0.5 * daemon_module.PUBLISH_PACE - 0.2  # not the 0.2 s debounce
+
+
+def test_a_failed_publish_is_tried_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A publish the store made fail (its database away) is tried again a little later:
+    items already stored must not wait for the next new item to be published."""
+    _feed(tmp_path, _items("a", 1))
+    config = _config(tmp_path)
+    real = pipeline.publish_timeline
+    calls: list[int] = []
+
+    def flaky(*args: Any) -> PublishReport:
+        calls.append(1)
+        if len(calls) == 2:  # the publish of the first poll's item; none comes after it
+            raise StorageError("the database does not answer")
+        return real(*args)
+
+    monkeypatch.setattr(daemon_module, "publish_timeline", flaky)
+    monkeypatch.setattr(daemon_module, "PUBLISH_RETRY_SECONDS", 0.3)
+    daemon = Daemon(config, load_config(config), options=FAST)
+    asyncio.run(_run_for(daemon, 1.5))
+    assert len(calls) >= 3  # start-up, the failed one, the retry (and the stop's)
+    atom = (tmp_path / "output" / "atom.xml").read_text(encoding="utf-8")
+    assert atom.count("<entry>") == 1

@@ -54,20 +54,27 @@ def _config(directory: Path, port: int, farm: Farm) -> Path:
     return config
 
 
-def test_the_daemon_rides_out_a_database_outage(own_server: PgServer, tmp_path: Path) -> None:
-    farm = Farm(feeds=FEEDS, items=ITEMS).start()
+def _start(
+    directory: Path, server: PgServer, farm: Farm
+) -> tuple[subprocess.Popen[bytes], str, Path]:
+    """`aggregator run` on `server`'s database: the process, its base URL and its log."""
     port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    log = tmp_path / "daemon.log"
+    log = directory / "daemon.log"
     with log.open("ab") as sink:
         daemon = subprocess.Popen(
             [sys.executable, "-m", "aggregator", "--log-level", "info", "run",
-             "--config", str(_config(tmp_path, port, farm))],
+             "--config", str(_config(directory, port, farm))],
             cwd=ROOT,
-            env={**os.environ, "AGGREGATOR_STORE_URL": own_server.url()},
+            env={**os.environ, "AGGREGATOR_STORE_URL": server.url()},
             stdout=subprocess.DEVNULL,
             stderr=sink,
         )  # fmt: skip
+    return daemon, f"http://127.0.0.1:{port}", log
+
+
+def test_the_daemon_rides_out_a_database_outage(own_server: PgServer, tmp_path: Path) -> None:
+    farm = Farm(feeds=FEEDS, items=ITEMS).start()
+    daemon, base, log = _start(tmp_path, own_server, farm)
 
     def atom() -> str:
         return httpx.get(f"{base}/atom.xml", timeout=10).text
@@ -105,3 +112,30 @@ def test_the_daemon_rides_out_a_database_outage(own_server: PgServer, tmp_path: 
     # cut connection to a refused one), not one per tick, and one when it works again.
     assert 1 <= text.count("claiming due sources failed") <= 3, text
     assert "claiming due sources works again" in text
+
+
+def test_a_stop_while_the_database_is_away_is_clean(own_server: PgServer, tmp_path: Path) -> None:
+    """A stop (a supervisor's restart, say) while polls wait for the database: the daemon
+    still ends within its grace, with status 0 and no traceback."""
+    farm = Farm(feeds=FEEDS, items=ITEMS).start()
+    daemon, base, log = _start(tmp_path, own_server, farm)
+    try:
+        wait_for(
+            lambda: httpx.get(f"{base}/atom.xml", timeout=10).text.count("<entry>") == 12,
+            60,
+            "the first items",
+        )
+        farm.server.set_delay(1.0)  # polls are under way when the database goes
+        time.sleep(2.5)
+        own_server.crash()
+        time.sleep(1.0)
+        daemon.terminate()
+        daemon.wait(60)
+    finally:
+        if daemon.poll() is None:
+            daemon.kill()
+        farm.stop()
+    text = log.read_text(encoding="utf-8")
+    assert daemon.returncode == 0, text
+    assert "Traceback" not in text
+    assert "stopped" in text

@@ -7,13 +7,19 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
-from datetime import timedelta
+from contextlib import closing
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 
+import aggregator.daemon as daemon_module
+from aggregator.config import load_config
+from aggregator.daemon import Daemon, DaemonOptions
 from aggregator.errors import StorageError
 from aggregator.pipeline import in_store
 from aggregator.store import Store
@@ -167,3 +173,36 @@ def test_claims_send_thousands_of_names_and_reject_a_newline(pg_store: PgStore) 
     assert claimed == names[::2]
     with pytest.raises(ValueError, match="newline"):
         pg_store.claim_due(["a\nb"], NOW, "two", timedelta(minutes=5))
+
+
+def test_a_stop_during_a_claim_gives_the_claimed_sources_back(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon's claim waits for the database in a thread; a stop that comes meanwhile
+    must give back what the claim got (no poll starts), not leave it held for a lease."""
+    claiming = threading.Event()
+
+    class SlowClaims(PgStore):
+        def claim_due(self, *args: Any, **kwargs: Any) -> list[str]:
+            claimed = super().claim_due(*args, **kwargs)
+            claiming.set()
+            time.sleep(0.5)  # the answer is still on its way when the stop comes
+            return claimed
+
+    monkeypatch.setattr(daemon_module, "open_store", lambda target: SlowClaims.open(pg_url))
+    (tmp_path / "a.xml").write_text("<rss version='2.0'><channel/></rss>", encoding="utf-8")
+    config = tmp_path / "feeds.toml"
+    config.write_text('[[feeds]]\nname = "a"\nurl = "a.xml"\n', encoding="utf-8")
+    daemon = Daemon(config, load_config(config), options=DaemonOptions(serve=False))
+
+    async def scenario() -> None:
+        running = asyncio.create_task(daemon.run())
+        assert await asyncio.to_thread(claiming.wait, 20)
+        daemon.stop()
+        await asyncio.wait_for(running, 20)
+
+    asyncio.run(scenario())
+    with closing(PgStore.open(pg_url)) as store:
+        assert store.claim_holders(datetime.now(UTC)) == []
+        state = store.source_state("a")
+        assert state is not None and state.last_polled is None  # claimed, never polled
