@@ -13,6 +13,7 @@ in-flight set), and a restart resumes from the stored schedule.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import signal
@@ -40,6 +41,7 @@ from aggregator.pipeline import (
     poll_source,
     publish_timeline,
     record_crash,
+    record_failed_poll,
     utc_now,
 )
 from aggregator.publish import remove_stale_temp_files
@@ -251,10 +253,17 @@ class Daemon:
                 log.error("%s: could not give the claim back: %s", source.name, e)
             raise
         except StorageError as e:
-            # The store failed (its database restarting, a full disk) before the poll was
-            # recorded: the source is polled again once its claim runs out. Its items may
-            # be stored already, so a publish is asked for all the same.
-            log.error("%s: the poll could not be recorded: %s", source.name, e)
+            # The store failed (its database restarting, a full disk, a row it refused)
+            # before the poll was recorded. Recorded as a failure if the store lets it: the
+            # claim ends and the source backs off (an error only this source's data causes
+            # must not have it polled every tick); if not, the claim runs out with its
+            # lease. Its items may be stored already: publish all the same.
+            message = f"the poll could not be recorded: {e}"
+            log.error("%s: %s", source.name, message)
+            with contextlib.suppress(AggregatorError):
+                await in_store(
+                    self.store, record_failed_poll, source, self.store, message, self.clock()
+                )
             self.metrics.record_poll(source.name, "failed", 0, self.clock())
             self.request_publish()
             return

@@ -363,13 +363,18 @@ def record_crash(source: SourceConfig, store: StoreAPI, error: Exception, now: d
     """A bug hit while polling `source`: record it as a failure, so backoff applies."""
     message = f"internal error: {type(error).__name__}: {error}"
     try:
-        state = store.source_state(source.name)
-        failures = (state.failures if state else 0) + 1
-        later = next_poll(source.name, source.interval, now, failures)
-        store.record_failure(source.name, message, now, later, url=source.url)
+        record_failed_poll(source, store, message, now)
     except Exception:  # the store itself is failing; /healthz will say so
         log.exception("%s: could not record the failure", source.name)
     return message
+
+
+def record_failed_poll(source: SourceConfig, store: StoreAPI, message: str, now: datetime) -> None:
+    """Record a poll that failed on our side: the claim ends, and the source backs off."""
+    state = store.source_state(source.name)
+    failures = (state.failures if state else 0) + 1
+    later = next_poll(source.name, source.interval, now, failures)
+    store.record_failure(source.name, message, now, later, url=source.url)
 
 
 def publish_timeline(config: Config, store: StoreAPI, now: datetime) -> PublishReport:

@@ -118,14 +118,14 @@ def _cpu(daemons: list[int], farm: int, dbname: str) -> dict[str, float]:
 
 
 def run(server: PgServer, farm: Farm, daemons: int, work: Path) -> dict[str, float]:
-    dbname = f"cluster_{daemons}"
+    dbname = f"cluster_{work.name}"
     server.psql(f"CREATE DATABASE {dbname}")
     url = server.url(dbname)
     farm.reset()
     farm_before = _cpu([], farm.server.pid, dbname)["farm"]
     processes = []
     for k in range(daemons):
-        config = _config(work / f"{daemons}-{k}", farm, _free_port())
+        config = _config(work / f"daemon-{k}", farm, _free_port())
         with (config.parent / "daemon.log").open("wb") as log:
             processes.append(
                 subprocess.Popen(
@@ -166,7 +166,23 @@ def run(server: PgServer, farm: Farm, daemons: int, work: Path) -> dict[str, flo
             except subprocess.TimeoutExpired:
                 p.kill()
     seconds = finished - first
+    _report_problems(work, daemons)
     return {"seconds": seconds, "rate": farm.feeds / seconds, "requests": requests, **cpu}
+
+
+def _report_problems(work: Path, daemons: int) -> None:
+    """The daemons' warnings and errors, counted, a few shown: when the farm saw more
+    requests than sources, these say why (a poll that failed, a store error)."""
+    lines = [
+        line
+        for k in range(daemons)
+        for line in (work / f"daemon-{k}" / "daemon.log").read_text(errors="replace").splitlines()
+        if " WARNING " in line or " ERROR " in line
+    ]
+    if lines:
+        print(f"  ({daemons} daemons: {len(lines)} warnings/errors, e.g.:", file=sys.stderr)
+        for line in lines[:5]:
+            print(f"     {line[:200]}", file=sys.stderr)
 
 
 def main() -> None:
@@ -186,8 +202,9 @@ def main() -> None:
                 f"{'daemons':>7}  {'seconds':>8}  {'polls/s':>8}  {'requests':>8}  "
                 f"{'daemon':>7}  {'parsers':>7}  {'postgres':>8}  {'farm':>6}  {'ms/poll':>7}"
             )
-            for daemons in (int(d) for d in args.daemons.split(",")):
-                r = run(server, farm, daemons, Path(tmp))
+            for n, daemons in enumerate(int(d) for d in args.daemons.split(",")):
+                # A fresh database and directory per run: "--daemons 2,2" repeats one.
+                r = run(server, farm, daemons, Path(tmp) / f"run{n}_{daemons}")
                 total = r["daemon"] + r["parsers"] + r["postgres"] + r["farm"]
                 print(
                     f"{daemons:>7}  {r['seconds']:>8.1f}  {r['rate']:>8.0f}  "

@@ -223,3 +223,30 @@ def test_a_failed_publish_is_tried_again(tmp_path: Path, monkeypatch: pytest.Mon
     assert len(calls) >= 3  # start-up, the failed one, the retry (and the stop's)
     atom = (tmp_path / "output" / "atom.xml").read_text(encoding="utf-8")
     assert atom.count("<entry>") == 1
+
+
+def test_a_store_error_on_one_source_backs_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A store error only this source's data causes (a row the database refuses) is
+    recorded as a failed poll: the source backs off instead of being polled every tick,
+    and the log has one line, not a traceback."""
+    _feed(tmp_path, _items("a", 2))
+    config = _config(tmp_path)
+    attempts: list[str] = []
+
+    def refuse(self: Store, source: str, *args: object) -> None:
+        attempts.append(source)
+        raise StorageError("the store failed: invalid byte sequence")
+
+    monkeypatch.setattr(Store, "store_entries", refuse)
+    daemon = Daemon(config, load_config(config), options=FAST)  # a tick every 0.1 s
+    asyncio.run(_run_for(daemon, 1.5))
+    assert attempts == ["a"]
+    store = Store.open(load_config(config).store.path)
+    try:
+        state = store.source_state("a")
+    finally:
+        store.close()
+    assert state is not None and state.failures == 1
+    assert state.last_error is not None and "invalid byte sequence" in state.last_error
