@@ -162,6 +162,10 @@ class Daemon:
         return {s.name: s for s in self.config.sources}
 
     async def tick(self) -> None:
+        """The scheduler's job: `_claim_soon`."""
+        self._claim_soon()
+
+    def _claim_soon(self) -> None:
         """Start claiming due sources and polling them, unless the last claim is still
         under way (waiting for a database that is away): claims never pile up, and the
         scheduler never waits for one."""
@@ -222,9 +226,9 @@ class Daemon:
                     log.error("%s: could not give the claim back: %s", name, e)
 
     async def _sync_store(self) -> None:
-        """After a reload: the sources table in line with the configuration (new sources,
-        changed URLs), and the disabled-source gauge with the store. Made by the claim, off
-        the loop, so a reload never waits for the database."""
+        """At start and after a reload: the sources table in line with the configuration
+        (new sources, changed URLs), and the disabled-source gauge with the store. After a
+        reload the next claim makes it, so a reload never waits for the database."""
         self._unsynced = False
         try:
             await in_store(self.store, self.store.sync_sources, self.config.sources, self.clock())
@@ -401,8 +405,7 @@ class Daemon:
             len(added),
             len(removed),
         )
-        if not self._claiming.locked():
-            self._claim()  # new sources are polled at once
+        self._claim_soon()  # it syncs the store; new sources are polled at once
         self.request_publish()
         return True
 
@@ -471,13 +474,12 @@ class Daemon:
             loop.add_signal_handler(sig, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         remove_stale_temp_files(self.config.publish.output_dir)
-        self.store.sync_sources(self.config.sources, self.clock())
+        await self._sync_store()
         for owner in self.store.claim_holders(self.clock()):
             if is_dead_here(owner):
                 released = self.store.release_all(owner)
                 log.info("took back %d claims of %s, a process that died", released, owner)
         self.metrics.sources.set(len(self.config.sources))
-        self._sync_disabled_metrics(self.store.source_states())
         await self._publish()  # the outputs reflect the current configuration from the start
         self._scheduler.start()
         self._scheduler.add_job(

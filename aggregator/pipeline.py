@@ -400,7 +400,7 @@ def publish_timeline(config: Config, store: StoreAPI, now: datetime) -> PublishR
             repr((__version__, config.site, timeline, sorted(credits.items()))).encode()
         ).hexdigest()
         if store.published_fingerprint() == fingerprint:
-            written = follow_published(output_dir, store)
+            written = follow_published(output_dir, store, fingerprint)
         else:
             files = _render(config, timeline, credits)
             store.save_published(fingerprint, files)
@@ -439,14 +439,17 @@ def _render(
     return files
 
 
-def follow_published(output_dir: Path, store: StoreAPI) -> dict[str, bool]:
+def follow_published(
+    output_dir: Path, store: StoreAPI, fingerprint: str | None = None
+) -> dict[str, bool]:
     """Copy the store's published snapshot into `output_dir` unless it is there already.
 
-    Returns which files were rewritten ({} when the snapshot was already here, or there is
-    none yet). Each file is replaced atomically and only when its bytes differ, so an
-    unchanged file keeps its ETag.
+    `fingerprint`: the snapshot's, when the caller has just read it. Returns which files
+    were rewritten ({} when the snapshot was already here, or there is none yet). Each file
+    is replaced atomically and only when its bytes differ, so an unchanged file keeps its
+    ETag.
     """
-    fingerprint = store.published_fingerprint()
+    fingerprint = fingerprint or store.published_fingerprint()
     if fingerprint is None or already_published(output_dir, fingerprint, OUTPUT_FILES):
         return {}
     snapshot = store.load_published()

@@ -20,7 +20,7 @@ from aggregator.config import load_config
 from aggregator.daemon import Daemon, DaemonOptions
 from aggregator.errors import StorageError
 from aggregator.pipeline import PublishReport
-from aggregator.store import Store
+from aggregator.store import SourceState, Store
 from tests.conftest import run_cli
 from tests.feedfactory import Item, rss2
 from tests.test_daemon import NOW, _items
@@ -41,6 +41,15 @@ def _config(tmp_path: Path, extra: str = "") -> Path:
         encoding="utf-8",
     )
     return config
+
+
+def _state(config: Path, name: str) -> SourceState | None:
+    """A source's state as the store of the daemon run on `config` left it."""
+    store = Store.open(load_config(config).store.path)
+    try:
+        return store.source_state(name)
+    finally:
+        store.close()
 
 
 async def _run_for(
@@ -70,11 +79,7 @@ def test_a_crashing_poll_is_recorded_and_backs_off(
     daemon = Daemon(config, load_config(config), options=FAST)
     asyncio.run(_run_for(daemon, 2.0))
     assert len(calls) == 1  # not once per tick
-    store = Store.open(load_config(config).store.path)
-    try:
-        state = store.source_state("a")
-    finally:
-        store.close()
+    state = _state(config, "a")
     assert state is not None and state.failures == 1
     assert state.last_error == "internal error: RuntimeError: a bug"
     assert state.next_poll is not None and state.next_poll > NOW
@@ -243,10 +248,6 @@ def test_a_store_error_on_one_source_backs_off(
     daemon = Daemon(config, load_config(config), options=FAST)  # a tick every 0.1 s
     asyncio.run(_run_for(daemon, 1.5))
     assert attempts == ["a"]
-    store = Store.open(load_config(config).store.path)
-    try:
-        state = store.source_state("a")
-    finally:
-        store.close()
+    state = _state(config, "a")
     assert state is not None and state.failures == 1
     assert state.last_error is not None and "invalid byte sequence" in state.last_error
