@@ -22,29 +22,15 @@ from urllib.parse import urlsplit, urlunsplit
 from urllib.request import url2pathname
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import regex
+
 from aggregator import USER_AGENT
 from aggregator.errors import ConfigError
+from aggregator.filters import FilterPattern, Filters
 from aggregator.text import has_forbidden_characters
 from aggregator.tomlpos import KeyPath, LineIndex, format_path
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class Filters:
-    """`include` / `exclude`: regular expressions matched against an item's title and teaser.
-
-    An item passes when no `include` is given or one matches, and no `exclude` matches.
-    Matching ignores case.
-    """
-
-    include: tuple[re.Pattern[str], ...] = ()
-    exclude: tuple[re.Pattern[str], ...] = ()
-
-    def allows(self, text: str) -> bool:
-        if self.include and not any(p.search(text) for p in self.include):
-            return False
-        return not any(p.search(text) for p in self.exclude)
 
 
 @dataclass(frozen=True)
@@ -275,20 +261,19 @@ def _tags(value: object) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _patterns(value: object) -> tuple[re.Pattern[str], ...]:
+def _patterns(value: object) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(p, str) for p in value):
         raise _Invalid(
             f'expected an array of regular expressions like ["cricket", "IPL"], got {_show(value)}'
         )
-    compiled = []
     for index, pattern in enumerate(value):
         try:
-            compiled.append(re.compile(pattern, re.IGNORECASE))
-        except re.error as e:
+            regex.compile(pattern)
+        except regex.error as e:
             raise _Invalid(
                 f'item {index} "{pattern}" is not a valid regular expression: {e}'
             ) from e
-    return tuple(compiled)
+    return tuple(value)
 
 
 def _http_url(value: object) -> str:
@@ -437,6 +422,21 @@ class _Loader:
             self.error((*path, key), f"invalid value {_show(table[key])}: {e}")
         return default
 
+    def filters(self, table: Mapping[str, Any], path: KeyPath) -> Filters:
+        """`include` / `exclude` of `table`, each pattern knowing where it was written."""
+
+        def patterns(key: str) -> tuple[FilterPattern, ...]:
+            texts: tuple[str, ...] = self.value(table, path, key, _patterns, ())
+            line = self.lines.line_of((*path, key))
+            return tuple(
+                FilterPattern.checked(
+                    text, f"{self.display_name}:{line}: {format_path((*path, key, i))}"
+                )
+                for i, text in enumerate(texts)
+            )
+
+        return Filters(include=patterns("include"), exclude=patterns("exclude"))
+
 
 def load_config(
     path: Path, display_name: str | None = None, environ: Mapping[str, str] | None = None
@@ -525,10 +525,7 @@ def _validate(
         max_items=load.value(publish_t, pub, "max_items", _positive_int, 200),
         max_age=load.value(publish_t, pub, "max_age", parse_duration, timedelta(days=30)),
         teaser_length=load.value(publish_t, pub, "teaser_length", _positive_int, 200),
-        filters=Filters(
-            include=load.value(publish_t, pub, "include", _patterns, ()),
-            exclude=load.value(publish_t, pub, "exclude", _patterns, ()),
-        ),
+        filters=load.filters(publish_t, pub),
     )
     store = StoreSettings(
         path=load.value(
@@ -605,10 +602,7 @@ def _sources(
             interval=load.value(table, path, "interval", parse_duration, poll.interval),
             timezone=load.value(table, path, "timezone", _timezone, site.timezone),
             tags=load.value(table, path, "tags", _tags, ()),
-            filters=Filters(
-                include=load.value(table, path, "include", _patterns, ()),
-                exclude=load.value(table, path, "exclude", _patterns, ()),
-            ),
+            filters=load.filters(table, path),
         )
         if len(load.errors) > errors_before:
             continue

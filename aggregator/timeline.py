@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 
-from aggregator.config import Filters
+from aggregator.filters import Filters
 from aggregator.text import link_key, title_key
 from aggregator.types import SourceCredit, StoredEntry, Timeline, TimelineItem
 
@@ -77,11 +77,10 @@ def build_timeline(
             known[(e.source, e.entry_id)] = e
 
     def publishable(e: StoredEntry) -> bool:
-        text = f"{e.title}\n{e.teaser}"
         return (
             e.sort_date >= oldest
-            and filters.allows(text)
-            and per_source.get(e.source, NO_FILTERS).allows(text)
+            and filters.allows(e.title, e.teaser)
+            and per_source.get(e.source, NO_FILTERS).allows(e.title, e.teaser)
         )
 
     stories = [

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-import re
 import uuid
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -12,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aggregator.config import Filters
+from aggregator.filters import FilterPattern, Filters
 from aggregator.text import link_key, title_key
 from aggregator.timeline import (
     CLOCK_SKEW,
@@ -481,7 +480,7 @@ def test_a_story_is_not_republished_under_a_later_copy_when_its_first_leaves_the
 
 def test_a_filtered_first_copy_keeps_the_story_out():
     first, repost = _copy("alpha", "a1", day=0), _copy("beta", "b1", day=2)
-    only_beta = {"alpha": Filters(exclude=(re.compile("story"),))}
+    only_beta = {"alpha": Filters(exclude=(FilterPattern("story"),))}
     timeline = build_timeline(
         [first, repost], SOURCES, now=first.sort_date + timedelta(days=5),
         max_items=10, max_age=timedelta(days=30), source_filters=only_beta,

@@ -1,0 +1,96 @@
+"""Operators' include/exclude patterns: bounded per match, on capped text, a runaway pattern
+reported once with where feeds.toml wrote it and treated as not matching from then on."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from aggregator.config import load_config
+from aggregator.errors import ConfigError
+from aggregator.filters import FILTER_FIELD_CHARS, FilterPattern, Filters
+
+CATASTROPHIC = "(a+)+$"
+EXPLODES = "a" * FILTER_FIELD_CHARS + "!"
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+def _load(tmp_path: Path, text: str) -> Filters:
+    path = tmp_path / "feeds.toml"
+    path.write_text(text, encoding="utf-8")
+    return load_config(path, display_name="feeds.toml").sources[0].filters
+
+
+def test_a_timing_out_pattern_is_logged_once_and_then_never_matches(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pattern = FilterPattern(CATASTROPHIC, "feeds.toml:7: feeds[0].exclude[0]")  # not probed
+    caplog.set_level(logging.WARNING, logger="aggregator")
+    assert not pattern.search(EXPLODES)  # runs out of time
+    assert pattern.ignored
+    assert not pattern.search("aaaa")  # would match, but the pattern is given up
+    assert not pattern.search(EXPLODES)
+    warnings = _warnings(caplog)
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith('feeds.toml:7: feeds[0].exclude[0]: filter pattern "(a+)+$"')
+    assert "treated as not matching" in warnings[0]
+    # Not matching: as an exclude it lets items through; as an include it lets none in.
+    assert Filters(exclude=(pattern,)).allows("aaaa", "")
+    assert not Filters(include=(pattern,)).allows("aaaa", "")
+
+
+def test_a_catastrophic_pattern_is_reported_at_load_with_its_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="aggregator")
+    filters = _load(
+        tmp_path,
+        '[[feeds]]\nurl = "https://example.org/a.xml"\n'
+        'exclude = ["sponsored.*content", "(a+)+$"]\n',
+    )
+    warnings = _warnings(caplog)
+    assert len(warnings) == 1, warnings
+    assert warnings[0].startswith('feeds.toml:3: feeds[0].exclude[1]: filter pattern "(a+)+$"')
+    ordinary, catastrophic = filters.exclude
+    assert catastrophic.ignored and not ordinary.ignored
+    assert not filters.allows("Sponsored content", "")  # the ordinary one still works
+    assert filters.allows("aaaa", "")
+
+
+def test_an_ordinary_pattern_on_a_huge_title_is_matched_on_its_capped_start(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    filters = Filters(exclude=(FilterPattern("sponsored.*content"),))
+    huge = "sponsored " * 30_000  # 300 KB, no "content": quadratic for a backtracking engine
+    assert filters.allows(huge, "teaser")
+    assert not filters.allows(huge, "sponsored content")  # the teaser keeps its own cap
+    assert not filters.exclude[0].ignored
+    assert _warnings(caplog) == []
+
+
+def test_matching_ignores_case_and_keeps_unicode_word_boundaries() -> None:
+    filters = Filters(include=(FilterPattern(r"\bक्रिकेट\b"), FilterPattern("ipl")))
+    assert filters.allows("आज क्रिकेट मैच", "")
+    assert filters.allows("IPL final", "")
+    assert not filters.allows("हॉकी", "")
+
+
+def test_equal_patterns_make_equal_configurations(tmp_path: Path) -> None:
+    """A reload compares configurations: the same patterns must compare (and hash) equal."""
+    text = '[[feeds]]\nurl = "https://example.org/a.xml"\ninclude = ["cricket"]\n'
+    first, second = _load(tmp_path, text), _load(tmp_path, text)
+    assert first == second and hash(first) == hash(second)
+    assert first != _load(tmp_path, text.replace("cricket", "hockey"))
+
+
+def test_an_invalid_pattern_is_a_one_line_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as caught:
+        _load(tmp_path, '[[feeds]]\nurl = "https://example.org/a.xml"\ninclude = ["(ab"]\n')
+    assert str(caught.value).startswith(
+        'feeds.toml:3: feeds[0].include: item 0 "(ab" is not a valid regular expression'
+    )
