@@ -18,6 +18,7 @@ import functools
 import logging
 import signal
 import socket
+import time
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,7 @@ from aggregator.server import (
     listen_socket,
 )
 from aggregator.store_api import SourceState, StoreAPI, open_store
+from aggregator.watchdog import BLOCK_SECONDS, LoopWatch, StoreFileWatch, Watchdog
 
 log = logging.getLogger("aggregator")
 
@@ -72,16 +74,20 @@ class Trouble:
     def __init__(self, what: str) -> None:
         self.what = what
         self.current: str | None = None
+        self.since: float | None = None  # time.monotonic() when it started failing
 
     def failed(self, error: Exception) -> None:
         if str(error) != self.current:
             log.error("%s failed: %s", self.what, error)
         self.current = str(error)
+        if self.since is None:
+            self.since = time.monotonic()
 
     def worked(self) -> None:
         if self.current is not None:
             log.info("%s works again", self.what)
         self.current = None
+        self.since = None
 
 
 @dataclass
@@ -91,6 +97,7 @@ class DaemonOptions:
     housekeeping_seconds: float = 600.0
     follow_seconds: float = 5.0  # how often to look for files another daemon published
     serve: bool = True
+    loop_block_seconds: float = BLOCK_SECONDS  # a loop this late makes /healthz say 503
 
 
 class Daemon:
@@ -133,6 +140,13 @@ class Daemon:
         self._stopping = asyncio.Event()
         self._scheduler = AsyncIOScheduler(timezone="UTC")
         self._background: set[asyncio.Task[None]] = set()
+        self._record_problem: str | None = None  # a poll's record the store refused
+        self.watchdog = Watchdog(
+            LoopWatch(block=self.options.loop_block_seconds, on_lag=self.metrics.loop_lag.set),
+            [self._publish_problem, self._poll_record_problem],
+        )
+        if config.store.url is None:  # SQLite: a file that can vanish under us
+            self.watchdog.probes.insert(1, StoreFileWatch(config.store.path).problem)
 
     @staticmethod
     def _new_fetcher(config: Config) -> Fetcher:
@@ -147,14 +161,29 @@ class Daemon:
     # -- health ----------------------------------------------------------------------------
 
     async def health(self) -> str | None:
-        """None while the scheduler runs and the store answers; else why not."""
+        """None while the scheduler runs, the watchdog sees no problem and the store
+        answers; else why not."""
         if not self._scheduler.running:
             return "the scheduler is not running"
+        if (problem := self.watchdog.problem()) is not None:
+            return problem
         try:
             await in_store(self.store, self.store.ping)
         except AggregatorError as e:
             return str(e)
         return None
+
+    def _publish_problem(self) -> str | None:
+        """Publishing has failed for longer than a retry: the outputs are going stale."""
+        since, error = self._publish_trouble.since, self._publish_trouble.current
+        failing = 0.0 if since is None else time.monotonic() - since
+        if failing <= PUBLISH_RETRY_SECONDS:
+            return None
+        return f"publishing has failed for {failing:.0f} s: {error}"
+
+    def _poll_record_problem(self) -> str | None:
+        """The store refused a poll's record, and no later poll's record was written."""
+        return self._record_problem
 
     # -- polling ---------------------------------------------------------------------------
 
@@ -264,6 +293,7 @@ class Daemon:
             # lease. Its items may be stored already: publish all the same.
             message = f"the poll could not be recorded: {e}"
             log.error("%s: %s", source.name, message)
+            self._record_problem = f"{source.name}: {message}"
             with contextlib.suppress(AggregatorError):
                 await in_store(
                     self.store, record_failed_poll, source, self.store, message, self.clock()
@@ -275,6 +305,8 @@ class Daemon:
             log.exception("%s: unexpected error", source.name)
             message = await in_store(self.store, record_crash, source, self.store, e, self.clock())
             report = SourceReport(source.name, "failed", error=message)
+        else:
+            self._record_problem = None  # the store took this poll's record
         self.metrics.record_poll(source.name, report.outcome, report.new, self.clock())
         if report.new or report.updated:
             self.request_publish()
@@ -320,6 +352,7 @@ class Daemon:
                 return
         self._publish_trouble.worked()
         self._next_publish = asyncio.get_running_loop().time() + PUBLISH_PACE * report.seconds
+        self.metrics.published(self.clock())
         self.metrics.publishes.inc()
         self.metrics.publish_seconds.observe(report.seconds)
 
@@ -474,6 +507,7 @@ class Daemon:
             loop.add_signal_handler(sig, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
         remove_stale_temp_files(self.config.publish.output_dir)
+        self._spawn(self.watchdog.run())
         await self._sync_store()
         for owner in self.store.claim_holders(self.clock()):
             if is_dead_here(owner):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import math
+import time
 from datetime import datetime
 
 from prometheus_client import (
@@ -55,6 +57,33 @@ class Metrics:
             ["source"],
             registry=self.registry,
         )
+
+        self.loop_lag = Gauge(
+            "aggregator_event_loop_lag_seconds",
+            "How late the event loop woke from its last watchdog sleep (0.25 s).",
+            registry=self.registry,
+        )
+        self.last_publish = Gauge(
+            "aggregator_last_publish_timestamp_seconds",
+            "When the outputs were last published successfully (Unix time).",
+            registry=self.registry,
+        )
+        self._last_publish_time: float | None = None
+        self.since_publish = Gauge(
+            "aggregator_seconds_since_last_publish",
+            "Seconds since the outputs were last published successfully (NaN before).",
+            registry=self.registry,
+        )
+        self.since_publish.set_function(self._seconds_since_publish)
+
+    def published(self, when: datetime) -> None:
+        self._last_publish_time = when.timestamp()
+        self.last_publish.set(self._last_publish_time)
+
+    def _seconds_since_publish(self) -> float:
+        if self._last_publish_time is None:
+            return math.nan
+        return max(0.0, time.time() - self._last_publish_time)
 
     def record_poll(self, source: str, outcome: str, new_items: int, when: datetime) -> None:
         self.polls.labels(outcome=outcome).inc()
