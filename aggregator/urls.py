@@ -15,6 +15,7 @@ secrets comes out unchanged.
 
 from __future__ import annotations
 
+import functools
 import re
 from urllib.parse import unquote_plus
 
@@ -93,9 +94,20 @@ def redact_urls(text: str) -> str:
 def entry_link(link: str | None, feed_url: str) -> str | None:
     """An entry's link as published: the publisher's own, left alone, unless it points at the
     source's feed URL (secrets aside), which the source was fetched with: then `public_url`."""
-    if link and (link == feed_url or public_url(link) == public_url(feed_url)):
+    if not link:
+        return link
+    public_feed, last_segment = _feed_url_parts(feed_url)
+    # Called for every item of every render: most links are told apart by a substring test.
+    if link == feed_url or (last_segment in link and public_url(link) == public_feed):
         return public_url(link)
     return link
+
+
+@functools.lru_cache(maxsize=1024)
+def _feed_url_parts(feed_url: str) -> tuple[str, str]:
+    """A source's public feed URL, and the last segment of its path (in any link equal to it)."""
+    public = public_url(feed_url)
+    return public, public.partition("#")[0].partition("?")[0].rpartition("/")[2]
 
 
 def _clean(url: str, *, mask: str | None) -> str:
