@@ -27,6 +27,7 @@ from aggregator.config import Config, PollSettings, load_config
 from aggregator.errors import AggregatorError, ConfigError
 from aggregator.pipeline import CycleReport, SourceReport, run_cycle
 from aggregator.store_api import StoreAPI, open_store
+from aggregator.urls import redact_url, redact_urls
 
 CONFIG_ERROR = 2
 FAILURE = 1
@@ -57,7 +58,7 @@ def _open_store(config: Config) -> Iterator[StoreAPI]:
     try:
         store = open_store(config.store.target)
     except AggregatorError as e:
-        click.echo(f"error: {e}", err=True)
+        click.echo(redact_urls(f"error: {e}"), err=True)
         sys.exit(FAILURE)
     try:
         yield store
@@ -80,12 +81,24 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(event, ensure_ascii=False)
 
 
+class _Redacting(logging.Formatter):
+    """Any formatter's lines with the secrets of every URL in them masked (`redact_urls`): a
+    source's user info or ?token= must not reach a log, whatever logger or traceback has it."""
+
+    def __init__(self, inner: logging.Formatter) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact_urls(self.inner.format(record))
+
+
 def _setup_logging(level: str, log_format: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
-        handler.setFormatter(_JsonFormatter())
+        handler.setFormatter(_Redacting(_JsonFormatter()))
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        handler.setFormatter(_Redacting(logging.Formatter("%(asctime)s %(levelname)s %(message)s")))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(getattr(logging, level.upper()))
@@ -134,7 +147,7 @@ def once(config_path: Path, force: bool) -> None:
         try:
             report = _cycle_with_progress(config, store, console, force=force)
         except AggregatorError as e:  # the store or output directory failed, not a source
-            click.echo(f"error: {e}", err=True)
+            click.echo(redact_urls(f"error: {e}"), err=True)
             sys.exit(FAILURE)
     width = max(len(s.name) for s in report.sources)
     for source in report.sources:
@@ -178,7 +191,11 @@ def check(config_path: Path) -> None:
         table.add_column(column, overflow="fold")
     for s in config.sources:
         table.add_row(
-            s.name, s.url, _duration(s.interval.total_seconds()), s.timezone, ", ".join(s.tags)
+            s.name,
+            redact_url(s.url),
+            _duration(s.interval.total_seconds()),
+            s.timezone,
+            ", ".join(s.tags),
         )
     Console(width=160 if not sys.stdout.isatty() else None).print(table)
     click.echo(f"{config_path}: ok")
@@ -201,7 +218,7 @@ def run(config_path: Path) -> None:
     try:
         daemon = Daemon(config_path, config)
     except AggregatorError as e:
-        click.echo(f"error: {e}", err=True)
+        click.echo(redact_urls(f"error: {e}"), err=True)
         sys.exit(FAILURE)
     try:
         asyncio.run(daemon.run())
@@ -236,20 +253,21 @@ def status(config_path: Path, as_json: bool) -> None:
     rows = []
     for source in config.sources:
         state = states.get(source.name)
+        # Pasted into bug reports: every URL with its user info and ?token= values masked.
         rows.append(
             {
                 "name": source.name,
-                "url": source.url,
+                "url": redact_url(source.url),
                 "last_poll": _iso(state.last_polled if state else None),
                 "last_success": _iso(state.last_success if state else None),
                 "outcome": state.last_outcome if state else None,
-                "error": state.last_error if state else None,
+                "error": redact_urls(state.last_error) if state and state.last_error else None,
                 "items": state.entries if state else 0,
                 "next_poll": _iso(state.next_poll if state else None),
                 "failures": state.failures if state else 0,
-                "moved_to": state.moved_to if state else None,
+                "moved_to": redact_url(state.moved_to) if state and state.moved_to else None,
                 "retry_after": _iso(state.retry_after if state else None),
-                "disabled": state.disabled if state else None,
+                "disabled": redact_urls(state.disabled) if state and state.disabled else None,
             }
         )
     if as_json:
@@ -319,10 +337,11 @@ def add(url: str, name: str | None, title: str | None, config_path: Path) -> Non
     except ConfigError as e:
         _config_problems(e)
     except AggregatorError as e:
-        click.echo(f"error: {e}", err=True)
+        click.echo(redact_urls(f"error: {e}"), err=True)
         sys.exit(FAILURE)
     found = f" (found on {url})" if feed_url != url else ""
-    click.echo(f'added "{added}": {feed_url}{found} to {config_path}')
+    found = redact_urls(found)
+    click.echo(f'added "{added}": {redact_url(feed_url)}{found} to {config_path}')
 
 
 @main.command("import-opml")
@@ -344,11 +363,11 @@ def import_opml_command(file: Path, config_path: Path) -> None:
     except ConfigError as e:
         _config_problems(e)
     except AggregatorError as e:
-        click.echo(f"error: {e}", err=True)
+        click.echo(redact_urls(f"error: {e}"), err=True)
         sys.exit(FAILURE)
     for source in added:
         click.echo(f"added    {source}")
     for skipped_url in skipped:
-        click.echo(f"skipped  {skipped_url}")
+        click.echo(f"skipped  {redact_url(skipped_url)}")
     click.echo(f"{len(added)} of {len(feeds)} feeds in {file} added to {config_path}", nl=False)
     click.echo(f" ({len(skipped)} skipped: already there, or not http(s))" if skipped else "")

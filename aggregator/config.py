@@ -29,6 +29,7 @@ from aggregator.errors import ConfigError
 from aggregator.filters import FilterPattern, Filters
 from aggregator.text import has_forbidden_characters
 from aggregator.tomlpos import KeyPath, LineIndex, format_path
+from aggregator.urls import public_url
 
 T = TypeVar("T")
 
@@ -338,8 +339,11 @@ def _output_path(base_dir: Path) -> Callable[[object], Path]:
 
 
 def derive_name(url: str) -> str:
-    """A stable source name from its URL: host and path, lower-case, punctuation as dashes."""
-    parts = urlsplit(url)
+    """A stable source name from its URL: host and path, lower-case, punctuation as dashes.
+
+    Never from a credential in the URL (`?token=`): the name is published, in `/metrics` too.
+    """
+    parts = urlsplit(public_url(url))
     if parts.scheme == "file":
         stem = Path(url2pathname(parts.path)).stem
         raw = stem

@@ -27,6 +27,7 @@ import httpx
 from aggregator import USER_AGENT
 from aggregator.errors import FetchError
 from aggregator.types import Failed, Fetched, FetchOutcome, NotModified, Validators
+from aggregator.urls import redact_urls
 
 MAX_REDIRECTS = 5
 DEFAULT_MAX_BYTES = 10 * 1024 * 1024
@@ -210,14 +211,16 @@ class Fetcher:
             self._semaphore.release()
 
     async def _guarded(self, url: str, validators: Validators) -> FetchOutcome:
+        # httpx puts the whole URL, user info and ?token= included, into its messages; the
+        # error is logged, stored and shown by `status`, so never with a secret.
         try:
             return await self._fetch_http(url, validators)
         except FetchError as e:
-            return Failed(url, str(e))
+            return Failed(url, redact_urls(str(e)))
         except (httpx.HTTPError, httpx.InvalidURL) as e:
-            return Failed(url, _describe(e, url))
+            return Failed(url, redact_urls(_describe(e, url)))
         except (OSError, UnicodeError, ValueError) as e:
-            return Failed(url, f"{type(e).__name__}: {e}")
+            return Failed(url, redact_urls(f"{type(e).__name__}: {e}"))
 
     async def _fetch_http(self, url: str, validators: Validators) -> FetchOutcome:
         """One request with a deadline on the whole exchange, headers and body.

@@ -16,6 +16,7 @@ from typing import Any
 from aggregator.config import SiteSettings
 from aggregator.text import web_url
 from aggregator.types import SourceCredit, Timeline, TimelineItem
+from aggregator.urls import entry_link, public_url
 
 VERSION = "https://jsonfeed.org/version/1.1"
 FEED_FILE = "feed.json"
@@ -29,24 +30,26 @@ def _date(value: datetime) -> str:
 
 def _credit(source: SourceCredit) -> dict[str, str]:
     credit = {"title": source.title}
+    # Never a secret the source is fetched with (user info, ?token=...): see `urls`.
     site_url = web_url(source.site_url)
     if site_url:
-        credit["url"] = site_url
+        credit["url"] = public_url(site_url)
     feed_url = web_url(source.feed_url)
     if feed_url:
-        credit["feed_url"] = feed_url
+        credit["feed_url"] = public_url(feed_url)
     return credit
 
 
 def _item(item: TimelineItem) -> dict[str, Any]:
     entry = item.entry
     out: dict[str, Any] = {"id": item.uid}
-    if entry.link:
-        out["url"] = entry.link
+    link = entry_link(entry.link, item.source.feed_url)
+    if link:
+        out["url"] = link
     if entry.title:
         out["title"] = entry.title
     # JSON Feed requires content_html or content_text on every item.
-    fallback = entry.teaser or entry.title or entry.link or item.uid
+    fallback = entry.teaser or entry.title or link or item.uid
     out["content_html"] = entry.summary_html or html.escape(fallback, quote=False)
     if entry.teaser:
         out["summary"] = entry.teaser

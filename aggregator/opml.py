@@ -19,6 +19,7 @@ from aggregator.config import SiteSettings
 from aggregator.errors import AggregatorError
 from aggregator.text import web_url
 from aggregator.types import SourceCredit
+from aggregator.urls import public_url
 
 OPML_DOCS = "http://opml.org/spec2.opml"
 # Looked for in the prolog, before anything is parsed: a file declaring entities is refused.
@@ -52,9 +53,10 @@ def render_opml(sources: Sequence[SourceCredit], site: SiteSettings) -> bytes:
         outline.set("type", "rss")
         outline.set("text", source.title)
         outline.set("title", source.title)
-        outline.set("xmlUrl", source.feed_url)
+        # Published to readers: never the user info or ?token=... the source is fetched with.
+        outline.set("xmlUrl", public_url(source.feed_url))
         if source.site_url and web_url(source.site_url):
-            outline.set("htmlUrl", source.site_url)
+            outline.set("htmlUrl", public_url(source.site_url))
     data: bytes = etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
     return data
 

@@ -22,6 +22,7 @@ from babel.dates import format_date, format_time
 from aggregator.config import SiteSettings
 from aggregator.text import make_teaser, web_url
 from aggregator.types import SourceCredit, Timeline, TimelineItem
+from aggregator.urls import entry_link, public_url
 
 TEMPLATE = "index.html.j2"
 FALLBACK_LOCALE = "en"
@@ -93,19 +94,20 @@ def babel_locale(language: str | None) -> Locale:
 def headline(item: TimelineItem) -> str:
     """The entry's title, or the start of its teaser, its link or its id when it has none."""
     entry = item.entry
-    return (
-        entry.title or make_teaser(entry.teaser, _TITLE_FALLBACK_LENGTH) or entry.link or item.uid
-    )
+    link = entry_link(entry.link, item.source.feed_url)
+    return entry.title or make_teaser(entry.teaser, _TITLE_FALLBACK_LENGTH) or link or item.uid
 
 
 def _source(credit: SourceCredit) -> SourceView:
-    return SourceView(title=credit.title or credit.name, href=web_url(credit.site_url))
+    site_url = web_url(credit.site_url)
+    href = public_url(site_url) if site_url else None  # never a secret the source is fetched with
+    return SourceView(title=credit.title or credit.name, href=href)
 
 
 def _item(item: TimelineItem, local: datetime, locale: Locale) -> ItemView:
     return ItemView(
         headline=headline(item),
-        href=web_url(item.entry.link),
+        href=web_url(entry_link(item.entry.link, item.source.feed_url)),
         datetime_attr=local.isoformat(),
         time_text=format_time(local, format="short", tzinfo=local.tzinfo, locale=locale),
         source=_source(item.source),

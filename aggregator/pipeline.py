@@ -52,6 +52,7 @@ from aggregator.types import (
     Timeline,
     Validators,
 )
+from aggregator.urls import public_url, redact_url
 
 log = logging.getLogger("aggregator")
 
@@ -186,7 +187,8 @@ async def _settle(
                 feed = await PARSERS.parse(
                     outcome.body,
                     outcome.headers,
-                    outcome.final_url,
+                    # The base of relative links: published, so without the fetch's secrets.
+                    public_url(outcome.final_url),
                     timezone=source.timezone,
                     teaser_length=config.publish.teaser_length,
                 )
@@ -199,7 +201,7 @@ async def _settle(
             "%s: moved permanently to %s; polling it there from now on "
             "(update feeds.toml to make it official)",
             source.name,
-            moved,
+            redact_url(moved),
         )
     own_hint = feed.lifetime if feed is not None else (state.lifetime if state else None)
     lifetime = longest(cache_lifetime(outcome.headers, now), own_hint)
@@ -265,7 +267,9 @@ def _failed(
     if wait is not None and wait > now:
         error += f"; not asked again before {later:%Y-%m-%d %H:%M:%S} UTC (Retry-After)"
     if state is not None and state.moved_to and failures >= MOVED_FAILURE_LIMIT:
-        error += f"; going back to {source.url} (the address it had moved to keeps failing)"
+        error += (
+            f"; going back to {redact_url(source.url)} (the address it had moved to keeps failing)"
+        )
         store.forget_move(source.name)
     store.record_failure(source.name, error, now, later, url=source.url, retry_after=wait)
     log.warning("%s: %s", source.name, error)

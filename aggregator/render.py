@@ -23,6 +23,7 @@ from aggregator.config import SiteSettings
 from aggregator.text import make_teaser, web_url
 from aggregator.timeline import source_id
 from aggregator.types import SourceCredit, Timeline, TimelineItem
+from aggregator.urls import entry_link, public_url
 
 DC_NS = "http://purl.org/dc/elements/1.1/"
 # An empty timeline still needs a date; callers normally give one (see pipeline.py).
@@ -61,7 +62,7 @@ class _CreditEntry(BaseEntryExtension):  # type: ignore[misc]
             feed_url = _public_feed_url(self.credit)
             source = etree.SubElement(entry, "source")
             etree.SubElement(source, "id").text = (
-                _usable_id(self.credit.feed_id) or feed_url or source_id(self.credit.name)
+                _usable_id(_public(self.credit.feed_id)) or feed_url or source_id(self.credit.name)
             )
             etree.SubElement(source, "title").text = self.credit.title
             # The publisher as the source's author: Atom wants an author for every entry.
@@ -70,13 +71,14 @@ class _CreditEntry(BaseEntryExtension):  # type: ignore[misc]
             if self.updated is not None:
                 # The source feed was updated at least when this entry was.
                 etree.SubElement(source, "updated").text = self.updated.isoformat()
-            if self.credit.site_url:
-                etree.SubElement(source, "link", rel="alternate", href=self.credit.site_url)
+            site_url = _public(self.credit.site_url)
+            if site_url:
+                etree.SubElement(source, "link", rel="alternate", href=site_url)
             if feed_url:
                 etree.SubElement(source, "link", rel="self", href=feed_url)
         for other in self.also:
             # The same story from other sources: Atom's "via" names where it also came from.
-            href = other.site_url or _public_feed_url(other)
+            href = _public(other.site_url) or _public_feed_url(other)
             if href:
                 etree.SubElement(entry, "link", rel="via", href=href, title=other.title)
         return entry
@@ -97,8 +99,14 @@ def _usable_id(value: str | None) -> str | None:
 
 
 def _public_feed_url(credit: SourceCredit | None) -> str | None:
-    """A source's feed URL as readers may see it: never a local file path."""
-    return web_url(credit.feed_url) if credit is not None else None
+    """A source's feed URL as readers may see it: never a local file path, never a secret."""
+    url = web_url(credit.feed_url) if credit is not None else None
+    return public_url(url) if url else None
+
+
+def _public(url: str | None) -> str | None:
+    """A URL naming a source (its site, its id), without user info or credentials."""
+    return public_url(url) if url else None
 
 
 def _generator(site: SiteSettings, timeline: Timeline, self_url: str) -> FeedGenerator:
@@ -124,17 +132,16 @@ def _entry(item: TimelineItem) -> FeedEntry:
     fe = FeedEntry()
     fe.register_extension("credit", _CreditEntry)
     fe.id(item.uid)
-    title = (
-        entry.title or make_teaser(entry.teaser, _TITLE_FALLBACK_LENGTH) or entry.link or item.uid
-    )
+    link = entry_link(entry.link, item.source.feed_url)
+    title = entry.title or make_teaser(entry.teaser, _TITLE_FALLBACK_LENGTH) or link or item.uid
     fe.title(title)
-    if entry.link:
-        fe.link(href=entry.link, rel="alternate")
+    if link:
+        fe.link(href=link, rel="alternate")
     fe.published(item.published)
     fe.updated(item.updated)
     # Every entry gets textual content: readers show it, and Atom asks for it.
     summary = entry.summary_html or html.escape(entry.teaser or title, quote=False)
-    if entry.link:
+    if link:
         fe.summary(summary, type="html")  # also the RSS <description>
     else:
         # Atom needs an alternate link or a content element; without a link, content it is.

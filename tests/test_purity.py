@@ -22,6 +22,7 @@ PURE_MODULES = (
     "aggregator.config",
     "aggregator.jsonfeed",
     "aggregator.opml",
+    "aggregator.urls",
 )
 FORBIDDEN = (
     "httpx",
