@@ -118,10 +118,12 @@ class StoreSettings:
 
 @dataclass(frozen=True)
 class ServerSettings:
-    """`[server]`: where the daemon serves `output/`."""
+    """`[server]`: where the daemon serves `output/`, and how it bounds its clients."""
 
     host: str
     port: int
+    request_timeout: timedelta = timedelta(seconds=10)  # to send one whole request
+    max_connections: int = 512  # open at once; a request beyond is answered 503
 
 
 @dataclass(frozen=True)
@@ -384,7 +386,7 @@ _POLL_KEYS = (
 )  # fmt: skip
 _PUBLISH_KEYS = ("output_dir", "max_items", "max_age", "teaser_length", "include", "exclude")
 _STORE_KEYS = ("path", "url", "keep")
-_SERVER_KEYS = ("host", "port")
+_SERVER_KEYS = ("host", "port", "request_timeout", "max_connections")
 _FEED_KEYS = ("url", "name", "title", "interval", "timezone", "tags", "include", "exclude")
 
 
@@ -485,6 +487,10 @@ def _validate(
     server = ServerSettings(
         host=load.value(server_t, ("server",), "host", _string, "127.0.0.1"),
         port=load.value(server_t, ("server",), "port", _port, 8080),
+        request_timeout=load.value(
+            server_t, ("server",), "request_timeout", parse_duration, timedelta(seconds=10)
+        ),
+        max_connections=load.value(server_t, ("server",), "max_connections", _positive_int, 512),
     )
     s = ("aggregator",)
     host = f"[{server.host}]" if ":" in server.host else server.host

@@ -51,6 +51,7 @@ from aggregator.server import (
     create_app,
     embedded_server,
     listen_socket,
+    raise_open_file_limit,
 )
 from aggregator.store_api import SourceState, StoreAPI, open_store
 
@@ -464,6 +465,8 @@ class Daemon:
 
     async def run(self) -> None:
         """Run until stop() or SIGTERM/SIGINT; returns once everything is closed."""
+        if self.options.serve:
+            raise_open_file_limit(self.config.server.max_connections)
         listener = (
             listen_socket(self.config.server.host, self.config.server.port)
             if self.options.serve
@@ -507,7 +510,14 @@ class Daemon:
         app = create_app(
             self.files.root, files=self.files, health=self.health, metrics=self.metrics.render
         )
-        server = embedded_server(app, self.config.server.host, self.config.server.port)
+        settings = self.config.server
+        server = embedded_server(
+            app,
+            settings.host,
+            settings.port,
+            request_timeout=settings.request_timeout.total_seconds(),
+            max_connections=settings.max_connections,
+        )
         task = asyncio.create_task(server.serve(sockets=[listener]), name="server")
         return server, task
 
