@@ -440,6 +440,27 @@ class _Loader:
         return default
 
 
+MAX_CONFIG_BYTES = 10 * 1024 * 1024
+_TOO_DEEP = "invalid TOML: nested too deeply (or too large) for the TOML parser"
+
+
+def read_config_bytes(path: Path, shown: str) -> bytes:
+    """The file's bytes; a `ConfigError` past `MAX_CONFIG_BYTES`, read no further.
+
+    Raises OSError (FileNotFoundError included) as reading does.
+    """
+    with path.open("rb") as f:
+        data = f.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(shown, 1, "", f"larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MB")
+    return data
+
+
+def too_deep(shown: str) -> ConfigError:
+    """The error for a file the TOML parser ran out of stack (or memory) on."""
+    return ConfigError(shown, 1, "", _TOO_DEEP)
+
+
 def load_config(
     path: Path, display_name: str | None = None, environ: Mapping[str, str] | None = None
 ) -> Config:
@@ -450,7 +471,7 @@ def load_config(
     """
     shown = display_name or str(path)
     try:
-        raw_bytes = path.read_bytes()
+        raw_bytes = read_config_bytes(path, shown)
     except FileNotFoundError as e:
         raise ConfigError(shown, 1, "", "file not found") from e
     except OSError as e:
@@ -462,6 +483,8 @@ def load_config(
         raise ConfigError(shown, line, "", "invalid TOML: the file is not UTF-8") from e
     try:
         data = tomllib.loads(text)
+    except (RecursionError, MemoryError) as e:
+        raise too_deep(shown) from e
     except tomllib.TOMLDecodeError as e:
         message = str(e)
         match = re.search(r"\(at line (\d+), column (\d+)\)", message)

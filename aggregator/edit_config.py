@@ -35,6 +35,8 @@ from aggregator.config import (
     derive_name,
     load_config,
     normalize_source_url,
+    read_config_bytes,
+    too_deep,
     url_identity,
 )
 from aggregator.errors import AggregatorError, ConfigError
@@ -130,7 +132,7 @@ def _check_url(url: str, *, allow_files: bool) -> str:
 def _read(path: Path) -> _Sources:
     """The file's text and the sources it names; an absent file is an empty one."""
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = read_config_bytes(path, str(path)).decode("utf-8")
     except FileNotFoundError:
         text = ""
     except UnicodeDecodeError as e:
@@ -141,6 +143,8 @@ def _read(path: Path) -> _Sources:
         document = tomlkit.parse(text)
     except TomlParseError as e:
         raise ConfigError(str(path), e.line, "", f"invalid TOML: {e}") from e
+    except (RecursionError, MemoryError) as e:
+        raise too_deep(str(path)) from e
     sources = _Sources(text)
     feeds = document.get("feeds")
     if feeds is None:
