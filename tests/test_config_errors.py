@@ -321,7 +321,9 @@ def test_a_file_the_parser_cannot_handle_is_one_line_and_exit_2(tmp_path: Path, 
     else:
         config.write_text(DEEP if kind == "deep" else DEEP_INLINE, encoding="utf-8")
         expected = "error: feeds.toml:1: invalid TOML: "
-    for command in (["check"], ["once"], ["run"], ["add", "https://y.example/feed"]):
+    opml = str(Path(__file__).parent / "data" / "opml" / "nested-categories.opml")
+    commands = (["check"], ["once"], ["run"], ["add", "https://y.example/feed"])
+    for command in (*commands, ["import-opml", opml]):
         result = run_cli(*command, "--config", "feeds.toml", cwd=tmp_path, timeout=60)
         assert result.returncode == 2, (command, result.stderr[-2000:])
         assert len(result.stderr.splitlines()) == 1, (command, result.stderr[-2000:])
