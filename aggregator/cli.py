@@ -236,7 +236,16 @@ def serve(config_path: Path) -> None:
     config = _load(config_path)
     app = create_app(config.publish.output_dir)
     try:
-        asyncio.run(serve_until_signalled(app, config.server.host, config.server.port))
+        settings = config.server
+        asyncio.run(
+            serve_until_signalled(
+                app,
+                settings.host,
+                settings.port,
+                request_timeout=settings.request_timeout.total_seconds(),
+                max_connections=settings.max_connections,
+            )
+        )
     except OSError as e:
         click.echo(f"error: {e.strerror or e}", err=True)
         sys.exit(FAILURE)

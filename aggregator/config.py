@@ -105,10 +105,12 @@ class StoreSettings:
 
 @dataclass(frozen=True)
 class ServerSettings:
-    """`[server]`: where the daemon serves `output/`."""
+    """`[server]`: where the daemon serves `output/`, and how it bounds its clients."""
 
     host: str
     port: int
+    request_timeout: timedelta = timedelta(seconds=10)  # to send one whole request
+    max_connections: int = 512  # open at once; a request beyond is answered 503
 
 
 @dataclass(frozen=True)
@@ -373,7 +375,7 @@ _POLL_KEYS = (
 )  # fmt: skip
 _PUBLISH_KEYS = ("output_dir", "max_items", "max_age", "teaser_length", "include", "exclude")
 _STORE_KEYS = ("path", "url", "keep")
-_SERVER_KEYS = ("host", "port")
+_SERVER_KEYS = ("host", "port", "request_timeout", "max_connections")
 _FEED_KEYS = ("url", "name", "title", "interval", "timezone", "tags", "include", "exclude")
 
 
@@ -442,6 +444,27 @@ class _Loader:
         return Filters(include=patterns("include"), exclude=patterns("exclude"))
 
 
+MAX_CONFIG_BYTES = 10 * 1024 * 1024
+_TOO_DEEP = "invalid TOML: nested too deeply (or too large) for the TOML parser"
+
+
+def read_config_bytes(path: Path, shown: str) -> bytes:
+    """The file's bytes; a `ConfigError` past `MAX_CONFIG_BYTES`, read no further.
+
+    Raises OSError (FileNotFoundError included) as reading does.
+    """
+    with path.open("rb") as f:
+        data = f.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(shown, 1, "", f"larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MB")
+    return data
+
+
+def too_deep(shown: str) -> ConfigError:
+    """The error for a file the TOML parser ran out of stack (or memory) on."""
+    return ConfigError(shown, 1, "", _TOO_DEEP)
+
+
 def load_config(
     path: Path, display_name: str | None = None, environ: Mapping[str, str] | None = None
 ) -> Config:
@@ -452,7 +475,7 @@ def load_config(
     """
     shown = display_name or str(path)
     try:
-        raw_bytes = path.read_bytes()
+        raw_bytes = read_config_bytes(path, shown)
     except FileNotFoundError as e:
         raise ConfigError(shown, 1, "", "file not found") from e
     except OSError as e:
@@ -464,6 +487,8 @@ def load_config(
         raise ConfigError(shown, line, "", "invalid TOML: the file is not UTF-8") from e
     try:
         data = tomllib.loads(text)
+    except (RecursionError, MemoryError) as e:
+        raise too_deep(shown) from e
     except tomllib.TOMLDecodeError as e:
         message = str(e)
         match = re.search(r"\(at line (\d+), column (\d+)\)", message)
@@ -489,6 +514,10 @@ def _validate(
     server = ServerSettings(
         host=load.value(server_t, ("server",), "host", _string, "127.0.0.1"),
         port=load.value(server_t, ("server",), "port", _port, 8080),
+        request_timeout=load.value(
+            server_t, ("server",), "request_timeout", parse_duration, timedelta(seconds=10)
+        ),
+        max_connections=load.value(server_t, ("server",), "max_connections", _positive_int, 512),
     )
     s = ("aggregator",)
     host = f"[{server.host}]" if ":" in server.host else server.host

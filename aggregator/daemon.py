@@ -52,6 +52,7 @@ from aggregator.server import (
     create_app,
     embedded_server,
     listen_socket,
+    raise_open_file_limit,
 )
 from aggregator.store_api import SourceState, StoreAPI, open_store
 from aggregator.watchdog import BLOCK_SECONDS, LoopWatch, StoreFileWatch, Watchdog
@@ -497,6 +498,8 @@ class Daemon:
 
     async def run(self) -> None:
         """Run until stop() or SIGTERM/SIGINT; returns once everything is closed."""
+        if self.options.serve:
+            raise_open_file_limit(self.config.server.max_connections)
         listener = (
             listen_socket(self.config.server.host, self.config.server.port)
             if self.options.serve
@@ -541,7 +544,14 @@ class Daemon:
         app = create_app(
             self.files.root, files=self.files, health=self.health, metrics=self.metrics.render
         )
-        server = embedded_server(app, self.config.server.host, self.config.server.port)
+        settings = self.config.server
+        server = embedded_server(
+            app,
+            settings.host,
+            settings.port,
+            request_timeout=settings.request_timeout.total_seconds(),
+            max_connections=settings.max_connections,
+        )
         task = asyncio.create_task(server.serve(sockets=[listener]), name="server")
         return server, task
 

@@ -4,12 +4,19 @@ The file is read with tomlkit; each new source is rendered by tomlkit as a `[[fe
 appended as text at the end of the file (TOML lets `[[feeds]]` tables follow other tables),
 so every comment, blank line and layout choice already there stays exactly as it was. The new
 text must pass `load_config` before it atomically replaces the file (a temporary file in the
-same directory, then a rename), so an edit never leaves a broken or half-written feeds.toml.
+same directory, fsync, then a rename), so an edit never leaves a broken or half-written
+feeds.toml.
+
+Each edit reads and writes under an exclusive lock (`flock`) on `.feeds.toml.lock` beside the
+file, so concurrent `add` and `import-opml` runs all land instead of overwriting each other.
+Not a lock on feeds.toml itself: the rename gives feeds.toml a new inode, so a process
+waiting on the old one would wake holding a lock nobody else asks for any more.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import stat
 import tempfile
@@ -28,6 +35,8 @@ from aggregator.config import (
     derive_name,
     load_config,
     normalize_source_url,
+    read_config_bytes,
+    too_deep,
     url_identity,
 )
 from aggregator.errors import AggregatorError, ConfigError
@@ -123,7 +132,7 @@ def _check_url(url: str, *, allow_files: bool) -> str:
 def _read(path: Path) -> _Sources:
     """The file's text and the sources it names; an absent file is an empty one."""
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = read_config_bytes(path, str(path)).decode("utf-8")
     except FileNotFoundError:
         text = ""
     except UnicodeDecodeError as e:
@@ -134,6 +143,8 @@ def _read(path: Path) -> _Sources:
         document = tomlkit.parse(text)
     except TomlParseError as e:
         raise ConfigError(str(path), e.line, "", f"invalid TOML: {e}") from e
+    except (RecursionError, MemoryError) as e:
+        raise too_deep(str(path)) from e
     sources = _Sources(text)
     feeds = document.get("feeds")
     if feeds is None:
@@ -156,6 +167,22 @@ def _read(path: Path) -> _Sources:
     return sources
 
 
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold the exclusive lock on edits of the feeds.toml at `path` (through a symlink)."""
+    target = path.resolve() if path.is_symlink() else path
+    lock_path = target.with_name(f".{target.name}.lock")
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, _NEW_FILE_MODE)
+    except OSError as e:
+        raise EditError(f"cannot lock {path} ({lock_path}): {e.strerror or e}") from e
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # held for a read and a write: milliseconds
+        yield
+    finally:
+        os.close(fd)  # releases the lock; the file stays, removing it would race
+
+
 def _write(path: Path, text: str) -> None:
     """Check `text` with `load_config`, then atomically replace `path` (through a symlink)."""
     target = path.resolve() if path.is_symlink() else path
@@ -168,8 +195,18 @@ def _write(path: Path, text: str) -> None:
                 mode = _NEW_FILE_MODE
             temporary.chmod(mode)
             temporary.replace(target)
+            _fsync_directory(target.parent)
         except OSError as e:
             raise EditError(f"cannot write {path}: {e.strerror or e}") from e
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the rename itself durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
@@ -198,6 +235,11 @@ def add_source(path: Path, url: str, *, name: str | None = None, title: str | No
     from the URL and made unique with -2, -3... An absent file is created.
     """
     url = _check_url(url, allow_files=True)
+    with _locked(path):
+        return _add_source(path, url, name, title)
+
+
+def _add_source(path: Path, url: str, name: str | None, title: str | None) -> str:
     sources = _read(path)
     key = url_identity(_normalized(url, path.resolve().parent))
     if key in sources.urls:
@@ -221,6 +263,11 @@ def import_opml(path: Path, feeds: Sequence[OpmlFeed]) -> tuple[list[str], list[
     """Append every feed of an OPML list not already in feeds.toml; return (added names,
     skipped URLs). Skipped: URLs already present (or twice in the list) and non-http(s) ones.
     The file is written once, and not at all when nothing is added."""
+    with _locked(path):
+        return _import_opml(path, feeds)
+
+
+def _import_opml(path: Path, feeds: Sequence[OpmlFeed]) -> tuple[list[str], list[str]]:
     sources = _read(path)
     added: list[str] = []
     skipped: list[str] = []

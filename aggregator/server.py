@@ -4,6 +4,12 @@ Files are held in memory keyed by (mtime, size), so a conditional request costs 
 `stat` and never reads the file or the store. The ETag is a hash of the bytes, so it
 changes only when they do (publish rewrites a file only when its bytes change). Gzip is
 computed once per version. `/healthz` and `/metrics` are for the operator.
+
+Clients are bounded (`BoundedH11Protocol`): a connection must deliver a complete request
+within `request_timeout` of connecting (or of its first byte after a response), however it
+drips it; an idle keep-alive connection is closed after `KEEP_ALIVE_SECONDS`; a request
+arriving while `max_connections` are open is answered 503, and a connection accepted while
+twice that are open is closed at once, so a flood cannot take every file descriptor.
 """
 
 from __future__ import annotations
@@ -13,8 +19,10 @@ import contextlib
 import gzip
 import hashlib
 import json
+import logging
 import mimetypes
 import os
+import resource
 import signal
 import socket
 from collections.abc import Awaitable, Callable, Iterator
@@ -22,11 +30,15 @@ from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
 
+import h11
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+log = logging.getLogger(__name__)
 
 MEDIA_TYPES = {
     "rss.xml": "application/rss+xml; charset=utf-8",
@@ -37,6 +49,15 @@ MEDIA_TYPES = {
     ".xml": "application/xml; charset=utf-8",
 }
 _GZIP_MIN_BYTES = 256
+
+# Defaults of `[server] request_timeout` and `[server] max_connections`.
+REQUEST_TIMEOUT_SECONDS = 10.0
+MAX_CONNECTIONS = 512
+# uvicorn's own default: readers poll every few minutes, a held socket buys them nothing.
+KEEP_ALIVE_SECONDS = 5
+# Descriptors for everything but client connections: the store, parser workers, outgoing
+# fetches, files being published.
+_RESERVED_FDS = 256
 
 # None when healthy, else the reason; awaited, so that asking a database server does not
 # stall the other requests.
@@ -80,8 +101,14 @@ class PublishedFiles:
             or any(p in ("", ".", "..") or p.startswith(".") for p in parts)
         ):
             return None
-        candidate = (self.root / name).resolve()
-        if not candidate.is_relative_to(self.root) or not candidate.is_file():
+        try:
+            candidate = (self.root / name).resolve()
+            if not candidate.is_relative_to(self.root) or not candidate.is_file():
+                return None
+        except (OSError, ValueError, RuntimeError):  # a name too long, a symlink loop
+            return None
+        # A symlink may lead to a hidden file or directory under root: the target counts.
+        if any(p.startswith(".") for p in candidate.relative_to(self.root).parts):
             return None
         return candidate
 
@@ -135,10 +162,116 @@ class EmbeddedServer(uvicorn.Server):
         yield
 
 
-def embedded_server(app: Starlette, host: str, port: int) -> EmbeddedServer:
-    return EmbeddedServer(
-        uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, lifespan="off")
-    )
+class BoundedConfig(uvicorn.Config):
+    """uvicorn's configuration, plus the bounds `BoundedH11Protocol` enforces."""
+
+    def __init__(
+        self, app: Starlette, host: str, port: int, request_timeout: float, max_connections: int
+    ) -> None:
+        super().__init__(
+            app,
+            host=host,
+            port=port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            http=BoundedH11Protocol,
+            timeout_keep_alive=KEEP_ALIVE_SECONDS,
+            # uvicorn answers 503 to a request while this many connections (idle ones
+            # included) or requests are open; it counts the asking connection too.
+            limit_concurrency=max_connections,
+        )
+        self.request_timeout = request_timeout
+        self.max_connections = max_connections
+
+
+class BoundedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a deadline for each whole request.
+
+    uvicorn arms its keep-alive timer only after a response, and cancels it at every byte
+    received: a connection that never completes a request, or drips one a byte at a time,
+    is otherwise held for ever. Here the deadline runs from the connection (or from the
+    first byte after a response) until the request is complete, whatever arrives between.
+    """
+
+    config: BoundedConfig
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._deadline: asyncio.TimerHandle | None = None
+        super().connection_made(transport)  # type: ignore[arg-type]
+        if len(self.connections) > 2 * self.config.max_connections:
+            self.transport.abort()  # no descriptor to spare, not even for a 503
+            return
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._deadline is None and self.conn.their_state is h11.IDLE:
+            self._arm()  # the next request on a kept-alive connection has begun
+        super().data_received(data)
+        self._disarm_when_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._disarm_when_complete()
+        if self.conn.their_state is h11.IDLE and self.conn.trailing_data[0]:
+            self._arm()  # part of a pipelined request is already here
+
+    def _arm(self) -> None:
+        if self._deadline is None:
+            self._deadline = self.loop.call_later(self.config.request_timeout, self._expire)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _disarm_when_complete(self) -> None:
+        if self.conn.their_state is not h11.IDLE and self.conn.their_state is not h11.SEND_BODY:
+            self._disarm()  # the request is complete (or the connection is ending)
+
+    def _expire(self) -> None:
+        self._deadline = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
+def embedded_server(
+    app: Starlette,
+    host: str,
+    port: int,
+    *,
+    request_timeout: float = REQUEST_TIMEOUT_SECONDS,
+    max_connections: int = MAX_CONNECTIONS,
+) -> EmbeddedServer:
+    return EmbeddedServer(BoundedConfig(app, host, port, request_timeout, max_connections))
+
+
+def raise_open_file_limit(max_connections: int) -> None:
+    """Raise the soft limit on open files to the hard one; warn if connections may not fit.
+
+    systemd's default soft limit (1024) is below what `max_connections` may take; the hard
+    limit (524288 by default, 65536 in contrib/aggregator.service) is what the operator meant.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError) as e:
+            log.warning("cannot raise the open-file limit from %d to %d: %s", soft, hard, e)
+    needed = 2 * max_connections + _RESERVED_FDS
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        log.warning(
+            "open-file limit %d is below the %d that [server] max_connections = %d may need; "
+            "raise LimitNOFILE (ulimit -n) or lower max_connections",
+            soft,
+            needed,
+            max_connections,
+        )
 
 
 def listen_socket(host: str, port: int) -> socket.socket:
@@ -159,10 +292,20 @@ def listen_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve_until_signalled(app: Starlette, host: str, port: int) -> None:
+async def serve_until_signalled(
+    app: Starlette,
+    host: str,
+    port: int,
+    *,
+    request_timeout: float = REQUEST_TIMEOUT_SECONDS,
+    max_connections: int = MAX_CONNECTIONS,
+) -> None:
     """`aggregator serve`: serve until SIGTERM or SIGINT, then return (exit status 0)."""
+    raise_open_file_limit(max_connections)
     sock = listen_socket(host, port)
-    server = embedded_server(app, host, port)
+    server = embedded_server(
+        app, host, port, request_timeout=request_timeout, max_connections=max_connections
+    )
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))

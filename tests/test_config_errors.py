@@ -5,11 +5,17 @@ Each case runs the real CLI (`aggregator check`) in a subprocess, as an operator
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from pathlib import Path
 
 import pytest
 
+from aggregator.config import load_config
+from aggregator.daemon import Daemon
 from tests.conftest import run_cli
+from tests.test_daemon import _items
+from tests.test_daemon_inprocess import FAST, _config, _feed, _run_for
 
 GOOD_FEED = '[[feeds]]\nurl = "https://example.org/feed.xml"\n'
 
@@ -289,3 +295,67 @@ def test_valid_config_lists_sources(tmp_path: Path) -> None:
     assert status == 0, stderr
     assert "ex" in stdout and "https://example.org/feed.xml" in stdout and "1h" in stdout
     assert stdout.rstrip().endswith("feeds.toml: ok")
+
+
+# --- files the TOML parser cannot handle ------------------------------------------------
+
+DEEP = "a = " + "[" * 100_000 + "\n"  # tomllib recurses once per level
+DEEP_INLINE = "a = " + "{b = " * 50_000 + "\n"
+
+
+def _huge(path: Path) -> None:
+    """Valid TOML of 12 MB: over the 10 MB limit, so never parsed at all."""
+    with path.open("w", encoding="utf-8") as f:
+        f.write('[[feeds]]\nurl = "https://x.example/feed"\n')
+        for i in range(120_000):
+            f.write(f"# {i:06} {'x' * 90}\n")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["deep", "deep-inline", "huge"])
+def test_a_file_the_parser_cannot_handle_is_one_line_and_exit_2(tmp_path: Path, kind: str) -> None:
+    config = tmp_path / "feeds.toml"
+    if kind == "huge":
+        _huge(config)
+        expected = "error: feeds.toml:1: larger than 10 MB"
+    else:
+        config.write_text(DEEP if kind == "deep" else DEEP_INLINE, encoding="utf-8")
+        expected = "error: feeds.toml:1: invalid TOML: "
+    opml = str(Path(__file__).parent / "data" / "opml" / "nested-categories.opml")
+    commands = (["check"], ["once"], ["run"], ["add", "https://y.example/feed"])
+    for command in (*commands, ["import-opml", opml]):
+        result = run_cli(*command, "--config", "feeds.toml", cwd=tmp_path, timeout=60)
+        assert result.returncode == 2, (command, result.stderr[-2000:])
+        assert len(result.stderr.splitlines()) == 1, (command, result.stderr[-2000:])
+        assert result.stderr.startswith(expected), (command, result.stderr)
+    assert not (tmp_path / "output").exists()
+
+
+@pytest.mark.parametrize("kind", ["deep", "huge"])
+def test_a_reload_of_such_a_file_keeps_the_last_good_config_and_logs_one_line(
+    tmp_path: Path, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    _feed(tmp_path, _items("a", 1))
+    config = _config(tmp_path)
+    good = load_config(config)
+    daemon = Daemon(config, good, options=FAST)
+
+    async def edit() -> None:
+        written = config.with_name("feeds.toml.new")  # renamed into place, as editors do
+        if kind == "huge":
+            _huge(written)
+        else:
+            written.write_text(DEEP, encoding="utf-8")
+        written.replace(config)
+        await asyncio.sleep(1.0)  # the watcher reloads (debounced 200 ms)
+        assert daemon.reload() is False  # and SIGHUP alike
+
+    with caplog.at_level(logging.ERROR):
+        asyncio.run(_run_for(daemon, 0.2, during=edit))
+    assert daemon.config == good
+    # One line per reload (the watcher's, then ours), never a traceback.
+    problems = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(problems) >= 2
+    assert len({r.getMessage() for r in problems}) == 1
+    assert problems[0].getMessage().startswith("configuration not reloaded: ")
+    assert all(r.exc_info is None for r in problems)

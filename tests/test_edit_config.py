@@ -7,8 +7,12 @@ leave a file `load_config` accepts. Discovery runs against a real HTTP server on
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
+import subprocess
+import sys
 import tomllib
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -26,6 +30,7 @@ from aggregator.edit_config import (
 from aggregator.errors import AggregatorError, ConfigError
 from aggregator.fetch import Fetcher
 from aggregator.opml import OpmlFeed, parse_opml
+from tests.conftest import ROOT
 from tests.feedfactory import Item, atom, rss2
 from tests.feedserver import FeedServer
 
@@ -483,3 +488,58 @@ def test_discover_then_add(feed_server: FeedServer, tmp_path: Path) -> None:
     path = write(tmp_path, NO_FEEDS)
     assert add_source(path, discover(url), name=None, title=None) == "127-0-0-1"
     assert load_config(path).sources[0].url == feed_server.url("/feed.atom")
+
+
+# --- concurrent edits -------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_ten_concurrent_add_runs_all_land(feed_server: FeedServer, tmp_path: Path) -> None:
+    """Ten `aggregator add` processes at once: ten "added", ten new sources, comments kept."""
+    urls = [
+        feed_server.add(
+            f"/feed{i}.atom", atom(f"F{i}", "https://e.org/", f"tag:e.org,2025:{i}", [])
+        )
+        for i in range(10)
+    ]
+    path = write(tmp_path, CONFIG)
+    env = {**os.environ, "PYTHONUTF8": "1", "NO_COLOR": "1"}
+    runs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "aggregator", "add", url, "--config", str(path)],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for url in urls
+    ]
+    outputs = [run.communicate(timeout=120) for run in runs]
+    for run, (out, err) in zip(runs, outputs, strict=True):
+        assert run.returncode == 0, err
+        assert out.startswith("added "), out
+    added = tomllib.loads(appended(path, CONFIG))["feeds"]  # what was there is untouched
+    assert sorted(f["url"] for f in added) == sorted(urls)
+    sources = load_config(path).sources
+    assert {s.url for s in sources} >= set(urls)
+    assert len({s.name for s in sources}) == len(sources)
+    no_leftovers(tmp_path)
+
+
+def test_concurrent_imports_and_adds_all_land(tmp_path: Path) -> None:
+    """Threads hold separate lock descriptors, so they exclude each other as processes do."""
+    path = write(tmp_path, CONFIG)
+    imports = [
+        [OpmlFeed(f"https://i{i}-{j}.example/feed", None) for j in range(3)] for i in range(5)
+    ]
+    adds = [f"https://a{i}.example/rss" for i in range(5)]
+
+    with ThreadPoolExecutor(max_workers=10) as pool:
+        jobs: list[Future[object]] = [pool.submit(import_opml, path, feeds) for feeds in imports]
+        jobs += [pool.submit(add_source, path, url) for url in adds]
+        for job in jobs:
+            job.result()
+    urls = {s.url for s in load_config(path).sources}
+    assert urls >= {f.url for feeds in imports for f in feeds} | set(adds)
+    assert appended(path, CONFIG)

@@ -1,0 +1,270 @@
+"""The server bounds its clients, and never answers a malformed path with a traceback.
+
+Shows, against the real daemon (`aggregator run`) and `aggregator serve` on 127.0.0.1 with raw
+sockets: idle connections and header drippers are closed by the server while normal requests
+are answered; a request beyond `[server] max_connections` is answered 503; paths with a
+too-long component, a symlink loop, a NUL byte, `..`, a huge length, and symlinks inside
+output/ that lead to hidden files or directories answer 404/400, with no traceback logged.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import ROOT
+from tests.feedfactory import rss2
+from tests.feedserver import FeedServer
+from tests.test_daemon import Daemon, _items, wait_for
+
+ATOM = b'<?xml version="1.0" encoding="utf-8"?><feed xmlns="http://www.w3.org/2005/Atom"/>\n'
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _raw_status(port: int, path: str | bytes) -> int:
+    """GET `path` byte for byte (httpx would normalise it); the status of the answer."""
+    target = path if isinstance(path, bytes) else path.encode("ascii")
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        head = b"GET " + target + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        sock.sendall(head)
+        response = http.client.HTTPResponse(sock)
+        try:
+            response.begin()
+            response.read()
+            return response.status
+        finally:
+            response.close()  # its file object holds the socket open otherwise
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    """Whether the server has closed `sock` (EOF or reset); `sock` is readable."""
+    try:
+        return sock.recv(4096) == b""
+    except ConnectionResetError:
+        return True
+
+
+def _wait_until_all_closed(socks: list[socket.socket], seconds: float) -> list[socket.socket]:
+    """Wait for the server to close every socket; return those still open at the deadline."""
+    open_ = list(socks)
+    deadline = time.monotonic() + seconds
+    while open_ and time.monotonic() < deadline:
+        readable, _, _ = select.select(open_, [], [], 0.5)
+        for sock in readable:
+            if _closed_by_peer(sock):
+                open_.remove(sock)
+    return open_
+
+
+class _Drippers:
+    """Connections that send a request head one byte every 0.2 s and never finish it."""
+
+    def __init__(self, port: int, count: int) -> None:
+        self.socks = [socket.create_connection(("127.0.0.1", port)) for _ in range(count)]
+        self.closed: set[int] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._drip, daemon=True)
+        self._thread.start()
+
+    def _drip(self) -> None:
+        head = b"GET /atom.xml HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"a" * 100_000
+        for byte in head:
+            if self._stop.is_set() or len(self.closed) == len(self.socks):
+                return
+            for i, sock in enumerate(self.socks):
+                if i not in self.closed:
+                    try:
+                        sock.send(bytes([byte]))
+                    except OSError:  # the server closed it: what we want
+                        self.closed.add(i)
+            time.sleep(0.2)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        for sock in self.socks:
+            sock.close()
+
+
+@pytest.mark.slow
+def test_idle_and_dripping_connections_are_closed_while_requests_are_answered(
+    tmp_path: Path, feed_server: FeedServer
+) -> None:
+    """200 idle sockets and 5 header drippers: closed within 45 s (default deadline 10 s),
+    and normal requests answered while they are open."""
+    feed_server.add("/a.xml", rss2("A", "https://a.example.org/", _items("a", 3)))
+    port = _free_port()
+    config = tmp_path / "feeds.toml"
+    config.write_text(
+        f'[server]\nhost = "127.0.0.1"\nport = {port}\n'
+        f'[[feeds]]\nname = "a"\nurl = "{feed_server.url("/a.xml")}"\n',
+        encoding="utf-8",
+    )
+    daemon = Daemon(config, port).start()
+    idle: list[socket.socket] = []
+    drippers: _Drippers | None = None
+    try:
+        started = time.monotonic()
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(200)]
+        drippers = _Drippers(port, 5)
+        for _ in range(3):  # answered while they are all open
+            assert daemon.get("/healthz").status_code == 200
+            assert daemon.get("/atom.xml").status_code == 200
+            time.sleep(0.5)
+        still_open = _wait_until_all_closed(idle, 45 - (time.monotonic() - started))
+        assert not still_open, f"{len(still_open)} idle connections still open after 45 s"
+        wait_for(lambda: len(drippers.closed) == 5, 45 - (time.monotonic() - started), "drips")
+        assert daemon.get("/atom.xml").status_code == 200
+        # Before the stop: a SIGTERM landing mid-tick logs APScheduler's own traceback.
+        log = daemon.log_text()
+        assert "Traceback" not in log, log[-5000:]
+    finally:
+        if drippers is not None:
+            drippers.close()
+        for sock in idle:
+            sock.close()
+        assert daemon.stop() == 0
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[tuple[int, Path, Path]]:
+    """`aggregator serve` on 127.0.0.1 with max_connections = 4: (port, output dir, log)."""
+    port = _free_port()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "atom.xml").write_bytes(ATOM)
+    (tmp_path / "feeds.toml").write_text(
+        f'[server]\nhost = "127.0.0.1"\nport = {port}\nmax_connections = 4\n'
+        '[publish]\noutput_dir = "out"\n'
+        '[[feeds]]\nurl = "https://example.org/feed.xml"\n',
+        encoding="utf-8",
+    )
+    log = tmp_path / "serve.log"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUTF8": "1"}
+    with log.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "aggregator", "serve", "--config", "feeds.toml"],
+            cwd=tmp_path,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(
+            lambda: httpx.get(f"http://127.0.0.1:{port}/atom.xml", timeout=2).status_code == 200,
+            20,
+            "aggregator serve to answer",
+        )
+        yield port, out, log
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.slow
+def test_a_request_beyond_max_connections_is_answered_503(
+    serve: tuple[int, Path, Path],
+) -> None:
+    port, _, _ = serve
+    held = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
+    try:
+        time.sleep(0.3)  # accepted by the server
+        assert _raw_status(port, "/atom.xml") == 503
+    finally:
+        for sock in held:
+            sock.close()
+    wait_for(lambda: _raw_status(port, "/atom.xml") == 200, 10, "a 200 once they are gone")
+
+
+@pytest.mark.slow
+def test_a_connection_beyond_twice_max_connections_is_closed_at_once(
+    serve: tuple[int, Path, Path],
+) -> None:
+    port, _, _ = serve
+    held = [socket.create_connection(("127.0.0.1", port)) for _ in range(8)]
+    try:
+        time.sleep(0.3)
+        with socket.create_connection(("127.0.0.1", port)) as extra:
+            extra.settimeout(5)  # far less than the 10 s request deadline
+            assert _closed_by_peer(extra)
+    finally:
+        for sock in held:
+            sock.close()
+
+
+@pytest.mark.slow
+def test_an_idle_keep_alive_connection_is_closed(serve: tuple[int, Path, Path]) -> None:
+    """After a response, a kept-alive connection that sends nothing more is closed (5 s)."""
+    port, _, _ = serve
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(b"GET /atom.xml HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        response = http.client.HTTPResponse(sock)
+        try:
+            response.begin()
+            assert response.status == 200
+            assert response.read() == ATOM
+            assert not response.will_close
+            assert _wait_until_all_closed([sock], 15) == []
+        finally:
+            response.close()
+
+
+@pytest.mark.slow
+def test_malformed_paths_answer_404_or_400_without_a_traceback(
+    serve: tuple[int, Path, Path],
+) -> None:
+    port, out, log = serve
+    (out / "loop").symlink_to("loop")
+    (out / "a").symlink_to("b")
+    (out / "b").symlink_to("a")
+    (out / ".published.json").write_text("{}", encoding="utf-8")
+    (out / ".hidden").mkdir()
+    (out / ".hidden" / "secret.xml").write_text("secret", encoding="utf-8")
+    (out / "record").symlink_to(".published.json")
+    (out / "dir").symlink_to(".hidden")
+    cases: dict[str | bytes, set[int]] = {
+        "/" + "x" * 256: {404},  # one component too long for the file system
+        "/atom.xml/" + "x" * 300: {404},
+        "/loop": {404},
+        "/a/atom.xml": {404},
+        "/%00": {404},
+        "/atom.xml%00.txt": {404},
+        "/../../etc/passwd": {404},
+        "/%2e%2e/%2e%2e/etc/passwd": {404},
+        "/" + "a/" * 3000: {404},  # 6 KB: within the head's size limit
+        "/" + "a" * 100_000: {400, 404},  # past h11's 16 KB limit when it arrives in parts
+        b"/\xff\xfe": {400},  # not ASCII: refused by the HTTP parser
+        "/record": {404},  # a symlink to a dotfile
+        "/dir/secret.xml": {404},  # through a symlink to a hidden directory
+        "/.hidden/secret.xml": {404},
+    }
+    wrong = {
+        path[:60]: status
+        for path, statuses in cases.items()
+        if (status := _raw_status(port, path)) not in statuses
+    }
+    assert not wrong
+    assert _raw_status(port, "/atom.xml") == 200
+    text = log.read_text("utf-8", "replace")
+    assert "Traceback" not in text, text[:3000]
