@@ -31,6 +31,7 @@ from aggregator.errors import AggregatorError, ConfigError, StorageError
 from aggregator.fetch import Fetcher
 from aggregator.metrics import Metrics
 from aggregator.pipeline import (
+    PARSERS,
     Clock,
     SourceReport,
     apply_retention,
@@ -523,6 +524,9 @@ class Daemon:
             # A poll waiting for a database that is away may outlast the grace: go on
             # without it (its claim runs out with its lease).
             await asyncio.wait(polls, timeout=STOP_GRACE_SECONDS)
+        # A parse under way (a runaway one, even) must not keep the process alive past the
+        # stop: its worker is killed, not waited for. The polls that wanted it are gone.
+        PARSERS.close(kill=True)
         self._last_publish_done = True
         if self._publish_handle is not None:
             # What was stored is published before the store closes.

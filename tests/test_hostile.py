@@ -27,7 +27,9 @@ from typing import Any
 import pytest
 from lxml import etree
 
+from aggregator.parse import TITLE_LIMIT
 from aggregator.store import SourceState, Store
+from aggregator.text import make_teaser
 from bench.measure import become_subreaper, run_measured
 from tests import hostile
 from tests.conftest import ROOT, run_cli
@@ -417,12 +419,17 @@ def test_ten_thousand_items_are_stored_and_max_items_published(
     assert [i["title"] for i in items[:3]] == [f"Item {n} of many" for n in range(3)]
 
 
-def test_hundred_thousand_character_title(server: HostileServer, tmp_path: Path) -> None:
+def test_hundred_thousand_character_title_is_cut_at_a_word(
+    server: HostileServer, tmp_path: Path
+) -> None:
     run = once_on(server, tmp_path, "/long-title")
     assert run.lines["long-title"] == "1 new"
-    assert run.titles() == [hostile.LONG_TITLE]
-    assert [e.findtext(f"{ATOM}title") for e in run.atom_entries()] == [hostile.LONG_TITLE]
-    assert [e.findtext("title") for e in run.rss_items()] == [hostile.LONG_TITLE]
+    title = make_teaser(hostile.LONG_TITLE, TITLE_LIMIT)
+    assert title.endswith("…") and hostile.LONG_TITLE.startswith(title[:-1])
+    assert hostile.LONG_TITLE[len(title) - 1] == " "  # the cut fell between words
+    assert run.titles() == [title]
+    assert [e.findtext(f"{ATOM}title") for e in run.atom_entries()] == [title]
+    assert [e.findtext("title") for e in run.rss_items()] == [title]
     assert_published_xml_is_well_formed(run)
     if VALIDATOR_PYTHON.exists() and (VALIDATOR / "src" / "feedvalidator").is_dir():
         _assert_clean(run.output)
