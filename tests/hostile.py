@@ -81,9 +81,11 @@ MANY_ITEMS = 10_000
 # escaped "<b>" over and over (tag detection), "<p" never closed (block boundaries).
 ESCAPED_MARKUP_REPEATS = 100_000
 UNCLOSED_TAG_REPEATS = 150_000
-# A document slow for feedparser itself, caps or not (5 to 10 s here, 3.5 MB, under the
-# default max_bytes): what a parse budget is for.
-SLOW_ITEMS = 20_000
+# A document slow for feedparser itself, caps or not: one item holding empty elements
+# ("<i/>"), four bytes each, every one a call of feedparser's handlers: 200,000 of them
+# (800 KB) took 3.7 s here, linear in their number. What a parse budget is for.
+SLOW_ELEMENTS = 400_000  # 1.6 MB: over a budget of a few seconds
+RUNAWAY_ELEMENTS = 2_000_000  # 8 MB, under the default max_bytes: over half a minute
 # Bidi controls a title can carry to read backwards; the marks (U+200E, U+200F) stay.
 BIDI_TITLE = (
     "\u202eexe.\u202cjpg \u2066isolated\u2069 \u202aembedded\u202c",
@@ -368,12 +370,10 @@ def unclosed_tag_title() -> bytes:
 
 
 @functools.cache
-def slow_to_parse() -> bytes:
-    items = [
-        item(f"Slow {n}", guid=f"slow-{n}", link=f"{SITE}slow/{n}", description="<p>x</p>")
-        for n in range(SLOW_ITEMS)
-    ]
-    return rss(items, title="Slow to parse").encode()
+def slow_to_parse(elements: int = SLOW_ELEMENTS) -> bytes:
+    """An ordinary item followed by `elements` empty elements feedparser must walk through."""
+    slow = item("Slow to parse", guid="slow-0", link=f"{SITE}slow/0", date=_date(0, "slow"))
+    return rss([slow.replace("</item>", "<i/>" * elements + "</item>")]).encode()
 
 
 def bidi_titles() -> bytes:
