@@ -130,6 +130,7 @@ class ParsePool:
         self._lock = threading.Lock()
         # Executors killed for one feed's budget: the others in flight there are not to blame.
         self._sacrificed: weakref.WeakSet[ProcessPoolExecutor] = weakref.WeakSet()
+        self._stopped: weakref.WeakSet[ProcessPoolExecutor] = weakref.WeakSet()  # close(kill)
         self._slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
         self._running = 0
         self._progress = time.monotonic()  # the last parse ended, or work began after idling
@@ -182,6 +183,8 @@ class ParsePool:
                     return await self._run(pool, call, budget)
                 except BrokenProcessPool as e:
                     self._discard(pool)
+                    if pool in self._stopped:
+                        raise ParseError("the parser was stopped") from e
                     if pool in self._sacrificed:
                         continue  # killed for another feed's budget: try again, uncounted
                     deaths += 1
@@ -221,8 +224,8 @@ class ParsePool:
     def _sacrifice(self, pool: ProcessPoolExecutor) -> None:
         """Kill `pool`'s workers for one feed's sake; the others in flight are retried."""
         self._sacrificed.add(pool)
+        _kill(pool)  # first: shutting the executor down forgets its processes
         self._discard(pool)
-        _kill(pool)
 
     def _discard(self, broken: ProcessPoolExecutor) -> None:
         with self._lock:
@@ -237,6 +240,7 @@ class ParsePool:
             executor, self._executor = self._executor, None
         if kill:
             if executor is not None:
+                self._stopped.add(executor)
                 _kill(executor)
             _stop_fork_server()
         elif executor is not None:

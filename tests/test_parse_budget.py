@@ -9,6 +9,7 @@ its parser processes within 10 s.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -144,7 +145,7 @@ def test_hostile_titles_and_a_runaway_parse_stall_nothing(
             parsed = rows[name]["items"] == 2  # the hostile item and the fine one
             assert parsed or rows[name]["error"] == reason, rows[name]
             if parsed:
-                wait_for(lambda f=fine: f in _titles(port), 10, f"{name} published")
+                wait_for(functools.partial(_published, port, fine), 10, f"{name} published")
         titles = _titles(port)
         assert all(len(t) <= TITLE_LIMIT for t in titles)
         assert _status_text(config).count(reason) >= 1  # what an operator reads
@@ -163,6 +164,10 @@ def test_hostile_titles_and_a_runaway_parse_stall_nothing(
         assert len(served.seen("/good.xml")) >= 2  # the daemon did poll again meanwhile
     finally:
         _end(process)
+
+
+def _published(port: int, title: str) -> bool:
+    return title in _titles(port)
 
 
 def _titles(port: int) -> set[str]:
