@@ -11,8 +11,10 @@ a worker twice is reported as failed.
 Each parse has a time budget. A running task cannot be cancelled, so a parse over budget
 has its pool's workers killed (the pool is rebuilt on the next parse) and fails with
 `ParseTimeout`; the other feeds in flight on that pool are parsed again, at no cost to
-them. The budget runs from submission, so at most one feed per worker is submitted at a
-time: a feed never spends its budget waiting in the pool's queue behind another.
+them. At most one feed more than there are workers is in the pool at a time: that one keeps
+a worker from idling while the event loop is busy (without it a cycle of 200 feeds took a
+quarter longer here). Since it may wait for a worker through at most one other parse,
+itself bounded by the budget, its deadline is twice the budget.
 """
 
 from __future__ import annotations
@@ -155,7 +157,7 @@ class ParsePool:
     def _free_slots(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
         if self._slots is None or self._slots[0] is not loop:
-            self._slots = (loop, asyncio.Semaphore(self._workers))
+            self._slots = (loop, asyncio.Semaphore(self._workers + 1))
         return self._slots[1]
 
     def stalled_seconds(self) -> float:
@@ -200,10 +202,12 @@ class ParsePool:
         """`call` on `pool`, its workers killed if it takes longer than `budget` seconds."""
         if not self._running:
             self._progress = time.monotonic()  # busy from now, not since the last parse
+        # Every worker busy: this feed waits for one through at most one parse (≤ budget).
+        deadline = budget * 2 if self._running >= self._workers else budget
         self._running += 1
         future = pool.submit(call)
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), budget)
+            return await asyncio.wait_for(asyncio.wrap_future(future), deadline)
         except TimeoutError:
             self._sacrifice(pool)
             raise ParseTimeout(describe_budget(budget)) from None
@@ -211,7 +215,7 @@ class ParsePool:
             # The worker goes on with it: should it run past the budget, kill it then.
             if not future.done():
                 loop = asyncio.get_running_loop()
-                loop.call_later(budget, self._kill_if_running, pool, future)
+                loop.call_later(deadline, self._kill_if_running, pool, future)
             raise
         finally:
             self._running -= 1
