@@ -27,7 +27,7 @@ import regex
 from aggregator import USER_AGENT
 from aggregator.errors import ConfigError
 from aggregator.filters import FilterPattern, Filters
-from aggregator.text import has_forbidden_characters
+from aggregator.text import has_forbidden_characters, strip_bidi_controls
 from aggregator.tomlpos import KeyPath, LineIndex, format_path
 from aggregator.urls import public_url
 
@@ -57,6 +57,7 @@ class PollSettings:
     max_bytes: int = 10 * 1024 * 1024
     user_agent: str = USER_AGENT
     lease: timedelta = timedelta(seconds=120)  # see default_lease
+    parse_timeout: timedelta = timedelta(seconds=20)  # a parse over it fails, and backs off
 
 
 def default_lease(timeout: timedelta) -> timedelta:
@@ -359,6 +360,11 @@ def derive_name(url: str) -> str:
     return slug[:64].strip("-") or "source"
 
 
+def _display_text(value: object) -> str:
+    """A title readers see: without bidi controls, which can make it read backwards."""
+    return _string(strip_bidi_controls(value) if isinstance(value, str) else value)
+
+
 def _name(value: object) -> str:
     name = _string(value)
     if not SOURCE_NAME.match(name):
@@ -372,6 +378,7 @@ _TABLES = ("aggregator", "poll", "publish", "store", "server", "feeds")
 _SITE_KEYS = ("title", "link", "description", "language", "timezone", "base_url")
 _POLL_KEYS = (
     "interval", "concurrency", "timeout", "per_host", "max_bytes", "user_agent", "lease",
+    "parse_timeout",
 )  # fmt: skip
 _PUBLISH_KEYS = ("output_dir", "max_items", "max_age", "teaser_length", "include", "exclude")
 _STORE_KEYS = ("path", "url", "keep")
@@ -543,6 +550,7 @@ def _validate(
         max_bytes=load.value(poll_t, p, "max_bytes", _size, 10 * 1024 * 1024),
         user_agent=load.value(poll_t, p, "user_agent", _string, USER_AGENT),
         lease=load.value(poll_t, p, "lease", parse_duration, default_lease(timeout)),
+        parse_timeout=load.value(poll_t, p, "parse_timeout", parse_duration, timedelta(seconds=20)),
     )
     if poll.lease <= poll.timeout:
         load.error(
@@ -631,7 +639,7 @@ def _sources(
         source = SourceConfig(
             name=name,
             url=url,
-            title=load.value(table, path, "title", _string, None),
+            title=load.value(table, path, "title", _display_text, None),
             interval=load.value(table, path, "interval", parse_duration, poll.interval),
             timezone=load.value(table, path, "timezone", _timezone, site.timezone),
             tags=load.value(table, path, "tags", _tags, ()),

@@ -32,6 +32,7 @@ from aggregator.errors import AggregatorError, ConfigError, StorageError
 from aggregator.fetch import Fetcher
 from aggregator.metrics import Metrics
 from aggregator.pipeline import (
+    PARSERS,
     Clock,
     SourceReport,
     apply_retention,
@@ -55,7 +56,13 @@ from aggregator.server import (
     raise_open_file_limit,
 )
 from aggregator.store_api import SourceState, StoreAPI, open_store
-from aggregator.watchdog import BLOCK_SECONDS, LoopWatch, StoreFileWatch, Watchdog
+from aggregator.watchdog import (
+    BLOCK_SECONDS,
+    LoopWatch,
+    StoreFileWatch,
+    Watchdog,
+    stalled_parsers_problem,
+)
 
 log = logging.getLogger("aggregator")
 
@@ -66,6 +73,8 @@ STOP_GRACE_SECONDS = 5.0
 # big store). A quick publish (the usual: milliseconds) leaves the debounce in charge.
 PUBLISH_PACE = 4.0
 PUBLISH_RETRY_SECONDS = 10.0  # after a publish the store made fail
+# A parse killed at its budget ends within moments; the pool may take this long to be rebuilt.
+PARSER_SLACK = 10.0
 
 
 class Trouble:
@@ -148,6 +157,7 @@ class Daemon:
         )
         if config.store.url is None:  # SQLite: a file that can vanish under us
             self.watchdog.probes.insert(1, StoreFileWatch(config.store.path).problem)
+        self.watchdog.probes.append(self._parser_problem)
 
     @staticmethod
     def _new_fetcher(config: Config) -> Fetcher:
@@ -181,6 +191,13 @@ class Daemon:
         if failing <= PUBLISH_RETRY_SECONDS:
             return None
         return f"publishing has failed for {failing:.0f} s: {error}"
+
+    def _parser_problem(self) -> str | None:
+        """The parser pool finished nothing for longer than its budget allows: a parse over
+        budget is killed, and a queued one waits through at most one other (twice the
+        budget), so a longer stall means the kill itself failed."""
+        budget = self.config.poll.parse_timeout.total_seconds()
+        return stalled_parsers_problem(PARSERS.stalled_seconds(), 2 * budget + PARSER_SLACK)
 
     def _poll_record_problem(self) -> str | None:
         """The store refused a poll's record, and no later poll's record was written."""
@@ -567,6 +584,9 @@ class Daemon:
             # A poll waiting for a database that is away may outlast the grace: go on
             # without it (its claim runs out with its lease).
             await asyncio.wait(polls, timeout=STOP_GRACE_SECONDS)
+        # A parse under way (a runaway one, even) must not keep the process alive past the
+        # stop: its worker is killed, not waited for. The polls that wanted it are gone.
+        PARSERS.close(kill=True)
         self._last_publish_done = True
         if self._publish_handle is not None:
             # What was stored is published before the store closes.

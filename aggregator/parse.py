@@ -31,11 +31,12 @@ from aggregator.errors import ParseError
 from aggregator.policy import feed_lifetime
 from aggregator.text import (
     absolute_url,
+    cap_length,
     clean_text,
-    collapse_whitespace,
     html_to_text,
     make_teaser,
     sanitize_html,
+    strip_bidi_controls,
 )
 from aggregator.types import ParsedEntry, ParsedFeed
 
@@ -46,32 +47,113 @@ from aggregator.types import ParsedEntry, ParsedFeed
 # date is treated as zone-less and read in the source's time zone.
 _NUMERIC_ZONE = re.compile(r"(?:[zZ]|[+-]\d{2}:?\d{2})\s*(?:\([^)]*\))?\s*$")
 _NAMED_ZONE = re.compile(r"\b([A-Za-z]{1,5})\s*(?:\([^)]*\))?\s*$")
+# Caps on one feed field, applied to the raw text before any pattern, sanitizer or parser of
+# ours sees it (README, "Limits"): with them every text operation here costs at most a
+# bounded amount per field, and a 10 MB title costs what a short one does. Generous for
+# real feeds: a real headline is under 300 characters, a long article under 200 KB of HTML.
+TITLE_LIMIT = 500  # published title (entry and feed), in grapheme clusters
+RAW_TITLE_LIMIT = 8_000  # a title as the feed wrote it, markup and entities included
+NAME_LIMIT = 200  # published author name or category term, in grapheme clusters
+RAW_NAME_LIMIT = 2_000
+CONTENT_LIMIT = 512 * 1024  # summary or content HTML, in characters
+ID_LIMIT = 2_048  # a longer guid/id is kept as its start plus a digest of the whole
+LINK_LIMIT = 8_192  # a longer link is no link (cut, it would lead nowhere)
+_DATE_LIMIT = 256  # a longer date string is no date; feedparser's reading of it stands
+_NUMBER_LIMIT = 32  # <ttl> and sy:updateFrequency: a longer "number" is noise
 # Markup in an RSS title, as opposed to text about markup ("the <b> tag"): a dangerous
-# element, a line break or image, or an element that is opened and closed.
-_HTML_TAG = re.compile(
-    r"<(?:script|style|iframe|object|embed|form)\b|<br\s*/?>|<img\b"
-    r"|<(a|b|i|u|em|strong|span|div|p|font|sup|sub|small|big|mark|code|q|s|strike|h[1-6])\b"
-    r"[^>]*>.*?</\1\s*>",
-    re.IGNORECASE | re.DOTALL,
-)
+# element, a line break or image, or an element that is opened and then closed. Found by
+# one linear scan over tag starts: a tag's rest ends at the next "<" or ">", and the
+# optional ">" never makes the engine back up (a pattern pairing `<b ...>` with its `</b>`
+# restarted at every "<": minutes for a 120 KB title of "<b>"s).
+_TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9]*)([^<>]*)(>?)")
+_DANGEROUS = frozenset({"script", "style", "iframe", "object", "embed", "form", "img"})
+_PAIRED = frozenset(
+    {"a", "b", "i", "u", "em", "strong", "span", "div", "p", "font", "sup", "sub", "small",
+     "big", "mark", "code", "q", "s", "strike", "h1", "h2", "h3", "h4", "h5", "h6"}
+)  # fmt: skip
+# How many times a title may turn out to be escaped markup once more ("&amp;lt;b&amp;gt;").
+_UNESCAPE_ROUNDS = 3
 _ENTITY_REFERENCE = re.compile(r"&([A-Za-z][A-Za-z0-9]{0,31});")
 # bozo reasons that say nothing about the document being broken.
 _HARMLESS = (NonXMLContentType,)
 _HTML_TYPES = ("text/html", "application/xhtml+xml", "html", "xhtml")
 
 
-def _plain(detail: Mapping[str, Any] | None, value: str, *, typed: bool = False) -> str:
-    """A title-like text construct as plain text.
+def _plain(
+    detail: Mapping[str, Any] | None,
+    value: str,
+    *,
+    typed: bool = False,
+    limit: int = TITLE_LIMIT,
+    raw_limit: int = RAW_TITLE_LIMIT,
+) -> str:
+    """A title-like text construct as plain text, at most `limit` clusters, cut at a word.
 
     Atom says what a text is (`typed`): its "text" is literal, "<b>" included. RSS leaves it
     open, so there text carrying real HTML tags is read as HTML (a literal "<script>" in a
-    published title is an attack on naive readers). An entity reference nobody defined
-    ("&lol9;") is dropped rather than shown.
+    published title is an attack on naive readers), and so is text that decodes to markup
+    once more (double-escaped "&amp;lt;b&amp;gt;"): readers that treat RSS titles as HTML
+    would show its tags. Text about markup ("the <b> tag") is no markup and stays. An
+    entity reference nobody defined ("&lol9;") is dropped rather than shown; bidi controls
+    go (they can make a title read backwards).
     """
+    value = cap_length(value, raw_limit)
     kind = (detail or {}).get("type", "text/plain")
-    if kind in _HTML_TYPES or (not typed and _HTML_TAG.search(value)):
+    if kind in _HTML_TYPES:
         value = html_to_text(value)
-    return collapse_whitespace(_ENTITY_REFERENCE.sub(_known_entity_only, clean_text(value)))
+    for _ in range(0 if typed else _UNESCAPE_ROUNDS):
+        if looks_like_markup(value):
+            value = html_to_text(value)
+        elif "&" in value and looks_like_markup(decoded := html.unescape(value)):
+            value = html_to_text(decoded)  # escaped once more than the type says
+        else:
+            break
+    value = _ENTITY_REFERENCE.sub(_known_entity_only, clean_text(value))
+    return make_teaser(strip_bidi_controls(value), limit)
+
+
+def looks_like_markup(value: str) -> bool:
+    """Whether `value` holds real HTML rather than text about it (one linear scan)."""
+    if "<" not in value:
+        return False
+    opened: set[str] = set()
+    for tag in _TAG.finditer(value):
+        closing, name, rest, complete = tag.groups()
+        name = name.lower()
+        if not closing and name in _DANGEROUS:
+            return True
+        if not complete:
+            continue
+        if name == "br" and rest.strip() in ("", "/"):
+            return True
+        if name in _PAIRED:
+            if not closing:
+                opened.add(name)
+            elif name in opened and not rest.strip():
+                return True
+    return False
+
+
+def _name(value: str) -> str | None:
+    """An author name or category term as plain text: capped, no bidi controls."""
+    text = html_to_text(cap_length(value, RAW_NAME_LIMIT))
+    return make_teaser(strip_bidi_controls(text), NAME_LIMIT) or None
+
+
+def _identifier(value: str) -> str:
+    """A guid/id, cleaned; one over `ID_LIMIT` keeps its start and a digest of the whole."""
+    if len(value) > ID_LIMIT:
+        value = f"{value[: ID_LIMIT - 33]}#{_hash(value)}"
+    return clean_text(value).strip()
+
+
+def _link(value: object) -> str | None:
+    """A link as the feed wrote it; None when it is absurdly long (a cut link is broken)."""
+    return value if isinstance(value, str) and len(value) <= LINK_LIMIT else None
+
+
+def _number(value: object) -> str | None:
+    return value if isinstance(value, str) and len(value) <= _NUMBER_LIMIT else None
 
 
 def _known_entity_only(match: re.Match[str]) -> str:
@@ -92,6 +174,8 @@ def _date(entry: dict[str, Any], key: str, zone: tzinfo) -> datetime | None:
     A date that cannot be a real one (year 1 moved across a zone) is no date.
     """
     raw = dict.get(entry, key)
+    if isinstance(raw, str) and len(raw) > _DATE_LIMIT:
+        raw = None  # no pattern of ours reads it (they are not linear on such text)
     parsed: time.struct_time | None = dict.get(entry, f"{key}_parsed")
     try:
         if parsed is None:
@@ -174,7 +258,7 @@ def parse_feed(
 
     feed = result.feed
     typed = str(result.get("version", "")).startswith("atom")  # Atom declares its text types
-    site = absolute_url(feed.get("link"), url)
+    site = absolute_url(_link(feed.get("link")), url)
     zone = ZoneInfo(timezone)
     entries = []
     skipped = 0
@@ -205,11 +289,13 @@ def parse_feed(
             else None
         ),
         link=site,
-        feed_id=(clean_text(feed["id"]).strip() or None) if feed.get("id") else None,
+        feed_id=(_identifier(feed["id"]) or None) if feed.get("id") else None,
         entries=tuple(entries),
         warning=warning,
         lifetime=feed_lifetime(
-            feed.get("ttl"), feed.get("sy_updateperiod"), feed.get("sy_updatefrequency")
+            _number(feed.get("ttl")),
+            _number(feed.get("sy_updateperiod")),
+            _number(feed.get("sy_updatefrequency")),
         ),
     )
 
@@ -352,15 +438,23 @@ def _entry(raw: Any, *, base: str, zone: tzinfo, teaser_length: int, typed: bool
     # `dict.get`, not FeedParserDict's own: none of these keys is one of its aliases, and its
     # lookup costs several times more, for every key of every entry.
     get = functools.partial(dict.get, raw)
-    link = absolute_url(get("link"), base)
+    link = absolute_url(_link(get("link")), base)
     title = _plain(get("title_detail"), raw["title"], typed=typed) if get("title") else ""
 
     # A summary without summary_detail is feedparser's copy of the content, not a summary.
     summary = dict.get(raw, "summary")
     summary_detail = dict.get(raw, "summary_detail")
-    summary_raw = _as_html(summary_detail, summary) if summary and summary_detail else ""
+    summary_raw = (
+        _as_html(summary_detail, cap_length(summary, CONTENT_LIMIT))
+        if summary and summary_detail
+        else ""
+    )
     contents = get("content") or []
-    content_raw = _as_html(contents[0], contents[0].get("value", "")) if contents else ""
+    content_raw = (
+        _as_html(contents[0], cap_length(contents[0].get("value", ""), CONTENT_LIMIT))
+        if contents
+        else ""
+    )
     # Relative URLs in content: the xml:base in effect (Atom), else the entry's link.
     used = summary_detail if summary_raw else (contents[0] if contents else None)
     content_base = (used or {}).get("base") or link or base
@@ -371,15 +465,15 @@ def _entry(raw: Any, *, base: str, zone: tzinfo, teaser_length: int, typed: bool
     detail = get("author_detail") or {}
     name = detail.get("name") or get("author")
     if name:
-        author = html_to_text(name) or None
+        author = _name(name)
     categories: list[str] = []
     for tag in get("tags") or []:
-        term = html_to_text(tag.get("term") or tag.get("label") or "")
+        term = _name(tag.get("term") or tag.get("label") or "")
         if term and term not in categories:
             categories.append(term)
 
     content_hash = _hash(title, link or "", summary_html, author or "", "\x1f".join(categories))
-    raw_id = clean_text(get("id") or "").strip()
+    raw_id = _identifier(get("id") or "")
     entry_id = raw_id or link or f"sha256:{_hash(title, html_to_text(content_raw) or text)}"
     return ParsedEntry(
         entry_id=entry_id,

@@ -191,6 +191,7 @@ async def _settle(
                     public_url(outcome.final_url),
                     timezone=source.timezone,
                     teaser_length=config.publish.teaser_length,
+                    budget=config.poll.parse_timeout.total_seconds(),
                 )
             except ParseError as e:
                 failed = Failed(outcome.url, str(e))

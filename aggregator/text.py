@@ -1,7 +1,9 @@
 """Text handling shared by the stages: HTML to text, sanitizing, teasers, Unicode hygiene.
 
-Pure: no I/O. Teasers are cut on grapheme clusters (the `regex` module's `\\X`), never on code
-points, so a Devanagari consonant keeps its matra, virama and nukta, and an emoji its modifiers.
+Pure: no I/O. Every function is linear in its input (a pattern that backtracks over feed
+text can take minutes on one hostile title), or works on a capped prefix. Teasers are cut
+on grapheme clusters (the `regex` module's `\\X`), never on code points, so a Devanagari
+consonant keeps its matra, virama and nukta, and an emoji its modifiers.
 """
 
 from __future__ import annotations
@@ -24,11 +26,19 @@ _XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\uff
 _ANY_WHITESPACE = re.compile(r"\s")
 _GRAPHEME = regex.compile(r"\X")
 # Block-level boundaries become spaces so "<p>a</p><p>b</p>" reads "a b", not "ab".
+# Linear: a tag ends at the next "<" or ">", so no character is scanned from two tag starts
+# (`[^>]*>` rescanned the rest of the text from every "<p" of a text with no ">"), and no
+# optional whitespace before the name (`<\s*/?\s*` backtracked over every run of spaces).
 _BLOCK_BOUNDARY = re.compile(
-    r"<\s*/?\s*(?:br|p|div|li|ul|ol|h[1-6]|tr|td|th|blockquote|pre|hr|section|article|figure"
-    r"|figcaption|header|footer|dd|dt|table)\b[^>]*>",
+    r"</?(?:br|p|div|li|ul|ol|h[1-6]|tr|td|th|blockquote|pre|hr|section|article|figure"
+    r"|figcaption|header|footer|dd|dt|table)\b[^<>]*>",
     re.IGNORECASE,
 )
+# Explicit embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069): they reorder
+# how a title is displayed, so "gpj.exe" can be made to read "exe.jpg". The marks U+200E and
+# U+200F stay: Arabic and Urdu text needs them, and they cannot reorder other text.
+_BIDI_CONTROLS = dict.fromkeys([*range(0x202A, 0x202F), *range(0x2066, 0x206A)])
+_CUT_WINDOW = 64
 _PUNCTUATION_OR_SYMBOLS = regex.compile(r"[\p{P}\p{S}]+")
 # Left dangling before "…" these read as noise: "कहा,…" becomes "कहा…".
 _TRAILING = frozenset(",;:-–—(/.।॥")
@@ -60,6 +70,29 @@ def clean_text(value: str) -> str:
     if not unicodedata.is_normalized("NFC", value):
         value = unicodedata.normalize("NFC", value)
     return _XML_ILLEGAL.sub("", value) if _XML_ILLEGAL.search(value) else value
+
+
+def strip_bidi_controls(value: str) -> str:
+    """`value` without the bidi embedding, override and isolate controls (marks are kept)."""
+    return value.translate(_BIDI_CONTROLS)
+
+
+def cap_length(value: str, limit: int) -> str:
+    """`value` cut to at most `limit` characters (plus "…" when cut), never inside a cluster.
+
+    The early cap on a raw feed field, before any pattern or parser sees it. Only the clusters
+    around the cut are segmented (a window of 64 code points: segmentation resynchronizes
+    within a cluster or two), so the cost is that of a slice, whatever the input.
+    """
+    if len(value) <= limit:
+        return value
+    start = max(0, limit - _CUT_WINDOW)
+    end = start
+    for cluster in _GRAPHEME.finditer(value, start, limit + _CUT_WINDOW):
+        if cluster.end() > limit:
+            break
+        end = cluster.end()
+    return value[:end] + ELLIPSIS
 
 
 def has_forbidden_characters(value: str) -> bool:

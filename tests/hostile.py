@@ -77,6 +77,30 @@ MARKUP_ABSOLUTE_URLS = (
     SITE + "news/photos/1.jpg",  # href="photos/1.jpg" in the item whose link is relative
 )
 MANY_ITEMS = 10_000
+# Titles of about 1 MB that cost quadratic time in a pattern that restarts at every "<":
+# escaped "<b>" over and over (tag detection), "<p" never closed (block boundaries).
+ESCAPED_MARKUP_REPEATS = 100_000
+UNCLOSED_TAG_REPEATS = 150_000
+# A document slow for feedparser itself, caps or not: one item holding empty elements
+# ("<i/>"), four bytes each, every one a call of feedparser's handlers: 200,000 of them
+# (800 KB) took 3.7 s here, linear in their number. What a parse budget is for.
+SLOW_ELEMENTS = 400_000  # 1.6 MB: over a budget of a few seconds
+RUNAWAY_ELEMENTS = 2_000_000  # 8 MB, under the default max_bytes: over half a minute
+# Bidi controls a title can carry to read backwards; the marks (U+200E, U+200F) stay.
+BIDI_TITLE = (
+    "\u202eexe.\u202cjpg \u2066isolated\u2069 \u202aembedded\u202c",
+    "exe.jpg isolated embedded",
+)
+BIDI_URDU = ("اردو\u200f خبر \u200eABC\u200e", "اردو\u200f خبر \u200eABC\u200e")
+# RSS titles that decode to markup (written in the document as &lt;… or &amp;lt;…), and one
+# about markup, which must stay as it is.
+DOUBLE_ESCAPED = {
+    "&amp;lt;b&amp;gt;Big&amp;lt;/b&amp;gt; news": "Big news",
+    "&lt;i&gt;Italic&lt;/i&gt; and &lt;br/&gt;broken": "Italic and broken",
+    "&amp;amp;lt;em&amp;amp;gt;Triple&amp;amp;lt;/em&amp;amp;gt; escaped": "Triple escaped",
+    "The &lt;b&gt; tag explained": "The <b> tag explained",
+    "Why 3 &lt; 5 &amp;&amp; 5 &gt; 3": "Why 3 < 5 && 5 > 3",
+}
 LONG_TITLE_LENGTH = 100_000
 SHARED_GUID_ITEMS = 50
 TRUNCATED_COMPLETE = ("Complete story one", "Complete story two", "Complete story three")
@@ -104,6 +128,7 @@ for _text in (*RUSSIAN, *FRENCH, *JAPANESE, *CHINESE, *HINDI, LONG_TITLE, INVALI
 _DOCUMENTS = (
     "many", "laughs", "xxe", "cut", "ctl", "bad", "markup", "long", "noguid", "shared", "huge",
     "drip", "xmlonly", "headeronly", "none", "wrong", "reverse", "gb", "bom", "bomlatin",
+    "escaped", "unclosed", "slow", "bidi", "double",
 )  # fmt: skip
 
 
@@ -319,6 +344,46 @@ def long_title() -> bytes:
         )
     ]
     return rss(items).encode()
+
+
+def _raw_titled(titles: Sequence[str], prefix: str) -> str:
+    """An RSS document whose titles are written as given: already escaped, not escaped again."""
+    items = [
+        item(
+            f"RAW{n}", guid=f"{prefix}-{n}", link=f"{SITE}{prefix}/{n}", date=_date(n, prefix)
+        ).replace(f"<title>RAW{n}</title>", f"<title>{title}</title>")
+        for n, title in enumerate(titles)
+    ]
+    return rss(items)
+
+
+@functools.cache
+def escaped_markup_title() -> bytes:
+    """One item titled "&lt;b&gt;" 100,000 times (900 KB), beside an ordinary item."""
+    return _raw_titled(["&lt;b&gt;" * ESCAPED_MARKUP_REPEATS, "Escaped fine"], "escaped").encode()
+
+
+@functools.cache
+def unclosed_tag_title() -> bytes:
+    """One item titled "&lt;p" 150,000 times (600 KB): tag starts that never close."""
+    return _raw_titled(["&lt;p" * UNCLOSED_TAG_REPEATS, "Unclosed fine"], "unclosed").encode()
+
+
+@functools.cache
+def slow_to_parse(elements: int = SLOW_ELEMENTS) -> bytes:
+    """An ordinary item followed by `elements` empty elements feedparser must walk through."""
+    slow = item("Slow to parse", guid="slow-0", link=f"{SITE}slow/0", date=_date(0, "slow"))
+    return rss([slow.replace("</item>", "<i/>" * elements + "</item>")]).encode()
+
+
+def bidi_titles() -> bytes:
+    return rss(
+        _titled([BIDI_TITLE[0], BIDI_URDU[0]], "bidi"), title="\u202eBidi\u202c feed"
+    ).encode()
+
+
+def double_escaped() -> bytes:
+    return _raw_titled(list(DOUBLE_ESCAPED), "double").encode()
 
 
 NO_DATE_TITLES = ("Undated story one", "Undated story two", "Undated story three")
@@ -633,9 +698,15 @@ ROUTES: dict[str, Route] = {
     "/no-dates": _document(no_dates),
     "/no-guids": _document(no_guids),
     "/shared-guid": _document(shared_guid),
+    "/escaped-markup-title": _document(escaped_markup_title),
+    "/unclosed-tag-title": _document(unclosed_tag_title),
+    "/slow-to-parse": _document(slow_to_parse),
+    "/bidi": _document(bidi_titles),
+    "/double-escaped": _document(double_escaped),
 }
-# Paths that are hostile cases (the probe is only there to be asked for, or not).
-CASES = tuple(path for path in ROUTES if path != "/xxe-probe")
+# Paths that are hostile cases (the probe is only there to be asked for, or not; a slow
+# parse is for the budget's own tests, where the budget is small).
+CASES = tuple(path for path in ROUTES if path not in ("/xxe-probe", "/slow-to-parse"))
 
 
 class HostileServer:
@@ -655,7 +726,10 @@ class HostileServer:
             free_port = probe.getsockname()[1]
         self.refused_url = f"http://127.0.0.1:{free_port}/refused.xml"
         # Build the bombs before serving: the first request must not wait seconds for them.
-        for build in (gzip_bomb, deflate_bomb, brotli_bomb, huge, many_items):
+        for build in (
+            gzip_bomb, deflate_bomb, brotli_bomb, huge, many_items, escaped_markup_title,
+            unclosed_tag_title, slow_to_parse,
+        ):  # fmt: skip
             build()
         self._server = _Server(("127.0.0.1", 0), _Handler)
         self._server.hostile = self

@@ -27,7 +27,9 @@ from typing import Any
 import pytest
 from lxml import etree
 
+from aggregator.parse import TITLE_LIMIT, looks_like_markup
 from aggregator.store import SourceState, Store
+from aggregator.text import make_teaser
 from bench.measure import become_subreaper, run_measured
 from tests import hostile
 from tests.conftest import ROOT, run_cli
@@ -417,15 +419,45 @@ def test_ten_thousand_items_are_stored_and_max_items_published(
     assert [i["title"] for i in items[:3]] == [f"Item {n} of many" for n in range(3)]
 
 
-def test_hundred_thousand_character_title(server: HostileServer, tmp_path: Path) -> None:
+def test_hundred_thousand_character_title_is_cut_at_a_word(
+    server: HostileServer, tmp_path: Path
+) -> None:
     run = once_on(server, tmp_path, "/long-title")
     assert run.lines["long-title"] == "1 new"
-    assert run.titles() == [hostile.LONG_TITLE]
-    assert [e.findtext(f"{ATOM}title") for e in run.atom_entries()] == [hostile.LONG_TITLE]
-    assert [e.findtext("title") for e in run.rss_items()] == [hostile.LONG_TITLE]
+    title = make_teaser(hostile.LONG_TITLE, TITLE_LIMIT)
+    assert title.endswith("…") and hostile.LONG_TITLE.startswith(title[:-1])
+    assert hostile.LONG_TITLE[len(title) - 1] == " "  # the cut fell between words
+    assert run.titles() == [title]
+    assert [e.findtext(f"{ATOM}title") for e in run.atom_entries()] == [title]
+    assert [e.findtext("title") for e in run.rss_items()] == [title]
     assert_published_xml_is_well_formed(run)
     if VALIDATOR_PYTHON.exists() and (VALIDATOR / "src" / "feedvalidator").is_dir():
         _assert_clean(run.output)
+
+
+def test_rss_titles_that_decode_to_markup_are_published_without_tags(
+    server: HostileServer, tmp_path: Path
+) -> None:
+    """A reader that puts an RSS <title> into innerHTML sees no tag; text about a tag stays."""
+    run = once_on(server, tmp_path, "/double-escaped")
+    expected = sorted(hostile.DOUBLE_ESCAPED.values())
+    assert sorted(str(e.findtext("title")) for e in run.rss_items()) == expected
+    assert sorted(run.titles()) == expected
+    assert [looks_like_markup(str(e.findtext("title"))) for e in run.rss_items()] == [False] * 5
+    rss = (run.output / "rss.xml").read_bytes()
+    for tag in (b"b", b"i", b"em"):  # however the renderer escapes "<" and ">"
+        assert not re.search(rb"(&lt;|&#x3C;|&#60;)/" + tag + rb"(&gt;|>)", rss, re.IGNORECASE)
+
+
+def test_bidi_controls_are_published_in_no_title(server: HostileServer, tmp_path: Path) -> None:
+    run = once_on(server, tmp_path, "/bidi")
+    assert sorted(run.titles()) == sorted([hostile.BIDI_TITLE[1], hostile.BIDI_URDU[1]])
+    controls = {chr(c) for c in (*range(0x202A, 0x202F), *range(0x2066, 0x206A))}
+    atom = etree.fromstring((run.output / "atom.xml").read_bytes())
+    titles = [str(t.text) for t in atom.iter(f"{ATOM}title")]  # the sources' titles too
+    titles += [str(e.findtext("title")) for e in run.rss_items()]
+    assert "Bidi feed" in titles and not controls & set("".join(titles))
+    assert "\u200f" in (run.output / "feed.json").read_text(encoding="utf-8")  # marks stay
 
 
 @pytest.mark.parametrize(

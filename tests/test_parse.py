@@ -18,8 +18,16 @@ import pytest
 import regex
 
 from aggregator.errors import ParseError
-from aggregator.parse import parse_feed
+from aggregator.parse import (
+    CONTENT_LIMIT,
+    ID_LIMIT,
+    NAME_LIMIT,
+    TITLE_LIMIT,
+    looks_like_markup,
+    parse_feed,
+)
 from aggregator.types import ParsedEntry, ParsedFeed
+from tests import hostile
 from tests.feedfactory import Item, atom, rss1, rss2
 
 URL = "https://example.org/feed.xml"
@@ -727,3 +735,134 @@ def test_one_absurd_item_does_not_lose_the_others() -> None:
     assert [e.title for e in feed.entries] == ["broken link", "year one", "fine"]
     assert feed.entries[0].link is None
     assert feed.entries[1].published is None
+
+
+# -- bounded cost: caps before any pattern, linear tag detection ---------------------------
+
+
+def _titled(title: str, extra: str = "") -> bytes:
+    """One RSS item whose <title> is written exactly as given (escaped or not)."""
+    return rss(f"<item><title>{title}</title><link>{SITE}1</link>{extra}</item>")
+
+
+def test_a_10_mb_title_comes_out_capped_at_a_word() -> None:
+    words = "a headline that goes on and on "
+    title = (words * (10_000_000 // len(words)))[:10_000_000]
+    (entry,) = parse_feed(_titled(title), RSS_HEADERS, URL).entries
+    assert entry.title.endswith("…") and len(entry.title) <= TITLE_LIMIT
+    assert title.startswith(entry.title[:-1]) and title[len(entry.title) - 1] == " "
+
+
+@pytest.mark.parametrize(
+    "unit", ["&lt;b&gt;", "&lt;p", "&lt;b&gt;x&lt;/b", "&lt; br ", "&amp;lt;b&amp;gt;"]
+)
+def test_hostile_titles_of_n_and_4n_bytes_give_the_same_capped_title(unit: str) -> None:
+    """With the cap, the work on a title does not grow with it: 4n bytes read as n do.
+
+    Each shape restarts a pattern that is not linear at every "<" (the tag detection of
+    before took about 40 s on 120 KB of the first).
+    """
+    n = 250_000 // len(unit)
+    small = parse_feed(_titled(unit * n), RSS_HEADERS, URL).entries[0]
+    large = parse_feed(_titled(unit * 4 * n), RSS_HEADERS, URL).entries[0]
+    assert small.title == large.title and len(small.title) <= TITLE_LIMIT
+
+
+def test_hostile_documents_keep_their_other_items() -> None:
+    for document, fine in (
+        (hostile.escaped_markup_title(), "Escaped fine"),
+        (hostile.unclosed_tag_title(), "Unclosed fine"),
+    ):
+        entries = parse_feed(document, RSS_HEADERS, URL).entries
+        assert [len(e.title) <= TITLE_LIMIT for e in entries] == [True, True]
+        assert entries[1].title == fine
+
+
+def test_every_field_is_capped() -> None:
+    long_id = "urn:x:" + "i" * 1_000_000
+    item = (
+        f"<item><title>t</title><guid isPermaLink='false'>{long_id}</guid>"
+        f"<link>{SITE}{'l' * 1_000_000}</link><author>{'Name ' * 200_000}</author>"
+        f"<category>{'term ' * 200_000}</category>"
+        f"<description><![CDATA[{'<p>para</p>' * 300_000}]]></description></item>"
+        f"<item><title>u</title><guid isPermaLink='false'>{long_id}x</guid></item>"
+    )
+    first, second = parse_feed(rss(item), RSS_HEADERS, URL).entries
+    assert len(first.entry_id) == ID_LIMIT and first.entry_id.startswith("urn:x:iii")
+    assert second.entry_id != first.entry_id  # ids cut alike still differ
+    assert first.link is None  # a cut link would lead nowhere
+    assert first.author is not None and len(first.author) <= NAME_LIMIT
+    assert len(first.categories[0]) <= NAME_LIMIT
+    assert first.summary_html.startswith("<p>para</p>")
+    assert len(first.summary_html) <= CONTENT_LIMIT + 100
+
+
+def test_a_date_string_of_a_megabyte_is_left_to_feedparser() -> None:
+    """No pattern of ours reads it (the zone patterns restart at every "("), so feedparser's
+    reading stands: what it made of the start, in UTC, or nothing."""
+    shapes = {
+        "Z(" * 500_000: None,
+        "Sat, 12 Jul 2025 10:00:00 " + "(" * 1_000_000: datetime(2025, 7, 12, 10, 0, tzinfo=UTC),
+    }
+    for date, expected in shapes.items():
+        doc = _titled("Dated", f"<pubDate>{date}</pubDate>")
+        assert parse_feed(doc, RSS_HEADERS, URL).entries[0].published == expected
+
+
+@pytest.mark.parametrize(
+    ("title", "markup"),
+    [
+        ("<b>Big</b> news", True),
+        ("<B class='x'>Big</B > news", True),
+        ("Line<br>break", True),
+        ("Line<br/>break", True),
+        ("<img src=x>", True),
+        ("<script>x", True),
+        ("<a href='/'>link</a>", True),
+        ("the <b> tag explained", False),
+        ("the </b> tag closes", False),
+        ("</b> closed before <b> opened", False),
+        ("3 < 5 and 5 > 3", False),
+        ("<bold>not html</bold>", False),
+        ("<b1>x</b1>", False),
+        ("<p <b>x</b>", True),
+        ("a <- b", False),
+    ],
+)
+def test_markup_detection(title: str, markup: bool) -> None:
+    assert looks_like_markup(title) is markup
+
+
+# -- RSS titles that decode to markup; bidi controls -------------------------------------
+
+
+def test_rss_titles_that_decode_to_markup_are_published_as_plain_text() -> None:
+    feed = parse_feed(hostile.double_escaped(), RSS_HEADERS, URL)
+    assert [e.title for e in feed.entries] == list(hostile.DOUBLE_ESCAPED.values())
+
+
+def test_atom_text_titles_about_markup_stay_literal() -> None:
+    entry = "<entry><title type='text'>&amp;lt;b&amp;gt;kept&amp;lt;/b&amp;gt;</title></entry>"
+    doc = atom_doc(entry.replace("<entry>", f"<entry><id>tag:x,2025:1</id><link href='{SITE}1'/>"))
+    assert parse_feed(doc, ATOM_HEADERS, URL).entries[0].title == "&lt;b&gt;kept&lt;/b&gt;"
+
+
+def test_bidi_controls_leave_titles_authors_and_categories() -> None:
+    spoof = "\u202egpj.exe\u202c"
+    item = (
+        f"<item><title>{spoof} \u2066x\u2069</title><link>{SITE}1</link>"
+        "<author>a@example.org (\u202bEve\u202c)</author>"
+        "<category>\u202dtag\u202c</category></item>"
+    )
+    feed = parse_feed(rss(item, channel="").replace(b"Channel", spoof.encode()), RSS_HEADERS, URL)
+    (entry,) = feed.entries
+    assert feed.title == "gpj.exe"
+    assert entry.title == "gpj.exe x"
+    assert entry.author is not None and "\u202b" not in entry.author and "Eve" in entry.author
+    assert entry.categories == ("tag",)
+
+
+def test_bidi_marks_stay() -> None:
+    feed = parse_feed(hostile.bidi_titles(), RSS_HEADERS, URL)
+    assert [e.title for e in feed.entries] == [hostile.BIDI_TITLE[1], hostile.BIDI_URDU[1]]
+    assert feed.title == "Bidi feed"

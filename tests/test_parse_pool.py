@@ -9,13 +9,15 @@ import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
+from multiprocessing import forkserver
 from pathlib import Path
 
 import pytest
 
 from aggregator.errors import ParseError
-from aggregator.parse_pool import ParsePool
+from aggregator.parse_pool import ParsePool, ParseTimeout
 from aggregator.types import ParsedFeed
+from tests import hostile
 from tests.conftest import ROOT
 from tests.feedfactory import Item, rss2
 
@@ -132,3 +134,115 @@ def test_kill_9_of_the_parent_takes_the_fork_server_and_workers_with_it(tmp_path
     finally:
         for pid in _session_members(process.pid):
             os.kill(pid, signal.SIGKILL)
+
+
+# -- the time budget -------------------------------------------------------------------------
+
+SLOW = hostile.slow_to_parse()  # several seconds of feedparser's own work (tests/hostile.py)
+
+
+def _pids(pool: ParsePool) -> set[int]:
+    executor = pool._executor
+    return set(executor._processes) if executor is not None else set()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+async def _wait_for_workers(pool: ParsePool) -> set[int]:
+    for _ in range(500):
+        if pids := _pids(pool):
+            return pids
+        await asyncio.sleep(0.01)
+    raise AssertionError("no workers")
+
+
+def test_a_parse_over_budget_fails_with_the_reason_and_its_worker_is_killed() -> None:
+    pool = ParsePool(workers=1)
+
+    async def go() -> set[int]:
+        task = asyncio.create_task(pool.parse(SLOW, HEADERS, "https://slow.example.org/", budget=1))
+        workers = await _wait_for_workers(pool)
+        with pytest.raises(ParseTimeout, match=r"^parse took longer than 1 s$"):
+            await task
+        # The pool is fine afterwards.
+        small = rss2(
+            "S", "https://s.example.org/", [Item("One", "https://s.example.org/1", "1", NOW)]
+        )
+        assert len((await pool.parse(small, HEADERS, "https://s.example.org/")).entries) == 1
+        return workers
+
+    try:
+        workers = asyncio.run(go())
+    finally:
+        pool.close()
+    time.sleep(0.5)
+    assert not [pid for pid in workers if _alive(pid)]
+
+
+def test_feeds_in_flight_on_a_pool_killed_for_another_are_parsed_again_uncounted() -> None:
+    """BIG is in flight on two pools killed for other feeds' budgets: still parsed, since
+    neither death was its doing (two deaths of its own would fail it)."""
+    pool = ParsePool(workers=2)
+
+    async def go() -> ParsedFeed:
+        big = asyncio.create_task(pool.parse(BIG, HEADERS, "https://big.example.org/", budget=60))
+        for _ in range(2):
+            await _wait_for_workers(pool)
+            await asyncio.sleep(0.3)  # BIG is on this pool's other worker
+            assert not big.done()
+            with pytest.raises(ParseTimeout):
+                await pool.parse(SLOW, HEADERS, "https://slow.example.org/", budget=0.5)
+        return await big
+
+    try:
+        feed = asyncio.run(go())
+    finally:
+        pool.close()
+    assert len(feed.entries) == 4000
+
+
+def test_stalled_seconds_counts_only_while_work_is_in_flight() -> None:
+    pool = ParsePool(workers=1)
+
+    async def go() -> tuple[float, float]:
+        assert pool.stalled_seconds() == 0.0
+        task = asyncio.create_task(pool.parse(SLOW, HEADERS, "https://slow.example.org/", budget=2))
+        await _wait_for_workers(pool)
+        await asyncio.sleep(1.0)
+        during = pool.stalled_seconds()
+        with pytest.raises(ParseTimeout):
+            await task
+        return during, pool.stalled_seconds()
+
+    try:
+        during, after = asyncio.run(go())
+    finally:
+        pool.close()
+    assert during >= 1.0
+    assert after == 0.0
+
+
+def test_close_with_kill_ends_a_runaway_parse_and_the_fork_server() -> None:
+    pool = ParsePool(workers=1)
+
+    async def go() -> set[int]:
+        task = asyncio.create_task(
+            pool.parse(SLOW, HEADERS, "https://slow.example.org/", budget=60)
+        )
+        workers = await _wait_for_workers(pool)
+        await asyncio.sleep(0.3)
+        server = forkserver._forkserver._forkserver_pid  # type: ignore[attr-defined]
+        pool.close(kill=True)
+        with pytest.raises(ParseError):
+            await task
+        return {*workers, server}
+
+    parsers = asyncio.run(go())
+    time.sleep(0.5)
+    assert not [pid for pid in parsers if _alive(pid)]

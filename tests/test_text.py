@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import unicodedata
+from pathlib import Path
 
 import pytest
 import regex
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from aggregator.config import load_config
 from aggregator.text import (
     ELLIPSIS,
     absolute_url,
+    cap_length,
     clean_text,
     html_to_text,
     make_teaser,
     sanitize_html,
+    strip_bidi_controls,
 )
 
 # The characters `make_teaser` strips from the end of a cut before adding the ellipsis.
@@ -530,3 +534,59 @@ def test_real_hindi_teasers_never_leave_a_dangling_mark(length: int) -> None:
     assert following not in ("\u200d", "\u094d")
     if kept:
         assert not unicodedata.category(kept[-1]).startswith("Z")
+
+
+# -- bounded cost, bidi controls ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "markup",
+    [
+        "<p" * 500_000,  # block tag starts never closed: `[^>]*>` rescanned the rest each time
+        "<br" + " " * 400_000,  # one start, then a long run of spaces
+        "<" + " " * 100_000 + "x",  # `<\s*/?\s*`: 20,000 spaces took 40 s here
+    ],
+)
+def test_html_to_text_is_linear_on_hostile_shapes(markup: str) -> None:
+    """Shapes that made the block-boundary pattern quadratic (minutes at this size; the
+    suite's timeout is the guard): read in one pass now."""
+    assert len(html_to_text(markup)) <= len(markup)
+
+
+def test_block_boundaries_still_become_spaces() -> None:
+    assert html_to_text("<p>a</p><P class='x'>b</P><br/>c<li>d") == "a b c d"
+
+
+@given(st.text(alphabet=st.sampled_from("ab \u0915\u093f\u094d\u200d👩🏽🇮🇳\u0301"), max_size=80),
+       st.integers(min_value=1, max_value=60))  # fmt: skip
+def test_cap_length_cuts_between_clusters(text: str, limit: int) -> None:
+    capped = cap_length(text, limit)
+    if len(text) <= limit:
+        assert capped == text
+        return
+    assert capped.endswith(ELLIPSIS)
+    kept = capped[: -len(ELLIPSIS)]
+    assert len(kept) <= limit and text.startswith(kept)
+    clusters = regex.findall(r"\X", text)
+    boundaries = {sum(len(c) for c in clusters[:n]) for n in range(len(clusters) + 1)}
+    assert len(kept) in boundaries
+
+
+def test_cap_length_costs_a_slice() -> None:
+    """The same cut for a text of any length beyond the cap."""
+    assert cap_length("क्षत्रिय " * 1_000, 100) == cap_length("क्षत्रिय " * 1_000_000, 100)
+
+
+def test_bidi_controls_are_removed_and_marks_kept() -> None:
+    controls = "".join(map(chr, [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]))
+    assert strip_bidi_controls(f"a{controls}b\u200ec\u200fd") == "ab\u200ec\u200fd"
+
+
+def test_bidi_controls_leave_source_titles_in_feeds_toml(tmp_path: Path) -> None:
+    config = tmp_path / "feeds.toml"
+    config.write_text(
+        '[[feeds]]\nurl = "https://example.org/feed.xml"\ntitle = "\u202eevil\u202c \u200fok"\n',
+        encoding="utf-8",
+    )
+    (source,) = load_config(config).sources
+    assert source.title == "evil \u200fok"
