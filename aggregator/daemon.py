@@ -77,6 +77,18 @@ PUBLISH_RETRY_SECONDS = 10.0  # after a publish the store made fail
 PARSER_SLACK = 10.0
 
 
+class _NotCancellations(logging.Filter):
+    """APScheduler logs a job it cancelled at shutdown (a tick, housekeeping under way) as
+    "Error running job" with a traceback: a stop is no error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError))
+
+
+_SCHEDULER_LOG = logging.getLogger("apscheduler.executors.default")
+_SCHEDULER_LOG.addFilter(_NotCancellations())
+
+
 class Trouble:
     """An error that repeats every few seconds while it lasts (the database away): logged
     when it starts or changes, and once more when it is over, not at every repetition."""
@@ -86,9 +98,10 @@ class Trouble:
         self.current: str | None = None
         self.since: float | None = None  # time.monotonic() when it started failing
 
-    def failed(self, error: Exception) -> None:
+    def failed(self, error: Exception, *, bug: bool = False) -> None:
+        """Log `error` unless it is the one already reported; a `bug` with its traceback."""
         if str(error) != self.current:
-            log.error("%s failed: %s", self.what, error)
+            log.error("%s failed: %s", self.what, error, exc_info=error if bug else None)
         self.current = str(error)
         if self.since is None:
             self.since = time.monotonic()
@@ -155,7 +168,7 @@ class Daemon:
             LoopWatch(block=self.options.loop_block_seconds, on_lag=self.metrics.loop_lag.set),
             [self._publish_problem, self._poll_record_problem],
         )
-        if config.store.url is None:  # SQLite: a file that can vanish under us
+        if not self.store.remote:  # SQLite: a file that can vanish under us
             self.watchdog.probes.insert(1, StoreFileWatch(config.store.path).problem)
         self.watchdog.probes.append(self._parser_problem)
 
@@ -360,13 +373,12 @@ class Daemon:
                 report = await asyncio.to_thread(
                     publish_timeline, self.config, self._publisher, self.clock()
                 )
-            except AggregatorError as e:  # the store is away: try again a little later
-                self._publish_trouble.failed(e)
+            except Exception as e:
+                # The store away, or a bug: the daemon keeps polling and serving the last
+                # good files, tries again a little later, and /healthz says so meanwhile.
+                self._publish_trouble.failed(e, bug=not isinstance(e, AggregatorError))
                 self._next_publish = asyncio.get_running_loop().time() + PUBLISH_RETRY_SECONDS
                 self.request_publish()
-                return
-            except Exception:  # a bug; the daemon keeps polling and serving the last good files
-                log.exception("publish failed")
                 return
         self._publish_trouble.worked()
         self._next_publish = asyncio.get_running_loop().time() + PUBLISH_PACE * report.seconds

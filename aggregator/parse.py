@@ -57,6 +57,8 @@ NAME_LIMIT = 200  # published author name or category term, in grapheme clusters
 RAW_NAME_LIMIT = 2_000
 CONTENT_LIMIT = 512 * 1024  # summary or content HTML, in characters
 ID_LIMIT = 2_048  # a longer guid/id is kept as its start plus a digest of the whole
+CATEGORY_LIMIT = 50  # distinct categories kept per item, the first ones in the feed
+RAW_CATEGORY_COUNT = 1_000  # categories read per item, duplicates included
 LINK_LIMIT = 8_192  # a longer link is no link (cut, it would lead nowhere)
 _DATE_LIMIT = 256  # a longer date string is no date; feedparser's reading of it stands
 _NUMBER_LIMIT = 32  # <ttl> and sy:updateFrequency: a longer "number" is noise
@@ -466,11 +468,13 @@ def _entry(raw: Any, *, base: str, zone: tzinfo, teaser_length: int, typed: bool
     name = detail.get("name") or get("author")
     if name:
         author = _name(name)
-    categories: list[str] = []
-    for tag in get("tags") or []:
+    categories: dict[str, None] = {}  # in the feed's order, each once
+    for tag in (get("tags") or [])[:RAW_CATEGORY_COUNT]:
         term = _name(tag.get("term") or tag.get("label") or "")
-        if term and term not in categories:
-            categories.append(term)
+        if term:
+            categories[term] = None
+            if len(categories) == CATEGORY_LIMIT:
+                break
 
     content_hash = _hash(title, link or "", summary_html, author or "", "\x1f".join(categories))
     raw_id = _identifier(get("id") or "")

@@ -19,6 +19,7 @@ import regex
 
 from aggregator.errors import ParseError
 from aggregator.parse import (
+    CATEGORY_LIMIT,
     CONTENT_LIMIT,
     ID_LIMIT,
     NAME_LIMIT,
@@ -795,6 +796,13 @@ def test_every_field_is_capped() -> None:
     assert len(first.categories[0]) <= NAME_LIMIT
     assert first.summary_html.startswith("<p>para</p>")
     assert len(first.summary_html) <= CONTENT_LIMIT + 100
+
+
+def test_categories_of_one_item_are_capped_in_number_and_kept_in_order() -> None:
+    """Thousands of distinct categories cost a bounded amount (no list scan per term)."""
+    terms = "".join(f"<category>t{n}</category><category>t{n}</category>" for n in range(5_000))
+    entry = parse_feed(_titled("Tagged", terms), RSS_HEADERS, URL).entries[0]
+    assert entry.categories == tuple(f"t{n}" for n in range(CATEGORY_LIMIT))
 
 
 def test_a_date_string_of_a_megabyte_is_left_to_feedparser() -> None:

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 import aggregator.daemon as daemon_module
+from aggregator import pipeline
 from aggregator.config import load_config
 from aggregator.daemon import Daemon, DaemonOptions
 from aggregator.errors import StorageError
@@ -135,11 +136,71 @@ def test_publishing_failing_past_its_retry_is_unhealthy_until_it_works(
     assert (output / "atom.xml").is_file()
 
 
+def test_a_publish_that_hits_a_bug_is_retried_and_unhealthy_until_it_works(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(daemon_module, "PUBLISH_RETRY_SECONDS", 0.5)
+    _feed(tmp_path, _items("a", 2))
+    config = _config(tmp_path)
+    daemon = Daemon(config, load_config(config), options=FAST)
+    broken = [False]
+    original = pipeline.publish_timeline
+
+    def publish_timeline(*args: object) -> object:
+        if broken[0]:
+            raise RuntimeError("a bug in a renderer")
+        return original(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(daemon_module, "publish_timeline", publish_timeline)
+    seen: list[str | None] = []
+
+    async def during() -> None:
+        await asyncio.sleep(0.5)
+        broken[0] = True
+        daemon.request_publish()
+        await asyncio.sleep(2.0)  # failing for longer than the (shortened) retry interval
+        seen.append(await daemon.health())
+        broken[0] = False
+        await asyncio.sleep(1.5)  # the next retry works
+        seen.append(await daemon.health())
+
+    caplog.set_level(logging.INFO, logger="aggregator")
+    asyncio.run(_run_for(daemon, 0.1, during))
+    assert seen[0] is not None and "a bug in a renderer" in seen[0]
+    assert seen[1] is None
+    # Logged once with its traceback, not at every retry.
+    bugs = [r for r in caplog.records if "a bug in a renderer" in r.getMessage()]
+    assert len(bugs) == 1 and bugs[0].exc_info is not None
+
+
 def test_the_parser_pool_probe_rule() -> None:
     assert stalled_parsers_problem(0.0, 20.0) is None
     assert stalled_parsers_problem(20.0, 20.0) is None
     problem = stalled_parsers_problem(31.0, 20.0)
     assert problem == "the parser pool has finished nothing for 31 s"
+
+
+def test_a_stalled_parser_pool_makes_the_daemon_unhealthy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _feed(tmp_path, _items("a", 1))
+    config = _config(tmp_path)
+    daemon = Daemon(config, load_config(config), options=FAST)
+    budget = daemon.config.poll.parse_timeout.total_seconds()
+    stall = [0.0]
+    monkeypatch.setattr(pipeline.PARSERS, "stalled_seconds", lambda: stall[0])
+    seen: list[str | None] = []
+
+    async def during() -> None:
+        seen.append(await daemon.health())
+        stall[0] = 2 * budget  # a queued parse may wait through another: not yet a stall
+        seen.append(await daemon.health())
+        stall[0] = 2 * budget + daemon_module.PARSER_SLACK + 1
+        seen.append(await daemon.health())
+
+    asyncio.run(_run_for(daemon, 0.1, during))
+    assert seen[:2] == [None, None]
+    assert seen[2] is not None and seen[2].startswith("the parser pool has finished nothing")
 
 
 # -- the real daemon -----------------------------------------------------------------------
