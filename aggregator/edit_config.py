@@ -41,6 +41,7 @@ from aggregator.config import (
 )
 from aggregator.errors import AggregatorError, ConfigError
 from aggregator.opml import OpmlFeed
+from aggregator.publish import fsync_directory
 from aggregator.text import clean_text, collapse_whitespace
 from aggregator.tomlpos import LineIndex
 
@@ -195,18 +196,9 @@ def _write(path: Path, text: str) -> None:
                 mode = _NEW_FILE_MODE
             temporary.chmod(mode)
             temporary.replace(target)
-            _fsync_directory(target.parent)
+            fsync_directory(target.parent)
         except OSError as e:
             raise EditError(f"cannot write {path}: {e.strerror or e}") from e
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the rename itself durable."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @contextlib.contextmanager

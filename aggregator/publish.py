@@ -48,7 +48,7 @@ def write_if_changed(path: Path, data: bytes) -> bool:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        _fsync_directory(path.parent)
+        fsync_directory(path.parent)
     except OSError as e:
         raise PublishError(f"cannot write {path}: {e.strerror or e}") from e
     return True
@@ -69,7 +69,7 @@ def _locked_temporary(path: Path) -> tuple[int, str]:
         os.close(fd)
 
 
-def _fsync_directory(directory: Path) -> None:
+def fsync_directory(directory: Path) -> None:
     """Make the rename itself durable."""
     fd = os.open(directory, os.O_RDONLY)
     try:
