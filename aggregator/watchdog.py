@@ -24,7 +24,7 @@ log = logging.getLogger("aggregator")
 
 Probe = Callable[[], str | None]
 
-BEAT_SECONDS = 0.25  # how often the loop task wakes
+BEAT_SECONDS = 0.5  # how often the loop task wakes (and the monitor thread looks)
 BLOCK_SECONDS = 5.0  # a loop this late is blocked: every request and poll waits meanwhile
 BLOCK_REMEMBER_SECONDS = 60.0  # /healthz reports a block for this long after it ended
 CHECK_SECONDS = 2.0  # the probes also run this often, so that they log without /healthz
