@@ -57,6 +57,10 @@ NAME_LIMIT = 200  # published author name or category term, in grapheme clusters
 RAW_NAME_LIMIT = 2_000
 CONTENT_LIMIT = 512 * 1024  # summary or content HTML, in characters
 ID_LIMIT = 2_048  # a longer guid/id is kept as its start plus a digest of the whole
+# Items kept from one document: the newest this many. Storing them runs on the event loop
+# (SQLite), so 60,000 items blocked it for seconds; a real feed carries tens, an archive
+# feed a few thousand.
+ENTRY_LIMIT = 2_000
 CATEGORY_LIMIT = 50  # distinct categories kept per item, the first ones in the feed
 RAW_CATEGORY_COUNT = 1_000  # categories read per item, duplicates included
 LINK_LIMIT = 8_192  # a longer link is no link (cut, it would lead nowhere)
@@ -283,6 +287,9 @@ def parse_feed(
         warnings.append(f"feed is not well-formed, read what could be read: {problem}")
     if skipped:
         warnings.append(f"skipped {skipped} unreadable item(s)")
+    if len(entries) > ENTRY_LIMIT:
+        warnings.append(f"kept the newest {ENTRY_LIMIT} of its {len(entries)} items")
+        entries = _newest(entries, ENTRY_LIMIT)
     warning = "; ".join(warnings) or None
     return ParsedFeed(
         title=(
@@ -417,6 +424,18 @@ def _repair_utf8(body: bytes, headers: Mapping[str, str]) -> bytes:
         return body  # mostly not UTF-8 at all (a wrong label): let detection read it
     # The invalid bytes go; a U+FFFD in a published title would say nothing to a reader.
     return text.replace("\ufffd", "").encode("utf-8")
+
+
+def _newest(entries: list[ParsedEntry], limit: int) -> list[ParsedEntry]:
+    """The `limit` newest entries by their own dates (undated ones count as oldest), in
+    document order: whichever way round a huge feed is sorted, its latest items stay."""
+    oldest = datetime.min.replace(tzinfo=UTC)
+    ranked = sorted(
+        range(len(entries)),
+        key=lambda i: entries[i].published or entries[i].updated or oldest,
+        reverse=True,
+    )
+    return [entries[i] for i in sorted(ranked[:limit])]
 
 
 def _distinct_ids(entries: list[ParsedEntry]) -> list[ParsedEntry]:

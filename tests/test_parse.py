@@ -12,6 +12,7 @@ import unicodedata
 from collections.abc import Iterator
 from dataclasses import fields
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -21,6 +22,7 @@ from aggregator.errors import ParseError
 from aggregator.parse import (
     CATEGORY_LIMIT,
     CONTENT_LIMIT,
+    ENTRY_LIMIT,
     ID_LIMIT,
     NAME_LIMIT,
     TITLE_LIMIT,
@@ -803,6 +805,22 @@ def test_categories_of_one_item_are_capped_in_number_and_kept_in_order() -> None
     terms = "".join(f"<category>t{n}</category><category>t{n}</category>" for n in range(5_000))
     entry = parse_feed(_titled("Tagged", terms), RSS_HEADERS, URL).entries[0]
     assert entry.categories == tuple(f"t{n}" for n in range(CATEGORY_LIMIT))
+
+
+def test_a_document_of_too_many_items_keeps_the_newest_whichever_way_it_is_sorted() -> None:
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    count = ENTRY_LIMIT + 500
+
+    def item(n: int) -> str:
+        date = format_datetime(start + timedelta(hours=n))
+        return f"<item><title>t{n}</title><guid>g{n}</guid><pubDate>{date}</pubDate></item>"
+
+    oldest_first, newest_first = range(count), range(count - 1, -1, -1)
+    for order, first in ((oldest_first, "t500"), (newest_first, f"t{count - 1}")):
+        feed = parse_feed(rss("".join(item(n) for n in order)), RSS_HEADERS, URL)
+        assert {e.title for e in feed.entries} == {f"t{n}" for n in range(500, count)}
+        assert feed.entries[0].title == first  # in document order
+        assert feed.warning is not None and f"kept the newest {ENTRY_LIMIT}" in feed.warning
 
 
 def test_a_date_string_of_a_megabyte_is_left_to_feedparser() -> None:
