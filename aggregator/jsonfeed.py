@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aggregator.config import SiteSettings
+from aggregator.render import with_full_content
 from aggregator.text import web_url
 from aggregator.types import SourceCredit, Timeline, TimelineItem
 from aggregator.urls import entry_link, public_url
@@ -40,7 +41,7 @@ def _credit(source: SourceCredit) -> dict[str, str]:
     return credit
 
 
-def _item(item: TimelineItem) -> dict[str, Any]:
+def _item(item: TimelineItem, *, full_content: bool = True) -> dict[str, Any]:
     entry = item.entry
     out: dict[str, Any] = {"id": item.uid}
     link = entry_link(entry.link, item.source.feed_url)
@@ -50,7 +51,9 @@ def _item(item: TimelineItem) -> dict[str, Any]:
         out["title"] = entry.title
     # JSON Feed requires content_html or content_text on every item.
     fallback = entry.teaser or entry.title or link or item.uid
-    out["content_html"] = entry.summary_html or html.escape(fallback, quote=False)
+    # Past the document's content budget (render.CONTENT_BUDGET), the teaser stands for it.
+    html_content = entry.summary_html if full_content else ""
+    out["content_html"] = html_content or html.escape(fallback, quote=False)
     if entry.teaser:
         out["summary"] = entry.teaser
     out["date_published"] = _date(item.published)
@@ -74,7 +77,10 @@ def json_feed(timeline: Timeline, site: SiteSettings) -> dict[str, Any]:
     }
     if site.language:
         feed["language"] = site.language
-    feed["items"] = [_item(item) for item in timeline.items]
+    full = with_full_content(timeline.items)
+    feed["items"] = [
+        _item(item, full_content=keep) for item, keep in zip(timeline.items, full, strict=True)
+    ]
     return feed
 
 

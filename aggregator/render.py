@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +30,14 @@ DC_NS = "http://purl.org/dc/elements/1.1/"
 # An empty timeline still needs a date; callers normally give one (see pipeline.py).
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TITLE_FALLBACK_LENGTH = 80
+# Item HTML in one feed document (rss.xml, atom.xml, feed.json), counted as the bytes it takes
+# there. Each item's HTML is capped (parse.CONTENT_LIMIT) but not their sum: 200 items of 512
+# KiB made a 102 MB rss.xml and a 204 MB feed.json. Real timelines stay far below (200 items
+# of 20 KB are 4 MB); past the budget items carry their teaser, as readers show it anyway.
+CONTENT_BUDGET = 8 * 1024 * 1024
+# What escaping adds to one character, at most, in XML text (lxml: "&amp;", "&lt;", "&gt;",
+# "&#13;") or in a JSON string (a backslash before a quote, backslash, newline or tab).
+_ESCAPE_GROWTH = {"&": 4, "<": 3, ">": 3, "\r": 4, '"': 1, "\\": 1, "\n": 1, "\t": 1}
 
 
 class _CreditFeed(BaseExtension):  # type: ignore[misc]
@@ -109,6 +118,29 @@ def _public(url: str | None) -> str | None:
     return public_url(url) if url else None
 
 
+def published_size(markup: str) -> int:
+    """An upper bound of the bytes `markup` takes in any of the feeds, escaped, as UTF-8."""
+    size = len(markup.encode("utf-8"))
+    return size + sum(growth * markup.count(ch) for ch, growth in _ESCAPE_GROWTH.items())
+
+
+def with_full_content(items: Sequence[TimelineItem], budget: int = CONTENT_BUDGET) -> list[bool]:
+    """For each item, newest first, whether its HTML goes into a feed document in full.
+
+    The newest items do while their HTML adds up to at most `budget`; from the first that
+    does not fit on, items carry only their teaser. Pure, so every render of one timeline
+    makes the same choice (the same bytes, the same ETag), and all three feeds make it alike.
+    """
+    total = 0
+    full: list[bool] = []
+    for item in items:
+        total += published_size(item.entry.summary_html)
+        full.append(total <= budget)
+        if total > budget:
+            break
+    return full + [False] * (len(items) - len(full))
+
+
 def _generator(site: SiteSettings, timeline: Timeline, self_url: str) -> FeedGenerator:
     fg = FeedGenerator()
     fg.register_extension("credit", _CreditFeed, _CreditEntry)
@@ -122,12 +154,12 @@ def _generator(site: SiteSettings, timeline: Timeline, self_url: str) -> FeedGen
         fg.language(site.language)
     fg.generator("aggregator", version=__version__, uri=PROJECT_URL)
     fg.updated(timeline.updated or _EPOCH)
-    for item in timeline.items:
-        fg.add_entry(_entry(item), order="append")
+    for item, full in zip(timeline.items, with_full_content(timeline.items), strict=True):
+        fg.add_entry(_entry(item, full_content=full), order="append")
     return fg
 
 
-def _entry(item: TimelineItem) -> FeedEntry:
+def _entry(item: TimelineItem, *, full_content: bool = True) -> FeedEntry:
     entry = item.entry
     fe = FeedEntry()
     fe.register_extension("credit", _CreditEntry)
@@ -140,7 +172,10 @@ def _entry(item: TimelineItem) -> FeedEntry:
     fe.published(item.published)
     fe.updated(item.updated)
     # Every entry gets textual content: readers show it, and Atom asks for it.
-    summary = entry.summary_html or html.escape(entry.teaser or title, quote=False)
+    # Past the document's content budget, the teaser stands for the HTML (see CONTENT_BUDGET).
+    summary = (entry.summary_html if full_content else "") or html.escape(
+        entry.teaser or title, quote=False
+    )
     if link:
         fe.summary(summary, type="html")  # also the RSS <description>
     else:

@@ -29,6 +29,7 @@ from aggregator.parse import (
     looks_like_markup,
     parse_feed,
 )
+from aggregator.text import MARK_RUN_LIMIT
 from aggregator.types import ParsedEntry, ParsedFeed
 from tests import hostile
 from tests.feedfactory import Item, atom, rss1, rss2
@@ -892,3 +893,25 @@ def test_bidi_marks_stay() -> None:
     feed = parse_feed(hostile.bidi_titles(), RSS_HEADERS, URL)
     assert [e.title for e in feed.entries] == [hostile.BIDI_TITLE[1], hostile.BIDI_URDU[1]]
     assert feed.title == "Bidi feed"
+
+
+def test_zalgo_title_author_category_and_teaser_are_capped_in_code_points() -> None:
+    """One letter and a million combining marks is one grapheme cluster: capped all the same.
+
+    Before, the title came out at 7,936 characters (README: "at most 500") and the teaser of
+    a description of 255,000 marks at 510 KB.
+    """
+    zalgo = "Q" + "\u0301\u0316" * 500_000  # "Q" composes with neither mark
+    item = (
+        f"<item><title>{zalgo}</title><link>{SITE}z</link><author>{zalgo}</author>"
+        f"<category>{zalgo}</category><description>{'a' + chr(0x301) * 255_000}</description>"
+        "</item>"
+    )
+    (entry,) = parse_feed(rss(item), RSS_HEADERS, URL, teaser_length=200).entries
+    assert entry.title.startswith("Q") and len(entry.title) <= 4 * TITLE_LIMIT + 1
+    assert entry.author is not None and len(entry.author) <= 4 * NAME_LIMIT + 1
+    assert len(entry.categories[0]) <= 4 * NAME_LIMIT + 1
+    assert len(entry.teaser) <= 4 * 200 + 1
+    # No run of marks longer than the cap survives anywhere, the summary included.
+    for text in (entry.title, entry.author, entry.teaser, entry.summary_html):
+        assert len(max(regex.findall(r"\p{M}*", text), key=len)) <= MARK_RUN_LIMIT

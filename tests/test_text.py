@@ -12,9 +12,13 @@ from hypothesis import strategies as st
 
 from aggregator.config import load_config
 from aggregator.text import (
+    CLUSTER_LIMIT,
+    CODE_POINTS_PER_CLUSTER,
     ELLIPSIS,
+    MARK_RUN_LIMIT,
     absolute_url,
     cap_length,
+    cap_mark_runs,
     clean_text,
     html_to_text,
     make_teaser,
@@ -99,7 +103,12 @@ def test_teaser_has_at_most_length_clusters(text, length):
 @given(teaser_text, teaser_length)
 def test_teaser_ellipsis_iff_cut(text, length):
     result = make_teaser(text, length)
-    was_cut = len(clusters(collapsed(text))) > length
+    full = clusters(collapsed(text))
+    was_cut = (
+        len(full) > length
+        or len(collapsed(text)) > CODE_POINTS_PER_CLUSTER * length
+        or any(len(c) > CLUSTER_LIMIT for c in full)
+    )
     assert result.endswith(ELLIPSIS) == was_cut
     if not was_cut:
         assert result == collapsed(text)
@@ -590,3 +599,61 @@ def test_bidi_controls_leave_source_titles_in_feeds_toml(tmp_path: Path) -> None
     )
     (source,) = load_config(config).sources
     assert source.title == "evil \u200fok"
+
+
+# Size in code points, not just clusters: zalgo, endless ZWJ chains, long mark runs
+
+ZALGO_MARKS = ("\u0301", "\u0316", "\u0334", "\u0489", "\u093c", "\u094d", "\ufe0f")
+size_text = st.lists(
+    st.one_of(
+        st.sampled_from(SAMPLES),
+        st.sampled_from(SPACES),
+        st.builds(lambda mark, n: "a" + mark * n, st.sampled_from(ZALGO_MARKS), st.integers(0, 90)),
+        st.integers(1, 40).map(lambda n: "\U0001f44d" + "\u200d\U0001f44d" * n),
+        st.integers(1, 80).map(lambda n: "\u1100" * n),  # Hangul leading jamo: one cluster
+    ),
+    max_size=12,
+).map("".join)
+
+
+@FAST
+@given(st.one_of(size_text, teaser_text, st.text(max_size=200)), st.integers(1, 40))
+def test_teaser_is_bounded_in_code_points_and_cut_clean(text, length):
+    result = make_teaser(clean_text(text), length)
+    assert len(result) <= CODE_POINTS_PER_CLUSTER * length + 1
+    # + 1: the ellipsis joins a cluster that ends in a prepended mark (U+0600 and such).
+    assert all(len(c) <= CLUSTER_LIMIT + 1 for c in clusters(result))
+    # Cut on clean (NFC) text, the result is still NFC, and starts where the text did: a
+    # trimmed cluster keeps its base, never only its marks.
+    assert unicodedata.is_normalized("NFC", result)
+    if result and not result.startswith(ELLIPSIS):
+        assert result[0] == collapsed(clean_text(text))[0]
+
+
+def test_zalgo_teaser_is_not_half_a_megabyte():
+    # One grapheme cluster of 255,001 code points: a 510 KB "one-line teaser" before.
+    zalgo = "a" + "\u0301" * 255_000
+    assert len(make_teaser(zalgo, 200)) <= 4 * 200 + 1
+    result = make_teaser("Breaking: " + zalgo + " news", 200)
+    assert result.startswith("Breaking: a\u0301") and len(result) <= 801
+
+
+def test_endless_zwj_chain_is_trimmed_to_its_start():
+    chain = "\U0001f44d" + "\u200d\U0001f44d" * 100_000  # one extended grapheme cluster
+    result = make_teaser(chain, 200)
+    assert result.startswith("\U0001f44d\u200d") and len(result) <= CLUSTER_LIMIT + 1
+
+
+def test_mark_runs_are_cut_before_nfc():
+    # Two runs of 32,000 marks in reverse canonical order (ccc 230 before 220): CPython's NFC
+    # sorts each by insertion, 6.8 s before the cut. After it no run is longer than the cap.
+    reordered = "\u0301\u0316" * 16_000
+    result = clean_text("a" + reordered + " b" + reordered)
+    runs = regex.findall(r"\p{M}+", result)
+    assert runs and max(len(run) for run in runs) <= MARK_RUN_LIMIT
+    assert " b" in result and len(result) <= 2 * (MARK_RUN_LIMIT + 1) + 1  # "á" composed
+
+
+def test_cap_mark_runs_keeps_short_runs_and_the_start_of_long_ones():
+    assert cap_mark_runs("क्षत्रिय e\u0301") == "क्षत्रिय e\u0301"
+    assert cap_mark_runs("x" + "\u0301" * 40 + "y") == "x" + "\u0301" * MARK_RUN_LIMIT + "y"
