@@ -62,6 +62,7 @@ ID_LIMIT = 2_048  # a longer guid/id is kept as its start plus a digest of the w
 # feed a few thousand.
 ENTRY_LIMIT = 2_000
 CATEGORY_LIMIT = 50  # distinct categories kept per item, the first ones in the feed
+CATEGORY_TEXT_LIMIT = 2_000  # code points of all of an item's categories together
 RAW_CATEGORY_COUNT = 1_000  # categories read per item, duplicates included
 LINK_LIMIT = 8_192  # a longer link is no link (cut, it would lead nowhere)
 _DATE_LIMIT = 256  # a longer date string is no date; feedparser's reading of it stands
@@ -488,12 +489,14 @@ def _entry(raw: Any, *, base: str, zone: tzinfo, teaser_length: int, typed: bool
     if name:
         author = _name(name)
     categories: dict[str, None] = {}  # in the feed's order, each once
+    room = CATEGORY_TEXT_LIMIT
     for tag in (get("tags") or [])[:RAW_CATEGORY_COUNT]:
         term = _name(tag.get("term") or tag.get("label") or "")
-        if term:
-            categories[term] = None
-            if len(categories) == CATEGORY_LIMIT:
+        if term and term not in categories:
+            room -= len(term)
+            if room < 0 or len(categories) == CATEGORY_LIMIT:
                 break
+            categories[term] = None
 
     content_hash = _hash(title, link or "", summary_html, author or "", "\x1f".join(categories))
     raw_id = _identifier(get("id") or "")

@@ -21,6 +21,7 @@ import regex
 from aggregator.errors import ParseError
 from aggregator.parse import (
     CATEGORY_LIMIT,
+    CATEGORY_TEXT_LIMIT,
     CONTENT_LIMIT,
     ENTRY_LIMIT,
     ID_LIMIT,
@@ -822,6 +823,14 @@ def test_a_document_of_too_many_items_keeps_the_newest_whichever_way_it_is_sorte
         assert {e.title for e in feed.entries} == {f"t{n}" for n in range(500, count)}
         assert feed.entries[0].title == first  # in document order
         assert feed.warning is not None and f"kept the newest {ENTRY_LIMIT}" in feed.warning
+
+
+def test_the_categories_of_one_item_are_capped_in_total_length() -> None:
+    terms = "".join(f"<category>{n:04d}{'क' * 150}</category>" for n in range(40))
+    entry = parse_feed(_titled("Tagged", terms), RSS_HEADERS, URL).entries[0]
+    assert sum(len(c) for c in entry.categories) <= CATEGORY_TEXT_LIMIT
+    assert [c[:4] for c in entry.categories] == [f"{n:04d}" for n in range(len(entry.categories))]
+    assert len(entry.categories) == CATEGORY_TEXT_LIMIT // 154
 
 
 def test_a_date_string_of_a_megabyte_is_left_to_feedparser() -> None:
