@@ -29,6 +29,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import StarletteDeprecationWarning
 from starlette.types import Message, Scope
 
+from aggregator import server
 from aggregator.server import PublishedFiles, create_app, listen_socket, media_type_of
 from tests.conftest import ROOT
 
@@ -268,10 +269,10 @@ def test_an_unchanged_file_is_not_read_again(
     assert first.status_code == 200
     etag = first.headers["etag"]
 
-    def no_reading(self: Path) -> bytes:
-        raise AssertionError(f"read {self} again")
+    def no_reading(path: Path, name: str) -> None:
+        raise AssertionError(f"read {path} again")
 
-    monkeypatch.setattr(Path, "read_bytes", no_reading)
+    monkeypatch.setattr(server, "_load_version", no_reading)
     not_modified = client.get("/atom.xml", headers={**IDENTITY, "If-None-Match": etag})
     assert not_modified.status_code == 304
     assert not_modified.headers["etag"] == etag
@@ -469,7 +470,7 @@ def test_published_files_path_of(jail: Path) -> None:
     assert files.path_of("sub/x.xml") == (jail / "sub" / "x.xml").resolve()
     for name in ("", "../secret.txt", "sub/../../secret.txt", ".hidden", "link.xml", "sub"):
         assert files.path_of(name) is None, name
-    assert files.get("../secret.txt") is None
+    assert asyncio.run(files.get("../secret.txt")) is None
 
 
 # -- / ----------------------------------------------------------------------------------
