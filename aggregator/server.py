@@ -31,6 +31,7 @@ import os
 import resource
 import signal
 import socket
+import struct
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
@@ -199,6 +200,9 @@ class ChunkedBody(Response):
                     "more_body": end < size,
                 }
             )
+            # send() yields only when the transport is full: without this, hundreds of
+            # responses each fill their socket's kernel buffer (MBs) before /healthz runs.
+            await asyncio.sleep(0)
         if size == 0:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
@@ -346,6 +350,12 @@ class BoundedH11Protocol(H11Protocol):
 
     def _stalled(self) -> None:
         self._stall = None
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            # A reset, not a FIN queued behind unsent bytes: the kernel frees the socket's
+            # send buffer (MBs) now rather than keep probing a zero window for minutes.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self.transport.abort()  # close() would wait for the client to read
 
 
