@@ -11,7 +11,8 @@ import asyncio
 import json
 import logging
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -93,6 +94,35 @@ class _Redacting(logging.Formatter):
         return redact_urls(self.inner.format(record))
 
 
+class RateLimitedWarnings(logging.Filter):
+    """One warning of each kind per `interval`, then how many like it were dropped.
+
+    uvicorn warns once per bad request ("Invalid HTTP request received.", "Exceeded
+    concurrency limit."): any client could flood the log. Rate-limited, not silenced, so the
+    operator still learns that it happens and how often.
+    """
+
+    def __init__(self, interval: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._interval = interval
+        self._clock = clock
+        self._next: dict[str, float] = {}  # by message template: when the next may pass
+        self._dropped: dict[str, int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.WARNING:
+            return True
+        kind = str(record.msg)
+        now = self._clock()
+        if now < self._next.get(kind, now):
+            self._dropped[kind] = self._dropped.get(kind, 0) + 1
+            return False
+        self._next[kind] = now + self._interval
+        if dropped := self._dropped.pop(kind, 0):
+            record.msg = f"{record.msg} ({dropped} more like it not logged)"
+        return True
+
+
 def _setup_logging(level: str, log_format: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
@@ -109,6 +139,8 @@ def _setup_logging(level: str, log_format: str) -> None:
     # psycopg_pool warns at every failed reconnection attempt, many a second while the
     # database is away; the daemon reports an outage itself, when it starts and ends.
     logging.getLogger("psycopg.pool").setLevel(logging.ERROR)
+    uvicorn_log = logging.getLogger("uvicorn.error")
+    uvicorn_log.filters[:] = [RateLimitedWarnings()]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

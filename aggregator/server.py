@@ -2,14 +2,20 @@
 
 Files are held in memory keyed by (mtime, size), so a conditional request costs one
 `stat` and never reads the file or the store. The ETag is a hash of the bytes, so it
-changes only when they do (publish rewrites a file only when its bytes change). Gzip is
-computed once per version. `/healthz` and `/metrics` are for the operator.
+changes only when they do (publish rewrites a file only when its bytes change). Reading,
+hashing and gzip of a new version run in a thread, once per version however many requests
+ask for it meanwhile, so a 100 MB file does not stall the loop. Bodies are sent in
+`SEND_CHUNK_BYTES` slices of the cached bytes, each after the previous one drained, so a slow
+reader holds about one chunk, never a copy of the file. `/healthz` and `/metrics` are for
+the operator.
 
 Clients are bounded (`BoundedH11Protocol`): a connection must deliver a complete request
 within `request_timeout` of connecting (or of its first byte after a response), however it
 drips it; an idle keep-alive connection is closed after `KEEP_ALIVE_SECONDS`; a request
 arriving while `max_connections` are open is answered 503, and a connection accepted while
-twice that are open is closed at once, so a flood cannot take every file descriptor.
+twice that are open is closed at once, so a flood cannot take every file descriptor. A
+response the client stops reading is aborted: the connection is dropped when its write buffer
+stays full (or, once closing, unsent) for `request_timeout`.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ import os
 import resource
 import signal
 import socket
+import struct
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
@@ -36,6 +43,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 log = logging.getLogger(__name__)
@@ -55,6 +63,9 @@ REQUEST_TIMEOUT_SECONDS = 10.0
 MAX_CONNECTIONS = 512
 # uvicorn's own default: readers poll every few minutes, a held socket buys them nothing.
 KEEP_ALIVE_SECONDS = 5
+# A body is written in slices of this size, each once the previous one has drained below the
+# transport's high-water mark (64 KiB): what a reader that stops reading holds in memory.
+SEND_CHUNK_BYTES = 64 * 1024
 # Descriptors for everything but client connections: the store, parser workers, outgoing
 # fetches, files being published.
 _RESERVED_FDS = 256
@@ -91,6 +102,8 @@ class PublishedFiles:
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         self._cache: dict[str, _Version] = {}
+        # Loads under way, by (name, version key): concurrent requests share one.
+        self._loading: dict[tuple[str, tuple[int, int, int]], asyncio.Future[_Version | None]] = {}
 
     def path_of(self, name: str) -> Path | None:
         """The file `name` names inside root, or None (hidden, traversal, not a file)."""
@@ -112,33 +125,86 @@ class PublishedFiles:
             return None
         return candidate
 
-    def get(self, name: str) -> _Version | None:
+    async def get(self, name: str) -> _Version | None:
+        """The current version of `name`, or None; a new version is loaded off the loop."""
         path = self.path_of(name)
         if path is None:
             return None
         try:
-            # stat and read the same open file: a rename in between cannot mix two versions.
-            with path.open("rb") as handle:
-                stat = os.fstat(handle.fileno())
-                key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-                cached = self._cache.get(name)
-                if cached is not None and cached.key == key:
-                    return cached
-                body = handle.read()
+            stat = path.stat()
         except OSError:
             return None
-        digest = hashlib.sha256(body).hexdigest()[:32]
-        version = _Version(
-            key=key,
-            body=body,
-            gzipped=gzip.compress(body, mtime=0) if len(body) >= _GZIP_MIN_BYTES else None,
-            etag=f'"{digest}"',
-            last_modified=formatdate(int(stat.st_mtime), usegmt=True),
-            mtime=int(stat.st_mtime),
-            media_type=media_type_of(name),
-        )
-        self._cache[name] = version
+        key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        cached = self._cache.get(name)
+        if cached is not None and cached.key == key:
+            return cached
+        loading = self._loading.get((name, key))
+        if loading is None:
+            loading = asyncio.ensure_future(asyncio.to_thread(_load_version, path, name))
+            self._loading[(name, key)] = loading
+            loading.add_done_callback(lambda _: self._loading.pop((name, key), None))
+        # Shielded: a request cancelled while waiting must not cancel the others' load.
+        version = await asyncio.shield(loading)
+        if version is not None:
+            self._cache[name] = version
         return version
+
+
+def _load_version(path: Path, name: str) -> _Version | None:
+    """Read, hash and compress one version of a file (in a thread: seconds for 100 MB)."""
+    try:
+        # stat and read the same open file: a rename in between cannot mix two versions.
+        with path.open("rb") as handle:
+            stat = os.fstat(handle.fileno())
+            body = handle.read()
+    except OSError:
+        return None
+    digest = hashlib.sha256(body).hexdigest()[:32]
+    return _Version(
+        key=(stat.st_ino, stat.st_mtime_ns, stat.st_size),
+        body=body,
+        gzipped=gzip.compress(body, mtime=0) if len(body) >= _GZIP_MIN_BYTES else None,
+        etag=f'"{digest}"',
+        last_modified=formatdate(int(stat.st_mtime), usegmt=True),
+        mtime=int(stat.st_mtime),
+        media_type=media_type_of(name),
+    )
+
+
+class ChunkedBody(Response):
+    """A response whose body goes out in `SEND_CHUNK_BYTES` memoryview slices.
+
+    uvicorn awaits the transport's drain before each message, so a slow reader holds one
+    slice beyond the high-water mark; one `Response(body)` would be buffered whole, a copy per
+    connection (500 readers of a 4 MB file took 1 GB).
+    """
+
+    def __init__(self, body: bytes, headers: dict[str, str], media_type: str) -> None:
+        # Content-Length given, so that Starlette neither renders nor measures a body.
+        super().__init__(
+            None, headers={**headers, "Content-Length": str(len(body))}, media_type=media_type
+        )
+        self._payload = memoryview(body)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send(
+            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
+        )
+        size = len(self._payload)
+        for start in range(0, size, SEND_CHUNK_BYTES):
+            end = start + SEND_CHUNK_BYTES
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": self._payload[start:end],
+                    "more_body": end < size,
+                }
+            )
+            # send() yields only when the transport is full: without this, hundreds of
+            # responses each fill their socket's kernel buffer (MBs) before /healthz runs.
+            await asyncio.sleep(0)
+        if size == 0:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def accepts_gzip(accept_encoding: str) -> bool:
@@ -186,18 +252,26 @@ class BoundedConfig(uvicorn.Config):
 
 
 class BoundedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with a deadline for each whole request.
+    """uvicorn's h11 protocol with a deadline for each whole request and for stalled writes.
 
     uvicorn arms its keep-alive timer only after a response, and cancels it at every byte
     received: a connection that never completes a request, or drips one a byte at a time,
     is otherwise held for ever. Here the deadline runs from the connection (or from the
     first byte after a response) until the request is complete, whatever arrives between.
+
+    uvicorn sets no bound on the response side: a client that stops reading holds its
+    connection, and its response task waiting for a drain, for ever; and `close()` waits
+    for unsent bytes for ever. Here a connection whose write buffer stays above the
+    high-water mark, or that is closing with bytes unsent, for `request_timeout` is aborted
+    (nginx's `send_timeout`). A reader must so take about one `SEND_CHUNK_BYTES` slice per
+    `request_timeout` (6.4 KiB/s by default).
     """
 
     config: BoundedConfig
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._deadline: asyncio.TimerHandle | None = None
+        self._stall: asyncio.TimerHandle | None = None
         super().connection_made(transport)  # type: ignore[arg-type]
         if len(self.connections) > 2 * self.config.max_connections:
             self.transport.abort()  # no descriptor to spare, not even for a 503
@@ -206,7 +280,32 @@ class BoundedH11Protocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
         super().connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._arm_stall()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._stall is not None and not self.transport.is_closing():
+            self._stall.cancel()  # the client reads; once closing, all must go out in time
+            self._stall = None
+
+    def timeout_keep_alive_handler(self) -> None:
+        super().timeout_keep_alive_handler()
+        self._bound_close()
+
+    def shutdown(self) -> None:
+        super().shutdown()
+        self._bound_close()
+
+    def send_400_response(self, msg: str) -> None:
+        super().send_400_response(msg)
+        self._bound_close()
 
     def data_received(self, data: bytes) -> None:
         if self._deadline is None and self.conn.their_state is h11.IDLE:
@@ -216,6 +315,7 @@ class BoundedH11Protocol(H11Protocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
+        self._bound_close()  # uvicorn closes after a `Connection: close` response
         self._disarm_when_complete()
         if self.conn.their_state is h11.IDLE and self.conn.trailing_data[0]:
             self._arm()  # part of a pipelined request is already here
@@ -237,6 +337,26 @@ class BoundedH11Protocol(H11Protocol):
         self._deadline = None
         if not self.transport.is_closing():
             self.transport.close()
+            self._bound_close()
+
+    def _bound_close(self) -> None:
+        """A closing transport flushes its buffer first, for ever if nobody reads it."""
+        if self.transport.is_closing() and self.transport.get_write_buffer_size() > 0:
+            self._arm_stall()
+
+    def _arm_stall(self) -> None:
+        if self._stall is None:
+            self._stall = self.loop.call_later(self.config.request_timeout, self._stalled)
+
+    def _stalled(self) -> None:
+        self._stall = None
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            # A reset, not a FIN queued behind unsent bytes: the kernel frees the socket's
+            # send buffer (MBs) now rather than keep probing a zero window for minutes.
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abort()  # close() would wait for the client to read
 
 
 def embedded_server(
@@ -339,7 +459,7 @@ def create_app(
 
     async def serve_file(request: Request) -> Response:
         name = request.path_params.get("name") or "index.html"
-        version = files.get(name)
+        version = await files.get(name)
         if version is None:
             if name == "index.html":
                 return PlainTextResponse("Feeds: /atom.xml (Atom 1.0), /rss.xml (RSS 2.0)\n")
@@ -363,7 +483,7 @@ def create_app(
         if request.method == "HEAD":
             headers["Content-Length"] = str(len(body))
             return Response(status_code=200, headers=headers, media_type=version.media_type)
-        return Response(body, headers=headers, media_type=version.media_type)
+        return ChunkedBody(body, headers, version.media_type)
 
     async def healthz(request: Request) -> Response:
         problem = await health() if health is not None else None

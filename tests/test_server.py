@@ -12,6 +12,7 @@ import asyncio
 import gzip
 import http.client
 import json
+import logging
 import os
 import signal
 import socket
@@ -29,6 +30,8 @@ from starlette.applications import Starlette
 from starlette.exceptions import StarletteDeprecationWarning
 from starlette.types import Message, Scope
 
+from aggregator import server
+from aggregator.cli import RateLimitedWarnings
 from aggregator.server import PublishedFiles, create_app, listen_socket, media_type_of
 from tests.conftest import ROOT
 
@@ -268,10 +271,10 @@ def test_an_unchanged_file_is_not_read_again(
     assert first.status_code == 200
     etag = first.headers["etag"]
 
-    def no_reading(self: Path) -> bytes:
-        raise AssertionError(f"read {self} again")
+    def no_reading(path: Path, name: str) -> None:
+        raise AssertionError(f"read {path} again")
 
-    monkeypatch.setattr(Path, "read_bytes", no_reading)
+    monkeypatch.setattr(server, "_load_version", no_reading)
     not_modified = client.get("/atom.xml", headers={**IDENTITY, "If-None-Match": etag})
     assert not_modified.status_code == 304
     assert not_modified.headers["etag"] == etag
@@ -366,6 +369,14 @@ def test_a_file_of_256_bytes_is_compressed(tmp_path: Path) -> None:
 
 def _raw_get(app: Starlette, raw_path: bytes) -> tuple[int, bytes]:
     """GET `raw_path` exactly as uvicorn passes it (no dot-segment removal, unlike httpx)."""
+    messages = _raw_messages(app, raw_path)
+    status = next(m["status"] for m in messages if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
+    return int(status), body
+
+
+def _raw_messages(app: Starlette, raw_path: bytes) -> list[Message]:
+    """The ASGI messages `app` sends for GET `raw_path`."""
     messages: list[Message] = []
     scope: Scope = {
         "type": "http",
@@ -396,9 +407,7 @@ def _raw_get(app: Starlette, raw_path: bytes) -> tuple[int, bytes]:
                 messages.append({"type": "http.response.start", "status": 500})
 
     asyncio.run(call())
-    status = next(m["status"] for m in messages if m["type"] == "http.response.start")
-    body = b"".join(m.get("body", b"") for m in messages if m["type"] == "http.response.body")
-    return int(status), body
+    return messages
 
 
 SECRET = b"the secret outside the output directory\n"
@@ -469,7 +478,7 @@ def test_published_files_path_of(jail: Path) -> None:
     assert files.path_of("sub/x.xml") == (jail / "sub" / "x.xml").resolve()
     for name in ("", "../secret.txt", "sub/../../secret.txt", ".hidden", "link.xml", "sub"):
         assert files.path_of(name) is None, name
-    assert files.get("../secret.txt") is None
+    assert asyncio.run(files.get("../secret.txt")) is None
 
 
 # -- / ----------------------------------------------------------------------------------
@@ -655,3 +664,67 @@ def test_accepted_connections_send_without_waiting_for_acks() -> None:
 
     asyncio.run(scenario())
     assert seen and seen[0] != 0
+
+
+# -- bounded cost -------------------------------------------------------------------------
+
+
+def test_a_body_is_sent_in_slices_not_one_copy(tmp_path: Path) -> None:
+    """A slow reader then holds one slice beyond the transport's buffer, not the file."""
+    body = os.urandom(5 * server.SEND_CHUNK_BYTES + 7)
+    _write(tmp_path / "big.html", body)
+    parts = [
+        m
+        for m in _raw_messages(create_app(tmp_path), b"/big.html")
+        if m["type"] == "http.response.body"
+    ]
+    assert len(parts) == 6
+    assert all(len(m["body"]) <= server.SEND_CHUNK_BYTES for m in parts)
+    assert [m["more_body"] for m in parts] == [True] * 5 + [False]
+    assert b"".join(bytes(m["body"]) for m in parts) == body
+
+
+def test_concurrent_requests_for_a_new_version_load_it_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hashing and gzip of a big file cost seconds: done once however many ask meanwhile."""
+    _write(tmp_path / "rss.xml", RSS)
+    loads: list[str] = []
+    load = server._load_version
+
+    def counting(path: Path, name: str) -> server._Version | None:
+        loads.append(name)
+        return load(path, name)
+
+    monkeypatch.setattr(server, "_load_version", counting)
+    files = PublishedFiles(tmp_path)
+
+    async def twenty() -> list[server._Version | None]:
+        return await asyncio.gather(*(files.get("rss.xml") for _ in range(20)))
+
+    versions = asyncio.run(twenty())
+    assert loads == ["rss.xml"]
+    assert all(v is not None and v.body == RSS for v in versions)
+    _write(tmp_path / "rss.xml", RSS + b"<!-- new -->", mtime=MTIME + 60)
+    asyncio.run(twenty())
+    assert loads == ["rss.xml", "rss.xml"]
+
+
+def test_rate_limited_warnings_pass_one_a_minute_with_a_count() -> None:
+    now = [0.0]
+    limit = RateLimitedWarnings(60.0, clock=lambda: now[0])
+
+    def passes(msg: str, level: int = logging.WARNING) -> bool:
+        record = logging.LogRecord("uvicorn.error", level, __file__, 1, msg, None, None)
+        return limit.filter(record) and bool(record.getMessage())
+
+    assert passes("Invalid HTTP request received.")
+    assert not any(passes("Invalid HTTP request received.") for _ in range(99))
+    assert passes("Exceeded concurrency limit.")  # each kind has its own allowance
+    assert passes("Exception in ASGI application", logging.ERROR)  # errors are not limited
+    now[0] = 61.0
+    record = logging.LogRecord(
+        "uvicorn.error", logging.WARNING, __file__, 1, "Invalid HTTP request received.", None, None
+    )
+    assert limit.filter(record)
+    assert record.getMessage() == "Invalid HTTP request received. (99 more like it not logged)"

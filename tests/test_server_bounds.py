@@ -5,6 +5,9 @@ sockets: idle connections and header drippers are closed by the server while nor
 are answered; a request beyond `[server] max_connections` is answered 503; paths with a
 too-long component, a symlink loop, a NUL byte, `..`, a huge length, and symlinks inside
 output/ that lead to hidden files or directories answer 404/400, with no traceback logged.
+Clients that stop reading a big response are reset within the deadline, holding little memory
+(VmRSS of the real process); /healthz answers while a big new file is hashed and gzipped;
+uvicorn's warning per bad request is rate-limited in the log.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -143,15 +147,15 @@ def test_idle_and_dripping_connections_are_closed_while_requests_are_answered(
         assert daemon.stop() == 0
 
 
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator[tuple[int, Path, Path]]:
-    """`aggregator serve` on 127.0.0.1 with max_connections = 4: (port, output dir, log)."""
+@contextmanager
+def _serving(tmp_path: Path, server_toml: str) -> Iterator[tuple[int, Path, Path, int]]:
+    """`aggregator serve` on 127.0.0.1 with `server_toml` lines: (port, output dir, log, pid)."""
     port = _free_port()
     out = tmp_path / "out"
     out.mkdir()
     (out / "atom.xml").write_bytes(ATOM)
     (tmp_path / "feeds.toml").write_text(
-        f'[server]\nhost = "127.0.0.1"\nport = {port}\nmax_connections = 4\n'
+        f'[server]\nhost = "127.0.0.1"\nport = {port}\n{server_toml}'
         '[publish]\noutput_dir = "out"\n'
         '[[feeds]]\nurl = "https://example.org/feed.xml"\n',
         encoding="utf-8",
@@ -172,7 +176,7 @@ def serve(tmp_path: Path) -> Iterator[tuple[int, Path, Path]]:
             20,
             "aggregator serve to answer",
         )
-        yield port, out, log
+        yield port, out, log, process.pid
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -180,6 +184,13 @@ def serve(tmp_path: Path) -> Iterator[tuple[int, Path, Path]]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[tuple[int, Path, Path]]:
+    """`aggregator serve` on 127.0.0.1 with max_connections = 4: (port, output dir, log)."""
+    with _serving(tmp_path, "max_connections = 4\n") as (port, out, log, _):
+        yield port, out, log
 
 
 @pytest.mark.slow
@@ -268,3 +279,114 @@ def test_malformed_paths_answer_404_or_400_without_a_traceback(
     assert _raw_status(port, "/atom.xml") == 200
     text = log.read_text("utf-8", "replace")
     assert "Traceback" not in text, text[:3000]
+
+
+def _rss_bytes(pid: int) -> int:
+    """The resident set of process `pid` (VmRSS in /proc/<pid>/status)."""
+    status = Path(f"/proc/{pid}/status").read_text("ascii")
+    return int(status.split("VmRSS:")[1].split()[0]) * 1024
+
+
+def _non_reader(port: int, path: str) -> socket.socket:
+    """A connection that asks for `path` with a tiny receive window and never reads."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: the window
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode("ascii"))
+    return sock
+
+
+def _wait_until_reset(socks: list[socket.socket], seconds: float) -> list[socket.socket]:
+    """Wait for the server to drop every socket, without reading (reading would drain what
+    the server could not send); return those still established at the deadline."""
+    open_ = list(socks)
+    deadline = time.monotonic() + seconds
+    while open_ and time.monotonic() < deadline:
+        # tcpi_state, the first byte of TCP_INFO: 1 is ESTABLISHED.
+        open_ = [s for s in open_ if s.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == 1]
+        time.sleep(0.2)
+    return open_
+
+
+@pytest.mark.slow
+def test_readers_that_stop_reading_are_dropped_and_hold_little_memory(tmp_path: Path) -> None:
+    """100 clients ask for a 4 MB file and never read: with request_timeout = 1 s all are
+    closed within 15 s, the server grows by far less than a copy of the file each (the old
+    code: ~1 MB each, kept for ever), and normal requests are answered meanwhile."""
+    server_toml = 'request_timeout = "1s"\nmax_connections = 300\n'
+    with _serving(tmp_path, server_toml) as (port, out, _, pid):
+        big = os.urandom(4 * 2**20)
+        (out / "big.html").write_bytes(big)
+        assert httpx.get(f"http://127.0.0.1:{port}/big.html", timeout=10).content == big
+        before = _rss_bytes(pid)
+        readers = [_non_reader(port, "/big.html") for _ in range(100)]
+        try:
+            peak = before
+            for _ in range(5):  # answered while they are all open
+                answered = httpx.get(f"http://127.0.0.1:{port}/atom.xml", timeout=2)
+                assert answered.status_code == 200
+                peak = max(peak, _rss_bytes(pid))
+                time.sleep(0.1)
+            still_open = _wait_until_reset(readers, 15)
+            assert not still_open, f"{len(still_open)} non-readers still open after 15 s"
+            peak = max(peak, _rss_bytes(pid))
+        finally:
+            for sock in readers:
+                sock.close()
+        assert peak - before < 50 * 2**20, f"grew {(peak - before) / 2**20:.0f} MB"
+        assert httpx.get(f"http://127.0.0.1:{port}/big.html", timeout=10).content == big
+
+
+@pytest.mark.slow
+def test_healthz_answers_while_a_big_new_file_is_hashed_and_compressed(tmp_path: Path) -> None:
+    """The first request for an 80 MB file costs seconds of sha256 and gzip (the old code
+    spent them on the event loop: /healthz waited as long); /healthz answers within 2 s."""
+    with _serving(tmp_path, "") as (port, out, _, _):
+        big = os.urandom(40 * 2**20).hex().encode("ascii")  # compressible, slowly
+        (out / "big.xml").write_bytes(big)
+        done = threading.Event()
+        sizes: list[int] = []
+
+        def fetch_big() -> None:
+            sizes.append(len(httpx.get(f"http://127.0.0.1:{port}/big.xml", timeout=60).content))
+            done.set()
+
+        fetching = threading.Thread(target=fetch_big, daemon=True)
+        fetching.start()
+        try:
+            time.sleep(0.3)  # the load has begun
+            started = time.monotonic()
+            health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=30)
+            waited = time.monotonic() - started
+            assert health.status_code == 200
+            assert not done.is_set(), "the big file was ready before /healthz: nothing shown"
+            assert waited < 2, f"/healthz took {waited:.1f} s"
+        finally:
+            fetching.join(timeout=60)
+        assert sizes == [len(big)]
+
+
+@pytest.mark.slow
+def test_uvicorn_warnings_per_bad_request_are_rate_limited(
+    serve: tuple[int, Path, Path],
+) -> None:
+    """50 malformed requests and 20 beyond max_connections log at most one line each (and one
+    more, with a count, once a minute has passed): a client cannot flood the log."""
+    port, _, log = serve
+    for _ in range(50):
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+            while sock.recv(4096):
+                pass
+    held = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
+    try:
+        time.sleep(0.3)  # accepted by the server
+        for _ in range(20):
+            assert _raw_status(port, "/atom.xml") == 503
+    finally:
+        for sock in held:
+            sock.close()
+    wait_for(lambda: _raw_status(port, "/atom.xml") == 200, 10, "a 200 once they are gone")
+    text = log.read_text("utf-8", "replace")
+    assert 1 <= text.count("Invalid HTTP request received.") <= 2, text[-3000:]
+    assert 1 <= text.count("Exceeded concurrency limit.") <= 2, text[-3000:]
