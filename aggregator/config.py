@@ -8,6 +8,7 @@ touches the network; the file is read once.
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import math
 import os
@@ -456,12 +457,18 @@ _TOO_DEEP = "invalid TOML: nested too deeply (or too large) for the TOML parser"
 
 
 def read_config_bytes(path: Path, shown: str) -> bytes:
-    """The file's bytes; a `ConfigError` past `MAX_CONFIG_BYTES`, read no further.
+    """The file's bytes, without a leading UTF-8 byte order mark; a `ConfigError` past
+    `MAX_CONFIG_BYTES`, read no further.
+
+    Windows Notepad starts a UTF-8 file with a BOM, which TOML parsers refuse ("Invalid
+    statement (column 1)"); it is no text, and no newline, so line numbers stay true. A
+    file rewritten by `add` or `import-opml` is written without it.
 
     Raises OSError (FileNotFoundError included) as reading does.
     """
     with path.open("rb") as f:
-        data = f.read(MAX_CONFIG_BYTES + 1)
+        data = f.read(MAX_CONFIG_BYTES + len(codecs.BOM_UTF8) + 1)
+    data = data.removeprefix(codecs.BOM_UTF8)
     if len(data) > MAX_CONFIG_BYTES:
         raise ConfigError(shown, 1, "", f"larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MB")
     return data

@@ -163,6 +163,8 @@ class Daemon:
         self._stopping = asyncio.Event()
         self._scheduler = AsyncIOScheduler(timezone="UTC")
         self._background: set[asyncio.Task[None]] = set()
+        self._reloading: asyncio.Task[None] | None = None  # loading feeds.toml in a thread
+        self._reload_wanted = False  # asked for again while loading: load once more after
         self._record_problem: str | None = None  # a poll's record the store refused
         self.watchdog = Watchdog(
             LoopWatch(block=self.options.loop_block_seconds, on_lag=self.metrics.loop_lag.set),
@@ -424,17 +426,58 @@ class Daemon:
 
     # -- configuration ---------------------------------------------------------------------
 
+    def request_reload(self) -> None:
+        """Reload in the background (SIGHUP, the file watcher), never on the loop itself.
+
+        Loading probes every filter pattern (a quarter second for each that backtracks) and
+        validates every source: seconds for a large or hostile file, which on the loop
+        stalled polls, `/healthz` and the watchdog (a false 503). A request made while a
+        load is under way coalesces into one more load once it ends, so the last edit wins
+        and edits in a burst cost two loads, not one each.
+        """
+        self._reload_wanted = True
+        if self._reloading is None or self._reloading.done():
+            self._reloading = asyncio.create_task(self._reload_while_wanted())
+            self._background.add(self._reloading)
+            self._reloading.add_done_callback(self._background.discard)
+
+    async def _reload_while_wanted(self) -> None:
+        while self._reload_wanted:
+            self._reload_wanted = False
+            try:
+                await self.reload_in_thread()
+            except Exception:  # a bug in reloading must not end later reloads
+                log.exception("configuration reload failed")
+
+    async def reload_in_thread(self) -> bool:
+        """`reload`, with the file read, parsed and probed in a worker thread; applied here."""
+        new = await asyncio.to_thread(self._load_for_reload)
+        return new is not None and self._apply_config(new)
+
     def reload(self) -> bool:
-        """Re-read feeds.toml; apply it if valid, else keep the last good one. True if applied."""
+        """Re-read feeds.toml; apply it if valid, else keep the last good one. True if applied.
+
+        Blocks while loading: on the loop, use `request_reload` or `reload_in_thread`.
+        """
+        new = self._load_for_reload()
+        return new is not None and self._apply_config(new)
+
+    def _load_for_reload(self) -> Config | None:
+        """The configuration now in feeds.toml, or None (logged) when it cannot be used.
+
+        Thread-safe: it touches nothing of the daemon's but its path."""
         try:
-            new = load_config(self.config_path, display_name=str(self.config_path))
+            return load_config(self.config_path, display_name=str(self.config_path))
         except ConfigError as e:
             for problem in (e, *e.others):
                 log.error("configuration not reloaded: %s", problem)
-            return False
+            return None
         except Exception:
             log.exception("configuration not reloaded: %s could not be read", self.config_path)
-            return False
+            return None
+
+    def _apply_config(self, new: Config) -> bool:
+        """Make `new` (valid) the running configuration; True."""
         old, self.config = self.config, new
         if new == old:
             return True
@@ -515,10 +558,7 @@ class Daemon:
             recursive=False,
         ):
             if target.exists():
-                try:
-                    self.reload()
-                except Exception:  # a bug in reloading must not end the watching
-                    log.exception("configuration reload failed")
+                self.request_reload()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -537,7 +577,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
-        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         remove_stale_temp_files(self.config.publish.output_dir)
         self._spawn(self.watchdog.run())
         await self._sync_store()

@@ -185,20 +185,34 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def _write(path: Path, text: str) -> None:
-    """Check `text` with `load_config`, then atomically replace `path` (through a symlink)."""
+    """Check `text` with `load_config`, then atomically replace `path` (through a symlink),
+    keeping its mode, owner and group: root running `add` on the daemon's 0600 file must not
+    leave it root's, unreadable by the daemon's user."""
     target = path.resolve() if path.is_symlink() else path
     with _temporary(target, text, shown=path) as temporary:
         load_config(temporary, display_name=str(path))
         try:
             try:
-                mode = stat.S_IMODE(target.stat().st_mode)
+                old = target.stat()
             except FileNotFoundError:
-                mode = _NEW_FILE_MODE
-            temporary.chmod(mode)
+                temporary.chmod(_NEW_FILE_MODE)
+            else:
+                _chown_like(temporary, old)
+                temporary.chmod(stat.S_IMODE(old.st_mode))  # after chown, which may clear bits
             temporary.replace(target)
             fsync_directory(target.parent)
         except OSError as e:
             raise EditError(f"cannot write {path}: {e.strerror or e}") from e
+
+
+def _chown_like(temporary: Path, old: os.stat_result) -> None:
+    """Give `temporary` the owner and group of the file it replaces. Only root may give a
+    file away; anyone else's new file is theirs already (or their group differs, which
+    they may not be allowed to set): EPERM is no error then."""
+    if (old.st_uid, old.st_gid) == (os.geteuid(), os.getegid()):
+        return
+    with contextlib.suppress(PermissionError):
+        os.chown(temporary, old.st_uid, old.st_gid)
 
 
 @contextlib.contextmanager

@@ -68,16 +68,52 @@ LINK_LIMIT = 8_192  # a longer link is no link (cut, it would lead nowhere)
 _DATE_LIMIT = 256  # a longer date string is no date; feedparser's reading of it stands
 _NUMBER_LIMIT = 32  # <ttl> and sy:updateFrequency: a longer "number" is noise
 # Markup in an RSS title, as opposed to text about markup ("the <b> tag"): a dangerous
-# element, a line break or image, or an element that is opened and then closed. Found by
-# one linear scan over tag starts: a tag's rest ends at the next "<" or ">", and the
-# optional ">" never makes the engine back up (a pattern pairing `<b ...>` with its `</b>`
-# restarted at every "<": minutes for a 120 KB title of "<b>"s).
+# element, a line break or image, an element that is opened and then closed, a known
+# element's start tag carrying an attribute (`<svg onload=...>`, `<video src=x ...>`), or
+# any tag carrying an event handler (`<x onclick=...>`: browsers run it on unknown
+# elements too). Found by one linear scan over tag starts: a tag's rest ends at the next
+# "<" or ">", and the optional ">" never makes the engine back up (a pattern pairing
+# `<b ...>` with its `</b>` restarted at every "<": minutes for a 120 KB title of "<b>"s).
 _TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9]*)([^<>]*)(>?)")
-_DANGEROUS = frozenset({"script", "style", "iframe", "object", "embed", "form", "img"})
+# An attribute in a tag's rest: a name after a space or "/" (`<svg/onload=...>`), then "=".
+# Character classes without overlap, so one attempt per position: linear.
+_ATTRIBUTE = re.compile(r"[\s/][^\s/=]+\s*=")
+_EVENT_HANDLER = re.compile(r"[\s/]on[a-z]+\s*=", re.IGNORECASE)
+# Dangerous even bare: they run or load something, or swallow the rest of a page as text.
+_DANGEROUS = frozenset(
+    {"script", "style", "iframe", "object", "embed", "form", "img", "svg", "math", "applet",
+     "frame", "frameset", "base", "meta", "link", "plaintext", "xmp", "textarea", "noscript",
+     "noembed", "noframes", "template", "title"}
+)  # fmt: skip
 _PAIRED = frozenset(
     {"a", "b", "i", "u", "em", "strong", "span", "div", "p", "font", "sup", "sub", "small",
      "big", "mark", "code", "q", "s", "strike", "h1", "h2", "h3", "h4", "h5", "h6"}
 )  # fmt: skip
+# Element names of HTML (current and obsolete), SVG and MathML, lower-cased: a start tag
+# of one of these with an attribute is markup. nh3 knows only the ones it allows, and
+# html5lib is no dependency, so the list is here.
+_ELEMENT_NAMES = """a abbr acronym address applet area article aside audio b base basefont bdi bdo
+    bgsound big blink blockquote body br button canvas caption center cite code col
+    colgroup data datalist dd del details dfn dialog dir div dl dt em embed fieldset
+    figcaption figure font footer form frame frameset h1 h2 h3 h4 h5 h6 head header hgroup
+    hr html i iframe image img input ins isindex kbd keygen label legend li link listing
+    main map mark marquee menu menuitem meta meter multicol nav nextid nobr noembed noframes
+    noscript object ol optgroup option output p param picture plaintext portal pre progress
+    q rb rp rt rtc ruby s samp script search section select slot small source spacer span
+    strike strong style sub summary sup table tbody td template textarea tfoot th thead time
+    title tr track tt u ul var video wbr xmp
+    svg altglyph animate animatecolor animatemotion animatetransform circle clippath cursor
+    defs desc discard ellipse feblend fecolormatrix fecomponenttransfer fecomposite
+    feconvolvematrix fediffuselighting fedisplacementmap fedistantlight fedropshadow feflood
+    fefunca fefuncb fefuncg fefuncr fegaussianblur feimage femerge femergenode femorphology
+    feoffset fepointlight fespecularlighting fespotlight fetile feturbulence filter
+    foreignobject g glyph hatch hatchpath line lineargradient marker mask metadata mpath
+    path pattern polygon polyline radialgradient rect set stop switch symbol text textpath
+    tref tspan use view
+    math maction annotation merror mfrac mi mmultiscripts mn mo mover mpadded mphantom
+    mprescripts mroot mrow ms mspace msqrt mstyle msub msubsup msup mtable mtd mtext mtr
+    munder munderover semantics"""
+_ELEMENTS = frozenset(_ELEMENT_NAMES.split())
 # How many times a title may turn out to be escaped markup once more ("&amp;lt;b&amp;gt;").
 _UNESCAPE_ROUNDS = 3
 _ENTITY_REFERENCE = re.compile(r"&([A-Za-z][A-Za-z0-9]{0,31});")
@@ -127,10 +163,12 @@ def looks_like_markup(value: str) -> bool:
     for tag in _TAG.finditer(value):
         closing, name, rest, complete = tag.groups()
         name = name.lower()
-        if not closing and name in _DANGEROUS:
-            return True
+        if not closing and (name in _DANGEROUS or _EVENT_HANDLER.search(rest)):
+            return True  # complete or not: a page's next ">" would close it
         if not complete:
             continue
+        if not closing and name in _ELEMENTS and _ATTRIBUTE.search(rest):
+            return True
         if name == "br" and rest.strip() in ("", "/"):
             return True
         if name in _PAIRED:

@@ -8,6 +8,11 @@ in a log uses one of these instead:
   URL to publish (feeds, OPML, HTML, source names).
 - `redact_url` / `redact_urls`: the same parts replaced by `***`, so an operator reading a
   log line or `status` (pasted into a bug report) sees that something was hidden.
+  `redact_urls` also masks a credential `?name=value` outside any URL (a relative
+  `Location` header in an HTTP library's debug line).
+
+Query parameters are separated by `&` or `;` (old servers take either), and a path's
+`;name=value` parameters (`;jsessionid=`) are parameters too.
 
 Pure and linear in its input; the rest of the URL is kept byte for byte, so a URL without
 secrets comes out unchanged.
@@ -54,6 +59,13 @@ _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 # look-behind lets only the first letter of a word start a match, so the search stays
 # linear however long a run of letters is.
 _URL_IN_TEXT = re.compile(r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]*://[^\s<>\"]+")
+_QUERY_SEPARATOR = re.compile(r"([&;])")
+# `;name=value` in a path, up to the next `;`, `/`, `?` or `#`.
+_PATH_PARAMETER = re.compile(r";([^;/?#=]*)=([^;/?#]*)")
+# `?name=value`, `&name=value` or `;name=value` anywhere in text, a URL or not (a relative
+# `Location: /f?access_token=...` in a debug log line). Name and value stop at the next
+# separator, so each match attempt is bounded by the run up to it: linear.
+_PARAMETER_IN_TEXT = re.compile(r"([?&;])([^\s?&;=#<>\"']+)=([^\s?&;#<>\"']*)")
 
 
 def is_secret_parameter(name: str) -> bool:
@@ -79,16 +91,27 @@ def redact_url(url: str) -> str:
 
 
 def redact_urls(text: str) -> str:
-    """`text` (a log line, an error message) with every URL in it passed through `redact_url`."""
-    if "://" not in text:
-        return text
+    """`text` (a log line, an error message) with every URL in it passed through `redact_url`,
+    and any other credential-like `?name=value` / `&name=...` / `;name=...` in it masked."""
+    if "://" in text:
 
-    def redact(match: re.Match[str]) -> str:
-        url = match.group(0)
-        quoted = match.start() > 0 and text[match.start() - 1] == "'" and url.endswith("'")
-        return redact_url(url[:-1]) + "'" if quoted else redact_url(url)
+        def redact(match: re.Match[str]) -> str:
+            url = match.group(0)
+            quoted = match.start() > 0 and text[match.start() - 1] == "'" and url.endswith("'")
+            return redact_url(url[:-1]) + "'" if quoted else redact_url(url)
 
-    return _URL_IN_TEXT.sub(redact, text)
+        text = _URL_IN_TEXT.sub(redact, text)
+    if "=" in text:
+        text = _PARAMETER_IN_TEXT.sub(_mask_parameter, text)
+    return text
+
+
+def _mask_parameter(match: re.Match[str]) -> str:
+    """One `?name=value` of free text, its value masked when the name is credential-like."""
+    separator, name, value = match.groups()
+    if value == MASK or not is_secret_parameter(name):
+        return match.group(0)
+    return f"{separator}{name}={MASK}"
 
 
 def entry_link(link: str | None, feed_url: str) -> str | None:
@@ -116,32 +139,68 @@ def _clean(url: str, *, mask: str | None) -> str:
     start = scheme.end() if scheme else 0
     head, rest = url[:start], url[start:]
     if rest.startswith("//"):
-        end = len(rest)
-        for delimiter in "/?#":
-            found = rest.find(delimiter, 2)
-            if found != -1:
-                end = min(end, found)
+        end = _authority_end(rest)
         authority = rest[2:end]
         at = authority.rfind("@")
         if at != -1:
             hidden = f"{mask}@" if mask is not None else ""
             rest = "//" + hidden + authority[at + 1 :] + rest[end:]
+    authority_end = _authority_end(rest) if rest.startswith("//") else 0
     # The fragment first: a "?" inside it starts no query.
     before_hash, hash_, fragment = rest.partition("#")
     before, question, query = before_hash.partition("?")
-    if not question:
-        return head + rest
-    kept = []
+    authority_part, path = before[:authority_end], before[authority_end:]
+    if ";" in path:  # `/x;jsessionid=...`: path parameters hide secrets as a query does
+        path = _PATH_PARAMETER.sub(lambda m: _path_parameter(m, mask), path)
+    cleaned = _clean_query(query, mask) if question else query
+    if cleaned is None:  # every parameter was a secret: no "?" left either
+        return head + authority_part + path + hash_ + fragment
+    return head + authority_part + path + question + cleaned + hash_ + fragment
+
+
+def _clean_query(query: str, mask: str | None) -> str | None:
+    """A query without (or with masked) credential parameters, `&` and `;` both separating
+    them (old servers take either); None when nothing is left of it. Unchanged when nothing
+    is hidden, byte for byte."""
+    pieces = _QUERY_SEPARATOR.split(query)  # [param, sep, param, sep, ..., param]
+    # Each parameter with the separator before it. A `;` followed by no "=" is taken as part
+    # of the value before it (`token=a;b`), so no piece of a secret is left behind.
+    # (Parts joined once at the end: adding to a string in a loop is quadratic.)
+    params: list[tuple[str, list[str]]] = [("", [pieces[0]])]
+    for index in range(1, len(pieces), 2):
+        separator, piece = pieces[index], pieces[index + 1]
+        if separator == ";" and "=" not in piece:
+            params[-1][1].extend((separator, piece))
+        else:
+            params.append((separator, [piece]))
+    kept: list[str] = []  # separator, parameter, separator, parameter, ...
     changed = False
-    for piece in query.split("&"):
+    for separator, parts in params:
+        piece = "".join(parts)
         name, equals, _ = piece.partition("=")
         if equals and is_secret_parameter(name):
             changed = True
-            if mask is not None:
-                kept.append(f"{name}={mask}")
-            continue
-        kept.append(piece)
+            if mask is None:
+                continue
+            piece = f"{name}={mask}"
+        kept += [separator, piece]
     if not changed:
-        return head + rest
-    new_query = "?" + "&".join(kept) if kept else ""
-    return head + before + new_query + hash_ + fragment
+        return query
+    return "".join(kept[1:]) if kept else None  # the first one's separator goes
+
+
+def _authority_end(rest: str) -> int:
+    """Where the authority of `rest` ("//host...") ends: at its first "/", "?" or "#"."""
+    end = len(rest)
+    for delimiter in "/?#":
+        found = rest.find(delimiter, 2)
+        if found != -1:
+            end = min(end, found)
+    return end
+
+
+def _path_parameter(match: re.Match[str], mask: str | None) -> str:
+    """One `;name=value` of a path, dropped or masked when its name is credential-like."""
+    if not is_secret_parameter(match.group(1)):
+        return match.group(0)
+    return "" if mask is None else f";{match.group(1)}={mask}"

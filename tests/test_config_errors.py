@@ -14,6 +14,8 @@ import pytest
 from aggregator.config import load_config
 from aggregator.daemon import Daemon
 from tests.conftest import run_cli
+from tests.feedfactory import rss2
+from tests.feedserver import FeedServer
 from tests.test_daemon import _items
 from tests.test_daemon_inprocess import FAST, _config, _feed, _run_for
 
@@ -359,3 +361,34 @@ def test_a_reload_of_such_a_file_keeps_the_last_good_config_and_logs_one_line(
     assert len({r.getMessage() for r in problems}) == 1
     assert problems[0].getMessage().startswith("configuration not reloaded: ")
     assert all(r.exc_info is None for r in problems)
+
+
+# -- a UTF-8 byte order mark (Windows Notepad) -------------------------------------------
+
+BOM = b"\xef\xbb\xbf"
+
+
+def test_a_byte_order_mark_is_accepted(tmp_path: Path) -> None:
+    status, stdout, stderr = _check(tmp_path, BOM + GOOD_FEED.encode())
+    assert (status, stderr) == (0, ""), stderr
+    assert "example.org" in stdout
+
+
+def test_lines_after_a_byte_order_mark_keep_their_numbers(tmp_path: Path) -> None:
+    status, _, stderr = _check(tmp_path, BOM + (GOOD_FEED + "\n[poll]\ninterval = 15m\n").encode())
+    assert status == 2
+    assert stderr.startswith("error: feeds.toml:5: invalid TOML: ")
+
+
+def test_add_to_a_file_with_a_byte_order_mark_drops_it(
+    tmp_path: Path, feed_server: FeedServer
+) -> None:
+    config = tmp_path / "feeds.toml"
+    config.write_bytes(BOM + b'# mine\n[aggregator]\ntitle = "x"\n')
+    feed_url = feed_server.add("/feed.xml", rss2("News", "https://n.example/", []))
+    result = run_cli("add", feed_url, "--name", "news", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    written = config.read_bytes()
+    assert written.startswith(b'# mine\n[aggregator]\ntitle = "x"\n'), written
+    assert feed_url.encode() in written
+    assert run_cli("check", "--config", str(config)).returncode == 0

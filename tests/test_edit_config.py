@@ -543,3 +543,17 @@ def test_concurrent_imports_and_adds_all_land(tmp_path: Path) -> None:
     urls = {s.url for s in load_config(path).sources}
     assert urls >= {f.url for feeds in imports for f in feeds} | set(adds)
     assert appended(path, CONFIG)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root can give a file to another user")
+def test_owner_and_group_are_kept_when_root_edits(tmp_path: Path) -> None:
+    """The daemon's user owns its 0600 feeds.toml; root running `add` must not take it."""
+    nobody = 65534
+    config = write(tmp_path, CONFIG)
+    os.chown(config, nobody, nobody)
+    config.chmod(0o600)
+    add_source(config, "https://new.example/rss", name=None, title=None)
+    after = config.stat()
+    assert (after.st_uid, after.st_gid, after.st_mode & 0o777) == (nobody, nobody, 0o600)
+    assert "https://new.example/rss" in config.read_text("utf-8")
+    no_leftovers(tmp_path)

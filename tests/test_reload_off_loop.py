@@ -1,0 +1,95 @@
+"""A reload loads feeds.toml off the event loop: probing catastrophic filter patterns (a
+quarter second each) or validating thousands of sources never stalls polls or /healthz.
+
+Before: 25 sources each with `exclude = ["(\\w+\\s?)+$"]` held the loop 6.5 s on a SIGHUP,
+and the watchdog answered 503 for a minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from aggregator.config import load_config
+from aggregator.daemon import Daemon, DaemonOptions
+from tests.test_daemon import _items
+from tests.test_daemon_inprocess import _config, _feed, _run_for
+
+# The watchdog's own threshold is lower than its default, so a stall shows in /healthz too.
+OPTIONS = DaemonOptions(
+    tick_seconds=0.1, publish_debounce_seconds=0.2, serve=False, loop_block_seconds=1.0
+)
+CATASTROPHIC = 25
+
+
+def _catastrophic_sources(config: Path) -> None:
+    """Append CATASTROPHIC sources, each with a backtracking `exclude` to probe (each one
+    written differently, so no cache of probes by pattern text could hide the cost)."""
+    feed = (config.parent / "a.xml").read_bytes()
+    tables = []
+    for n in range(CATASTROPHIC):
+        (config.parent / f"slow{n}.xml").write_bytes(feed)
+        pattern = "(\\\\w+\\\\s?)+$|^x{" + str(n + 1) + "}"
+        tables.append(
+            f'[[feeds]]\nname = "slow{n}"\nurl = "slow{n}.xml"\nexclude = ["{pattern}"]\n'
+        )
+    config.write_text(config.read_text(encoding="utf-8") + "".join(tables), encoding="utf-8")
+
+
+def test_a_reload_of_catastrophic_patterns_leaves_the_loop_free(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    _feed(tmp_path, _items("a", 1))
+    config = _config(tmp_path)
+    daemon = Daemon(config, load_config(config), options=OPTIONS)
+    lags: list[float] = []
+    health: list[str | None] = []
+
+    async def during() -> None:
+        _catastrophic_sources(config)  # the file watcher asks for a reload
+        deadline = time.monotonic() + 30
+        while len(daemon.config.sources) == 1 and time.monotonic() < deadline:
+            started = time.monotonic()
+            await asyncio.sleep(0.05)
+            lags.append(time.monotonic() - started - 0.05)
+        health.append(await daemon.health())
+
+    caplog.set_level(logging.WARNING, logger="aggregator")
+    asyncio.run(_run_for(daemon, 0.1, during))
+    assert len(daemon.config.sources) == 1 + CATASTROPHIC
+    assert lags and max(lags) < 1.0, f"the loop was held {max(lags):.2f} s"
+    assert health == [None]
+    ignored = [r for r in caplog.records if "is ignored" in r.getMessage()]
+    assert len(ignored) >= CATASTROPHIC  # the probe really ran: each pattern reported
+
+
+def test_reloads_asked_for_while_one_loads_coalesce(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _feed(tmp_path, _items("a", 1))
+    config = _config(tmp_path)
+    daemon = Daemon(config, load_config(config), options=OPTIONS)
+    loads: list[int] = []
+    load = daemon._load_for_reload
+
+    def slow_load() -> object:
+        loads.append(1)
+        time.sleep(0.3)  # in the worker thread
+        return load()
+
+    monkeypatch.setattr(daemon, "_load_for_reload", slow_load)
+
+    async def during() -> None:
+        for _ in range(10):
+            os.kill(os.getpid(), signal.SIGHUP)  # the loop's handler asks for a reload
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(1.0)
+
+    asyncio.run(_run_for(daemon, 0.1, during))
+    assert len(loads) == 2  # the one under way, then one for all the requests it missed
