@@ -16,6 +16,7 @@ backreferences, and on capped text it was no faster here (see the changelog note
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -62,7 +63,7 @@ class FilterPattern:
         """Compile (raising `regex.error`) and probe: a pattern that runs out of time on a
         probe is reported now and starts out ignored."""
         pattern = cls(text, where)
-        if (probe := probe_pattern(pattern.compiled)) is not None:
+        if (probe := _probe_once(text)) is not None:
             pattern._give_up(f"it runs for more than {MATCH_SECONDS} s on a text like {probe}")
         return pattern
 
@@ -117,6 +118,13 @@ class Filters:
 def filter_text(title: str, teaser: str) -> str:
     """What patterns see: title and teaser, each cut to `FILTER_FIELD_CHARS`."""
     return f"{title[:FILTER_FIELD_CHARS]}\n{teaser[:FILTER_FIELD_CHARS]}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _probe_once(text: str) -> str | None:
+    """`probe_pattern` of a pattern text, once per process: the same pattern written for
+    10,000 sources is probed once, not at every reload for every source."""
+    return probe_pattern(regex.compile(text, _FLAGS))
 
 
 def probe_pattern(compiled: regex.Pattern[str]) -> str | None:

@@ -7,7 +7,9 @@ import logging
 from pathlib import Path
 
 import pytest
+import regex
 
+import aggregator.filters as filters_module
 from aggregator.config import load_config
 from aggregator.errors import ConfigError
 from aggregator.filters import FILTER_FIELD_CHARS, FilterPattern, Filters
@@ -60,6 +62,31 @@ def test_a_catastrophic_pattern_is_reported_at_load_with_its_line(
     assert catastrophic.ignored and not ordinary.ignored
     assert not filters.allows("Sponsored content", "")  # the ordinary one still works
     assert filters.allows("aaaa", "")
+
+
+def test_a_pattern_written_for_many_sources_is_probed_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    probed: list[str] = []
+    original = filters_module.probe_pattern
+
+    def probe_pattern(compiled: regex.Pattern[str]) -> str | None:
+        probed.append(compiled.pattern)
+        return original(compiled)
+
+    monkeypatch.setattr(filters_module, "probe_pattern", probe_pattern)
+    pattern = "(b+)+c$"  # seen by no other test: the cache is the process's
+    feeds = "".join(
+        f'[[feeds]]\nurl = "https://example.org/{n}.xml"\nexclude = ["{pattern}"]\n'
+        for n in range(20)
+    )
+    caplog.set_level(logging.WARNING, logger="aggregator")
+    path = tmp_path / "feeds.toml"
+    path.write_text(feeds, encoding="utf-8")
+    for _ in range(2):  # a reload
+        loaded = load_config(path)
+        assert all(s.filters.exclude[0].ignored for s in loaded.sources)
+    assert probed == [pattern]
 
 
 def test_an_ordinary_pattern_on_a_huge_title_is_matched_on_its_capped_start(
