@@ -18,11 +18,12 @@ import functools
 import logging
 import signal
 import socket
+import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from watchfiles import awatch
@@ -73,6 +74,43 @@ STOP_GRACE_SECONDS = 5.0
 # big store). A quick publish (the usual: milliseconds) leaves the debounce in charge.
 PUBLISH_PACE = 4.0
 PUBLISH_RETRY_SECONDS = 10.0  # after a publish the store made fail
+# A publish (bounded reads: milliseconds to a few seconds) still running after this long is
+# stuck: /healthz says so, since the published files are going stale meanwhile.
+PUBLISH_STUCK_SECONDS = 60.0
+
+T = TypeVar("T")
+
+
+async def in_daemon_thread(name: str, work: Callable[..., T], *args: Any) -> T:
+    """`work(*args)` in a thread of its own that never delays the process's exit.
+
+    Not `asyncio.to_thread`: the default executor's threads are joined at exit (by
+    `asyncio.run` and by the interpreter), so one stuck in a publish would keep a stopped
+    daemon alive. A daemon thread ends with the process; what it was writing is safe, each
+    file being replaced atomically and each store write being one transaction.
+    """
+    loop = asyncio.get_running_loop()
+    outcome: asyncio.Future[T] = loop.create_future()
+
+    def settle(setter: Callable[[Any], None], value: Any) -> None:
+        if not outcome.done():  # the caller may have been cancelled meanwhile
+            setter(value)
+
+    def run() -> None:
+        try:
+            result = work(*args)
+        except BaseException as e:  # whatever happens, the awaiting task hears of it
+            setter: Callable[[Any], None] = outcome.set_exception
+            value: Any = e
+        else:
+            setter, value = outcome.set_result, result
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, setter, value)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return await outcome
+
+
 # A parse killed at its budget ends within moments; the pool may take this long to be rebuilt.
 PARSER_SLACK = 10.0
 
@@ -149,6 +187,7 @@ class Daemon:
         self._publishes: set[asyncio.Task[None]] = set()  # awaited, never cancelled, at stop
         self._last_publish_done = False  # stopping: nothing more to publish
         self._next_publish = 0.0  # loop time before which no publish starts (PUBLISH_PACE)
+        self._publish_since: float | None = None  # time.monotonic() a publish's thread began
         self.files = PublishedFiles(config.publish.output_dir)
         self._fetcher = self._new_fetcher(config)
         self.owner = claim_owner()
@@ -168,7 +207,7 @@ class Daemon:
         self._record_problem: str | None = None  # a poll's record the store refused
         self.watchdog = Watchdog(
             LoopWatch(block=self.options.loop_block_seconds, on_lag=self.metrics.loop_lag.set),
-            [self._publish_problem, self._poll_record_problem],
+            [self._publish_problem, self._stuck_publish_problem, self._poll_record_problem],
         )
         if not self.store.remote:  # SQLite: a file that can vanish under us
             self.watchdog.probes.insert(1, StoreFileWatch(config.store.path).problem)
@@ -206,6 +245,15 @@ class Daemon:
         if failing <= PUBLISH_RETRY_SECONDS:
             return None
         return f"publishing has failed for {failing:.0f} s: {error}"
+
+    def _stuck_publish_problem(self) -> str | None:
+        """A publish or copy has been running far longer than one takes: nothing new reaches
+        the published files meanwhile."""
+        since = self._publish_since
+        running = 0.0 if since is None else time.monotonic() - since
+        if running <= PUBLISH_STUCK_SECONDS:
+            return None
+        return f"a publish has been running for {running:.0f} s"
 
     def _parser_problem(self) -> str | None:
         """The parser pool finished nothing for longer than its budget allows: a parse over
@@ -372,8 +420,8 @@ class Daemon:
         big timeline, must not stall polling and serving."""
         async with self._publishing:
             try:
-                report = await asyncio.to_thread(
-                    publish_timeline, self.config, self._publisher, self.clock()
+                report = await self._off_loop(
+                    "publish", publish_timeline, self.config, self._publisher, self.clock()
                 )
             except Exception as e:
                 # The store away, or a bug: the daemon keeps polling and serving the last
@@ -388,6 +436,14 @@ class Daemon:
         self.metrics.publishes.inc()
         self.metrics.publish_seconds.observe(report.seconds)
 
+    async def _off_loop(self, name: str, work: Callable[..., T], *args: Any) -> T:
+        """`work(*args)` in a daemon thread, timed for `_stuck_publish_problem`."""
+        self._publish_since = time.monotonic()
+        try:
+            return await in_daemon_thread(name, work, *args)
+        finally:
+            self._publish_since = None
+
     async def _follow_soon(self) -> None:
         """The scheduler's job: start a copy unless one, or a publish, is under way (waiting,
         perhaps, for a database that is away). The scheduler itself never waits."""
@@ -400,8 +456,8 @@ class Daemon:
         """Serve what another daemon sharing the store published: copy its snapshot here."""
         async with self._publishing:
             try:
-                written = await asyncio.to_thread(
-                    follow_published, self.config.publish.output_dir, self._publisher
+                written = await self._off_loop(
+                    "follow", follow_published, self.config.publish.output_dir, self._publisher
                 )
             except AggregatorError as e:
                 self._follow_trouble.failed(e)
@@ -640,11 +696,16 @@ class Daemon:
         # stop: its worker is killed, not waited for. The polls that wanted it are gone.
         PARSERS.close(kill=True)
         self._last_publish_done = True
+        # Publishing gets STOP_GRACE_SECONDS in all: the last publish and any under way.
+        publishing_ends = asyncio.get_running_loop().time() + STOP_GRACE_SECONDS
         if self._publish_handle is not None:
             # What was stored is published before the store closes.
             self._publish_handle.cancel()
             self._publish_handle = None
-            await self._publish()
+            last = asyncio.create_task(self._publish(), name="publish")
+            self._publishes.add(last)
+            last.add_done_callback(self._publishes.discard)
+            await asyncio.wait([last], timeout=STOP_GRACE_SECONDS)
         if server is not None:
             instance, task = server
             instance.should_exit = True
@@ -657,9 +718,20 @@ class Daemon:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self._fetcher.__aexit__(None, None, None)
-        # A publish or copy still running in its thread keeps the lock until it is done.
-        await asyncio.gather(*self._publishes, return_exceptions=True)
-        async with self._publishing:
+        # A publish or copy still running in its thread keeps the lock until it is done: wait
+        # for it until the grace is over, then stop without it. Its thread is a daemon
+        # thread, which ends with the process; the store it uses stays open till then (it
+        # cannot be closed under a thread using it).
+        left = max(0.0, publishing_ends - asyncio.get_running_loop().time())
+        stuck = (await asyncio.wait(self._publishes, timeout=left))[1] if self._publishes else ()
+        if stuck:
+            log.error(
+                "a publish is still running after %.0f s; stopping without it",
+                STOP_GRACE_SECONDS,
+            )
+            for task in stuck:
+                task.cancel()
+        else:
             self._publisher.close()
         self.store.close()
         log.info("stopped")

@@ -60,6 +60,11 @@ Clock = Callable[[], datetime]
 T = TypeVar("T")
 Params = ParamSpec("Params")
 PARSERS = ParsePool()
+# A publish reads at most READ_CAP_PER_ITEM × max_items + READ_CAP_BASE entries (4,000 for
+# the default 200 items): room for many duplicates and filtered items, and a bound on the
+# work whatever the store holds.
+READ_CAP_PER_ITEM = 20
+READ_CAP_BASE = 1000
 OUTPUT_FILES = ("rss.xml", "atom.xml", "feed.json", "index.html", "sources.opml")
 
 
@@ -328,6 +333,11 @@ def _reason_to_skip(
     return None
 
 
+def read_cap(max_items: int) -> int:
+    """The most entries a publish reads (and the most earlier copies beside them)."""
+    return READ_CAP_PER_ITEM * max_items + READ_CAP_BASE
+
+
 def current_timeline(
     config: Config,
     store: StoreAPI,
@@ -337,11 +347,14 @@ def current_timeline(
     """The timeline as it should be published now.
 
     Reads only what can be published: the newest entries, a few times `max_items` of them
-    (filters and duplicates drop some), reading further only when that did not suffice.
+    (filters and duplicates drop some), reading further only when that did not suffice, and
+    never more than `read_cap` entries, nor as many earlier copies of them: a feed of
+    thousands of copies of one story cannot make a publish read the whole store.
     """
     names = [s.name for s in config.sources]
     credits = credits if credits is not None else store.source_credits(config.sources)
-    limit = config.publish.max_items * 2 + 50
+    cap = read_cap(config.publish.max_items)
+    limit = min(config.publish.max_items * 2 + 50, cap)
     oldest = now - config.publish.max_age
     while True:
         entries = store.recent_entries(names, oldest, limit)
@@ -353,11 +366,19 @@ def current_timeline(
             max_age=config.publish.max_age,
             filters=config.publish.filters,
             source_filters={s.name: s.filters for s in config.sources},
-            earlier=store.earlier_copies(names, entries, oldest),
+            earlier=store.earlier_copies(names, entries, oldest, limit),
         )
         if len(timeline.items) >= config.publish.max_items or len(entries) < limit:
             break
-        limit *= 4
+        if limit >= cap:
+            log.warning(
+                "published %d items, fewer than max_items, after reading %d entries "
+                "(the most a publish reads): most of the newest are copies or filtered out",
+                len(timeline.items),
+                limit,
+            )
+            break
+        limit = min(limit * 4, cap)
     if timeline.updated is None:
         # Nothing to publish yet: a fixed, plausible date keeps the empty feeds' bytes stable.
         timeline = replace(timeline, updated=store.first_added() or now)

@@ -634,13 +634,14 @@ class Store:
         return [_entry_from_row(r) for r in rows]
 
     def earlier_copies(
-        self, sources: Iterable[str], of: Iterable[StoredEntry], before: datetime
+        self, sources: Iterable[str], of: Iterable[StoredEntry], before: datetime, limit: int
     ) -> list[StoredEntry]:
         """Entries placed before `before` that share a story key (link or title) with `of`.
 
         The timeline needs them to know a story's first copy even when that copy has left
         the window: the story is then not published again under another copy's id.
-        `+source`, as above: the link and title indexes find the few candidates.
+        `+source`, as above: the link and title indexes find the few candidates. At most
+        `limit` of them, the first seen: those are what decides a story's first copy.
         """
         links, titles = set(), set()
         for entry in of:
@@ -657,9 +658,11 @@ class Store:
             WHERE +source IN (SELECT value FROM json_each(?)) AND sort_date < ?
               AND (link_key IN (SELECT value FROM json_each(?))
                    OR title_key IN (SELECT value FROM json_each(?)))
+            ORDER BY first_seen, sort_date, source, entry_id
+            LIMIT ?
             """,
             (json.dumps(list(sources)), _ts(before), json.dumps(sorted(links)),
-             json.dumps(sorted(titles))),
+             json.dumps(sorted(titles)), limit),
         ).fetchall()  # fmt: skip
         return [_entry_from_row(r) for r in rows]
 

@@ -567,9 +567,10 @@ class PgStore:
         return [_entry_from_row(r) for r in rows]
 
     def earlier_copies(
-        self, sources: Iterable[str], of: Iterable[StoredEntry], before: datetime
+        self, sources: Iterable[str], of: Iterable[StoredEntry], before: datetime, limit: int
     ) -> list[StoredEntry]:
-        """Entries placed before `before` that share a story key (link or title) with `of`."""
+        """Entries placed before `before` that share a story key (link or title) with `of`:
+        at most `limit`, the first seen (they decide a story's first copy)."""
         links, titles = set(), set()
         for entry in of:
             link, title = story_keys(entry.link, entry.title)
@@ -585,9 +586,10 @@ class PgStore:
                 SELECT {_ENTRY_COLUMNS} FROM entries
                 WHERE source = ANY(%s::text[]) AND sort_date < %s
                   AND (link_key = ANY(%s::text[]) OR title_key = ANY(%s::text[]))
-                ORDER BY sort_date, source, entry_id
+                ORDER BY first_seen, sort_date, source, entry_id
+                LIMIT %s
                 """,
-                (list(sources), _seconds(before), sorted(links), sorted(titles)),
+                (list(sources), _seconds(before), sorted(links), sorted(titles), limit),
             ).fetchall()
         return [_entry_from_row(r) for r in rows]
 

@@ -19,6 +19,8 @@ CLOCK_SKEW = timedelta(minutes=10)
 # Two sources' items with the same (long enough) title this close together are one story.
 SAME_TITLE_WINDOW = timedelta(days=1)
 MIN_TITLE_KEY = 20
+# A headline is compared with at most this many stories bearing it (see _group_stories).
+MAX_STORIES_PER_HEADLINE = 32
 NO_FILTERS = Filters()
 # Fixed forever: changing it would give every published item a new id.
 _ID_NAMESPACE = uuid.UUID("6f1d3c1e-6c55-4a8e-9d0b-2f4f7f6a9a10")
@@ -94,54 +96,107 @@ def build_timeline(
     return Timeline(items=items, updated=updated)
 
 
+class _Story:
+    """A story being grouped: its copies, and what the matching needs to know of them."""
+
+    __slots__ = ("copies", "links", "titles")
+
+    def __init__(self, first: StoredEntry, title: str) -> None:
+        self.copies = [first]
+        # source → the title key of its copies here. One key per source, always: a source's
+        # copy joins by link only with the same title, and by title only where it has none.
+        self.titles = {first.source: title}
+        self.links: dict[str, int] = {}  # link key → this story's place in that link's list
+
+
+class _LinkStories:
+    """The stories carrying one link, in the order they took it, indexed so that finding
+    the first one a (source, title) may join costs no scan over the others.
+
+    A copy may join a story where its source has no copy yet, or has copies with the same
+    title. `free[source]` only moves forward (a story never loses a source) and
+    `titled[(source, title)]` is the first place whose copies of that source bear that title:
+    a feed whose thousands of items share one link is then as cheap as any other.
+    """
+
+    __slots__ = ("free", "stories", "titled")
+
+    def __init__(self) -> None:
+        self.stories: list[int] = []
+        self.free: dict[str, int] = {}
+        self.titled: dict[tuple[str, str], int] = {}
+
+    def first_joinable(self, stories: list[_Story], source: str, title: str) -> int | None:
+        place = self.free.get(source, 0)
+        while place < len(self.stories) and source in stories[self.stories[place]].titles:
+            place += 1
+        self.free[source] = place
+        places = [p for p in (place, self.titled.get((source, title))) if p is not None]
+        best = min(places)
+        return self.stories[best] if best < len(self.stories) else None
+
+    def note(self, place: int, source: str, title: str) -> None:
+        """The story at `place` has (now) copies of `source` titled `title`."""
+        if place < self.titled.get((source, title), place + 1):
+            self.titled[(source, title)] = place
+
+
 def _group_stories(entries: Iterable[StoredEntry]) -> list[list[StoredEntry]]:
-    """Entries grouped into stories; each group's first entry is the copy seen first."""
-    stories: list[list[StoredEntry]] = []
-    by_link: dict[str, list[int]] = {}
+    """Entries grouped into stories; each group's first entry is the copy seen first.
+
+    Linear in the entries (each one's keys computed once, each match a dict look-up), so a
+    feed of thousands of copies of one story costs what thousands of stories cost.
+    """
+    stories: list[_Story] = []
+    by_link: dict[str, _LinkStories] = {}
     by_title: dict[str, list[int]] = {}
     for entry in sorted(entries, key=lambda e: (e.first_seen, e.sort_date, e.source, e.entry_id)):
         link = link_key(entry.link) if entry.link else None
         title = title_key(entry.title)
-        if len(title) < MIN_TITLE_KEY:
-            title = ""  # too short to be sure two sources mean the same story
+        # too short to be sure two sources mean the same story
+        headline = title if len(title) >= MIN_TITLE_KEY else ""
         found = None
-        if link is not None:
+        if link is not None and link in by_link:
             # The same link is the same story across sources. Within one source it takes the
             # same title as well: a feed that changed its guids must not publish everything
             # twice, but one whose items all link to its home page must not collapse.
-            found = next(
-                (
-                    i
-                    for i in by_link.get(link, ())
-                    if all(
-                        e.source != entry.source or title_key(e.title) == title_key(entry.title)
-                        for e in stories[i]
-                    )
-                ),
-                None,
-            )
-        if found is None and title:
+            found = by_link[link].first_joinable(stories, entry.source, title)
+        if found is None and headline:
             # The same headline is only taken for the same story across sources: one source
-            # may well repeat a title ("Morning briefing") for different stories.
+            # may well repeat a title ("Morning briefing") for different stories. Only the
+            # first few stories of a headline are candidates: a headline that many stories
+            # share tells none of them apart, and looking through all would be quadratic.
             found = next(
                 (
                     i
-                    for i in by_title.get(title, ())
-                    if abs(stories[i][0].sort_date - entry.sort_date) <= SAME_TITLE_WINDOW
-                    and all(e.source != entry.source for e in stories[i])
+                    for i in by_title.get(headline, ())
+                    if abs(stories[i].copies[0].sort_date - entry.sort_date) <= SAME_TITLE_WINDOW
+                    and entry.source not in stories[i].titles
                 ),
                 None,
             )
-        if found is not None:
-            stories[found].append(entry)
-        else:
+        if found is None:
             found = len(stories)
-            stories.append([entry])
-        if link is not None and found not in by_link.setdefault(link, []):
-            by_link[link].append(found)
-        if title and found not in by_title.setdefault(title, []):
-            by_title[title].append(found)
-    return stories
+            stories.append(_Story(entry, title))
+        else:
+            story = stories[found]
+            story.copies.append(entry)
+            if entry.source not in story.titles:
+                story.titles[entry.source] = title
+                for other, place in story.links.items():
+                    by_link[other].note(place, entry.source, title)
+        story = stories[found]
+        if link is not None and link not in story.links:
+            index = by_link.setdefault(link, _LinkStories())
+            story.links[link] = place = len(index.stories)
+            index.stories.append(found)
+            for source, its_title in story.titles.items():
+                index.note(place, source, its_title)
+        if headline:
+            candidates = by_title.setdefault(headline, [])
+            if len(candidates) < MAX_STORIES_PER_HEADLINE and found not in candidates:
+                candidates.append(found)
+    return [story.copies for story in stories]
 
 
 def _item(story: list[StoredEntry], sources: Mapping[str, SourceCredit]) -> TimelineItem:

@@ -133,11 +133,12 @@ def test_publishing_reads_what_it_publishes_not_the_whole_store(tmp_path: Path) 
         names = [src.name for src in sources]
         since = NOW - timedelta(days=365)
         recent = s.recent_entries(names, since, 50)
+        before = NOW - timedelta(hours=2)
         assert len(recent) == 50
         costs.append(
             (
                 _vm_steps(s, lambda: s.recent_entries(names, since, 50)),  # noqa: B023
-                _vm_steps(s, lambda: s.earlier_copies(names, recent, NOW - timedelta(hours=2))),  # noqa: B023
+                _vm_steps(s, lambda: s.earlier_copies(names, recent, before, 100)),  # noqa: B023
             )
         )
         s.close()

@@ -639,10 +639,22 @@ def test_earlier_copies_find_older_copies_of_a_story_by_link_or_title(store: Sto
     )
     of = store.recent_entries(["c"], NOW - timedelta(days=1), 10)
     before = NOW - timedelta(days=1)
-    copies = store.earlier_copies(["a", "b", "c"], of, before)
+    copies = store.earlier_copies(["a", "b", "c"], of, before, 10)
     assert sorted(e.entry_id for e in copies) == ["l-old", "t-old"]
-    assert [e.entry_id for e in store.earlier_copies(["a"], of, before)] == ["t-old"]
-    assert store.earlier_copies(["a", "b"], [], before) == []
+    assert [e.entry_id for e in store.earlier_copies(["a"], of, before, 10)] == ["t-old"]
+    assert store.earlier_copies(["a", "b"], [], before, 10) == []
+
+
+def test_earlier_copies_are_at_most_limit_the_first_seen(store: StoreAPI) -> None:
+    """Thousands of old copies of one story must not all be read at every publish."""
+    title = "A story title long enough"
+    for day in (5, 4, 3, 2):
+        old = entry(f"old-{day}", title, published=NOW - timedelta(days=day))
+        store.store_entries("a", [old], NOW - timedelta(days=day))  # first seen that day
+    store.store_entries("b", [entry("new", title, published=NOW)], NOW)
+    of = store.recent_entries(["b"], NOW - timedelta(days=1), 10)
+    copies = store.earlier_copies(["a", "b"], of, NOW - timedelta(days=1), 2)
+    assert [e.entry_id for e in copies] == ["old-5", "old-4"]
 
 
 # -- claims --------------------------------------------------------------------------------

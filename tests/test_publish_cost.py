@@ -1,0 +1,162 @@
+"""A publish costs the same bounded work whatever the feeds hold.
+
+Story grouping is linear in the entries (counted: title keys computed, dates compared),
+a publish reads a bounded number of rows from the store, and the daemon stays healthy and
+stops on time while a publish is stuck.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aggregator import pipeline, timeline
+from aggregator.config import load_config
+from aggregator.pipeline import current_timeline, run_cycle
+from aggregator.store import Store
+from aggregator.text import title_key
+from aggregator.types import SourceCredit, StoredEntry
+from tests.conftest import run_cli
+from tests.feedfactory import Item, rss2
+
+NOW = datetime(2025, 6, 1, 12, tzinfo=UTC)
+SOURCES = {name: SourceCredit(name, name.upper(), f"https://{name}.example/feed") for name in "ab"}
+LONG = "The same story, told again and again by a hostile feed"
+
+
+@dataclass(frozen=True)
+class CountedEntry(StoredEntry):
+    """A StoredEntry that counts how often its date is read: a stand-in for comparisons."""
+
+    def __getattribute__(self, name: str) -> object:
+        if name == "sort_date":
+            READS[0] += 1
+        return super().__getattribute__(name)
+
+
+READS = [0]
+
+
+def _entry(i: int, source: str, link: str, title: str) -> StoredEntry:
+    date = NOW - timedelta(seconds=i)
+    return CountedEntry(source, f"id{i}", title, link, "", "", None, (), date, None, date, date)
+
+
+SHAPES: dict[str, Callable[[int], StoredEntry]] = {
+    # Every item its own guid, one link and one title: one story of n copies.
+    "one story": lambda i: _entry(i, "a", "https://a.example/story", LONG),
+    # Every item links to the home page, each its own title: n stories on one link.
+    "one link": lambda i: _entry(i, "a", "https://a.example/", f"{LONG} {i}"),
+    # Two sources repeat one headline on their own links: n stories on one headline.
+    "one headline": lambda i: _entry(i, "ab"[i % 2], f"https://x.example/{i}", LONG),
+}
+
+
+def _work(shape: Callable[[int], StoredEntry], n: int, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Title keys computed plus dates read while building the timeline of n entries."""
+    calls = [0]
+
+    def counted(title: str) -> str:
+        calls[0] += 1
+        return title_key(title)
+
+    monkeypatch.setattr(timeline, "title_key", counted)
+    entries = [shape(i) for i in range(n)]
+    READS[0] = 0
+    timeline.build_timeline(entries, SOURCES, now=NOW, max_items=50, max_age=timedelta(days=30))
+    return calls[0] + READS[0]
+
+
+@pytest.mark.parametrize("shape", SHAPES.values(), ids=SHAPES.keys())
+def test_story_grouping_is_linear_in_the_entries(
+    shape: Callable[[int], StoredEntry], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    small, large = _work(shape, 500, monkeypatch), _work(shape, 2000, monkeypatch)
+    # Quadratic grouping does 16 times the work for 4 times the entries; linear does 4
+    # (a little more for the sort's log n).
+    assert large <= 5 * small, (small, large)
+    assert large <= 100 * 2000  # a headline is compared with at most 32 stories
+
+
+# -- what a publish reads ------------------------------------------------------------------
+
+
+def _same_story(count: int, *, days_old: int = 0) -> list[Item]:
+    """`count` items of one story: each its own guid, one link, one title (the repro)."""
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=days_old)
+    return [
+        Item(LONG, "https://h.example/story", f"tag:h.example,2025:{days_old}:{i}",
+             start - timedelta(seconds=i + 1))
+        for i in range(count)
+    ]  # fmt: skip
+
+
+def _good(count: int) -> list[Item]:
+    now = datetime.now(UTC).replace(microsecond=0)
+    return [
+        Item(f"Good news number {i}", f"https://g.example/{i}", f"tag:g.example,2025:{i}", now)
+        for i in range(count)
+    ]
+
+
+def _write_feeds(tmp_path: Path, hostile: list[Item], good: list[Item], publish: str) -> Path:
+    (tmp_path / "h.xml").write_bytes(rss2("H", "https://h.example/", hostile))
+    (tmp_path / "g.xml").write_bytes(rss2("G", "https://g.example/", good))
+    config = tmp_path / "feeds.toml"
+    config.write_text(
+        f"[publish]\n{publish}\n"
+        '[[feeds]]\nname = "h"\nurl = "h.xml"\n[[feeds]]\nname = "g"\nurl = "g.xml"\n',
+        encoding="utf-8",
+    )
+    return config
+
+
+def test_a_publish_reads_a_bounded_number_of_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 3,000 copies of one story in the window and 3,000 older ones: before the cap, a publish
+    # widened its read until it had every entry, and read every older copy each time.
+    hostile = _same_story(3000) + _same_story(3000, days_old=60)
+    config_path = _write_feeds(tmp_path, hostile, _good(3), 'max_items = 10\nmax_age = "30d"')
+    config = load_config(config_path)
+    store = Store.open(config.store.path)
+    try:
+        asyncio.run(run_cycle(config, store))
+        assert store.count_entries("h") == 6000
+        read = [0]
+        for name in ("recent_entries", "earlier_copies"):
+            real = getattr(Store, name)
+
+            def counted(self: Store, *args: Any, _real: Any = real) -> list[StoredEntry]:
+                rows: list[StoredEntry] = _real(self, *args)
+                read[0] += len(rows)
+                return rows
+
+            monkeypatch.setattr(Store, name, counted)
+        timeline = current_timeline(config, store, datetime.now(UTC))
+    finally:
+        store.close()
+    assert {item.entry.source for item in timeline.items} == {"g"}  # the story left the window
+    cap = pipeline.read_cap(10)
+    # Each widening step reads `limit` entries and as many earlier copies, `limit` growing
+    # fourfold from 2 × max_items + 50 to the cap; before the cap, 16,473 rows.
+    assert read[0] <= 2 * (70 + 280 + 1120 + cap) < 6000, read[0]
+
+
+def test_once_with_twenty_thousand_copies_of_one_story_completes(tmp_path: Path) -> None:
+    """The reported feed: 2.3 MB, 20,000 items of one story. It took more than a minute to
+    publish; now `aggregator once` finishes well within its timeout and publishes the rest."""
+    _write_feeds(tmp_path, _same_story(20_000), _good(3), 'max_items = 10\nmax_age = "30d"')
+    done = run_cli("once", "--config", str(tmp_path / "feeds.toml"), cwd=tmp_path, timeout=60)
+    assert done.returncode == 0, done.stderr
+    titles = [
+        i["title"] for i in json.loads((tmp_path / "output" / "feed.json").read_bytes())["items"]
+    ]
+    assert sorted(titles) == sorted([LONG, *(f"Good news number {i}" for i in range(3))])
