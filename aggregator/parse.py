@@ -58,9 +58,9 @@ RAW_NAME_LIMIT = 2_000
 CONTENT_LIMIT = 512 * 1024  # summary or content HTML, in characters
 ID_LIMIT = 2_048  # a longer guid/id is kept as its start plus a digest of the whole
 # Items kept from one document: the newest this many. Storing them runs on the event loop
-# (SQLite), so 60,000 items blocked it for seconds; a real feed carries tens, an archive
-# feed a few thousand.
-ENTRY_LIMIT = 2_000
+# (SQLite), so 60,000 items blocked it for 2-3 s; a real feed carries tens, an archive
+# feed (a podcast's whole back catalogue) a few thousand.
+ENTRY_LIMIT = 10_000
 CATEGORY_LIMIT = 50  # distinct categories kept per item, the first ones in the feed
 CATEGORY_TEXT_LIMIT = 2_000  # code points of all of an item's categories together
 RAW_CATEGORY_COUNT = 1_000  # categories read per item, duplicates included
