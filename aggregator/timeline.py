@@ -6,6 +6,8 @@ decided once, when an entry is first seen (`order_date`), so a later edit cannot
 
 from __future__ import annotations
 
+import collections
+
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
@@ -19,7 +21,7 @@ CLOCK_SKEW = timedelta(minutes=10)
 # Two sources' items with the same (long enough) title this close together are one story.
 SAME_TITLE_WINDOW = timedelta(days=1)
 MIN_TITLE_KEY = 20
-# A headline is compared with at most this many stories bearing it (see _group_stories).
+# A headline is compared with at most the latest this many stories bearing it.
 MAX_STORIES_PER_HEADLINE = 32
 NO_FILTERS = Filters()
 # Fixed forever: changing it would give every published item a new id.
@@ -149,7 +151,7 @@ def _group_stories(entries: Iterable[StoredEntry]) -> list[list[StoredEntry]]:
     """
     stories: list[_Story] = []
     by_link: dict[str, _LinkStories] = {}
-    by_title: dict[str, list[int]] = {}
+    by_title: dict[str, collections.deque[int]] = {}
     for entry in sorted(entries, key=lambda e: (e.first_seen, e.sort_date, e.source, e.entry_id)):
         link = link_key(entry.link) if entry.link else None
         title = title_key(entry.title)
@@ -164,8 +166,9 @@ def _group_stories(entries: Iterable[StoredEntry]) -> list[list[StoredEntry]]:
         if found is None and headline:
             # The same headline is only taken for the same story across sources: one source
             # may well repeat a title ("Morning briefing") for different stories. Only the
-            # first few stories of a headline are candidates: a headline that many stories
-            # share tells none of them apart, and looking through all would be quadratic.
+            # latest few stories of a headline are candidates (entries come in the order
+            # they were first seen, so a daily column's day-40 copy still finds day 40):
+            # looking through all of a headline's stories would be quadratic.
             found = next(
                 (
                     i
@@ -193,9 +196,11 @@ def _group_stories(entries: Iterable[StoredEntry]) -> list[list[StoredEntry]]:
             for source, its_title in story.titles.items():
                 index.note(place, source, its_title)
         if headline:
-            candidates = by_title.setdefault(headline, [])
-            if len(candidates) < MAX_STORIES_PER_HEADLINE and found not in candidates:
-                candidates.append(found)
+            candidates = by_title.setdefault(
+                headline, collections.deque(maxlen=MAX_STORIES_PER_HEADLINE)
+            )
+            if found not in candidates:
+                candidates.append(found)  # the oldest candidate makes room
     return [story.copies for story in stories]
 
 

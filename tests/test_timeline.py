@@ -531,3 +531,20 @@ def test_an_item_on_a_link_another_source_took_by_headline_stays_its_own():
         ("alpha", "y"),
         ("alpha", "x"),
     ]
+
+
+def test_a_daily_headline_still_merges_across_sources_after_many_days():
+    """More days of one source's column than a headline keeps candidates for: its latest
+    copy is still the same story as another source's copy that day."""
+    headline = "Daily market wrap and analysis"
+    days = 40
+    rows = [
+        _entry("alpha", f"a{day}", NOW - timedelta(days=days - day), title=headline)
+        for day in range(days)
+    ]
+    last = NOW - timedelta(days=1)
+    rows.append(_entry("beta", "b-last", last + timedelta(minutes=5), title=headline))
+    timeline = build_timeline(rows, SOURCES, now=NOW, max_items=100, max_age=timedelta(days=60))
+    [latest] = [item for item in timeline.items if item.entry.entry_id == f"a{days - 1}"]
+    assert [credit.name for credit in latest.also] == ["beta"]
+    assert all(item.entry.entry_id != "b-last" for item in timeline.items)
