@@ -7,7 +7,6 @@ decided once, when an entry is first seen (`order_date`), so a later edit cannot
 from __future__ import annotations
 
 import collections
-
 import uuid
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
