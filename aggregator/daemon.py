@@ -507,7 +507,9 @@ class Daemon:
 
     async def reload_in_thread(self) -> bool:
         """`reload`, with the file read, parsed and probed in a worker thread; applied here."""
-        new = await asyncio.to_thread(self._load_for_reload)
+        # A daemon thread: probing a file of many backtracking patterns takes seconds, and a
+        # stop must not wait for it (the default executor's threads are joined at exit).
+        new = await in_daemon_thread("reload", self._load_for_reload)
         return new is not None and self._apply_config(new)
 
     def reload(self) -> bool:

@@ -12,13 +12,17 @@ import logging
 import os
 import signal
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from aggregator.config import load_config
 from aggregator.daemon import Daemon, DaemonOptions
-from tests.test_daemon import _items
+from tests.feedfactory import Item, rss2
+from tests.feedserver import FeedServer
+from tests.test_daemon import Daemon as DaemonProcess
+from tests.test_daemon import _free_port, _items, _write_config, wait_for
 from tests.test_daemon_inprocess import _config, _feed, _run_for
 
 # The watchdog's own threshold is lower than its default, so a stall shows in /healthz too.
@@ -93,3 +97,29 @@ def test_reloads_asked_for_while_one_loads_coalesce(
 
     asyncio.run(_run_for(daemon, 0.1, during))
     assert len(loads) == 2  # the one under way, then one for all the requests it missed
+
+
+@pytest.mark.slow
+def test_a_stop_during_a_long_reload_ends_within_ten_seconds(
+    tmp_path: Path, feed_server: FeedServer
+) -> None:
+    """Sixty backtracking patterns take ~15 s to probe; a stop meanwhile does not wait."""
+    item = Item("Alpha one", "https://a.example/1", "a1", datetime(2025, 7, 13, tzinfo=UTC))
+    feed_server.add("/a.xml", rss2("A", "https://a.example/", [item]))
+    port = _free_port()
+    config = tmp_path / "feeds.toml"
+    _write_config(config, port, [("a", feed_server.url("/a.xml"))])
+    daemon = DaemonProcess(config, port).start()
+    try:
+        wait_for(lambda: daemon.get("/healthz").status_code == 200, 30, "the daemon started")
+        patterns = ", ".join(f'"(x{n}|a+)+$"' for n in range(60))
+        text = config.read_text(encoding="utf-8") + f"exclude = [{patterns}]\n"
+        config.write_text(text, encoding="utf-8")
+        wait_for(lambda: "filter pattern" in daemon.log_text(), 20, "the reload began")
+        started = time.monotonic()
+        assert daemon.stop() == 0
+        assert time.monotonic() - started < 10
+    finally:
+        if daemon.process and daemon.process.poll() is None:
+            daemon.process.kill()
+            daemon.process.wait()
