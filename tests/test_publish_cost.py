@@ -122,7 +122,10 @@ def test_a_publish_reads_a_bounded_number_of_rows(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # 3,000 copies of one story in the window and 3,000 older ones: before the cap, a publish
-    # widened its read until it had every entry, and read every older copy each time.
+    # widened its read until it had every entry, and read every older copy each time. (The
+    # cap of this test's size; the default's size is for feeds, not for a quick test.)
+    monkeypatch.setattr(pipeline, "READ_CAP_PER_ITEM", 20)
+    monkeypatch.setattr(pipeline, "READ_CAP_BASE", 1000)
     hostile = _same_story(3000) + _same_story(3000, days_old=60)
     config_path = _write_feeds(tmp_path, hostile, _good(3), 'max_items = 10\nmax_age = "30d"')
     config = load_config(config_path)
@@ -160,3 +163,34 @@ def test_once_with_twenty_thousand_copies_of_one_story_completes(tmp_path: Path)
         i["title"] for i in json.loads((tmp_path / "output" / "feed.json").read_bytes())["items"]
     ]
     assert sorted(titles) == sorted([LONG, *(f"Good news number {i}" for i in range(3))])
+
+
+def test_a_busy_source_mostly_filtered_out_does_not_push_a_quiet_one_out(tmp_path: Path) -> None:
+    """3,000 items in the last day, one in a hundred kept by `include`, beside a quiet
+    source's ten items of last week: every item the filters keep is published."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    busy = [
+        Item(
+            f"{'Python' if i % 100 == 0 else 'Other'} news {i}",
+            f"https://h.example/{i}",
+            f"tag:h.example,2025:{i}",
+            now - timedelta(seconds=30 * i + 1),
+        )
+        for i in range(3000)
+    ]
+    quiet = [
+        Item(f"Quiet news {i}", f"https://g.example/{i}", f"tag:g.example,q:{i}",
+             now - timedelta(days=3 + i // 2))
+        for i in range(10)
+    ]  # fmt: skip
+    config_path = _write_feeds(tmp_path, busy, quiet, 'max_items = 50\nmax_age = "30d"')
+    text = config_path.read_text(encoding="utf-8").replace(
+        'url = "h.xml"\n', 'url = "h.xml"\ninclude = ["python"]\n'
+    )
+    config_path.write_text(text, encoding="utf-8")
+    done = run_cli("once", "--config", str(config_path), cwd=tmp_path, timeout=120)
+    assert done.returncode == 0, done.stderr
+    items = json.loads((tmp_path / "output" / "feed.json").read_bytes())["items"]
+    titles = {item["title"] for item in items}
+    assert {f"Quiet news {i}" for i in range(10)} <= titles
+    assert sum(title.startswith("Python") for title in titles) == 30
