@@ -75,22 +75,25 @@ _NUMBER_LIMIT = 32  # <ttl> and sy:updateFrequency: a longer "number" is noise
 # "<" or ">", and the optional ">" never makes the engine back up (a pattern pairing
 # `<b ...>` with its `</b>` restarted at every "<": minutes for a 120 KB title of "<b>"s).
 _TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9]*)([^<>]*)(>?)")
-# An attribute in a tag's rest: a name after a space or "/" (`<svg/onload=...>`), then "=".
-# Character classes without overlap, so one attempt per position: linear.
-_ATTRIBUTE = re.compile(r"[\s/][^\s/=]+\s*=")
 _EVENT_HANDLER = re.compile(r"[\s/]on[a-z]+\s*=", re.IGNORECASE)
-# Dangerous even bare: they run or load something, or swallow the rest of a page as text.
+# Dangerous even bare: they run or load something wherever a next ">" closes them. Other
+# bare tags ("the <title> element", "<img> lazy loading") are text about markup; they are
+# markup once they carry an attribute that runs or loads something (`_ACTIVE_ATTRIBUTE`).
 _DANGEROUS = frozenset(
-    {"script", "style", "iframe", "object", "embed", "form", "img", "svg", "math", "applet",
-     "frame", "frameset", "base", "meta", "link", "plaintext", "xmp", "textarea", "noscript",
-     "noembed", "noframes", "template", "title"}
+    {"script", "iframe", "object", "embed", "applet", "frame", "frameset", "plaintext", "xmp"}
 )  # fmt: skip
+# An attribute that runs script or loads a resource: an event handler, a URL or a document.
+_ACTIVE_ATTRIBUTE = re.compile(
+    r"[\s/](?:on[a-z]+|src|srcset|srcdoc|href|xlink:href|data|action|formaction|background"
+    r"|poster|dynsrc|lowsrc|http-equiv|style)\s*=",
+    re.IGNORECASE,
+)
 _PAIRED = frozenset(
     {"a", "b", "i", "u", "em", "strong", "span", "div", "p", "font", "sup", "sub", "small",
      "big", "mark", "code", "q", "s", "strike", "h1", "h2", "h3", "h4", "h5", "h6"}
 )  # fmt: skip
 # Element names of HTML (current and obsolete), SVG and MathML, lower-cased: a start tag
-# of one of these with an attribute is markup. nh3 knows only the ones it allows, and
+# of one of these with an active attribute is markup. nh3 knows only the ones it allows, and
 # html5lib is no dependency, so the list is here.
 _ELEMENT_NAMES = """a abbr acronym address applet area article aside audio b base basefont bdi bdo
     bgsound big blink blockquote body br button canvas caption center cite code col
@@ -167,8 +170,8 @@ def looks_like_markup(value: str) -> bool:
             return True  # complete or not: a page's next ">" would close it
         if not complete:
             continue
-        if not closing and name in _ELEMENTS and _ATTRIBUTE.search(rest):
-            return True
+        if not closing and name in _ELEMENTS and _ACTIVE_ATTRIBUTE.search(rest):
+            return True  # `<video src=x>`; not `<input type="range">`, text about a tag
         if name == "br" and rest.strip() in ("", "/"):
             return True
         if name in _PAIRED:
