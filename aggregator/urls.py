@@ -12,7 +12,8 @@ in a log uses one of these instead:
   `Location` header in an HTTP library's debug line).
 
 Query parameters are separated by `&` or `;` (old servers take either), and a path's
-`;name=value` parameters (`;jsessionid=`) are parameters too.
+`;name=value` parameters (`;jsessionid=`) and a fragment's `name=value` pairs
+(`#access_token=`, an OAuth implicit grant's answer) are parameters too.
 
 Pure and linear in its input; the rest of the URL is kept byte for byte, so a URL without
 secrets comes out unchanged.
@@ -105,6 +106,8 @@ def _is_secret_word(word: str) -> bool:
     qualifier glued to an ambiguous end, or a lead glued to a tail or to any of those."""
     if _is_plain_secret_word(word):
         return True
+    if not word.startswith(_LEADS):  # most words: one test, not one per lead
+        return False
     for lead in _LEADS:
         if word.startswith(lead) and len(word) > len(lead):
             rest = word[len(lead) :]
@@ -117,6 +120,8 @@ def _is_plain_secret_word(word: str) -> bool:
     """`word` is listed, ends like a credential, or is a qualifier glued to `key` & co."""
     if word in SECRET_WORDS or word.endswith(_SECRET_ENDS):
         return True
+    if not word.endswith(_AMBIGUOUS_ENDS):  # most words: one test, not one per end
+        return False
     return any(word.endswith(end) and word[: -len(end)] in _QUALIFIERS for end in _AMBIGUOUS_ENDS)
 
 
