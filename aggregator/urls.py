@@ -12,7 +12,8 @@ in a log uses one of these instead:
   `Location` header in an HTTP library's debug line).
 
 Query parameters are separated by `&` or `;` (old servers take either), and a path's
-`;name=value` parameters (`;jsessionid=`) are parameters too.
+`;name=value` parameters (`;jsessionid=`) and a fragment's `name=value` pairs
+(`#access_token=`, an OAuth implicit grant's answer) are parameters too.
 
 Pure and linear in its input; the rest of the URL is kept byte for byte, so a URL without
 secrets comes out unchanged.
@@ -27,21 +28,21 @@ from urllib.parse import unquote_plus
 MASK = "***"
 
 # A parameter is credential-like when one of its words (split on `_ - . [ ]`, spaces and
-# camelCase, then lower-cased) is one of these...
+# camelCase, then lower-cased), or two neighbouring words glued together (`api_key` as
+# `apikey`, `session_id` as `sessionid`), is one of these...
 SECRET_WORDS = frozenset(
     {
-        "token", "tokens", "key", "keys", "apikey", "secret", "secrets", "password", "passwords",
-        "passwd", "pwd", "pass", "passphrase", "passkey", "auth", "authorization", "sig",
-        "signature", "session", "sessid", "sessionid", "jsessionid", "phpsessid", "credential",
+        "token", "tokens", "apikey", "secret", "secrets", "password", "passwords", "passwd",
+        "pwd", "pass", "passphrase", "passkey", "auth", "authorization", "sig", "signature",
+        "signatures", "sessid", "sessionid", "jsessionid", "phpsessid", "credential",
         "credentials", "jwt",
     }
 )  # fmt: skip
-# ...or starts with one of these (`tokenid`, `secretkey`, `sessionkey`)...
-_SECRET_STARTS = ("token", "secret", "password", "passwd", "session", "credential", "signature")
 # ...or ends with one of these, whatever precedes it (`accesstoken`, `clientsecret`)...
 _SECRET_ENDS = ("token", "secret", "password", "passwd", "signature", "credential", "credentials")
 # ...or is one of these qualifiers glued to `key`, `sig`, `auth`, `pwd` or `pass` (`apikey`,
-# `authkey`), which alone end too many words (`monkey`, `compass`) to be matched anywhere.
+# `authkey`), which alone end too many words (`monkey`, `compass`) to be matched anywhere,
+# and as a word of their own name ordinary things (`sort_key`, `primary_key`, `piano_keys`)...
 _QUALIFIERS = frozenset(
     {
         "access", "account", "api", "app", "auth", "bearer", "client", "consumer", "csrf",
@@ -49,7 +50,18 @@ _QUALIFIERS = frozenset(
         "secret", "security", "session", "sign", "user", "xsrf",
     }
 )  # fmt: skip
-_AMBIGUOUS_ENDS = ("key", "sig", "auth", "pwd", "pass")
+_AMBIGUOUS_ENDS = ("key", "keys", "sig", "auth", "pwd", "pass")
+# ...or is one of these words glued to one of the `_TAILS` or to any word above
+# (`tokenid`, `secretkey`, `sessionhash`, `secretaccesskey`). Only these tails: a longer
+# word that merely starts the same way is something else (`tokenizer`, `sessions`,
+# `secretary`).
+_LEADS = ("token", "secret", "password", "passwd", "session", "credential", "signature")
+_TAILS = frozenset({"id", "key", "keys", "hash", "value"})
+# `key`/`keys` as the whole name is a credential (Google's `?key=`), and so is `session`
+# next to an id (`sid.session`; `session_id` is `sessionid` glued). `session` alone or
+# `sessions` is a legislative session, a conference's, a page's count.
+_WHOLE_NAMES = frozenset({"key", "keys"})
+_SESSION_IDS = frozenset({"id", "sid", "key", "token", "hash"})
 
 _WORD = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
@@ -65,19 +77,52 @@ _PATH_PARAMETER = re.compile(r";([^;/?#=]*)=([^;/?#]*)")
 # `?name=value`, `&name=value` or `;name=value` anywhere in text, a URL or not (a relative
 # `Location: /f?access_token=...` in a debug log line). Name and value stop at the next
 # separator, so each match attempt is bounded by the run up to it: linear.
-_PARAMETER_IN_TEXT = re.compile(r"([?&;])([^\s?&;=#<>\"']+)=([^\s?&;#<>\"']*)")
+_PARAMETER_IN_TEXT = re.compile(r"([?&;#])([^\s?&;=#<>\"']+)=([^\s?&;#<>\"']*)")
 
 
 def is_secret_parameter(name: str) -> bool:
-    """Whether a query parameter's name says its value is a credential (see `SECRET_WORDS`)."""
-    for found in _WORD.findall(unquote_plus(name)):
-        word = found.lower()
-        if word in SECRET_WORDS or word.startswith(_SECRET_STARTS) or word.endswith(_SECRET_ENDS):
+    """Whether a query parameter's name says its value is a credential (see `SECRET_WORDS`).
+
+    Words are judged with their neighbour, not alone: `key` is a secret in `api_key` and a
+    column in `sort_key`, and a false alarm costs as much as a miss (a feed published under
+    another URL, two sources that get the same derived name)."""
+    words = [found.lower() for found in _WORD.findall(unquote_plus(name))]
+    if len(words) == 1 and words[0] in _WHOLE_NAMES:
+        return True
+    for index, word in enumerate(words):
+        if _is_secret_word(word):
             return True
-        for end in _AMBIGUOUS_ENDS:
-            if word.endswith(end) and word[: -len(end)] in _QUALIFIERS:
+        if index + 1 < len(words):
+            following = words[index + 1]
+            if _is_secret_word(word + following):
+                return True
+            if "session" in (word, following) and {word, following} & _SESSION_IDS:
                 return True
     return False
+
+
+def _is_secret_word(word: str) -> bool:
+    """One lower-case word (or two glued) that names a credential: listed, a listed end, a
+    qualifier glued to an ambiguous end, or a lead glued to a tail or to any of those."""
+    if _is_plain_secret_word(word):
+        return True
+    if not word.startswith(_LEADS):  # most words: one test, not one per lead
+        return False
+    for lead in _LEADS:
+        if word.startswith(lead) and len(word) > len(lead):
+            rest = word[len(lead) :]
+            if rest in _TAILS or _is_plain_secret_word(rest):
+                return True
+    return False
+
+
+def _is_plain_secret_word(word: str) -> bool:
+    """`word` is listed, ends like a credential, or is a qualifier glued to `key` & co."""
+    if word in SECRET_WORDS or word.endswith(_SECRET_ENDS):
+        return True
+    if not word.endswith(_AMBIGUOUS_ENDS):  # most words: one test, not one per end
+        return False
+    return any(word.endswith(end) and word[: -len(end)] in _QUALIFIERS for end in _AMBIGUOUS_ENDS)
 
 
 def public_url(url: str) -> str:
@@ -154,8 +199,22 @@ def _clean(url: str, *, mask: str | None) -> str:
         path = _PATH_PARAMETER.sub(lambda m: _path_parameter(m, mask), path)
     cleaned = _clean_query(query, mask) if question else query
     if cleaned is None:  # every parameter was a secret: no "?" left either
-        return head + authority_part + path + hash_ + fragment
+        question, cleaned = "", ""
+    if hash_ and "=" in fragment:
+        hash_, fragment = _clean_fragment(fragment, mask)
     return head + authority_part + path + question + cleaned + hash_ + fragment
+
+
+def _clean_fragment(fragment: str, mask: str | None) -> tuple[str, str]:
+    """The "#" and the fragment, its `name=value` parameters cleaned as a query's are: an
+    OAuth implicit grant answers `#access_token=...`, and a client-side route carries a
+    query of its own (`#/feed?token=...`). Both gone when nothing is left of the fragment."""
+    # Up to the first "?": a "?" in a value (`token=a?b`) belongs to the value.
+    route, question, query = fragment.partition("?") if "?" in fragment else ("", "", fragment)
+    cleaned = _clean_query(query, mask)
+    if cleaned is None:
+        return ("#", route) if route else ("", "")
+    return "#", route + question + cleaned
 
 
 def _clean_query(query: str, mask: str | None) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -16,6 +17,7 @@ from aggregator.urls import (
     redact_url,
     redact_urls,
 )
+from tests.conftest import run_cli
 
 SECRET_NAMES = [
     "token", "Token", "TOKEN", "api_key", "apiKey", "apikey", "API-KEY", "key", "X-Amz-Signature",
@@ -24,11 +26,20 @@ SECRET_NAMES = [
     "password", "passwd", "pwd", "pass", "user_pass", "secret", "client_secret",
     "clientSecret", "sig", "signature", "Signature", "AWSAccessKeyId", "private_token",
     "feed_token", "feedtoken", "refresh-token", "jwt", "credentials", "secretKey", "passkey",
+    # `key` after a qualifier, `session` as part of an id, key or token.
+    "keys", "access_key", "secret_key", "private_key", "client_key", "app_key", "license_key",
+    "user_key", "consumer_key", "master_key", "feed_key", "sign_key", "X-Api-Key",
+    "session_key", "session_token", "sessionKey", "sessid", "sessionhash", "tokenid",
+    "secretaccesskey",
 ]  # fmt: skip
 PLAIN_NAMES = [
     "keyword", "keywords", "monkey", "design", "signal", "signup", "author", "authority",
     "page", "q", "id", "sort", "format", "lang", "hockey", "turkey", "bypass", "compass",
     "passage", "utm_source", "tag", "category", "limit", "offset", "kind",
+    # A word that is a credential only beside a qualifier, or a longer word that merely
+    # starts like one.
+    "sort_key", "key_figures", "piano_keys", "key_stage", "primary_key", "sortKey", "keyId",
+    "session", "sessions", "session_start", "tokenizer", "secretary",
 ]  # fmt: skip
 
 
@@ -90,6 +101,42 @@ def test_entry_links_are_the_publishers_unless_they_are_the_feed_url() -> None:
     assert entry_link(None, feed) is None
 
 
+def test_ordinary_parameters_are_published_as_they_are(tmp_path: Path) -> None:
+    """Two unnamed sources told apart only by `?session=`: each keeps its own URL and name,
+    and `check` (the real CLI) accepts them."""
+    urls = ("https://congress.example/rss?session=117", "https://congress.example/rss?session=118")
+    assert [public_url(url) for url in urls] == list(urls)
+    assert derive_name(urls[0]) != derive_name(urls[1])
+    config = tmp_path / "feeds.toml"
+    config.write_text("".join(f'[[feeds]]\nurl = "{url}"\n\n' for url in urls), encoding="utf-8")
+    result = run_cli("check", "--config", str(config), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "congress-example-rss-session-117" in result.stdout, result.stdout
+
+
+@pytest.mark.parametrize(
+    ("url", "public", "redacted"),
+    [
+        # An OAuth implicit grant's answer: the token in the fragment.
+        (
+            "https://host/feed#access_token=FRAGTOK&expires_in=3600",
+            "https://host/feed#expires_in=3600",
+            "https://host/feed#access_token=***&expires_in=3600",
+        ),
+        ("https://host/feed#access_token=FRAGTOK", "https://host/feed", "https://host/feed#access_token=***"),
+        # A client-side route with a query of its own; a "?" inside a value stays in it.
+        ("https://h/#/feed?token=FRAGTOK?x&a=1", "https://h/#/feed?a=1", "https://h/#/feed?token=***&a=1"),
+        ("https://h/f?page=2#top", "https://h/f?page=2#top", "https://h/f?page=2#top"),
+        ("https://h/f#a=1;b=2", "https://h/f#a=1;b=2", "https://h/f#a=1;b=2"),
+    ],
+)  # fmt: skip
+def test_fragment_parameters_are_parameters(url: str, public: str, redacted: str) -> None:
+    assert public_url(url) == public
+    assert redact_url(url) == redacted
+    assert "FRAGTOK" not in redact_urls(f"GET {url} failed; Location: /cb#access_token=FRAGTOK")
+    assert "fragtok" not in derive_name(url)
+
+
 def test_derived_names_carry_no_secret() -> None:
     name = derive_name("https://user:pw@example.org/feed?token=abc123&page=2")
     assert "abc123" not in name and "pw" not in name
@@ -137,9 +184,16 @@ def _secret_urls(draw: st.DrawFn) -> tuple[str, str]:
     plain, secret = draw(_plain_params), draw(_secret_params)
     params = draw(st.permutations(plain + secret))
     fragment = draw(st.one_of(st.none(), _plain))
+    kept_fragment = fragment
+    if fragment is None and draw(st.booleans()):  # `#access_token=...` (OAuth implicit)
+        plain_f, secret_f = draw(_plain_params), draw(_secret_params)
+        fragment_params = draw(st.permutations(plain_f + secret_f))
+        fragment = "&".join(f"{k}={v}" for k, v in fragment_params)
+        kept_f = [p for p in fragment_params if p in plain_f]
+        kept_fragment = "&".join(f"{k}={v}" for k, v in kept_f) if kept_f or not secret_f else None
     url = _url(scheme, host, path, userinfo=userinfo, params=params, fragment=fragment)
     kept = [p for p in params if p in plain]
-    return url, _url(scheme, host, path, params=kept, fragment=fragment)
+    return url, _url(scheme, host, path, params=kept, fragment=kept_fragment)
 
 
 @given(_secret_urls())
