@@ -447,3 +447,38 @@ def test_slow_readers_stay_connected_while_non_readers_are_dropped(tmp_path: Pat
             non_reader.close()
             for reader in readers:
                 reader.close()
+
+
+def _server_send_queues(port: int) -> list[int]:
+    """Unacknowledged bytes in the kernel send queue of each established connection whose
+    local port is `port` (tx_queue in /proc/net/tcp): the server's side of its clients."""
+    queues = []
+    for line in Path("/proc/net/tcp").read_text("ascii").splitlines()[1:]:
+        fields = line.split()
+        local, state, queue = fields[1], fields[3], fields[4]
+        if int(local.split(":")[1], 16) == port and state == "01":  # 01: ESTABLISHED
+            queues.append(int(queue.split(":")[0], 16))
+    return queues
+
+
+@pytest.mark.slow
+def test_a_non_reader_pins_a_bounded_kernel_send_buffer(tmp_path: Path) -> None:
+    """The kernel's send buffer of a client socket is capped (SEND_BUFFER_BYTES, doubled by
+    Linux): a client that stops reading holds at most ~0.5 MB of kernel memory until it is
+    dropped, not the ~2.7 MB that autotuning grows to on loopback."""
+    with _serving(tmp_path, "") as (port, out, _, _):
+        (out / "big.html").write_bytes(os.urandom(8 * 2**20))
+        assert httpx.head(f"http://127.0.0.1:{port}/big.html", timeout=10).status_code == 200
+        sock = _non_reader(port, "/big.html")
+        try:
+            queued: list[int] = []
+
+            def filled() -> bool:
+                queued[:] = _server_send_queues(port)
+                return bool(queued) and max(queued) > 100_000
+
+            wait_for(filled, 5, "the server's send queue to fill")
+            time.sleep(1)  # autotuning, were it on, grows the buffer meanwhile
+            assert max(_server_send_queues(port)) < 2**20, _server_send_queues(port)
+        finally:
+            sock.close()
