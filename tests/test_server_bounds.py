@@ -6,7 +6,8 @@ are answered; a request beyond `[server] max_connections` is answered 503; paths
 too-long component, a symlink loop, a NUL byte, `..`, a huge length, and symlinks inside
 output/ that lead to hidden files or directories answer 404/400, with no traceback logged.
 Clients that stop reading a big response are reset within the deadline, holding little memory
-(VmRSS of the real process); /healthz answers while a big new file is hashed and gzipped;
+(VmRSS of the real process, the kernel's send queue), while slow readers (~20 KiB/s) stay
+connected; /healthz answers while a big new file is hashed and gzipped;
 uvicorn's warning per bad request is rate-limited in the log.
 """
 
