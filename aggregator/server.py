@@ -326,13 +326,14 @@ def kernel_unsent_bytes(sock: Any) -> int:
     """Bytes in the socket's kernel send queue not yet acknowledged (Linux SIOCOUTQ, alias
     TIOCOUTQ); 0 where the platform cannot tell or the socket is gone, so that progress is
     then measured on the transport's buffer alone."""
-    if sock is None:
+    request = getattr(termios, "TIOCOUTQ", None)  # absent on some platforms
+    if sock is None or request is None:
         return 0
     try:
         fd = sock.fileno()
         if fd < 0:
             return 0
-        queued = fcntl.ioctl(fd, termios.TIOCOUTQ, struct.pack("i", 0))
+        queued = fcntl.ioctl(fd, request, struct.pack("i", 0))
     except (OSError, ValueError):
         return 0
     return int(struct.unpack("i", queued)[0])
