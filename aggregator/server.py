@@ -14,14 +14,15 @@ within `request_timeout` of connecting (or of its first byte after a response), 
 drips it; an idle keep-alive connection is closed after `KEEP_ALIVE_SECONDS`; a request
 arriving while `max_connections` are open is answered 503, and a connection accepted while
 twice that are open is closed at once, so a flood cannot take every file descriptor. A
-response the client stops reading is aborted: the connection is dropped when its write buffer
-stays full (or, once closing, unsent) for `request_timeout`.
+response the client stops reading is aborted: the connection is dropped when no byte of its
+response leaves (is acknowledged by the client) for `request_timeout` while bytes wait to go.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import gzip
 import hashlib
 import json
@@ -32,10 +33,12 @@ import resource
 import signal
 import socket
 import struct
+import termios
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
+from typing import Any
 
 import h11
 import uvicorn
@@ -66,6 +69,14 @@ KEEP_ALIVE_SECONDS = 5
 # A body is written in slices of this size, each once the previous one has drained below the
 # transport's high-water mark (64 KiB): what a reader that stops reading holds in memory.
 SEND_CHUNK_BYTES = 64 * 1024
+# The kernel send buffer asked for each client socket (Linux doubles it for its overhead).
+# Autotuned, it grows to ~2.7 MB on a client that stops reading (3.7 MiB of kernel memory
+# each, measured): 512 such connections would pin ~2 GB until dropped. 256 KiB still
+# fills a 20 Mbit/s x 100 ms path; readers of feeds need far less.
+SEND_BUFFER_BYTES = 256 * 1024
+# How often a connection with bytes waiting checks that some left: a stalled one is dropped
+# between request_timeout and 1.25 x request_timeout after its last byte went out.
+_PROGRESS_CHECKS_PER_TIMEOUT = 4
 # Descriptors for everything but client connections: the store, parser workers, outgoing
 # fetches, files being published.
 _RESERVED_FDS = 256
@@ -251,6 +262,83 @@ class BoundedConfig(uvicorn.Config):
         self.max_connections = max_connections
 
 
+class _CountingTransport(asyncio.Transport):
+    """A connection's transport that counts the bytes handed to it.
+
+    Bytes handed minus bytes still unsent (transport buffer and kernel queue) is what has left:
+    the only progress measure that sees a slow reader drain a full kernel buffer, since asyncio
+    calls `resume_writing` only after most of that buffer (MBs) has gone.
+    """
+
+    def __init__(self, inner: asyncio.Transport) -> None:
+        super().__init__()
+        self.inner = inner
+        self.handed = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.handed += len(data)
+        self.inner.write(data)
+
+    def write_eof(self) -> None:
+        self.inner.write_eof()
+
+    def can_write_eof(self) -> bool:
+        return self.inner.can_write_eof()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def abort(self) -> None:
+        self.inner.abort()
+
+    def is_closing(self) -> bool:
+        return self.inner.is_closing()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.inner.get_extra_info(name, default)
+
+    def get_write_buffer_size(self) -> int:
+        return self.inner.get_write_buffer_size()
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self.inner.get_write_buffer_limits()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self.inner.set_write_buffer_limits(high, low)
+
+    def pause_reading(self) -> None:
+        self.inner.pause_reading()
+
+    def resume_reading(self) -> None:
+        self.inner.resume_reading()
+
+    def is_reading(self) -> bool:
+        return self.inner.is_reading()
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self.inner.set_protocol(protocol)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self.inner.get_protocol()
+
+
+def kernel_unsent_bytes(sock: Any) -> int:
+    """Bytes in the socket's kernel send queue not yet acknowledged (Linux SIOCOUTQ, alias
+    TIOCOUTQ); 0 where the platform cannot tell or the socket is gone, so that progress is
+    then measured on the transport's buffer alone."""
+    request = getattr(termios, "TIOCOUTQ", None)  # absent on some platforms
+    if sock is None or request is None:
+        return 0
+    try:
+        fd = sock.fileno()
+        if fd < 0:
+            return 0
+        queued = fcntl.ioctl(fd, request, struct.pack("i", 0))
+    except (OSError, ValueError):
+        return 0
+    return int(struct.unpack("i", queued)[0])
+
+
 class BoundedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol with a deadline for each whole request and for stalled writes.
 
@@ -261,10 +349,12 @@ class BoundedH11Protocol(H11Protocol):
 
     uvicorn sets no bound on the response side: a client that stops reading holds its
     connection, and its response task waiting for a drain, for ever; and `close()` waits
-    for unsent bytes for ever. Here a connection whose write buffer stays above the
-    high-water mark, or that is closing with bytes unsent, for `request_timeout` is aborted
-    (nginx's `send_timeout`). A reader must so take about one `SEND_CHUNK_BYTES` slice per
-    `request_timeout` (6.4 KiB/s by default).
+    for unsent bytes for ever. Here a connection with bytes waiting (in the transport or the
+    kernel's send queue) of which none leaves for `request_timeout` is aborted (nginx's
+    `send_timeout`), whether it is sending or closing. Any byte the client takes counts, so
+    a slow reader is kept however full the buffers are; the old measure (time from
+    `pause_writing` to `resume_writing`) reset 20 KiB/s readers, as asyncio resumes only once
+    most of a kernel buffer of MBs has drained.
     """
 
     config: BoundedConfig
@@ -272,7 +362,14 @@ class BoundedH11Protocol(H11Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._deadline: asyncio.TimerHandle | None = None
         self._stall: asyncio.TimerHandle | None = None
-        super().connection_made(transport)  # type: ignore[arg-type]
+        self._left_at_check = 0
+        self._idle_since = 0.0
+        self._counting = _CountingTransport(transport)  # type: ignore[arg-type]
+        super().connection_made(self._counting)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
         if len(self.connections) > 2 * self.config.max_connections:
             self.transport.abort()  # no descriptor to spare, not even for a 503
             return
@@ -287,13 +384,7 @@ class BoundedH11Protocol(H11Protocol):
 
     def pause_writing(self) -> None:
         super().pause_writing()
-        self._arm_stall()
-
-    def resume_writing(self) -> None:
-        super().resume_writing()
-        if self._stall is not None and not self.transport.is_closing():
-            self._stall.cancel()  # the client reads; once closing, all must go out in time
-            self._stall = None
+        self._watch_progress()
 
     def timeout_keep_alive_handler(self) -> None:
         super().timeout_keep_alive_handler()
@@ -340,16 +431,43 @@ class BoundedH11Protocol(H11Protocol):
             self._bound_close()
 
     def _bound_close(self) -> None:
-        """A closing transport flushes its buffer first, for ever if nobody reads it."""
-        if self.transport.is_closing() and self.transport.get_write_buffer_size() > 0:
-            self._arm_stall()
+        """A closing transport, and then the kernel, flush their bytes first, for ever (the
+        kernel: minutes of zero-window probes) if nobody reads them."""
+        if self.transport.is_closing() and self._unsent() > 0:
+            self._watch_progress()
 
-    def _arm_stall(self) -> None:
+    def _unsent(self) -> int:
+        """Bytes handed to the transport that the client has not yet acknowledged."""
+        sock = self._counting.inner.get_extra_info("socket")
+        return self._counting.get_write_buffer_size() + kernel_unsent_bytes(sock)
+
+    def _watch_progress(self) -> None:
+        """Check, a few times per request_timeout, that bytes leave while some wait."""
         if self._stall is None:
-            self._stall = self.loop.call_later(self.config.request_timeout, self._stalled)
+            self._left_at_check = self._counting.handed - self._unsent()
+            self._idle_since = self.loop.time()
+            self._schedule_check()
+
+    def _schedule_check(self) -> None:
+        interval = self.config.request_timeout / _PROGRESS_CHECKS_PER_TIMEOUT
+        self._stall = self.loop.call_later(interval, self._check_progress)
+
+    def _check_progress(self) -> None:
+        self._stall = None
+        unsent = self._unsent()
+        if unsent == 0:
+            return  # all gone: watch again at the next pause_writing or close
+        left = self._counting.handed - unsent
+        now = self.loop.time()
+        if left > self._left_at_check:
+            self._left_at_check = left
+            self._idle_since = now
+        elif now - self._idle_since >= self.config.request_timeout:
+            self._stalled()
+            return
+        self._schedule_check()
 
     def _stalled(self) -> None:
-        self._stall = None
         sock = self.transport.get_extra_info("socket")
         if sock is not None:
             # A reset, not a FIN queued behind unsent bytes: the kernel frees the socket's

@@ -6,7 +6,8 @@ are answered; a request beyond `[server] max_connections` is answered 503; paths
 too-long component, a symlink loop, a NUL byte, `..`, a huge length, and symlinks inside
 output/ that lead to hidden files or directories answer 404/400, with no traceback logged.
 Clients that stop reading a big response are reset within the deadline, holding little memory
-(VmRSS of the real process); /healthz answers while a big new file is hashed and gzipped;
+(VmRSS of the real process, the kernel's send queue), while slow readers (~20 KiB/s) stay
+connected; /healthz answers while a big new file is hashed and gzipped;
 uvicorn's warning per bad request is rate-limited in the log.
 """
 
@@ -390,3 +391,95 @@ def test_uvicorn_warnings_per_bad_request_are_rate_limited(
     text = log.read_text("utf-8", "replace")
     assert 1 <= text.count("Invalid HTTP request received.") <= 2, text[-3000:]
     assert 1 <= text.count("Exceeded concurrency limit.") <= 2, text[-3000:]
+
+
+class _SlowReader:
+    """A connection that asks for `path` with a tiny receive window and then reads
+    `rate` bytes a second (a slice every 0.1 s) on a thread, recording if the server drops it."""
+
+    def __init__(self, port: int, path: str, rate: int) -> None:
+        self.sock = _non_reader(port, path)
+        self.received = 0
+        self.dropped_after: float | None = None
+        self._slice = rate // 10
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        started = time.monotonic()
+        self.sock.settimeout(5)
+        while not self._stop.wait(0.1):
+            try:
+                data = self.sock.recv(self._slice)
+            except OSError:  # reset (or no byte for 5 s): the server dropped it
+                data = b""
+            if not data:
+                self.dropped_after = time.monotonic() - started
+                return
+            self.received += len(data)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        self.sock.close()
+
+
+@pytest.mark.slow
+def test_slow_readers_stay_connected_while_non_readers_are_dropped(tmp_path: Path) -> None:
+    """With request_timeout = 2 s, readers taking ~20 KiB/s of an 8 MiB file (far above 64 KiB
+    per request_timeout) are still connected after 7 s, while a client that never reads is
+    dropped. The old measure (time from pause_writing to resume_writing) reset such readers
+    after ~request_timeout: asyncio resumes writing only once most of the kernel's send buffer
+    (MBs) has drained."""
+    with _serving(tmp_path, 'request_timeout = "2s"\n') as (port, out, _, _):
+        (out / "big.html").write_bytes(os.urandom(8 * 2**20))
+        assert httpx.head(f"http://127.0.0.1:{port}/big.html", timeout=10).status_code == 200
+        readers = [_SlowReader(port, "/big.html", 20 * 1024) for _ in range(3)]
+        non_reader = _non_reader(port, "/big.html")
+        try:
+            started = time.monotonic()
+            assert not _wait_until_reset([non_reader], 10), "a non-reader still open after 10 s"
+            time.sleep(max(0.0, 7 - (time.monotonic() - started)))
+            dropped = [r.dropped_after for r in readers if r.dropped_after is not None]
+            assert not dropped, f"slow readers dropped after {dropped} s"
+            assert all(r.received > 100 * 1024 for r in readers), [r.received for r in readers]
+        finally:
+            non_reader.close()
+            for reader in readers:
+                reader.close()
+
+
+def _server_send_queues(port: int) -> list[int]:
+    """Unacknowledged bytes in the kernel send queue of each established connection whose
+    local port is `port` (tx_queue in /proc/net/tcp): the server's side of its clients."""
+    queues = []
+    for line in Path("/proc/net/tcp").read_text("ascii").splitlines()[1:]:
+        fields = line.split()
+        local, state, queue = fields[1], fields[3], fields[4]
+        if int(local.split(":")[1], 16) == port and state == "01":  # 01: ESTABLISHED
+            queues.append(int(queue.split(":")[0], 16))
+    return queues
+
+
+@pytest.mark.slow
+def test_a_non_reader_pins_a_bounded_kernel_send_buffer(tmp_path: Path) -> None:
+    """The kernel's send buffer of a client socket is capped (SEND_BUFFER_BYTES, doubled by
+    Linux): a client that stops reading holds at most ~0.5 MB of kernel memory until it is
+    dropped, not the ~2.7 MB that autotuning grows to on loopback."""
+    with _serving(tmp_path, "") as (port, out, _, _):
+        (out / "big.html").write_bytes(os.urandom(8 * 2**20))
+        assert httpx.head(f"http://127.0.0.1:{port}/big.html", timeout=10).status_code == 200
+        sock = _non_reader(port, "/big.html")
+        try:
+            queued: list[int] = []
+
+            def filled() -> bool:
+                queued[:] = _server_send_queues(port)
+                return bool(queued) and max(queued) > 100_000
+
+            wait_for(filled, 5, "the server's send queue to fill")
+            time.sleep(1)  # autotuning, were it on, grows the buffer meanwhile
+            assert max(_server_send_queues(port)) < 2**20, _server_send_queues(port)
+        finally:
+            sock.close()
