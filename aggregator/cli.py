@@ -48,9 +48,7 @@ def _load(config_path: Path) -> Config:
     try:
         return load_config(config_path, display_name=str(config_path))
     except ConfigError as e:
-        for problem in (e, *e.others):
-            click.echo(f"error: {problem}", err=True)
-        sys.exit(CONFIG_ERROR)
+        _config_problems(e)
 
 
 @contextmanager
@@ -346,7 +344,8 @@ def _short(value: object) -> str:
 def _config_problems(error: ConfigError) -> NoReturn:
     """Exit 2 with one line per configuration problem, as `_load` does."""
     for problem in (error, *error.others):
-        click.echo(f"error: {problem}", err=True)
+        # A value quoted back may be a URL with its password (`url = "ftp://u:pw@h/"`).
+        click.echo(redact_urls(f"error: {problem}"), err=True)
     sys.exit(CONFIG_ERROR)
 
 

@@ -27,7 +27,7 @@ import regex
 
 from aggregator import USER_AGENT
 from aggregator.errors import ConfigError
-from aggregator.filters import FilterPattern, Filters
+from aggregator.filters import FILTER_FLAGS, FilterPattern, Filters
 from aggregator.text import has_forbidden_characters, strip_bidi_controls
 from aggregator.tomlpos import KeyPath, LineIndex, format_path
 from aggregator.urls import public_url
@@ -236,7 +236,7 @@ def _store_url(value: object) -> str:
             else "something else"
         )
         raise _Invalid(
-            'expected a PostgreSQL URL like "postgresql://user@host/dbname", '
+            'expected a PostgreSQL URL like "postgresql://host/dbname", '
             f"got {got} (an SQLite file goes in [store] path)"
         )
     return value.strip()
@@ -273,7 +273,7 @@ def _patterns(value: object) -> tuple[str, ...]:
         )
     for index, pattern in enumerate(value):
         try:
-            regex.compile(pattern)
+            regex.compile(pattern, FILTER_FLAGS)  # as `FilterPattern` will
         except regex.error as e:
             raise _Invalid(
                 f'item {index} "{pattern}" is not a valid regular expression: {e}'

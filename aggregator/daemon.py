@@ -239,10 +239,11 @@ class Daemon:
         return None
 
     def _publish_problem(self) -> str | None:
-        """Publishing has failed for longer than a retry: the outputs are going stale."""
+        """Publishing has failed through two retries: the outputs are going stale. (One
+        retry's wait alone would flap: it ends about when that retry does.)"""
         since, error = self._publish_trouble.since, self._publish_trouble.current
         failing = 0.0 if since is None else time.monotonic() - since
-        if failing <= PUBLISH_RETRY_SECONDS:
+        if failing <= 2 * PUBLISH_RETRY_SECONDS:
             return None
         return f"publishing has failed for {failing:.0f} s: {error}"
 
@@ -491,6 +492,8 @@ class Daemon:
         load is under way coalesces into one more load once it ends, so the last edit wins
         and edits in a burst cost two loads, not one each.
         """
+        if self._stopping.is_set():
+            return  # a stop is under way: its store and tasks are closing
         self._reload_wanted = True
         if self._reloading is None or self._reloading.done():
             self._reloading = asyncio.create_task(self._reload_while_wanted())

@@ -30,7 +30,7 @@ log = logging.getLogger("aggregator")
 FILTER_FIELD_CHARS = 2000
 # A match taking longer than this is a pattern backtracking without end, not a slow one.
 MATCH_SECONDS = 0.25
-_FLAGS = regex.IGNORECASE | regex.VERSION0
+FILTER_FLAGS = regex.IGNORECASE | regex.VERSION0
 
 
 class _Spent:
@@ -55,7 +55,7 @@ class FilterPattern:
     _spent: _Spent = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "compiled", regex.compile(self.text, _FLAGS))
+        object.__setattr__(self, "compiled", regex.compile(self.text, FILTER_FLAGS))
         object.__setattr__(self, "_spent", _Spent())
 
     @classmethod
@@ -124,7 +124,7 @@ def filter_text(title: str, teaser: str) -> str:
 def _probe_once(text: str) -> str | None:
     """`probe_pattern` of a pattern text, once per process: the same pattern written for
     10,000 sources is probed once, not at every reload for every source."""
-    return probe_pattern(regex.compile(text, _FLAGS))
+    return probe_pattern(regex.compile(text, FILTER_FLAGS))
 
 
 def probe_pattern(compiled: regex.Pattern[str]) -> str | None:

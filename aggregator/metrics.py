@@ -60,7 +60,7 @@ class Metrics:
 
         self.loop_lag = Gauge(
             "aggregator_event_loop_lag_seconds",
-            "How late the event loop woke from its last watchdog sleep (0.25 s).",
+            "How late the event loop woke from its last watchdog sleep.",
             registry=self.registry,
         )
         self.last_publish = Gauge(

@@ -105,7 +105,9 @@ def _kill(executor: ProcessPoolExecutor) -> None:
     for process in processes.values():
         with contextlib.suppress(OSError, ValueError):  # already gone, or already closed
             process.kill()
-    executor.shutdown(wait=False, cancel_futures=True)
+    # Not cancel_futures: a feed queued on this pool would then look cancelled (a stop) to
+    # its poll, which records nothing; broken, it is retried on a new pool, uncounted.
+    executor.shutdown(wait=False)
 
 
 def _stop_fork_server() -> None:

@@ -187,7 +187,7 @@ CASES += [
     ),
     pytest.param(
         '[store]\nurl = "mysql://agg:s3cret@db.example/agg"\n' + GOOD_FEED,
-        'feeds.toml:2: store.url: expected a PostgreSQL URL like "postgresql://user@host/dbname", '
+        'feeds.toml:2: store.url: expected a PostgreSQL URL like "postgresql://host/dbname", '
         'got a "mysql://" URL (an SQLite file goes in [store] path)',
         id="store-url-bad-scheme",
     ),
@@ -242,7 +242,7 @@ def test_a_bad_store_url_never_shows_its_password(tmp_path: Path) -> None:
     assert "s3cret" not in from_file.stderr + from_env.stderr
     assert from_env.stderr.splitlines() == [
         "error: environment: AGGREGATOR_STORE_URL: expected a PostgreSQL URL like "
-        '"postgresql://user@host/dbname", got something else (an SQLite file goes in '
+        '"postgresql://host/dbname", got something else (an SQLite file goes in '
         "[store] path)"
     ]
 
@@ -392,3 +392,12 @@ def test_add_to_a_file_with_a_byte_order_mark_drops_it(
     assert written.startswith(b'# mine\n[aggregator]\ntitle = "x"\n'), written
     assert feed_url.encode() in written
     assert run_cli("check", "--config", str(config)).returncode == 0
+
+
+def test_a_configuration_error_quoting_a_url_hides_its_password(tmp_path: Path) -> None:
+    config = tmp_path / "feeds.toml"
+    config.write_text('[[feeds]]\nurl = "ftp://reader:hunter2secret@host.example/feed"\n')
+    for command in ("check", "once"):
+        done = run_cli(command, "--config", str(config), cwd=tmp_path)
+        assert done.returncode == 2
+        assert "feeds.toml:2:" in done.stderr and "hunter2secret" not in done.stderr
