@@ -178,6 +178,10 @@ def _locked(path: Path) -> Iterator[None]:
     except OSError as e:
         raise EditError(f"cannot lock {path} ({lock_path}): {e.strerror or e}") from e
     try:
+        # The lock file is the config's owner's too: made by root's `add`, it must not keep
+        # the daemon's user from locking (and so editing) its own feeds.toml later.
+        with contextlib.suppress(OSError):
+            _chown_like(lock_path, target.stat())
         fcntl.flock(fd, fcntl.LOCK_EX)  # held for a read and a write: milliseconds
         yield
     finally:

@@ -556,4 +556,6 @@ def test_owner_and_group_are_kept_when_root_edits(tmp_path: Path) -> None:
     after = config.stat()
     assert (after.st_uid, after.st_gid, after.st_mode & 0o777) == (nobody, nobody, 0o600)
     assert "https://new.example/rss" in config.read_text("utf-8")
+    lock = (tmp_path / f".{config.name}.lock").stat()
+    assert (lock.st_uid, lock.st_gid) == (nobody, nobody)  # the daemon's user may lock it
     no_leftovers(tmp_path)
