@@ -47,6 +47,13 @@ class SiteSettings:
     base_url: str
 
 
+# Defaults of `[poll] parse_timeout`, `[server] request_timeout` and `max_connections`,
+# for the settings types and the loader alike.
+DEFAULT_PARSE_TIMEOUT = timedelta(seconds=20)
+DEFAULT_REQUEST_TIMEOUT = timedelta(seconds=10)
+DEFAULT_MAX_CONNECTIONS = 512
+
+
 @dataclass(frozen=True)
 class PollSettings:
     """`[poll]`: defaults for fetching every source."""
@@ -58,7 +65,7 @@ class PollSettings:
     max_bytes: int = 10 * 1024 * 1024
     user_agent: str = USER_AGENT
     lease: timedelta = timedelta(seconds=120)  # see default_lease
-    parse_timeout: timedelta = timedelta(seconds=20)  # a parse over it fails, and backs off
+    parse_timeout: timedelta = DEFAULT_PARSE_TIMEOUT  # a parse over it fails, and backs off
 
 
 def default_lease(timeout: timedelta) -> timedelta:
@@ -111,8 +118,8 @@ class ServerSettings:
 
     host: str
     port: int
-    request_timeout: timedelta = timedelta(seconds=10)  # to send one whole request
-    max_connections: int = 512  # open at once; a request beyond is answered 503
+    request_timeout: timedelta = DEFAULT_REQUEST_TIMEOUT  # to send one whole request
+    max_connections: int = DEFAULT_MAX_CONNECTIONS  # open at once; beyond, answered 503
 
 
 @dataclass(frozen=True)
@@ -529,9 +536,11 @@ def _validate(
         host=load.value(server_t, ("server",), "host", _string, "127.0.0.1"),
         port=load.value(server_t, ("server",), "port", _port, 8080),
         request_timeout=load.value(
-            server_t, ("server",), "request_timeout", parse_duration, timedelta(seconds=10)
+            server_t, ("server",), "request_timeout", parse_duration, DEFAULT_REQUEST_TIMEOUT
         ),
-        max_connections=load.value(server_t, ("server",), "max_connections", _positive_int, 512),
+        max_connections=load.value(
+            server_t, ("server",), "max_connections", _positive_int, DEFAULT_MAX_CONNECTIONS
+        ),
     )
     s = ("aggregator",)
     host = f"[{server.host}]" if ":" in server.host else server.host
@@ -557,7 +566,7 @@ def _validate(
         max_bytes=load.value(poll_t, p, "max_bytes", _size, 10 * 1024 * 1024),
         user_agent=load.value(poll_t, p, "user_agent", _string, USER_AGENT),
         lease=load.value(poll_t, p, "lease", parse_duration, default_lease(timeout)),
-        parse_timeout=load.value(poll_t, p, "parse_timeout", parse_duration, timedelta(seconds=20)),
+        parse_timeout=load.value(poll_t, p, "parse_timeout", parse_duration, DEFAULT_PARSE_TIMEOUT),
     )
     if poll.lease <= poll.timeout:
         load.error(

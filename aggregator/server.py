@@ -61,9 +61,6 @@ MEDIA_TYPES = {
 }
 _GZIP_MIN_BYTES = 256
 
-# Defaults of `[server] request_timeout` and `[server] max_connections`.
-REQUEST_TIMEOUT_SECONDS = 10.0
-MAX_CONNECTIONS = 512
 # uvicorn's own default: readers poll every few minutes, a held socket buys them nothing.
 KEEP_ALIVE_SECONDS = 5
 # A body is written in slices of this size, each once the previous one has drained below the
@@ -482,8 +479,8 @@ def embedded_server(
     host: str,
     port: int,
     *,
-    request_timeout: float = REQUEST_TIMEOUT_SECONDS,
-    max_connections: int = MAX_CONNECTIONS,
+    request_timeout: float,
+    max_connections: int,
 ) -> EmbeddedServer:
     return EmbeddedServer(BoundedConfig(app, host, port, request_timeout, max_connections))
 
@@ -535,8 +532,8 @@ async def serve_until_signalled(
     host: str,
     port: int,
     *,
-    request_timeout: float = REQUEST_TIMEOUT_SECONDS,
-    max_connections: int = MAX_CONNECTIONS,
+    request_timeout: float,
+    max_connections: int,
 ) -> None:
     """`aggregator serve`: serve until SIGTERM or SIGINT, then return (exit status 0)."""
     raise_open_file_limit(max_connections)

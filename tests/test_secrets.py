@@ -26,6 +26,7 @@ from tests.conftest import run_cli
 from tests.feedfactory import Item, atom, rss2
 from tests.feedserver import FeedServer
 from tests.test_daemon import Daemon, _free_port, wait_for
+from tests.test_fetch import send
 
 PASSWORD = "pw-Hunter2-5f3a"
 TOKEN = "tok-9c1e-53cr3t"  # lower case: a derived name would keep it as it is
@@ -43,23 +44,12 @@ def _guarded(body: bytes, content_type: str) -> Callable[[BaseHTTPRequestHandler
 
     def handle(handler: BaseHTTPRequestHandler) -> None:
         if handler.headers.get("Authorization") != expected:
-            _answer(handler, 401, b"who are you?", (("WWW-Authenticate", 'Basic realm="x"'),))
+            send(handler, 401, b"who are you?", (("WWW-Authenticate", 'Basic realm="x"'),))
             return
         GRANTED.append(handler.path)
-        _answer(handler, 200, body, (("Content-Type", content_type),))
+        send(handler, 200, body, (("Content-Type", content_type),))
 
     return handle
-
-
-def _answer(
-    handler: BaseHTTPRequestHandler, status: int, body: bytes, headers: tuple[tuple[str, str], ...]
-) -> None:
-    handler.send_response(status)
-    for name, value in headers:
-        handler.send_header(name, value)
-    handler.send_header("Content-Length", str(len(body)))
-    handler.end_headers()
-    handler.wfile.write(body)
 
 
 def _secret_url(server: FeedServer, path: str, port: int | None = None) -> str:
@@ -81,7 +71,7 @@ def setup(tmp_path: Path, feed_server: FeedServer) -> Iterator[tuple[Path, int, 
     # A permanent redirect to where the feed lives now, token and all; its Atom id is that
     # URL (a publisher's own feed id, here with the token in it).
     new_path = f"/new.atom?token={TOKEN}"
-    feed_server.handlers[f"/old.atom?token={TOKEN}"] = lambda h: _answer(
+    feed_server.handlers[f"/old.atom?token={TOKEN}"] = lambda h: send(
         h, 301, b"", (("Location", new_path),)
     )
     feed_server.handlers[new_path] = _guarded(
@@ -93,7 +83,7 @@ def setup(tmp_path: Path, feed_server: FeedServer) -> Iterator[tuple[Path, int, 
         ),
         "application/atom+xml",
     )
-    feed_server.handlers[f"/broken.xml?auth_token={TOKEN}"] = lambda h: _answer(h, 500, b"oops", ())
+    feed_server.handlers[f"/broken.xml?auth_token={TOKEN}"] = lambda h: send(h, 500, b"oops", ())
     feed_server.add("/plain.xml", rss2("Plain", "https://plain.example.org/", []))
     # Old servers' separators: ";" between query parameters, a `;jsessionid=` path parameter.
     semicolons = f"/semi.xml?auth=X;tok=x&a=1;token={TOKEN}"
@@ -108,7 +98,7 @@ def setup(tmp_path: Path, feed_server: FeedServer) -> Iterator[tuple[Path, int, 
     # A temporary redirect, followed at every poll, to a relative Location with a token: at
     # debug level the HTTP library logs that header, no "://" in it.
     hop_target = f"/hop-target.xml?access_token={TOKEN}"
-    feed_server.handlers["/hop.xml"] = lambda h: _answer(h, 302, b"", (("Location", hop_target),))
+    feed_server.handlers["/hop.xml"] = lambda h: send(h, 302, b"", (("Location", hop_target),))
     feed_server.handlers[hop_target] = _guarded(
         rss2("Hop", "/", [Item("Hop one", "/h/1", "h1", NOW - timedelta(minutes=6))]),
         "application/rss+xml",
