@@ -24,10 +24,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from aggregator import __version__
-from aggregator.config import Config, PollSettings, load_config
+from aggregator.config import load_config
+from aggregator.cycle import CycleReport, run_cycle
 from aggregator.errors import AggregatorError, ConfigError
-from aggregator.pipeline import CycleReport, SourceReport, run_cycle
-from aggregator.store_api import StoreAPI, open_store
+from aggregator.poll import SourceReport
+from aggregator.settings import Config, PollSettings
+from aggregator.store import StoreAPI, open_store
 from aggregator.urls import redact_url, redact_urls
 
 CONFIG_ERROR = 2
@@ -390,7 +392,7 @@ def add(url: str, name: str | None, title: str | None, config_path: Path) -> Non
 def import_opml_command(file: Path, config_path: Path) -> None:
     """Add every feed of an OPML subscription list (FILE) to feeds.toml, skipping known ones."""
     from aggregator.edit_config import import_opml
-    from aggregator.opml import parse_opml
+    from aggregator.parse.opml import parse_opml
 
     try:
         feeds = parse_opml(file.read_bytes())

@@ -15,7 +15,6 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,124 +27,25 @@ import regex
 from aggregator import USER_AGENT
 from aggregator.errors import ConfigError
 from aggregator.filters import FILTER_FLAGS, FilterPattern, Filters
+from aggregator.settings import (
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_PARSE_TIMEOUT,
+    DEFAULT_REQUEST_TIMEOUT,
+    STORE_URL_VARIABLE,
+    Config,
+    PollSettings,
+    PublishSettings,
+    ServerSettings,
+    SiteSettings,
+    SourceConfig,
+    StoreSettings,
+    default_lease,
+)
 from aggregator.text import has_forbidden_characters, strip_bidi_controls
 from aggregator.tomlpos import KeyPath, LineIndex, format_path
 from aggregator.urls import public_url
 
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class SiteSettings:
-    """`[aggregator]`: the combined feed's own metadata."""
-
-    title: str
-    link: str
-    description: str
-    language: str | None
-    timezone: str
-    base_url: str
-
-
-# Defaults of `[poll] parse_timeout`, `[server] request_timeout` and `max_connections`,
-# for the settings types and the loader alike.
-DEFAULT_PARSE_TIMEOUT = timedelta(seconds=20)
-DEFAULT_REQUEST_TIMEOUT = timedelta(seconds=10)
-DEFAULT_MAX_CONNECTIONS = 512
-
-
-@dataclass(frozen=True)
-class PollSettings:
-    """`[poll]`: defaults for fetching every source."""
-
-    interval: timedelta
-    concurrency: int
-    timeout: timedelta
-    per_host: int = 2
-    max_bytes: int = 10 * 1024 * 1024
-    user_agent: str = USER_AGENT
-    lease: timedelta = timedelta(seconds=120)  # see default_lease
-    parse_timeout: timedelta = DEFAULT_PARSE_TIMEOUT  # a parse over it fails, and backs off
-
-
-def default_lease(timeout: timedelta) -> timedelta:
-    """How long a claim on a source lasts unless its poll ends first: 2 × timeout + 60 s.
-
-    A daemon claims at most twice as many sources as it polls at once, so a claimed source
-    waits for at most one other poll before its own (a fetch slot is held through parse and
-    store): two fetches (one timeout each), and the minute covers the two parses and stores.
-    A lease that runs out hands the source to another daemon, so a daemon killed mid-poll
-    delays its sources by at most this long.
-    """
-    return timeout * 2 + timedelta(seconds=60)
-
-
-@dataclass(frozen=True)
-class PublishSettings:
-    """`[publish]`: what goes into `output/`."""
-
-    output_dir: Path
-    max_items: int
-    max_age: timedelta
-    teaser_length: int
-    filters: Filters = field(default_factory=Filters)
-
-
-STORE_URL_VARIABLE = "AGGREGATOR_STORE_URL"
-
-
-@dataclass(frozen=True)
-class StoreSettings:
-    """`[store]`: the SQLite file (`path`), or a shared PostgreSQL database (`url`).
-
-    `url` comes from `AGGREGATOR_STORE_URL` when that is set, else from `[store] url`: the
-    environment wins so that a password never has to be written into feeds.toml.
-    """
-
-    path: Path
-    keep: timedelta = timedelta(days=90)
-    url: str | None = None
-
-    @property
-    def target(self) -> str | Path:
-        """What `aggregator.store_api.open_store` opens: the URL if any, else the file."""
-        return self.url if self.url is not None else self.path
-
-
-@dataclass(frozen=True)
-class ServerSettings:
-    """`[server]`: where the daemon serves `output/`, and how it bounds its clients."""
-
-    host: str
-    port: int
-    request_timeout: timedelta = DEFAULT_REQUEST_TIMEOUT  # to send one whole request
-    max_connections: int = DEFAULT_MAX_CONNECTIONS  # open at once; beyond, answered 503
-
-
-@dataclass(frozen=True)
-class SourceConfig:
-    """One `[[feeds]]` entry, with the global defaults already applied."""
-
-    name: str
-    url: str
-    title: str | None
-    interval: timedelta
-    timezone: str
-    tags: tuple[str, ...]
-    filters: Filters = field(default_factory=Filters)
-
-
-@dataclass(frozen=True)
-class Config:
-    """The whole validated configuration."""
-
-    path: Path
-    site: SiteSettings
-    poll: PollSettings
-    publish: PublishSettings
-    store: StoreSettings
-    server: ServerSettings
-    sources: tuple[SourceConfig, ...]
 
 
 class _Invalid(Exception):

@@ -28,26 +28,25 @@ from typing import Any, TypeVar
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from watchfiles import awatch
 
-from aggregator.config import Config, SourceConfig, load_config
+from aggregator.config import load_config
+from aggregator.cycle import apply_retention
 from aggregator.errors import AggregatorError, ConfigError, StorageError
 from aggregator.fetch import Fetcher
 from aggregator.metrics import Metrics
-from aggregator.pipeline import (
+from aggregator.output import remove_stale_temp_files
+from aggregator.poll import (
     PARSERS,
     Clock,
     SourceReport,
-    apply_retention,
     claim_owner,
-    follow_published,
     in_store,
     is_dead_here,
     poll_source,
-    publish_timeline,
     record_crash,
     record_failed_poll,
     utc_now,
 )
-from aggregator.publish import remove_stale_temp_files
+from aggregator.publish import follow_published, publish_timeline
 from aggregator.server import (
     EmbeddedServer,
     PublishedFiles,
@@ -56,7 +55,8 @@ from aggregator.server import (
     listen_socket,
     raise_open_file_limit,
 )
-from aggregator.store_api import SourceState, StoreAPI, open_store
+from aggregator.settings import Config, SourceConfig
+from aggregator.store import SourceState, StoreAPI, open_store
 from aggregator.watchdog import (
     BLOCK_SECONDS,
     LoopWatch,

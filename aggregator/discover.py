@@ -14,7 +14,7 @@ from lxml import etree, html
 
 from aggregator.errors import AggregatorError, ParseError
 from aggregator.fetch import Fetcher
-from aggregator.parse import header_charset, parse_feed
+from aggregator.parse.feed import header_charset, parse_feed
 from aggregator.types import Failed, Fetched
 
 # In order of preference.

@@ -31,7 +31,6 @@ from tomlkit.items import AoT
 
 from aggregator.config import (
     SOURCE_NAME,
-    PollSettings,
     derive_name,
     load_config,
     normalize_source_url,
@@ -40,8 +39,9 @@ from aggregator.config import (
     url_identity,
 )
 from aggregator.errors import AggregatorError, ConfigError
-from aggregator.opml import OpmlFeed
-from aggregator.publish import fsync_directory
+from aggregator.output import fsync_directory
+from aggregator.parse.opml import OpmlFeed
+from aggregator.settings import PollSettings
 from aggregator.text import clean_text, collapse_whitespace
 from aggregator.tomlpos import LineIndex
 

@@ -1,158 +1,165 @@
-"""Write rendered files into `output/` atomically, and only when their bytes change.
+"""Publishing: the timeline built from the store, rendered, written to output/ under the lock.
 
-Write to a temporary file in the same directory, fsync, rename over the old one: a reader
-(or a `kill -9`) never sees half a file, and an unchanged feed keeps its mtime and ETag.
-A hidden record of the last publish's input lets an unchanged timeline skip rendering too.
-
-A temporary file is flock()ed while it is written, so a process starting up can tell one
-that a killed publish left behind (unlocked: removed, however fresh) from one another
-process is writing right now (locked: kept). The kernel drops the lock when its holder dies.
+With several daemons sharing a store, what one renders is stored as the published snapshot
+and every daemon copies it into its own output/, so all serve the same bytes.
 """
 
 from __future__ import annotations
 
-import fcntl
-import json
-import os
-import re
-import stat
-import tempfile
-from collections.abc import Iterable, Mapping
+import hashlib
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime
 from pathlib import Path
 
-from aggregator.errors import PublishError
+from aggregator import __version__
+from aggregator.output import (
+    already_published,
+    publish_files,
+    remember_published,
+)
+from aggregator.render import OUTPUT_FILES, render_outputs
+from aggregator.settings import Config
+from aggregator.store import StoreAPI
+from aggregator.timeline import build_timeline
+from aggregator.types import (
+    SourceCredit,
+    Timeline,
+)
+
+log = logging.getLogger("aggregator")
+
+# A publish reads at most READ_CAP_PER_ITEM × max_items + READ_CAP_BASE entries (12,000
+# for the default 200 items): room for a busy source whose items an `include` mostly
+# filters out (3,000 a day, 1 in 100 kept, must not push a quiet source's week out of the
+# feed), and a bound on the work whatever the store holds (grouping is linear: ~0.3 s).
+READ_CAP_PER_ITEM = 50
+READ_CAP_BASE = 2000
 
 
-def write_if_changed(path: Path, data: bytes) -> bool:
-    """Atomically replace `path` with `data` unless it already holds exactly that.
+@dataclass(frozen=True)
+class PublishReport:
+    """What a publish wrote."""
 
-    Returns True when the file was written.
+    items: int
+    changed: tuple[str, ...]
+    unchanged: tuple[str, ...]
+    seconds: float
+
+
+def read_cap(max_items: int) -> int:
+    """The most entries a publish reads (and the most earlier copies beside them)."""
+    return READ_CAP_PER_ITEM * max_items + READ_CAP_BASE
+
+
+def current_timeline(
+    config: Config,
+    store: StoreAPI,
+    now: datetime,
+    credits: Mapping[str, SourceCredit] | None = None,
+) -> Timeline:
+    """The timeline as it should be published now.
+
+    Reads only what can be published: the newest entries, a few times `max_items` of them
+    (filters and duplicates drop some), reading further only when that did not suffice, and
+    never more than `read_cap` entries, nor as many earlier copies of them: a feed of
+    thousands of copies of one story cannot make a publish read the whole store.
     """
-    try:
-        if path.read_bytes() == data:
-            return False
-    except FileNotFoundError:
-        pass
-    except OSError as e:
-        raise PublishError(f"cannot read {path}: {e.strerror or e}") from e
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = _locked_temporary(path)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-                out.flush()
-                os.fsync(out.fileno())
-            Path(tmp).chmod(0o644)
-            Path(tmp).replace(path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        fsync_directory(path.parent)
-    except OSError as e:
-        raise PublishError(f"cannot write {path}: {e.strerror or e}") from e
-    return True
-
-
-def _locked_temporary(path: Path) -> tuple[int, str]:
-    """A new temporary file beside `path`, flock()ed: (descriptor, name)."""
+    names = [s.name for s in config.sources]
+    credits = credits if credits is not None else store.source_credits(config.sources)
+    cap = read_cap(config.publish.max_items)
+    limit = min(config.publish.max_items * 2 + 50, cap)
+    oldest = now - config.publish.max_age
     while True:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        # A process starting up may have taken it for a leftover and removed it between
-        # mkstemp and flock: then take another one.
-        try:
-            if Path(tmp).stat().st_ino == os.fstat(fd).st_ino:
-                return fd, tmp
-        except FileNotFoundError:
-            pass
-        os.close(fd)
+        entries = store.recent_entries(names, oldest, limit)
+        timeline = build_timeline(
+            entries,
+            credits,
+            now=now,
+            max_items=config.publish.max_items,
+            max_age=config.publish.max_age,
+            filters=config.publish.filters,
+            source_filters={s.name: s.filters for s in config.sources},
+            earlier=store.earlier_copies(names, entries, oldest, limit),
+        )
+        if len(timeline.items) >= config.publish.max_items or len(entries) < limit:
+            break
+        if limit >= cap:
+            log.warning(
+                "published %d items, fewer than max_items, after reading %d entries "
+                "(the most a publish reads): most of the newest are copies or filtered out",
+                len(timeline.items),
+                limit,
+            )
+            break
+        limit = min(limit * 4, cap)
+    if timeline.updated is None:
+        # Nothing to publish yet: a fixed, plausible date keeps the empty feeds' bytes stable.
+        timeline = replace(timeline, updated=store.first_added() or now)
+    return timeline
 
 
-def fsync_directory(directory: Path) -> None:
-    """Make the rename itself durable."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+def publish_timeline(config: Config, store: StoreAPI, now: datetime) -> PublishReport:
+    """Render the current timeline, store it as the published snapshot, write what changed.
 
-
-def publish_files(output_dir: Path, files: Mapping[str, bytes]) -> dict[str, bool]:
-    """Write each named file under `output_dir`; returns which ones changed."""
-    return {name: write_if_changed(output_dir / name, data) for name, data in files.items()}
-
-
-# What `write_if_changed` names its temporary files: `.NAME.` + mkstemp's 8 characters.
-_TEMPORARY_NAME = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.tmp")
-
-
-def remove_stale_temp_files(output_dir: Path) -> int:
-    """Remove temporary files a killed publish left behind (`.NAME.xxxxxxxx.tmp`).
-
-    Whatever their age: ours by name, and not locked, so no process is writing them.
+    Daemons sharing a PostgreSQL store each serve their own output/, yet must serve the
+    same bytes (one ETag, whichever daemon a reader reaches). Rendering alone cannot promise
+    that: each would render at its own moment from a database that keeps changing. So
+    publishing runs under `store.publish_lock()` (one publisher at a time), stores what it
+    rendered with the fingerprint of its input, and every daemon copies the newest snapshot
+    into its output/ (`follow_published`). The snapshot written last was rendered from the
+    newest data, since readers of the data take the same lock. On SQLite it is the same path.
+    A snapshot with this very fingerprint is not rendered again, only copied if missing here.
     """
-    removed = 0
-    if not output_dir.is_dir():
-        return removed
-    for leftover in output_dir.iterdir():
-        if _TEMPORARY_NAME.fullmatch(leftover.name) and _remove_unless_locked(leftover):
-            removed += 1
-    return removed
-
-
-def _remove_unless_locked(path: Path) -> bool:
-    """Remove the regular file `path` unless a live process holds its lock."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:  # gone, a symlink, unreadable: not ours to judge
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        # Still the file we locked (not renamed into place, nor replaced, meanwhile)?
-        mine = os.fstat(fd)
-        if stat.S_ISREG(mine.st_mode) and path.lstat().st_ino == mine.st_ino:
-            path.unlink()
-            return True
-        return False
-    except OSError:  # locked by its writer, or gone
-        return False
-    finally:
-        os.close(fd)
-
-
-_RECORD = ".published.json"  # hidden: never served (server.PublishedFiles skips dotfiles)
-
-
-def _versions(output_dir: Path, names: Iterable[str]) -> dict[str, list[int]] | None:
-    versions = {}
-    for name in names:
-        try:
-            info = (output_dir / name).stat()
-        except OSError:
-            return None
-        versions[name] = [info.st_ino, info.st_mtime_ns, info.st_size]
-    return versions
-
-
-def already_published(output_dir: Path, fingerprint: str, names: Iterable[str]) -> bool:
-    """Whether the last publish rendered this very input and its files are still as written.
-
-    Lets a publish of an unchanged timeline skip rendering altogether, not just the writes.
-    Any doubt (no record, a file replaced or missing, an unreadable record) says no.
-    """
-    try:
-        record = json.loads((output_dir / _RECORD).read_bytes())
-    except (OSError, ValueError):
-        return False
-    return (
-        isinstance(record, dict)
-        and record.get("fingerprint") == fingerprint
-        and record.get("files") == _versions(output_dir, names)
+    output_dir = config.publish.output_dir
+    with store.publish_lock():
+        started = time.perf_counter()  # the work, not the wait for another daemon's turn
+        credits = store.source_credits(config.sources)
+        timeline = current_timeline(config, store, now, credits)
+        # Rendering is a pure function of these (and of this version's code): the same input
+        # renders the same bytes, so there is nothing to render again.
+        fingerprint = hashlib.sha256(
+            repr((__version__, config.site, timeline, sorted(credits.items()))).encode()
+        ).hexdigest()
+        if store.published_fingerprint() == fingerprint:
+            written = follow_published(output_dir, store, fingerprint)
+        else:
+            files = render_outputs(config.site, timeline, credits)
+            store.save_published(fingerprint, files)
+            written = publish_files(output_dir, files)
+            remember_published(output_dir, fingerprint, OUTPUT_FILES)
+    report = PublishReport(
+        items=len(timeline.items),
+        changed=tuple(n for n in OUTPUT_FILES if written.get(n)),
+        unchanged=tuple(n for n in OUTPUT_FILES if not written.get(n)),
+        seconds=time.perf_counter() - started,
     )
+    if written:
+        log.info(
+            "published %d items (%s)", report.items, ", ".join(report.changed) or "no file changed"
+        )
+    return report
 
 
-def remember_published(output_dir: Path, fingerprint: str, names: Iterable[str]) -> None:
-    """Record what was just published, for `already_published`."""
-    record = {"fingerprint": fingerprint, "files": _versions(output_dir, names)}
-    write_if_changed(output_dir / _RECORD, json.dumps(record, sort_keys=True).encode())
+def follow_published(
+    output_dir: Path, store: StoreAPI, fingerprint: str | None = None
+) -> dict[str, bool]:
+    """Copy the store's published snapshot into `output_dir` unless it is there already.
+
+    `fingerprint`: the snapshot's, when the caller has just read it. Returns which files
+    were rewritten ({} when the snapshot was already here, or there is none yet). Each file
+    is replaced atomically and only when its bytes differ, so an unchanged file keeps its
+    ETag.
+    """
+    fingerprint = fingerprint or store.published_fingerprint()
+    if fingerprint is None or already_published(output_dir, fingerprint, OUTPUT_FILES):
+        return {}
+    snapshot = store.load_published()
+    if snapshot is None:
+        return {}
+    fingerprint, files = snapshot
+    written = publish_files(output_dir, files)
+    remember_published(output_dir, fingerprint, OUTPUT_FILES)
+    return written

@@ -39,8 +39,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from aggregator.config import load_config
-from aggregator.pipeline import publish_timeline, utc_now
-from aggregator.store import Store
+from aggregator.poll import utc_now
+from aggregator.publish import publish_timeline
+from aggregator.store.sqlite import SqliteStore
 from aggregator.text import html_to_text, make_teaser
 from aggregator.types import ParsedEntry
 from bench.farm import ENGLISH, HINDI
@@ -141,7 +142,7 @@ def build(work: Path, entries: int, sources: int, now: datetime, *, analyze: boo
         elif rng.random() < WIRE_SHARE:
             wire.append(entry)
         by_source[source].append(entry)
-    store = Store.open(config.store.path)
+    store = SqliteStore.open(config.store.path)
     try:
         store.sync_sources(config.sources, start)
         for pending in by_source.values():
@@ -180,7 +181,7 @@ def _child(config_path: Path, publishes: int, profile: bool) -> None:
     """The measured process: open the store the way `aggregator` does, publish, say how long
     the last publish took."""
     config = load_config(config_path)
-    store = Store.open(config.store.path)
+    store = SqliteStore.open(config.store.path)
     try:
         if not publishes:
             print(json.dumps({"seconds": None, "items": None, "peak_mb": _peak_mb()}))

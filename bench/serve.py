@@ -36,8 +36,9 @@ from pathlib import Path
 import httpx
 
 from aggregator.config import load_config
-from aggregator.pipeline import publish_timeline, utc_now
-from aggregator.store import Store
+from aggregator.poll import utc_now
+from aggregator.publish import publish_timeline
+from aggregator.store.sqlite import SqliteStore
 from bench.publish import build
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -200,7 +201,7 @@ def _publish(work: Path) -> tuple[Path, Path]:
     """A realistic output directory: 200 items out of a 2,000-entry store; (config, output)."""
     config_path = build(work, 2000, 50, utc_now().replace(microsecond=0))
     config = load_config(config_path)
-    store = Store.open(config.store.path)
+    store = SqliteStore.open(config.store.path)
     try:
         publish_timeline(config, store, utc_now())
     finally:

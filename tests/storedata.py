@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from datetime import UTC, datetime, timedelta
 
-from aggregator.config import SourceConfig
+from aggregator.settings import SourceConfig
 from aggregator.types import ParsedEntry
 
 NOW = datetime(2025, 7, 13, 12, 0, tzinfo=UTC)

@@ -7,7 +7,7 @@ import socket
 import subprocess
 import sys
 
-from aggregator.pipeline import claim_owner, is_dead_here
+from aggregator.poll import claim_owner, is_dead_here
 
 
 def test_every_owner_is_unique_and_names_host_and_pid() -> None:

@@ -23,11 +23,11 @@ import lxml.html
 import pytest
 import regex
 
-from aggregator.config import SiteSettings
-from aggregator.jsonfeed import render_json_feed
-from aggregator.page import render_html
-from aggregator.parse import parse_feed
-from aggregator.render import render_atom, render_rss
+from aggregator.parse.feed import parse_feed
+from aggregator.render.feeds import render_atom, render_rss
+from aggregator.render.jsonfeed import render_json_feed
+from aggregator.render.page import render_html
+from aggregator.settings import SiteSettings
 from aggregator.timeline import build_timeline, order_date
 from aggregator.types import ParsedFeed, SourceCredit, StoredEntry, Timeline
 

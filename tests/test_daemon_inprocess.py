@@ -15,12 +15,13 @@ from typing import Any
 import pytest
 
 import aggregator.daemon as daemon_module
-from aggregator import pipeline
+from aggregator import publish
 from aggregator.config import load_config
 from aggregator.daemon import Daemon, DaemonOptions
 from aggregator.errors import StorageError
-from aggregator.pipeline import PublishReport
-from aggregator.store import SourceState, Store
+from aggregator.publish import PublishReport
+from aggregator.store import SourceState
+from aggregator.store.sqlite import SqliteStore
 from tests.conftest import run_cli
 from tests.feedfactory import Item, rss2
 from tests.test_daemon import NOW, _items
@@ -45,7 +46,7 @@ def _config(tmp_path: Path, extra: str = "") -> Path:
 
 def _state(config: Path, name: str) -> SourceState | None:
     """A source's state as the store of the daemon run on `config` left it."""
-    store = Store.open(load_config(config).store.path)
+    store = SqliteStore.open(load_config(config).store.path)
     try:
         return store.source_state(name)
     finally:
@@ -101,7 +102,7 @@ def test_a_stopped_poll_gives_its_claim_back(
     daemon = Daemon(config, load_config(config), options=FAST)
     asyncio.run(_run_for(daemon, 0.5))
     assert started == [1]
-    store = Store.open(load_config(config).store.path)
+    store = SqliteStore.open(load_config(config).store.path)
     try:
         assert store.claim_due(["a"], NOW, "another-daemon", timedelta(minutes=1)) == ["a"]
     finally:
@@ -175,7 +176,7 @@ def test_a_slow_publish_spaces_out_the_next(
     _feed(tmp_path, _items("a", 1))
     config = _config(tmp_path)
     daemon = Daemon(config, load_config(config), options=FAST)
-    real = pipeline.publish_timeline
+    real = publish.publish_timeline
 
     def slow(*args: Any) -> PublishReport:
         return dataclasses.replace(real(*args), seconds=0.5)  # as if it had taken 0.5 s
@@ -212,7 +213,7 @@ def test_a_failed_publish_is_tried_again(tmp_path: Path, monkeypatch: pytest.Mon
     items already stored must not wait for the next new item to be published."""
     _feed(tmp_path, _items("a", 1))
     config = _config(tmp_path)
-    real = pipeline.publish_timeline
+    real = publish.publish_timeline
     calls: list[int] = []
 
     def flaky(*args: Any) -> PublishReport:
@@ -240,11 +241,11 @@ def test_a_store_error_on_one_source_backs_off(
     config = _config(tmp_path)
     attempts: list[str] = []
 
-    def refuse(self: Store, source: str, *args: object) -> None:
+    def refuse(self: SqliteStore, source: str, *args: object) -> None:
         attempts.append(source)
         raise StorageError("the store failed: invalid byte sequence")
 
-    monkeypatch.setattr(Store, "store_entries", refuse)
+    monkeypatch.setattr(SqliteStore, "store_entries", refuse)
     daemon = Daemon(config, load_config(config), options=FAST)  # a tick every 0.1 s
     asyncio.run(_run_for(daemon, 1.5))
     assert attempts == ["a"]

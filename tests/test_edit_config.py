@@ -29,7 +29,7 @@ from aggregator.edit_config import (
 )
 from aggregator.errors import AggregatorError, ConfigError
 from aggregator.fetch import Fetcher
-from aggregator.opml import OpmlFeed, parse_opml
+from aggregator.parse.opml import OpmlFeed, parse_opml
 from tests.conftest import ROOT
 from tests.feedfactory import Item, atom, rss2
 from tests.feedserver import FeedServer

@@ -22,7 +22,7 @@ import listparser
 import pytest
 from lxml import etree, html
 
-from aggregator.opml import parse_opml
+from aggregator.parse.opml import parse_opml
 from tests.conftest import run_cli
 from tests.feedfactory import Item, atom, rss1, rss2
 from tests.feedserver import FeedServer

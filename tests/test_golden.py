@@ -21,8 +21,9 @@ from typing import Any
 import pytest
 
 from aggregator.config import load_config
-from aggregator.pipeline import apply_retention, current_timeline, run_cycle
-from aggregator.store import Store
+from aggregator.cycle import apply_retention, run_cycle
+from aggregator.publish import current_timeline
+from aggregator.store.sqlite import SqliteStore
 from aggregator.types import Timeline
 
 CASES = Path(__file__).parent / "data" / "timeline"
@@ -60,13 +61,13 @@ def _run_case(directory: Path, workdir: Path) -> str:
             shutil.copyfile(directory / file, workdir / f"src-{name}.xml")
         config_path.write_text(_config_text(case, poll, workdir), encoding="utf-8")
         config = load_config(config_path)
-        store = Store.open(config.store.path)
+        store = SqliteStore.open(config.store.path)
         try:
             asyncio.run(run_cycle(config, store, clock=functools.partial(_fixed, at)))
         finally:
             store.close()
     now = datetime.fromisoformat(case["now"])
-    store = Store.open(config.store.path)
+    store = SqliteStore.open(config.store.path)
     try:
         apply_retention(config, store, now)
         return _format(current_timeline(config, store, now))

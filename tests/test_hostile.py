@@ -27,8 +27,9 @@ from typing import Any
 import pytest
 from lxml import etree
 
-from aggregator.parse import TITLE_LIMIT, looks_like_markup
-from aggregator.store import SourceState, Store
+from aggregator.parse.feed import TITLE_LIMIT, looks_like_markup
+from aggregator.store import SourceState
+from aggregator.store.sqlite import SqliteStore
 from aggregator.text import make_teaser
 from bench.measure import become_subreaper, run_measured
 from tests import hostile
@@ -114,7 +115,7 @@ class Run:
         return etree.fromstring((self.output / "rss.xml").read_bytes()).findall("channel/item")
 
     def state(self, name: str) -> SourceState:
-        store = Store.open(self.root / "state" / "aggregator.db")
+        store = SqliteStore.open(self.root / "state" / "aggregator.db")
         try:
             state = store.source_state(name)
         finally:

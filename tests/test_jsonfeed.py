@@ -12,8 +12,8 @@ from typing import Any
 import jsonschema  # type: ignore[import-untyped]
 import pytest
 
-from aggregator.config import SiteSettings
-from aggregator.jsonfeed import render_json_feed
+from aggregator.render.jsonfeed import render_json_feed
+from aggregator.settings import SiteSettings
 from aggregator.types import SourceCredit, StoredEntry, Timeline, TimelineItem
 
 SCHEMA = json.loads(

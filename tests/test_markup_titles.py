@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.parse import looks_like_markup, parse_feed
+from aggregator.parse.feed import looks_like_markup, parse_feed
 from tests.feedserver import FeedServer
 from tests.hostile import SITE, item, rss
 from tests.test_hostile import once

@@ -10,10 +10,11 @@ import listparser
 import pytest
 from lxml import etree
 
-from aggregator import opml
-from aggregator.config import SiteSettings
 from aggregator.errors import AggregatorError
-from aggregator.opml import OpmlFeed, parse_opml, render_opml
+from aggregator.parse import opml
+from aggregator.parse.opml import OpmlFeed, parse_opml
+from aggregator.render.opml import render_opml
+from aggregator.settings import SiteSettings
 from aggregator.types import SourceCredit
 
 DATA = Path(__file__).parent / "data" / "opml"

@@ -7,9 +7,9 @@ from datetime import timedelta
 
 import feedparser
 
-from aggregator.jsonfeed import render_json_feed
-from aggregator.parse import CONTENT_LIMIT
-from aggregator.render import CONTENT_BUDGET, render_atom, render_rss, with_full_content
+from aggregator.parse.feed import CONTENT_LIMIT
+from aggregator.render.feeds import CONTENT_BUDGET, render_atom, render_rss, with_full_content
+from aggregator.render.jsonfeed import render_json_feed
 from aggregator.types import Timeline
 from tests.test_jsonfeed import SITE, T0, item
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import lxml.html
 import pytest
 
-from aggregator.config import SiteSettings
-from aggregator.page import babel_locale, group_by_day, render_html
+from aggregator.render.page import babel_locale, group_by_day, render_html
+from aggregator.settings import SiteSettings
 from aggregator.text import web_url
 from aggregator.types import SourceCredit, StoredEntry, Timeline, TimelineItem
 

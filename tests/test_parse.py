@@ -1,4 +1,4 @@
-"""`aggregator.parse.parse_feed` on real RSS 2.0, RSS 1.0 and Atom documents.
+"""`aggregator.parse.feed.parse_feed` on real RSS 2.0, RSS 1.0 and Atom documents.
 
 Documents are inline bytes or built by `tests.feedfactory`; each test states the input it
 cares about and checks the normalized `ParsedFeed`: identity, dates, text, sanitized HTML,
@@ -18,9 +18,9 @@ from zoneinfo import ZoneInfo
 import pytest
 import regex
 
-import aggregator.parse as parse_module
+import aggregator.parse.feed as parse_module
 from aggregator.errors import ParseError
-from aggregator.parse import (
+from aggregator.parse.feed import (
     CATEGORY_LIMIT,
     CATEGORY_TEXT_LIMIT,
     CONTENT_LIMIT,

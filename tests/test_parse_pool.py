@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from aggregator.errors import ParseError
-from aggregator.parse_pool import ParsePool, ParseTimeout
+from aggregator.parse.pool import ParsePool, ParseTimeout
 from aggregator.types import ParsedFeed
 from tests import hostile
 from tests.conftest import ROOT

@@ -17,10 +17,11 @@ from typing import Any
 
 import pytest
 
-from aggregator import pipeline, timeline
+from aggregator import publish, timeline
 from aggregator.config import load_config
-from aggregator.pipeline import current_timeline, run_cycle
-from aggregator.store import Store
+from aggregator.cycle import run_cycle
+from aggregator.publish import current_timeline
+from aggregator.store.sqlite import SqliteStore
 from aggregator.text import title_key
 from aggregator.types import SourceCredit, StoredEntry
 from tests.conftest import run_cli
@@ -124,30 +125,30 @@ def test_a_publish_reads_a_bounded_number_of_rows(
     # 3,000 copies of one story in the window and 3,000 older ones: before the cap, a publish
     # widened its read until it had every entry, and read every older copy each time. (The
     # cap of this test's size; the default's size is for feeds, not for a quick test.)
-    monkeypatch.setattr(pipeline, "READ_CAP_PER_ITEM", 20)
-    monkeypatch.setattr(pipeline, "READ_CAP_BASE", 1000)
+    monkeypatch.setattr(publish, "READ_CAP_PER_ITEM", 20)
+    monkeypatch.setattr(publish, "READ_CAP_BASE", 1000)
     hostile = _same_story(3000) + _same_story(3000, days_old=60)
     config_path = _write_feeds(tmp_path, hostile, _good(3), 'max_items = 10\nmax_age = "30d"')
     config = load_config(config_path)
-    store = Store.open(config.store.path)
+    store = SqliteStore.open(config.store.path)
     try:
         asyncio.run(run_cycle(config, store))
         assert store.count_entries("h") == 6000
         read = [0]
         for name in ("recent_entries", "earlier_copies"):
-            real = getattr(Store, name)
+            real = getattr(SqliteStore, name)
 
-            def counted(self: Store, *args: Any, _real: Any = real) -> list[StoredEntry]:
+            def counted(self: SqliteStore, *args: Any, _real: Any = real) -> list[StoredEntry]:
                 rows: list[StoredEntry] = _real(self, *args)
                 read[0] += len(rows)
                 return rows
 
-            monkeypatch.setattr(Store, name, counted)
+            monkeypatch.setattr(SqliteStore, name, counted)
         timeline = current_timeline(config, store, datetime.now(UTC))
     finally:
         store.close()
     assert {item.entry.source for item in timeline.items} == {"g"}  # the story left the window
-    cap = pipeline.read_cap(10)
+    cap = publish.read_cap(10)
     # Each widening step reads `limit` entries and as many earlier copies, `limit` growing
     # fourfold from 2 × max_items + 50 to the cap; before the cap, 16,473 rows.
     assert read[0] <= 2 * (70 + 280 + 1120 + cap) < 6000, read[0]

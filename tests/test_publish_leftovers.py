@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.publish import remove_stale_temp_files, write_if_changed
+from aggregator.output import remove_stale_temp_files, write_if_changed
 from tests.conftest import run_cli
 from tests.feedfactory import rss2
 from tests.feedserver import FeedServer

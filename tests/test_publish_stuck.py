@@ -20,7 +20,7 @@ import aggregator.daemon as daemon_module
 from aggregator.config import load_config
 from aggregator.daemon import Daemon as InProcessDaemon
 from aggregator.daemon import DaemonOptions
-from aggregator.pipeline import PublishReport, publish_timeline
+from aggregator.publish import PublishReport, publish_timeline
 from tests.conftest import ROOT
 from tests.feedfactory import rss2
 from tests.feedserver import FeedServer

@@ -14,14 +14,15 @@ ROOT = Path(__file__).resolve().parent.parent
 PURE_MODULES = (
     "aggregator.text",
     "aggregator.timeline",
-    "aggregator.parse",
+    "aggregator.parse.feed",
     "aggregator.render",
+    "aggregator.render.feeds",
+    "aggregator.render.page",
+    "aggregator.render.jsonfeed",
+    "aggregator.render.opml",
+    "aggregator.settings",
     "aggregator.tomlpos",
     "aggregator.policy",
-    "aggregator.page",
-    "aggregator.config",
-    "aggregator.jsonfeed",
-    "aggregator.opml",
     "aggregator.urls",
 )
 FORBIDDEN = (
@@ -29,8 +30,8 @@ FORBIDDEN = (
     "sqlite3",
     "psycopg",
     "apscheduler",
-    "aggregator.store",
-    "aggregator.store_pg",
+    "aggregator.store.sqlite",
+    "aggregator.store.postgres",
     "aggregator.fetch",
 )
 
@@ -62,7 +63,7 @@ def test_pure_modules_import_no_io_libraries():
 @pytest.mark.slow
 def test_probe_detects_an_io_import():
     # The probe itself works: importing the store does show up.
-    probe = _PROBE.format(modules=("aggregator.store",), forbidden=FORBIDDEN)
+    probe = _PROBE.format(modules=("aggregator.store.sqlite",), forbidden=FORBIDDEN)
     result = subprocess.run(
         [sys.executable, "-c", probe],
         cwd=ROOT,

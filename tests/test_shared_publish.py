@@ -12,9 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.config import Config, load_config
-from aggregator.pipeline import OUTPUT_FILES, follow_published, publish_timeline
-from aggregator.store_api import StoreAPI, open_store
+from aggregator.config import load_config
+from aggregator.publish import follow_published, publish_timeline
+from aggregator.render import OUTPUT_FILES
+from aggregator.settings import Config
+from aggregator.store import StoreAPI, open_store
 from tests.storedata import NOW, entry
 
 FEEDS = '[publish]\nmax_age = "3650d"\n[[feeds]]\nname = "a"\nurl = "https://a.example.org/"\n'

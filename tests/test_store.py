@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-import aggregator.store as store_module
+import aggregator.store.sqlite as store_module
 from aggregator.errors import StorageError
-from aggregator.store import SCHEMA_VERSION, Store
+from aggregator.store.sqlite import SCHEMA_VERSION, SqliteStore
 from tests.storedata import NOW, entry, source
 
 
@@ -24,8 +24,8 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(db_path: Path) -> Iterator[Store]:
-    s = Store.open(db_path)
+def store(db_path: Path) -> Iterator[SqliteStore]:
+    s = SqliteStore.open(db_path)
     try:
         yield s
     finally:
@@ -34,7 +34,7 @@ def store(db_path: Path) -> Iterator[Store]:
 
 def test_open_creates_directories_and_schema(db_path: Path) -> None:
     assert not db_path.parent.exists()
-    s = Store.open(db_path)
+    s = SqliteStore.open(db_path)
     try:
         assert db_path.is_file()
         assert s.schema_version == SCHEMA_VERSION
@@ -43,7 +43,7 @@ def test_open_creates_directories_and_schema(db_path: Path) -> None:
         s.close()
 
 
-def test_store_uses_wal(store: Store, db_path: Path) -> None:
+def test_store_uses_wal(store: SqliteStore, db_path: Path) -> None:
     other = sqlite3.connect(db_path)
     try:
         assert other.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -56,19 +56,19 @@ def test_unreadable_file_is_a_storage_error(db_path: Path) -> None:
     db_path.parent.mkdir(parents=True)
     db_path.write_bytes(b"this is not an SQLite database, just some text" * 100)
     with pytest.raises(StorageError):
-        Store.open(db_path)
+        SqliteStore.open(db_path)
 
 
 def test_upgrading_an_older_store_keeps_its_data_and_fills_story_keys(db_path: Path) -> None:
     """A store left at schema 3 (before politeness and story keys) opens at the current one."""
     db_path.parent.mkdir(parents=True)
-    old = Store.__new__(Store)
+    old = SqliteStore.__new__(SqliteStore)
     old._db = sqlite3.connect(db_path, isolation_level=None)
     saved = store_module._MIGRATIONS
     try:
         store_module._MIGRATIONS = saved[:3]
         store_module.SCHEMA_VERSION = 3
-        Store._migrate(old)
+        SqliteStore._migrate(old)
         old._db.execute(
             "INSERT INTO sources (name, url, added) VALUES ('a', 'https://a.example/f', ?)",
             (NOW.isoformat(),),
@@ -84,7 +84,7 @@ def test_upgrading_an_older_store_keeps_its_data_and_fills_story_keys(db_path: P
         store_module._MIGRATIONS = saved
         store_module.SCHEMA_VERSION = len(saved)
         old._db.close()
-    upgraded = Store.open(db_path)
+    upgraded = SqliteStore.open(db_path)
     try:
         assert upgraded.schema_version == SCHEMA_VERSION
         keys = upgraded._db.execute("SELECT link_key, title_key FROM entries").fetchone()
@@ -96,7 +96,7 @@ def test_upgrading_an_older_store_keeps_its_data_and_fills_story_keys(db_path: P
         upgraded.close()
 
 
-def _vm_steps(store: Store, call: Callable[[], object]) -> int:
+def _vm_steps(store: SqliteStore, call: Callable[[], object]) -> int:
     """SQLite virtual-machine instructions a call costs (in units of 100): work, not time."""
     steps = 0
 
@@ -118,7 +118,7 @@ def test_publishing_reads_what_it_publishes_not_the_whole_store(tmp_path: Path) 
     """The publish queries cost the same over 600 and 6,000 stored entries (flat at scale)."""
     costs = []
     for per_source in (30, 300):
-        s = Store.open(tmp_path / f"{per_source}.sqlite3")
+        s = SqliteStore.open(tmp_path / f"{per_source}.sqlite3")
         sources = [source(f"s{n}") for n in range(20)]
         s.sync_sources(sources, NOW)
         for n, src in enumerate(sources):
@@ -147,7 +147,7 @@ def test_publishing_reads_what_it_publishes_not_the_whole_store(tmp_path: Path) 
     assert earlier_large < 2 * earlier_small + 10, costs
 
 
-def test_publish_lock_is_a_file_beside_the_database(store: Store, db_path: Path) -> None:
+def test_publish_lock_is_a_file_beside_the_database(store: SqliteStore, db_path: Path) -> None:
     lock = db_path.with_name(db_path.name + "-publish.lock")
     with store.publish_lock():
         assert lock.is_file()
@@ -158,13 +158,13 @@ def test_publish_lock_is_a_file_beside_the_database(store: Store, db_path: Path)
 def test_the_claim_columns_come_with_schema_7(db_path: Path) -> None:
     """A store at schema 6 gains the lease columns and the trigger that ends a claim."""
     db_path.parent.mkdir(parents=True)
-    old = Store.__new__(Store)
+    old = SqliteStore.__new__(SqliteStore)
     old._db = sqlite3.connect(db_path, isolation_level=None)
     saved = store_module._MIGRATIONS
     try:
         store_module._MIGRATIONS = saved[:6]
         store_module.SCHEMA_VERSION = 6
-        Store._migrate(old)
+        SqliteStore._migrate(old)
         old._db.execute(
             "INSERT INTO sources (name, url, added) VALUES ('a', 'u', ?)", (NOW.isoformat(),)
         )
@@ -172,7 +172,7 @@ def test_the_claim_columns_come_with_schema_7(db_path: Path) -> None:
         store_module._MIGRATIONS = saved
         store_module.SCHEMA_VERSION = len(saved)
         old._db.close()
-    upgraded = Store.open(db_path)
+    upgraded = SqliteStore.open(db_path)
     try:
         assert upgraded.schema_version == SCHEMA_VERSION
         triggers = upgraded._db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from aggregator.config import load_config
-from aggregator.pipeline import EVERY_SCHEDULE
-from aggregator.store_api import open_store
+from aggregator.poll import EVERY_SCHEDULE
+from aggregator.store import open_store
 from tests.conftest import run_cli
 from tests.feedfactory import rss2
 from tests.test_daemon import NOW, _items

@@ -18,10 +18,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from aggregator import store as sqlite_store
-from aggregator import store_pg
 from aggregator.errors import StorageError
-from aggregator.store_api import StoreAPI, open_store
+from aggregator.store import StoreAPI, open_store
+from aggregator.store import postgres as store_pg
+from aggregator.store import sqlite as sqlite_store
 from aggregator.types import ParsedFeed, Validators
 from tests.storedata import NOW, entry, source
 

@@ -21,10 +21,10 @@ import aggregator.daemon as daemon_module
 from aggregator.config import load_config
 from aggregator.daemon import Daemon, DaemonOptions
 from aggregator.errors import StorageError
-from aggregator.pipeline import in_store
-from aggregator.store import Store
-from aggregator.store_api import is_store_url, open_store
-from aggregator.store_pg import _PUBLISH_LOCK, PgStore, describe
+from aggregator.poll import in_store
+from aggregator.store import is_store_url, open_store
+from aggregator.store.postgres import _PUBLISH_LOCK, PgStore, describe
+from aggregator.store.sqlite import SqliteStore
 from tests.pgserver import PgServer
 from tests.storedata import NOW, source
 
@@ -47,7 +47,7 @@ def test_open_store_picks_the_implementation_by_its_target(pg_url: str, tmp_path
     sqlite = open_store(tmp_path / "x.sqlite3")
     try:
         assert isinstance(pg, PgStore)
-        assert isinstance(sqlite, Store)
+        assert isinstance(sqlite, SqliteStore)
     finally:
         pg.close()
         sqlite.close()

@@ -16,11 +16,11 @@ import httpx
 import pytest
 
 import aggregator.daemon as daemon_module
-from aggregator import pipeline
+from aggregator import poll, publish
 from aggregator.config import load_config
 from aggregator.daemon import Daemon, DaemonOptions
 from aggregator.errors import StorageError
-from aggregator.store import Store
+from aggregator.store.sqlite import SqliteStore
 from aggregator.watchdog import stalled_parsers_problem
 from tests.feedfactory import Item, rss2
 from tests.feedserver import FeedServer
@@ -81,14 +81,14 @@ def test_a_refused_poll_record_is_unhealthy_until_a_later_one_is_written(
     _feed(tmp_path, _items("a", 2))
     config = _config(tmp_path)
     refusing = [True]
-    original = Store.store_entries
+    original = SqliteStore.store_entries
 
-    def store_entries(self: Store, *args: object, **kwargs: object) -> object:
+    def store_entries(self: SqliteStore, *args: object, **kwargs: object) -> object:
         if refusing[0]:
             raise StorageError("the store failed: disk I/O error")
         return original(self, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(Store, "store_entries", store_entries)
+    monkeypatch.setattr(SqliteStore, "store_entries", store_entries)
     daemon = Daemon(config, load_config(config), options=FAST)
     seen: list[str | None] = []
 
@@ -144,7 +144,7 @@ def test_a_publish_that_hits_a_bug_is_retried_and_unhealthy_until_it_works(
     config = _config(tmp_path)
     daemon = Daemon(config, load_config(config), options=FAST)
     broken = [False]
-    original = pipeline.publish_timeline
+    original = publish.publish_timeline
 
     def publish_timeline(*args: object) -> object:
         if broken[0]:
@@ -188,7 +188,7 @@ def test_a_stalled_parser_pool_makes_the_daemon_unhealthy(
     daemon = Daemon(config, load_config(config), options=FAST)
     budget = daemon.config.poll.parse_timeout.total_seconds()
     stall = [0.0]
-    monkeypatch.setattr(pipeline.PARSERS, "stalled_seconds", lambda: stall[0])
+    monkeypatch.setattr(poll.PARSERS, "stalled_seconds", lambda: stall[0])
     seen: list[str | None] = []
 
     async def during() -> None:

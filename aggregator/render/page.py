@@ -19,7 +19,8 @@ import jinja2
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date, format_time
 
-from aggregator.config import SiteSettings
+from aggregator.render import ATOM_FILE, JSON_FEED_FILE, RSS_FILE
+from aggregator.settings import SiteSettings
 from aggregator.text import make_teaser, web_url
 from aggregator.types import SourceCredit, Timeline, TimelineItem
 from aggregator.urls import entry_link, public_url
@@ -71,7 +72,7 @@ class DayView:
 @lru_cache(maxsize=1)
 def _environment() -> jinja2.Environment:
     return jinja2.Environment(
-        loader=jinja2.PackageLoader("aggregator", "templates"),
+        loader=jinja2.PackageLoader("aggregator.render", "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
@@ -142,9 +143,9 @@ def _days(timeline: Timeline, site: SiteSettings, locale: Locale) -> list[DayVie
 def feed_links(site: SiteSettings) -> tuple[FeedLink, ...]:
     """The feeds published next to the page, as absolute URLs under `base_url`."""
     return (
-        FeedLink("Atom", "application/atom+xml", site.base_url + "atom.xml"),
-        FeedLink("RSS", "application/rss+xml", site.base_url + "rss.xml"),
-        FeedLink("JSON Feed", "application/feed+json", site.base_url + "feed.json"),
+        FeedLink("Atom", "application/atom+xml", site.base_url + ATOM_FILE),
+        FeedLink("RSS", "application/rss+xml", site.base_url + RSS_FILE),
+        FeedLink("JSON Feed", "application/feed+json", site.base_url + JSON_FEED_FILE),
     )
 
 

@@ -1,6 +1,6 @@
 """The shared store: PostgreSQL, for several daemons polling one source list.
 
-It implements `aggregator.store_api.StoreAPI` with the semantics of the SQLite `Store`; one
+It implements `aggregator.store.StoreAPI` with the semantics of the SQLite `SqliteStore`; one
 body of contract tests (tests/test_store_contract.py) runs against both. Besides
 `aggregator.store` it is the only module that speaks SQL.
 
@@ -32,10 +32,11 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from aggregator.config import SourceConfig
 from aggregator.errors import StorageError
 from aggregator.policy import ServerHints, is_overdue_schedule, next_poll
-from aggregator.store import SourceState, StoreResult, state_from_row
+from aggregator.settings import SourceConfig
+from aggregator.store.records import SourceState, StoreResult
+from aggregator.store.rows import state_from_row
 from aggregator.text import story_keys
 from aggregator.timeline import CLOCK_SKEW, order_date
 from aggregator.types import ParsedEntry, ParsedFeed, SourceCredit, StoredEntry, Validators
@@ -186,7 +187,7 @@ class PgStore:
     """A pool of connections to one database; open with `PgStore.open(url)`, end with `close()`.
 
     Thread-safe: each call borrows a pooled connection, so callers in several threads
-    (`remote`, see `pipeline.in_store`) wait on the server at the same time.
+    (`remote`, see `poll.in_store`) wait on the server at the same time.
     """
 
     remote = True
@@ -269,7 +270,7 @@ class PgStore:
     # -- sources ---------------------------------------------------------------------------
 
     def sync_sources(self, sources: Iterable[SourceConfig], now: datetime) -> None:
-        """As `Store.sync_sources`. Only new sources and changed URLs are written, in name
+        """As `SqliteStore.sync_sources`. Only new sources and changed URLs are written, in name
         order: `INSERT … ON CONFLICT DO UPDATE` locks a row even when it changes nothing, and
         a daemon syncing thousands of sources must not hold every row while the other
         daemons wait to record their polls (their leases would run out meanwhile)."""
@@ -358,7 +359,7 @@ class PgStore:
         moved_to: str | None = None,
         body_hash: str | None = None,
     ) -> None:
-        """As `Store.record_success`; the poll is over, so its claim ends too."""
+        """As `SqliteStore.record_success`; the poll is over, so its claim ends too."""
         with self._transaction() as conn:
             conn.execute(
                 """

@@ -43,7 +43,7 @@ _PR_SET_PDEATHSIG = 1
 # to pid 1) finds out its parent died before it asked to die with it.
 _PARENT_PID = "AGGREGATOR_PARSER_PARENT"
 # Imported by the fork server when it starts: the parser, and `die_with_parent` run there.
-_PRELOAD = "aggregator.parse_server"
+_PRELOAD = "aggregator.parse.preload"
 # A worker is replaced after this many feeds, so anything feedparser or a hostile feed
 # leaves behind in it (caches, fragmented memory) is returned to the system.
 _TASKS_PER_WORKER = 500
@@ -87,7 +87,7 @@ def die_with_parent() -> None:
 def _parse(
     body: bytes, headers: dict[str, str], url: str, timezone: str, teaser_length: int
 ) -> ParsedFeed:
-    from aggregator.parse import parse_feed
+    from aggregator.parse.feed import parse_feed
 
     return parse_feed(body, headers, url, timezone=timezone, teaser_length=teaser_length)
 

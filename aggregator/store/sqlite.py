@@ -14,16 +14,17 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from aggregator.config import SourceConfig
 from aggregator.errors import StorageError
 from aggregator.policy import ServerHints, is_overdue_schedule, next_poll
+from aggregator.settings import SourceConfig
+from aggregator.store.records import SourceState, StoreResult
+from aggregator.store.rows import state_from_row
 from aggregator.text import story_keys
 from aggregator.timeline import CLOCK_SKEW, order_date
 from aggregator.types import ParsedEntry, ParsedFeed, SourceCredit, StoredEntry, Validators
@@ -177,32 +178,6 @@ def _backfill_story_keys(db: sqlite3.Connection) -> None:
     )
 
 
-def state_from_row(row: Sequence[Any], when: Callable[[Any], datetime | None]) -> SourceState:
-    """A source's state from a `_STATE_COLUMNS` row; `when` reads this database's times.
-
-    Shared with the PostgreSQL store, which selects the same columns in the same order.
-    """
-    return SourceState(
-        name=row[0],
-        url=row[1],
-        title=row[2],
-        site_url=row[3],
-        validators=Validators(row[4], row[5]),
-        last_polled=when(row[6]),
-        last_success=when(row[7]),
-        last_outcome=row[8],
-        last_error=row[9],
-        failures=row[10],
-        entries=row[11],
-        next_poll=when(row[12]),
-        retry_after=when(row[13]),
-        moved_to=row[14],
-        disabled=row[15],
-        body_hash=row[16],
-        lifetime=timedelta(seconds=row[17]) if row[17] is not None else None,
-    )
-
-
 _ENTRY_COLUMNS = """
     source, entry_id, title, link, summary_html, teaser, author, categories,
     published, updated, first_seen, sort_date
@@ -226,43 +201,8 @@ def _entry_from_row(r: Sequence[Any]) -> StoredEntry:
     )
 
 
-@dataclass(frozen=True)
-class SourceState:
-    """A source as the store knows it, for conditional GET and for `status`."""
-
-    name: str
-    url: str
-    title: str | None
-    site_url: str | None
-    validators: Validators
-    last_polled: datetime | None
-    last_success: datetime | None
-    last_outcome: str | None
-    last_error: str | None
-    failures: int
-    entries: int
-    next_poll: datetime | None
-    retry_after: datetime | None = None  # a server asked us not to come back before this
-    moved_to: str | None = None  # where a 301/308 chain led; polled instead of `url`
-    disabled: str | None = None  # why polling stopped (410 Gone) until the operator acts
-    body_hash: str | None = None  # of the last body parsed: the same body is not parsed again
-    lifetime: timedelta | None = None  # the feed's own <ttl> / sy:updatePeriod, in force on 304s
-
-    @property
-    def fetch_url(self) -> str:
-        return self.moved_to or self.url
-
-
-@dataclass(frozen=True)
-class StoreResult:
-    """What one source's parsed feed changed in the store."""
-
-    new: int
-    updated: int
-
-
-class Store:
-    """One SQLite connection; open with `Store.open(path)`, close with `close()`."""
+class SqliteStore:
+    """One SQLite connection; open with `SqliteStore.open(path)`, close with `close()`."""
 
     remote = False  # calls are made on the event loop: one connection, no round trips
 
@@ -270,7 +210,7 @@ class Store:
         self._db = connection
 
     @classmethod
-    def open(cls, path: Path) -> Store:
+    def open(cls, path: Path) -> SqliteStore:
         """Open (creating directories and schema as needed) and migrate the store at `path`."""
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -799,7 +739,7 @@ class Store:
         """Held while publishing: one publisher at a time among all users of this file.
 
         An exclusive `flock` on `<database>-publish.lock` beside the database, so it holds
-        across processes and across `Store` objects in one process, and dies with its holder.
+        across processes and across `SqliteStore` objects in one process, and dies with its holder.
         Taking it waits for the current holder; store writes are not blocked meanwhile.
         """
         database = self._db.execute("PRAGMA database_list").fetchone()[2]

@@ -1,7 +1,7 @@
 """What a store offers, whichever database holds it; `open_store` opens the one a target names.
 
-Two implementations stand behind it: `aggregator.store.Store` (SQLite, the embedded
-default: one file, one daemon) and `aggregator.store_pg.PgStore` (PostgreSQL: one database
+Two implementations stand behind it: `aggregator.store.sqlite.SqliteStore` (SQLite, the embedded
+default: one file, one daemon) and `aggregator.store.postgres.PgStore` (PostgreSQL: one database
 shared by several daemons). Contract tests (tests/test_store_contract.py) run one body of
 tests against both. This module holds no SQL; the types that cross the interface
 (`SourceState`, `StoreResult`) are the SQLite module's, re-exported here.
@@ -10,7 +10,7 @@ Sharing the work: a poller calls `claim_due`, which hands each due source to exa
 caller until its lease runs out; recording the poll (`record_success`, `record_failure`,
 `disable`) or `release` ends the claim early. Publishing runs under `publish_lock`, so two
 daemons never render at the same time, and stores what it rendered as the published
-snapshot, which every daemon copies into its own output/ (see `pipeline.publish_timeline`).
+snapshot, which every daemon copies into its own output/ (see `publish.publish_timeline`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Protocol
 
-from aggregator.config import SourceConfig
-from aggregator.store import SourceState, Store, StoreResult
+from aggregator.settings import SourceConfig
+from aggregator.store.records import SourceState, StoreResult
 from aggregator.types import ParsedEntry, ParsedFeed, SourceCredit, StoredEntry, Validators
 
 __all__ = ["SourceState", "StoreAPI", "StoreResult", "is_store_url", "open_store"]
@@ -38,7 +38,7 @@ class StoreAPI(Protocol):
     """
 
     #: True when calls wait on a database server (PostgreSQL, possibly on another machine):
-    #: the daemon then makes them from worker threads (`pipeline.in_store`), several at
+    #: the daemon then makes them from worker threads (`poll.in_store`), several at
     #: once, so its event loop goes on fetching and serving meanwhile. False for SQLite:
     #: one connection, calls of microseconds, made on the loop.
     remote: bool
@@ -178,7 +178,9 @@ def open_store(target: str | Path) -> StoreAPI:
     """Open and migrate the store `target` names: a `postgresql://` URL, else a file path."""
     if is_store_url(target):
         # Imported only here, so that SQLite users never load libpq.
-        from aggregator.store_pg import PgStore  # noqa: PLC0415
+        from aggregator.store.postgres import PgStore  # noqa: PLC0415
 
         return PgStore.open(str(target))
-    return Store.open(Path(target))
+    from aggregator.store.sqlite import SqliteStore  # noqa: PLC0415
+
+    return SqliteStore.open(Path(target))

@@ -1,6 +1,6 @@
-"""OPML 2.0 subscription lists: write ours, read anyone's (http://opml.org/spec2.opml).
+"""Reading anyone's OPML 2.0 subscription list (http://opml.org/spec2.opml), for `import-opml`.
 
-`render_opml` is pure and deterministic. `parse_opml` reads untrusted files, so its XML parser
+`parse_opml` reads untrusted files, so its XML parser
 loads no DTD, resolves no entities and never touches the network; a document that declares
 entities is refused outright. Only http(s) feed URLs come out: a list from elsewhere must
 not point the aggregator at local files.
@@ -9,19 +9,15 @@ not point the aggregator at local files.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from lxml import etree
 
-from aggregator.config import SiteSettings
 from aggregator.errors import AggregatorError
 from aggregator.text import web_url
-from aggregator.types import SourceCredit
-from aggregator.urls import public_url
 
-OPML_DOCS = "http://opml.org/spec2.opml"
 # Looked for in the prolog, before anything is parsed: a file declaring entities is refused.
 _ENTITY_DECLARATION = re.compile(rb"<!ENTITY", re.IGNORECASE)
 _PROLOG_END = re.compile(rb"<[A-Za-z_]")
@@ -37,28 +33,6 @@ class OpmlFeed:
 
     url: str
     title: str | None = None
-
-
-def render_opml(sources: Sequence[SourceCredit], site: SiteSettings) -> bytes:
-    """An OPML 2.0 list of `sources` in the order given; local (non-http) sources are left out."""
-    root = etree.Element("opml", version="2.0")
-    head = etree.SubElement(root, "head")
-    etree.SubElement(head, "title").text = site.title
-    etree.SubElement(head, "docs").text = OPML_DOCS
-    body = etree.SubElement(root, "body")
-    for source in sources:
-        if not web_url(source.feed_url):
-            continue
-        outline = etree.SubElement(body, "outline")
-        outline.set("type", "rss")
-        outline.set("text", source.title)
-        outline.set("title", source.title)
-        # Published to readers: never the user info or ?token=... the source is fetched with.
-        outline.set("xmlUrl", public_url(source.feed_url))
-        if source.site_url and web_url(source.site_url):
-            outline.set("htmlUrl", public_url(source.site_url))
-    data: bytes = etree.tostring(root, xml_declaration=True, encoding="UTF-8", pretty_print=True)
-    return data
 
 
 def _parser() -> etree.XMLParser:

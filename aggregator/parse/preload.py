@@ -5,6 +5,6 @@ server dies with the process that started it instead of outliving a `kill -9` of
 """
 
 from aggregator import parse  # noqa: F401  (loaded once, inherited by every worker)
-from aggregator.parse_pool import die_with_parent
+from aggregator.parse.pool import die_with_parent
 
 die_with_parent()

@@ -13,14 +13,15 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from aggregator.config import SiteSettings
-from aggregator.render import with_full_content
+from aggregator.render import JSON_FEED_FILE
+from aggregator.render.feeds import with_full_content
+from aggregator.settings import SiteSettings
 from aggregator.text import web_url
 from aggregator.types import SourceCredit, Timeline, TimelineItem
 from aggregator.urls import entry_link, public_url
 
 VERSION = "https://jsonfeed.org/version/1.1"
-FEED_FILE = "feed.json"
+
 EXTENSION = "_aggregator"
 
 
@@ -72,7 +73,7 @@ def json_feed(timeline: Timeline, site: SiteSettings) -> dict[str, Any]:
         "version": VERSION,
         "title": site.title,
         "home_page_url": site.link,
-        "feed_url": site.base_url + FEED_FILE,
+        "feed_url": site.base_url + JSON_FEED_FILE,
         "description": site.description,
     }
     if site.language:

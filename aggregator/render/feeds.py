@@ -20,14 +20,15 @@ from feedgen.feed import FeedGenerator
 from lxml import etree
 
 from aggregator import PROJECT_URL, __version__
-from aggregator.config import SiteSettings
+from aggregator.render import ATOM_FILE, RSS_FILE
+from aggregator.settings import SiteSettings
 from aggregator.text import make_teaser, web_url
 from aggregator.timeline import source_id
 from aggregator.types import SourceCredit, Timeline, TimelineItem
 from aggregator.urls import entry_link, public_url
 
 DC_NS = "http://purl.org/dc/elements/1.1/"
-# An empty timeline still needs a date; callers normally give one (see pipeline.py).
+# An empty timeline still needs a date; callers normally give one (see publish.py).
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TITLE_FALLBACK_LENGTH = 80
 # Item HTML in one feed document (rss.xml, atom.xml, feed.json), counted as the bytes it takes
@@ -204,13 +205,13 @@ def _hex_references(match: re.Match[bytes]) -> bytes:
 
 def render_rss(timeline: Timeline, site: SiteSettings) -> bytes:
     """RSS 2.0, UTF-8, newest item first."""
-    fg = _generator(site, timeline, site.base_url + "rss.xml")
+    fg = _generator(site, timeline, site.base_url + RSS_FILE)
     data: bytes = fg.rss_str(pretty=True, encoding="UTF-8")
     return _RSS_PLAIN_TEXT.sub(_hex_references, data)
 
 
 def render_atom(timeline: Timeline, site: SiteSettings) -> bytes:
     """Atom 1.0, UTF-8, newest entry first."""
-    fg = _generator(site, timeline, site.base_url + "atom.xml")
+    fg = _generator(site, timeline, site.base_url + ATOM_FILE)
     data: bytes = fg.atom_str(pretty=True, encoding="UTF-8")
     return data

@@ -1,0 +1,158 @@
+"""Write rendered files into `output/` atomically, and only when their bytes change.
+
+Write to a temporary file in the same directory, fsync, rename over the old one: a reader
+(or a `kill -9`) never sees half a file, and an unchanged feed keeps its mtime and ETag.
+A hidden record of the last publish's input lets an unchanged timeline skip rendering too.
+
+A temporary file is flock()ed while it is written, so a process starting up can tell one
+that a killed publish left behind (unlocked: removed, however fresh) from one another
+process is writing right now (locked: kept). The kernel drops the lock when its holder dies.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import stat
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from aggregator.errors import PublishError
+
+
+def write_if_changed(path: Path, data: bytes) -> bool:
+    """Atomically replace `path` with `data` unless it already holds exactly that.
+
+    Returns True when the file was written.
+    """
+    try:
+        if path.read_bytes() == data:
+            return False
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise PublishError(f"cannot read {path}: {e.strerror or e}") from e
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = _locked_temporary(path)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+                out.flush()
+                os.fsync(out.fileno())
+            Path(tmp).chmod(0o644)
+            Path(tmp).replace(path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        fsync_directory(path.parent)
+    except OSError as e:
+        raise PublishError(f"cannot write {path}: {e.strerror or e}") from e
+    return True
+
+
+def _locked_temporary(path: Path) -> tuple[int, str]:
+    """A new temporary file beside `path`, flock()ed: (descriptor, name)."""
+    while True:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        # A process starting up may have taken it for a leftover and removed it between
+        # mkstemp and flock: then take another one.
+        try:
+            if Path(tmp).stat().st_ino == os.fstat(fd).st_ino:
+                return fd, tmp
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make the rename itself durable."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def publish_files(output_dir: Path, files: Mapping[str, bytes]) -> dict[str, bool]:
+    """Write each named file under `output_dir`; returns which ones changed."""
+    return {name: write_if_changed(output_dir / name, data) for name, data in files.items()}
+
+
+# What `write_if_changed` names its temporary files: `.NAME.` + mkstemp's 8 characters.
+_TEMPORARY_NAME = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.tmp")
+
+
+def remove_stale_temp_files(output_dir: Path) -> int:
+    """Remove temporary files a killed publish left behind (`.NAME.xxxxxxxx.tmp`).
+
+    Whatever their age: ours by name, and not locked, so no process is writing them.
+    """
+    removed = 0
+    if not output_dir.is_dir():
+        return removed
+    for leftover in output_dir.iterdir():
+        if _TEMPORARY_NAME.fullmatch(leftover.name) and _remove_unless_locked(leftover):
+            removed += 1
+    return removed
+
+
+def _remove_unless_locked(path: Path) -> bool:
+    """Remove the regular file `path` unless a live process holds its lock."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:  # gone, a symlink, unreadable: not ours to judge
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        # Still the file we locked (not renamed into place, nor replaced, meanwhile)?
+        mine = os.fstat(fd)
+        if stat.S_ISREG(mine.st_mode) and path.lstat().st_ino == mine.st_ino:
+            path.unlink()
+            return True
+        return False
+    except OSError:  # locked by its writer, or gone
+        return False
+    finally:
+        os.close(fd)
+
+
+_RECORD = ".published.json"  # hidden: never served (server.PublishedFiles skips dotfiles)
+
+
+def _versions(output_dir: Path, names: Iterable[str]) -> dict[str, list[int]] | None:
+    versions = {}
+    for name in names:
+        try:
+            info = (output_dir / name).stat()
+        except OSError:
+            return None
+        versions[name] = [info.st_ino, info.st_mtime_ns, info.st_size]
+    return versions
+
+
+def already_published(output_dir: Path, fingerprint: str, names: Iterable[str]) -> bool:
+    """Whether the last publish rendered this very input and its files are still as written.
+
+    Lets a publish of an unchanged timeline skip rendering altogether, not just the writes.
+    Any doubt (no record, a file replaced or missing, an unreadable record) says no.
+    """
+    try:
+        record = json.loads((output_dir / _RECORD).read_bytes())
+    except (OSError, ValueError):
+        return False
+    return (
+        isinstance(record, dict)
+        and record.get("fingerprint") == fingerprint
+        and record.get("files") == _versions(output_dir, names)
+    )
+
+
+def remember_published(output_dir: Path, fingerprint: str, names: Iterable[str]) -> None:
+    """Record what was just published, for `already_published`."""
+    record = {"fingerprint": fingerprint, "files": _versions(output_dir, names)}
+    write_if_changed(output_dir / _RECORD, json.dumps(record, sort_keys=True).encode())
