@@ -12,7 +12,7 @@ from urllib.parse import urljoin, urlsplit
 
 from lxml import etree, html
 
-from aggregator.errors import AggregatorError, ParseError
+from aggregator.errors import DiscoveryError, ParseError
 from aggregator.fetch import Fetcher
 from aggregator.parse.feed import header_charset, parse_feed
 from aggregator.types import Failed, Fetched
@@ -21,10 +21,6 @@ from aggregator.types import Failed, Fetched
 # JSON Feed is left out: the parser reads RSS and Atom, so such a source would never work.
 FEED_TYPES = ("application/atom+xml", "application/rss+xml")
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
-
-
-class DiscoveryError(AggregatorError):
-    """No feed could be found at a URL; `str()` is one line for the operator."""
 
 
 def _is_feed(page: Fetched) -> bool:

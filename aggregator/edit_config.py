@@ -38,7 +38,7 @@ from aggregator.config import (
     too_deep,
     url_identity,
 )
-from aggregator.errors import AggregatorError, ConfigError
+from aggregator.errors import ConfigError, DuplicateSourceError, EditError
 from aggregator.output import fsync_directory
 from aggregator.parse.opml import OpmlFeed
 from aggregator.settings import PollSettings
@@ -49,14 +49,6 @@ _MAX_NAME = 64
 _NEW_FILE_MODE = 0o644
 # Stands in for the first source while reading the settings of a file that has none yet.
 _PLACEHOLDER_URL = "https://placeholder.invalid/feed.xml"
-
-
-class EditError(AggregatorError):
-    """A source cannot be added; `str()` is one line for the operator."""
-
-
-class DuplicateSourceError(EditError):
-    """The URL or name is already in feeds.toml."""
 
 
 @dataclass

@@ -1,11 +1,16 @@
 """The exception tree of aggregator.
 
     AggregatorError
-    ├── ConfigError      feeds.toml cannot be read or is invalid (one line, names file:line: key)
-    ├── FetchError       a source could not be fetched (becomes a `Failed`; never escapes a cycle)
-    ├── ParseError       a fetched body is not a feed we can read
-    ├── StorageError     the store cannot be opened, migrated or written
-    └── PublishError     an output file cannot be written
+    ├── ConfigError              feeds.toml cannot be read or is invalid (one line, file:line: key)
+    ├── EditError                `add` / `import-opml` cannot change feeds.toml
+    │   └── DuplicateSourceError the URL or name is already there
+    ├── DiscoveryError           `add` found no feed at a URL
+    ├── OpmlError                a file is not an OPML subscription list we can read
+    ├── FetchError               a source could not be fetched (becomes a `Failed`)
+    ├── ParseError               a fetched body is not a feed we can read
+    │   └── ParseTimeout         a parse went over its time budget; its worker was killed
+    ├── StorageError             the store cannot be opened, migrated or written
+    └── PublishError             an output file cannot be written
 
 Errors of other libraries are translated at the module boundary with `raise ... from e`.
 Anything else that escapes is a bug.
@@ -37,6 +42,26 @@ class FetchError(AggregatorError):
 
 class ParseError(AggregatorError):
     """A fetched document is not a feed."""
+
+
+class ParseTimeout(ParseError):
+    """A parse went over its time budget; its worker was killed."""
+
+
+class EditError(AggregatorError):
+    """A source cannot be added; `str()` is one line for the operator."""
+
+
+class DuplicateSourceError(EditError):
+    """The URL or name is already in feeds.toml."""
+
+
+class DiscoveryError(AggregatorError):
+    """No feed could be found at a URL; `str()` is one line for the operator."""
+
+
+class OpmlError(AggregatorError):
+    """A file is not an OPML subscription list we can read."""
 
 
 class StorageError(AggregatorError):

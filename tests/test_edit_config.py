@@ -19,15 +19,15 @@ from pathlib import Path
 import pytest
 
 from aggregator.config import load_config
-from aggregator.discover import DiscoveryError, discover_feed, feed_links
-from aggregator.edit_config import (
+from aggregator.discover import discover_feed, feed_links
+from aggregator.edit_config import add_source, import_opml, poll_settings
+from aggregator.errors import (
+    AggregatorError,
+    ConfigError,
+    DiscoveryError,
     DuplicateSourceError,
     EditError,
-    add_source,
-    import_opml,
-    poll_settings,
 )
-from aggregator.errors import AggregatorError, ConfigError
 from aggregator.fetch import Fetcher
 from aggregator.parse.opml import OpmlFeed, parse_opml
 from tests.conftest import ROOT

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.errors import ParseError
-from aggregator.parse.pool import ParsePool, ParseTimeout
+from aggregator.errors import ParseError, ParseTimeout
+from aggregator.parse.pool import ParsePool
 from aggregator.types import ParsedFeed
 from tests import hostile
 from tests.conftest import ROOT

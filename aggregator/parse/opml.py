@@ -15,16 +15,12 @@ from typing import Any
 
 from lxml import etree
 
-from aggregator.errors import AggregatorError
+from aggregator.errors import OpmlError
 from aggregator.text import web_url
 
 # Looked for in the prolog, before anything is parsed: a file declaring entities is refused.
 _ENTITY_DECLARATION = re.compile(rb"<!ENTITY", re.IGNORECASE)
 _PROLOG_END = re.compile(rb"<[A-Za-z_]")
-
-
-class OpmlError(AggregatorError):
-    """A file is not an OPML subscription list we can read."""
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import forkserver
 
-from aggregator.errors import ParseError
+from aggregator.errors import ParseError, ParseTimeout
 from aggregator.types import ParsedFeed
 
 _PR_SET_PDEATHSIG = 1
@@ -50,10 +50,6 @@ _TASKS_PER_WORKER = 500
 # A feed whose pool is killed for other feeds' budgets again and again still ends.
 _MAX_SUBMISSIONS = 8
 DEFAULT_BUDGET = 20.0  # seconds; `[poll] parse_timeout`
-
-
-class ParseTimeout(ParseError):
-    """A parse went over its time budget; its worker was killed."""
 
 
 def worker_count() -> int:
