@@ -30,9 +30,10 @@ from starlette.applications import Starlette
 from starlette.exceptions import StarletteDeprecationWarning
 from starlette.types import Message, Scope
 
-from aggregator import server
 from aggregator.cli import RateLimitedWarnings
 from aggregator.server import PublishedFiles, create_app, listen_socket, media_type_of
+from aggregator.server import app as server_app
+from aggregator.server import files as server_files
 from tests.conftest import ROOT
 
 with warnings.catch_warnings():
@@ -274,7 +275,7 @@ def test_an_unchanged_file_is_not_read_again(
     def no_reading(path: Path, name: str) -> None:
         raise AssertionError(f"read {path} again")
 
-    monkeypatch.setattr(server, "_load_version", no_reading)
+    monkeypatch.setattr(server_files, "_load_version", no_reading)
     not_modified = client.get("/atom.xml", headers={**IDENTITY, "If-None-Match": etag})
     assert not_modified.status_code == 304
     assert not_modified.headers["etag"] == etag
@@ -671,7 +672,7 @@ def test_accepted_connections_send_without_waiting_for_acks() -> None:
 
 def test_a_body_is_sent_in_slices_not_one_copy(tmp_path: Path) -> None:
     """A slow reader then holds one slice beyond the transport's buffer, not the file."""
-    body = os.urandom(5 * server.SEND_CHUNK_BYTES + 7)
+    body = os.urandom(5 * server_app.SEND_CHUNK_BYTES + 7)
     _write(tmp_path / "big.html", body)
     parts = [
         m
@@ -679,7 +680,7 @@ def test_a_body_is_sent_in_slices_not_one_copy(tmp_path: Path) -> None:
         if m["type"] == "http.response.body"
     ]
     assert len(parts) == 6
-    assert all(len(m["body"]) <= server.SEND_CHUNK_BYTES for m in parts)
+    assert all(len(m["body"]) <= server_app.SEND_CHUNK_BYTES for m in parts)
     assert [m["more_body"] for m in parts] == [True] * 5 + [False]
     assert b"".join(bytes(m["body"]) for m in parts) == body
 
@@ -690,16 +691,16 @@ def test_concurrent_requests_for_a_new_version_load_it_once(
     """Hashing and gzip of a big file cost seconds: done once however many ask meanwhile."""
     _write(tmp_path / "rss.xml", RSS)
     loads: list[str] = []
-    load = server._load_version
+    load = server_files._load_version
 
-    def counting(path: Path, name: str) -> server._Version | None:
+    def counting(path: Path, name: str) -> server_files.FileVersion | None:
         loads.append(name)
         return load(path, name)
 
-    monkeypatch.setattr(server, "_load_version", counting)
+    monkeypatch.setattr(server_files, "_load_version", counting)
     files = PublishedFiles(tmp_path)
 
-    async def twenty() -> list[server._Version | None]:
+    async def twenty() -> list[server_files.FileVersion | None]:
         return await asyncio.gather(*(files.get("rss.xml") for _ in range(20)))
 
     versions = asyncio.run(twenty())

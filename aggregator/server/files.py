@@ -1,0 +1,122 @@
+"""The published files as served: each version read, hashed and gzipped once, off the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import mimetypes
+import os
+from dataclasses import dataclass
+from email.utils import formatdate
+from pathlib import Path
+
+MEDIA_TYPES = {
+    "rss.xml": "application/rss+xml; charset=utf-8",
+    "atom.xml": "application/atom+xml; charset=utf-8",
+    ".json": "application/feed+json; charset=utf-8",
+    ".opml": "text/x-opml; charset=utf-8",
+    ".html": "text/html; charset=utf-8",
+    ".xml": "application/xml; charset=utf-8",
+}
+
+
+_GZIP_MIN_BYTES = 256
+
+
+@dataclass(frozen=True)
+class FileVersion:
+    key: tuple[int, int, int]  # (inode, mtime_ns, size): publish replaces files by rename
+    body: bytes
+    gzipped: bytes | None
+    etag: str
+    last_modified: str
+    mtime: int
+    media_type: str
+
+
+def media_type_of(name: str) -> str:
+    if name in MEDIA_TYPES:
+        return MEDIA_TYPES[name]
+    suffix = Path(name).suffix
+    if suffix in MEDIA_TYPES:
+        return MEDIA_TYPES[suffix]
+    guessed = mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return f"{guessed}; charset=utf-8" if guessed.startswith("text/") else guessed
+
+
+class PublishedFiles:
+    """The files in `root`, cached by version; resolves names safely."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.resolve()
+        self._cache: dict[str, FileVersion] = {}
+        # Loads under way, by (name, version key): concurrent requests share one.
+        self._loading: dict[
+            tuple[str, tuple[int, int, int]], asyncio.Future[FileVersion | None]
+        ] = {}
+
+    def path_of(self, name: str) -> Path | None:
+        """The file `name` names inside root, or None (hidden, traversal, not a file)."""
+        parts = name.split("/")
+        if (
+            not name
+            or "\x00" in name
+            or any(p in ("", ".", "..") or p.startswith(".") for p in parts)
+        ):
+            return None
+        try:
+            candidate = (self.root / name).resolve()
+            if not candidate.is_relative_to(self.root) or not candidate.is_file():
+                return None
+        except (OSError, ValueError, RuntimeError):  # a name too long, a symlink loop
+            return None
+        # A symlink may lead to a hidden file or directory under root: the target counts.
+        if any(p.startswith(".") for p in candidate.relative_to(self.root).parts):
+            return None
+        return candidate
+
+    async def get(self, name: str) -> FileVersion | None:
+        """The current version of `name`, or None; a new version is loaded off the loop."""
+        path = self.path_of(name)
+        if path is None:
+            return None
+        try:
+            stat = path.stat()
+        except OSError:
+            return None
+        key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        cached = self._cache.get(name)
+        if cached is not None and cached.key == key:
+            return cached
+        loading = self._loading.get((name, key))
+        if loading is None:
+            loading = asyncio.ensure_future(asyncio.to_thread(_load_version, path, name))
+            self._loading[(name, key)] = loading
+            loading.add_done_callback(lambda _: self._loading.pop((name, key), None))
+        # Shielded: a request cancelled while waiting must not cancel the others' load.
+        version = await asyncio.shield(loading)
+        if version is not None:
+            self._cache[name] = version
+        return version
+
+
+def _load_version(path: Path, name: str) -> FileVersion | None:
+    """Read, hash and compress one version of a file (in a thread: seconds for 100 MB)."""
+    try:
+        # stat and read the same open file: a rename in between cannot mix two versions.
+        with path.open("rb") as handle:
+            stat = os.fstat(handle.fileno())
+            body = handle.read()
+    except OSError:
+        return None
+    digest = hashlib.sha256(body).hexdigest()[:32]
+    return FileVersion(
+        key=(stat.st_ino, stat.st_mtime_ns, stat.st_size),
+        body=body,
+        gzipped=gzip.compress(body, mtime=0) if len(body) >= _GZIP_MIN_BYTES else None,
+        etag=f'"{digest}"',
+        last_modified=formatdate(int(stat.st_mtime), usegmt=True),
+        mtime=int(stat.st_mtime),
+        media_type=media_type_of(name),
+    )
