@@ -104,33 +104,41 @@ def _root_os_error(error: BaseException) -> OSError | None:
     return found
 
 
+# Errors described by their kind alone, most specific first ({host}, {error} filled in).
+_PLAIN_DESCRIPTIONS: tuple[tuple[type[Exception] | tuple[type[Exception], ...], str], ...] = (
+    (httpx.ConnectTimeout, "timed out connecting to {host}"),
+    (httpx.TimeoutException, "timed out waiting for the server"),
+    (httpx.TooManyRedirects, f"too many redirects (more than {MAX_REDIRECTS})"),
+    (httpx.RemoteProtocolError, "the server broke the HTTP protocol: {error}"),
+    ((httpx.UnsupportedProtocol, httpx.InvalidURL), "invalid URL: {error}"),
+)
+
+
 def _describe(error: Exception, url: str) -> str:
     """One line an operator understands, for an httpx or OS error."""
     host = urlsplit(url).hostname or url
-    if isinstance(error, httpx.ConnectTimeout):
-        return f"timed out connecting to {host}"
-    if isinstance(error, httpx.TimeoutException):
-        return "timed out waiting for the server"
-    if isinstance(error, httpx.TooManyRedirects):
-        return f"too many redirects (more than {MAX_REDIRECTS})"
+    for kind, template in _PLAIN_DESCRIPTIONS:
+        if isinstance(error, kind):
+            return template.format(host=host, error=error)
     if isinstance(error, httpx.ConnectError):
-        cause = _root_os_error(error)
-        if isinstance(cause, socket.gaierror):
-            return f"cannot resolve host {host}"
-        if isinstance(cause, ConnectionRefusedError):
-            return f"connection refused by {host}"
-        if cause is not None and cause.strerror:
-            return f"cannot connect to {host}: {cause.strerror}"
-        return f"cannot connect to {host}: {str(error) or type(error).__name__}"
-    if isinstance(error, httpx.RemoteProtocolError):
-        return f"the server broke the HTTP protocol: {error}"
+        return _describe_connect_error(error, host)
     if isinstance(error, httpx.ReadError):
         cause = _root_os_error(error)
         detail = str(error) or (cause.strerror if cause is not None else None) or "reset by peer"
         return f"connection lost while reading: {detail}"
-    if isinstance(error, httpx.UnsupportedProtocol | httpx.InvalidURL):
-        return f"invalid URL: {error}"
     return f"{type(error).__name__}: {error}"
+
+
+def _describe_connect_error(error: httpx.ConnectError, host: str) -> str:
+    """Why a connection could not be made, from the OS error underneath httpx's."""
+    cause = _root_os_error(error)
+    if isinstance(cause, socket.gaierror):
+        return f"cannot resolve host {host}"
+    if isinstance(cause, ConnectionRefusedError):
+        return f"connection refused by {host}"
+    if cause is not None and cause.strerror:
+        return f"cannot connect to {host}: {cause.strerror}"
+    return f"cannot connect to {host}: {str(error) or type(error).__name__}"
 
 
 class Fetcher:
@@ -304,14 +312,9 @@ def _fetch_file(url: str, validators: Validators, max_bytes: int) -> FetchOutcom
         last_modified = email.utils.formatdate(stat.st_mtime, usegmt=True)
         if validators.etag == etag:
             return NotModified(url, Validators(etag, last_modified))
-        if not S_ISREG(stat.st_mode):
-            return Failed(url, f"not a regular file: {path}")
-        if stat.st_size > max_bytes:
-            return Failed(url, f"file too large ({stat.st_size} bytes, limit {max_bytes})")
-        with path.open("rb") as handle:
-            body = handle.read(max_bytes + 1)
-        if len(body) > max_bytes:
-            return Failed(url, f"file too large (over {max_bytes} bytes)")
+        body = _read_feed_file(path, stat.st_mode, stat.st_size, max_bytes)
+    except FetchError as e:
+        return Failed(url, str(e))
     except FileNotFoundError:
         return Failed(url, f"file not found: {path}")
     except IsADirectoryError:
@@ -326,3 +329,16 @@ def _fetch_file(url: str, validators: Validators, max_bytes: int) -> FetchOutcom
         headers=MappingProxyType({"content-type": "application/xml"}),
         validators=Validators(etag, last_modified),
     )
+
+
+def _read_feed_file(path: Path, mode: int, size: int, max_bytes: int) -> bytes:
+    """A regular file's bytes, at most `max_bytes` (it may grow between stat and read)."""
+    if not S_ISREG(mode):
+        raise FetchError(f"not a regular file: {path}")
+    if size > max_bytes:
+        raise FetchError(f"file too large ({size} bytes, limit {max_bytes})")
+    with path.open("rb") as handle:
+        body = handle.read(max_bytes + 1)
+    if len(body) > max_bytes:
+        raise FetchError(f"file too large (over {max_bytes} bytes)")
+    return body
