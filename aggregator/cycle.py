@@ -25,11 +25,13 @@ from aggregator.poll import (
     poll_source,
     reason_to_skip,
     record_crash,
+    sync_sources,
     utc_now,
 )
 from aggregator.publish import PublishReport, publish_timeline
 from aggregator.settings import Config, SourceConfig
 from aggregator.store import StoreAPI
+from aggregator.store.records import PollOutcome
 
 log = logging.getLogger("aggregator")
 
@@ -79,7 +81,7 @@ async def run_cycle(
     daemon does, and at most twice `concurrency` are held at once, so a claim never waits
     longer than its lease allows (see `config.default_lease`).
     """
-    store.sync_sources(config.sources, clock())
+    sync_sources(store, config.sources, clock())
     remove_stale_temp_files(config.publish.output_dir)
     owner = claim_owner()
     holding = asyncio.Semaphore(2 * config.poll.concurrency)
@@ -93,7 +95,7 @@ async def run_cycle(
             )
             if not claimed:
                 return SourceReport(
-                    source.name, "skipped", error="another daemon is polling it right now"
+                    source.name, PollOutcome.SKIPPED, error="another daemon is polling it right now"
                 )
             try:
                 return await poll_source(source, fetcher, store, config, clock)
@@ -114,7 +116,7 @@ async def run_cycle(
         except Exception as e:  # a bug, but one source must never stop the cycle
             log.exception("%s: unexpected error", source.name)
             message = record_crash(source, store, e, clock())
-            report = SourceReport(source.name, "failed", error=message)
+            report = SourceReport(source.name, PollOutcome.FAILED, error=message)
         if on_source is not None:
             on_source(report)
         return report

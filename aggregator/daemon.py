@@ -44,6 +44,7 @@ from aggregator.poll import (
     poll_source,
     record_crash,
     record_failed_poll,
+    sync_sources,
     utc_now,
 )
 from aggregator.publish import follow_published, publish_timeline
@@ -57,6 +58,7 @@ from aggregator.server import (
 )
 from aggregator.settings import Config, SourceConfig
 from aggregator.store import SourceState, StoreAPI, open_store
+from aggregator.store.records import PollOutcome
 from aggregator.watchdog import (
     BLOCK_SECONDS,
     LoopWatch,
@@ -342,7 +344,7 @@ class Daemon:
         reload the next claim makes it, so a reload never waits for the database."""
         self._unsynced = False
         try:
-            await in_store(self.store, self.store.sync_sources, self.config.sources, self.clock())
+            await in_store(self.store, sync_sources, self.store, self.config.sources, self.clock())
             states = await in_store(self.store, self.store.source_states)
         except BaseException:
             self._unsynced = True  # the next claim tries again
@@ -386,7 +388,7 @@ class Daemon:
         except Exception as e:  # a bug; it must not stop the daemon, nor be retried every tick
             log.exception("%s: unexpected error", source.name)
             message = await in_store(self.store, record_crash, source, self.store, e, self.clock())
-            report = SourceReport(source.name, "failed", error=message)
+            report = SourceReport(source.name, PollOutcome.FAILED, error=message)
         else:
             self._record_problem = None  # the store took this poll's record
         self.metrics.record_poll(source.name, report.outcome, report.new, self.clock())

@@ -13,11 +13,12 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ParamSpec, TypeVar
 
+from aggregator import update
 from aggregator.errors import ParseError
 from aggregator.fetch import Fetcher
 from aggregator.parse.pool import ParsePool
@@ -30,11 +31,13 @@ from aggregator.policy import (
 )
 from aggregator.settings import Config, SourceConfig
 from aggregator.store import SourceState, StoreAPI
+from aggregator.store.records import PollOutcome, PollRecord, StoreResult
 from aggregator.types import (
     Failed,
     Fetched,
     FetchOutcome,
     NotModified,
+    ParsedEntry,
     ParsedFeed,
     Validators,
 )
@@ -86,20 +89,20 @@ class SourceReport:
     """How one source's poll ended."""
 
     name: str
-    outcome: str  # "updated", "unchanged", "not-modified" or "failed"
+    outcome: PollOutcome
     new: int = 0
     updated: int = 0
     error: str | None = None
     warning: str | None = None
 
     def summary(self) -> str:
-        if self.outcome == "failed":
+        if self.outcome is PollOutcome.FAILED:
             return f"error: {self.error}"
-        if self.outcome in ("skipped", "disabled"):
+        if self.outcome in (PollOutcome.SKIPPED, PollOutcome.DISABLED):
             return f"{self.outcome}: {self.error}"
-        if self.outcome == "not-modified":
+        if self.outcome is PollOutcome.NOT_MODIFIED:
             return "not modified"
-        if self.outcome == "unchanged":
+        if self.outcome is PollOutcome.UNCHANGED:
             return "no new items"
         changed = f", {self.updated} updated" if self.updated else ""
         return f"{self.new} new{changed}"
@@ -111,7 +114,7 @@ async def poll_source(
     """Fetch, parse and store one source, record how it went, and schedule its next poll."""
     state = await in_store(store, store.source_state, source.name)
     if state is not None and state.disabled:
-        return SourceReport(source.name, "disabled", error=state.disabled)
+        return SourceReport(source.name, PollOutcome.DISABLED, error=state.disabled)
     # sync_sources already dropped the validators of a source whose URL changed.
     async with fetcher.polling(
         state.fetch_url if state else source.url, state.validators if state else Validators()
@@ -180,27 +183,62 @@ def _recorded(
     later: datetime,
     now: datetime,
 ) -> SourceReport:
-    """Store a successful poll's entries and record the poll: the store half of `_settle`."""
-    report = SourceReport(source.name, "not-modified" if body_hash is None else "unchanged")
+    """Store a successful poll: read what the store holds of the feed's entries, let the
+    update rules decide what changes, and write that with the poll's record in one go."""
+    writes = None
     if feed is not None:
         if feed.warning:
             log.warning("%s: %s", source.name, feed.warning)
-        result = store.store_entries(source.name, feed.entries, now)
-        kind = "updated" if result.new or result.updated else "unchanged"
-        report = SourceReport(source.name, kind, result.new, result.updated, warning=feed.warning)
-    store.record_success(
+        known = store.known_entries(source.name, [e.entry_id for e in feed.entries])
+        writes = update.entry_writes(feed.entries, known, now)
+    result = update.result_of(writes) if writes is not None else None
+    if body_hash is not None and result is None:
+        result = StoreResult(0, 0)  # the very body parsed last time: nothing in it is new
+    report = SourceReport(
         source.name,
-        outcome.validators,
-        now,
-        report.outcome,
-        feed=feed,
-        next_poll=later,
-        url=source.url,
-        moved_to=moved,
-        body_hash=body_hash,
+        update.outcome_of(result),
+        result.new if result else 0,
+        result.updated if result else 0,
+        warning=feed.warning if feed else None,
+    )
+    store.record_poll(
+        PollRecord(
+            source.name,
+            now,
+            report.outcome,
+            url=source.url,
+            next_poll=later,
+            validators=outcome.validators,
+            moved_to=moved,
+            body_hash=body_hash,
+            feed=update.feed_meta(feed) if feed is not None else None,
+            entries=writes if writes is not None and writes.writes_anything else None,
+            keep_tombstones=feed is None,
+        )
     )
     log.info("%s: %s", source.name, report.summary())
     return report
+
+
+def store_entries(
+    store: StoreAPI, source: str, entries: Sequence[ParsedEntry], now: datetime
+) -> StoreResult:
+    """Store a feed's entries without recording a poll (tests, benchmarks, imports): read,
+    decide, write, as `_recorded` does."""
+    if not entries:
+        return StoreResult(0, 0)
+    writes = update.entry_writes(
+        entries, store.known_entries(source, [e.entry_id for e in entries]), now
+    )
+    store.write_entries(source, writes)
+    return update.result_of(writes)
+
+
+def sync_sources(store: StoreAPI, sources: Sequence[SourceConfig], now: datetime) -> None:
+    """Make the store know the configured sources, then bring forward the next polls a
+    shortened interval makes overdue (the rule: `update.schedule_repairs`)."""
+    schedules = store.sync_sources(sources, now)
+    store.reschedule(update.schedule_repairs(sources, schedules))
 
 
 # After this many failures in a row at the address a permanent redirect led to, go back to
@@ -215,22 +253,29 @@ def _failed(
     failures = (state.failures if state else 0) + 1
     if outcome.status == 410:
         reason = f"HTTP 410 Gone since {now:%Y-%m-%d %H:%M} UTC: not polled until its url changes"
-        store.disable(source.name, reason, now, url=source.url)
+        store.record_poll(
+            PollRecord(source.name, now, PollOutcome.DISABLED, url=source.url, error=reason)
+        )
         log.error("%s: the feed is gone (HTTP 410); disabled until its url changes", source.name)
-        return SourceReport(source.name, "disabled", error=reason)
+        return SourceReport(source.name, PollOutcome.DISABLED, error=reason)
     wait = retry_after(outcome.retry_after, now) if outcome.status in (429, 503) else None
     later = next_poll(source.name, source.interval, now, failures, ServerHints(retry_after=wait))
     error = outcome.error
     if wait is not None and wait > now:
         error += f"; not asked again before {later:%Y-%m-%d %H:%M:%S} UTC (Retry-After)"
-    if state is not None and state.moved_to and failures >= MOVED_FAILURE_LIMIT:
+    go_back = state is not None and state.moved_to is not None and failures >= MOVED_FAILURE_LIMIT
+    if go_back:
         error += (
             f"; going back to {redact_url(source.url)} (the address it had moved to keeps failing)"
         )
-        store.forget_move(source.name)
-    store.record_failure(source.name, error, now, later, url=source.url, retry_after=wait)
+    store.record_poll(
+        PollRecord(
+            source.name, now, PollOutcome.FAILED, url=source.url, next_poll=later, error=error,
+            retry_after=wait, forget_move=go_back,
+        )
+    )  # fmt: skip
     log.warning("%s: %s", source.name, error)
-    return SourceReport(source.name, "failed", error=error)
+    return SourceReport(source.name, PollOutcome.FAILED, error=error)
 
 
 async def in_store(
@@ -266,18 +311,18 @@ def _outcome_unwanted(call: asyncio.Future[Any]) -> None:
 
 def reason_to_skip(
     store: StoreAPI, name: str, now: datetime, *, force: bool
-) -> tuple[str, str] | None:
+) -> tuple[PollOutcome, str] | None:
     """(outcome, why) for a source a cycle must not poll now; None to poll it."""
     state = store.source_state(name)
     if state is None:
         return None
     if state.disabled:
-        return "disabled", state.disabled
+        return PollOutcome.DISABLED, state.disabled
     if state.retry_after is not None and state.retry_after > now:
         until = f"{state.retry_after:%Y-%m-%d %H:%M:%S}"
-        return "skipped", f"the server asked us not to return before {until} UTC"
+        return PollOutcome.SKIPPED, f"the server asked us not to return before {until} UTC"
     if not force and state.failures and state.next_poll is not None and state.next_poll > now:
-        return "skipped", (
+        return PollOutcome.SKIPPED, (
             f"backing off after {state.failures} failure(s) until "
             f"{state.next_poll:%Y-%m-%d %H:%M:%S} UTC (--force polls it now)"
         )
@@ -299,4 +344,8 @@ def record_failed_poll(source: SourceConfig, store: StoreAPI, message: str, now:
     state = store.source_state(source.name)
     failures = (state.failures if state else 0) + 1
     later = next_poll(source.name, source.interval, now, failures)
-    store.record_failure(source.name, message, now, later, url=source.url)
+    store.record_poll(
+        PollRecord(
+            source.name, now, PollOutcome.FAILED, url=source.url, next_poll=later, error=message
+        )
+    )

@@ -28,6 +28,8 @@ from aggregator.types import (
     SourceCredit,
     Timeline,
 )
+from aggregator.update import source_credits as credits_of
+from aggregator.update import story_keys_of
 
 log = logging.getLogger("aggregator")
 
@@ -54,6 +56,11 @@ def read_cap(max_items: int) -> int:
     return READ_CAP_PER_ITEM * max_items + READ_CAP_BASE
 
 
+def source_credits(config: Config, store: StoreAPI) -> dict[str, SourceCredit]:
+    """How each configured source is credited, from what its feed said when last parsed."""
+    return credits_of(config.sources, store.feed_metas())
+
+
 def current_timeline(
     config: Config,
     store: StoreAPI,
@@ -68,7 +75,7 @@ def current_timeline(
     thousands of copies of one story cannot make a publish read the whole store.
     """
     names = [s.name for s in config.sources]
-    credits = credits if credits is not None else store.source_credits(config.sources)
+    credits = credits if credits is not None else source_credits(config, store)
     cap = read_cap(config.publish.max_items)
     limit = min(config.publish.max_items * 2 + 50, cap)
     oldest = now - config.publish.max_age
@@ -82,7 +89,7 @@ def current_timeline(
             max_age=config.publish.max_age,
             filters=config.publish.filters,
             source_filters={s.name: s.filters for s in config.sources},
-            earlier=store.earlier_copies(names, entries, oldest, limit),
+            earlier=store.earlier_copies(names, story_keys_of(entries), oldest, limit),
         )
         if len(timeline.items) >= config.publish.max_items or len(entries) < limit:
             break
@@ -116,7 +123,7 @@ def publish_timeline(config: Config, store: StoreAPI, now: datetime) -> PublishR
     output_dir = config.publish.output_dir
     with store.publish_lock():
         started = time.perf_counter()  # the work, not the wait for another daemon's turn
-        credits = store.source_credits(config.sources)
+        credits = source_credits(config, store)
         timeline = current_timeline(config, store, now, credits)
         # Rendering is a pure function of these (and of this version's code): the same input
         # renders the same bytes, so there is nothing to render again.

@@ -11,8 +11,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
-from aggregator.text import story_keys
-
 
 def require_utc(value: datetime | None, what: str) -> None:
     """Fail loudly (a bug) when a naive or non-UTC datetime is about to be stored."""
@@ -86,6 +84,10 @@ class ParsedEntry:
     def __post_init__(self) -> None:
         require_utc(self.published, "published")
         require_utc(self.updated, "updated")
+        # Imported here, where an entry is made (a parser), so that importing these types
+        # (the stores do) does not load the text rules.
+        from aggregator.text import story_keys  # noqa: PLC0415
+
         link, title = story_keys(self.link, self.title)
         object.__setattr__(self, "story_link", link)
         object.__setattr__(self, "story_title", title)

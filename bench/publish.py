@@ -39,7 +39,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from aggregator.config import load_config
-from aggregator.poll import utc_now
+from aggregator.poll import store_entries, sync_sources, utc_now
 from aggregator.publish import publish_timeline
 from aggregator.store.sqlite import SqliteStore
 from aggregator.text import html_to_text, make_teaser
@@ -144,7 +144,7 @@ def build(work: Path, entries: int, sources: int, now: datetime, *, analyze: boo
         by_source[source].append(entry)
     store = SqliteStore.open(config.store.path)
     try:
-        store.sync_sources(config.sources, start)
+        sync_sources(store, config.sources, start)
         for pending in by_source.values():
             pending.sort(key=lambda e: e.published or now)
         batch_end = start + BATCH
@@ -155,10 +155,10 @@ def build(work: Path, entries: int, sources: int, now: datetime, *, analyze: boo
                     (i for i, e in enumerate(pending) if (e.published or now) > seen_at),
                     len(pending),
                 )
-                store.store_entries(f"s{n}", pending[:cut], seen_at)
+                store_entries(store, f"s{n}", pending[:cut], seen_at)
                 del pending[:cut]
             batch_end += BATCH
-        stored = store.count_entries()
+        stored = int(store._db.execute("SELECT count(*) FROM entries").fetchone()[0])
     finally:
         store.close()
     if analyze:

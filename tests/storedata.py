@@ -6,7 +6,12 @@ import hashlib
 from datetime import UTC, datetime, timedelta
 
 from aggregator.settings import SourceConfig
-from aggregator.types import ParsedEntry
+from aggregator.store import StoreAPI
+from aggregator.store.postgres import PgStore
+from aggregator.store.records import PollOutcome, PollRecord
+from aggregator.store.sqlite import SqliteStore
+from aggregator.types import ParsedEntry, ParsedFeed, Validators
+from aggregator.update import feed_meta
 
 NOW = datetime(2025, 7, 13, 12, 0, tzinfo=UTC)
 
@@ -49,3 +54,65 @@ def entry(
         updated=updated,
         content_hash=digest,
     )
+
+
+def count_entries(store: StoreAPI, source: str | None = None) -> int:
+    """Entries stored (of `source`), counted in SQL: the interface keeps no test-only count."""
+    sql = "SELECT count(*) FROM entries" + ("" if source is None else " WHERE source = ?")
+    args: tuple[str, ...] = () if source is None else (source,)
+    if isinstance(store, SqliteStore):
+        return int(store._db.execute(sql, args).fetchone()[0])
+    assert isinstance(store, PgStore)
+    with store._connection() as conn:
+        row = conn.execute(sql.replace("?", "%s"), args).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def succeeded(
+    store: StoreAPI,
+    name: str,
+    validators: Validators,
+    now: datetime,
+    outcome: str,
+    *,
+    feed: ParsedFeed | None = None,
+    next_poll: datetime | None = None,
+    url: str | None = None,
+    moved_to: str | None = None,
+    body_hash: str | None = None,
+) -> None:
+    """Record a 200 or 304 as the poll path does (an unparsed one keeps tombstones alive)."""
+    store.record_poll(
+        PollRecord(
+            name, now, PollOutcome(outcome), url=url, next_poll=next_poll, validators=validators,
+            moved_to=moved_to, body_hash=body_hash,
+            feed=feed_meta(feed) if feed is not None else None, keep_tombstones=feed is None,
+        )
+    )  # fmt: skip
+
+
+def failed(
+    store: StoreAPI,
+    name: str,
+    error: str,
+    now: datetime,
+    next_poll: datetime | None = None,
+    *,
+    url: str | None = None,
+    retry_after: datetime | None = None,
+) -> None:
+    """Record a failed poll."""
+    store.record_poll(
+        PollRecord(
+            name, now, PollOutcome.FAILED, url=url, next_poll=next_poll, error=error,
+            retry_after=retry_after,
+        )
+    )  # fmt: skip
+
+
+def disabled(
+    store: StoreAPI, name: str, reason: str, now: datetime, *, url: str | None = None
+) -> None:
+    """Record a 410 Gone: the source is not polled until its URL changes."""
+    store.record_poll(PollRecord(name, now, PollOutcome.DISABLED, url=url, error=reason))

@@ -21,6 +21,7 @@ from aggregator.daemon import Daemon, DaemonOptions
 from aggregator.errors import StorageError
 from aggregator.publish import PublishReport
 from aggregator.store import SourceState
+from aggregator.store.records import PollRecord
 from aggregator.store.sqlite import SqliteStore
 from tests.conftest import run_cli
 from tests.feedfactory import Item, rss2
@@ -241,11 +242,15 @@ def test_a_store_error_on_one_source_backs_off(
     config = _config(tmp_path)
     attempts: list[str] = []
 
-    def refuse(self: SqliteStore, source: str, *args: object) -> None:
-        attempts.append(source)
-        raise StorageError("the store failed: invalid byte sequence")
+    original = SqliteStore.record_poll
 
-    monkeypatch.setattr(SqliteStore, "store_entries", refuse)
+    def refuse(self: SqliteStore, record: PollRecord) -> None:
+        if record.entries is not None:  # the poll's entries are refused, its failure is not
+            attempts.append(record.name)
+            raise StorageError("the store failed: invalid byte sequence")
+        original(self, record)
+
+    monkeypatch.setattr(SqliteStore, "record_poll", refuse)
     daemon = Daemon(config, load_config(config), options=FAST)  # a tick every 0.1 s
     asyncio.run(_run_for(daemon, 1.5))
     assert attempts == ["a"]

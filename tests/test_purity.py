@@ -24,6 +24,7 @@ PURE_MODULES = (
     "aggregator.tomlpos",
     "aggregator.policy",
     "aggregator.urls",
+    "aggregator.update",
 )
 FORBIDDEN = (
     "httpx",
@@ -74,3 +75,36 @@ def test_probe_detects_an_io_import():
     )
     assert result.returncode == 0, result.stderr
     assert "sqlite3" in json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# The other direction: the stores read and write rows; the rules that decide what to write
+# (`aggregator.update`) and what they build on are the poll path's, never imported by a store.
+STORE_MODULES = ("aggregator.store.sqlite", "aggregator.store.postgres")
+RULES = ("aggregator.update", "aggregator.timeline", "aggregator.policy", "aggregator.text")
+
+
+def _imported(modules: tuple[str, ...], watched: tuple[str, ...]) -> list[str]:
+    """Which of `watched` importing `modules` loads, in a fresh interpreter."""
+    probe = _PROBE.format(modules=modules, forbidden=watched)
+    result = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    loaded: list[str] = json.loads(result.stdout.strip().splitlines()[-1])
+    return loaded
+
+
+@pytest.mark.slow
+def test_stores_import_no_rules():
+    assert _imported(STORE_MODULES, RULES) == [], "a store imports the update rules"
+
+
+@pytest.mark.slow
+def test_probe_detects_a_rule_import():
+    # The probe itself works: the poll path does load the rules.
+    assert set(_imported(("aggregator.poll",), RULES)) == set(RULES)

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from aggregator.config import load_config
+from aggregator.poll import store_entries, sync_sources
 from aggregator.publish import follow_published, publish_timeline
 from aggregator.render import OUTPUT_FILES
 from aggregator.settings import Config
@@ -33,7 +34,7 @@ def shared(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Sto
     )
     config = load_config(config_path, environ=env)
     store = open_store(config.store.target)
-    store.sync_sources(config.sources, NOW)
+    sync_sources(store, config.sources, NOW)
     try:
         yield store, config
     finally:
@@ -56,7 +57,7 @@ def test_every_daemon_serves_the_snapshot_the_last_publisher_stored(
     store, config = shared
     one = _elsewhere(config, tmp_path / "one")
     two = _elsewhere(config, tmp_path / "two")
-    store.store_entries("a", [entry("1", published=NOW)], NOW)
+    store_entries(store, "a", [entry("1", published=NOW)], NOW)
     first = publish_timeline(one, store, NOW)
     assert first.changed == OUTPUT_FILES
     # The second daemon copies it; publishing the same input there renders nothing.
@@ -65,7 +66,7 @@ def test_every_daemon_serves_the_snapshot_the_last_publisher_stored(
     assert publish_timeline(two, store, NOW).changed == ()
     assert follow_published(two.publish.output_dir, store) == {}
     # New data published by the second daemon reaches the first one the same way.
-    store.store_entries("a", [entry("2", published=NOW)], NOW)
+    store_entries(store, "a", [entry("2", published=NOW)], NOW)
     assert "atom.xml" in publish_timeline(two, store, NOW).changed
     written = follow_published(one.publish.output_dir, store)
     assert written["atom.xml"] and not written["sources.opml"]  # unchanged files stay as they are

@@ -12,10 +12,13 @@ from pathlib import Path
 
 import pytest
 
-import aggregator.store.sqlite as store_module
 from aggregator.errors import StorageError
+from aggregator.poll import store_entries, sync_sources
+from aggregator.store import sqlite_schema
 from aggregator.store.sqlite import SCHEMA_VERSION, SqliteStore
-from tests.storedata import NOW, entry, source
+from aggregator.text import story_keys
+from aggregator.update import story_keys_of
+from tests.storedata import NOW, count_entries, entry, source
 
 
 @pytest.fixture
@@ -38,7 +41,7 @@ def test_open_creates_directories_and_schema(db_path: Path) -> None:
     try:
         assert db_path.is_file()
         assert s.schema_version == SCHEMA_VERSION
-        assert s.count_entries() == 0
+        assert count_entries(s) == 0
     finally:
         s.close()
 
@@ -62,13 +65,9 @@ def test_unreadable_file_is_a_storage_error(db_path: Path) -> None:
 def test_upgrading_an_older_store_keeps_its_data_and_fills_story_keys(db_path: Path) -> None:
     """A store left at schema 3 (before politeness and story keys) opens at the current one."""
     db_path.parent.mkdir(parents=True)
-    old = SqliteStore.__new__(SqliteStore)
-    old._db = sqlite3.connect(db_path, isolation_level=None)
-    saved = store_module._MIGRATIONS
+    old = SqliteStore(sqlite3.connect(db_path, isolation_level=None))
     try:
-        store_module._MIGRATIONS = saved[:3]
-        store_module.SCHEMA_VERSION = 3
-        SqliteStore._migrate(old)
+        sqlite_schema.migrate(old._db, old._transaction, None, sqlite_schema.MIGRATIONS[:3])
         old._db.execute(
             "INSERT INTO sources (name, url, added) VALUES ('a', 'https://a.example/f', ?)",
             (NOW.isoformat(),),
@@ -81,15 +80,13 @@ def test_upgrading_an_older_store_keeps_its_data_and_fills_story_keys(db_path: P
             (NOW.isoformat(), NOW.isoformat()),
         )
     finally:
-        store_module._MIGRATIONS = saved
-        store_module.SCHEMA_VERSION = len(saved)
         old._db.close()
-    upgraded = SqliteStore.open(db_path)
+    upgraded = SqliteStore.open(db_path, story_keys=story_keys)  # as open_store opens it
     try:
         assert upgraded.schema_version == SCHEMA_VERSION
         keys = upgraded._db.execute("SELECT link_key, title_key FROM entries").fetchone()
         assert keys == ("//e.example/s", "a story title long enough")
-        assert upgraded.count_entries("a") == 1
+        assert count_entries(upgraded, "a") == 1
         state = upgraded.source_state("a")
         assert state is not None and state.retry_after is None and state.moved_to is None
     finally:
@@ -120,9 +117,10 @@ def test_publishing_reads_what_it_publishes_not_the_whole_store(tmp_path: Path) 
     for per_source in (30, 300):
         s = SqliteStore.open(tmp_path / f"{per_source}.sqlite3")
         sources = [source(f"s{n}") for n in range(20)]
-        s.sync_sources(sources, NOW)
+        sync_sources(s, sources, NOW)
         for n, src in enumerate(sources):
-            s.store_entries(
+            store_entries(
+                s,
                 src.name,
                 [
                     entry(f"{src.name}-{k}", f"Story {n}/{k}", published=NOW - timedelta(hours=k))
@@ -134,11 +132,12 @@ def test_publishing_reads_what_it_publishes_not_the_whole_store(tmp_path: Path) 
         since = NOW - timedelta(days=365)
         recent = s.recent_entries(names, since, 50)
         before = NOW - timedelta(hours=2)
+        keys = story_keys_of(recent)
         assert len(recent) == 50
         costs.append(
             (
                 _vm_steps(s, lambda: s.recent_entries(names, since, 50)),  # noqa: B023
-                _vm_steps(s, lambda: s.earlier_copies(names, recent, before, 100)),  # noqa: B023
+                _vm_steps(s, lambda: s.earlier_copies(names, keys, before, 100)),  # noqa: B023
             )
         )
         s.close()
@@ -158,19 +157,13 @@ def test_publish_lock_is_a_file_beside_the_database(store: SqliteStore, db_path:
 def test_the_claim_columns_come_with_schema_7(db_path: Path) -> None:
     """A store at schema 6 gains the lease columns and the trigger that ends a claim."""
     db_path.parent.mkdir(parents=True)
-    old = SqliteStore.__new__(SqliteStore)
-    old._db = sqlite3.connect(db_path, isolation_level=None)
-    saved = store_module._MIGRATIONS
+    old = SqliteStore(sqlite3.connect(db_path, isolation_level=None))
     try:
-        store_module._MIGRATIONS = saved[:6]
-        store_module.SCHEMA_VERSION = 6
-        SqliteStore._migrate(old)
+        sqlite_schema.migrate(old._db, old._transaction, None, sqlite_schema.MIGRATIONS[:6])
         old._db.execute(
             "INSERT INTO sources (name, url, added) VALUES ('a', 'u', ?)", (NOW.isoformat(),)
         )
     finally:
-        store_module._MIGRATIONS = saved
-        store_module.SCHEMA_VERSION = len(saved)
         old._db.close()
     upgraded = SqliteStore.open(db_path)
     try:

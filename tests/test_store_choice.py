@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from aggregator.config import load_config
-from aggregator.poll import EVERY_SCHEDULE
+from aggregator.poll import EVERY_SCHEDULE, sync_sources
 from aggregator.store import open_store
 from tests.conftest import run_cli
 from tests.feedfactory import rss2
@@ -69,7 +69,7 @@ def test_once_leaves_a_source_another_daemon_is_polling(
     settings = load_config(config, environ=store_env)
     store = open_store(settings.store.target)
     try:
-        store.sync_sources(settings.sources, NOW)
+        sync_sources(store, settings.sources, NOW)
         assert store.claim_due(["a"], NOW, "daemon-elsewhere", timedelta(hours=1)) == ["a"]
         once = run_cli("once", "--config", str(config), cwd=tmp_path, env=store_env)
         assert once.returncode == 0, once.stderr

@@ -19,11 +19,23 @@ import psycopg
 import pytest
 
 from aggregator.errors import StorageError
+from aggregator.poll import store_entries, sync_sources
+from aggregator.settings import SourceConfig
 from aggregator.store import StoreAPI, open_store
 from aggregator.store import postgres as store_pg
 from aggregator.store import sqlite as sqlite_store
-from aggregator.types import ParsedFeed, Validators
-from tests.storedata import NOW, entry, source
+from aggregator.store.records import PollOutcome, PollRecord
+from aggregator.types import ParsedFeed, SourceCredit, Validators
+from aggregator.update import source_credits, story_keys_of
+from tests.storedata import (
+    NOW,
+    count_entries,
+    disabled,
+    entry,
+    failed,
+    source,
+    succeeded,
+)
 
 LEASE = timedelta(minutes=5)
 
@@ -79,12 +91,17 @@ def store(open_again: Callable[[], StoreAPI]) -> StoreAPI:
     return open_again()
 
 
+def source_credits_of(store: StoreAPI, sources: list[SourceConfig]) -> dict[str, SourceCredit]:
+    """Credits as publishing makes them: the update rule over what the store holds."""
+    return source_credits(sources, store.feed_metas())
+
+
 # -- opening and schema --------------------------------------------------------------------
 
 
 def test_a_new_store_is_at_the_latest_schema_and_empty(store: StoreAPI, backend: Backend) -> None:
     assert store.schema_version == backend.latest
-    assert store.count_entries() == 0
+    assert count_entries(store) == 0
     assert store.source_states() == []
     assert store.first_added() is None
     store.ping()
@@ -93,7 +110,7 @@ def test_a_new_store_is_at_the_latest_schema_and_empty(store: StoreAPI, backend:
 
 def test_reopening_migrates_nothing(backend: Backend) -> None:
     first = backend.open()
-    first.sync_sources([source("a")], NOW)
+    sync_sources(first, [source("a")], NOW)
     first.close()
     second = backend.open()
     try:
@@ -139,16 +156,16 @@ def test_stores_opened_at_once_migrate_once(backend: Backend) -> None:
 def test_reopening_keeps_data(backend: Backend) -> None:
     first = backend.open()
     try:
-        first.sync_sources([source("a")], NOW)
-        first.store_entries("a", [entry("1", published=NOW - timedelta(hours=1))], NOW)
-        first.record_success("a", Validators('"v1"', "Sun, 13 Jul 2025 09:46:40 GMT"), NOW, "x")
+        sync_sources(first, [source("a")], NOW)
+        store_entries(first, "a", [entry("1", published=NOW - timedelta(hours=1))], NOW)
+        succeeded(first, "a", Validators('"v1"', "Sun, 13 Jul 2025 09:46:40 GMT"), NOW, "updated")
     finally:
         first.close()
     second = backend.open()
     try:
         assert second.schema_version == backend.latest
-        assert second.count_entries() == 1
-        assert second.count_entries("a") == 1
+        assert count_entries(second) == 1
+        assert count_entries(second, "a") == 1
         (stored,) = second.recent_entries(["a"], NOW - timedelta(days=1), 10)
         assert stored.entry_id == "1"
         assert stored.published == NOW - timedelta(hours=1)
@@ -165,29 +182,29 @@ def test_reopening_keeps_data(backend: Backend) -> None:
 
 def test_store_entries_counts_new_then_nothing(store: StoreAPI) -> None:
     entries = [entry(str(n), f"Story {n}", published=NOW - timedelta(hours=n)) for n in range(5)]
-    first = store.store_entries("a", entries, NOW)
+    first = store_entries(store, "a", entries, NOW)
     assert (first.new, first.updated) == (5, 0)
-    again = store.store_entries("a", entries, NOW + timedelta(minutes=15))
+    again = store_entries(store, "a", entries, NOW + timedelta(minutes=15))
     assert (again.new, again.updated) == (0, 0)
-    assert store.count_entries("a") == 5
+    assert count_entries(store, "a") == 5
 
 
 def test_store_no_entries(store: StoreAPI) -> None:
-    result = store.store_entries("a", [], NOW)
+    result = store_entries(store, "a", [], NOW)
     assert (result.new, result.updated) == (0, 0)
 
 
 def test_changed_title_is_an_update_that_keeps_first_seen_and_sort_date(store: StoreAPI) -> None:
     published = NOW - timedelta(hours=3)
     original = [entry("1", "Old title", published=published), entry("2", published=published)]
-    store.store_entries("a", original, NOW)
+    store_entries(store, "a", original, NOW)
     (before,) = [
         e for e in store.recent_entries(["a"], NOW - timedelta(days=1), 10) if e.entry_id == "1"
     ]
 
     later = NOW + timedelta(hours=2)
     edited = [entry("1", "New title", published=published), original[1]]
-    result = store.store_entries("a", edited, later)
+    result = store_entries(store, "a", edited, later)
     assert (result.new, result.updated) == (0, 1)
 
     (after,) = [
@@ -200,9 +217,9 @@ def test_changed_title_is_an_update_that_keeps_first_seen_and_sort_date(store: S
 
 def test_changed_date_is_an_update_but_not_a_move(store: StoreAPI) -> None:
     published = NOW - timedelta(hours=3)
-    store.store_entries("a", [entry("1", published=published)], NOW)
+    store_entries(store, "a", [entry("1", published=published)], NOW)
     moved = entry("1", published=NOW - timedelta(minutes=5), updated=NOW)
-    result = store.store_entries("a", [moved], NOW + timedelta(hours=1))
+    result = store_entries(store, "a", [moved], NOW + timedelta(hours=1))
     assert (result.new, result.updated) == (0, 1)
     (stored,) = store.recent_entries(["a"], NOW - timedelta(days=1), 10)
     assert stored.published == NOW - timedelta(minutes=5)
@@ -214,9 +231,9 @@ def test_changed_date_is_an_update_but_not_a_move(store: StoreAPI) -> None:
 def test_recent_entries_newest_first_since_limit_and_sources(store: StoreAPI) -> None:
     a = [entry(f"a{n}", published=NOW - timedelta(hours=n)) for n in range(6)]
     b = [entry(f"b{n}", published=NOW - timedelta(hours=n, minutes=30)) for n in range(6)]
-    store.store_entries("a", a, NOW)
-    store.store_entries("b", b, NOW)
-    store.store_entries("c", [entry("c0", published=NOW)], NOW)
+    store_entries(store, "a", a, NOW)
+    store_entries(store, "b", b, NOW)
+    store_entries(store, "c", [entry("c0", published=NOW)], NOW)
 
     everything = store.recent_entries(["a", "b"], NOW - timedelta(days=1), 100)
     assert [e.entry_id for e in everything] == [
@@ -252,7 +269,7 @@ def test_recent_entries_round_trip_every_field(store: StoreAPI) -> None:
         ),
         author="संवाददाता",
     )
-    store.store_entries("a", [original], NOW)
+    store_entries(store, "a", [original], NOW)
     (stored,) = store.recent_entries(["a"], NOW - timedelta(days=1), 10)
     assert stored.source == "a"
     assert stored.entry_id == original.entry_id
@@ -270,22 +287,22 @@ def test_recent_entries_round_trip_every_field(store: StoreAPI) -> None:
 
 
 def test_same_entry_id_in_two_sources_is_two_entries(store: StoreAPI) -> None:
-    assert store.store_entries("a", [entry("same", published=NOW)], NOW).new == 1
-    assert store.store_entries("b", [entry("same", published=NOW)], NOW).new == 1
-    assert store.count_entries() == 2
+    assert store_entries(store, "a", [entry("same", published=NOW)], NOW).new == 1
+    assert store_entries(store, "b", [entry("same", published=NOW)], NOW).new == 1
+    assert count_entries(store) == 2
 
 
 # -- sort date -----------------------------------------------------------------------------
 
 
 def test_future_dated_entry_sorts_at_first_sight(store: StoreAPI) -> None:
-    store.store_entries("a", [entry("future", published=NOW + timedelta(days=3))], NOW)
+    store_entries(store, "a", [entry("future", published=NOW + timedelta(days=3))], NOW)
     (stored,) = store.recent_entries(["a"], NOW - timedelta(days=1), 10)
     assert stored.published == NOW + timedelta(days=3)
     assert stored.sort_date == NOW
     # It stays there when seen again later, even once its date has passed.
-    store.store_entries(
-        "a", [entry("future", published=NOW + timedelta(days=3))], NOW + timedelta(days=4)
+    store_entries(
+        store, "a", [entry("future", published=NOW + timedelta(days=3))], NOW + timedelta(days=4)
     )
     (again,) = store.recent_entries(["a"], NOW - timedelta(days=1), 10)
     assert again.sort_date == NOW
@@ -295,14 +312,14 @@ def test_future_updated_is_no_date_until_it_has_come(store: StoreAPI) -> None:
     """A future `updated` is dropped, so repeated polls neither count an update nor change it."""
     published = NOW - timedelta(hours=1)
     future = entry("e", published=published, updated=NOW + timedelta(days=2))
-    assert store.store_entries("a", [future], NOW).new == 1
+    assert store_entries(store, "a", [future], NOW).new == 1
     (stored,) = store.recent_entries(["a"], NOW - timedelta(days=1), 10)
     assert stored.updated is None
     assert stored.sort_date == published
-    again = store.store_entries("a", [future], NOW + timedelta(hours=1))
+    again = store_entries(store, "a", [future], NOW + timedelta(hours=1))
     assert (again.new, again.updated) == (0, 0)
     # Once that time has come, the date is real: one update, and the place stays.
-    later = store.store_entries("a", [future], NOW + timedelta(days=3))
+    later = store_entries(store, "a", [future], NOW + timedelta(days=3))
     assert (later.new, later.updated) == (0, 1)
     (stored,) = store.recent_entries(["a"], NOW - timedelta(days=1), 10)
     assert stored.updated == NOW + timedelta(days=2)
@@ -311,21 +328,21 @@ def test_future_updated_is_no_date_until_it_has_come(store: StoreAPI) -> None:
 
 def test_past_dated_entry_keeps_its_date(store: StoreAPI) -> None:
     published = NOW - timedelta(days=2, hours=5)
-    store.store_entries("a", [entry("past", published=published)], NOW)
+    store_entries(store, "a", [entry("past", published=published)], NOW)
     (stored,) = store.recent_entries(["a"], NOW - timedelta(days=7), 10)
     assert stored.sort_date == published
     assert stored.first_seen == NOW
 
 
 def test_undated_entry_sorts_at_first_sight(store: StoreAPI) -> None:
-    store.store_entries("a", [entry("undated")], NOW)
+    store_entries(store, "a", [entry("undated")], NOW)
     (stored,) = store.recent_entries(["a"], NOW - timedelta(days=1), 10)
     assert stored.published is None and stored.updated is None
     assert stored.sort_date == NOW
 
 
 def test_updated_only_entry_sorts_by_updated(store: StoreAPI) -> None:
-    store.store_entries("a", [entry("u", updated=NOW - timedelta(hours=6))], NOW)
+    store_entries(store, "a", [entry("u", updated=NOW - timedelta(hours=6))], NOW)
     (stored,) = store.recent_entries(["a"], NOW - timedelta(days=1), 10)
     assert stored.sort_date == NOW - timedelta(hours=6)
 
@@ -334,15 +351,15 @@ def test_updated_only_entry_sorts_by_updated(store: StoreAPI) -> None:
 
 
 def test_failures_count_up_and_reset_on_success(store: StoreAPI) -> None:
-    store.sync_sources([source("a")], NOW)
+    sync_sources(store, [source("a")], NOW)
     state = store.source_state("a")
     assert state is not None
     assert state.failures == 0
     assert state.validators == Validators()
     assert state.last_polled is None
 
-    store.record_failure("a", "HTTP 500 Internal Server Error", NOW)
-    store.record_failure("a", "connection refused by a.example.org", NOW + timedelta(minutes=15))
+    failed(store, "a", "HTTP 500 Internal Server Error", NOW)
+    failed(store, "a", "connection refused by a.example.org", NOW + timedelta(minutes=15))
     state = store.source_state("a")
     assert state is not None
     assert state.failures == 2
@@ -352,7 +369,7 @@ def test_failures_count_up_and_reset_on_success(store: StoreAPI) -> None:
     assert state.last_success is None
 
     later = NOW + timedelta(minutes=30)
-    store.record_success("a", Validators('"e1"', "Sun, 13 Jul 2025 09:46:40 GMT"), later, "updated")
+    succeeded(store, "a", Validators('"e1"', "Sun, 13 Jul 2025 09:46:40 GMT"), later, "updated")
     state = store.source_state("a")
     assert state is not None
     assert state.failures == 0
@@ -362,7 +379,7 @@ def test_failures_count_up_and_reset_on_success(store: StoreAPI) -> None:
     assert state.last_polled == later
     assert state.validators == Validators('"e1"', "Sun, 13 Jul 2025 09:46:40 GMT")
 
-    store.record_failure("a", "timed out waiting for the server", later + timedelta(minutes=15))
+    failed(store, "a", "timed out waiting for the server", later + timedelta(minutes=15))
     state = store.source_state("a")
     assert state is not None
     assert state.failures == 1
@@ -372,11 +389,9 @@ def test_failures_count_up_and_reset_on_success(store: StoreAPI) -> None:
 
 
 def test_not_modified_saves_validators(store: StoreAPI) -> None:
-    store.sync_sources([source("a")], NOW)
-    store.record_success("a", Validators('"e1"', None), NOW, "updated")
-    store.record_success(
-        "a", Validators('"e2"', "Sun, 13 Jul 2025 09:46:40 GMT"), NOW, "not-modified"
-    )
+    sync_sources(store, [source("a")], NOW)
+    succeeded(store, "a", Validators('"e1"', None), NOW, "updated")
+    succeeded(store, "a", Validators('"e2"', "Sun, 13 Jul 2025 09:46:40 GMT"), NOW, "not-modified")
     state = store.source_state("a")
     assert state is not None
     assert state.last_outcome == "not-modified"
@@ -384,11 +399,11 @@ def test_not_modified_saves_validators(store: StoreAPI) -> None:
 
 
 def test_record_success_saves_feed_metadata(store: StoreAPI) -> None:
-    store.sync_sources([source("a")], NOW)
+    sync_sources(store, [source("a")], NOW)
     feed = ParsedFeed(
         title="समाचार", link="https://a.example.org/", feed_id="tag:a,2025:feed", entries=()
     )
-    store.record_success("a", Validators(), NOW, "updated", feed=feed)
+    succeeded(store, "a", Validators(), NOW, "updated", feed=feed)
     state = store.source_state("a")
     assert state is not None
     assert state.title == "समाचार"
@@ -400,12 +415,12 @@ def test_unknown_source_state_is_none(store: StoreAPI) -> None:
 
 
 def test_sync_sources_with_changed_url_clears_validators(store: StoreAPI) -> None:
-    store.sync_sources([source("a"), source("b")], NOW)
+    sync_sources(store, [source("a"), source("b")], NOW)
     for name in ("a", "b"):
-        store.record_success(name, Validators('"e"', "Sun, 13 Jul 2025 09:46:40 GMT"), NOW, "x")
+        succeeded(store, name, Validators('"e"', "Sun, 13 Jul 2025 09:46:40 GMT"), NOW, "updated")
 
     later = NOW + timedelta(days=1)
-    store.sync_sources([source("a", url="https://new.example.org/a.xml"), source("b")], later)
+    sync_sources(store, [source("a", url="https://new.example.org/a.xml"), source("b")], later)
 
     a = store.source_state("a")
     assert a is not None
@@ -418,11 +433,11 @@ def test_sync_sources_with_changed_url_clears_validators(store: StoreAPI) -> Non
 
 
 def test_sync_sources_keeps_unconfigured_sources_and_their_entries(store: StoreAPI) -> None:
-    store.sync_sources([source("a"), source("b")], NOW)
-    store.store_entries("b", [entry("1", published=NOW)], NOW)
-    store.sync_sources([source("a")], NOW + timedelta(hours=1))
+    sync_sources(store, [source("a"), source("b")], NOW)
+    store_entries(store, "b", [entry("1", published=NOW)], NOW)
+    sync_sources(store, [source("a")], NOW + timedelta(hours=1))
     assert store.source_state("b") is not None
-    assert store.count_entries("b") == 1
+    assert count_entries(store, "b") == 1
 
 
 def test_source_credits_title_precedence(store: StoreAPI) -> None:
@@ -430,15 +445,15 @@ def test_source_credits_title_precedence(store: StoreAPI) -> None:
     from_feed = source("from-feed")
     bare = source("bare")
     never_synced = source("never-synced")
-    store.sync_sources([configured, from_feed, bare], NOW)
+    sync_sources(store, [configured, from_feed, bare], NOW)
     feed = ParsedFeed(
         title="Feed's Own Title", link="https://f.example.org/", feed_id="urn:f", entries=()
     )
-    store.record_success("configured", Validators(), NOW, "updated", feed=feed)
-    store.record_success("from-feed", Validators(), NOW, "updated", feed=feed)
-    store.record_success("bare", Validators(), NOW, "updated", feed=replace(feed, title=None))
+    succeeded(store, "configured", Validators(), NOW, "updated", feed=feed)
+    succeeded(store, "from-feed", Validators(), NOW, "updated", feed=feed)
+    succeeded(store, "bare", Validators(), NOW, "updated", feed=replace(feed, title=None))
 
-    credits = store.source_credits([configured, from_feed, bare, never_synced])
+    credits = source_credits_of(store, [configured, from_feed, bare, never_synced])
     assert credits["configured"].title == "Operator's Title"
     assert credits["from-feed"].title == "Feed's Own Title"
     assert credits["bare"].title == "bare"
@@ -451,13 +466,13 @@ def test_source_credits_title_precedence(store: StoreAPI) -> None:
 
 def test_a_shortened_interval_reschedules_at_once(store: StoreAPI) -> None:
     hourly = replace(source("a"), interval=timedelta(hours=1))
-    store.sync_sources([hourly], NOW)
-    store.record_success("a", Validators(), NOW, "not-modified", next_poll=NOW + timedelta(hours=1))
-    store.sync_sources([hourly], NOW + timedelta(seconds=5))  # unchanged: schedule kept
+    sync_sources(store, [hourly], NOW)
+    succeeded(store, "a", Validators(), NOW, "not-modified", next_poll=NOW + timedelta(hours=1))
+    sync_sources(store, [hourly], NOW + timedelta(seconds=5))  # unchanged: schedule kept
     state = store.source_state("a")
     assert state is not None and state.next_poll == NOW + timedelta(hours=1)
-    store.sync_sources(
-        [replace(hourly, interval=timedelta(seconds=30))], NOW + timedelta(seconds=5)
+    sync_sources(
+        store, [replace(hourly, interval=timedelta(seconds=30))], NOW + timedelta(seconds=5)
     )
     state = store.source_state("a")
     assert state is not None and state.next_poll is not None
@@ -467,11 +482,11 @@ def test_a_shortened_interval_reschedules_at_once(store: StoreAPI) -> None:
 
 def test_due_sources_never_polled_first_then_oldest_schedule_first(store: StoreAPI) -> None:
     names = ["a", "b", "c", "d", "e"]
-    store.sync_sources([source(n) for n in names], NOW)
-    store.record_success("b", Validators(), NOW, "x", next_poll=NOW - timedelta(hours=1))
-    store.record_failure("c", "HTTP 500", NOW, NOW - timedelta(hours=2))
-    store.record_success("d", Validators(), NOW, "x", next_poll=NOW + timedelta(microseconds=1))
-    store.disable("e", "HTTP 410 Gone", NOW)
+    sync_sources(store, [source(n) for n in names], NOW)
+    succeeded(store, "b", Validators(), NOW, "updated", next_poll=NOW - timedelta(hours=1))
+    failed(store, "c", "HTTP 500", NOW, NOW - timedelta(hours=2))
+    succeeded(store, "d", Validators(), NOW, "updated", next_poll=NOW + timedelta(microseconds=1))
+    disabled(store, "e", "HTTP 410 Gone", NOW)
     assert store.due_sources([*names, "unknown"], NOW) == ["a", "c", "b"]
     assert store.due_sources(names, NOW + timedelta(microseconds=1)) == ["a", "c", "b", "d"]
     assert store.due_sources(["b", "d"], NOW) == ["b"]
@@ -479,14 +494,14 @@ def test_due_sources_never_polled_first_then_oldest_schedule_first(store: StoreA
 
 
 def test_schedule_times_keep_microseconds_and_entry_dates_whole_seconds(store: StoreAPI) -> None:
-    store.sync_sources([source("a")], NOW)
+    sync_sources(store, [source("a")], NOW)
     precise = NOW + timedelta(minutes=30, microseconds=123456)
-    store.record_failure("a", "HTTP 429", NOW, precise, retry_after=precise)
+    failed(store, "a", "HTTP 429", NOW, precise, retry_after=precise)
     state = store.source_state("a")
     assert state is not None
     assert state.next_poll == precise
     assert state.retry_after == precise
-    store.store_entries("a", [entry("e", published=NOW + timedelta(microseconds=999999))], NOW)
+    store_entries(store, "a", [entry("e", published=NOW + timedelta(microseconds=999999))], NOW)
     (stored,) = store.recent_entries(["a"], NOW - timedelta(days=1), 10)
     assert stored.published == NOW
     assert stored.sort_date == NOW
@@ -494,40 +509,50 @@ def test_schedule_times_keep_microseconds_and_entry_dates_whole_seconds(store: S
 
 def test_names_order_by_code_point_whatever_the_locale(store: StoreAPI) -> None:
     names = ["b", "é", "B", "a", "Z"]
-    store.sync_sources([source(n) for n in names], NOW)
+    sync_sources(store, [source(n) for n in names], NOW)
     assert [s.name for s in store.source_states()] == ["B", "Z", "a", "b", "é"]
     for name in names:
-        store.store_entries(name, [entry("same-time", published=NOW)], NOW)
+        store_entries(store, name, [entry("same-time", published=NOW)], NOW)
     recent = store.recent_entries(names, NOW - timedelta(days=1), 10)
     assert [e.source for e in recent] == ["B", "Z", "a", "b", "é"]
     assert store.due_sources(names, NOW) == ["B", "Z", "a", "b", "é"]
 
 
 def test_politeness_state_round_trips(store: StoreAPI) -> None:
-    store.sync_sources([source("a")], NOW)
+    sync_sources(store, [source("a")], NOW)
     feed = ParsedFeed(title="A", link=None, feed_id=None, entries=(), lifetime=timedelta(hours=2))
     moved = "https://new.example.org/feed.xml"
-    store.record_success(
-        "a", Validators('"e"', None), NOW, "updated", feed=feed, moved_to=moved, body_hash="h1"
+    succeeded(
+        store,
+        "a",
+        Validators('"e"', None),
+        NOW,
+        "updated",
+        feed=feed,
+        moved_to=moved,
+        body_hash="h1",
     )
     state = store.source_state("a")
     assert state is not None
     assert (state.moved_to, state.fetch_url, state.body_hash) == (moved, moved, "h1")
     assert state.lifetime == timedelta(hours=2)
     # A 304 keeps what it does not say: where the feed moved, the last body's hash.
-    store.record_success("a", Validators('"e"', None), NOW + timedelta(hours=1), "not-modified")
+    succeeded(store, "a", Validators('"e"', None), NOW + timedelta(hours=1), "not-modified")
     state = store.source_state("a")
     assert state is not None
     assert (state.moved_to, state.body_hash, state.lifetime) == (moved, "h1", timedelta(hours=2))
 
-    store.forget_move("a")
+    # Failing too often where it moved: back to the configured URL, without its validators.
+    store.record_poll(
+        PollRecord("a", NOW + timedelta(hours=1), PollOutcome.FAILED, error="x", forget_move=True)
+    )
     state = store.source_state("a")
     assert state is not None
     assert state.moved_to is None and state.fetch_url == source("a").url
     assert state.validators == Validators()
 
     gone = NOW + timedelta(hours=2)
-    store.disable("a", "HTTP 410 Gone", gone)
+    disabled(store, "a", "HTTP 410 Gone", gone)
     state = store.source_state("a")
     assert state is not None
     assert (state.disabled, state.last_outcome, state.last_error) == (
@@ -537,20 +562,20 @@ def test_politeness_state_round_trips(store: StoreAPI) -> None:
     )
     assert state.last_polled == gone and state.next_poll is None
     assert store.due_sources(["a"], gone + timedelta(days=1)) == []
-    store.sync_sources([source("a")], gone)  # the same URL: still disabled
+    sync_sources(store, [source("a")], gone)  # the same URL: still disabled
     assert store.due_sources(["a"], gone) == []
-    store.sync_sources([source("a", url="https://a.example.org/new.xml")], gone)
+    sync_sources(store, [source("a", url="https://a.example.org/new.xml")], gone)
     assert store.due_sources(["a"], gone) == ["a"]
 
 
 def test_a_poll_of_a_replaced_url_writes_nothing(store: StoreAPI) -> None:
     """A reload changed the URL while the old one was being polled."""
     old_url, new_url = source("a").url, "https://a.example.org/new.xml"
-    store.sync_sources([source("a")], NOW)
-    store.sync_sources([source("a", url=new_url)], NOW)
-    store.record_success("a", Validators('"old"', None), NOW, "updated", url=old_url)
-    store.record_failure("a", "HTTP 500", NOW, url=old_url)
-    store.disable("a", "HTTP 410 Gone", NOW, url=old_url)
+    sync_sources(store, [source("a")], NOW)
+    sync_sources(store, [source("a", url=new_url)], NOW)
+    succeeded(store, "a", Validators('"old"', None), NOW, "updated", url=old_url)
+    failed(store, "a", "HTTP 500", NOW, url=old_url)
+    disabled(store, "a", "HTTP 410 Gone", NOW, url=old_url)
     state = store.source_state("a")
     assert state is not None
     assert (state.validators, state.failures, state.last_polled, state.disabled) == (
@@ -559,14 +584,14 @@ def test_a_poll_of_a_replaced_url_writes_nothing(store: StoreAPI) -> None:
         None,
         None,
     )
-    store.record_success("a", Validators('"new"', None), NOW, "updated", url=new_url)
+    succeeded(store, "a", Validators('"new"', None), NOW, "updated", url=new_url)
     state = store.source_state("a")
     assert state is not None and state.validators == Validators('"new"', None)
 
 
 def test_first_added_is_the_oldest_source(store: StoreAPI) -> None:
-    store.sync_sources([source("a")], NOW)
-    store.sync_sources([source("a"), source("b")], NOW + timedelta(days=1))
+    sync_sources(store, [source("a")], NOW)
+    sync_sources(store, [source("a"), source("b")], NOW + timedelta(days=1))
     assert store.first_added() == NOW
 
 
@@ -580,26 +605,26 @@ def test_prune_deletes_old_entries_and_buries_their_ids(store: StoreAPI) -> None
     old = [entry(f"old{n}", published=NOW - timedelta(days=40 + n)) for n in range(3)]
     fresh = entry("fresh", published=NOW - timedelta(days=1))
     at_cutoff = entry("at-cutoff", published=NOW - KEEP)
-    assert store.store_entries("a", [*old, fresh, at_cutoff], NOW).new == 5
+    assert store_entries(store, "a", [*old, fresh, at_cutoff], NOW).new == 5
     assert store.prune(NOW - KEEP, NOW) == 3
-    assert store.count_entries("a") == 2
+    assert count_entries(store, "a") == 2
     # Still in the feed: neither new nor stored again.
-    again = store.store_entries("a", [*old, fresh, at_cutoff], NOW + timedelta(hours=1))
+    again = store_entries(store, "a", [*old, fresh, at_cutoff], NOW + timedelta(hours=1))
     assert (again.new, again.updated) == (0, 0)
-    assert store.count_entries("a") == 2
+    assert count_entries(store, "a") == 2
     assert store.prune(NOW - KEEP, NOW + timedelta(hours=1)) == 0
 
 
 def test_a_tombstone_lasts_while_its_entry_stays_in_the_feed(store: StoreAPI) -> None:
     kept, dropped = (entry(n, published=NOW - timedelta(days=40)) for n in ("kept", "dropped"))
-    store.store_entries("a", [kept, dropped], NOW)
+    store_entries(store, "a", [kept, dropped], NOW)
     store.prune(NOW - KEEP, NOW)
     # Twenty days on the feed still holds `kept` only.
-    assert store.store_entries("a", [kept], NOW + timedelta(days=20)).new == 0
+    assert store_entries(store, "a", [kept], NOW + timedelta(days=20)).new == 0
     later = NOW + timedelta(days=40)
     assert store.prune(later - KEEP, later) == 0
     # `dropped` was absent from the feed for longer than entries are kept: it is new again.
-    result = store.store_entries("a", [kept, dropped], later)
+    result = store_entries(store, "a", [kept, dropped], later)
     assert (result.new, result.updated) == (1, 0)
     assert [e.entry_id for e in store.recent_entries(["a"], NOW - timedelta(days=50), 10)] == [
         "dropped"
@@ -609,13 +634,13 @@ def test_a_tombstone_lasts_while_its_entry_stays_in_the_feed(store: StoreAPI) ->
 def test_an_unchanged_feed_keeps_its_tombstones_alive(store: StoreAPI) -> None:
     """A 304 (or an unchanged body) means the feed still holds what it held."""
     old = entry("old", published=NOW - timedelta(days=40))
-    store.sync_sources([source("a")], NOW)
-    store.store_entries("a", [old], NOW)
+    sync_sources(store, [source("a")], NOW)
+    store_entries(store, "a", [old], NOW)
     store.prune(NOW - KEEP, NOW)
-    store.record_success("a", Validators('"e"', None), NOW + timedelta(days=20), "not-modified")
+    succeeded(store, "a", Validators('"e"', None), NOW + timedelta(days=20), "not-modified")
     later = NOW + timedelta(days=40)
     store.prune(later - KEEP, later)
-    assert store.store_entries("a", [old], later).new == 0
+    assert store_entries(store, "a", [old], later).new == 0
 
 
 # -- stories across sources ----------------------------------------------------------------
@@ -630,19 +655,22 @@ def test_earlier_copies_find_older_copies_of_a_story_by_link_or_title(store: Sto
     )
     unrelated = entry("u-old", "Nothing to do with it at all", published=NOW - timedelta(days=2))
     in_window = entry("t-new", title, published=NOW - timedelta(hours=2))
-    store.store_entries("a", [by_title, unrelated, in_window], NOW)
-    store.store_entries("b", [by_link], NOW)
-    store.store_entries(
+    store_entries(store, "a", [by_title, unrelated, in_window], NOW)
+    store_entries(store, "b", [by_link], NOW)
+    store_entries(
+        store,
         "c",
         [replace(entry("new", title.title(), published=NOW), link="https://NEWS.example/story")],
         NOW,
     )
     of = store.recent_entries(["c"], NOW - timedelta(days=1), 10)
     before = NOW - timedelta(days=1)
-    copies = store.earlier_copies(["a", "b", "c"], of, before, 10)
+    copies = store.earlier_copies(["a", "b", "c"], story_keys_of(of), before, 10)
     assert sorted(e.entry_id for e in copies) == ["l-old", "t-old"]
-    assert [e.entry_id for e in store.earlier_copies(["a"], of, before, 10)] == ["t-old"]
-    assert store.earlier_copies(["a", "b"], [], before, 10) == []
+    assert [e.entry_id for e in store.earlier_copies(["a"], story_keys_of(of), before, 10)] == [
+        "t-old"
+    ]
+    assert store.earlier_copies(["a", "b"], story_keys_of([]), before, 10) == []
 
 
 def test_earlier_copies_are_at_most_limit_the_first_seen(store: StoreAPI) -> None:
@@ -650,10 +678,10 @@ def test_earlier_copies_are_at_most_limit_the_first_seen(store: StoreAPI) -> Non
     title = "A story title long enough"
     for day in (5, 4, 3, 2):
         old = entry(f"old-{day}", title, published=NOW - timedelta(days=day))
-        store.store_entries("a", [old], NOW - timedelta(days=day))  # first seen that day
-    store.store_entries("b", [entry("new", title, published=NOW)], NOW)
+        store_entries(store, "a", [old], NOW - timedelta(days=day))  # first seen that day
+    store_entries(store, "b", [entry("new", title, published=NOW)], NOW)
     of = store.recent_entries(["b"], NOW - timedelta(days=1), 10)
-    copies = store.earlier_copies(["a", "b"], of, NOW - timedelta(days=1), 2)
+    copies = store.earlier_copies(["a", "b"], story_keys_of(of), NOW - timedelta(days=1), 2)
     assert [e.entry_id for e in copies] == ["old-5", "old-4"]
 
 
@@ -662,11 +690,11 @@ def test_earlier_copies_are_at_most_limit_the_first_seen(store: StoreAPI) -> Non
 
 def test_claim_takes_due_sources_in_due_order(store: StoreAPI) -> None:
     names = ["never", "early", "late", "future", "gone"]
-    store.sync_sources([source(n) for n in names], NOW)
-    store.record_success("early", Validators(), NOW, "x", next_poll=NOW - timedelta(hours=2))
-    store.record_success("late", Validators(), NOW, "x", next_poll=NOW - timedelta(hours=1))
-    store.record_success("future", Validators(), NOW, "x", next_poll=NOW + timedelta(hours=1))
-    store.disable("gone", "HTTP 410 Gone", NOW)
+    sync_sources(store, [source(n) for n in names], NOW)
+    succeeded(store, "early", Validators(), NOW, "updated", next_poll=NOW - timedelta(hours=2))
+    succeeded(store, "late", Validators(), NOW, "updated", next_poll=NOW - timedelta(hours=1))
+    succeeded(store, "future", Validators(), NOW, "updated", next_poll=NOW + timedelta(hours=1))
+    disabled(store, "gone", "HTTP 410 Gone", NOW)
 
     assert store.claim_due(names, NOW, "daemon-1", LEASE) == ["never", "early", "late"]
     assert store.claim_due(names, NOW, "daemon-2", LEASE) == []
@@ -675,7 +703,7 @@ def test_claim_takes_due_sources_in_due_order(store: StoreAPI) -> None:
 
 
 def test_claim_only_among_the_names_given_and_up_to_the_limit(store: StoreAPI) -> None:
-    store.sync_sources([source(n) for n in "abcde"], NOW)
+    sync_sources(store, [source(n) for n in "abcde"], NOW)
     assert store.claim_due(["e", "a", "c", "zz"], NOW, "one", LEASE, limit=2) == ["a", "c"]
     assert store.claim_due(list("abcde"), NOW, "two", LEASE, limit=2) == ["b", "d"]
     assert store.claim_due(list("abcde"), NOW, "three", LEASE) == ["e"]
@@ -687,16 +715,16 @@ def test_claim_due_by_a_later_time_takes_scheduled_sources_but_not_held_ones(
 ) -> None:
     """What `once` does: every source, whenever it is scheduled, unless someone polls it."""
     names = ["held", "soon", "gone"]
-    store.sync_sources([source(n) for n in names], NOW)
-    store.record_success("soon", Validators(), NOW, "x", next_poll=NOW + timedelta(days=1))
-    store.disable("gone", "HTTP 410 Gone", NOW)
+    sync_sources(store, [source(n) for n in names], NOW)
+    succeeded(store, "soon", Validators(), NOW, "updated", next_poll=NOW + timedelta(days=1))
+    disabled(store, "gone", "HTTP 410 Gone", NOW)
     assert store.claim_due(["held"], NOW, "daemon", LEASE) == ["held"]
     far = NOW + timedelta(days=3650)
     assert store.claim_due(names, NOW, "once", LEASE, due_by=far) == ["soon"]
 
 
 def test_the_claims_of_an_owner_known_dead_are_released_at_once(store: StoreAPI) -> None:
-    store.sync_sources([source(n) for n in "abc"], NOW)
+    sync_sources(store, [source(n) for n in "abc"], NOW)
     assert store.claim_due(["a", "b"], NOW, "dead", LEASE) == ["a", "b"]
     assert store.claim_due(["c"], NOW, "alive", LEASE) == ["c"]
     assert store.claim_holders(NOW) == ["alive", "dead"]
@@ -707,7 +735,7 @@ def test_the_claims_of_an_owner_known_dead_are_released_at_once(store: StoreAPI)
 
 
 def test_an_expired_lease_can_be_claimed_by_another_owner(store: StoreAPI) -> None:
-    store.sync_sources([source("a")], NOW)
+    sync_sources(store, [source("a")], NOW)
     assert store.claim_due(["a"], NOW, "dead-daemon", LEASE) == ["a"]
     assert store.claim_due(["a"], NOW + LEASE - timedelta(microseconds=1), "other", LEASE) == []
     assert store.claim_due(["a"], NOW + LEASE, "other", LEASE) == ["a"]
@@ -716,7 +744,7 @@ def test_an_expired_lease_can_be_claimed_by_another_owner(store: StoreAPI) -> No
 
 
 def test_release_frees_only_the_owners_claim(store: StoreAPI) -> None:
-    store.sync_sources([source("a")], NOW)
+    sync_sources(store, [source("a")], NOW)
     assert store.claim_due(["a"], NOW, "one", LEASE) == ["a"]
     store.release("a", "two")  # not its claim: nothing happens
     assert store.claim_due(["a"], NOW, "two", LEASE) == []
@@ -727,17 +755,17 @@ def test_release_frees_only_the_owners_claim(store: StoreAPI) -> None:
 
 @pytest.mark.parametrize("outcome", ["success", "failure", "disable"])
 def test_recording_the_poll_releases_the_claim(store: StoreAPI, outcome: str) -> None:
-    store.sync_sources([source("a")], NOW)
+    sync_sources(store, [source("a")], NOW)
     assert store.claim_due(["a"], NOW, "one", LEASE) == ["a"]
     later = NOW + timedelta(seconds=3)
     if outcome == "success":
-        store.record_success("a", Validators(), later, "updated", next_poll=later)
+        succeeded(store, "a", Validators(), later, "updated", next_poll=later)
     elif outcome == "failure":
-        store.record_failure("a", "HTTP 500", later, later)
+        failed(store, "a", "HTTP 500", later, later)
     else:
-        store.disable("a", "HTTP 410 Gone", later)
+        disabled(store, "a", "HTTP 410 Gone", later)
         assert store.claim_due(["a"], later, "two", LEASE) == []  # disabled: never due
-        store.sync_sources([source("a", url="https://b.example.org/")], later)  # fixed
+        sync_sources(store, [source("a", url="https://b.example.org/")], later)  # fixed
     assert store.claim_due(["a"], later, "two", LEASE) == ["a"]
 
 
@@ -745,7 +773,7 @@ def test_concurrent_claimers_get_disjoint_sets_covering_all_due_sources(
     store: StoreAPI, open_again: Callable[[], StoreAPI]
 ) -> None:
     names = [f"s{n:03}" for n in range(60)]
-    store.sync_sources([source(n) for n in names], NOW)
+    sync_sources(store, [source(n) for n in names], NOW)
     claimers = [open_again() for _ in range(3)]
     start = threading.Barrier(len(claimers))
     got: dict[str, list[str]] = {}

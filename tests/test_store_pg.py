@@ -21,12 +21,12 @@ import aggregator.daemon as daemon_module
 from aggregator.config import load_config
 from aggregator.daemon import Daemon, DaemonOptions
 from aggregator.errors import StorageError
-from aggregator.poll import in_store
+from aggregator.poll import in_store, sync_sources
 from aggregator.store import is_store_url, open_store
 from aggregator.store.postgres import _PUBLISH_LOCK, PgStore, describe
 from aggregator.store.sqlite import SqliteStore
 from tests.pgserver import PgServer
-from tests.storedata import NOW, source
+from tests.storedata import NOW, failed, source
 
 
 @pytest.fixture
@@ -94,13 +94,13 @@ def test_a_dead_publishers_lock_is_freed_with_its_connection(
 def test_one_store_serves_many_threads(pg_store: PgStore) -> None:
     """The pool hands each thread a connection; no thread sees another's transaction."""
     names = [f"s{n}" for n in range(8)]
-    pg_store.sync_sources([source(n) for n in names], NOW)
+    sync_sources(pg_store, [source(n) for n in names], NOW)
     errors: list[BaseException] = []
 
     def poll(name: str) -> None:
         try:
             for n in range(10):
-                pg_store.record_failure(name, f"try {n}", NOW + timedelta(minutes=n))
+                failed(pg_store, name, f"try {n}", NOW + timedelta(minutes=n))
         except BaseException as e:
             errors.append(e)
 
@@ -168,7 +168,7 @@ def test_a_cancelled_caller_waits_for_the_store_call_to_end(pg_store: PgStore, p
 
 def test_claims_send_thousands_of_names_and_reject_a_newline(pg_store: PgStore) -> None:
     names = [f"feed-{n:05d}" for n in range(5000)]
-    pg_store.sync_sources([source(n) for n in names[::2]], NOW)  # half are in the store
+    sync_sources(pg_store, [source(n) for n in names[::2]], NOW)  # half are in the store
     claimed = pg_store.claim_due(names, NOW, "one", timedelta(minutes=5))
     assert claimed == names[::2]
     with pytest.raises(ValueError, match="newline"):

@@ -20,6 +20,7 @@ from aggregator import poll, publish
 from aggregator.config import load_config
 from aggregator.daemon import Daemon, DaemonOptions
 from aggregator.errors import StorageError
+from aggregator.store.records import PollRecord
 from aggregator.store.sqlite import SqliteStore
 from aggregator.watchdog import stalled_parsers_problem
 from tests.feedfactory import Item, rss2
@@ -81,14 +82,14 @@ def test_a_refused_poll_record_is_unhealthy_until_a_later_one_is_written(
     _feed(tmp_path, _items("a", 2))
     config = _config(tmp_path)
     refusing = [True]
-    original = SqliteStore.store_entries
+    original = SqliteStore.record_poll
 
-    def store_entries(self: SqliteStore, *args: object, **kwargs: object) -> object:
-        if refusing[0]:
+    def record_poll(self: SqliteStore, record: PollRecord) -> None:
+        if refusing[0] and record.entries is not None:  # the poll's entries are refused
             raise StorageError("the store failed: disk I/O error")
-        return original(self, *args, **kwargs)  # type: ignore[arg-type]
+        original(self, record)
 
-    monkeypatch.setattr(SqliteStore, "store_entries", store_entries)
+    monkeypatch.setattr(SqliteStore, "record_poll", record_poll)
     daemon = Daemon(config, load_config(config), options=FAST)
     seen: list[str | None] = []
 

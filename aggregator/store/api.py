@@ -3,12 +3,12 @@
 Two implementations stand behind it: `aggregator.store.sqlite.SqliteStore` (SQLite, the embedded
 default: one file, one daemon) and `aggregator.store.postgres.PgStore` (PostgreSQL: one database
 shared by several daemons). Contract tests (tests/test_store_contract.py) run one body of
-tests against both. This module holds no SQL; the types that cross the interface
-(`SourceState`, `StoreResult`) are the SQLite module's, re-exported here.
+tests against both. This module holds no SQL and no rules: the values that cross the
+interface are in `records`, and what to write is decided by `aggregator.update`.
 
 Sharing the work: a poller calls `claim_due`, which hands each due source to exactly one
-caller until its lease runs out; recording the poll (`record_success`, `record_failure`,
-`disable`) or `release` ends the claim early. Publishing runs under `publish_lock`, so two
+caller until its lease runs out; recording the poll (`record_poll`) or `release` ends the
+claim early. Publishing runs under `publish_lock`, so two
 daemons never render at the same time, and stores what it rendered as the published
 snapshot, which every daemon copies into its own output/ (see `publish.publish_timeline`).
 """
@@ -22,8 +22,18 @@ from pathlib import Path
 from typing import Protocol
 
 from aggregator.settings import SourceConfig
-from aggregator.store.records import SourceState, StoreResult
-from aggregator.types import ParsedEntry, ParsedFeed, SourceCredit, StoredEntry, Validators
+from aggregator.store.records import (
+    EntryWrites,
+    FeedMeta,
+    KnownEntries,
+    PollRecord,
+    Reschedule,
+    Schedule,
+    SourceState,
+    StoreResult,
+    StoryKeys,
+)
+from aggregator.types import StoredEntry
 
 __all__ = ["SourceState", "StoreAPI", "StoreResult", "is_store_url", "open_store"]
 
@@ -58,7 +68,14 @@ class StoreAPI(Protocol):
 
     # -- sources ---------------------------------------------------------------------------
 
-    def sync_sources(self, sources: Iterable[SourceConfig], now: datetime) -> None: ...
+    def sync_sources(self, sources: Iterable[SourceConfig], now: datetime) -> list[Schedule]:
+        """Know every configured source (a changed URL drops its fetch state); returns their
+        schedules, from which `update.schedule_repairs` decides what `reschedule` moves."""
+        ...
+
+    def reschedule(self, moves: Sequence[Reschedule]) -> None:
+        """Move next polls, each only if it is still the one the move was decided from."""
+        ...
 
     def source_state(self, name: str) -> SourceState | None: ...
 
@@ -66,56 +83,36 @@ class StoreAPI(Protocol):
 
     def due_sources(self, names: Sequence[str], now: datetime) -> list[str]: ...
 
-    def record_success(
-        self,
-        name: str,
-        validators: Validators,
-        now: datetime,
-        outcome: str,
-        *,
-        feed: ParsedFeed | None = None,
-        next_poll: datetime | None = None,
-        url: str | None = None,
-        moved_to: str | None = None,
-        body_hash: str | None = None,
-    ) -> None: ...
+    def record_poll(self, record: PollRecord) -> None:
+        """Write how a poll ended (and what its feed changed) in one transaction; the
+        source's claim ends with it."""
+        ...
 
-    def record_failure(
-        self,
-        name: str,
-        error: str,
-        now: datetime,
-        next_poll: datetime | None = None,
-        *,
-        url: str | None = None,
-        retry_after: datetime | None = None,
-    ) -> None: ...
-
-    def forget_move(self, name: str) -> None: ...
-
-    def disable(self, name: str, reason: str, now: datetime, *, url: str | None = None) -> None: ...
-
-    def source_credits(self, sources: Sequence[SourceConfig]) -> dict[str, SourceCredit]: ...
+    def feed_metas(self) -> dict[str, FeedMeta]:
+        """What each known source's feed said about itself when last parsed."""
+        ...
 
     def first_added(self) -> datetime | None: ...
 
     # -- entries ---------------------------------------------------------------------------
 
-    def store_entries(
-        self, source: str, entries: Sequence[ParsedEntry], now: datetime
-    ) -> StoreResult: ...
+    def known_entries(self, source: str, ids: Sequence[str]) -> KnownEntries:
+        """The signatures and tombstones the store holds of these entry ids of `source`."""
+        ...
+
+    def write_entries(self, source: str, writes: EntryWrites) -> None:
+        """Write what a feed changed without recording a poll (`record_poll` does both)."""
+        ...
 
     def recent_entries(
         self, sources: Iterable[str], since: datetime, limit: int
     ) -> list[StoredEntry]: ...
 
     def earlier_copies(
-        self, sources: Iterable[str], of: Iterable[StoredEntry], before: datetime, limit: int
+        self, sources: Iterable[str], keys: StoryKeys, before: datetime, limit: int
     ) -> list[StoredEntry]: ...
 
     def prune(self, before: datetime, now: datetime) -> int: ...
-
-    def count_entries(self, source: str | None = None) -> int: ...
 
     # -- sharing the work ------------------------------------------------------------------
 
@@ -176,11 +173,13 @@ def is_store_url(target: str | Path) -> bool:
 
 def open_store(target: str | Path) -> StoreAPI:
     """Open and migrate the store `target` names: a `postgresql://` URL, else a file path."""
+    # The back ends are imported only here, so that SQLite users never load libpq; the
+    # story-key rule is handed to a store whose old entries it must key (not imported there).
     if is_store_url(target):
-        # Imported only here, so that SQLite users never load libpq.
         from aggregator.store.postgres import PgStore  # noqa: PLC0415
 
         return PgStore.open(str(target))
     from aggregator.store.sqlite import SqliteStore  # noqa: PLC0415
+    from aggregator.text import story_keys  # noqa: PLC0415
 
-    return SqliteStore.open(Path(target))
+    return SqliteStore.open(Path(target), story_keys=story_keys)

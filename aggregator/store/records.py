@@ -1,11 +1,33 @@
-"""The values that cross the store interface, whichever back end answers."""
+"""The values that cross the store interface, whichever back end answers.
+
+They are named for the way they flow: the store hands out what it holds (`SourceState`,
+`Schedule`, `KnownEntries`, `FeedMeta`), the update rules (`aggregator.update`) decide,
+and the store is handed what to write (`PollRecord`, `EntryWrites`, `Reschedule`). No
+value here carries a rule: the store writes what it is given.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 
-from aggregator.types import Validators
+from aggregator.types import ParsedEntry, Validators
+
+
+class PollOutcome(StrEnum):
+    """How a poll ended; the value is what `last_outcome` stores (and `status` prints)."""
+
+    UPDATED = "updated"  # new or changed entries
+    UNCHANGED = "unchanged"  # a body, and nothing in it new
+    NOT_MODIFIED = "not-modified"  # a 304
+    FAILED = "failed"
+    DISABLED = "disabled"  # 410 Gone: not polled until the URL changes
+    SKIPPED = "skipped"  # not polled this time (backing off); never stored
+
+
+# -- out of the store ------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -19,7 +41,7 @@ class SourceState:
     validators: Validators
     last_polled: datetime | None
     last_success: datetime | None
-    last_outcome: str | None
+    last_outcome: PollOutcome | None
     last_error: str | None
     failures: int
     entries: int
@@ -36,8 +58,126 @@ class SourceState:
 
 
 @dataclass(frozen=True)
+class Schedule:
+    """A source's schedule as stored, for the next-poll repair after the config changed."""
+
+    name: str
+    last_polled: datetime | None
+    next_poll: datetime | None
+    failures: int
+    retry_after: datetime | None
+    lifetime: timedelta | None
+
+
+@dataclass(frozen=True)
+class Signature:
+    """What tells a stored entry changed: its content and its dates, to the second."""
+
+    content_hash: str
+    published: datetime | None
+    updated: datetime | None
+
+
+@dataclass(frozen=True)
+class KnownEntries:
+    """What the store holds of some entry ids of one source: live ones and buried ones."""
+
+    signatures: Mapping[str, Signature] = field(default_factory=dict)
+    buried: frozenset[str] = frozenset()  # deleted by retention (tombstones)
+
+
+@dataclass(frozen=True)
+class FeedMeta:
+    """What a feed says about itself: stored at each parse, read back for credits."""
+
+    title: str | None
+    site_url: str | None
+    feed_id: str | None
+    lifetime: timedelta | None = None  # its <ttl> / sy:updatePeriod
+
+
+@dataclass(frozen=True)
+class StoryKeys:
+    """Normalized links and titles (`text.story_keys`) to look earlier copies up by."""
+
+    links: frozenset[str] = frozenset()
+    titles: frozenset[str] = frozenset()
+
+
+# -- into the store --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Reschedule:
+    """Move a source's next poll from `was` to `to`; nothing if it is no longer `was`."""
+
+    name: str
+    was: datetime
+    to: datetime
+
+
+@dataclass(frozen=True)
+class EntryWrite:
+    """One entry to insert or update, with its dates as they are to be stored."""
+
+    entry: ParsedEntry
+    updated: datetime | None  # the entry's own, or None while it lies in the future
+    sort_date: datetime | None = None  # for a new entry: its place in the timeline
+
+
+@dataclass(frozen=True)
+class EntryWrites:
+    """What one parsed feed changes among its source's entries."""
+
+    seen: datetime  # first_seen of new entries, last_seen of buried ones still in the feed
+    new: tuple[EntryWrite, ...] = ()
+    changed: tuple[EntryWrite, ...] = ()
+    still_buried: tuple[str, ...] = ()  # tombstoned ids still in the feed
+
+    @property
+    def writes_anything(self) -> bool:
+        return bool(self.new or self.changed or self.still_buried)
+
+
+@dataclass(frozen=True)
+class PollRecord:
+    """How one poll of a source ended, written in one transaction; its claim ends with it.
+
+    With `url`, nothing is written if the source's URL changed meanwhile (a reload while the
+    poll ran): the old URL's validators must not be used for the new one.
+    """
+
+    name: str
+    at: datetime
+    outcome: PollOutcome
+    url: str | None = None
+    next_poll: datetime | None = None
+    validators: Validators = field(default_factory=Validators)  # a success's, kept for next time
+    error: str | None = None  # a failure's message, or why the source is disabled
+    retry_after: datetime | None = None  # a failure's: not before this
+    moved_to: str | None = None  # a success's permanent redirect: polled there from now on
+    forget_move: bool = False  # a failure's: poll the configured URL again
+    body_hash: str | None = None  # of the body parsed
+    feed: FeedMeta | None = None  # of the feed parsed
+    entries: EntryWrites | None = None  # what the feed parsed changes
+    keep_tombstones: bool = False  # the feed was not read: its buried ids are still there
+
+    @property
+    def succeeded(self) -> bool:
+        return self.outcome in (
+            PollOutcome.UPDATED,
+            PollOutcome.UNCHANGED,
+            PollOutcome.NOT_MODIFIED,
+        )
+
+
+@dataclass(frozen=True)
 class StoreResult:
     """What one source's parsed feed changed in the store."""
 
     new: int
     updated: int
+
+
+# How a story is keyed (`text.story_keys`): handed to a store that must key old entries.
+StoryKeyRule = Callable[[str | None, str], tuple[str | None, str | None]]

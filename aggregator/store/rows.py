@@ -1,4 +1,8 @@
-"""Rows into records, shared by the back ends, which select the same columns in the same order."""
+"""Rows into records and records into rows, shared by the back ends: SQL-free.
+
+Both back ends select the same columns in the same order (the `*_COLUMNS` lists below) and
+differ only in how a time or a list of categories is held, which the caller passes in.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,58 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from aggregator.store.records import SourceState
-from aggregator.types import Validators
+from aggregator.store.records import (
+    EntryWrite,
+    FeedMeta,
+    PollOutcome,
+    Schedule,
+    Signature,
+    SourceState,
+)
+from aggregator.types import StoredEntry, Validators
+
+When = Callable[[Any], datetime | None]
+
+STATE_COLUMNS = """
+    name, url, title, site_url, etag, last_modified, last_polled, last_success,
+    last_outcome, last_error, failures,
+    (SELECT count(*) FROM entries WHERE entries.source = sources.name), next_poll,
+    retry_after, moved_to, disabled, body_hash, lifetime
+"""
+ENTRY_COLUMNS = """
+    source, entry_id, title, link, summary_html, teaser, author, categories,
+    published, updated, first_seen, sort_date
+"""
+SCHEDULE_COLUMNS = "name, last_polled, next_poll, failures, retry_after, lifetime"
+FEED_COLUMNS = "name, title, site_url, feed_id, lifetime"
+# The columns an entry write sets, in `entry_values`' order.
+WRITTEN_COLUMNS = (
+    "title",
+    "link",
+    "summary_html",
+    "teaser",
+    "author",
+    "categories",
+    "published",
+    "updated",
+    "content_hash",
+    "link_key",
+    "title_key",
+)
 
 
-def state_from_row(row: Sequence[Any], when: Callable[[Any], datetime | None]) -> SourceState:
-    """A source's state from a `_STATE_COLUMNS` row; `when` reads this database's times.
+def _lifetime(seconds: float | None) -> timedelta | None:
+    return timedelta(seconds=seconds) if seconds is not None else None
 
-    Shared with the PostgreSQL store, which selects the same columns in the same order.
-    """
+
+def _required(when: When, value: Any) -> datetime:
+    moment = when(value)
+    assert moment is not None  # a NOT NULL column
+    return moment
+
+
+def state_from_row(row: Sequence[Any], when: When) -> SourceState:
+    """A source's state from a `STATE_COLUMNS` row; `when` reads this database's times."""
     return SourceState(
         name=row[0],
         url=row[1],
@@ -23,7 +70,7 @@ def state_from_row(row: Sequence[Any], when: Callable[[Any], datetime | None]) -
         validators=Validators(row[4], row[5]),
         last_polled=when(row[6]),
         last_success=when(row[7]),
-        last_outcome=row[8],
+        last_outcome=PollOutcome(row[8]) if row[8] is not None else None,
         last_error=row[9],
         failures=row[10],
         entries=row[11],
@@ -32,5 +79,56 @@ def state_from_row(row: Sequence[Any], when: Callable[[Any], datetime | None]) -
         moved_to=row[14],
         disabled=row[15],
         body_hash=row[16],
-        lifetime=timedelta(seconds=row[17]) if row[17] is not None else None,
+        lifetime=_lifetime(row[17]),
     )
+
+
+def entry_from_row(
+    row: Sequence[Any], when: When, categories: Callable[[Any], tuple[str, ...]]
+) -> StoredEntry:
+    """A stored entry from an `ENTRY_COLUMNS` row."""
+    return StoredEntry(
+        source=row[0],
+        entry_id=row[1],
+        title=row[2],
+        link=row[3],
+        summary_html=row[4],
+        teaser=row[5],
+        author=row[6],
+        categories=categories(row[7]),
+        published=when(row[8]),
+        updated=when(row[9]),
+        first_seen=_required(when, row[10]),
+        sort_date=_required(when, row[11]),
+    )
+
+
+def schedule_from_row(row: Sequence[Any], when: When) -> Schedule:
+    """A source's schedule from a `SCHEDULE_COLUMNS` row."""
+    return Schedule(row[0], when(row[1]), when(row[2]), row[3], when(row[4]), _lifetime(row[5]))
+
+
+def feed_from_row(row: Sequence[Any]) -> tuple[str, FeedMeta]:
+    """(source name, what its feed said about itself) from a `FEED_COLUMNS` row."""
+    return row[0], FeedMeta(row[1], row[2], row[3], _lifetime(row[4]))
+
+
+def signature_from_row(row: Sequence[Any], when: When) -> tuple[str, Signature]:
+    """(entry id, signature) from an (entry_id, content_hash, published, updated) row."""
+    return row[0], Signature(row[1], when(row[2]), when(row[3]))
+
+
+def entry_values(
+    write: EntryWrite, stamp: Callable[[datetime | None], Any], categories: Callable[..., Any]
+) -> tuple[Any, ...]:
+    """The `WRITTEN_COLUMNS` values of an entry write; `stamp` holds a date as this database
+    does, cut to the second."""
+    e = write.entry
+    return (
+        e.title, e.link, e.summary_html, e.teaser, e.author, categories(e.categories),
+        stamp(e.published), stamp(write.updated), e.content_hash, e.story_link, e.story_title,
+    )  # fmt: skip
+
+
+def lifetime_seconds(feed: FeedMeta) -> float | None:
+    return feed.lifetime.total_seconds() if feed.lifetime else None

@@ -1,0 +1,134 @@
+"""The PostgreSQL store's schema: its migrations, applied in one transaction under an
+advisory lock, so daemons starting together migrate once; and how a URL is shown.
+
+The schema's version is the highest row of `schema_migrations`.
+"""
+
+from __future__ import annotations
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import TupleRow
+
+from aggregator.errors import StorageError
+
+Connection = psycopg.Connection[TupleRow]
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: the schema as SQLite has it at its version 7: sources with fetch state and claims,
+    # entries keyed by (source, entry_id) with story keys, tombstones of pruned entries.
+    """
+    CREATE TABLE sources (
+        name          text COLLATE "C" PRIMARY KEY,
+        url           text NOT NULL,
+        title         text,
+        site_url      text,
+        feed_id       text,
+        etag          text,
+        last_modified text,
+        last_polled   timestamptz,
+        last_success  timestamptz,
+        last_outcome  text,
+        last_error    text,
+        failures      integer NOT NULL DEFAULT 0,
+        added         timestamptz NOT NULL,
+        next_poll     timestamptz,
+        retry_after   timestamptz,
+        moved_to      text,
+        disabled      text,
+        body_hash     text,
+        lifetime      double precision,
+        claimed_by    text,
+        claimed_until timestamptz
+    );
+    CREATE INDEX sources_by_next_poll ON sources (next_poll);
+    CREATE TABLE entries (
+        source       text COLLATE "C" NOT NULL,
+        entry_id     text COLLATE "C" NOT NULL,
+        title        text NOT NULL,
+        link         text,
+        summary_html text NOT NULL,
+        teaser       text NOT NULL,
+        author       text,
+        categories   text[] NOT NULL,
+        published    timestamptz,
+        updated      timestamptz,
+        first_seen   timestamptz NOT NULL,
+        sort_date    timestamptz NOT NULL,
+        content_hash text NOT NULL,
+        link_key     text,
+        title_key    text,
+        PRIMARY KEY (source, entry_id)
+    );
+    CREATE INDEX entries_by_date ON entries (sort_date DESC);
+    CREATE INDEX entries_by_link_key ON entries (link_key);
+    CREATE INDEX entries_by_title_key ON entries (title_key);
+    CREATE TABLE tombstones (
+        source    text COLLATE "C" NOT NULL,
+        entry_id  text COLLATE "C" NOT NULL,
+        last_seen timestamptz NOT NULL,
+        PRIMARY KEY (source, entry_id)
+    );
+    CREATE INDEX tombstones_by_last_seen ON tombstones (last_seen);
+    """,
+    # 2: as SQLite's 8: the files last published, which every daemon copies and serves.
+    """
+    CREATE TABLE published (
+        name        text COLLATE "C" PRIMARY KEY,
+        fingerprint text NOT NULL,
+        data        bytea NOT NULL
+    );
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+_MIGRATE_LOCK = int.from_bytes(b"aggr-mig", "big")  # an advisory lock key: "aggr-mig"
+
+
+def describe(url: str) -> str:
+    """A connection URL or conninfo fit for a message: the password left out."""
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "an unreadable PostgreSQL URL"
+    params.pop("password", None)
+    return make_conninfo("", **{k: v for k, v in params.items() if v is not None})
+
+
+def without_password(message: str, url: str) -> str:
+    """An error text with the URL's password blotted out, should libpq ever quote it."""
+    try:
+        password = conninfo_to_dict(url).get("password")
+    except psycopg.ProgrammingError:
+        password = None
+    return message.replace(str(password), "***") if password else message
+
+
+def schema_version(conn: Connection) -> int:
+    exists = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+    if not exists or not exists[0]:
+        return 0
+    row = conn.execute("SELECT coalesce(max(version), 0) FROM schema_migrations").fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def migrate(conn: Connection) -> None:
+    """Bring the schema to SCHEMA_VERSION in one transaction; refuse a newer one."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATE_LOCK,))
+        conn.execute(
+            """
+            CREATE TABLE IF NOT EXISTS schema_migrations (
+                version integer PRIMARY KEY,
+                applied timestamptz NOT NULL DEFAULT now()
+            )
+            """
+        )
+        version = schema_version(conn)
+        if version > SCHEMA_VERSION:
+            raise StorageError(
+                f"the store has schema version {version}, newer than this aggregator knows "
+                f"({SCHEMA_VERSION}); upgrade aggregator"
+            )
+        for number in range(version, SCHEMA_VERSION):
+            conn.execute(MIGRATIONS[number])
+            conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (number + 1,))

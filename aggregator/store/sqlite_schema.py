@@ -1,0 +1,179 @@
+"""The SQLite store's schema: its migrations, in order, and how they are applied on open.
+
+The version lives in `PRAGMA user_version`. Each migration runs in its own write
+transaction, so stores opened at the same moment migrate once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+
+from aggregator.errors import StorageError
+from aggregator.store.records import StoryKeyRule
+
+MIGRATIONS: tuple[str, ...] = (
+    # 1: sources with fetch state, entries keyed by (source, entry_id).
+    """
+    CREATE TABLE sources (
+        name          TEXT PRIMARY KEY,
+        url           TEXT NOT NULL,
+        title         TEXT,
+        site_url      TEXT,
+        feed_id       TEXT,
+        etag          TEXT,
+        last_modified TEXT,
+        last_polled   TEXT,
+        last_success  TEXT,
+        last_outcome  TEXT,
+        last_error    TEXT,
+        failures      INTEGER NOT NULL DEFAULT 0,
+        added         TEXT NOT NULL
+    );
+    CREATE TABLE entries (
+        source       TEXT NOT NULL,
+        entry_id     TEXT NOT NULL,
+        title        TEXT NOT NULL,
+        link         TEXT,
+        summary_html TEXT NOT NULL,
+        teaser       TEXT NOT NULL,
+        author       TEXT,
+        categories   TEXT NOT NULL,
+        published    TEXT,
+        updated      TEXT,
+        first_seen   TEXT NOT NULL,
+        sort_date    TEXT NOT NULL,
+        content_hash TEXT NOT NULL,
+        PRIMARY KEY (source, entry_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX entries_by_date ON entries (sort_date DESC);
+    """,
+    # 2: each source's next poll time, so a restarted daemon resumes its schedule.
+    """
+    ALTER TABLE sources ADD COLUMN next_poll TEXT;
+    CREATE INDEX sources_by_next_poll ON sources (next_poll);
+    """,
+    # 3: ids of entries deleted by retention, so one still in its feed does not come back.
+    """
+    CREATE TABLE tombstones (
+        source     TEXT NOT NULL,
+        entry_id   TEXT NOT NULL,
+        last_seen  TEXT NOT NULL,
+        PRIMARY KEY (source, entry_id)
+    ) WITHOUT ROWID;
+    CREATE INDEX tombstones_by_last_seen ON tombstones (last_seen);
+    """,
+    # 4: politeness: a Retry-After to honour, a permanent redirect to follow, a 410 Gone.
+    """
+    ALTER TABLE sources ADD COLUMN retry_after TEXT;
+    ALTER TABLE sources ADD COLUMN moved_to TEXT;
+    ALTER TABLE sources ADD COLUMN disabled TEXT;
+    ALTER TABLE sources ADD COLUMN body_hash TEXT;
+    """,
+    # 5: the feed's own freshness hint (<ttl>, sy:updatePeriod), kept for its 304s.
+    """
+    ALTER TABLE sources ADD COLUMN lifetime REAL;
+    """,
+    # 6: story keys (normalized link and title), to find a story's older copies quickly.
+    """
+    ALTER TABLE entries ADD COLUMN link_key TEXT;
+    ALTER TABLE entries ADD COLUMN title_key TEXT;
+    CREATE INDEX entries_by_link_key ON entries (link_key);
+    CREATE INDEX entries_by_title_key ON entries (title_key);
+    """,
+    # 7: claims: a daemon polling a source holds it until `claimed_until` (a lease), so the
+    # daemons sharing a store poll each due source once. Recording the poll's end (success,
+    # failure or 410: each writes last_polled) releases the claim.
+    """
+    ALTER TABLE sources ADD COLUMN claimed_by TEXT;
+    ALTER TABLE sources ADD COLUMN claimed_until TEXT;
+    CREATE TRIGGER sources_release_claim AFTER UPDATE OF last_polled ON sources
+    WHEN NEW.claimed_by IS NOT NULL
+    BEGIN
+        UPDATE sources SET claimed_by = NULL, claimed_until = NULL WHERE name = NEW.name;
+    END;
+    """,
+    # 8: the files last published, so that every daemon sharing the store serves the same
+    # bytes: the publisher stores what it rendered, the others copy it into their output/.
+    """
+    CREATE TABLE published (
+        name        TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        data        BLOB NOT NULL
+    );
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def statements(script: str) -> Iterator[str]:
+    """A migration's statements, each whole: a trigger's body holds semicolons of its own."""
+    statement = ""
+    for piece in script.split(";"):
+        statement += piece + ";"
+        if sqlite3.complete_statement(statement):
+            if statement.replace(";", "").strip():
+                yield statement
+            statement = ""
+    if statement.replace(";", "").strip():
+        yield statement  # incomplete: let SQLite say what is wrong with it
+
+
+def enable_wal(db: sqlite3.Connection, patience: float = 10.0) -> None:
+    """Switch to WAL, waiting while another connection switches: SQLite answers "database
+    is locked" at once there, without its busy timeout (stores opened at the same moment)."""
+    deadline = time.monotonic() + patience
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if e.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+
+
+def backfill_story_keys(db: sqlite3.Connection, story_keys: StoryKeyRule | None) -> None:
+    """Schema 6: compute the story keys of entries stored before they existed.
+
+    The rule is the caller's (`text.story_keys`, handed in by `open_store`): the store keeps
+    keys, it does not know how they are made.
+    """
+    rows = db.execute("SELECT source, entry_id, link, title FROM entries").fetchall()
+    if not rows:
+        return
+    if story_keys is None:
+        raise StorageError("upgrading this store needs the story-key rule: open it with open_store")
+    db.executemany(
+        "UPDATE entries SET link_key = ?, title_key = ? WHERE source = ? AND entry_id = ?",
+        [(*story_keys(link, title), source, entry_id) for source, entry_id, link, title in rows],
+    )
+
+
+def migrate(
+    db: sqlite3.Connection,
+    transaction: Callable[[], contextlib.AbstractContextManager[sqlite3.Connection]],
+    story_keys: StoryKeyRule | None,
+    migrations: tuple[str, ...] | None = None,
+) -> None:
+    """Bring the schema to the latest version (of `migrations`, default all); refuse a newer."""
+    steps = MIGRATIONS if migrations is None else migrations
+    latest = len(steps)
+    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    if version > SCHEMA_VERSION:
+        raise StorageError(
+            f"the store has schema version {version}, newer than this aggregator knows "
+            f"({SCHEMA_VERSION}); upgrade aggregator"
+        )
+    for number in range(version, latest):
+        with transaction() as tx:
+            # Another process may have migrated while we waited for the write lock.
+            if int(tx.execute("PRAGMA user_version").fetchone()[0]) > number:
+                continue
+            for statement in statements(steps[number]):
+                tx.execute(statement)
+            if number + 1 == 6:
+                backfill_story_keys(tx, story_keys)
+            tx.execute(f"PRAGMA user_version = {number + 1}")
