@@ -40,10 +40,7 @@ from aggregator.store.postgres_schema import (
     schema_version,
     without_password,
 )
-from aggregator.store.postgres_writes import (
-    seconds,
-    write_entries,
-)
+from aggregator.store.postgres_writes import seconds, upsert_entries
 from aggregator.store.records import (
     EntryWrites,
     FeedMeta,
@@ -61,6 +58,11 @@ __all__ = ["SCHEMA_VERSION", "PgStore", "describe"]
 # Advisory lock key, per database: a bigint spelling "aggr-pub".
 _PUBLISH_LOCK = int.from_bytes(b"aggr-pub", "big")
 PING_SECONDS = 3.0  # how long a health check waits for a pooled connection
+
+
+def _as_is(value: datetime) -> datetime:
+    """A schedule time as PostgreSQL holds it: psycopg adapts an aware datetime itself."""
+    return value
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -154,17 +156,12 @@ class PgStore(SharedStatements):
                 counts.append(cursor.rowcount)
         return counts
 
-    def _schedule_time(self, value: datetime) -> Any:
-        return value
-
-    def _read_time(self, value: Any) -> datetime | None:
-        return _utc(value)
-
-    def _entry_time(self, value: datetime | None) -> Any:
-        return seconds(value)
+    _schedule_time = staticmethod(_as_is)
+    _read_time = staticmethod(_utc)
+    _entry_time = staticmethod(seconds)
 
     def _write_entries(self, tx: Any, source: str, writes: EntryWrites) -> None:
-        write_entries(tx, source, writes)
+        upsert_entries(tx, source, writes)
 
     @property
     def schema_version(self) -> int:

@@ -28,7 +28,7 @@ _UPDATE_ENTRY = f"""
 """
 
 
-def write_entries(conn: Connection, source: str, writes: EntryWrites) -> None:
+def upsert_entries(conn: Connection, source: str, writes: EntryWrites) -> None:
     """Insert new entries (one another writer inserted meanwhile stays as it is: its
     `first_seen` and `sort_date` never move), update changed ones, touch buried ones."""
     if writes.still_buried:

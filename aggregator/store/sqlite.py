@@ -133,17 +133,12 @@ class SqliteStore(SharedStatements):
         with self._transaction() as db:
             return [db.executemany(sql, params).rowcount for sql, params in steps]
 
-    def _schedule_time(self, value: datetime) -> Any:
-        return _at(value)
-
-    def _read_time(self, value: Any) -> datetime | None:
-        return _dt(value)
-
-    def _entry_time(self, value: datetime | None) -> Any:
-        return _ts(value)
+    _schedule_time = staticmethod(_at)
+    _read_time = staticmethod(_dt)
+    _entry_time = staticmethod(_ts)
 
     def _write_entries(self, tx: Any, source: str, writes: EntryWrites) -> None:
-        _write_entries(tx, source, writes)
+        _insert_entries(tx, source, writes)
 
     @property
     def schema_version(self) -> int:
@@ -383,7 +378,7 @@ class SqliteStore(SharedStatements):
             os.close(lock)  # which releases the lock
 
 
-def _write_entries(db: sqlite3.Connection, source: str, writes: EntryWrites) -> None:
+def _insert_entries(db: sqlite3.Connection, source: str, writes: EntryWrites) -> None:
     """Insert new entries (one already there, written meanwhile, stays as it is: its
     `first_seen` and `sort_date` never move), update changed ones, touch buried ones."""
     seen = _ts(writes.seen)
