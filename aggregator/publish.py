@@ -23,6 +23,7 @@ from aggregator.output import (
 from aggregator.render import OUTPUT_FILES, render_outputs
 from aggregator.settings import Config
 from aggregator.store import StoreAPI
+from aggregator.store.records import PublishedSnapshot
 from aggregator.timeline import build_timeline
 from aggregator.types import (
     SourceCredit,
@@ -133,10 +134,11 @@ def publish_timeline(config: Config, store: StoreAPI, now: datetime) -> PublishR
         if store.published_fingerprint() == fingerprint:
             written = follow_published(output_dir, store, fingerprint)
         else:
-            files = render_outputs(config.site, timeline, credits)
-            store.save_published(fingerprint, files)
-            written = publish_files(output_dir, files)
-            remember_published(output_dir, fingerprint, OUTPUT_FILES)
+            snapshot = PublishedSnapshot(
+                fingerprint, render_outputs(config.site, timeline, credits)
+            )
+            store.save_published(snapshot)
+            written = write_snapshot(output_dir, snapshot)
     report = PublishReport(
         items=len(timeline.items),
         changed=tuple(n for n in OUTPUT_FILES if written.get(n)),
@@ -166,7 +168,12 @@ def follow_published(
     snapshot = store.load_published()
     if snapshot is None:
         return {}
-    fingerprint, files = snapshot
-    written = publish_files(output_dir, files)
-    remember_published(output_dir, fingerprint, OUTPUT_FILES)
+    return write_snapshot(output_dir, snapshot)
+
+
+def write_snapshot(output_dir: Path, snapshot: PublishedSnapshot) -> dict[str, bool]:
+    """Write a snapshot's files into `output_dir` (each only if its bytes differ) and
+    remember its fingerprint there; which files were rewritten."""
+    written = publish_files(output_dir, snapshot.files)
+    remember_published(output_dir, snapshot.fingerprint, snapshot.files)
     return written

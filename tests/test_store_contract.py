@@ -24,7 +24,7 @@ from aggregator.settings import SourceConfig
 from aggregator.store import StoreAPI, open_store
 from aggregator.store import postgres as store_pg
 from aggregator.store import sqlite as sqlite_store
-from aggregator.store.records import PollOutcome, PollRecord
+from aggregator.store.records import PollOutcome, PollRecord, PublishedSnapshot
 from aggregator.types import ParsedFeed, SourceCredit, Validators
 from aggregator.update import source_credits, story_keys_of
 from tests.storedata import (
@@ -841,8 +841,14 @@ def test_the_published_snapshot_is_replaced_whole(
 ) -> None:
     assert store.published_fingerprint() is None
     assert store.load_published() is None
-    store.save_published("f1", {"atom.xml": b"<feed/>", "rss.xml": b"\x00\xff binary-safe"})
-    store.save_published("f2", {"atom.xml": b"<feed>2</feed>", "index.html": b"<p>"})
+    store.save_published(
+        PublishedSnapshot("f1", {"atom.xml": b"<feed/>", "rss.xml": b"\x00\xff binary-safe"})
+    )
+    store.save_published(
+        PublishedSnapshot("f2", {"atom.xml": b"<feed>2</feed>", "index.html": b"<p>"})
+    )
     other = open_again()  # what another daemon sees
     assert other.published_fingerprint() == "f2"
-    assert other.load_published() == ("f2", {"atom.xml": b"<feed>2</feed>", "index.html": b"<p>"})
+    assert other.load_published() == PublishedSnapshot(
+        "f2", {"atom.xml": b"<feed>2</feed>", "index.html": b"<p>"}
+    )

@@ -15,7 +15,7 @@ snapshot, which every daemon copies into its own output/ (see `publish.publish_t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -27,6 +27,7 @@ from aggregator.store.records import (
     FeedMeta,
     KnownEntries,
     PollRecord,
+    PublishedSnapshot,
     Reschedule,
     Schedule,
     SourceState,
@@ -153,7 +154,7 @@ class StoreAPI(Protocol):
 
     # -- the published snapshot: what every daemon serves ------------------------------------
 
-    def save_published(self, fingerprint: str, files: Mapping[str, bytes]) -> None:
+    def save_published(self, snapshot: PublishedSnapshot) -> None:
         """Replace the stored snapshot of the published files (under `publish_lock`)."""
         ...
 
@@ -161,8 +162,8 @@ class StoreAPI(Protocol):
         """The stored snapshot's fingerprint (of its render input); None before any."""
         ...
 
-    def load_published(self) -> tuple[str, dict[str, bytes]] | None:
-        """The stored snapshot as (fingerprint, {file name: bytes}), or None."""
+    def load_published(self) -> PublishedSnapshot | None:
+        """The stored snapshot, or None before any."""
         ...
 
 

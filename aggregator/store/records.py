@@ -181,3 +181,13 @@ class StoreResult:
 
 # How a story is keyed (`text.story_keys`): handed to a store that must key old entries.
 StoryKeyRule = Callable[[str | None, str], tuple[str | None, str | None]]
+
+
+@dataclass(frozen=True)
+class PublishedSnapshot:
+    """The files one publish rendered, by name, and the fingerprint of what they were
+    rendered from: what every daemon sharing a store copies into its own output/, so all
+    serve the same bytes (`publish.follow_published`)."""
+
+    fingerprint: str
+    files: Mapping[str, bytes]

@@ -8,13 +8,13 @@ The statements here are written with `?`, which `_sql` turns into the back end's
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, ClassVar
 
 from aggregator.store import rows
-from aggregator.store.records import EntryWrites, PollRecord
+from aggregator.store.records import EntryWrites, PollRecord, PublishedSnapshot
 
 Steps = Sequence[tuple[str, Sequence[Sequence[Any]]]]
 
@@ -172,14 +172,14 @@ class SharedStatements:
 
     # -- the published snapshot ------------------------------------------------------------
 
-    def save_published(self, fingerprint: str, files: Mapping[str, bytes]) -> None:
-        """Replace the stored snapshot of the published files with `files`, all at once."""
+    def save_published(self, snapshot: PublishedSnapshot) -> None:
+        """Replace the stored snapshot with `snapshot`, all at once."""
         self._apply(
             [
                 ("DELETE FROM published", [()]),
                 (
                     self._sql("INSERT INTO published (name, fingerprint, data) VALUES (?, ?, ?)"),
-                    [(name, fingerprint, data) for name, data in files.items()],
+                    [(name, snapshot.fingerprint, data) for name, data in snapshot.files.items()],
                 ),
             ]
         )
@@ -189,12 +189,14 @@ class SharedStatements:
         found = self._query("SELECT fingerprint FROM published LIMIT 1")
         return str(found[0][0]) if found else None
 
-    def load_published(self) -> tuple[str, dict[str, bytes]] | None:
-        """The stored snapshot, read in one statement: (fingerprint, {name: bytes})."""
+    def load_published(self) -> PublishedSnapshot | None:
+        """The stored snapshot, read in one statement."""
         found = self._query("SELECT name, fingerprint, data FROM published ORDER BY name")
         if not found:
             return None
-        return str(found[0][1]), {str(name): bytes(data) for name, _, data in found}
+        return PublishedSnapshot(
+            str(found[0][1]), {str(name): bytes(data) for name, _, data in found}
+        )
 
     def first_added(self) -> datetime | None:
         """When the first source was added: a stable date for a feed with nothing in it yet."""
