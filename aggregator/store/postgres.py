@@ -37,7 +37,7 @@ from aggregator.policy import ServerHints, is_overdue_schedule, next_poll
 from aggregator.settings import SourceConfig
 from aggregator.store.records import SourceState, StoreResult
 from aggregator.store.rows import state_from_row
-from aggregator.text import story_keys
+from aggregator.text import html_to_text, story_keys, teaser_text
 from aggregator.timeline import CLOCK_SKEW, order_date
 from aggregator.types import ParsedEntry, ParsedFeed, SourceCredit, StoredEntry, Validators
 
@@ -107,6 +107,11 @@ _MIGRATIONS: tuple[str, ...] = (
         fingerprint text NOT NULL,
         data        bytea NOT NULL
     );
+    """,
+    # 3: as SQLite's 9: `teaser` holds the entry's text uncut, publishing cuts it; rows
+    # stored before hold a cut teaser, which `_backfill_teaser_text` recomputes.
+    """
+    COMMENT ON COLUMN entries.teaser IS 'the plain text, uncut: publishing cuts the teaser'
     """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
@@ -757,6 +762,33 @@ def _schema_version(conn: Connection) -> int:
     return 0 if row is None else int(row[0])
 
 
+# Rows read and rewritten at a time by a backfill: summaries can be 512 KiB each.
+_BACKFILL_BATCH = 500
+
+
+def _backfill_teaser_text(conn: Connection) -> None:
+    """Schema 3: the uncut text of entries stored with a teaser cut at parse time.
+
+    From the stored summary, as the parser makes it (`teaser_text(html_to_text(...))`),
+    in batches of `_BACKFILL_BATCH` rows in key order.
+    """
+    after = ("", "")
+    while True:
+        rows = conn.execute(
+            "SELECT source, entry_id, summary_html FROM entries WHERE (source, entry_id) > (%s, %s)"
+            " ORDER BY source, entry_id LIMIT %s",
+            (*after, _BACKFILL_BATCH),
+        ).fetchall()
+        if not rows:
+            return
+        with conn.cursor() as cursor:
+            cursor.executemany(
+                "UPDATE entries SET teaser = %s WHERE source = %s AND entry_id = %s",
+                [(teaser_text(html_to_text(html)), source, entry) for source, entry, html in rows],
+            )
+        after = (rows[-1][0], rows[-1][1])
+
+
 def _migrate(conn: Connection) -> None:
     """Bring the schema to SCHEMA_VERSION in one transaction; refuse a newer one."""
     with conn.transaction():
@@ -777,4 +809,6 @@ def _migrate(conn: Connection) -> None:
             )
         for number in range(version, SCHEMA_VERSION):
             conn.execute(_MIGRATIONS[number])
+            if number + 1 == 3:
+                _backfill_teaser_text(conn)
             conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (number + 1,))

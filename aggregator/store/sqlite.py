@@ -25,7 +25,7 @@ from aggregator.policy import ServerHints, is_overdue_schedule, next_poll
 from aggregator.settings import SourceConfig
 from aggregator.store.records import SourceState, StoreResult
 from aggregator.store.rows import state_from_row
-from aggregator.text import story_keys
+from aggregator.text import html_to_text, story_keys, teaser_text
 from aggregator.timeline import CLOCK_SKEW, order_date
 from aggregator.types import ParsedEntry, ParsedFeed, SourceCredit, StoredEntry, Validators
 
@@ -119,6 +119,11 @@ _MIGRATIONS: tuple[str, ...] = (
         data        BLOB NOT NULL
     );
     """,
+    # 9: `teaser` holds the entry's text uncut; publishing cuts it to `teaser_length`.
+    # Rows stored before hold a cut teaser: `_backfill_teaser_text` recomputes them.
+    """
+    -- no schema change: the backfill rewrites the column
+    """,
 )
 SCHEMA_VERSION = len(_MIGRATIONS)
 
@@ -176,6 +181,32 @@ def _backfill_story_keys(db: sqlite3.Connection) -> None:
         "UPDATE entries SET link_key = ?, title_key = ? WHERE source = ? AND entry_id = ?",
         [(*story_keys(link, title), source, entry_id) for source, entry_id, link, title in rows],
     )
+
+
+# Rows read and rewritten at a time by a backfill: summaries can be 512 KiB each.
+_BACKFILL_BATCH = 500
+
+
+def _backfill_teaser_text(db: sqlite3.Connection) -> None:
+    """Schema 9: the uncut text of entries stored with a teaser cut at parse time.
+
+    From the stored summary, as the parser makes it (`teaser_text(html_to_text(...))`),
+    in batches of `_BACKFILL_BATCH` rows in key order.
+    """
+    after = ("", "")
+    while True:
+        rows = db.execute(
+            "SELECT source, entry_id, summary_html FROM entries WHERE (source, entry_id) > (?, ?)"
+            " ORDER BY source, entry_id LIMIT ?",
+            (*after, _BACKFILL_BATCH),
+        ).fetchall()
+        if not rows:
+            return
+        db.executemany(
+            "UPDATE entries SET teaser = ? WHERE source = ? AND entry_id = ?",
+            [(teaser_text(html_to_text(html)), source, entry) for source, entry, html in rows],
+        )
+        after = (rows[-1][0], rows[-1][1])
 
 
 _ENTRY_COLUMNS = """
@@ -259,6 +290,8 @@ class SqliteStore:
                     db.execute(statement)
                 if number + 1 == 6:
                     _backfill_story_keys(db)
+                if number + 1 == 9:
+                    _backfill_teaser_text(db)
                 db.execute(f"PRAGMA user_version = {number + 1}")
 
     @property
