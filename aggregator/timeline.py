@@ -7,6 +7,7 @@ decided once, when an entry is first seen (`order_date`), so a later edit cannot
 from __future__ import annotations
 
 import collections
+import hashlib
 import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import replace
@@ -222,9 +223,29 @@ def _teasers(length: int) -> Callable[[StoredEntry], str]:
     def teaser(entry: StoredEntry) -> str:
         key = (entry.source, entry.entry_id)
         if key not in cut:
-            cut[key] = make_teaser(entry.teaser, length)
+            cut[key] = cut_teaser(entry.teaser, length)
         return cut[key]
 
+    return teaser
+
+
+# Teasers cut by earlier publishes, by (digest of the text, length). A daemon publishes the
+# same items again and again, and one cut costs up to a third of a millisecond (grapheme
+# segmentation of non-Latin text): 200 items made a publish 30-50 ms slower. The digest,
+# not the text, is kept, so the cache holds at most this many teasers and no stored text.
+_CUT_CACHE_SIZE = 4096
+_cuts: dict[tuple[bytes, int], str] = {}
+
+
+def cut_teaser(text: str, length: int) -> str:
+    """`make_teaser(text, length)`, remembered: the same text and length, the same teaser."""
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    teaser = _cuts.get((digest, length))
+    if teaser is None:
+        teaser = make_teaser(text, length)
+        if len(_cuts) >= _CUT_CACHE_SIZE:
+            _cuts.clear()  # simpler than an LRU, and a publish refills what it needs
+        _cuts[(digest, length)] = teaser
     return teaser
 
 

@@ -1,9 +1,10 @@
 """Bytes and response headers → `ParsedFeed`, via feedparser, normalized once.
 
 Identity (guid/id → link → content hash), aware UTC dates, plain-text titles, sanitized
-HTML summaries, teasers and absolute links are all decided here; past this module no code
-sees a `FeedParserDict`. Pure: feedparser is always given a `BytesIO`, never a URL or path,
-and feedparser's own sanitizer and relative-URI pass are off because `text` does both.
+HTML summaries, the plain text that teasers are cut from when publishing, and absolute
+links are all decided here; past this module no code sees a `FeedParserDict`. Pure:
+feedparser is always given a `BytesIO`, never a URL or path, and feedparser's own
+sanitizer and relative-URI pass are off because `text` does both.
 """
 
 from __future__ import annotations
