@@ -41,7 +41,7 @@ from aggregator.settings import (
     StoreSettings,
     default_lease,
 )
-from aggregator.text import has_forbidden_characters, strip_bidi_controls
+from aggregator.text import TEASER_LENGTH_LIMIT, has_forbidden_characters, strip_bidi_controls
 from aggregator.tomlpos import KeyPath, LineIndex, format_path
 from aggregator.urls import public_url
 
@@ -154,6 +154,14 @@ def _port(value: object) -> int:
     if port > 65535:
         raise _Invalid(f"expected a port from 1 to 65535, got {port}")
     return port
+
+
+def _teaser_length(value: object) -> int:
+    """Bounded because the store keeps each entry's text only as far as the longest teaser."""
+    length = _positive_int(value)
+    if length > TEASER_LENGTH_LIMIT:
+        raise _Invalid(f"expected a length from 1 to {TEASER_LENGTH_LIMIT:,}, got {length}")
+    return length
 
 
 def _timezone(value: object) -> str:
@@ -481,7 +489,7 @@ def _validate(
         ),
         max_items=load.value(publish_t, pub, "max_items", _positive_int, 200),
         max_age=load.value(publish_t, pub, "max_age", parse_duration, timedelta(days=30)),
-        teaser_length=load.value(publish_t, pub, "teaser_length", _positive_int, 200),
+        teaser_length=load.value(publish_t, pub, "teaser_length", _teaser_length, 200),
         filters=load.filters(publish_t, pub),
     )
     store = StoreSettings(

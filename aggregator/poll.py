@@ -149,7 +149,6 @@ async def _settle(
                     # The base of relative links: published, so without the fetch's secrets.
                     public_url(outcome.final_url),
                     timezone=source.timezone,
-                    teaser_length=config.publish.teaser_length,
                     budget=config.poll.parse_timeout.total_seconds(),
                 )
             except ParseError as e:

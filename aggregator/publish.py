@@ -91,6 +91,7 @@ def current_timeline(
             filters=config.publish.filters,
             source_filters={s.name: s.filters for s in config.sources},
             earlier=store.earlier_copies(names, story_keys_of(entries), oldest, limit),
+            teaser_length=config.publish.teaser_length,
         )
         if len(timeline.items) >= config.publish.max_items or len(entries) < limit:
             break
@@ -127,10 +128,16 @@ def publish_timeline(config: Config, store: StoreAPI, now: datetime) -> PublishR
         credits = source_credits(config, store)
         timeline = current_timeline(config, store, now, credits)
         # Rendering is a pure function of these (and of this version's code): the same input
-        # renders the same bytes, so there is nothing to render again.
-        fingerprint = hashlib.sha256(
-            repr((__version__, config.site, timeline, sorted(credits.items()))).encode()
-        ).hexdigest()
+        # renders the same bytes, so there is nothing to render again. The timeline holds
+        # the teasers as cut; `teaser_length` is named too, as what they were cut with.
+        rendered_from = (
+            __version__,
+            config.site,
+            config.publish.teaser_length,
+            timeline,
+            sorted(credits.items()),
+        )
+        fingerprint = hashlib.sha256(repr(rendered_from).encode()).hexdigest()
         if store.published_fingerprint() == fingerprint:
             written = follow_published(output_dir, store, fingerprint)
         else:

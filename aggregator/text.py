@@ -53,6 +53,9 @@ _LONG_MARK_RUN = regex.compile(rf"(\p{{M}}{{{MARK_RUN_LIMIT}}})\p{{M}}++")
 # A teaser of `n` clusters has at most this many times `n` code points: real text averages
 # under two code points a cluster in every script.
 CODE_POINTS_PER_CLUSTER = 4
+# The longest teaser an operator may ask for (`[publish] teaser_length`), in clusters. The
+# store keeps each entry's text only as far as such a teaser can reach (`teaser_text`).
+TEASER_LENGTH_LIMIT = 2_000
 _PUNCTUATION_OR_SYMBOLS = regex.compile(r"[\p{P}\p{S}]+")
 # Left dangling before "…" these read as noise: "कहा,…" becomes "कहा…".
 _TRAILING = frozenset(",;:-–—(/.।॥")
@@ -218,6 +221,24 @@ def make_teaser(text: str, length: int) -> str:
             kept = head[:last_space]
     kept = _trim(kept, _TRAILING) or _trim(kept, frozenset()) or head
     return "".join(kept) + ELLIPSIS
+
+
+def teaser_text(text: str, longest: int = TEASER_LENGTH_LIMIT) -> str:
+    """The start of `text` that every teaser of at most `longest` clusters is cut from.
+
+    What the store keeps, so the cut happens when rendering, with the `teaser_length` of
+    that moment: `make_teaser(teaser_text(t), n) == make_teaser(t, n)` for every `n` up to
+    `longest`. `make_teaser(t, n)` reads only the first `CODE_POINTS_PER_CLUSTER * n + 1`
+    code points of the collapsed text (and whether there are more), so one more than that
+    (a trailing space is collapsed away) is enough, and bounds what is stored.
+    """
+    return collapse_whitespace(text)[: CODE_POINTS_PER_CLUSTER * longest + 2]
+
+
+def entry_text(summary_html: str) -> str:
+    """The text a stored entry's teasers are cut from, made again from its stored summary:
+    what a store migration fills in for entries stored with a teaser cut at parse time."""
+    return teaser_text(html_to_text(summary_html))
 
 
 def _within(clusters: list[str], code_points: int) -> list[str]:

@@ -7,12 +7,14 @@ decided once, when an entry is first seen (`order_date`), so a later edit cannot
 from __future__ import annotations
 
 import collections
+import hashlib
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from aggregator.filters import Filters
-from aggregator.text import link_key, title_key
+from aggregator.text import link_key, make_teaser, title_key
 from aggregator.types import SourceCredit, StoredEntry, Timeline, TimelineItem
 
 # A date this far ahead of our clock is the publisher's clock or time zone being wrong.
@@ -23,6 +25,8 @@ MIN_TITLE_KEY = 20
 # A headline is compared with at most the latest this many stories bearing it.
 MAX_STORIES_PER_HEADLINE = 32
 NO_FILTERS = Filters()
+# `[publish] teaser_length`'s default: a teaser of this many grapheme clusters.
+DEFAULT_TEASER_LENGTH = 200
 # Fixed forever: changing it would give every published item a new id.
 _ID_NAMESPACE = uuid.UUID("6f1d3c1e-6c55-4a8e-9d0b-2f4f7f6a9a10")
 
@@ -59,6 +63,7 @@ def build_timeline(
     filters: Filters = NO_FILTERS,
     source_filters: Mapping[str, Filters] | None = None,
     earlier: Iterable[StoredEntry] = (),
+    teaser_length: int = DEFAULT_TEASER_LENGTH,
 ) -> Timeline:
     """Newest first, only configured sources, nothing older than `max_age`, at most `max_items`,
     each story once.
@@ -70,6 +75,11 @@ def build_timeline(
     or filtered out) is not published at all, rather than again under a later copy's id.
     Ties are broken by source and entry id, so neither the order nor the published bytes
     depend on the order the store returned rows in.
+
+    The store keeps each entry's text uncut; here it becomes the teaser, cut to
+    `teaser_length`, so a changed length applies at the next publish, and filters and every
+    output see the same teaser. Only what needs it is cut: the published items, and the
+    entries of sources with filters.
     """
     oldest = now - max_age
     per_source = source_filters or {}
@@ -79,12 +89,15 @@ def build_timeline(
         if e.source in sources and (seen is None or e.sort_date > seen.sort_date):
             known[(e.source, e.entry_id)] = e
 
+    teaser = _teasers(teaser_length)
+
     def publishable(e: StoredEntry) -> bool:
-        return (
-            e.sort_date >= oldest
-            and filters.allows(e.title, e.teaser)
-            and per_source.get(e.source, NO_FILTERS).allows(e.title, e.teaser)
-        )
+        if e.sort_date < oldest:
+            return False
+        own = per_source.get(e.source, NO_FILTERS)
+        if own == NO_FILTERS and filters == NO_FILTERS:
+            return True
+        return filters.allows(e.title, teaser(e)) and own.allows(e.title, teaser(e))
 
     stories = [
         [copy for copy in story if publishable(copy)]
@@ -92,7 +105,7 @@ def build_timeline(
         if publishable(story[0])
     ]
     stories.sort(key=lambda story: _newest_first(story[0]))
-    items = tuple(_item(story, sources) for story in stories[:max_items])
+    items = tuple(_item(story, sources, teaser) for story in stories[:max_items])
     updated = max((item.updated for item in items), default=None)
     return Timeline(items=items, updated=updated)
 
@@ -203,11 +216,48 @@ def _group_stories(entries: Iterable[StoredEntry]) -> list[list[StoredEntry]]:
     return [story.copies for story in stories]
 
 
-def _item(story: list[StoredEntry], sources: Mapping[str, SourceCredit]) -> TimelineItem:
+def _teasers(length: int) -> Callable[[StoredEntry], str]:
+    """The teaser of an entry, cut from its stored text once however often it is asked for."""
+    cut: dict[tuple[str, str], str] = {}
+
+    def teaser(entry: StoredEntry) -> str:
+        key = (entry.source, entry.entry_id)
+        if key not in cut:
+            cut[key] = cut_teaser(entry.teaser, length)
+        return cut[key]
+
+    return teaser
+
+
+# Teasers cut by earlier publishes, by (digest of the text, length). A daemon publishes the
+# same items again and again, and one cut costs up to a third of a millisecond (grapheme
+# segmentation of non-Latin text): 200 items made a publish 30-50 ms slower. The digest,
+# not the text, is kept, so the cache holds at most this many teasers and no stored text.
+_CUT_CACHE_SIZE = 4096
+_cuts: dict[tuple[bytes, int], str] = {}
+
+
+def cut_teaser(text: str, length: int) -> str:
+    """`make_teaser(text, length)`, remembered: the same text and length, the same teaser."""
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest()
+    teaser = _cuts.get((digest, length))
+    if teaser is None:
+        teaser = make_teaser(text, length)
+        if len(_cuts) >= _CUT_CACHE_SIZE:
+            _cuts.clear()  # simpler than an LRU, and a publish refills what it needs
+        _cuts[(digest, length)] = teaser
+    return teaser
+
+
+def _item(
+    story: list[StoredEntry],
+    sources: Mapping[str, SourceCredit],
+    teaser: Callable[[StoredEntry], str],
+) -> TimelineItem:
     first = story[0]
     return TimelineItem(
         uid=public_id(first.source, first.entry_id),
-        entry=first,
+        entry=replace(first, teaser=teaser(first)),
         source=sources[first.source],
         published=first.sort_date,
         updated=max(first.sort_date, first.updated or first.sort_date),

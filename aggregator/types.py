@@ -64,7 +64,11 @@ FetchOutcome = Fetched | NotModified | Failed
 
 @dataclass(frozen=True)
 class ParsedEntry:
-    """One entry, normalized once at the parse boundary."""
+    """One entry, normalized once at the parse boundary.
+
+    `teaser` is the entry's plain text, uncut (`text.teaser_text`): the teaser is cut from it
+    when publishing, with the `teaser_length` configured then.
+    """
 
     entry_id: str
     title: str
@@ -107,7 +111,10 @@ class ParsedFeed:
 
 @dataclass(frozen=True)
 class StoredEntry:
-    """An entry as the store keeps it; `sort_date` is fixed when first seen."""
+    """An entry as the store keeps it; `sort_date` is fixed when first seen.
+
+    `teaser` is the stored plain text until the timeline cuts it (`build_timeline`).
+    """
 
     source: str
     entry_id: str
@@ -140,7 +147,10 @@ class SourceCredit:
 
 @dataclass(frozen=True)
 class TimelineItem:
-    """One published item: the entry, its source, its permanent public id and its dates."""
+    """One published item: the entry, its source, its permanent public id and its dates.
+
+    The entry's `teaser` here is the teaser as published, cut to `teaser_length`.
+    """
 
     uid: str
     entry: StoredEntry

@@ -42,7 +42,7 @@ from aggregator.config import load_config
 from aggregator.poll import store_entries, sync_sources, utc_now
 from aggregator.publish import publish_timeline
 from aggregator.store.sqlite import SqliteStore
-from aggregator.text import html_to_text, make_teaser
+from aggregator.text import html_to_text, teaser_text
 from aggregator.types import ParsedEntry
 from bench.farm import ENGLISH, HINDI
 
@@ -66,8 +66,8 @@ class Run:
 
 @functools.cache
 def _teaser(text: str) -> str:
-    """The same text gives the same teaser: computed once, it keeps setup short."""
-    return make_teaser(html_to_text(f"<p>{text}</p>"), 200)
+    """The text a teaser is cut from, as parse stores it: computed once, setup stays short."""
+    return teaser_text(html_to_text(f"<p>{text}</p>"))
 
 
 def _entry(rng: random.Random, source: int, serial: int, published: datetime) -> ParsedEntry:

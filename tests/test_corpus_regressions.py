@@ -95,7 +95,7 @@ EXPECTED_TITLES: dict[str, tuple[str | None, list[str]]] = {
 def _parse(name: str) -> ParsedFeed:
     content_type = CONTENT_TYPES.get(name, "application/xml")
     body = (CORPUS / name).read_bytes()
-    return parse_feed(body, {"content-type": content_type}, URL, timezone="UTC", teaser_length=200)
+    return parse_feed(body, {"content-type": content_type}, URL, timezone="UTC")
 
 
 def _timeline(feed: ParsedFeed) -> Timeline:

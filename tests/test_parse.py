@@ -31,7 +31,7 @@ from aggregator.parse.feed import (
     looks_like_markup,
     parse_feed,
 )
-from aggregator.text import MARK_RUN_LIMIT
+from aggregator.text import MARK_RUN_LIMIT, TEASER_LENGTH_LIMIT, make_teaser
 from aggregator.types import ParsedEntry, ParsedFeed
 from tests import hostile
 from tests.feedfactory import Item, atom, rss1, rss2
@@ -497,17 +497,31 @@ def test_teaser_is_at_most_teaser_length_grapheme_clusters(length: int) -> None:
         SITE,
         [Item("A", "https://example.org/a", "a", DATE, summary_html=f"<p>{HINDI_TEXT}</p>")],
     )
-    entry = only(parse_feed(body, RSS_HEADERS, URL, teaser_length=length))
-    clusters = regex.findall(r"\X", entry.teaser)
-    assert 1 <= len(clusters) <= length, entry.teaser
-    assert "<" not in entry.teaser
+    entry = only(parse_feed(body, RSS_HEADERS, URL))
+    assert entry.teaser == HINDI_TEXT  # stored uncut; publishing cuts it (build_timeline)
+    teaser = make_teaser(entry.teaser, length)
+    clusters = regex.findall(r"\X", teaser)
+    assert 1 <= len(clusters) <= length, teaser
+    assert "<" not in teaser
     # Cut on cluster boundaries: every cluster of the teaser is a cluster of the text.
     text_clusters = set(regex.findall(r"\X", HINDI_TEXT)) | {"…"}
     assert set(clusters) <= text_clusters
     if length >= len(regex.findall(r"\X", HINDI_TEXT)):
-        assert entry.teaser == HINDI_TEXT
+        assert teaser == HINDI_TEXT
     else:
-        assert entry.teaser.endswith("…")
+        assert teaser.endswith("…")
+
+
+def test_stored_text_is_bounded_by_the_longest_teaser() -> None:
+    words = " ".join(["word"] * 100_000)
+    body = rss(
+        f'<item><title>A</title><guid isPermaLink="false">a</guid><description>{words}'
+        "</description></item>"
+    )
+    entry = only(parse_feed(body, RSS_HEADERS, URL))
+    assert words.startswith(entry.teaser)
+    assert len(entry.teaser) <= 4 * TEASER_LENGTH_LIMIT + 2
+    assert make_teaser(entry.teaser, TEASER_LENGTH_LIMIT) == make_teaser(words, TEASER_LENGTH_LIMIT)
 
 
 # -- not a feed ----------------------------------------------------------------------------
@@ -924,11 +938,12 @@ def test_zalgo_title_author_category_and_teaser_are_capped_in_code_points() -> N
         f"<category>{zalgo}</category><description>{'a' + chr(0x301) * 255_000}</description>"
         "</item>"
     )
-    (entry,) = parse_feed(rss(item), RSS_HEADERS, URL, teaser_length=200).entries
+    (entry,) = parse_feed(rss(item), RSS_HEADERS, URL).entries
     assert entry.title.startswith("Q") and len(entry.title) <= 4 * TITLE_LIMIT + 1
     assert entry.author is not None and len(entry.author) <= 4 * NAME_LIMIT + 1
     assert len(entry.categories[0]) <= 4 * NAME_LIMIT + 1
-    assert len(entry.teaser) <= 4 * 200 + 1
+    assert len(entry.teaser) <= 4 * TEASER_LENGTH_LIMIT + 2
+    assert len(make_teaser(entry.teaser, 200)) <= 4 * 200 + 1
     # No run of marks longer than the cap survives anywhere, the summary included.
     for text in (entry.title, entry.author, entry.teaser, entry.summary_html):
         assert len(max(regex.findall(r"\p{M}*", text), key=len)) <= MARK_RUN_LIMIT

@@ -15,8 +15,8 @@ import pytest
 from aggregator.errors import StorageError
 from aggregator.poll import store_entries, sync_sources
 from aggregator.store import sqlite_schema
+from aggregator.store.api import default_backfills
 from aggregator.store.sqlite import SCHEMA_VERSION, SqliteStore
-from aggregator.text import story_keys
 from aggregator.update import story_keys_of
 from tests.storedata import NOW, count_entries, entry, source
 
@@ -81,7 +81,7 @@ def test_upgrading_an_older_store_keeps_its_data_and_fills_story_keys(db_path: P
         )
     finally:
         old._db.close()
-    upgraded = SqliteStore.open(db_path, story_keys=story_keys)  # as open_store opens it
+    upgraded = SqliteStore.open(db_path, backfills=default_backfills())  # as open_store does
     try:
         assert upgraded.schema_version == SCHEMA_VERSION
         keys = upgraded._db.execute("SELECT link_key, title_key FROM entries").fetchone()

@@ -10,6 +10,7 @@ import regex
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+import aggregator.text
 from aggregator.config import load_config
 from aggregator.text import (
     CLUSTER_LIMIT,
@@ -157,6 +158,20 @@ def test_teaser_is_idempotent_on_its_uncut_output(text, length):
     result = make_teaser(text, length)
     if not result.endswith(ELLIPSIS):
         assert make_teaser(result, length) == result
+
+
+@FAST
+@given(teaser_text, st.integers(min_value=1, max_value=15), st.data())
+@example("a" + "\u0301" * 200 + " b", 3, None)
+@example("x " * 40, 5, None)
+def test_teasers_cut_from_the_stored_text_are_those_cut_from_the_whole(text, longest, data):
+    # What the store keeps (`teaser_text`) gives every teaser up to `longest` clusters
+    # exactly as the whole text does: the cut moved from parse to publish, not its result.
+    stored = aggregator.text.teaser_text(text, longest)
+    assert len(stored) <= CODE_POINTS_PER_CLUSTER * longest + 2
+    lengths = range(1, longest + 1) if data is None else [data.draw(st.integers(1, longest))]
+    for length in lengths:
+        assert make_teaser(stored, length) == make_teaser(text, length), (stored, length)
 
 
 def test_teaser_length_one_is_at_most_one_cluster():

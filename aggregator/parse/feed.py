@@ -1,9 +1,10 @@
 """Bytes and response headers → `ParsedFeed`, via feedparser, normalized once.
 
 Identity (guid/id → link → content hash), aware UTC dates, plain-text titles, sanitized
-HTML summaries, teasers and absolute links are all decided here; past this module no code
-sees a `FeedParserDict`. Pure: feedparser is always given a `BytesIO`, never a URL or path,
-and feedparser's own sanitizer and relative-URI pass are off because `text` does both.
+HTML summaries, the plain text that teasers are cut from when publishing, and absolute
+links are all decided here; past this module no code sees a `FeedParserDict`. Pure:
+feedparser is always given a `BytesIO`, never a URL or path, and feedparser's own
+sanitizer and relative-URI pass are off because `text` does both.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from aggregator.text import (
     make_teaser,
     sanitize_html,
     strip_bidi_controls,
+    teaser_text,
 )
 from aggregator.types import ParsedEntry, ParsedFeed
 
@@ -283,7 +285,6 @@ def parse_feed(
     url: str,
     *,
     timezone: str = "UTC",
-    teaser_length: int = 200,
 ) -> ParsedFeed:
     """Parse one fetched document; raise `ParseError` when it is not a feed at all."""
     body = _strip_declarations(body)
@@ -312,9 +313,7 @@ def parse_feed(
     skipped = 0
     for raw in result.entries:
         try:
-            entry = _entry(
-                raw, base=site or url, zone=zone, teaser_length=teaser_length, typed=typed
-            )
+            entry = _entry(raw, base=site or url, zone=zone, typed=typed)
         except (ValueError, OverflowError, TypeError):
             skipped += 1  # one absurd item (a date in year 1, a broken URL) must not lose the rest
             continue
@@ -497,7 +496,7 @@ def _distinct_ids(entries: list[ParsedEntry]) -> list[ParsedEntry]:
     return list(distinct.values())
 
 
-def _entry(raw: Any, *, base: str, zone: tzinfo, teaser_length: int, typed: bool) -> ParsedEntry:
+def _entry(raw: Any, *, base: str, zone: tzinfo, typed: bool) -> ParsedEntry:
     # `dict.get`, not FeedParserDict's own: none of these keys is one of its aliases, and its
     # lookup costs several times more, for every key of every entry.
     get = functools.partial(dict.get, raw)
@@ -547,7 +546,8 @@ def _entry(raw: Any, *, base: str, zone: tzinfo, teaser_length: int, typed: bool
         title=title,
         link=link,
         summary_html=summary_html,
-        teaser=make_teaser(text, teaser_length),
+        # Uncut: rendering cuts it to the `teaser_length` of the day (timeline.build_timeline).
+        teaser=teaser_text(text),
         author=author,
         categories=tuple(categories),
         published=_date(raw, "published", zone),

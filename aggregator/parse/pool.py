@@ -80,12 +80,10 @@ def die_with_parent() -> None:
     os.environ[_PARENT_PID] = str(os.getpid())  # what the processes this one starts check
 
 
-def _parse(
-    body: bytes, headers: dict[str, str], url: str, timezone: str, teaser_length: int
-) -> ParsedFeed:
+def _parse(body: bytes, headers: dict[str, str], url: str, timezone: str) -> ParsedFeed:
     from aggregator.parse.feed import parse_feed
 
-    return parse_feed(body, headers, url, timezone=timezone, teaser_length=teaser_length)
+    return parse_feed(body, headers, url, timezone=timezone)
 
 
 def describe_budget(seconds: float) -> str:
@@ -169,12 +167,11 @@ class ParsePool:
         url: str,
         *,
         timezone: str = "UTC",
-        teaser_length: int = 200,
         budget: float = DEFAULT_BUDGET,
     ) -> ParsedFeed:
         """The parsed feed; `ParseError` when it is not one, it killed its worker twice, or
         it took longer than `budget` seconds (`ParseTimeout`)."""
-        call = functools.partial(_parse, body, dict(headers), url, timezone, teaser_length)
+        call = functools.partial(_parse, body, dict(headers), url, timezone)
         deaths = 0
         for _ in range(_MAX_SUBMISSIONS):
             async with self._free_slots():

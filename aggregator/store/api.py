@@ -23,6 +23,7 @@ from typing import Protocol
 
 from aggregator.settings import SourceConfig
 from aggregator.store.records import (
+    Backfills,
     EntryWrites,
     FeedMeta,
     KnownEntries,
@@ -179,8 +180,14 @@ def open_store(target: str | Path) -> StoreAPI:
     if is_store_url(target):
         from aggregator.store.postgres import PgStore  # noqa: PLC0415
 
-        return PgStore.open(str(target))
+        return PgStore.open(str(target), backfills=default_backfills())
     from aggregator.store.sqlite import SqliteStore  # noqa: PLC0415
-    from aggregator.text import story_keys  # noqa: PLC0415
 
-    return SqliteStore.open(Path(target), story_keys=story_keys)
+    return SqliteStore.open(Path(target), backfills=default_backfills())
+
+
+def default_backfills() -> Backfills:
+    """The rules migrations need, from `text`; imported here, so the stores never import them."""
+    from aggregator.text import entry_text, story_keys  # noqa: PLC0415
+
+    return Backfills(story_keys=story_keys, entry_text=entry_text)

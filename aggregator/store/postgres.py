@@ -42,6 +42,7 @@ from aggregator.store.postgres_schema import (
 )
 from aggregator.store.postgres_writes import seconds, upsert_entries
 from aggregator.store.records import (
+    Backfills,
     EntryWrites,
     FeedMeta,
     KnownEntries,
@@ -88,18 +89,26 @@ class PgStore(SharedStatements):
         self._where = where  # for messages: the URL without its password
 
     @classmethod
-    def open(cls, url: str, *, max_connections: int = 4, timeout: float = 10.0) -> PgStore:
+    def open(
+        cls,
+        url: str,
+        *,
+        max_connections: int = 4,
+        timeout: float = 10.0,
+        backfills: Backfills | None = None,
+    ) -> PgStore:
         """Connect to the database `url` names, migrate its schema, and keep a pool open.
 
         The pool holds one to `max_connections` connections; `publish_lock` keeps one of
-        them while it is held, so there must be at least two.
+        them while it is held, so there must be at least two. `backfills`: the rules an
+        upgrade of rows stored by an older version needs (`open_store` gives them).
         """
         where = describe(url)
         try:
             # One plain connection first: its error says why (refused, no such database,
             # authentication), where a pool would only time out.
             with psycopg.connect(url, autocommit=True, connect_timeout=max(1, int(timeout))) as c:
-                migrate(c)
+                migrate(c, backfills)
         except psycopg.Error as e:
             reason = without_password(str(e), url)
             # Not `from e`: a traceback would print the unscrubbed text.

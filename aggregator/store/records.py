@@ -184,6 +184,16 @@ StoryKeyRule = Callable[[str | None, str], tuple[str | None, str | None]]
 
 
 @dataclass(frozen=True)
+class Backfills:
+    """The rules a migration applies to rows stored before a column existed or changed its
+    meaning. Handed in by `open_store` (from `text`): a store keeps values, it does not know
+    how they are made."""
+
+    story_keys: StoryKeyRule  # (link, title) → the story keys (schema 6 / PostgreSQL 1)
+    entry_text: Callable[[str], str]  # summary HTML → the text teasers are cut from (9 / 3)
+
+
+@dataclass(frozen=True)
 class PublishedSnapshot:
     """The files one publish rendered, by name, and the fingerprint of what they were
     rendered from: what every daemon sharing a store copies into its own output/, so all

@@ -23,13 +23,13 @@ from aggregator.errors import StorageError
 from aggregator.settings import SourceConfig
 from aggregator.store import rows
 from aggregator.store.records import (
+    Backfills,
     EntryWrites,
     FeedMeta,
     KnownEntries,
     Reschedule,
     Schedule,
     SourceState,
-    StoryKeyRule,
     StoryKeys,
 )
 from aggregator.store.shared import SharedStatements, Steps
@@ -90,7 +90,7 @@ class SqliteStore(SharedStatements):
         self._db = connection
 
     @classmethod
-    def open(cls, path: Path, *, story_keys: StoryKeyRule | None = None) -> SqliteStore:
+    def open(cls, path: Path, *, backfills: Backfills | None = None) -> SqliteStore:
         """Open (creating directories and schema as needed) and migrate the store at `path`.
 
         `story_keys` keys the entries of a store from before schema 6 (`open_store` gives it).
@@ -102,7 +102,7 @@ class SqliteStore(SharedStatements):
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA foreign_keys=ON")
             store = cls(db)
-            migrate(db, store._transaction, story_keys)
+            migrate(db, store._transaction, backfills)
         except sqlite3.Error as e:
             raise StorageError(f"cannot open the store at {path}: {e}") from e
         except OSError as e:

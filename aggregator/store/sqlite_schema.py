@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from aggregator.errors import StorageError
-from aggregator.store.records import StoryKeyRule
+from aggregator.store.records import Backfills
 
 MIGRATIONS: tuple[str, ...] = (
     # 1: sources with fetch state, entries keyed by (source, entry_id).
@@ -104,6 +104,11 @@ MIGRATIONS: tuple[str, ...] = (
         data        BLOB NOT NULL
     );
     """,
+    # 9: `teaser` holds the entry's text uncut; publishing cuts it to `teaser_length`.
+    # Rows stored before hold a cut teaser: `backfill_entry_text` recomputes them.
+    """
+    -- no schema change: the backfill rewrites the column
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -135,7 +140,7 @@ def enable_wal(db: sqlite3.Connection, patience: float = 10.0) -> None:
             time.sleep(0.01)
 
 
-def backfill_story_keys(db: sqlite3.Connection, story_keys: StoryKeyRule | None) -> None:
+def backfill_story_keys(db: sqlite3.Connection, backfills: Backfills | None) -> None:
     """Schema 6: compute the story keys of entries stored before they existed.
 
     The rule is the caller's (`text.story_keys`, handed in by `open_store`): the store keeps
@@ -144,18 +149,47 @@ def backfill_story_keys(db: sqlite3.Connection, story_keys: StoryKeyRule | None)
     rows = db.execute("SELECT source, entry_id, link, title FROM entries").fetchall()
     if not rows:
         return
-    if story_keys is None:
-        raise StorageError("upgrading this store needs the story-key rule: open it with open_store")
+    keys = _needed(backfills).story_keys
     db.executemany(
         "UPDATE entries SET link_key = ?, title_key = ? WHERE source = ? AND entry_id = ?",
-        [(*story_keys(link, title), source, entry_id) for source, entry_id, link, title in rows],
+        [(*keys(link, title), source, entry_id) for source, entry_id, link, title in rows],
     )
+
+
+# Rows read and rewritten at a time by a backfill: summaries can be 512 KiB each.
+BACKFILL_BATCH = 500
+
+
+def backfill_entry_text(db: sqlite3.Connection, backfills: Backfills | None) -> None:
+    """Schema 9: the uncut text of entries stored with a teaser cut at parse time, from
+    the stored summary, in batches of `BACKFILL_BATCH` rows in key order."""
+    after = ("", "")
+    while True:
+        rows = db.execute(
+            "SELECT source, entry_id, summary_html FROM entries WHERE (source, entry_id) > (?, ?)"
+            " ORDER BY source, entry_id LIMIT ?",
+            (*after, BACKFILL_BATCH),
+        ).fetchall()
+        if not rows:
+            return
+        text = _needed(backfills).entry_text
+        db.executemany(
+            "UPDATE entries SET teaser = ? WHERE source = ? AND entry_id = ?",
+            [(text(html), source, entry) for source, entry, html in rows],
+        )
+        after = (rows[-1][0], rows[-1][1])
+
+
+def _needed(backfills: Backfills | None) -> Backfills:
+    if backfills is None:
+        raise StorageError("upgrading this store needs its backfill rules: open it with open_store")
+    return backfills
 
 
 def migrate(
     db: sqlite3.Connection,
     transaction: Callable[[], contextlib.AbstractContextManager[sqlite3.Connection]],
-    story_keys: StoryKeyRule | None,
+    backfills: Backfills | None,
     migrations: tuple[str, ...] | None = None,
 ) -> None:
     """Bring the schema to the latest version (of `migrations`, default all); refuse a newer."""
@@ -175,5 +209,7 @@ def migrate(
             for statement in statements(steps[number]):
                 tx.execute(statement)
             if number + 1 == 6:
-                backfill_story_keys(tx, story_keys)
+                backfill_story_keys(tx, backfills)
+            if number + 1 == 9:
+                backfill_entry_text(tx, backfills)
             tx.execute(f"PRAGMA user_version = {number + 1}")
