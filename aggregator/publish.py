@@ -24,7 +24,7 @@ from aggregator.render import OUTPUT_FILES, render_outputs
 from aggregator.settings import Config
 from aggregator.store import StoreAPI
 from aggregator.store.records import PublishedSnapshot
-from aggregator.timeline import build_timeline
+from aggregator.timeline import Selection, build_timeline
 from aggregator.types import (
     SourceCredit,
     Timeline,
@@ -50,6 +50,17 @@ class PublishReport:
     changed: tuple[str, ...]
     unchanged: tuple[str, ...]
     seconds: float
+
+
+def selection_of(config: Config) -> Selection:
+    """What the published timeline selects, from `[publish]` and each source's filters."""
+    return Selection(
+        max_items=config.publish.max_items,
+        max_age=config.publish.max_age,
+        filters=config.publish.filters,
+        source_filters={s.name: s.filters for s in config.sources},
+        teaser_length=config.publish.teaser_length,
+    )
 
 
 def read_cap(max_items: int) -> int:
@@ -80,18 +91,15 @@ def current_timeline(
     cap = read_cap(config.publish.max_items)
     limit = min(config.publish.max_items * 2 + 50, cap)
     oldest = now - config.publish.max_age
+    selection = selection_of(config)
     while True:
         entries = store.recent_entries(names, oldest, limit)
         timeline = build_timeline(
             entries,
             credits,
             now=now,
-            max_items=config.publish.max_items,
-            max_age=config.publish.max_age,
-            filters=config.publish.filters,
-            source_filters={s.name: s.filters for s in config.sources},
             earlier=store.earlier_copies(names, story_keys_of(entries), oldest, limit),
-            teaser_length=config.publish.teaser_length,
+            selection=selection,
         )
         if len(timeline.items) >= config.publish.max_items or len(entries) < limit:
             break

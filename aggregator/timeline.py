@@ -10,7 +10,7 @@ import collections
 import hashlib
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
 from aggregator.filters import Filters
@@ -49,6 +49,19 @@ def source_id(source: str) -> str:
     return uuid.uuid5(_ID_NAMESPACE, f"source\x00{source}").urn
 
 
+@dataclass(frozen=True)
+class Selection:
+    """What a timeline publishes: at most `max_items` stories of the last `max_age`, kept by
+    `filters` (all sources) and `source_filters` (by source name), with teasers cut to
+    `teaser_length`. From `[publish]` and each source's filters."""
+
+    max_items: int
+    max_age: timedelta
+    filters: Filters = NO_FILTERS
+    source_filters: Mapping[str, Filters] = field(default_factory=dict)
+    teaser_length: int = DEFAULT_TEASER_LENGTH
+
+
 def _newest_first(entry: StoredEntry) -> tuple[float, str, str]:
     return (-entry.sort_date.timestamp(), entry.source, entry.entry_id)
 
@@ -58,12 +71,8 @@ def build_timeline(
     sources: Mapping[str, SourceCredit],
     *,
     now: datetime,
-    max_items: int,
-    max_age: timedelta,
-    filters: Filters = NO_FILTERS,
-    source_filters: Mapping[str, Filters] | None = None,
+    selection: Selection,
     earlier: Iterable[StoredEntry] = (),
-    teaser_length: int = DEFAULT_TEASER_LENGTH,
 ) -> Timeline:
     """Newest first, only configured sources, nothing older than `max_age`, at most `max_items`,
     each story once.
@@ -76,20 +85,21 @@ def build_timeline(
     Ties are broken by source and entry id, so neither the order nor the published bytes
     depend on the order the store returned rows in.
 
-    The store keeps each entry's text uncut; here it becomes the teaser, cut to
-    `teaser_length`, so a changed length applies at the next publish, and filters and every
-    output see the same teaser. Only what needs it is cut: the published items, and the
+    The store keeps each entry's text uncut; here it becomes the teaser, cut to the
+    selection's `teaser_length`, so a changed length applies at the next publish, and filters
+    and every output see the same teaser. Only what needs it is cut: the published items, and the
     entries of sources with filters.
     """
-    oldest = now - max_age
-    per_source = source_filters or {}
+    oldest = now - selection.max_age
+    filters = selection.filters
+    per_source = selection.source_filters
     known: dict[tuple[str, str], StoredEntry] = {}
     for e in (*entries, *earlier):
         seen = known.get((e.source, e.entry_id))
         if e.source in sources and (seen is None or e.sort_date > seen.sort_date):
             known[(e.source, e.entry_id)] = e
 
-    teaser = _teasers(teaser_length)
+    teaser = _teasers(selection.teaser_length)
 
     def publishable(e: StoredEntry) -> bool:
         if e.sort_date < oldest:
@@ -105,7 +115,7 @@ def build_timeline(
         if publishable(story[0])
     ]
     stories.sort(key=lambda story: _newest_first(story[0]))
-    items = tuple(_item(story, sources, teaser) for story in stories[:max_items])
+    items = tuple(_item(story, sources, teaser) for story in stories[: selection.max_items])
     updated = max((item.updated for item in items), default=None)
     return Timeline(items=items, updated=updated)
 

@@ -28,7 +28,7 @@ from aggregator.render.feeds import render_atom, render_rss
 from aggregator.render.jsonfeed import render_json_feed
 from aggregator.render.page import render_html
 from aggregator.settings import SiteSettings
-from aggregator.timeline import build_timeline, order_date
+from aggregator.timeline import Selection, build_timeline, order_date
 from aggregator.types import ParsedFeed, SourceCredit, StoredEntry, Timeline
 
 CORPUS = Path(__file__).parent / "data" / "corpus"
@@ -124,7 +124,10 @@ def _timeline(feed: ParsedFeed) -> Timeline:
         for e in feed.entries
     ]
     return build_timeline(
-        entries, {"corpus": credit}, now=NOW, max_items=1000, max_age=timedelta(days=365 * 100)
+        entries,
+        {"corpus": credit},
+        now=NOW,
+        selection=Selection(max_items=1000, max_age=timedelta(days=365 * 100)),
     )
 
 

@@ -72,7 +72,12 @@ def _work(shape: Callable[[int], StoredEntry], n: int, monkeypatch: pytest.Monke
     monkeypatch.setattr(timeline, "title_key", counted)
     entries = [shape(i) for i in range(n)]
     READS[0] = 0
-    timeline.build_timeline(entries, SOURCES, now=NOW, max_items=50, max_age=timedelta(days=30))
+    timeline.build_timeline(
+        entries,
+        SOURCES,
+        now=NOW,
+        selection=timeline.Selection(max_items=50, max_age=timedelta(days=30)),
+    )
     return calls[0] + READS[0]
 
 

@@ -27,7 +27,7 @@ from aggregator.poll import store_entries, sync_sources
 from aggregator.publish import publish_timeline
 from aggregator.store import open_store
 from aggregator.text import ELLIPSIS, TEASER_LENGTH_LIMIT, make_teaser
-from aggregator.timeline import build_timeline
+from aggregator.timeline import Selection, build_timeline
 from aggregator.types import SourceCredit, StoredEntry
 from tests.conftest import run_cli
 from tests.feedfactory import Item, rss2
@@ -200,10 +200,12 @@ def test_filters_see_the_teaser_as_published_not_the_stored_text() -> None:
             [late, early],
             credits,
             now=NOW,
-            max_items=10,
-            max_age=timedelta(days=1),
-            filters=Filters(**filters),
-            teaser_length=60,
+            selection=Selection(
+                max_items=10,
+                max_age=timedelta(days=1),
+                filters=Filters(**filters),
+                teaser_length=60,
+            ),
         )
         return {item.entry.entry_id: item.entry.teaser for item in timeline.items}
 

@@ -16,6 +16,7 @@ from aggregator.text import link_key, title_key
 from aggregator.timeline import (
     CLOCK_SKEW,
     MIN_TITLE_KEY,
+    Selection,
     build_timeline,
     order_date,
     public_id,
@@ -85,8 +86,7 @@ def build(entries, limit, *, now=NOW, max_age=MAX_AGE, sources=None) -> Timeline
         entries,
         SOURCES if sources is None else sources,
         now=now,
-        max_items=limit,
-        max_age=max_age,
+        selection=Selection(max_items=limit, max_age=max_age),
     )
 
 
@@ -464,16 +464,22 @@ def test_a_story_is_not_republished_under_a_later_copy_when_its_first_leaves_the
     first, repost = _copy("alpha", "a1", day=0), _copy("beta", "b1", day=2)
     # Day 5: both in the window: alpha's copy, crediting beta.
     early = build_timeline(
-        [first, repost], SOURCES, now=first.sort_date + timedelta(days=5),
-        max_items=10, max_age=timedelta(days=30),
-    )  # fmt: skip
+        [first, repost],
+        SOURCES,
+        now=first.sort_date + timedelta(days=5),
+        selection=Selection(max_items=10, max_age=timedelta(days=30)),
+    )
     assert [(i.entry.source, [s.name for s in i.also]) for i in early.items] == [
         ("alpha", ["beta"])
     ]
     # Day 31: alpha's copy has aged out; beta's is still in the window but is not a new item.
     late_now = first.sort_date + timedelta(days=31)
     late = build_timeline(
-        [repost], SOURCES, now=late_now, max_items=10, max_age=timedelta(days=30), earlier=[first]
+        [repost],
+        SOURCES,
+        now=late_now,
+        earlier=[first],
+        selection=Selection(max_items=10, max_age=timedelta(days=30)),
     )
     assert late.items == ()
 
@@ -482,9 +488,11 @@ def test_a_filtered_first_copy_keeps_the_story_out():
     first, repost = _copy("alpha", "a1", day=0), _copy("beta", "b1", day=2)
     only_beta = {"alpha": Filters(exclude=(FilterPattern("story"),))}
     timeline = build_timeline(
-        [first, repost], SOURCES, now=first.sort_date + timedelta(days=5),
-        max_items=10, max_age=timedelta(days=30), source_filters=only_beta,
-    )  # fmt: skip
+        [first, repost],
+        SOURCES,
+        now=first.sort_date + timedelta(days=5),
+        selection=Selection(max_items=10, max_age=timedelta(days=30), source_filters=only_beta),
+    )
     assert timeline.items == ()
 
 
@@ -493,7 +501,9 @@ def test_one_sources_items_sharing_its_home_page_link_stay_distinct():
         replace(_copy("alpha", f"a{n}", day=n, link="https://n.example/"), title=f"Story {n} x" * 3)
         for n in range(5)
     ]
-    timeline = build_timeline(items, SOURCES, now=NOW, max_items=10, max_age=timedelta(days=60))
+    timeline = build_timeline(
+        items, SOURCES, now=NOW, selection=Selection(max_items=10, max_age=timedelta(days=60))
+    )
     assert len(timeline.items) == 5
 
 
@@ -544,7 +554,9 @@ def test_a_daily_headline_still_merges_across_sources_after_many_days():
     ]
     last = NOW - timedelta(days=1)
     rows.append(_entry("beta", "b-last", last + timedelta(minutes=5), title=headline))
-    timeline = build_timeline(rows, SOURCES, now=NOW, max_items=100, max_age=timedelta(days=60))
+    timeline = build_timeline(
+        rows, SOURCES, now=NOW, selection=Selection(max_items=100, max_age=timedelta(days=60))
+    )
     [latest] = [item for item in timeline.items if item.entry.entry_id == f"a{days - 1}"]
     assert [credit.name for credit in latest.also] == ["beta"]
     assert all(item.entry.entry_id != "b-last" for item in timeline.items)
