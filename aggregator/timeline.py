@@ -171,59 +171,85 @@ def _group_stories(entries: Iterable[StoredEntry]) -> list[list[StoredEntry]]:
     Linear in the entries (each one's keys computed once, each match a dict look-up), so a
     feed of thousands of copies of one story costs what thousands of stories cost.
     """
-    stories: list[_Story] = []
-    by_link: dict[str, _LinkStories] = {}
-    by_title: dict[str, collections.deque[int]] = {}
+    grouping = _Grouping()
     for entry in sorted(entries, key=lambda e: (e.first_seen, e.sort_date, e.source, e.entry_id)):
+        grouping.place(entry)
+    return [story.copies for story in grouping.stories]
+
+
+class _Grouping:
+    """Stories so far, indexed by their links and headlines; entries come in the order they
+    were first seen."""
+
+    def __init__(self) -> None:
+        self.stories: list[_Story] = []
+        self.by_link: dict[str, _LinkStories] = {}
+        self.by_title: dict[str, collections.deque[int]] = {}
+
+    def place(self, entry: StoredEntry) -> None:
+        """Add `entry` to the story it is a copy of, or as a story of its own."""
         link = link_key(entry.link) if entry.link else None
         title = title_key(entry.title)
         # too short to be sure two sources mean the same story
         headline = title if len(title) >= MIN_TITLE_KEY else ""
-        found = None
-        if link is not None and link in by_link:
-            # The same link is the same story across sources. Within one source it takes the
-            # same title as well: a feed that changed its guids must not publish everything
-            # twice, but one whose items all link to its home page must not collapse.
-            found = by_link[link].first_joinable(stories, entry.source, title)
+        found = self._by_link(link, entry.source, title)
         if found is None and headline:
-            # The same headline is only taken for the same story across sources: one source
-            # may well repeat a title ("Morning briefing") for different stories. Only the
-            # latest few stories of a headline are candidates (entries come in the order
-            # they were first seen, so a daily column's day-40 copy still finds day 40):
-            # looking through all of a headline's stories would be quadratic.
-            found = next(
-                (
-                    i
-                    for i in by_title.get(headline, ())
-                    if abs(stories[i].copies[0].sort_date - entry.sort_date) <= SAME_TITLE_WINDOW
-                    and entry.source not in stories[i].titles
-                ),
-                None,
-            )
-        if found is None:
-            found = len(stories)
-            stories.append(_Story(entry, title))
-        else:
-            story = stories[found]
-            story.copies.append(entry)
-            if entry.source not in story.titles:
-                story.titles[entry.source] = title
-                for other, place in story.links.items():
-                    by_link[other].note(place, entry.source, title)
-        story = stories[found]
-        if link is not None and link not in story.links:
-            index = by_link.setdefault(link, _LinkStories())
-            story.links[link] = place = len(index.stories)
-            index.stories.append(found)
-            for source, its_title in story.titles.items():
-                index.note(place, source, its_title)
+            found = self._by_headline(headline, entry)
+        found = self._join(found, entry, title)
+        if link is not None and link not in self.stories[found].links:
+            self._index_link(found, link)
         if headline:
-            candidates = by_title.setdefault(
+            candidates = self.by_title.setdefault(
                 headline, collections.deque(maxlen=MAX_STORIES_PER_HEADLINE)
             )
             if found not in candidates:
                 candidates.append(found)  # the oldest candidate makes room
-    return [story.copies for story in stories]
+
+    def _by_link(self, link: str | None, source: str, title: str) -> int | None:
+        """The same link is the same story across sources. Within one source it takes the
+        same title as well: a feed that changed its guids must not publish everything twice,
+        but one whose items all link to its home page must not collapse."""
+        if link is None or link not in self.by_link:
+            return None
+        return self.by_link[link].first_joinable(self.stories, source, title)
+
+    def _by_headline(self, headline: str, entry: StoredEntry) -> int | None:
+        """The same headline is only taken for the same story across sources: one source
+        may well repeat a title ("Morning briefing") for different stories. Only the latest
+        few stories of a headline are candidates (entries come in the order they were first
+        seen, so a daily column's day-40 copy still finds day 40): looking through all of a
+        headline's stories would be quadratic."""
+        return next(
+            (
+                i
+                for i in self.by_title.get(headline, ())
+                if abs(self.stories[i].copies[0].sort_date - entry.sort_date) <= SAME_TITLE_WINDOW
+                and entry.source not in self.stories[i].titles
+            ),
+            None,
+        )
+
+    def _join(self, found: int | None, entry: StoredEntry, title: str) -> int:
+        """Add `entry` to story `found`, or start a story with it; the story's place."""
+        if found is None:
+            self.stories.append(_Story(entry, title))
+            return len(self.stories) - 1
+        story = self.stories[found]
+        story.copies.append(entry)
+        if entry.source not in story.titles:
+            story.titles[entry.source] = title
+            for other, place in story.links.items():
+                self.by_link[other].note(place, entry.source, title)
+        return found
+
+    def _index_link(self, found: int, link: str) -> None:
+        """Story `found` carries `link` from now on."""
+        story = self.stories[found]
+        index = self.by_link.setdefault(link, _LinkStories())
+        story.links[link] = place = len(index.stories)
+        index.stories.append(found)
+        for source, its_title in story.titles.items():
+            index.note(place, source, its_title)
 
 
 def _teasers(length: int) -> Callable[[StoredEntry], str]:
