@@ -1,7 +1,11 @@
-"""One source's poll, written once for `once` and the daemon: fetch → parse → store → record.
+"""The one poll path of `once` and the daemon: claim → fetch → parse → store → record → release.
 
-Each source is isolated: whatever it does ends as a `SourceReport`, never as an exception
-that stops the others. The clock is passed in so tests can pin it.
+`once` claims each source itself (`claim_and_poll`); the daemon claims in batches on its
+tick and hands each claimed source to `poll_claimed`, the same path from there on. Each
+source is isolated: whatever it does ends as a `SourceReport`, never as an exception that
+stops the others (a cancel aside, which gives the claim back). The store is reached through
+`AsyncStore`, the parser pool and fetcher are the caller's (`Poller`), and the clock is
+passed in so tests can pin it.
 """
 
 from __future__ import annotations
