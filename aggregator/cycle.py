@@ -16,22 +16,20 @@ import httpx
 
 from aggregator.fetch import Fetcher
 from aggregator.output import remove_stale_temp_files
+from aggregator.parse.pool import ParsePool
 from aggregator.poll import (
-    EVERY_SCHEDULE,
     Clock,
+    Poller,
     SourceReport,
+    claim_and_poll,
     claim_owner,
-    in_store,
-    poll_source,
-    reason_to_skip,
-    record_crash,
     sync_sources,
     utc_now,
 )
 from aggregator.publish import PublishReport, publish_timeline
 from aggregator.settings import Config, SourceConfig
 from aggregator.store import StoreAPI
-from aggregator.store.records import PollOutcome
+from aggregator.store.adapter import AsyncStore
 
 log = logging.getLogger("aggregator")
 
@@ -71,65 +69,45 @@ async def run_cycle(
     on_source: Callable[[SourceReport], None] | None = None,
     transport: httpx.AsyncBaseTransport | None = None,
     force: bool = False,
+    parsers: ParsePool | None = None,
 ) -> CycleReport:
     """Poll every configured source once (bounded concurrency), then publish.
 
-    Skipped, and said so: a source disabled by 410 Gone, one whose server asked us to wait
-    (Retry-After), one backing off after errors unless `force` (which overrides only
-    our own schedule, never a server's Retry-After), and one a daemon sharing the store is
-    polling right now. Each source is claimed (`claim_due`) just before its poll, as the
-    daemon does, and at most twice `concurrency` are held at once, so a claim never waits
-    longer than its lease allows (see `config.default_lease`).
+    Each source goes through `poll.claim_and_poll` (which says why one is skipped), claimed
+    just before its poll as the daemon does, and at most twice `concurrency` are held at
+    once, so a claim never waits longer than its lease allows (see `config.default_lease`).
+    The parser pool is started here unless `parsers` is given, and closed at the end.
     """
-    sync_sources(store, config.sources, clock())
+    on_loop = AsyncStore(store)
+    await on_loop.run(sync_sources, config.sources, clock())
     remove_stale_temp_files(config.publish.output_dir)
-    owner = claim_owner()
     holding = asyncio.Semaphore(2 * config.poll.concurrency)
+    pool = parsers or ParsePool()
 
-    async def claimed_poll(source: SourceConfig) -> SourceReport:
+    async def poll(source: SourceConfig, poller: Poller) -> SourceReport:
         async with holding:
-            now = clock()
-            lease = config.poll.lease
-            claimed = await in_store(
-                store, store.claim_due, [source.name], now, owner, lease, due_by=EVERY_SCHEDULE
-            )
-            if not claimed:
-                return SourceReport(
-                    source.name, PollOutcome.SKIPPED, error="another daemon is polling it right now"
-                )
-            try:
-                return await poll_source(source, fetcher, store, config, clock)
-            except BaseException:
-                # Recording the poll ends the claim; a crash or a cancel records nothing.
-                await in_store(store, store.release, source.name, owner)
-                raise
-
-    async def guarded(source: SourceConfig) -> SourceReport:
-        try:
-            skip = await in_store(store, reason_to_skip, store, source.name, clock(), force=force)
-            if skip is not None:
-                report = SourceReport(source.name, skip[0], error=skip[1])
-                if on_source is not None:
-                    on_source(report)
-                return report
-            report = await claimed_poll(source)
-        except Exception as e:  # a bug, but one source must never stop the cycle
-            log.exception("%s: unexpected error", source.name)
-            message = record_crash(source, store, e, clock())
-            report = SourceReport(source.name, PollOutcome.FAILED, error=message)
+            report = await claim_and_poll(source, poller, force=force)
         if on_source is not None:
             on_source(report)
         return report
 
-    async with Fetcher(
-        timeout=config.poll.timeout.total_seconds(),
-        concurrency=config.poll.concurrency,
-        per_host=config.poll.per_host,
-        max_bytes=config.poll.max_bytes,
-        user_agent=config.poll.user_agent,
-        transport=transport,
-    ) as fetcher:
-        reports = await asyncio.gather(*(guarded(s) for s in config.sources))
-    publish = publish_timeline(config, store, clock())
-    apply_retention(config, store, clock())
+    try:
+        async with Fetcher(
+            timeout=config.poll.timeout.total_seconds(),
+            concurrency=config.poll.concurrency,
+            per_host=config.poll.per_host,
+            max_bytes=config.poll.max_bytes,
+            user_agent=config.poll.user_agent,
+            transport=transport,
+        ) as fetcher:
+            poller = Poller(config, on_loop, fetcher, pool, claim_owner(), clock)
+            reports = await asyncio.gather(*(poll(s, poller) for s in config.sources))
+    except BaseException:
+        if parsers is None:
+            pool.close(kill=True)  # a cancelled cycle must not wait for a runaway parse
+        raise
+    if parsers is None:
+        pool.close()  # every parse has ended
+    publish = await on_loop.run(lambda s: publish_timeline(config, s, clock()))
+    await on_loop.run(lambda s: apply_retention(config, s, clock()))
     return CycleReport(tuple(reports), publish)

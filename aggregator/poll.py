@@ -1,13 +1,16 @@
-"""One source's poll, written once for `once` and the daemon: fetch → parse → store → record.
+"""The one poll path of `once` and the daemon: claim → fetch → parse → store → record → release.
 
-Each source is isolated: whatever it does ends as a `SourceReport`, never as an exception
-that stops the others. The clock is passed in so tests can pin it.
+`once` claims each source itself (`claim_and_poll`); the daemon claims in batches on its
+tick and hands each claimed source to `poll_claimed`, the same path from there on. Each
+source is isolated: whatever it does ends as a `SourceReport`, never as an exception that
+stops the others (a cancel aside, which gives the claim back). The store is reached through
+`AsyncStore`, the parser pool and fetcher are the caller's (`Poller`), and the clock is
+passed in so tests can pin it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
 import logging
 import os
@@ -16,10 +19,9 @@ import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, ParamSpec, TypeVar
 
 from aggregator import update
-from aggregator.errors import ParseError
+from aggregator.errors import AggregatorError, ParseError, StorageError
 from aggregator.fetch import Fetcher
 from aggregator.parse.pool import ParsePool
 from aggregator.policy import (
@@ -31,6 +33,7 @@ from aggregator.policy import (
 )
 from aggregator.settings import Config, SourceConfig
 from aggregator.store import SourceState, StoreAPI
+from aggregator.store.adapter import AsyncStore
 from aggregator.store.records import PollOutcome, PollRecord, StoreResult
 from aggregator.types import (
     Failed,
@@ -46,9 +49,6 @@ from aggregator.urls import public_url, redact_url
 log = logging.getLogger("aggregator")
 
 Clock = Callable[[], datetime]
-T = TypeVar("T")
-Params = ParamSpec("Params")
-PARSERS = ParsePool()
 
 
 # `once` polls every source whenever it is scheduled: claims "due by" the end of time.
@@ -94,6 +94,9 @@ class SourceReport:
     updated: int = 0
     error: str | None = None
     warning: str | None = None
+    # Why the store holds no record of this poll: it refused a write (a database away, a
+    # full disk, a row it rejects). The daemon's /healthz says so until a poll is recorded.
+    unrecorded: str | None = None
 
     def summary(self) -> str:
         if self.outcome is PollOutcome.FAILED:
@@ -108,33 +111,120 @@ class SourceReport:
         return f"{self.new} new{changed}"
 
 
-async def poll_source(
-    source: SourceConfig, fetcher: Fetcher, store: StoreAPI, config: Config, clock: Clock
-) -> SourceReport:
+@dataclass(frozen=True)
+class Poller:
+    """What a poll uses besides its source; `once` builds one, the daemon one per claim.
+
+    The parser pool is its owner's (created and closed by `once` or the daemon); the
+    fetcher too (the daemon replaces it when `[poll]` changes, so a poll keeps the one it
+    started with).
+    """
+
+    config: Config
+    store: AsyncStore
+    fetcher: Fetcher
+    parsers: ParsePool
+    owner: str  # the name on this process's claims (`claim_owner`)
+    clock: Clock = utc_now
+
+
+async def claim_and_poll(source: SourceConfig, poller: Poller, *, force: bool) -> SourceReport:
+    """`once`'s poll of one source: say why not if it must wait, else claim it and poll it.
+
+    Skipped, and said so: a source disabled by 410 Gone, one whose server asked us to wait
+    (Retry-After), one backing off after errors unless `force` (which overrides only our
+    own schedule, never a server's Retry-After), and one another daemon sharing the store
+    is polling right now. Due or not, it is claimed: `once` polls every source.
+    """
+    store, name = poller.store, source.name
+    try:
+        skip = await store.run(reason_to_skip, name, poller.clock(), force=force)
+        if skip is not None:
+            return SourceReport(name, skip[0], error=skip[1])
+        claimed = await store.claim_due(
+            [name], poller.clock(), poller.owner, poller.config.poll.lease, due_by=EVERY_SCHEDULE
+        )
+    except Exception as e:  # the store failed, or a bug: this source only
+        return await _ended_by(e, source, poller)
+    if not claimed:
+        return SourceReport(
+            name, PollOutcome.SKIPPED, error="another daemon is polling it right now"
+        )
+    return await poll_claimed(source, poller)
+
+
+async def poll_claimed(source: SourceConfig, poller: Poller) -> SourceReport:
+    """Poll `source`, which `poller.owner` has claimed, and end the claim whatever happens.
+
+    The one poll path of `once` and the daemon. Recording the poll ends the claim. A
+    cancelled poll (a stop, a source removed) records nothing and gives the claim back, for
+    another daemon to take at once rather than after the lease. A poll the store failed or
+    a bug ended is recorded as a failure if the store lets it (`_ended_by`).
+    """
+    try:
+        return await poll_source(source, poller)
+    except asyncio.CancelledError:
+        await _give_back(source.name, poller)
+        raise
+    except Exception as e:
+        return await _ended_by(e, source, poller)
+
+
+async def _ended_by(error: Exception, source: SourceConfig, poller: Poller) -> SourceReport:
+    """Record a poll that `error` ended, on our side, as a failure; give the claim back if
+    even that cannot be recorded.
+
+    A `StorageError` (its database restarting, a full disk, a row it refused) is one line
+    in the log: recorded as a failure, the source backs off, since an error only this
+    source's data causes must not have it polled every tick. Anything else is a bug: its
+    traceback is logged, and it backs off too. Its items may be stored already either way.
+    """
+    if isinstance(error, StorageError):
+        message = f"the poll could not be recorded: {error}"
+        log.error("%s: %s", source.name, message)
+    else:
+        log.exception("%s: unexpected error", source.name, exc_info=error)
+        message = f"internal error: {type(error).__name__}: {error}"
+    unrecorded = message if isinstance(error, StorageError) else None
+    try:
+        await poller.store.run(lambda s: record_failed_poll(source, s, message, poller.clock()))
+    except Exception as e:  # the store itself is failing; /healthz will say so
+        log.error("%s: could not record the failure: %s", source.name, e)
+        unrecorded = unrecorded or f"the failure could not be recorded: {e}"
+        await _give_back(source.name, poller)
+    return SourceReport(source.name, PollOutcome.FAILED, error=message, unrecorded=unrecorded)
+
+
+async def _give_back(name: str, poller: Poller) -> None:
+    """End `poller.owner`'s claim on `name` before its lease does; if the store cannot,
+    the lease runs out by itself."""
+    try:
+        await poller.store.release(name, poller.owner)
+    except AggregatorError as e:
+        log.error("%s: could not give the claim back: %s", name, e)
+
+
+async def poll_source(source: SourceConfig, poller: Poller) -> SourceReport:
     """Fetch, parse and store one source, record how it went, and schedule its next poll."""
-    state = await in_store(store, store.source_state, source.name)
+    state = await poller.store.source_state(source.name)
     if state is not None and state.disabled:
         return SourceReport(source.name, PollOutcome.DISABLED, error=state.disabled)
     # sync_sources already dropped the validators of a source whose URL changed.
-    async with fetcher.polling(
+    async with poller.fetcher.polling(
         state.fetch_url if state else source.url, state.validators if state else Validators()
     ) as outcome:  # the source's slot is held until its body is parsed and stored
-        return await _settle(source, state, outcome, store=store, config=config, clock=clock)
+        return await _settle(source, state, outcome, poller)
 
 
 async def _settle(
-    source: SourceConfig,
-    state: SourceState | None,
-    outcome: FetchOutcome,
-    *,
-    store: StoreAPI,
-    config: Config,
-    clock: Clock,
+    source: SourceConfig, state: SourceState | None, outcome: FetchOutcome, poller: Poller
 ) -> SourceReport:
     """Everything after the response: parse, store, record the poll, schedule the next."""
-    now = clock()
+    store, config = poller.store, poller.config
+    now = poller.clock()
     if isinstance(outcome, Failed):
-        return await in_store(store, _failed, source, state, store, outcome, now)
+        failed = outcome
+        return await store.run(lambda s: _failed(source, state, s, failed, now))
     feed = None
     body_hash = None
     if isinstance(outcome, Fetched):
@@ -143,7 +233,7 @@ async def _settle(
             try:
                 # In worker processes: a big feed takes seconds to parse and must not stall
                 # the loop, and feedparser holds the GIL, so only processes use every core.
-                feed = await PARSERS.parse(
+                feed = await poller.parsers.parse(
                     outcome.body,
                     outcome.headers,
                     # The base of relative links: published, so without the fetch's secrets.
@@ -152,8 +242,8 @@ async def _settle(
                     budget=config.poll.parse_timeout.total_seconds(),
                 )
             except ParseError as e:
-                failed = Failed(outcome.url, str(e))
-                return await in_store(store, _failed, source, state, store, failed, now)
+                unparsed = Failed(outcome.url, str(e))
+                return await store.run(lambda s: _failed(source, state, s, unparsed, now))
     moved = outcome.permanent_redirect
     if moved and moved != (state.fetch_url if state else source.url):
         log.warning(
@@ -165,9 +255,14 @@ async def _settle(
     own_hint = feed.lifetime if feed is not None else (state.lifetime if state else None)
     lifetime = longest(cache_lifetime(outcome.headers, now), own_hint)
     later = next_poll(source.name, source.interval, now, hints=ServerHints(lifetime=lifetime))
-    return await in_store(
-        store, _recorded, source, outcome, store=store, feed=feed, body_hash=body_hash,
-        moved=moved, later=later, now=now,
+    answered = outcome
+    # One hop for the two writes (entries, then the poll's record): a cancel between them
+    # would leave entries stored by a poll the store has no record of.
+    return await store.run(
+        lambda s: _recorded(
+            source, answered, store=s, feed=feed, body_hash=body_hash, moved=moved,
+            later=later, now=now,
+        )
     )  # fmt: skip
 
 
@@ -277,37 +372,6 @@ def _failed(
     return SourceReport(source.name, PollOutcome.FAILED, error=error)
 
 
-async def in_store(
-    store: StoreAPI, work: Callable[Params, T], /, *args: Params.args, **kwargs: Params.kwargs
-) -> T:
-    """`work(*args, **kwargs)`, which uses `store`: in a worker thread if the store is `remote`.
-
-    With PostgreSQL every call waits for the server (another machine, perhaps), and made
-    on the event loop it would stall every fetch and every reader's request meanwhile. A
-    cancelled caller still waits for the call to end (unless cancelled again: a stop that
-    cannot wait longer), so the claim it holds is given back after, not during, the write.
-    SQLite calls are made right here: one connection, and a thread would cost more.
-    """
-    if not store.remote:
-        return work(*args, **kwargs)
-    call = asyncio.get_running_loop().run_in_executor(
-        None, functools.partial(work, *args, **kwargs)
-    )
-    try:
-        return await asyncio.shield(call)
-    except asyncio.CancelledError:
-        call.add_done_callback(_outcome_unwanted)  # even if this caller stops waiting
-        await asyncio.wait([call])
-        raise
-
-
-def _outcome_unwanted(call: asyncio.Future[Any]) -> None:
-    """Take the outcome of a store call whose caller was cancelled: an error then is no news
-    (the stop goes on) and must not be reported as never retrieved."""
-    if not call.cancelled() and (error := call.exception()) is not None:
-        log.debug("a store call ended after its caller was cancelled: %s", error)
-
-
 def reason_to_skip(
     store: StoreAPI, name: str, now: datetime, *, force: bool
 ) -> tuple[PollOutcome, str] | None:
@@ -326,16 +390,6 @@ def reason_to_skip(
             f"{state.next_poll:%Y-%m-%d %H:%M:%S} UTC (--force polls it now)"
         )
     return None
-
-
-def record_crash(source: SourceConfig, store: StoreAPI, error: Exception, now: datetime) -> str:
-    """A bug hit while polling `source`: record it as a failure, so backoff applies."""
-    message = f"internal error: {type(error).__name__}: {error}"
-    try:
-        record_failed_poll(source, store, message, now)
-    except Exception:  # the store itself is failing; /healthz will say so
-        log.exception("%s: could not record the failure", source.name)
-    return message
 
 
 def record_failed_poll(source: SourceConfig, store: StoreAPI, message: str, now: datetime) -> None:

@@ -14,10 +14,9 @@ from typing import Any
 
 import pytest
 
-import aggregator.daemon as daemon_module
-from aggregator import publish
+from aggregator import poll, publish
 from aggregator.config import load_config
-from aggregator.daemon import Daemon, DaemonOptions
+from aggregator.daemon import Daemon, DaemonOptions, publishing
 from aggregator.errors import StorageError
 from aggregator.publish import PublishReport
 from aggregator.store import SourceState
@@ -77,7 +76,7 @@ def test_a_crashing_poll_is_recorded_and_backs_off(
         calls.append(1)
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(daemon_module, "poll_source", crash)
+    monkeypatch.setattr(poll, "poll_source", crash)
     daemon = Daemon(config, load_config(config), options=FAST)
     asyncio.run(_run_for(daemon, 2.0))
     assert len(calls) == 1  # not once per tick
@@ -99,7 +98,7 @@ def test_a_stopped_poll_gives_its_claim_back(
         started.append(1)
         await asyncio.sleep(3600)
 
-    monkeypatch.setattr(daemon_module, "poll_source", hang)
+    monkeypatch.setattr(poll, "poll_source", hang)
     daemon = Daemon(config, load_config(config), options=FAST)
     asyncio.run(_run_for(daemon, 0.5))
     assert started == [1]
@@ -182,31 +181,31 @@ def test_a_slow_publish_spaces_out_the_next(
     def slow(*args: Any) -> PublishReport:
         return dataclasses.replace(real(*args), seconds=0.5)  # as if it had taken 0.5 s
 
-    monkeypatch.setattr(daemon_module, "publish_timeline", slow)
+    monkeypatch.setattr(publishing, "publish_timeline", slow)
     waits: list[float] = []
 
     def pending() -> asyncio.TimerHandle:
-        assert daemon._publish_handle is not None
-        return daemon._publish_handle
+        assert daemon.publishing.pending is not None
+        return daemon.publishing.pending
 
     async def request() -> None:
         loop = asyncio.get_running_loop()
-        await daemon._publish()  # the slow one
-        if daemon._publish_handle is not None:  # one the first poll asked for meanwhile
-            daemon._publish_handle.cancel()
-            daemon._publish_handle = None
+        await daemon.publishing.publish()  # the slow one
+        if daemon.publishing.pending is not None:  # one the first poll asked for meanwhile
+            daemon.publishing.pending.cancel()
+            daemon.publishing.pending = None
         daemon.request_publish()
         waits.append(pending().when() - loop.time())
         # A request made earlier, firing now (it was made during the slow publish): it
         # looks again later instead of publishing at once.
         pending().cancel()
-        daemon._start_publish()
-        assert not daemon._publishes
+        daemon.publishing.start()
+        assert not daemon.publishing.running
         waits.append(pending().when() - loop.time())
 
     asyncio.run(_run_for(daemon, 0.1, during=request))
     assert len(waits) == 2
-    assert min(waits) > 0.5 * daemon_module.PUBLISH_PACE - 0.2  # not the 0.2 s debounce
+    assert min(waits) > 0.5 * publishing.PUBLISH_PACE - 0.2  # not the 0.2 s debounce
 
 
 def test_a_failed_publish_is_tried_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -223,8 +222,8 @@ def test_a_failed_publish_is_tried_again(tmp_path: Path, monkeypatch: pytest.Mon
             raise StorageError("the database does not answer")
         return real(*args)
 
-    monkeypatch.setattr(daemon_module, "publish_timeline", flaky)
-    monkeypatch.setattr(daemon_module, "PUBLISH_RETRY_SECONDS", 0.3)
+    monkeypatch.setattr(publishing, "publish_timeline", flaky)
+    monkeypatch.setattr(publishing, "PUBLISH_RETRY_SECONDS", 0.3)
     daemon = Daemon(config, load_config(config), options=FAST)
     asyncio.run(_run_for(daemon, 1.5))
     assert len(calls) >= 3  # start-up, the failed one, the retry (and the stop's)

@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-import aggregator.poll as pipeline_module
 from aggregator.config import load_config
 from aggregator.cycle import CycleReport, run_cycle
+from aggregator.parse.pool import ParsePool
 from aggregator.settings import Config
 from aggregator.store import SourceState
 from aggregator.store.sqlite import SqliteStore
@@ -97,22 +97,22 @@ def test_new_validators_are_saved_even_from_a_304(tmp_path: Path, feed_server: F
     assert sent == [None, '"v1"', '"v2"']
 
 
-def test_an_unchanged_body_is_not_parsed_again(
-    tmp_path: Path, feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_an_unchanged_body_is_not_parsed_again(tmp_path: Path, feed_server: FeedServer) -> None:
     feed_server.handlers["/f.xml"] = _respond(200, {"Content-Type": "application/xml"}, BODY)
-    real = pipeline_module.PARSERS
     calls = []
 
-    class CountingPool:
+    class CountingPool(ParsePool):
         async def parse(self, *args: Any, **kw: Any) -> ParsedFeed:
             calls.append(1)
-            return await real.parse(*args, **kw)
+            return await super().parse(*args, **kw)
 
-    monkeypatch.setattr(pipeline_module, "PARSERS", CountingPool())
     path = _config(tmp_path, {"s": feed_server.url("/f.xml")})
-    first = _cycle(path)
-    second = _cycle(path)
+    parsers = CountingPool()
+    try:
+        first = _cycle(path, parsers=parsers)
+        second = _cycle(path, parsers=parsers)
+    finally:
+        parsers.close()
     assert first.sources[0].new == 1
     assert second.sources[0].outcome == "unchanged"
     assert len(calls) == 1

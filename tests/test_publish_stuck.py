@@ -16,10 +16,9 @@ from typing import Any
 import httpx
 import pytest
 
-import aggregator.daemon as daemon_module
 from aggregator.config import load_config
 from aggregator.daemon import Daemon as InProcessDaemon
-from aggregator.daemon import DaemonOptions
+from aggregator.daemon import DaemonOptions, publishing
 from aggregator.publish import PublishReport, publish_timeline
 from tests.conftest import ROOT
 from tests.feedfactory import rss2
@@ -61,7 +60,7 @@ def test_a_feed_of_one_story_twenty_thousand_times_stalls_nothing(
 # with publish_timeline replaced before it starts).
 _STUCK_RUN = """
 import sys, threading, pathlib
-import aggregator.daemon as daemon
+import aggregator.daemon.publishing as daemon
 
 def stuck(*args, real=daemon.publish_timeline, calls=[]):
     calls.append(1)
@@ -122,8 +121,8 @@ def test_healthz_reports_a_publish_running_too_long(
             release.wait(30)
         return publish_timeline(*args)
 
-    monkeypatch.setattr(daemon_module, "publish_timeline", stuck)
-    monkeypatch.setattr(daemon_module, "PUBLISH_STUCK_SECONDS", 0.5)
+    monkeypatch.setattr(publishing, "publish_timeline", stuck)
+    monkeypatch.setattr(publishing, "PUBLISH_STUCK_SECONDS", 0.5)
     options = DaemonOptions(tick_seconds=0.1, publish_debounce_seconds=0.1, serve=False)
     daemon = InProcessDaemon(config, load_config(config), options=options)
     problems: list[str | None] = []

@@ -80,14 +80,14 @@ def test_reloads_asked_for_while_one_loads_coalesce(
     config = _config(tmp_path)
     daemon = Daemon(config, load_config(config), options=OPTIONS)
     loads: list[int] = []
-    load = daemon._load_for_reload
+    load = daemon.reloader.load
 
     def slow_load() -> object:
         loads.append(1)
         time.sleep(0.3)  # in the worker thread
         return load()
 
-    monkeypatch.setattr(daemon, "_load_for_reload", slow_load)
+    monkeypatch.setattr(daemon.reloader, "load", slow_load)
 
     async def during() -> None:
         for _ in range(10):

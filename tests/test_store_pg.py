@@ -21,8 +21,9 @@ import aggregator.daemon as daemon_module
 from aggregator.config import load_config
 from aggregator.daemon import Daemon, DaemonOptions
 from aggregator.errors import StorageError
-from aggregator.poll import in_store, sync_sources
+from aggregator.poll import sync_sources
 from aggregator.store import is_store_url, open_store
+from aggregator.store.adapter import AsyncStore
 from aggregator.store.postgres import _PUBLISH_LOCK, PgStore, describe
 from aggregator.store.sqlite import SqliteStore
 from tests.pgserver import PgServer
@@ -114,7 +115,7 @@ def test_one_store_serves_many_threads(pg_store: PgStore) -> None:
 
 
 def test_store_work_waits_off_the_event_loop(pg_store: PgStore, pg_url: str) -> None:
-    """`in_store` makes a PostgreSQL call in a thread: while it waits for the server, the
+    """`AsyncStore` makes a PostgreSQL call in a thread: while it waits for the server, the
     loop goes on (here: a ticker; in the daemon, fetches and readers' requests)."""
     holder = psycopg.connect(pg_url, autocommit=True)
     holder.execute("SELECT pg_advisory_lock(%s)", (_PUBLISH_LOCK,))
@@ -135,7 +136,9 @@ def test_store_work_waits_off_the_event_loop(pg_store: PgStore, pg_url: str) -> 
                 await asyncio.sleep(0.01)
 
         ticking = asyncio.create_task(ticker())
-        result = await in_store(pg_store, publish)  # waits about a second for the lock
+        result = await AsyncStore(pg_store).run(
+            lambda _: publish()
+        )  # waits about a second for the lock
         ticking.cancel()
         return ticks, result
 
@@ -156,7 +159,7 @@ def test_a_cancelled_caller_waits_for_the_store_call_to_end(pg_store: PgStore, p
             ended.set()
 
     async def scenario() -> None:
-        call = asyncio.create_task(in_store(pg_store, publish))
+        call = asyncio.create_task(AsyncStore(pg_store).run(lambda _: publish()))
         await asyncio.sleep(0.1)
         call.cancel()
         with pytest.raises(asyncio.CancelledError):

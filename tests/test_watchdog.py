@@ -15,10 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-import aggregator.daemon as daemon_module
-from aggregator import poll, publish
+from aggregator import publish
 from aggregator.config import load_config
-from aggregator.daemon import Daemon, DaemonOptions
+from aggregator.daemon import Daemon, DaemonOptions, polling, publishing
 from aggregator.errors import StorageError
 from aggregator.store.records import PollRecord
 from aggregator.store.sqlite import SqliteStore
@@ -97,7 +96,7 @@ def test_a_refused_poll_record_is_unhealthy_until_a_later_one_is_written(
         await asyncio.sleep(0.5)  # the first tick polled "a", and the store refused it
         seen.append(await daemon.health())
         refusing[0] = False
-        await daemon._poll(daemon.config.sources[0])  # a later poll, recorded
+        await daemon.polling.poll(daemon.config.sources[0])  # a later poll, recorded
         seen.append(await daemon.health())
 
     asyncio.run(_run_for(daemon, 0.1, during))
@@ -109,7 +108,7 @@ def test_a_refused_poll_record_is_unhealthy_until_a_later_one_is_written(
 def test_publishing_failing_past_its_retry_is_unhealthy_until_it_works(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(daemon_module, "PUBLISH_RETRY_SECONDS", 0.5)
+    monkeypatch.setattr(publishing, "PUBLISH_RETRY_SECONDS", 0.5)
     _feed(tmp_path, _items("a", 2))
     config = _config(tmp_path)
     daemon = Daemon(config, load_config(config), options=FAST)
@@ -140,7 +139,7 @@ def test_publishing_failing_past_its_retry_is_unhealthy_until_it_works(
 def test_a_publish_that_hits_a_bug_is_retried_and_unhealthy_until_it_works(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(daemon_module, "PUBLISH_RETRY_SECONDS", 0.5)
+    monkeypatch.setattr(publishing, "PUBLISH_RETRY_SECONDS", 0.5)
     _feed(tmp_path, _items("a", 2))
     config = _config(tmp_path)
     daemon = Daemon(config, load_config(config), options=FAST)
@@ -152,7 +151,7 @@ def test_a_publish_that_hits_a_bug_is_retried_and_unhealthy_until_it_works(
             raise RuntimeError("a bug in a renderer")
         return original(*args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(daemon_module, "publish_timeline", publish_timeline)
+    monkeypatch.setattr(publishing, "publish_timeline", publish_timeline)
     seen: list[str | None] = []
 
     async def during() -> None:
@@ -189,14 +188,14 @@ def test_a_stalled_parser_pool_makes_the_daemon_unhealthy(
     daemon = Daemon(config, load_config(config), options=FAST)
     budget = daemon.config.poll.parse_timeout.total_seconds()
     stall = [0.0]
-    monkeypatch.setattr(poll.PARSERS, "stalled_seconds", lambda: stall[0])
+    monkeypatch.setattr(daemon.polling.parsers, "stalled_seconds", lambda: stall[0])
     seen: list[str | None] = []
 
     async def during() -> None:
         seen.append(await daemon.health())
         stall[0] = 2 * budget  # a queued parse may wait through another: not yet a stall
         seen.append(await daemon.health())
-        stall[0] = 2 * budget + daemon_module.PARSER_SLACK + 1
+        stall[0] = 2 * budget + polling.PARSER_SLACK + 1
         seen.append(await daemon.health())
 
     asyncio.run(_run_for(daemon, 0.1, during))

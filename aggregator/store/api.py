@@ -50,7 +50,7 @@ class StoreAPI(Protocol):
     """
 
     #: True when calls wait on a database server (PostgreSQL, possibly on another machine):
-    #: the daemon then makes them from worker threads (`poll.in_store`), several at
+    #: the daemon then makes them from worker threads (`store.adapter.AsyncStore`), several at
     #: once, so its event loop goes on fetching and serving meanwhile. False for SQLite:
     #: one connection, calls of microseconds, made on the loop.
     remote: bool

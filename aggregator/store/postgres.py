@@ -78,7 +78,7 @@ class PgStore(SharedStatements):
     """A pool of connections to one database; open with `PgStore.open(url)`, end with `close()`.
 
     Thread-safe: each call borrows a pooled connection, so callers in several threads
-    (`remote`, see `poll.in_store`) wait on the server at the same time.
+    (`remote`, see `store.adapter.AsyncStore`) wait on the server at the same time.
     """
 
     remote = True

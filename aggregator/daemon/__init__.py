@@ -1,0 +1,274 @@
+"""The long-running daemon: schedule polls, publish, serve, reload feeds.toml, stop cleanly.
+
+Everything runs in one asyncio loop, split along its loops:
+- `polling`: an APScheduler (3.x) tick claims the sources whose stored `next_poll` has
+  come (`claim_due`: with a shared PostgreSQL store, each due source goes to exactly one
+  daemon) and polls them through the one poll path (`poll.poll_claimed`, as `once` does),
+  one shared bounded `Fetcher` and the daemon's parser pool. A source is never polled
+  twice at once (the in-flight set), and a restart resumes from the stored schedule.
+- `publishing`: a debounced publish follows any poll that stored something (in a thread,
+  under the store's publish lock), and every few seconds the files another daemon sharing
+  the store published are copied into `output/`.
+- `reload`: watchfiles (or SIGHUP) loads feeds.toml off the loop; `Daemon` applies it.
+- `health`: what `/healthz` answers; uvicorn serves `output/`.
+This module owns their lifecycle: start, run, stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+from aggregator.cycle import apply_retention
+from aggregator.daemon import health
+from aggregator.daemon.polling import Polling
+from aggregator.daemon.publishing import Publishing
+from aggregator.daemon.reload import Reloader, effective_config
+from aggregator.errors import AggregatorError
+from aggregator.metrics import Metrics
+from aggregator.output import remove_stale_temp_files
+from aggregator.poll import Clock, utc_now
+from aggregator.server import (
+    EmbeddedServer,
+    PublishedFiles,
+    create_app,
+    embedded_server,
+    listen_socket,
+    raise_open_file_limit,
+)
+from aggregator.settings import Config
+from aggregator.store import open_store
+from aggregator.store.adapter import AsyncStore
+from aggregator.watchdog import BLOCK_SECONDS, LoopWatch, StoreFileWatch, Watchdog
+
+__all__ = ["Daemon", "DaemonOptions"]
+
+log = logging.getLogger("aggregator")
+
+STOP_GRACE_SECONDS = 5.0
+
+
+class _NotCancellations(logging.Filter):
+    """APScheduler logs a job it cancelled at shutdown (a tick, housekeeping under way) as
+    "Error running job" with a traceback: a stop is no error."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError))
+
+
+logging.getLogger("apscheduler.executors.default").addFilter(_NotCancellations())
+
+
+@dataclass
+class DaemonOptions:
+    tick_seconds: float = 1.0
+    publish_debounce_seconds: float = 1.0
+    housekeeping_seconds: float = 600.0
+    follow_seconds: float = 5.0  # how often to look for files another daemon published
+    serve: bool = True
+    loop_block_seconds: float = BLOCK_SECONDS  # a loop this late makes /healthz say 503
+
+
+class Daemon:
+    """Owns the store, the scheduler, the loops, the server and the current configuration."""
+
+    def __init__(
+        self,
+        config_path: Path,
+        config: Config,
+        *,
+        options: DaemonOptions | None = None,
+        clock: Clock = utc_now,
+    ) -> None:
+        self.config = config
+        self._started = config  # [server] and [store] stay as they were at start
+        self.options = options or DaemonOptions()
+        self.clock = clock
+        self.metrics = Metrics()
+        self.store = AsyncStore(open_store(config.store.target))
+        self.files = PublishedFiles(config.publish.output_dir)
+        self._stopping = asyncio.Event()
+        self._scheduler = AsyncIOScheduler(timezone="UTC")
+        self._background: set[asyncio.Task[None]] = set()
+        self.publishing = Publishing(
+            config.store.target,
+            config=self._current,
+            metrics=self.metrics,
+            clock=clock,
+            debounce=self.options.publish_debounce_seconds,
+        )
+        self.polling = Polling(
+            self.store,
+            config=self._current,
+            metrics=self.metrics,
+            clock=clock,
+            stopping=self._stopping,
+            on_stored=self.publishing.request,
+            spawn=self._spawn,
+        )
+        self.reloader = Reloader(
+            config_path, apply=self._apply_config, stopping=self._stopping, spawn=self._spawn
+        )
+        self.watchdog = Watchdog(
+            LoopWatch(block=self.options.loop_block_seconds, on_lag=self.metrics.loop_lag.set),
+            [
+                self.publishing.failing_problem,
+                self.publishing.stuck_problem,
+                self.polling.record_problem,
+            ],
+        )
+        if not self.store.remote:  # SQLite: a file that can vanish under us
+            self.watchdog.probes.insert(1, StoreFileWatch(config.store.path).problem)
+        self.watchdog.probes.append(self.polling.parser_problem)
+
+    def _current(self) -> Config:
+        return self.config
+
+    async def health(self) -> str | None:
+        """What `/healthz` says: None, or why the daemon is unhealthy."""
+        return await health.health(self._scheduler.running, self.watchdog, self.store)
+
+    def request_publish(self) -> None:
+        self.publishing.request()
+
+    def request_reload(self) -> None:
+        self.reloader.request()
+
+    def reload(self) -> bool:
+        """Re-read feeds.toml and apply it if valid (blocking: see `Reloader.reload`)."""
+        return self.reloader.reload()
+
+    def _apply_config(self, new: Config) -> bool:
+        """Make `new` (valid) the running configuration; True."""
+        old = self.config
+        if new == old:
+            return True
+        fixed = (new.server, new.store)
+        if fixed not in ((old.server, old.store), (self._started.server, self._started.store)):
+            log.warning("[server] and [store] changes take effect when the daemon restarts")
+        self.config = new = effective_config(new, self._started)
+        self.files.root = new.publish.output_dir.resolve()
+        for name in {s.name for s in old.sources} - {s.name for s in new.sources}:
+            self.metrics.forget_source(name)
+        self.metrics.sources.set(len(new.sources))
+        added = {s.name for s in new.sources} - {s.name for s in old.sources}
+        removed = {s.name for s in old.sources} - {s.name for s in new.sources}
+        log.info(
+            "configuration reloaded: %d sources (%d added, %d removed)",
+            len(new.sources),
+            len(added),
+            len(removed),
+        )
+        self.polling.reconfigured(old, new)  # it syncs the store; new sources polled at once
+        self.publishing.request()
+        return True
+
+    async def _housekeeping(self) -> None:
+        """Keep the WAL small, and re-publish so items past `max_age` leave the feeds even
+        when nothing new arrives (an unchanged result rewrites nothing)."""
+        config = self.config
+        try:
+            await self.store.run(lambda s: apply_retention(config, s, self.clock()))
+            await self.store.checkpoint()
+        except AggregatorError as e:  # the store is away; the next round tries again
+            log.error("housekeeping failed: %s", e)
+        self.publishing.request()
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """A background task, cancelled at the stop."""
+        task = asyncio.create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        """Run until stop() or SIGTERM/SIGINT; returns once everything is closed."""
+        if self.options.serve:
+            raise_open_file_limit(self.config.server.max_connections)
+        listener = (
+            listen_socket(self.config.server.host, self.config.server.port)
+            if self.options.serve
+            else None
+        )  # first: a taken port ends the start-up before anything else happens
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        remove_stale_temp_files(self.config.publish.output_dir)
+        self._spawn(self.watchdog.run())
+        await self.polling.sync_store()
+        await self.polling.take_back_dead_claims()
+        self.metrics.sources.set(len(self.config.sources))
+        await self.publishing.publish()  # the outputs reflect the configuration from the start
+        self._schedule()
+        await self.polling.tick()
+        server = self._start_server(listener) if listener is not None else None
+        self._spawn(self.reloader.watch())
+        log.info("daemon started: %d sources", len(self.config.sources))
+        try:
+            await self._stopping.wait()
+        finally:
+            await self._shutdown(server)
+
+    def _schedule(self) -> None:
+        """Start the scheduler with its jobs: the tick, housekeeping, copying."""
+        self._scheduler.start()
+        jobs = (
+            (self.polling.tick, self.options.tick_seconds, "tick"),
+            (self._housekeeping, self.options.housekeeping_seconds, "housekeeping"),
+            (self.publishing.follow_soon, self.options.follow_seconds, "follow"),
+        )
+        for job, seconds, name in jobs:
+            self._scheduler.add_job(
+                job, "interval", seconds=seconds, id=name, max_instances=1, coalesce=True
+            )
+
+    def _start_server(self, listener: socket.socket) -> tuple[EmbeddedServer, asyncio.Task[None]]:
+        app = create_app(
+            self.files.root, files=self.files, health=self.health, metrics=self.metrics.render
+        )
+        settings = self.config.server
+        server = embedded_server(
+            app,
+            settings.host,
+            settings.port,
+            request_timeout=settings.request_timeout.total_seconds(),
+            max_connections=settings.max_connections,
+        )
+        task = asyncio.create_task(server.serve(sockets=[listener]), name="server")
+        return server, task
+
+    async def _shutdown(self, server: tuple[EmbeddedServer, asyncio.Task[None]] | None) -> None:
+        log.info("stopping")
+        self._scheduler.shutdown(wait=False)
+        await self.polling.stop(STOP_GRACE_SECONDS)
+        # Publishing gets STOP_GRACE_SECONDS in all: the last publish and any under way.
+        publishing_ends = await self.publishing.publish_last(STOP_GRACE_SECONDS)
+        if server is not None:
+            instance, task = server
+            instance.should_exit = True
+            try:
+                await asyncio.wait_for(task, timeout=STOP_GRACE_SECONDS)
+            except TimeoutError:
+                instance.force_exit = True
+                task.cancel()
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await self.polling.close()
+        await self.publishing.close(publishing_ends, STOP_GRACE_SECONDS)
+        self.store.close()
+        log.info("stopped")

@@ -1,0 +1,122 @@
+"""The daemon's reload loop: watch feeds.toml (or wait for SIGHUP), load it off the loop,
+and hand a valid configuration to the daemon to apply; a bad one keeps the last good one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+from watchfiles import awatch
+
+from aggregator.config import load_config
+from aggregator.daemon.threads import in_daemon_thread
+from aggregator.errors import ConfigError
+from aggregator.settings import Config
+
+log = logging.getLogger("aggregator")
+
+
+def effective_config(new: Config, started: Config) -> Config:
+    """`new` as the daemon can apply it: `[server]` and `[store]` stay as they were at
+    start (a listening socket and an open store are not swapped under running work)."""
+    if (new.server, new.store) == (started.server, started.store):
+        return new
+    return Config(
+        new.path, new.site, new.poll, new.publish, started.store, started.server, new.sources
+    )
+
+
+class Reloader:
+    """Loads feeds.toml when asked, never on the loop; `apply` makes a valid one current."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        apply: Callable[[Config], bool],
+        stopping: asyncio.Event,
+        spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]],
+    ) -> None:
+        self.path = path
+        self._apply = apply
+        self._stopping = stopping
+        self._spawn = spawn
+        self._loading: asyncio.Task[None] | None = None  # loading feeds.toml in a thread
+        self._wanted = False  # asked for again while loading: load once more after
+
+    def request(self) -> None:
+        """Reload in the background (SIGHUP, the file watcher), never on the loop itself.
+
+        Loading probes every filter pattern (a quarter second for each that backtracks) and
+        validates every source: seconds for a large or hostile file, which on the loop
+        stalled polls, `/healthz` and the watchdog (a false 503). A request made while a
+        load is under way coalesces into one more load once it ends, so the last edit wins
+        and edits in a burst cost two loads, not one each.
+        """
+        if self._stopping.is_set():
+            return  # a stop is under way: its store and tasks are closing
+        self._wanted = True
+        if self._loading is None or self._loading.done():
+            self._loading = self._spawn(self._reload_while_wanted())
+
+    async def _reload_while_wanted(self) -> None:
+        while self._wanted:
+            self._wanted = False
+            try:
+                await self.reload_in_thread()
+            except Exception:  # a bug in reloading must not end later reloads
+                log.exception("configuration reload failed")
+
+    async def reload_in_thread(self) -> bool:
+        """`reload`, with the file read, parsed and probed in a worker thread; applied here."""
+        # A daemon thread: probing a file of many backtracking patterns takes seconds, and a
+        # stop must not wait for it (the default executor's threads are joined at exit).
+        new = await in_daemon_thread("reload", self.load)
+        return new is not None and self._apply(new)
+
+    def reload(self) -> bool:
+        """Re-read feeds.toml; apply it if valid, else keep the last good one. True if applied.
+
+        Blocks while loading: on the loop, use `request` or `reload_in_thread`.
+        """
+        new = self.load()
+        return new is not None and self._apply(new)
+
+    def load(self) -> Config | None:
+        """The configuration now in feeds.toml, or None (logged) when it cannot be used.
+
+        Thread-safe: it touches nothing of the daemon's but its path."""
+        try:
+            return load_config(self.path, display_name=str(self.path))
+        except ConfigError as e:
+            for problem in (e, *e.others):
+                log.error("configuration not reloaded: %s", problem)
+            return None
+        except Exception:
+            log.exception("configuration not reloaded: %s could not be read", self.path)
+            return None
+
+    async def watch(self) -> None:
+        """Reload on every change of feeds.toml, until the stop.
+
+        Watches the directory, not the file: editors save by writing a new file and renaming
+        it over the old one, which would silently end a watch on the old file's inode.
+        """
+        target = self.path.resolve()
+
+        def is_config(_: object, path: str) -> bool:
+            return Path(path) == target
+
+        async for _ in awatch(
+            target.parent,
+            watch_filter=is_config,
+            stop_event=self._stopping,
+            debounce=200,
+            recursive=False,
+        ):
+            if target.exists():
+                self.request()

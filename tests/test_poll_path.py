@@ -1,0 +1,107 @@
+"""`once` and `run` poll through one path (`poll.poll_claimed`): whatever ends a poll is
+recorded the same way by both. Before the path was shared, a store failure during a poll
+was an "internal error: StorageError: …" with a traceback under `once`, and "the poll
+could not be recorded: …" in one log line under `run`."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from aggregator.config import load_config
+from aggregator.cycle import run_cycle
+from aggregator.daemon import Daemon, DaemonOptions
+from aggregator.errors import StorageError
+from aggregator.store import SourceState
+from aggregator.store.records import PollRecord
+from aggregator.store.sqlite import SqliteStore
+from tests.feedfactory import rss2
+from tests.test_daemon import NOW, _items
+
+FAST = DaemonOptions(tick_seconds=0.1, publish_debounce_seconds=0.2, serve=False)
+
+
+def _setup(root: Path) -> Path:
+    root.mkdir()
+    (root / "a.xml").write_bytes(rss2("A", "https://a.example.org/", _items("a", 2)))
+    config = root / "feeds.toml"
+    config.write_text('[[feeds]]\nname = "a"\nurl = "a.xml"\n', encoding="utf-8")
+    return config
+
+
+def _after(config: Path) -> tuple[SourceState | None, list[str]]:
+    """Source "a" as the store left it, and who still holds claims."""
+    store = SqliteStore.open(load_config(config).store.path)
+    try:
+        return store.source_state("a"), store.claim_holders(NOW)
+    finally:
+        store.close()
+
+
+def _once(config: Path) -> None:
+    loaded = load_config(config)
+    store = SqliteStore.open(loaded.store.path)
+    try:
+        report = asyncio.run(run_cycle(loaded, store, clock=lambda: NOW))
+    finally:
+        store.close()
+    [source] = report.sources
+    assert source.outcome == "failed"
+
+
+def _run(config: Path, attempts: list[str]) -> None:
+    daemon = Daemon(config, load_config(config), options=FAST, clock=lambda: NOW)
+
+    async def scenario() -> None:
+        running = asyncio.create_task(daemon.run())
+        for _ in range(300):  # until the poll the store refused has ended
+            await asyncio.sleep(0.1)
+            if attempts and not daemon.polling.inflight:
+                break
+        daemon.stop()
+        await asyncio.wait_for(running, 20)
+
+    asyncio.run(scenario())
+
+
+def test_once_and_run_record_a_store_failure_during_a_poll_the_same_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    attempts: list[str] = []
+
+    original = SqliteStore.record_poll
+
+    def refuse(self: SqliteStore, record: PollRecord) -> None:
+        if record.entries is not None:  # the poll's entries are refused, its failure is not
+            attempts.append(record.name)
+            raise StorageError("the store failed: disk I/O error")
+        original(self, record)
+
+    monkeypatch.setattr(SqliteStore, "record_poll", refuse)
+    once, run = _setup(tmp_path / "once"), _setup(tmp_path / "run")
+    _once(once)
+    assert attempts == ["a"]
+    _run(run, attempts)
+    assert attempts == ["a", "a"]  # the daemon polled once, then backed off
+    (after_once, holders_once), (after_run, holders_run) = _after(once), _after(run)
+    assert after_once is not None and after_run is not None
+
+    def recorded(state: SourceState) -> tuple[object, ...]:
+        return (
+            state.last_outcome,
+            state.last_error,
+            state.failures,
+            state.next_poll,
+            state.last_polled,
+            state.entries,
+        )
+
+    assert recorded(after_once) == recorded(after_run)
+    assert after_once.failures == 1
+    assert (
+        after_once.last_error == "the poll could not be recorded: the store failed: disk I/O error"
+    )
+    assert after_once.next_poll is not None and after_once.next_poll > NOW
+    assert holders_once == holders_run == []  # the claim ended with the record
