@@ -255,59 +255,56 @@ async def _settle(
     own_hint = feed.lifetime if feed is not None else (state.lifetime if state else None)
     lifetime = longest(cache_lifetime(outcome.headers, now), own_hint)
     later = next_poll(source.name, source.interval, now, hints=ServerHints(lifetime=lifetime))
-    answered = outcome
-    # One hop for the two writes (entries, then the poll's record): a cancel between them
-    # would leave entries stored by a poll the store has no record of.
-    return await store.run(
-        lambda s: _recorded(
-            source, answered, store=s, feed=feed, body_hash=body_hash, moved=moved,
-            later=later, now=now,
-        )
-    )  # fmt: skip
+    answer = _Answer(outcome, feed, body_hash, moved, later, now)
+    # One hop for the read and the write (entries with the poll's record): the store is read
+    # and written in the thread its calls belong to.
+    return await store.run(lambda s: _recorded(source, answer, s))
 
 
-def _recorded(
-    source: SourceConfig,
-    outcome: Fetched | NotModified,
-    *,
-    store: StoreAPI,
-    feed: ParsedFeed | None,
-    body_hash: str | None,
-    moved: str | None,
-    later: datetime,
-    now: datetime,
-) -> SourceReport:
+@dataclass(frozen=True)
+class _Answer:
+    """A source's answer as `_settle` makes it out: what `_recorded` writes."""
+
+    outcome: Fetched | NotModified
+    feed: ParsedFeed | None  # None: a 304, or the very body parsed last time
+    body_hash: str | None  # None: a 304
+    moved: str | None  # where a chain of permanent redirects led
+    later: datetime  # the next poll
+    now: datetime
+
+
+def _recorded(source: SourceConfig, answer: _Answer, store: StoreAPI) -> SourceReport:
     """Store a successful poll: read what the store holds of the feed's entries, let the
     update rules decide what changes, and write that with the poll's record in one go."""
     writes = None
-    if feed is not None:
-        if feed.warning:
-            log.warning("%s: %s", source.name, feed.warning)
-        known = store.known_entries(source.name, [e.entry_id for e in feed.entries])
-        writes = update.entry_writes(feed.entries, known, now)
+    if answer.feed is not None:
+        if answer.feed.warning:
+            log.warning("%s: %s", source.name, answer.feed.warning)
+        known = store.known_entries(source.name, [e.entry_id for e in answer.feed.entries])
+        writes = update.entry_writes(answer.feed.entries, known, answer.now)
     result = update.result_of(writes) if writes is not None else None
-    if body_hash is not None and result is None:
+    if answer.body_hash is not None and result is None:
         result = StoreResult(0, 0)  # the very body parsed last time: nothing in it is new
     report = SourceReport(
         source.name,
         update.outcome_of(result),
         result.new if result else 0,
         result.updated if result else 0,
-        warning=feed.warning if feed else None,
+        warning=answer.feed.warning if answer.feed else None,
     )
     store.record_poll(
         PollRecord(
             source.name,
-            now,
+            answer.now,
             report.outcome,
             url=source.url,
-            next_poll=later,
-            validators=outcome.validators,
-            moved_to=moved,
-            body_hash=body_hash,
-            feed=update.feed_meta(feed) if feed is not None else None,
+            next_poll=answer.later,
+            validators=answer.outcome.validators,
+            moved_to=answer.moved,
+            body_hash=answer.body_hash,
+            feed=update.feed_meta(answer.feed) if answer.feed is not None else None,
             entries=writes if writes is not None and writes.writes_anything else None,
-            keep_tombstones=feed is None,
+            keep_tombstones=answer.feed is None,
         )
     )
     log.info("%s: %s", source.name, report.summary())

@@ -102,7 +102,7 @@ retry_delays = st.none() | st.integers(min_value=-3600, max_value=7 * 86400).map
     hint_lifetimes,
     retry_delays,
 )
-def test_hints_never_shorten_never_exceed_the_cap_and_retry_after_holds(  # noqa: PLR0917
+def test_hints_never_shorten_never_exceed_the_cap_and_retry_after_holds(
     name: str,
     interval: timedelta,
     now: datetime,

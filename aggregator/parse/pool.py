@@ -36,6 +36,7 @@ from concurrent.futures.process import BrokenProcessPool
 from multiprocessing import forkserver
 
 from aggregator.errors import ParseError, ParseTimeout
+from aggregator.settings import DEFAULT_PARSE_TIMEOUT
 from aggregator.types import ParsedFeed
 
 _PR_SET_PDEATHSIG = 1
@@ -49,7 +50,7 @@ _PRELOAD = "aggregator.parse.preload"
 _TASKS_PER_WORKER = 500
 # A feed whose pool is killed for other feeds' budgets again and again still ends.
 _MAX_SUBMISSIONS = 8
-DEFAULT_BUDGET = 20.0  # seconds; `[poll] parse_timeout`
+DEFAULT_BUDGET = DEFAULT_PARSE_TIMEOUT.total_seconds()  # `[poll] parse_timeout`'s default
 
 
 def worker_count() -> int:
