@@ -50,8 +50,11 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
+# In parallel (pytest-xdist): one worker more than the cores (tests/conftest.py says why;
+# PYTEST_XDIST_AUTO_NUM_WORKERS overrides), each test file on one worker, so a file's tests
+# share its module fixtures and keep their order.
 pytest: install postgres
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 test: lint typecheck pytest
 

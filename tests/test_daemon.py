@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -134,8 +135,9 @@ def _atom_links(daemon: Daemon) -> list[str]:
     return [e.link for e in parsed.entries]
 
 
-@pytest.fixture
-def running(tmp_path: Path, feed_server: FeedServer) -> Iterator[tuple[Daemon, FeedServer, Path]]:
+@contextmanager
+def _running_daemon(directory: Path, feed_server: FeedServer) -> Iterator[Daemon]:
+    """A daemon polling two sources ("a", RSS, and "b", Atom; 3 items each), once published."""
     feed_server.add("/a.xml", rss2("A", "https://a.example.org/", _items("a", 3)))
     feed_server.add(
         "/b.atom",
@@ -147,22 +149,41 @@ def running(tmp_path: Path, feed_server: FeedServer) -> Iterator[tuple[Daemon, F
         ),
     )
     port = _free_port()
-    config = tmp_path / "feeds.toml"
+    config = directory / "feeds.toml"
     _write_config(
         config, port, [("a", feed_server.url("/a.xml")), ("b", feed_server.url("/b.atom"))]
     )
     daemon = Daemon(config, port).start()
     try:
         wait_for(lambda: len(_atom_links(daemon)) == 6, 20, "the first publish")
-        yield daemon, feed_server, config
+        yield daemon
     finally:
         if daemon.process and daemon.process.poll() is None:
             daemon.process.kill()
             daemon.process.wait()
 
 
-def test_serves_feeds_for_readers(running: tuple[Daemon, FeedServer, Path]) -> None:
-    daemon, _, _ = running
+@pytest.fixture
+def running(tmp_path: Path, feed_server: FeedServer) -> Iterator[tuple[Daemon, FeedServer, Path]]:
+    """A daemon of the test's own, to edit, signal or stop."""
+    with _running_daemon(tmp_path, feed_server) as daemon:
+        yield daemon, feed_server, daemon.config
+
+
+@pytest.fixture(scope="module")
+def watched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    """One daemon shared by the tests that only read from it (a start-up costs ~2 s); they
+    change nothing it serves or counts: no config edit, no signal, no poll (interval 1 h)."""
+    server = FeedServer().start()
+    try:
+        with _running_daemon(tmp_path_factory.mktemp("watched"), server) as daemon:
+            yield daemon
+    finally:
+        server.stop()
+
+
+def test_serves_feeds_for_readers(watched: Daemon) -> None:
+    daemon = watched
     rss = daemon.get("/rss.xml", **{"Accept-Encoding": "identity"})
     assert rss.status_code == 200
     assert "content-encoding" not in rss.headers
@@ -193,8 +214,8 @@ def test_serves_feeds_for_readers(running: tuple[Daemon, FeedServer, Path]) -> N
         assert daemon.get(probe).status_code == 404, probe
 
 
-def test_health_and_metrics(running: tuple[Daemon, FeedServer, Path]) -> None:
-    daemon, _, _ = running
+def test_health_and_metrics(watched: Daemon) -> None:
+    daemon = watched
     health = daemon.get("/healthz")
     assert health.status_code == 200
     assert health.json() == {"status": "ok"}
@@ -384,8 +405,8 @@ def test_interval_is_honoured_and_a_slow_source_is_never_polled_twice_at_once(
     assert len(starts["/slow.xml"]) >= 2
 
 
-def test_status_while_running(running: tuple[Daemon, FeedServer, Path]) -> None:
-    _, _, config = running
+def test_status_while_running(watched: Daemon) -> None:
+    config = watched.config
     result = subprocess.run(
         [sys.executable, "-m", "aggregator", "status", "--config", str(config), "--json"],
         cwd=ROOT,
@@ -411,8 +432,8 @@ def test_status_while_running(running: tuple[Daemon, FeedServer, Path]) -> None:
     assert table.returncode == 0 and "updated" in table.stdout
 
 
-def test_gzip_body_matches(running: tuple[Daemon, FeedServer, Path]) -> None:
-    daemon, _, _ = running
+def test_gzip_body_matches(watched: Daemon) -> None:
+    daemon = watched
     with (
         httpx.Client(headers={"Accept-Encoding": "gzip"}) as client,
         client.stream("GET", daemon.url("/rss.xml")) as response,

@@ -121,12 +121,28 @@ def test_housekeeping_republishes(tmp_path: Path) -> None:
     assert daemon.metrics.publishes._value.get() >= 4
 
 
+async def _run_until(daemon: Daemon, condition: Callable[[], bool], seconds: float) -> None:
+    """Run `daemon` until `condition` holds (a failure after `seconds`), then stop it: a
+    crowded machine (parallel tests) may take longer than a fixed sleep to poll."""
+    task = asyncio.create_task(daemon.run())
+    try:
+        deadline = asyncio.get_running_loop().time() + seconds
+        while not condition():
+            assert asyncio.get_running_loop().time() < deadline, "timed out"
+            assert not task.done(), "the daemon ended"
+            await asyncio.sleep(0.05)
+    finally:
+        daemon.stop()
+        await asyncio.wait_for(task, 10)
+
+
 def test_stop_publishes_what_was_stored(tmp_path: Path) -> None:
     _feed(tmp_path, _items("a", 3))
     config = _config(tmp_path)
     options = DaemonOptions(tick_seconds=0.1, publish_debounce_seconds=30, serve=False)
     daemon = Daemon(config, load_config(config), options=options)
-    asyncio.run(_run_for(daemon, 0.5))
+    stored = daemon.metrics.items_stored
+    asyncio.run(_run_until(daemon, lambda: stored._value.get() == 3, 30))
     rss = (tmp_path / "output" / "rss.xml").read_text(encoding="utf-8")
     assert rss.count("<item>") == 3
 

@@ -131,8 +131,11 @@ def test_healthz_reports_a_publish_running_too_long(
         running = asyncio.create_task(daemon.run())
         for _ in range(200):  # until the publish after the poll has been stuck a while
             await asyncio.sleep(0.1)
-            problems.append(await daemon.health())
-            if problems[-1] is not None:
+            problem = await daemon.health()
+            if problem == "the scheduler is not running":
+                continue  # not started yet: a crowded machine (parallel tests) is slow to
+            problems.append(problem)
+            if problem is not None:
                 break
         release.set()
         await asyncio.sleep(0.5)
