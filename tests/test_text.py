@@ -94,6 +94,19 @@ def cut_prefix(result: str) -> str:
 # make_teaser: properties
 
 
+def _clusters_in_budget(full: list[str], length: int) -> int:
+    """How many leading clusters a teaser of `length` can keep before its ellipsis: at most
+    `length - 1`, and no more than fit in `CODE_POINTS_PER_CLUSTER * length - 1` code points
+    (each cluster counted as kept: at most `CLUSTER_LIMIT` of its code points)."""
+    room, kept = CODE_POINTS_PER_CLUSTER * length - 1, 0
+    for cluster in full[: length - 1]:
+        room -= min(len(cluster), CLUSTER_LIMIT)
+        if room < 0:
+            break
+        kept += 1
+    return kept
+
+
 @FAST
 @given(teaser_text, teaser_length)
 def test_teaser_has_at_most_length_clusters(text, length):
@@ -133,11 +146,12 @@ def test_teaser_cut_is_prefix_of_whole_clusters(text, length):
 @example("one two three", 6)
 @example(", abc", 4)
 @example("— Hello world", 5)
+@example("ZZZ" + "\u0301" * 7 + "\u093c" * 6 + " Z", 4)  # the space is past the code points
 def test_teaser_cuts_at_word_boundary_when_a_space_is_in_budget(text, length):
     full = clusters(collapsed(text))
     if len(full) <= length:
         return
-    budget = length - 1  # one cluster is the ellipsis
+    budget = _clusters_in_budget(full, length)
     if " " not in full[1 : budget + 1]:
         return  # one long word: cut between clusters, checked elsewhere
     kept = clusters(cut_prefix(make_teaser(text, length)))
