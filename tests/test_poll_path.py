@@ -6,6 +6,8 @@ could not be recorded: …" in one log line under `run`."""
 from __future__ import annotations
 
 import asyncio
+import threading
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from aggregator.store import SourceState
 from aggregator.store.records import PollRecord
 from aggregator.store.sqlite import SqliteStore
 from tests.feedfactory import rss2
+from tests.feedserver import FeedServer
 from tests.test_daemon import NOW, _items
 
 FAST = DaemonOptions(tick_seconds=0.1, publish_debounce_seconds=0.2, serve=False)
@@ -105,3 +108,43 @@ def test_once_and_run_record_a_store_failure_during_a_poll_the_same_way(
     )
     assert after_once.next_poll is not None and after_once.next_poll > NOW
     assert holders_once == holders_run == []  # the claim ended with the record
+
+
+def test_a_once_cancelled_mid_poll_gives_its_claim_back(tmp_path: Path) -> None:
+    """A cycle stopped while a source is being fetched records nothing for it and gives the
+    claim back (as bc165e6's `claimed_poll` did), so another process polls it at once
+    instead of after the lease."""
+    answering = threading.Event()
+    let_go = threading.Event()
+
+    def hang(handler: BaseHTTPRequestHandler) -> None:
+        answering.set()
+        let_go.wait(10)
+
+    server = FeedServer().start()
+    server.handlers["/a.xml"] = hang
+    root = tmp_path / "site"
+    root.mkdir()
+    config = root / "feeds.toml"
+    config.write_text(f'[[feeds]]\nname = "a"\nurl = "{server.url("/a.xml")}"\n', encoding="utf-8")
+    loaded = load_config(config)
+    store = SqliteStore.open(loaded.store.path)
+
+    async def scenario() -> None:
+        cycle = asyncio.create_task(run_cycle(loaded, store, clock=lambda: NOW))
+        while not answering.is_set():
+            await asyncio.sleep(0.05)
+        assert store.claim_holders(NOW)  # claimed while it is being fetched
+        cycle.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cycle
+
+    try:
+        asyncio.run(scenario())
+        state = store.source_state("a")
+        assert state is not None and state.last_polled is None  # nothing recorded
+        assert store.claim_holders(NOW) == []
+    finally:
+        let_go.set()
+        store.close()
+        server.stop()

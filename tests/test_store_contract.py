@@ -26,7 +26,7 @@ from aggregator.store import postgres as store_pg
 from aggregator.store import sqlite as sqlite_store
 from aggregator.store.records import PollOutcome, PollRecord, PublishedSnapshot
 from aggregator.types import ParsedFeed, SourceCredit, Validators
-from aggregator.update import source_credits, story_keys_of
+from aggregator.update import entry_writes, source_credits, story_keys_of
 from tests.storedata import (
     NOW,
     count_entries,
@@ -852,3 +852,26 @@ def test_the_published_snapshot_is_replaced_whole(
     assert other.load_published() == PublishedSnapshot(
         "f2", {"atom.xml": b"<feed>2</feed>", "index.html": b"<p>"}
     )
+
+
+def test_two_writers_of_one_entry_the_last_ones_content_wins_and_its_place_stays(
+    store: StoreAPI, open_again: Callable[[], StoreAPI]
+) -> None:
+    """Two polls of one source racing (a lease that ran out mid-poll): both read the entry
+    as new, the first inserts it, the second's edit must not be dropped. As when one write
+    transaction read and wrote (bc165e6): the last writer's content is stored, and the
+    entry keeps the place and first sighting the first writer gave it."""
+    other = open_again()
+    published = NOW - timedelta(hours=3)
+    first = entry("1", "First title", published=published)
+    second = entry("1", "Edited title", published=published)
+    # The second writer decides before the first has written: it too sees no entry "1".
+    late = NOW + timedelta(minutes=5)
+    decided = entry_writes([second], other.known_entries("a", ["1"]), late)
+    store_entries(store, "a", [first], NOW)
+    other.write_entries("a", decided)
+    (stored,) = store.recent_entries(["a"], NOW - timedelta(days=1), 10)
+    assert stored.title == "Edited title"
+    assert (stored.first_seen, stored.sort_date) == (NOW, published)
+    # And the next poll of the edited feed finds nothing to change.
+    assert store_entries(store, "a", [second], late + timedelta(minutes=15)).updated == 0

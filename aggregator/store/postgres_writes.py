@@ -20,7 +20,7 @@ _INSERT_ENTRY = f"""
     INSERT INTO entries (source, entry_id, {", ".join(rows.WRITTEN_COLUMNS)},
         first_seen, sort_date)
     VALUES (%s, %s, {", ".join("%s" for _ in rows.WRITTEN_COLUMNS)}, %s, %s)
-    ON CONFLICT (source, entry_id) DO NOTHING
+    {rows.upsert_clause("IS DISTINCT FROM")}
 """
 _UPDATE_ENTRY = f"""
     UPDATE entries SET {", ".join(f"{c} = %s" for c in rows.WRITTEN_COLUMNS)}
@@ -29,8 +29,8 @@ _UPDATE_ENTRY = f"""
 
 
 def upsert_entries(conn: Connection, source: str, writes: EntryWrites) -> None:
-    """Insert new entries (one another writer inserted meanwhile stays as it is: its
-    `first_seen` and `sort_date` never move), update changed ones, touch buried ones."""
+    """Insert new entries (one another writer inserted meanwhile takes this write's content,
+    but its `first_seen` and `sort_date` never move), update changed ones, touch buried ones."""
     if writes.still_buried:
         conn.execute(
             """

@@ -50,6 +50,22 @@ WRITTEN_COLUMNS = (
 )
 
 
+def upsert_clause(distinct: str) -> str:
+    """What an entry insert does when another writer inserted the entry meanwhile (two polls
+    of one source racing, a lease that ran out mid-poll): it takes this write's content if
+    the signature differs, as when a poll read and wrote in one transaction, the last
+    writer's edit kept; `first_seen` and `sort_date` stay the first writer's. `distinct`
+    is the database's null-safe "differs" (`IS NOT`, `IS DISTINCT FROM`)."""
+    changed = " OR ".join(
+        f"entries.{c} {distinct} excluded.{c}" for c in ("content_hash", "published", "updated")
+    )
+    return (
+        "ON CONFLICT (source, entry_id) DO UPDATE SET "
+        + ", ".join(f"{c} = excluded.{c}" for c in WRITTEN_COLUMNS)
+        + f" WHERE {changed}"
+    )
+
+
 def _lifetime(seconds: float | None) -> timedelta | None:
     return timedelta(seconds=seconds) if seconds is not None else None
 

@@ -71,9 +71,10 @@ def _entry(row: Sequence[Any]) -> StoredEntry:
 
 
 _INSERT_ENTRY = f"""
-    INSERT OR IGNORE INTO entries (source, entry_id, {", ".join(rows.WRITTEN_COLUMNS)},
+    INSERT INTO entries (source, entry_id, {", ".join(rows.WRITTEN_COLUMNS)},
         first_seen, sort_date)
     VALUES (?, ?, {", ".join("?" for _ in rows.WRITTEN_COLUMNS)}, ?, ?)
+    {rows.upsert_clause("IS NOT")}
 """
 _UPDATE_ENTRY = f"""
     UPDATE entries SET {", ".join(f"{c} = ?" for c in rows.WRITTEN_COLUMNS)}
@@ -379,8 +380,8 @@ class SqliteStore(SharedStatements):
 
 
 def _insert_entries(db: sqlite3.Connection, source: str, writes: EntryWrites) -> None:
-    """Insert new entries (one already there, written meanwhile, stays as it is: its
-    `first_seen` and `sort_date` never move), update changed ones, touch buried ones."""
+    """Insert new entries (one another writer inserted meanwhile takes this write's content,
+    but its `first_seen` and `sort_date` never move), update changed ones, touch buried ones."""
     seen = _ts(writes.seen)
     if writes.still_buried:
         db.execute(
