@@ -67,6 +67,9 @@ def write_config(root: Path, feeds: Sequence[tuple[str, str]]) -> Path:
         'base_url = "http://127.0.0.1:8080/"',
         "[poll]",
         f'timeout = "{TIMEOUT:g}s"',
+        # Parse budgets are tests/test_parse_budget.py's; here a crowded machine (tests in
+        # parallel) must not fail a 10,000-item feed's parse for want of CPU.
+        'parse_timeout = "120s"',
         "[publish]",
         'max_age = "100000d"',
     ]
