@@ -248,7 +248,7 @@ class Daemon:
             await self._shutdown(server)
 
     def _schedule(self) -> None:
-        """Start the scheduler with its jobs: the tick, housekeeping, copying."""
+        """Start the scheduler with its jobs: the tick, housekeeping, copying, the summary."""
         self._scheduler.start()
         jobs = (
             (self.polling.tick, self.options.tick_seconds, "tick"),
