@@ -4,6 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CONFIG ?= feeds.toml
+# `make once FORCE=1` polls the sources backing off after errors too (`once --force`).
+FORCE  ?=
 
 .PHONY: install postgres run once status test lint typecheck pytest bench bench-tools validate clean
 
@@ -38,7 +40,7 @@ run: install
 	$(BIN)/aggregator run --config $(CONFIG)
 
 once: install
-	$(BIN)/aggregator once --config $(CONFIG)
+	$(BIN)/aggregator once --config $(CONFIG)$(if $(FORCE), --force)
 
 status: install
 	$(BIN)/aggregator status --config $(CONFIG)

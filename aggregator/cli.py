@@ -20,15 +20,17 @@ from typing import NoReturn
 
 import click
 from rich.console import Console
+from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from aggregator import __version__
+from aggregator.announce import start_line, start_log
 from aggregator.config import load_config
 from aggregator.cycle import CycleReport, run_cycle
 from aggregator.errors import AggregatorError, ConfigError
 from aggregator.poll import SourceReport
-from aggregator.settings import Config, PollSettings
+from aggregator.settings import Config, Listen, PollSettings
 from aggregator.store import StoreAPI, open_store
 from aggregator.urls import redact_url, redact_urls
 
@@ -77,6 +79,9 @@ class _JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        source = getattr(record, "source", None)  # `poll.about`: records about one source
+        if source is not None:
+            event["source"] = str(source)
         if record.exc_info:
             event["error"] = self.formatException(record.exc_info)
         return json.dumps(event, ensure_ascii=False)
@@ -132,6 +137,9 @@ def _setup_logging(level: str, log_format: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(getattr(logging, level.upper()))
+    # Where `run` and `serve` serve, at the default level too: a healthy start is not silent.
+    shown = root.level <= logging.WARNING  # `--log-level error` silences it
+    start_log.setLevel(min(root.level, logging.INFO) if shown else logging.NOTSET)
     # httpx logs every request at INFO; that is our job, once per source.
     logging.getLogger("httpx").setLevel(logging.WARNING)
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
@@ -159,9 +167,11 @@ def _setup_logging(level: str, log_format: str) -> None:
     show_default=True,
     help="Log lines as text, or as one JSON object per line.",
 )
-def main(log_level: str, log_format: str) -> None:
+@click.pass_context
+def main(ctx: click.Context, log_level: str, log_format: str) -> None:
     """aggregator: many RSS/Atom feeds in, one dated timeline out as RSS 2.0 and Atom 1.0."""
     _setup_logging(log_level, log_format)
+    ctx.obj = log_format  # `once` logs through its progress display in the same format
 
 
 @main.command()
@@ -197,20 +207,64 @@ def _cycle_with_progress(
     """One cycle; a progress bar on a terminal, nothing extra otherwise."""
     if not console.is_terminal:
         return asyncio.run(run_cycle(config, store, force=force))
-    with Progress(
-        TextColumn("[bold]polling"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as progress:
+    with (
+        _logging_to(console),
+        Progress(
+            TextColumn("[bold]polling"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+        ) as progress,
+    ):
         task = progress.add_task("poll", total=len(config.sources))
 
         def advance(_: SourceReport) -> None:
             progress.advance(task)
 
         return asyncio.run(run_cycle(config, store, on_source=advance, force=force))
+
+
+class _NotInReport(logging.Filter):
+    """Drops the records the per-source lines of `once`'s report repeat (`poll.about`'s
+    `reported`): on a terminal each failure is shown once, in its source's line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, "reported", False)
+
+
+@contextmanager
+def _logging_to(console: Console) -> Iterator[None]:
+    """Log through `console` while a progress bar is on it: rich prints each record above
+    the bar and redraws the bar whole (a line written to stderr behind its back would land
+    inside the bar's line and freeze it). Text logs take rich's layout; JSON stays JSON."""
+    root = logging.getLogger()
+    kept = root.handlers[:]
+    handler: logging.Handler
+    if click.get_current_context().find_root().obj == "json":  # one object a line, as ever
+        handler = _PlainConsoleHandler(console)
+        handler.setFormatter(_Redacting(_JsonFormatter()))
+    else:
+        handler = RichHandler(console=console, show_path=False, markup=False)
+        handler.setFormatter(_Redacting(logging.Formatter("%(message)s")))
+    handler.addFilter(_NotInReport())
+    root.handlers[:] = [handler]
+    try:
+        yield
+    finally:
+        root.handlers[:] = kept
+
+
+class _PlainConsoleHandler(logging.Handler):
+    """Each formatted record as one line on a rich console, untouched by rich's markup."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__()
+        self.console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.console.print(self.format(record), markup=False, highlight=False, soft_wrap=True)
 
 
 @main.command()
@@ -240,15 +294,25 @@ def _duration(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
+_host_option = click.option(
+    "--host", help="Listen on this address instead of [server] host (e.g. 0.0.0.0, ::)."
+)
+_port_option = click.option(
+    "--port", type=click.IntRange(1, 65535), help="Listen on this port instead of [server] port."
+)
+
+
 @main.command()
 @_config_option
-def run(config_path: Path) -> None:
+@_host_option
+@_port_option
+def run(config_path: Path, host: str | None, port: int | None) -> None:
     """Run the daemon: poll on schedule, publish, serve, reload feeds.toml on change."""
-    from aggregator.daemon import Daemon
+    from aggregator.daemon import Daemon, DaemonOptions
 
     config = _load(config_path)
     try:
-        daemon = Daemon(config_path, config)
+        daemon = Daemon(config_path, config, options=DaemonOptions(listen=Listen(host, port)))
     except AggregatorError as e:
         click.echo(redact_urls(f"error: {e}"), err=True)
         sys.exit(FAILURE)
@@ -261,11 +325,13 @@ def run(config_path: Path) -> None:
 
 @main.command()
 @_config_option
-def serve(config_path: Path) -> None:
+@_host_option
+@_port_option
+def serve(config_path: Path, host: str | None, port: int | None) -> None:
     """Serve an existing output directory over HTTP, without polling."""
     from aggregator.server import create_app, serve_until_signalled
 
-    config = _load(config_path)
+    config = Listen(host, port).applied(_load(config_path))
     app = create_app(config.publish.output_dir)
     try:
         settings = config.server
@@ -276,6 +342,7 @@ def serve(config_path: Path) -> None:
                 settings.port,
                 request_timeout=settings.request_timeout.total_seconds(),
                 max_connections=settings.max_connections,
+                on_listening=lambda: start_log.info("%s", start_line(config, polling=False)),
             )
         )
     except OSError as e:

@@ -31,6 +31,7 @@ from aggregator.settings import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_PARSE_TIMEOUT,
     DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_SUMMARY_INTERVAL,
     STORE_URL_VARIABLE,
     Config,
     PollSettings,
@@ -40,6 +41,7 @@ from aggregator.settings import (
     SourceConfig,
     StoreSettings,
     default_lease,
+    server_url,
 )
 from aggregator.text import TEASER_LENGTH_LIMIT, has_forbidden_characters, strip_bidi_controls
 from aggregator.tomlpos import KeyPath, LineIndex, format_path
@@ -77,6 +79,15 @@ def parse_duration(value: object) -> timedelta:
     if seconds > _MAX_SECONDS:
         raise _Invalid(f"expected a duration of at most 1000 years, got {_show(value)}")
     return timedelta(seconds=seconds)
+
+
+def _summary_interval(value: object) -> timedelta:
+    """`[server] summary_interval`: a duration of at least a second (the daemon logs a line
+    each time; a millisecond would flood the log)."""
+    interval = parse_duration(value)
+    if interval < timedelta(seconds=1):
+        raise _Invalid(f'expected a duration of at least 1s, like "1h", got {_show(value)}')
+    return interval
 
 
 def _show(value: object) -> str:
@@ -298,7 +309,7 @@ _POLL_KEYS = (
 )  # fmt: skip
 _PUBLISH_KEYS = ("output_dir", "max_items", "max_age", "teaser_length", "include", "exclude")
 _STORE_KEYS = ("path", "url", "keep")
-_SERVER_KEYS = ("host", "port", "request_timeout", "max_connections")
+_SERVER_KEYS = ("host", "port", "request_timeout", "max_connections", "summary_interval")
 _FEED_KEYS = ("url", "name", "title", "interval", "timezone", "tags", "include", "exclude")
 
 
@@ -449,10 +460,12 @@ def _validate(
         max_connections=load.value(
             server_t, ("server",), "max_connections", _positive_int, DEFAULT_MAX_CONNECTIONS
         ),
+        summary_interval=load.value(
+            server_t, ("server",), "summary_interval", _summary_interval, DEFAULT_SUMMARY_INTERVAL
+        ),
     )
     s = ("aggregator",)
-    host = f"[{server.host}]" if ":" in server.host else server.host
-    base_url = load.value(site_t, s, "base_url", _base_url, f"http://{host}:{server.port}/")
+    base_url = load.value(site_t, s, "base_url", _base_url, server_url(server.host, server.port))
     title = load.value(site_t, s, "title", _string, "aggregator")
     site = SiteSettings(
         title=title,

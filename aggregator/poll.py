@@ -84,6 +84,13 @@ def is_dead_here(owner: str) -> bool:
     return False
 
 
+def about(source: str, *, reported: bool = False) -> dict[str, object]:
+    """A log record's `extra` for a record about one source: its name in a field of its own
+    (`source` in JSON logs), and `reported` when the source's line in `once`'s report says
+    the same (on a terminal, `once` shows such a failure there only, not twice)."""
+    return {"source": source, "reported": reported}
+
+
 @dataclass(frozen=True)
 class SourceReport:
     """How one source's poll ended."""
@@ -181,15 +188,15 @@ async def _ended_by(error: Exception, source: SourceConfig, poller: Poller) -> S
     """
     if isinstance(error, StorageError):
         message = f"the poll could not be recorded: {error}"
-        log.error("%s: %s", source.name, message)
+        log.error("%s: %s", source.name, message, extra=about(source.name, reported=True))
     else:
-        log.exception("%s: unexpected error", source.name, exc_info=error)
+        log.exception("%s: unexpected error", source.name, exc_info=error, extra=about(source.name))
         message = f"internal error: {type(error).__name__}: {error}"
     unrecorded = message if isinstance(error, StorageError) else None
     try:
         await poller.store.run(lambda s: record_failed_poll(source, s, message, poller.clock()))
     except Exception as e:  # the store itself is failing; /healthz will say so
-        log.error("%s: could not record the failure: %s", source.name, e)
+        log.error("%s: could not record the failure: %s", source.name, e, extra=about(source.name))
         unrecorded = unrecorded or f"the failure could not be recorded: {e}"
         await _give_back(source.name, poller)
     return SourceReport(source.name, PollOutcome.FAILED, error=message, unrecorded=unrecorded)
@@ -201,7 +208,7 @@ async def _give_back(name: str, poller: Poller) -> None:
     try:
         await poller.store.release(name, poller.owner)
     except AggregatorError as e:
-        log.error("%s: could not give the claim back: %s", name, e)
+        log.error("%s: could not give the claim back: %s", name, e, extra=about(name))
 
 
 async def poll_source(source: SourceConfig, poller: Poller) -> SourceReport:
@@ -251,6 +258,7 @@ async def _settle(
             "(update feeds.toml to make it official)",
             source.name,
             redact_url(moved),
+            extra=about(source.name),
         )
     own_hint = feed.lifetime if feed is not None else (state.lifetime if state else None)
     lifetime = longest(cache_lifetime(outcome.headers, now), own_hint)
@@ -279,7 +287,7 @@ def _recorded(source: SourceConfig, answer: _Answer, store: StoreAPI) -> SourceR
     writes = None
     if answer.feed is not None:
         if answer.feed.warning:
-            log.warning("%s: %s", source.name, answer.feed.warning)
+            log.warning("%s: %s", source.name, answer.feed.warning, extra=about(source.name))
         known = store.known_entries(source.name, [e.entry_id for e in answer.feed.entries])
         writes = update.entry_writes(answer.feed.entries, known, answer.now)
     result = update.result_of(writes) if writes is not None else None
@@ -307,7 +315,7 @@ def _recorded(source: SourceConfig, answer: _Answer, store: StoreAPI) -> SourceR
             keep_tombstones=answer.feed is None,
         )
     )
-    log.info("%s: %s", source.name, report.summary())
+    log.info("%s: %s", source.name, report.summary(), extra=about(source.name))
     return report
 
 
@@ -347,7 +355,11 @@ def _failed(
         store.record_poll(
             PollRecord(source.name, now, PollOutcome.DISABLED, url=source.url, error=reason)
         )
-        log.error("%s: the feed is gone (HTTP 410); disabled until its url changes", source.name)
+        log.error(
+            "%s: the feed is gone (HTTP 410); disabled until its url changes",
+            source.name,
+            extra=about(source.name, reported=True),
+        )
         return SourceReport(source.name, PollOutcome.DISABLED, error=reason)
     wait = retry_after(outcome.retry_after, now) if outcome.status in (429, 503) else None
     later = next_poll(source.name, source.interval, now, failures, ServerHints(retry_after=wait))
@@ -365,7 +377,7 @@ def _failed(
             retry_after=wait, forget_move=go_back,
         )
     )  # fmt: skip
-    log.warning("%s: %s", source.name, error)
+    log.warning("%s: %s", source.name, error, extra=about(source.name, reported=True))
     return SourceReport(source.name, PollOutcome.FAILED, error=error)
 
 

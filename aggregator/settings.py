@@ -7,7 +7,7 @@ depending on the loader.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -32,6 +32,7 @@ class SiteSettings:
 DEFAULT_PARSE_TIMEOUT = timedelta(seconds=20)
 DEFAULT_REQUEST_TIMEOUT = timedelta(seconds=10)
 DEFAULT_MAX_CONNECTIONS = 512
+DEFAULT_SUMMARY_INTERVAL = timedelta(hours=1)  # `[server] summary_interval`
 
 
 @dataclass(frozen=True)
@@ -100,6 +101,7 @@ class ServerSettings:
     port: int
     request_timeout: timedelta = DEFAULT_REQUEST_TIMEOUT  # to send one whole request
     max_connections: int = DEFAULT_MAX_CONNECTIONS  # open at once; beyond, answered 503
+    summary_interval: timedelta = DEFAULT_SUMMARY_INTERVAL  # the daemon's "what I did" line
 
 
 @dataclass(frozen=True)
@@ -126,3 +128,41 @@ class Config:
     store: StoreSettings
     server: ServerSettings
     sources: tuple[SourceConfig, ...]
+
+
+def server_url(host: str, port: int) -> str:
+    """The URL a server listening on `host:port` answers at (an IPv6 host in brackets);
+    also the default `base_url`."""
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/"
+
+
+@dataclass(frozen=True)
+class Listen:
+    """`--host`/`--port` of `run` and `serve`: where to listen instead of `[server]`'s.
+
+    Applied to every configuration loaded (at start and at each reload), so a reload never
+    takes the daemon back to the file's address. The published `base_url` and `link` follow
+    when they are the defaults `[server]` made (they name where the feeds are served).
+    """
+
+    host: str | None = None
+    port: int | None = None
+
+    def applied(self, config: Config) -> Config:
+        old = config.server
+        server = replace(
+            old,
+            host=old.host if self.host is None else self.host,
+            port=old.port if self.port is None else self.port,
+        )
+        if server == old:
+            return config
+        default, new = server_url(old.host, old.port), server_url(server.host, server.port)
+        site = config.site
+        site = replace(
+            site,
+            base_url=new if site.base_url == default else site.base_url,
+            link=new if site.link == default else site.link,
+        )
+        return replace(config, server=server, site=site)

@@ -21,12 +21,13 @@ import logging
 import signal
 import socket
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
+from aggregator.announce import PollTally, start_line, start_log, summary_line
 from aggregator.cycle import apply_retention
 from aggregator.daemon import health
 from aggregator.daemon.polling import Polling
@@ -44,7 +45,7 @@ from aggregator.server import (
     listen_socket,
     raise_open_file_limit,
 )
-from aggregator.settings import Config
+from aggregator.settings import Config, Listen
 from aggregator.store import open_store
 from aggregator.store.adapter import AsyncStore
 from aggregator.watchdog import BLOCK_SECONDS, LoopWatch, StoreFileWatch, Watchdog
@@ -75,6 +76,8 @@ class DaemonOptions:
     follow_seconds: float = 5.0  # how often to look for files another daemon published
     serve: bool = True
     loop_block_seconds: float = BLOCK_SECONDS  # a loop this late makes /healthz say 503
+    # `--host`/`--port`: over `[server]`, at start and at each reload
+    listen: Listen = field(default_factory=Listen)
 
 
 class Daemon:
@@ -88,9 +91,9 @@ class Daemon:
         options: DaemonOptions | None = None,
         clock: Clock = utc_now,
     ) -> None:
-        self.config = config
-        self._started = config  # [server] and [store] stay as they were at start
         self.options = options or DaemonOptions()
+        self.config = config = self.options.listen.applied(config)
+        self._started = config  # [server] and [store] stay as they were at start
         self.clock = clock
         self.metrics = Metrics()
         self.store = AsyncStore(open_store(config.store.target))
@@ -149,6 +152,7 @@ class Daemon:
     def _apply_config(self, new: Config) -> bool:
         """Make `new` (valid) the running configuration; True."""
         old = self.config
+        new = self.options.listen.applied(new)
         if new == old:
             return True
         fixed = (new.server, new.store)
@@ -181,6 +185,23 @@ class Daemon:
         except AggregatorError as e:  # the store is away; the next round tries again
             log.error("housekeeping failed: %s", e)
         self.publishing.request()
+
+    async def _summarize(self) -> None:
+        """Log what polling did since the last summary, and when the next poll is due: a
+        daemon that logs nothing for hours is otherwise indistinguishable from a hung one."""
+        tally, self.polling.tally = self.polling.tally, PollTally()
+        configured = {s.name for s in self.config.sources}
+        try:
+            states = await self.store.source_states()
+        except AggregatorError as e:  # the store is away: say what is known
+            log.info("%s; next poll unknown (%s)", summary_line(tally, None, self.clock()), e)
+            return
+        due = [
+            s.next_poll
+            for s in states
+            if s.name in configured and not s.disabled and s.next_poll is not None
+        ]
+        log.info("%s", summary_line(tally, min(due, default=None), self.clock()))
 
     def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """A background task, cancelled at the stop."""
@@ -217,19 +238,23 @@ class Daemon:
         await self.polling.tick()
         server = self._start_server(listener) if listener is not None else None
         self._spawn(self.reloader.watch())
-        log.info("daemon started: %d sources", len(self.config.sources))
+        if server is not None:
+            start_log.info("%s", start_line(self.config))
+        else:
+            log.info("daemon started: %d sources", len(self.config.sources))
         try:
             await self._stopping.wait()
         finally:
             await self._shutdown(server)
 
     def _schedule(self) -> None:
-        """Start the scheduler with its jobs: the tick, housekeeping, copying."""
+        """Start the scheduler with its jobs: the tick, housekeeping, copying, the summary."""
         self._scheduler.start()
         jobs = (
             (self.polling.tick, self.options.tick_seconds, "tick"),
             (self._housekeeping, self.options.housekeeping_seconds, "housekeeping"),
             (self.publishing.follow_soon, self.options.follow_seconds, "follow"),
+            (self._summarize, self._started.server.summary_interval.total_seconds(), "summary"),
         )
         for job, seconds, name in jobs:
             self._scheduler.add_job(

@@ -16,6 +16,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from aggregator import poll
+from aggregator.announce import PollTally
 from aggregator.daemon.health import Trouble
 from aggregator.errors import AggregatorError
 from aggregator.fetch import Fetcher
@@ -73,6 +74,7 @@ class Polling:
         self.unsynced = False  # a reload changed the sources; the next claim syncs the store
         self._trouble = Trouble("claiming due sources")
         self._record_problem: str | None = None  # a poll's record the store refused
+        self.tally = PollTally()  # polls since the last summary line; the daemon resets it
 
     # -- probes ----------------------------------------------------------------------------
 
@@ -151,7 +153,9 @@ class Polling:
                 try:
                     await self.store.release(name, self.owner)
                 except AggregatorError as e:  # the lease runs out by itself
-                    log.error("%s: could not give the claim back: %s", name, e)
+                    log.error(
+                        "%s: could not give the claim back: %s", name, e, extra=poll.about(name)
+                    )
 
     async def sync_store(self) -> None:
         """At start and after a reload: the sources table in line with the configuration
@@ -203,6 +207,7 @@ class Polling:
         # refusal).
         self._record_problem = report.unrecorded and f"{source.name}: {report.unrecorded}"
         self._metrics.record_poll(source.name, report.outcome, report.new, self._clock())
+        self.tally = self.tally.counted(report.outcome, report.new)
         # A poll the store failed may have stored its items already: publish all the same.
         if report.new or report.updated or report.unrecorded:
             self._on_stored()

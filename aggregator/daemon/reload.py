@@ -47,6 +47,7 @@ class Reloader:
         self._spawn = spawn
         self._loading: asyncio.Task[None] | None = None  # loading feeds.toml in a thread
         self._wanted = False  # asked for again while loading: load once more after
+        self._refused = False  # the last load was refused: the next good one says so
 
     def request(self) -> None:
         """Reload in the background (SIGHUP, the file watcher), never on the loop itself.
@@ -89,16 +90,32 @@ class Reloader:
     def load(self) -> Config | None:
         """The configuration now in feeds.toml, or None (logged) when it cannot be used.
 
-        Thread-safe: it touches nothing of the daemon's but its path."""
+        Thread-safe: it touches nothing of the daemon's but its path (and whether the last
+        load was refused, which only loads touch, one at a time)."""
         try:
-            return load_config(self.path, display_name=str(self.path))
+            config = load_config(self.path, display_name=str(self.path))
         except ConfigError as e:
             for problem in (e, *e.others):
                 log.error("configuration not reloaded: %s", problem)
-            return None
         except Exception:
             log.exception("configuration not reloaded: %s could not be read", self.path)
-            return None
+        else:
+            self._recovered()
+            return config
+        self._refused = True
+        return None
+
+    def _recovered(self) -> None:
+        """After a refused load, say that this one is good, even when it is the very
+        configuration running (a reverted edit, which applies nothing and so logs nothing
+        else): the log's last word on feeds.toml must not stay the error.
+
+        A warning, as the error was: at the default level the operator saw the error, and
+        must see it end.
+        """
+        if self._refused:
+            self._refused = False
+            log.warning("configuration OK again: %s loads without errors", self.path)
 
     async def watch(self) -> None:
         """Reload on every change of feeds.toml, until the stop.

@@ -11,7 +11,7 @@ import signal
 import socket
 import struct
 import termios
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import h11
@@ -348,10 +348,14 @@ async def serve_until_signalled(
     *,
     request_timeout: float,
     max_connections: int,
+    on_listening: Callable[[], None] = lambda: None,
 ) -> None:
-    """`aggregator serve`: serve until SIGTERM or SIGINT, then return (exit status 0)."""
+    """`aggregator serve`: serve until SIGTERM or SIGINT, then return (exit status 0).
+
+    `on_listening` runs once the socket listens (connections are queued from then on)."""
     raise_open_file_limit(max_connections)
     sock = listen_socket(host, port)
+    on_listening()
     server = embedded_server(
         app, host, port, request_timeout=request_timeout, max_connections=max_connections
     )
