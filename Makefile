@@ -3,20 +3,27 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 CONFIG ?= feeds.toml
 # `make once FORCE=1` polls the sources backing off after errors too (`once --force`).
 FORCE  ?=
 
-.PHONY: install postgres run once status test lint typecheck pytest bench bench-tools validate clean
+.PHONY: install install-test postgres run once status test lint typecheck pytest bench bench-tools validate clean
 
 install: $(STAMP)
+install-test: $(TEST_STAMP)
 
 # Re-install only when the project's metadata changes, so repeated runs are quick.
+# `make run` needs the runtime set only; the test and lint tools come with `make test`.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e .
 	touch $(STAMP)
+
+$(TEST_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(TEST_STAMP)
 
 # The PostgreSQL server binaries for the store's PostgreSQL tests (tests/pgserver.py starts a
 # throwaway server from them). Installed from Debian's packages when missing and we are root;
@@ -45,17 +52,17 @@ once: install
 status: install
 	$(BIN)/aggregator status --config $(CONFIG)
 
-lint: install
+lint: install-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: install
+typecheck: install-test
 	$(BIN)/mypy
 
 # In parallel (pytest-xdist): one worker more than the cores (tests/conftest.py says why;
 # PYTEST_XDIST_AUTO_NUM_WORKERS overrides), each test file on one worker, so a file's tests
 # share its module fixtures and keep their order.
-pytest: install postgres
+pytest: install-test postgres
 	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 test: lint typecheck pytest
@@ -66,7 +73,7 @@ bench-tools:
 	  || { test "$$(id -u)" = 0 && apt-get install -y -qq wrk nginx >/dev/null; } \
 	  || echo "bench: wrk and nginx are missing and cannot be installed; the serving benchmark will say so"
 
-bench: install bench-tools
+bench: install-test bench-tools
 	$(BIN)/python -m bench --feeds 200,1000 --items 50
 	$(BIN)/python -m bench idle --feeds 1000 --seconds 60
 	$(BIN)/python -m bench publish --entries 100000
@@ -74,7 +81,7 @@ bench: install bench-tools
 
 # Runs the W3C feed validator on the published feeds when a checkout of it is
 # named by FEEDVALIDATOR (see README, "Validating the output").
-validate: install
+validate: install-test
 	$(BIN)/python -m pytest -q tests/test_w3c_validator.py -rs
 
 clean:

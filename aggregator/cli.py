@@ -12,7 +12,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +32,7 @@ from aggregator.errors import AggregatorError, ConfigError
 from aggregator.poll import SourceReport
 from aggregator.settings import Config, Listen, PollSettings
 from aggregator.store import StoreAPI, open_store
+from aggregator.store.records import SourceState
 from aggregator.urls import redact_url, redact_urls
 
 CONFIG_ERROR = 2
@@ -353,7 +354,8 @@ def serve(config_path: Path, host: str | None, port: int | None) -> None:
 @main.command()
 @_config_option
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
-def status(config_path: Path, as_json: bool) -> None:
+@click.option("--wide", is_flag=True, help="Show names, errors and dates in full.")
+def status(config_path: Path, as_json: bool, wide: bool) -> None:
     """Show every source: last poll, outcome, items stored, next poll, failures."""
     config = _load(config_path)
     with _open_store(config) as store:
@@ -381,33 +383,49 @@ def status(config_path: Path, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
-    table = Table(title=f"{len(rows)} sources in {config_path}")
-    for column in ("source", "last poll", "last success", "outcome", "items", "next poll", "fails"):
-        table.add_column(column, overflow="fold")
-    for row in rows:
-        outcome = str(row["outcome"] or "never polled")
-        if row["error"]:
-            outcome = f"{outcome}: {row['error']}"
-        if row["moved_to"]:
-            outcome = f"{outcome} (moved permanently to {row['moved_to']})"
-        table.add_row(
-            str(row["name"]),
-            _short(row["last_poll"]),
-            _short(row["last_success"]),
-            str(outcome),
-            str(row["items"]),
-            _short(row["next_poll"]),
-            str(row["failures"]),
+    _print_status_table(config, config_path, states, wide=wide)
+
+
+def _print_status_table(
+    config: Config, config_path: Path, states: Mapping[str, SourceState], *, wide: bool
+) -> None:
+    """The table for people, as wide as the terminal (COLUMNS), or unbounded with `wide`."""
+    from zoneinfo import ZoneInfo
+
+    from aggregator.status_view import StatusLine, status_table
+
+    console = Console(width=100_000) if wide else Console()  # a table is as wide as it needs
+    lines = []
+    for source in config.sources:
+        state = states.get(source.name)
+        outcome = str(state.last_outcome if state and state.last_outcome else "never polled")
+        if state and state.last_error:
+            outcome = f"{outcome}: {redact_urls(state.last_error)}"
+        if state and state.moved_to:
+            outcome = f"{outcome} (moved permanently to {redact_url(state.moved_to)})"
+        lines.append(
+            StatusLine(
+                name=source.name,
+                outcome=outcome,
+                items=state.entries if state else 0,
+                failures=state.failures if state else 0,
+                last_poll=state.last_polled if state else None,
+                last_success=state.last_success if state else None,
+                next_poll=state.next_poll if state else None,
+            )
         )
-    Console(width=160 if not sys.stdout.isatty() else None).print(table)
+    table = status_table(
+        lines,
+        title=f"{len(lines)} sources in {config_path}",
+        now=datetime.now(UTC),
+        zone=ZoneInfo(config.site.timezone),
+        width=None if wide else console.width,
+    )
+    console.print(table)
 
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
-
-
-def _short(value: object) -> str:
-    return str(value).replace("T", " ").removesuffix("+00:00") if value else "-"
 
 
 def _config_problems(error: ConfigError) -> NoReturn:

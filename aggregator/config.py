@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import codecs
 import difflib
+import ipaddress
 import math
 import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -63,17 +65,22 @@ SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
 def parse_duration(value: object) -> timedelta:
-    """ "15m", "1h30m", "30d" or a number of seconds -> a positive timedelta."""
+    """ "15m", "1h30m", "30d" -> a positive timedelta.
+
+    A bare number is refused: `interval = 15` once meant 15 seconds to the loader and
+    15 minutes to most people who wrote it.
+    """
     if isinstance(value, bool) or not isinstance(value, str | int | float):
         raise _Invalid(f'expected a duration like "15m", got {_show(value)}')
     if isinstance(value, int | float):
-        seconds = float(value)
-    elif _DURATION_WHOLE.match(value):
-        seconds = sum(
-            float(n) * _UNIT_SECONDS[unit.lower()] for n, unit in _DURATION_PART.findall(value)
-        )
-    else:
+        if not math.isfinite(value):
+            raise _Invalid(f"expected a positive duration of at least 1ms, got {_show(value)}")
+        raise _Invalid(_bare_number_hint(value))
+    if not _DURATION_WHOLE.match(value):
         raise _Invalid(f'expected a duration like "15m", got {_show(value)}')
+    seconds = sum(
+        float(n) * _UNIT_SECONDS[unit.lower()] for n, unit in _DURATION_PART.findall(value)
+    )
     if not math.isfinite(seconds) or seconds < _MIN_SECONDS:
         raise _Invalid(f"expected a positive duration of at least 1ms, got {_show(value)}")
     if seconds > _MAX_SECONDS:
@@ -88,6 +95,15 @@ def _summary_interval(value: object) -> timedelta:
     if interval < timedelta(seconds=1):
         raise _Invalid(f'expected a duration of at least 1s, like "1h", got {_show(value)}')
     return interval
+
+
+def _bare_number_hint(value: int | float) -> str:
+    """The fix for `interval = 15`: the number the operator wrote, with the units to choose."""
+    number = f"{value:g}"
+    return (
+        f"expected a duration with a unit, got the bare number {number}: "
+        f'write "{number}m" for {number} minutes (or "{number}s", "{number}h")'
+    )
 
 
 def _show(value: object) -> str:
@@ -244,12 +260,39 @@ def _source_url(base_dir: Path) -> Callable[[object], str]:
         elif "://" in raw or (len(scheme) > 1 and ":" in raw and not Path(raw).exists()):
             raise _Invalid(f"expected an http, https or file:// URL, or a path, got {_show(value)}")
         else:
-            path = Path(raw).expanduser()
+            path = _existing_file(raw, base_dir, value)
         if not path.is_absolute():
             path = base_dir / path
         return path.resolve().as_uri()
 
     return check
+
+
+def _existing_file(raw: str, base_dir: Path, value: object) -> Path:
+    """A `url` written without a scheme: a local file that exists, or a web address that lost
+    its `https://` (`example.com/feed.xml`), which must not silently become a missing file."""
+    path = Path(raw).expanduser()
+    if not (path if path.is_absolute() else base_dir / path).exists():
+        raise _Invalid(
+            f"no such file, and not a URL (no http:// or https://): {_show(value)}; "
+            f'for a web feed write "https://{raw}"'
+        )
+    return path
+
+
+def _is_loopback(url: str) -> bool:
+    """A local file or a server on this machine (127.0.0.0/8, ::1, localhost): the sources
+    tests and local setups poll, to which the minimum interval does not apply."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        return True
+    host = (parts.hostname or "").rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def normalize_source_url(raw: str, base_dir: Path) -> str:
@@ -405,6 +448,40 @@ def too_deep(shown: str) -> ConfigError:
     return ConfigError(shown, 1, "", _TOO_DEEP)
 
 
+_SINGLE_FEEDS_HEADER = re.compile(r"^[ \t]*\[[ \t]*feeds[ \t]*\][ \t]*(?:#.*)?$", re.MULTILINE)
+_SINGLE_FEEDS = "[feeds] is a single table; write [[feeds]], one per source"
+_UNQUOTED_UNIT = re.compile(  # `key = 15m`: a number and letters, unquoted
+    r"^[ \t]*[A-Za-z0-9_.\"'-]+[ \t]*=[ \t]*(\d[\d.]*[ \t]*[A-Za-z][\w \t]*?)[ \t]*(?:#.*)?$"
+)
+
+
+def _syntax_error(shown: str, text: str, error: tomllib.TOMLDecodeError) -> ConfigError:
+    """The TOML parser's error, at the line of the real mistake and with its fix where it is
+    one of the usual two: `[feeds]` for `[[feeds]]` (which the parser notices only at the
+    next `[feeds]` or `[[feeds]]`), and a duration or size left unquoted (`interval = 15m`)."""
+    message = str(error)
+    match = re.search(r"\(at line (\d+), column (\d+)\)", message)
+    line = int(match.group(1)) if match else 1
+    detail = re.sub(r"\s*\(at (?:line \d+, column \d+|end of document)\)", "", message)
+    where = f" (column {match.group(2)})" if match else ""
+    single = _SINGLE_FEEDS_HEADER.search(text)
+    if single and _parses(_SINGLE_FEEDS_HEADER.sub("[[feeds]]", text)):
+        line = text.count("\n", 0, single.start()) + 1
+        return ConfigError(shown, line, "feeds", _SINGLE_FEEDS)
+    lines = text.splitlines()
+    unquoted = _UNQUOTED_UNIT.match(lines[line - 1]) if 0 < line <= len(lines) else None
+    hint = f'; quote it: "{unquoted.group(1)}"' if unquoted else ""
+    return ConfigError(shown, line, "", f"invalid TOML: {detail}{where}{hint}")
+
+
+def _parses(text: str) -> bool:
+    try:
+        tomllib.loads(text)
+    except (tomllib.TOMLDecodeError, RecursionError, MemoryError):
+        return False
+    return True
+
+
 def load_config(
     path: Path, display_name: str | None = None, environ: Mapping[str, str] | None = None
 ) -> Config:
@@ -430,12 +507,7 @@ def load_config(
     except (RecursionError, MemoryError) as e:
         raise too_deep(shown) from e
     except tomllib.TOMLDecodeError as e:
-        message = str(e)
-        match = re.search(r"\(at line (\d+), column (\d+)\)", message)
-        line = int(match.group(1)) if match else 1
-        detail = re.sub(r"\s*\(at (?:line \d+, column \d+|end of document)\)", "", message)
-        where = f" (column {match.group(2)})" if match else ""
-        raise ConfigError(shown, line, "", f"invalid TOML: {detail}{where}") from e
+        raise _syntax_error(shown, text, e) from e
     env = os.environ if environ is None else environ
     return _validate(data, path.resolve().parent, path, _Loader(shown, text), env)
 
@@ -548,19 +620,53 @@ def _configured_store_url(
         return None
 
 
-def _sources(
-    data: dict[str, Any], base_dir: Path, load: _Loader, poll: PollSettings, site: SiteSettings
-) -> tuple[SourceConfig, ...]:
+MIN_REMOTE_INTERVAL = timedelta(minutes=1)
+_TOO_OFTEN = (
+    'more often than a remote source should be polled; write "1m" or more '
+    "(intervals under a minute are for local files and loopback hosts)"
+)
+
+
+def _feed_tables(data: dict[str, Any], load: _Loader) -> list[Any]:
+    """The `[[feeds]]` array; empty (after reporting why) when there is none."""
     feeds = data.get("feeds")
     if feeds is None or feeds == []:
         load.error(("feeds",), "no sources configured; add a [[feeds]] table with a url")
-        return ()
+        return []
     if not isinstance(feeds, list):
-        load.error(("feeds",), f"expected an array of tables ([[feeds]]), got {_show(feeds)}")
-        return ()
+        load.error(
+            ("feeds",),
+            _SINGLE_FEEDS
+            if isinstance(feeds, dict)
+            else f"expected an array of tables ([[feeds]]), got {_show(feeds)}",
+        )
+        return []
+    return feeds
+
+
+def _check_poll_interval(
+    data: dict[str, Any], load: _Loader, poll: PollSettings, inheriting: list[int]
+) -> None:
+    """`[poll] interval` under a minute is refused only when a remote source takes it: local
+    files and loopback servers (tests, a local setup) may be polled every few seconds."""
+    if not inheriting or poll.interval >= MIN_REMOTE_INTERVAL:
+        return
+    first = ("feeds", inheriting[0])
+    raw = data.get("poll", {}).get("interval")
+    load.error(
+        ("poll", "interval"),
+        f"{_show(raw)} applies to remote sources (first {format_path(first)}, line "
+        f"{load.lines.line_of(first)}) and is {_TOO_OFTEN}",
+    )
+
+
+def _sources(
+    data: dict[str, Any], base_dir: Path, load: _Loader, poll: PollSettings, site: SiteSettings
+) -> tuple[SourceConfig, ...]:
+    feeds = _feed_tables(data, load)
     sources: list[SourceConfig] = []
-    seen_names: dict[str, int] = {}
-    seen_urls: dict[str, int] = {}
+    seen = _Seen({}, {})
+    inheriting: list[int] = []  # remote sources that take [poll] interval
     check_url = _source_url(base_dir)
     for index, feed in enumerate(feeds):
         path: KeyPath = ("feeds", index)
@@ -582,30 +688,56 @@ def _sources(
             tags=load.value(table, path, "tags", _tags, ()),
             filters=load.filters(table, path),
         )
-        if len(load.errors) > errors_before:
+        if len(load.errors) > errors_before or seen.duplicate(load, index, table, source):
             continue
-        url_key = url_identity(url)
-        if name in seen_names:
-            other = seen_names[name]
-            where = "name" if "name" in table else "url"
-            load.error(
-                (*path, where),
-                f'duplicate source name "{name}" (also feeds[{other}], line '
-                f"{load.lines.line_of(('feeds', other))}); give one a different name",
-            )
-            continue
-        if url_key in seen_urls:
-            other = seen_urls[url_key]
+        if not _is_loopback(url):
+            if "interval" not in table:
+                inheriting.append(index)
+            elif source.interval < MIN_REMOTE_INTERVAL:
+                load.error((*path, "interval"), f"{_show(table['interval'])} is {_TOO_OFTEN}")
+                continue
+        sources.append(source)
+    _check_poll_interval(data, load, poll, inheriting)
+    return tuple(sources)
+
+
+@dataclass(frozen=True)
+class _Seen:
+    """The sources read so far, by name and by URL identity, to report duplicates."""
+
+    names: dict[str, int]
+    urls: dict[str, int]
+
+    def duplicate(
+        self, load: _Loader, index: int, table: Mapping[str, Any], source: SourceConfig
+    ) -> bool:
+        """Report `source` if it repeats one read before; remember it if not.
+
+        The URL is compared first: two unnamed sources with one URL derive one name, and
+        "duplicate name" would send the operator looking for names they never wrote.
+        """
+        path = ("feeds", index)
+        url_key = url_identity(source.url)
+        if url_key in self.urls:
+            other = self.urls[url_key]
             load.error(
                 (*path, "url"),
                 f"duplicate source: the same URL as feeds[{other}] (line "
                 f"{load.lines.line_of(('feeds', other, 'url'))})",
             )
-            continue
-        seen_names[name] = index
-        seen_urls[url_key] = index
-        sources.append(source)
-    return tuple(sources)
+            return True
+        if source.name in self.names:
+            other = self.names[source.name]
+            where = "name" if "name" in table else "url"
+            load.error(
+                (*path, where),
+                f'duplicate source name "{source.name}" (also feeds[{other}], line '
+                f"{load.lines.line_of(('feeds', other))}); give one a different name",
+            )
+            return True
+        self.names[source.name] = index
+        self.urls[url_key] = index
+        return False
 
 
 def url_identity(url: str) -> str:
