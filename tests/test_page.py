@@ -210,14 +210,14 @@ def test_headline_links_source_and_also():
     gaza = root.xpath("//article[.//h3[normalize-space()=$t]]", t=GAZA)[0]
     assert gaza.xpath(".//h3/a/@href") == ["https://news.example/story"]
     meta = gaza.xpath(".//p[@class='meta']")[0].text_content()
-    assert meta == "1:30 am · दैनिक जागरण (also: बीबीसी हिंदी, अमर उजाला)"
+    assert meta == "1:30 am · दैनिक जागरण (अन्य स्रोत: बीबीसी हिंदी, अमर उजाला)"
     # The source links to its site when it has one.
     assert gaza.xpath(".//p[@class='meta']/a/@href") == ["https://jagran.example/"]
     assert texts(gaza, ".//p[@class='teaser']") == [GAZA_TEASER]
     # Without a link the headline is plain text; without "also" there is no "also".
     sukanya = root.xpath("//article[.//h3[normalize-space()=$t]]", t=SUKANYA)[0]
     assert sukanya.xpath(".//h3/a") == []
-    assert "also" not in sukanya.text_content()
+    assert "अन्य स्रोत" not in sukanya.text_content()
 
 
 def test_untitled_entry_gets_a_headline_from_its_teaser():
@@ -323,7 +323,7 @@ def test_empty_timeline_is_a_valid_page():
     root = parse(page)
     assert texts(root, "//h1") == ["हिंदी समाचार"]
     assert root.xpath("//main//section | //main//article") == []
-    assert "Nothing here yet" in texts(root, "//main")[0]
+    assert "अभी यहाँ कुछ नहीं है" in texts(root, "//main")[0]
     assert len(root.xpath("//head/link[@rel='alternate']")) == 3
 
 
