@@ -511,7 +511,7 @@ def test_briefs_page_at_desktop_and_phone_widths(tmp_path: Path, width: int, hei
                       measured_page.as_uri())  # fmt: skip
     assert result.returncode == 0, result.stderr.decode(errors="replace")[-2000:]
     root = lxml.html.document_fromstring(result.stdout)
-    found = json.loads(root.get_element_by_id("measured").text_content())
+    found = json.loads(texts(root, "//pre[@id='measured']")[0])
     assert found["viewport"] == width
     assert found["scrollWidth"] <= width, found  # no horizontal scroll
     assert found["widest"] <= width, found
