@@ -8,7 +8,7 @@ CONFIG ?= feeds.toml
 # `make once FORCE=1` polls the sources backing off after errors too (`once --force`).
 FORCE  ?=
 
-.PHONY: install install-test postgres run once status test lint typecheck pytest bench bench-tools validate clean
+.PHONY: install install-test postgres chromium messages run once status test lint typecheck pytest bench bench-tools validate clean
 
 install: $(STAMP)
 install-test: $(TEST_STAMP)
@@ -43,6 +43,33 @@ postgres:
 	        "the PostgreSQL tests will be skipped"; \
 	fi
 
+# Chromium (and Noto fonts for Devanagari) for the page's screenshot tests in
+# tests/test_page.py: installed from Debian's packages when missing and we are root, like
+# PostgreSQL above; otherwise those tests skip, saying why. Never fails the build by itself.
+chromium:
+	@if [ -x /usr/bin/chromium ]; then \
+	    :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "make: installing Debian's chromium and fonts-noto-core for the page screenshot tests"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	        apt-get install -y -qq --no-install-recommends chromium fonts-noto-core >/dev/null; } \
+	    || echo "make: could not install chromium; the page screenshot tests will be skipped"; \
+	else \
+	    echo "make: no /usr/bin/chromium, and not root with apt-get to install it;" \
+	        "the page screenshot tests will be skipped"; \
+	fi
+
+# The page's interface words: extract them from the template and aggregator/render/*.py
+# (mappings in pyproject.toml) into the .pot, merge it into each language's .po, compile the
+# .mo files that ship in the package. Run after changing a `_()` string; commit all three.
+LOCALES := aggregator/render/locale
+messages: install
+	$(BIN)/pybabel extract -F pyproject.toml --add-location=file --no-wrap --sort-by-file \
+	    --project=aggregator --copyright-holder="aggregator contributors" \
+	    -o $(LOCALES)/messages.pot aggregator/render
+	$(BIN)/pybabel update -i $(LOCALES)/messages.pot -d $(LOCALES) --no-wrap --ignore-pot-creation-date
+	$(BIN)/pybabel compile -d $(LOCALES) --statistics
+
 run: install
 	$(BIN)/aggregator run --config $(CONFIG)
 
@@ -62,7 +89,7 @@ typecheck: install-test
 # In parallel (pytest-xdist): one worker more than the cores (tests/conftest.py says why;
 # PYTEST_XDIST_AUTO_NUM_WORKERS overrides), each test file on one worker, so a file's tests
 # share its module fixtures and keep their order.
-pytest: install-test postgres
+pytest: install-test postgres chromium
 	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 test: lint typecheck pytest

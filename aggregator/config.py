@@ -34,6 +34,7 @@ from aggregator.settings import (
     DEFAULT_PARSE_TIMEOUT,
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_SUMMARY_INTERVAL,
+    DEFAULT_TEASER_LENGTH,
     STORE_URL_VARIABLE,
     Config,
     PollSettings,
@@ -574,7 +575,9 @@ def _validate(
         ),
         max_items=load.value(publish_t, pub, "max_items", _positive_int, 200),
         max_age=load.value(publish_t, pub, "max_age", parse_duration, timedelta(days=30)),
-        teaser_length=load.value(publish_t, pub, "teaser_length", _teaser_length, 200),
+        teaser_length=load.value(
+            publish_t, pub, "teaser_length", _teaser_length, DEFAULT_TEASER_LENGTH
+        ),
         filters=load.filters(publish_t, pub),
     )
     store = StoreSettings(

@@ -33,6 +33,8 @@ DEFAULT_PARSE_TIMEOUT = timedelta(seconds=20)
 DEFAULT_REQUEST_TIMEOUT = timedelta(seconds=10)
 DEFAULT_MAX_CONNECTIONS = 512
 DEFAULT_SUMMARY_INTERVAL = timedelta(hours=1)  # `[server] summary_interval`
+# Default `[publish] teaser_length`, in clusters: one line of a briefs column (the seed's ~110).
+DEFAULT_TEASER_LENGTH = 110
 
 
 @dataclass(frozen=True)

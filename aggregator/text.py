@@ -235,10 +235,61 @@ def teaser_text(text: str, longest: int = TEASER_LENGTH_LIMIT) -> str:
     return collapse_whitespace(text)[: CODE_POINTS_PER_CLUSTER * longest + 2]
 
 
+# A source's own "read more" link after its summary: a last <a> whose whole text is one of
+# these phrases, followed by nothing but closing tags, line breaks, whitespace and arrows.
+# Only the end of a summary is looked at (`_MORE_TAIL` code points), and one candidate link in
+# it, so the cost is bounded whatever the input; NFC, as `html_to_text` leaves the text.
+_MORE_TAIL = 4096
+_MORE_TEXT_LIMIT = 200  # clusters of the link's text, roughly
+_LINK_START = re.compile(r"<a[\s>]", re.IGNORECASE)
+_LINK_END = re.compile(r"</a\s*>", re.IGNORECASE)
+_AFTER_LAST_LINK = re.compile(
+    r"(?:\s|&nbsp;|&#160;|</?(?:p|div|span|em|strong|b|i|small|br)\b[^<>]*>|[\]).»›→…|-])*",
+    re.IGNORECASE,
+)
+_MORE_PHRASE = re.compile(
+    unicodedata.normalize(
+        "NFC",
+        r"[\s\[(…»›.]*(?:"
+        r"read more|read the (?:full|rest of the) (?:story|article|post)"
+        r"|read full (?:story|article)"
+        r"|continue reading|keep reading|full story|more|more (?:on|at|from) .+"
+        r"|read more (?:on|at) .+|continue reading .+"
+        r"|और पढ़ें|आगे पढ़ें|पूरी ख़?बर पढ़ें|पूरा पढ़ें|विस्तार से पढ़ें|यहाँ पढ़ें|यहां पढ़ें"
+        r")[\s\]).»›→…:!]*",
+    ),
+    re.IGNORECASE,
+)
+
+
+def drop_trailing_more_link(markup: str) -> str:
+    """`markup` without a final "Read more" / "और पढ़ें" link the source appended, if any.
+
+    Many feeds end each summary with a link of their own ("… more on X", "Continue reading",
+    "और पढ़ें"): it says nothing, and in a one-line teaser it takes the room of the news.
+    Only a separate, last `<a>` whose whole text is such a phrase, followed by nothing but
+    closing tags, spaces and arrows, is dropped; a phrase in running text stays. Bounded:
+    only the last `_MORE_TAIL` code points are looked at, each once or twice.
+    """
+    tail = max(0, len(markup) - _MORE_TAIL)
+    starts = [match.start() for match in _LINK_START.finditer(markup, tail)]
+    if not starts:
+        return markup
+    opened = markup.find(">", starts[-1])
+    closed = _LINK_END.search(markup, opened) if opened >= 0 else None
+    if closed is None or closed.start() - opened > _MORE_TEXT_LIMIT * 4:
+        return markup
+    if not _AFTER_LAST_LINK.fullmatch(markup, closed.end()):
+        return markup
+    if not _MORE_PHRASE.fullmatch(html_to_text(markup[opened + 1 : closed.start()])):
+        return markup
+    return markup[: starts[-1]]
+
+
 def entry_text(summary_html: str) -> str:
     """The text a stored entry's teasers are cut from, made again from its stored summary:
     what a store migration fills in for entries stored with a teaser cut at parse time."""
-    return teaser_text(html_to_text(summary_html))
+    return teaser_text(html_to_text(drop_trailing_more_link(summary_html)))
 
 
 def _within(clusters: list[str], code_points: int) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import html
+import json
 import os
 import struct
 import subprocess
@@ -210,14 +212,14 @@ def test_headline_links_source_and_also():
     gaza = root.xpath("//article[.//h3[normalize-space()=$t]]", t=GAZA)[0]
     assert gaza.xpath(".//h3/a/@href") == ["https://news.example/story"]
     meta = gaza.xpath(".//p[@class='meta']")[0].text_content()
-    assert meta == "1:30 am · दैनिक जागरण (also: बीबीसी हिंदी, अमर उजाला)"
+    assert meta == "1:30 am · दैनिक जागरण (अन्य स्रोत: बीबीसी हिंदी, अमर उजाला)"
     # The source links to its site when it has one.
     assert gaza.xpath(".//p[@class='meta']/a/@href") == ["https://jagran.example/"]
     assert texts(gaza, ".//p[@class='teaser']") == [GAZA_TEASER]
     # Without a link the headline is plain text; without "also" there is no "also".
     sukanya = root.xpath("//article[.//h3[normalize-space()=$t]]", t=SUKANYA)[0]
     assert sukanya.xpath(".//h3/a") == []
-    assert "also" not in sukanya.text_content()
+    assert "अन्य स्रोत" not in sukanya.text_content()
 
 
 def test_untitled_entry_gets_a_headline_from_its_teaser():
@@ -323,7 +325,7 @@ def test_empty_timeline_is_a_valid_page():
     root = parse(page)
     assert texts(root, "//h1") == ["हिंदी समाचार"]
     assert root.xpath("//main//section | //main//article") == []
-    assert "Nothing here yet" in texts(root, "//main")[0]
+    assert "अभी यहाँ कुछ नहीं है" in texts(root, "//main")[0]
     assert len(root.xpath("//head/link[@rel='alternate']")) == 3
 
 
@@ -455,3 +457,83 @@ def test_chromium_dom_has_the_hindi_day_and_headlines(tmp_path: Path, hindi_page
     assert dom.index("13 जुलाई 2025") < dom.index(GAZA) < dom.index("12 जुलाई 2025")
     root = lxml.html.document_fromstring(result.stdout)
     assert texts(root, "//h2") == ["13 जुलाई 2025", "12 जुलाई 2025"]
+
+
+# The page has no script; the test adds one to a copy, which measures the laid-out page in
+# the real browser and writes what it found into the DOM that `--dump-dom` prints. The copy
+# is shown in a frame of the width under test (headless Chromium lays a window out at least
+# 500 px wide), as `srcdoc` so that the frame may write into its parent's document.
+MEASURE = """<script>
+(() => {
+  const px = (e, p) => parseFloat(getComputedStyle(e)[p]);
+  const teaser = document.querySelector("p.teaser");
+  const out = {
+    viewport: innerWidth,
+    scrollWidth: document.documentElement.scrollWidth,
+    widest: Math.max(...[...document.querySelectorAll("h3, p")].map(
+      e => e.getBoundingClientRect().right)),
+    day: px(document.querySelector("main h2"), "fontSize"),
+    headline: px(document.querySelector("h3"), "fontSize"),
+    body: px(document.body, "fontSize"),
+    teaser: px(teaser, "fontSize"),
+    teaserLines: Math.round(teaser.getBoundingClientRect().height / px(teaser, "lineHeight")),
+    headlineDecoration: getComputedStyle(document.querySelector("h3 a")).textDecorationLine,
+    footerLink: getComputedStyle(document.querySelector("footer p a")).color,
+    meta: getComputedStyle(document.querySelector("p.meta")).color,
+    text: getComputedStyle(document.querySelector("p.teaser")).color,
+  };
+  const pre = document.createElement("pre");
+  pre.id = "measured";
+  pre.textContent = JSON.stringify(out);
+  parent.document.body.append(pre);
+})();
+</script>
+"""
+
+
+@pytest.mark.slow
+@needs_chromium
+@pytest.mark.parametrize(("width", "height"), [(1280, 800), (390, 844)], ids=["desktop", "phone"])
+def test_briefs_page_at_desktop_and_phone_widths(tmp_path: Path, width: int, height: int):
+    """The reworked page in a real browser: it renders, nothing is wider than the screen,
+    the day heading stands out, headlines are not underlined until hovered, metadata is
+    muted and the footer's links are the theme's colour, not the default blue."""
+    sources = (JAGRAN, BBC, AMAR)
+    page = render_html(hindi_two_days(), SITE_HI, sources).decode("utf-8")
+    framed = html.escape(page.replace("</body>", MEASURE + "</body>"), quote=True)
+    measured_page = tmp_path / "measured.html"
+    measured_page.write_text(
+        '<!DOCTYPE html><html><body style="margin:0"><iframe style="border:0;display:block"'
+        f' width="{width}" height="{height}" srcdoc="{framed}"></iframe></body></html>',
+        encoding="utf-8",
+    )
+    result = chromium(tmp_path, f"--window-size={max(width, 500)},{height}", "--dump-dom",
+                      measured_page.as_uri())  # fmt: skip
+    assert result.returncode == 0, result.stderr.decode(errors="replace")[-2000:]
+    root = lxml.html.document_fromstring(result.stdout)
+    found = json.loads(texts(root, "//pre[@id='measured']")[0])
+    assert found["viewport"] == width
+    assert found["scrollWidth"] <= width, found  # no horizontal scroll
+    assert found["widest"] <= width, found
+    assert found["day"] >= 1.25 * found["body"] and found["day"] > found["headline"], found
+    assert found["headlineDecoration"] == "none"
+    assert found["footerLink"] not in ("rgb(0, 0, 238)", "rgb(0, 0, 255)"), found
+    assert found["meta"] != found["text"], found  # muted, not the body's colour
+    if width >= 1280:
+        # The seed's brief: a ~110-character teaser is one line on a desktop.
+        assert found["teaserLines"] == 1, found
+
+    shot = tmp_path / f"page-{width}.png"
+    plain = tmp_path / "index.html"
+    plain.write_text(page, encoding="utf-8")
+    result = chromium(tmp_path, f"--screenshot={shot}", f"--window-size={width},{height}",
+                      "--hide-scrollbars", plain.as_uri())  # fmt: skip
+    assert shot.exists(), result.stderr.decode(errors="replace")[-2000:]
+    shot_width, shot_height, rows = png_pixels(shot.read_bytes())
+    assert (shot_width, shot_height) == (width, height)
+    assert len(set(rows)) > 100, "the screenshot is (nearly) uniform"
+    if width >= 1280:
+        # The right margin stays background: no line of text runs off the screen.
+        bpp = len(rows[0]) // width
+        edge = {row[(width - 4) * bpp : (width - 1) * bpp] for row in rows}
+        assert len(edge) == 1, "something is drawn at the right edge"

@@ -34,6 +34,7 @@ from aggregator.text import (
     absolute_url,
     cap_length,
     clean_text,
+    drop_trailing_more_link,
     html_to_text,
     make_teaser,
     sanitize_html,
@@ -522,6 +523,10 @@ def _entry(raw: Any, *, base: str, zone: tzinfo, typed: bool) -> ParsedEntry:
     content_base = (used or {}).get("base") or link or base
     summary_html = sanitize_html(summary_raw or content_raw, content_base)
     text = html_to_text(summary_raw or content_raw)
+    # The teasers' text, without a "Read more" link the source appended (the summary keeps it;
+    # an entry's id, when made from its text, is made from all of it, as it always was).
+    shown_raw = drop_trailing_more_link(summary_raw or content_raw)
+    shown = text if len(shown_raw) == len(summary_raw or content_raw) else html_to_text(shown_raw)
 
     author = None
     detail = get("author_detail") or {}
@@ -547,7 +552,7 @@ def _entry(raw: Any, *, base: str, zone: tzinfo, typed: bool) -> ParsedEntry:
         link=link,
         summary_html=summary_html,
         # Uncut: rendering cuts it to the `teaser_length` of the day (timeline.build_timeline).
-        teaser=teaser_text(text),
+        teaser=teaser_text(shown),
         author=author,
         categories=tuple(categories),
         published=_date(raw, "published", zone),

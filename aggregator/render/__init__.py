@@ -33,6 +33,6 @@ def render_outputs(
         RSS_FILE: render_rss(timeline, site),
         ATOM_FILE: render_atom(timeline, site),
         JSON_FEED_FILE: render_json_feed(timeline, site),
-        PAGE_FILE: render_html(timeline, site),
+        PAGE_FILE: render_html(timeline, site, list(credits.values())),
         OPML_FILE: render_opml(list(credits.values()), site),
     }

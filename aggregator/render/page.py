@@ -1,23 +1,28 @@
 """Timeline → one HTML page of dated briefs: headline, time, source, teaser, grouped by day.
 
 Pure and deterministic, like `render.py`: the same timeline gives the same bytes, nothing reads
-the clock, and the only file read is the packaged Jinja2 template. Days and times are in the
-site's time zone and spelled by Babel in the site's language ("13 जुलाई 2025" for "hi"),
-falling back to English when the language is unset or unknown to Babel. Everything from a feed
-is plain text and autoescaped; a link is only a link when it is http(s).
+the clock, and the only files read are the packaged Jinja2 template and message catalogues.
+Days and times are in the site's time zone and spelled by Babel in the site's language
+("13 जुलाई 2025" for "hi"); the page's own words ("Subscribe", "Sources") come from the
+gettext catalogues in `locale/` (`make messages` extracts and compiles them). English is the
+fallback for both, when the language is unset or has no catalogue. Everything from a feed is
+plain text and autoescaped; a link is only a link when it is http(s).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from functools import lru_cache
 from itertools import groupby
+from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import jinja2
 from babel import Locale, UnknownLocaleError
-from babel.dates import format_date, format_time
+from babel.dates import format_date, format_time, get_timezone_gmt
+from babel.support import Translations
 
 from aggregator.render import ATOM_FILE, JSON_FEED_FILE, RSS_FILE
 from aggregator.settings import SiteSettings
@@ -27,7 +32,14 @@ from aggregator.urls import entry_link, public_url
 
 TEMPLATE = "index.html.j2"
 FALLBACK_LOCALE = "en"
+LOCALE_DIR = Path(__file__).parent / "locale"
+MESSAGE_DOMAIN = "messages"
 _TITLE_FALLBACK_LENGTH = 80
+
+
+def N_(message: str) -> str:
+    """`message` as it is: marks a string for the catalogue, translated where it is shown."""
+    return message
 
 
 @dataclass(frozen=True)
@@ -45,6 +57,23 @@ class SourceView:
 
     title: str
     href: str | None
+
+
+@dataclass(frozen=True)
+class SourceListing:
+    """A source in the page's list of sources: its site and its feed, public URLs only."""
+
+    title: str
+    site: str | None
+    feed: str | None  # None for a local file: it has no address a reader could open
+
+
+@dataclass(frozen=True)
+class Updated:
+    """When the timeline last changed, for "Last updated", in the site's zone and language."""
+
+    datetime_attr: str
+    text: str
 
 
 @dataclass(frozen=True)
@@ -69,16 +98,29 @@ class DayView:
     items: tuple[ItemView, ...]
 
 
-@lru_cache(maxsize=1)
-def _environment() -> jinja2.Environment:
-    return jinja2.Environment(
+@lru_cache(maxsize=8)
+def _environment(locale: Locale) -> jinja2.Environment:
+    """The template environment speaking `locale`'s catalogue; one per language, kept."""
+    environment = jinja2.Environment(
         loader=jinja2.PackageLoader("aggregator.render", "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
+        extensions=["jinja2.ext.i18n"],
     )
+    environment.install_gettext_translations(  # type: ignore[attr-defined]
+        translations(locale), newstyle=True
+    )
+    return environment
+
+
+def translations(locale: Locale) -> Translations:
+    """The compiled catalogue for `locale` ("hi_IN" falls back to "hi"); none: the English
+    words of the template itself, as gettext's null translations return them."""
+    found = Translations.load(str(LOCALE_DIR), [str(locale)], MESSAGE_DOMAIN)
+    return found if isinstance(found, Translations) else Translations()
 
 
 @lru_cache(maxsize=32)
@@ -141,24 +183,59 @@ def _days(timeline: Timeline, site: SiteSettings, locale: Locale) -> list[DayVie
 
 
 def feed_links(site: SiteSettings) -> tuple[FeedLink, ...]:
-    """The feeds published next to the page, as absolute URLs under `base_url`."""
+    """The feeds published next to the page, as absolute URLs under `base_url`; the labels
+    are the catalogue's msgids, translated in the template."""
     return (
-        FeedLink("Atom", "application/atom+xml", site.base_url + ATOM_FILE),
-        FeedLink("RSS", "application/rss+xml", site.base_url + RSS_FILE),
-        FeedLink("JSON Feed", "application/feed+json", site.base_url + JSON_FEED_FILE),
+        FeedLink(N_("Atom"), "application/atom+xml", site.base_url + ATOM_FILE),
+        FeedLink(N_("RSS"), "application/rss+xml", site.base_url + RSS_FILE),
+        FeedLink(N_("JSON Feed"), "application/feed+json", site.base_url + JSON_FEED_FILE),
     )
 
 
-def render_html(timeline: Timeline, site: SiteSettings) -> bytes:
-    """The timeline as one UTF-8 HTML page, newest day first."""
+def source_listing(sources: Sequence[SourceCredit]) -> tuple[SourceListing, ...]:
+    """The sources as listed on the page, in the order given: a link to each one's site and
+    feed where that is a web address, published without the credentials it is fetched with."""
+    listed = []
+    for source in sources:
+        site = web_url(source.site_url)
+        feed = web_url(source.feed_url)
+        listed.append(
+            SourceListing(
+                title=source.title or source.name,
+                site=public_url(site) if site else None,
+                feed=public_url(feed) if feed else None,
+            )
+        )
+    return tuple(listed)
+
+
+def last_updated(timeline: Timeline, site: SiteSettings, locale: Locale) -> Updated | None:
+    """The timeline's `updated` in the site's zone, as the locale writes a date and a time,
+    with the zone's offset ("13 जुलाई 2025, 11:45 am GMT+05:30"); None for an empty one."""
+    if timeline.updated is None:
+        return None
+    local = timeline.updated.astimezone(ZoneInfo(site.timezone))
+    day = format_date(local, format="long", locale=locale)
+    time = format_time(local, format="short", tzinfo=local.tzinfo, locale=locale)
+    both = str(locale.datetime_formats["medium"]).format(time, day)
+    zone = get_timezone_gmt(local, width="long", locale=locale)
+    return Updated(datetime_attr=local.isoformat(), text=f"{both} {zone}")
+
+
+def render_html(
+    timeline: Timeline, site: SiteSettings, sources: Sequence[SourceCredit] = ()
+) -> bytes:
+    """The timeline as one UTF-8 HTML page, newest day first, and the list of `sources`."""
     locale = babel_locale(site.language)
-    template = _environment().get_template(TEMPLATE)
+    template = _environment(locale).get_template(TEMPLATE)
     text = template.render(
         title=site.title,
         description=site.description,
         language=site.language,
         home=web_url(site.link),
         days=_days(timeline, site, locale),
+        updated=last_updated(timeline, site, locale),
+        sources=source_listing(sources),
         feeds=feed_links(site),
     )
     return text.encode("utf-8")
