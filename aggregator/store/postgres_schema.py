@@ -11,6 +11,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import TupleRow
 
 from aggregator.errors import StorageError
+from aggregator.store.backfill import backfill_entry_text
 from aggregator.store.records import Backfills
 
 Connection = psycopg.Connection[TupleRow]
@@ -117,34 +118,6 @@ def schema_version(conn: Connection) -> int:
     return 0 if row is None else int(row[0])
 
 
-# Rows read and rewritten at a time by a backfill: summaries can be 512 KiB each.
-BACKFILL_BATCH = 500
-
-
-def backfill_entry_text(conn: Connection, backfills: Backfills | None) -> None:
-    """Schema 3: the uncut text of entries stored with a teaser cut at parse time, from
-    the stored summary, in batches of `BACKFILL_BATCH` rows in key order."""
-    after = ("", "")
-    while True:
-        rows = conn.execute(
-            "SELECT source, entry_id, summary_html FROM entries WHERE (source, entry_id) > (%s, %s)"
-            " ORDER BY source, entry_id LIMIT %s",
-            (*after, BACKFILL_BATCH),
-        ).fetchall()
-        if not rows:
-            return
-        if backfills is None:
-            raise StorageError(
-                "upgrading this store needs its backfill rules: open it with open_store"
-            )
-        with conn.cursor() as cursor:
-            cursor.executemany(
-                "UPDATE entries SET teaser = %s WHERE source = %s AND entry_id = %s",
-                [(backfills.entry_text(html), source, entry) for source, entry, html in rows],
-            )
-        after = (rows[-1][0], rows[-1][1])
-
-
 def migrate(conn: Connection, backfills: Backfills | None = None) -> None:
     """Bring the schema to SCHEMA_VERSION in one transaction; refuse a newer one."""
     with conn.transaction():
@@ -166,5 +139,6 @@ def migrate(conn: Connection, backfills: Backfills | None = None) -> None:
         for number in range(version, SCHEMA_VERSION):
             conn.execute(MIGRATIONS[number])
             if number + 1 == 3:
-                backfill_entry_text(conn, backfills)
+                with conn.cursor() as cursor:
+                    backfill_entry_text(cursor, "%s", backfills)
             conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (number + 1,))

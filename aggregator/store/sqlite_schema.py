@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 
 from aggregator.errors import StorageError
+from aggregator.store.backfill import backfill_entry_text, needed
 from aggregator.store.records import Backfills
 
 MIGRATIONS: tuple[str, ...] = (
@@ -149,41 +150,11 @@ def backfill_story_keys(db: sqlite3.Connection, backfills: Backfills | None) -> 
     rows = db.execute("SELECT source, entry_id, link, title FROM entries").fetchall()
     if not rows:
         return
-    keys = _needed(backfills).story_keys
+    keys = needed(backfills).story_keys
     db.executemany(
         "UPDATE entries SET link_key = ?, title_key = ? WHERE source = ? AND entry_id = ?",
         [(*keys(link, title), source, entry_id) for source, entry_id, link, title in rows],
     )
-
-
-# Rows read and rewritten at a time by a backfill: summaries can be 512 KiB each.
-BACKFILL_BATCH = 500
-
-
-def backfill_entry_text(db: sqlite3.Connection, backfills: Backfills | None) -> None:
-    """Schema 9: the uncut text of entries stored with a teaser cut at parse time, from
-    the stored summary, in batches of `BACKFILL_BATCH` rows in key order."""
-    after = ("", "")
-    while True:
-        rows = db.execute(
-            "SELECT source, entry_id, summary_html FROM entries WHERE (source, entry_id) > (?, ?)"
-            " ORDER BY source, entry_id LIMIT ?",
-            (*after, BACKFILL_BATCH),
-        ).fetchall()
-        if not rows:
-            return
-        text = _needed(backfills).entry_text
-        db.executemany(
-            "UPDATE entries SET teaser = ? WHERE source = ? AND entry_id = ?",
-            [(text(html), source, entry) for source, entry, html in rows],
-        )
-        after = (rows[-1][0], rows[-1][1])
-
-
-def _needed(backfills: Backfills | None) -> Backfills:
-    if backfills is None:
-        raise StorageError("upgrading this store needs its backfill rules: open it with open_store")
-    return backfills
 
 
 def migrate(
@@ -211,5 +182,5 @@ def migrate(
             if number + 1 == 6:
                 backfill_story_keys(tx, backfills)
             if number + 1 == 9:
-                backfill_entry_text(tx, backfills)
+                backfill_entry_text(tx.cursor(), "?", backfills)
             tx.execute(f"PRAGMA user_version = {number + 1}")
