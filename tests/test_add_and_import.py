@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from aggregator.config import load_config
+from aggregator.edit_config import name_from_title
 from tests.conftest import run_cli
 from tests.feedfactory import rss2
 from tests.feedserver import FeedServer
@@ -163,8 +164,6 @@ def test_import_opml_says_why_it_skipped_each_outline(tmp_path: Path) -> None:
 
 
 def test_a_title_name_is_ascii_words_within_40_characters() -> None:
-    from aggregator.edit_config import name_from_title
-
     assert name_from_title("नवभारत टाइम्स: ताज़ा ख़बरें") == "nvbhart-taims-taja-khbrem"
     assert name_from_title("Let's Talk — Öffentliche Ä") == "lets-talk-offentliche-a"
     long = name_from_title("A very long title that goes on and on past any column width")
