@@ -438,12 +438,14 @@ def _config_problems(error: ConfigError) -> NoReturn:
 
 @main.command()
 @click.argument("url")
-@click.option("--name", help="The source's name (default: derived from the feed's URL).")
+@click.option("--name", help="The source's name (default: derived from the feed's title).")
 @click.option("--title", help="Show the source under this title instead of the feed's own.")
 @_config_option
 def add(url: str, name: str | None, title: str | None, config_path: Path) -> None:
-    """Add the feed at URL, or the feed an HTML page at URL links to, to feeds.toml."""
-    from aggregator.discover import discover_feed
+    """Add the feed at URL, or the feed an HTML page at URL links to, to feeds.toml.
+
+    The feed is fetched and parsed first: one that fails either is not added."""
+    from aggregator.discover import FoundFeed, discover_feed
     from aggregator.edit_config import add_source, poll_settings
     from aggregator.fetch import Fetcher
 
@@ -451,24 +453,26 @@ def add(url: str, name: str | None, title: str | None, config_path: Path) -> Non
         local = Path(url).expanduser()
         url = local.resolve().as_uri() if local.exists() else f"https://{url}"
 
-    async def discover(poll: PollSettings) -> str:
+    async def discover(poll: PollSettings) -> FoundFeed:
         timeout = poll.timeout.total_seconds()
         async with Fetcher(timeout=timeout, concurrency=1, user_agent=poll.user_agent) as fetcher:
             return await discover_feed(url, fetcher)
 
+    existed = config_path.exists()
     try:
         # Not `_load`: a feeds.toml without sources is fine here, it is about to get one.
         poll = poll_settings(config_path)
-        feed_url = asyncio.run(discover(poll))
-        added = add_source(config_path, feed_url, name=name, title=title)
+        feed = asyncio.run(discover(poll))
+        added = add_source(config_path, feed.url, name=name, title=title, feed_title=feed.title)
     except ConfigError as e:
         _config_problems(e)
     except AggregatorError as e:
         click.echo(redact_urls(f"error: {e}"), err=True)
         sys.exit(FAILURE)
-    found = f" (found on {url})" if feed_url != url else ""
-    found = redact_urls(found)
-    click.echo(f'added "{added}": {redact_url(feed_url)}{found} to {config_path}')
+    if not existed:  # a mistyped --config must not go unnoticed
+        click.echo(f"created {config_path} (it did not exist)")
+    found = redact_urls(f" (found on {feed.page})") if feed.page else ""
+    click.echo(f'added "{added}": {redact_url(feed.url)}{found} to {config_path}')
 
 
 @main.command("import-opml")
@@ -477,16 +481,17 @@ def add(url: str, name: str | None, title: str | None, config_path: Path) -> Non
 def import_opml_command(file: Path, config_path: Path) -> None:
     """Add every feed of an OPML subscription list (FILE) to feeds.toml, skipping known ones."""
     from aggregator.edit_config import import_opml
-    from aggregator.parse.opml import parse_opml
+    from aggregator.parse.opml import read_opml
+    from aggregator.text import clean_text, collapse_whitespace
 
     try:
-        feeds = parse_opml(file.read_bytes())
+        listed = read_opml(file.read_bytes())
     except (AggregatorError, OSError) as e:
         message = e.strerror if isinstance(e, OSError) and e.strerror else e
         click.echo(f"error: {file}: {message}", err=True)
         sys.exit(FAILURE)
     try:
-        added, skipped = import_opml(config_path, feeds)
+        added, skipped = import_opml(config_path, listed.feeds)
     except ConfigError as e:
         _config_problems(e)
     except AggregatorError as e:
@@ -494,7 +499,10 @@ def import_opml_command(file: Path, config_path: Path) -> None:
         sys.exit(FAILURE)
     for source in added:
         click.echo(f"added    {source}")
-    for skipped_url in skipped:
-        click.echo(f"skipped  {redact_url(skipped_url)}")
-    click.echo(f"{len(added)} of {len(feeds)} feeds in {file} added to {config_path}", nl=False)
-    click.echo(f" ({len(skipped)} skipped: already there, or not http(s))" if skipped else "")
+    every_skip = (*listed.skipped, *skipped)
+    for skip in every_skip:
+        what = redact_urls(collapse_whitespace(clean_text(skip.what))[:200])
+        click.echo(f"skipped  {what}: {skip.reason}")
+    total = len(added) + len(every_skip)
+    click.echo(f"{len(added)} of {total} feeds in {file} added to {config_path}", nl=False)
+    click.echo(f" ({len(every_skip)} skipped)" if every_skip else "")

@@ -4,10 +4,14 @@ Feed autodiscovery reads `<link rel="alternate" type="..." href="...">` in an HT
 (https://www.rssboard.org/rss-autodiscovery). Atom is preferred, then RSS (JSON Feed is not
 read); in each kind the first link in the page wins. Hrefs are resolved against the page's final URL
 (or its `<base href>`), and only http(s) results are accepted.
+
+The feed found is always fetched and parsed before it is returned: `aggregator add` must not
+write a source into feeds.toml that answers 404 or is not a feed (a page's stale `<link>`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 from lxml import etree, html
@@ -15,7 +19,7 @@ from lxml import etree, html
 from aggregator.errors import DiscoveryError, ParseError
 from aggregator.fetch import Fetcher
 from aggregator.parse.feed import header_charset, parse_feed
-from aggregator.types import Failed, Fetched
+from aggregator.types import Failed, Fetched, ParsedFeed
 
 # In order of preference.
 # JSON Feed is left out: the parser reads RSS and Atom, so such a source would never work.
@@ -23,12 +27,21 @@ FEED_TYPES = ("application/atom+xml", "application/rss+xml")
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
 
 
-def _is_feed(page: Fetched) -> bool:
+@dataclass(frozen=True)
+class FoundFeed:
+    """A feed that was fetched and parsed: where it is, its own title, the page that led to it."""
+
+    url: str  # where it is now: permanent redirects followed
+    title: str | None
+    page: str | None = None  # the HTML page whose <link rel="alternate"> named it, if any
+
+
+def _parsed(page: Fetched) -> ParsedFeed | ParseError:
+    """The document as a feed, or why it is not one (a value: not being a feed is expected)."""
     try:
-        parse_feed(page.body, page.headers, page.final_url)
-    except ParseError:
-        return False
-    return True
+        return parse_feed(page.body, page.headers, page.final_url)
+    except ParseError as e:
+        return ParseError(" ".join(str(e).split()))  # one line: it ends up in one error line
 
 
 def _charset(page: Fetched) -> str | None:
@@ -73,25 +86,42 @@ def feed_links(body: bytes, page_url: str, charset: str | None = None) -> list[s
     return [url for kind in FEED_TYPES for url in found[kind]]
 
 
-async def discover_feed(url: str, fetcher: Fetcher) -> str:
-    """The feed URL for `url`: `url` itself (or where it permanently moved) if it is a feed,
-    else the best feed its HTML page links to. Raises `DiscoveryError` otherwise."""
+async def _fetched(url: str, fetcher: Fetcher, what: str) -> Fetched:
     outcome = await fetcher.fetch(url)
     if isinstance(outcome, Failed):
-        raise DiscoveryError(f"cannot fetch {url}: {outcome.error}")
+        raise DiscoveryError(f"cannot fetch {what}: {outcome.error}")
     if not isinstance(outcome, Fetched):  # NotModified: impossible without validators
-        raise DiscoveryError(f"cannot fetch {url}: the server sent no content")
-    if _is_feed(outcome):
-        return outcome.permanent_redirect or url
+        raise DiscoveryError(f"cannot fetch {what}: the server sent no content")
+    return outcome
+
+
+async def discover_feed(url: str, fetcher: Fetcher) -> FoundFeed:
+    """The feed at `url` (or where it permanently moved), else the best feed its HTML page
+    links to, fetched and parsed either way. Raises `DiscoveryError`, one line, otherwise."""
+    outcome = await _fetched(url, fetcher, url)
+    parsed = _parsed(outcome)
+    if isinstance(parsed, ParsedFeed):
+        return FoundFeed(outcome.permanent_redirect or url, parsed.title)
     if _looks_like_html(outcome):
         links = feed_links(outcome.body, outcome.final_url, _charset(outcome))
         if links:
-            return links[0]
+            return await _linked_feed(links[0], url, fetcher)
         raise DiscoveryError(
             f'no feed found at {url}: the page has no <link rel="alternate"> to an RSS or Atom feed'
         )
     content_type = outcome.headers.get("content-type", "").split(";")[0].strip() or "unknown"
     raise DiscoveryError(
         f"no feed found at {url}: it is neither a feed nor an HTML page (content type "
-        f"{content_type})"
+        f"{content_type}): {parsed}"
     )
+
+
+async def _linked_feed(link: str, page: str, fetcher: Fetcher) -> FoundFeed:
+    """The feed a page's `<link>` names, checked: a stale link is the page's mistake, and
+    adding it would give a source that fails on every poll."""
+    what = f"the feed {link} that {page} links to"
+    outcome = await _fetched(link, fetcher, what)
+    parsed = _parsed(outcome)
+    if isinstance(parsed, ParseError):
+        raise DiscoveryError(f"{what} is not a feed: {parsed}")
+    return FoundFeed(outcome.permanent_redirect or link, parsed.title, page)

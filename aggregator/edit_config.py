@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -26,6 +27,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import tomlkit
+from anyascii import anyascii
 from tomlkit.exceptions import ParseError as TomlParseError
 from tomlkit.items import AoT
 
@@ -40,12 +42,14 @@ from aggregator.config import (
 )
 from aggregator.errors import ConfigError, DuplicateSourceError, EditError
 from aggregator.output import fsync_directory
-from aggregator.parse.opml import OpmlFeed
+from aggregator.parse.opml import OpmlFeed, SkippedOutline
 from aggregator.settings import PollSettings
 from aggregator.text import clean_text, collapse_whitespace
 from aggregator.tomlpos import LineIndex
 
 _MAX_NAME = 64
+# A name from a title stops at a word within this: it is a column in `status`, not a headline.
+_MAX_TITLE_NAME = 40
 _NEW_FILE_MODE = 0o644
 # Stands in for the first source while reading the settings of a file that has none yet.
 _PLACEHOLDER_URL = "https://placeholder.invalid/feed.xml"
@@ -64,14 +68,14 @@ class _Sources:
     def newline(self) -> str:
         return "\r\n" if "\r\n" in self.text else "\n"
 
-    def unique_name(self, url: str) -> str:
-        base = derive_name(url)
+    def unique_name(self, base: str) -> str:
+        """`base`, or `base-2`, `base-3`... the first that no source has yet."""
         for n in range(1, 10_000):
             suffix = "" if n == 1 else f"-{n}"
             candidate = base[: _MAX_NAME - len(suffix)].rstrip("-.") + suffix
             if candidate not in self.names:
                 return candidate
-        raise EditError(f'cannot find a free name for {url}; give one with name = "..."')
+        raise EditError(f'cannot find a free name like "{base}"; give one with --name')
 
     def add(self, url: str, name: str, title: str | None) -> None:
         table = tomlkit.table()
@@ -96,6 +100,26 @@ class _Sources:
                 out += nl  # a blank line before each new table
             out += table
         return out
+
+
+def name_from_title(title: str | None) -> str | None:
+    """A source name from a feed's title: ASCII (Devanagari and other scripts transliterated
+    by anyascii), lower-case, words joined by hyphens; None when nothing of it is left.
+
+    "बीबीसी हिंदी" gives "bibisi-himdi": readable in `status` and `/metrics`, unlike a name
+    made of the feed's host and path.
+    """
+    if not title:
+        return None
+    ascii_text = anyascii(title).lower().replace("'", "")  # "Let's" is one word, not two
+    words = re.findall(r"[a-z0-9]+", ascii_text)
+    name = ""
+    for word in words:
+        longer = f"{name}-{word}" if name else word
+        if len(longer) > _MAX_TITLE_NAME:
+            break
+        name = longer
+    return name or (words[0][:_MAX_TITLE_NAME] if words else None)
 
 
 def _normalized(raw: str, base_dir: Path) -> str:
@@ -229,19 +253,38 @@ def _temporary(beside: Path, text: str, *, shown: Path) -> Iterator[Path]:
         temporary.unlink(missing_ok=True)
 
 
-def add_source(path: Path, url: str, *, name: str | None = None, title: str | None = None) -> str:
+@dataclass(frozen=True)
+class NewSource:
+    """What `add_source` is asked to write: the feed's URL, its own title, the operator's words."""
+
+    url: str
+    name: str | None = None  # --name; else derived from feed_title, else from the URL
+    title: str | None = None  # --title: written into feeds.toml
+    feed_title: str | None = None  # the feed's own title: only names the source
+
+
+def add_source(
+    path: Path,
+    url: str,
+    *,
+    name: str | None = None,
+    title: str | None = None,
+    feed_title: str | None = None,
+) -> str:
     """Append a `[[feeds]]` table for `url` to feeds.toml at `path`; return the source's name.
 
     Refuses (`DuplicateSourceError`) a URL already present (scheme and host compared without
     case, a trailing slash ignored) or a name already taken. Without `name`, one is derived
-    from the URL and made unique with -2, -3... An absent file is created.
+    from `feed_title` (else from the URL) and made unique with -2, -3... An absent file is
+    created.
     """
     url = _check_url(url, allow_files=True)
     with _locked(path):
-        return _add_source(path, url, name, title)
+        return _add_source(path, NewSource(url, name, title, feed_title))
 
 
-def _add_source(path: Path, url: str, name: str | None, title: str | None) -> str:
+def _add_source(path: Path, new: NewSource) -> str:
+    url, name, title = new.url, new.name, new.title
     sources = _read(path)
     key = url_identity(_normalized(url, path.resolve().parent))
     if key in sources.urls:
@@ -255,34 +298,32 @@ def _add_source(path: Path, url: str, name: str | None, title: str | None) -> st
         if name in sources.names:
             raise DuplicateSourceError(f'a source named "{name}" is already in {path}')
     else:
-        name = sources.unique_name(url)
+        name = sources.unique_name(name_from_title(new.feed_title) or derive_name(url))
     sources.add(url, name, title.strip() if title and title.strip() else None)
     _write(path, sources.updated_text())
     return name
 
 
-def import_opml(path: Path, feeds: Sequence[OpmlFeed]) -> tuple[list[str], list[str]]:
+def import_opml(path: Path, feeds: Sequence[OpmlFeed]) -> tuple[list[str], list[SkippedOutline]]:
     """Append every feed of an OPML list not already in feeds.toml; return (added names,
-    skipped URLs). Skipped: URLs already present (or twice in the list) and non-http(s) ones.
+    what was skipped and why): URLs already present, twice in the list, or not http(s).
     The file is written once, and not at all when nothing is added."""
     with _locked(path):
         return _import_opml(path, feeds)
 
 
-def _import_opml(path: Path, feeds: Sequence[OpmlFeed]) -> tuple[list[str], list[str]]:
+def _import_opml(path: Path, feeds: Sequence[OpmlFeed]) -> tuple[list[str], list[SkippedOutline]]:
     sources = _read(path)
+    known = dict(sources.urls)  # what feeds.toml had before this import
     added: list[str] = []
-    skipped: list[str] = []
+    skipped: list[SkippedOutline] = []
     for feed in feeds:
-        try:
-            url = _check_url(feed.url, allow_files=False)
-        except EditError:
-            skipped.append(feed.url)
+        reason = _why_not_imported(feed.url, known, sources.urls, path.name)
+        if reason:
+            skipped.append(SkippedOutline(feed.url, reason))
             continue
-        if url_identity(url) in sources.urls:
-            skipped.append(url)
-            continue
-        name = sources.unique_name(url)
+        url = feed.url.strip()
+        name = sources.unique_name(derive_name(url))
         # OPML titles come from anywhere: no control characters into feeds.toml.
         title = (collapse_whitespace(clean_text(feed.title)) or None) if feed.title else None
         sources.add(url, name, title or None)
@@ -290,6 +331,23 @@ def _import_opml(path: Path, feeds: Sequence[OpmlFeed]) -> tuple[list[str], list
     if added:
         _write(path, sources.updated_text())
     return added, skipped
+
+
+def _why_not_imported(
+    url: str, known: dict[str, str], taken: dict[str, str], file_name: str
+) -> str | None:
+    """Why an OPML feed is not added (`known`: feeds.toml's URLs; `taken`: those and the
+    list's so far), or None when it is added."""
+    try:
+        url = _check_url(url, allow_files=False)
+    except EditError:
+        return "not an http(s) URL"
+    key = url_identity(url)
+    if key in known:
+        return f'already in {file_name} (source "{known[key]}")'
+    if key in taken:
+        return f'a duplicate of an earlier outline in the file (added as "{taken[key]}")'
+    return None
 
 
 def poll_settings(path: Path) -> PollSettings:

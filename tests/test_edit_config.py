@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from aggregator.config import load_config
-from aggregator.discover import discover_feed, feed_links
+from aggregator.discover import FoundFeed, discover_feed, feed_links
 from aggregator.edit_config import add_source, import_opml, poll_settings
 from aggregator.errors import (
     AggregatorError,
@@ -29,7 +29,7 @@ from aggregator.errors import (
     EditError,
 )
 from aggregator.fetch import Fetcher
-from aggregator.parse.opml import OpmlFeed, parse_opml
+from aggregator.parse.opml import OpmlFeed, SkippedOutline, parse_opml
 from tests.conftest import ROOT
 from tests.feedfactory import Item, atom, rss2
 from tests.feedserver import FeedServer
@@ -295,7 +295,11 @@ def test_import_opml(tmp_path: Path) -> None:
     path = write(tmp_path, CONFIG)
     feeds = parse_opml((OPML / "nested-categories.opml").read_bytes())
     added, skipped = import_opml(path, feeds)
-    assert skipped == ["https://feeds.bbci.co.uk/hindi/rss.xml"]  # already there
+    assert skipped == [
+        SkippedOutline(
+            "https://feeds.bbci.co.uk/hindi/rss.xml", 'already in feeds.toml (source "bbc-hindi")'
+        )
+    ]
     assert added == [
         "amarujala-com-rss-breaking-news",
         "deep-example",
@@ -331,7 +335,14 @@ def test_import_skips_duplicates_within_the_list_and_local_urls(tmp_path: Path) 
     ]
     added, skipped = import_opml(path, feeds)
     assert added == ["x-example", "x-example-2"]
-    assert skipped == ["HTTPS://X.EXAMPLE/rss/", "file:///etc/passwd", "feeds/relative.xml"]
+    assert skipped == [
+        SkippedOutline(
+            "HTTPS://X.EXAMPLE/rss/",
+            'a duplicate of an earlier outline in the file (added as "x-example")',
+        ),
+        SkippedOutline("file:///etc/passwd", "not an http(s) URL"),
+        SkippedOutline("feeds/relative.xml", "not an http(s) URL"),
+    ]
     sources = load_config(path).sources
     assert [(s.name, s.title) for s in sources] == [("x-example", "X"), ("x-example-2", None)]
 
@@ -366,12 +377,16 @@ FEED_ITEM = Item(
 )
 
 
-def discover(url: str) -> str:
-    async def go() -> str:
+def found(url: str) -> FoundFeed:
+    async def go() -> FoundFeed:
         async with Fetcher(timeout=10) as fetcher:
             return await discover_feed(url, fetcher)
 
     return asyncio.run(go())
+
+
+def discover(url: str) -> str:
+    return found(url).url
 
 
 def page(head: str) -> bytes:
@@ -398,6 +413,7 @@ def test_a_feed_url_is_its_own_feed(feed_server: FeedServer) -> None:
 
 
 def test_a_page_links_to_its_feeds_atom_first(feed_server: FeedServer) -> None:
+    feed_server.add("/atom.xml", atom("A", "https://e.org/", "tag:e.org,2025:f", [FEED_ITEM]))
     url = feed_server.add(
         "/news/index.html",
         page(
@@ -419,19 +435,22 @@ def test_a_page_links_to_its_feeds_atom_first(feed_server: FeedServer) -> None:
 
 
 def test_rss_when_there_is_no_atom_and_base_href_is_honoured(feed_server: FeedServer) -> None:
+    # The feed is fetched too, so the base is on the test server, not a CDN.
+    feed_server.add("/site/feeds/all.rss", rss2("स्रोत", "https://example.org/", [FEED_ITEM]))
     url = feed_server.add(
         "/blog/",
         page(
-            '<base href="https://cdn.example/site/">'
+            f'<base href="{feed_server.url("/site/")}">'
             '<link rel="alternate" type="application/rss+xml" href="feeds/all.rss">'
             '<link rel="alternate" type="application/rss+xml" href="javascript:alert(1)">'
         ),
         HTML,
     )
-    assert discover(url) == "https://cdn.example/site/feeds/all.rss"
+    assert discover(url) == feed_server.url("/site/feeds/all.rss")
 
 
 def test_links_resolve_against_the_final_url_after_redirects(feed_server: FeedServer) -> None:
+    feed_server.add("/moved/feed.xml", rss2("स्रोत", "https://example.org/", [FEED_ITEM]))
     target = feed_server.add(
         "/moved/page.html",
         page('<link rel="alternate" type="application/rss+xml" href="feed.xml">'),

@@ -31,6 +31,22 @@ class OpmlFeed:
     title: str | None = None
 
 
+@dataclass(frozen=True)
+class SkippedOutline:
+    """An outline that is not imported: its URL (else its title) and why, for the operator."""
+
+    what: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class OpmlList:
+    """What an OPML file subscribes to, and the outlines left out of it, in document order."""
+
+    feeds: tuple[OpmlFeed, ...]
+    skipped: tuple[SkippedOutline, ...]
+
+
 def _parser() -> etree.XMLParser:
     return etree.XMLParser(
         resolve_entities=False,
@@ -68,12 +84,49 @@ def _outlines(element: etree._Element) -> Iterator[etree._Element]:
 
 
 def parse_opml(data: bytes) -> list[OpmlFeed]:
-    """The feeds an OPML file subscribes to, in document order, each URL once.
+    """The feeds an OPML file subscribes to (`read_opml(data).feeds`)."""
+    return list(read_opml(data).feeds)
+
+
+def read_opml(data: bytes) -> OpmlList:
+    """The feeds an OPML file subscribes to, in document order, each URL once, and the
+    outlines skipped, each with its reason.
 
     Categories (outlines nesting outlines) are flattened. An outline is a feed when it has an
-    `xmlUrl`, whatever its `type`; its title is `text` (what readers show), else `title`.
+    `xmlUrl`, whatever its `type`; its title is `text` (what readers show), else `title`. A
+    leaf outline without one is skipped (a category holds other outlines: it is no skip).
     Raises `OpmlError` (an `AggregatorError`), one line for the operator, when it is not OPML.
     """
+    body = _body(data)
+    feeds: list[OpmlFeed] = []
+    skipped: list[SkippedOutline] = []
+    seen: set[str] = set()
+    for outline in _outlines(body):
+        url = _attribute(outline, "xmlUrl")
+        title = _attribute(outline, "text") or _attribute(outline, "title")
+        reason = _why_skipped(outline, url, seen)
+        if reason:
+            skipped.append(SkippedOutline(url or title or "an untitled outline", reason))
+        elif url:
+            seen.add(url)
+            feeds.append(OpmlFeed(url, title))
+    return OpmlList(tuple(feeds), tuple(skipped))
+
+
+def _why_skipped(outline: etree._Element, url: str | None, seen: set[str]) -> str | None:
+    """Why a feed outline is left out, None for a feed (or a category: not a skip)."""
+    if not url:
+        is_category = any(_local(child) == "outline" for child in outline)
+        return None if is_category else "no xmlUrl: not a feed subscription"
+    if " " in url or not web_url(url):
+        return "not an http(s) URL"
+    if url in seen:
+        return "a duplicate of an earlier outline in the file"
+    return None
+
+
+def _body(data: bytes) -> etree._Element:
+    """The `<body>` of an OPML document; `OpmlError` when there is none to read."""
     prolog = data[: m.start()] if (m := _PROLOG_END.search(data)) else data
     if _ENTITY_DECLARATION.search(prolog):
         raise OpmlError("refusing an OPML file that declares XML entities (<!ENTITY>)")
@@ -93,12 +146,4 @@ def parse_opml(data: bytes) -> list[OpmlFeed]:
     body = next((child for child in root if _local(child) == "body"), None)
     if body is None:
         raise OpmlError("not an OPML file: <opml> has no <body>")
-    feeds: list[OpmlFeed] = []
-    seen: set[str] = set()
-    for outline in _outlines(body):
-        url = _attribute(outline, "xmlUrl")
-        if not url or " " in url or not web_url(url) or url in seen:
-            continue
-        seen.add(url)
-        feeds.append(OpmlFeed(url, _attribute(outline, "text") or _attribute(outline, "title")))
-    return feeds
+    return body
