@@ -74,6 +74,11 @@ class _Clock:
 
 _NAME_SHARE = 0.45  # of the width left after the fixed columns; the outcome takes the rest
 _MIN_CUT = 8  # a name or outcome cut shorter than this says nothing
+# On a narrow terminal, the name and outcome need this much between them to say anything;
+# below it, columns go (least telling first) rather than every cell being cut to "la…".
+_MIN_NAME_AND_OUTCOME = 24
+_DROPPABLE = ("last success", "fails", "items", "last poll")
+_HEADERS = ("source", "last poll", "last success", "outcome", "items", "next poll", "fails")
 
 
 def status_table(
@@ -100,17 +105,18 @@ def status_table(
         )
         for line in lines
     ]
-    headers = ("source", "last poll", "last success", "outcome", "items", "next poll", "fails")
-    natural = [max((len(row[i]) for row in rows), default=0) for i in range(len(headers))]
-    natural = [max(n, len(h)) for n, h in zip(natural, headers, strict=True)]
-    name_width, outcome_width = _cut_widths(natural, width)
+    natural = [max((len(row[i]) for row in rows), default=0) for i in range(len(_HEADERS))]
+    natural = [max(n, len(h)) for n, h in zip(natural, _HEADERS, strict=True)]
+    shown = _shown_columns(natural, width)
+    name_width, outcome_width = _cut_widths(natural, shown, width)
     table = Table(
         title=f"{title}; times in {zone.key} ({local_now.tzname()}), now {local_now:%H:%M}",
         box=box.SIMPLE_HEAD,
         show_edge=False,
         pad_edge=False,
     )
-    for index, header in enumerate(headers):
+    for index in shown:
+        header = _HEADERS[index]
         cut = {0: name_width, 3: outcome_width}.get(index)
         table.add_column(
             header,
@@ -120,18 +126,37 @@ def status_table(
             width=cut if cut is not None else natural[index],
         )
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(row[i] for i in shown))
     return table
 
 
-def _cut_widths(natural: list[int], width: int | None) -> tuple[int, int]:
+def _left_for_name_and_outcome(natural: Sequence[int], shown: Sequence[int], width: int) -> int:
+    """What `width` leaves the source and outcome columns beside the other `shown` columns
+    at their `natural` widths."""
+    frame = 3 * (len(shown) - 1)  # " │ " between cells, nothing at the edges
+    return width - frame - sum(natural[i] for i in shown if i not in (0, 3))
+
+
+def _shown_columns(natural: list[int], width: int | None) -> list[int]:
+    """The indexes of the columns to draw: all of them, less the least telling ones
+    (`_DROPPABLE`, in order) while the source and outcome would have too little room."""
+    shown = list(range(len(natural)))
+    if width is None:
+        return shown
+    for header in _DROPPABLE:
+        if _left_for_name_and_outcome(natural, shown, width) >= _MIN_NAME_AND_OUTCOME:
+            break
+        shown.remove(_HEADERS.index(header))
+    return shown
+
+
+def _cut_widths(natural: list[int], shown: list[int], width: int | None) -> tuple[int, int]:
     """The widths of the source and outcome columns: their natural ones when they fit (or
-    `width` is None), else what the fixed columns leave, shared."""
+    `width` is None), else what the other `shown` columns leave, shared."""
     name, outcome = natural[0], natural[3]
     if width is None:
         return name, outcome
-    frame = 3 * (len(natural) - 1)  # " │ " between cells, nothing at the edges
-    left = width - frame - (sum(natural) - name - outcome)
+    left = _left_for_name_and_outcome(natural, shown, width)
     if name + outcome <= left:
         return name, outcome
     name = min(name, max(_MIN_CUT, int(left * _NAME_SHARE)))

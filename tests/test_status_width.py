@@ -102,3 +102,18 @@ def test_status_json_keeps_exact_values(polled: Path) -> None:
 def test_relative_time_is_whole_units(seconds: float, expected: str) -> None:
     now = datetime(2025, 1, 2, 12, 0, 0, 123456, tzinfo=UTC)
     assert relative_time(now + timedelta(seconds=seconds), now) == expected
+
+
+def test_status_at_60_columns_drops_columns_rather_than_cutting_every_cell(polled: Path) -> None:
+    """A narrow terminal (a phone's ssh, a split pane) keeps what answers "is it working":
+    the source, its outcome and when it is next polled, whole; the extra columns go."""
+    result = run_cli("status", "--config", str(polled), env={"COLUMNS": "60"})
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert max(len(line) for line in lines) <= 60, result.stdout
+    header = next(line for line in lines if line.startswith("source"))
+    assert "…" not in header, result.stdout  # no "last p…", "it…", "fa…"
+    assert "next poll" in header and "outcome" in header, result.stdout
+    assert re.search(r"in \d+ (min|h)\b", result.stdout), result.stdout  # not "in 15 …"
+    refused = next(line for line in lines if line.startswith(REFUSED))
+    assert "failed" in refused, result.stdout
