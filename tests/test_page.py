@@ -203,7 +203,7 @@ def test_devanagari_bytes_are_exact_utf8():
     assert GAZA_TEASER.encode() in page
     assert "दैनिक जागरण".encode() in page
     assert b'<meta charset="utf-8">' in page
-    assert page.startswith(b'<!DOCTYPE html>\n<html lang="hi">\n')
+    assert page.startswith(b'<!DOCTYPE html>\n<html lang="hi" dir="ltr">\n')
     assert page.decode("utf-8").encode("utf-8") == page
 
 

@@ -193,3 +193,15 @@ def test_the_pot_holds_every_string_the_template_and_code_mark(tmp_path: Path) -
     assert result.returncode == 0, result.stderr
     with pot.open("rb") as fresh:
         assert {str(m.id) for m in read_po(fresh) if m.id} == _template_msgids()
+
+
+@pytest.mark.parametrize(
+    ("language", "direction"),
+    [("ar", "rtl"), ("he", "rtl"), ("fa-IR", "rtl"), ("ur", "rtl"), ("hi", "ltr"), (None, "ltr")],
+)
+def test_the_page_runs_in_its_languages_direction(language, direction):
+    """An Arabic, Hebrew, Persian or Urdu digest reads right to left: headlines, teasers and
+    day headings start at the right edge, as a reader of the language expects."""
+    site = SiteSettings("t", BASE_URL, "d", language, "UTC", BASE_URL)
+    root = parse(render_html(Timeline(), site))
+    assert root.get("dir") == direction

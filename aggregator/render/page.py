@@ -134,6 +134,12 @@ def babel_locale(language: str | None) -> Locale:
     return Locale.parse(FALLBACK_LOCALE)
 
 
+def text_direction(locale: Locale) -> str:
+    """ "rtl" for a language written right to left (Arabic, Hebrew, Persian, Urdu), else "ltr":
+    the page's `dir`, so its headlines and teasers start at the edge its readers expect."""
+    return "rtl" if locale.character_order == "right-to-left" else "ltr"
+
+
 def headline(item: TimelineItem) -> str:
     """The entry's title, or the start of its teaser, its link or its id when it has none."""
     entry = item.entry
@@ -232,6 +238,7 @@ def render_html(
         title=site.title,
         description=site.description,
         language=site.language,
+        direction=text_direction(locale),
         home=web_url(site.link),
         days=_days(timeline, site, locale),
         updated=last_updated(timeline, site, locale),
