@@ -273,12 +273,27 @@ def _existing_file(raw: str, base_dir: Path, value: object) -> Path:
     """A `url` written without a scheme: a local file that exists, or a web address that lost
     its `https://` (`example.com/feed.xml`), which must not silently become a missing file."""
     path = Path(raw).expanduser()
-    if not (path if path.is_absolute() else base_dir / path).exists():
+    where = path if path.is_absolute() else base_dir / path
+    if where.exists():
+        return path
+    if _looks_like_a_host(raw):
         raise _Invalid(
             f"no such file, and not a URL (no http:// or https://): {_show(value)}; "
             f'for a web feed write "https://{raw}"'
         )
-    return path
+    if path.is_absolute():
+        raise _Invalid(f"no such file {where}")
+    raise _Invalid(
+        f"no such file {where.resolve()} (from {_show(value)}, relative to the config file's "
+        "directory)"
+    )
+
+
+def _looks_like_a_host(raw: str) -> bool:
+    """`example.com/feed.xml` (a host, then a path) rather than `feeds/local.xml`, `./a.xml`
+    or `local.xml`: only the first is worth the hint "https://…"."""
+    first, slash, _ = raw.partition("/")
+    return bool(slash) and "." in first.strip(".") and not raw.startswith(("~", "."))
 
 
 def _is_loopback(url: str) -> bool:

@@ -128,3 +128,19 @@ def test_a_short_poll_interval_is_fine_when_every_remote_source_sets_its_own(
     text = '[poll]\ninterval = "10s"\n' + REMOTE + 'interval = "30m"\n'
     status, _, stderr = _check(tmp_path, text)
     assert status == 0, stderr
+
+
+@pytest.mark.parametrize("written", ["feeds/local.xml", "./local.xml", "local.xml"])
+def test_a_missing_local_file_is_named_where_it_was_looked_for(
+    tmp_path: Path, written: str
+) -> None:
+    """`feeds/local.xml` is a path, not a host that lost its `https://`: the error says which
+    file was missing (relative paths are read from the config's directory) and suggests no
+    `https://feeds/local.xml`."""
+    status, _, stderr = _check(tmp_path, f'[[feeds]]\nurl = "{written}"\n')
+    assert status == 2, stderr
+    missing = (tmp_path / written).resolve()
+    assert stderr.splitlines() == [
+        f"error: feeds.toml:2: feeds[0].url: no such file {missing} "
+        f'(from "{written}", relative to the config file\'s directory)'
+    ]
