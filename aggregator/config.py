@@ -77,6 +77,8 @@ def parse_duration(value: object) -> timedelta:
         if not math.isfinite(value):
             raise _Invalid(f"expected a positive duration of at least 1ms, got {_show(value)}")
         raise _Invalid(_bare_number_hint(value))
+    if re.fullmatch(r"\d+(\.\d+)?", value.strip()):  # "15": the unit forgotten inside quotes
+        raise _Invalid(_bare_number_hint(float(value), shown=_show(value)))
     if not _DURATION_WHOLE.match(value):
         raise _Invalid(f'expected a duration like "15m", got {_show(value)}')
     seconds = sum(
@@ -98,11 +100,12 @@ def _summary_interval(value: object) -> timedelta:
     return interval
 
 
-def _bare_number_hint(value: int | float) -> str:
-    """The fix for `interval = 15`: the number the operator wrote, with the units to choose."""
+def _bare_number_hint(value: int | float, *, shown: str | None = None) -> str:
+    """The fix for `interval = 15` (or `"15"`, `shown` as written): the number the operator
+    wrote, with the units to choose."""
     number = f"{value:g}"
     return (
-        f"expected a duration with a unit, got the bare number {number}: "
+        f"expected a duration with a unit, got {shown or f'the bare number {number}'}: "
         f'write "{number}m" for {number} minutes (or "{number}s", "{number}h")'
     )
 

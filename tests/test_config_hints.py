@@ -144,3 +144,13 @@ def test_a_missing_local_file_is_named_where_it_was_looked_for(
         f"error: feeds.toml:2: feeds[0].url: no such file {missing} "
         f'(from "{written}", relative to the config file\'s directory)'
     ]
+
+
+def test_a_quoted_number_without_a_unit_gets_the_same_fix_as_a_bare_one(tmp_path: Path) -> None:
+    """`interval = "15"` is the near miss of `interval = 15`: the hint says which unit to add."""
+    status, _, stderr = _check(tmp_path, REMOTE + 'interval = "15"\n')
+    assert status == 2, stderr
+    assert stderr.splitlines() == [
+        'error: feeds.toml:3: feeds[0].interval: expected a duration with a unit, got "15": '
+        'write "15m" for 15 minutes (or "15s", "15h")'
+    ]
