@@ -268,9 +268,12 @@ def _teasers(length: int) -> Callable[[StoredEntry], str]:
 # Teasers cut by earlier publishes, by (digest of the text, length). A daemon publishes the
 # same items again and again, and one cut costs up to a third of a millisecond (grapheme
 # segmentation of non-Latin text): 200 items made a publish 30-50 ms slower. The digest,
-# not the text, is kept, so the cache holds at most this many teasers and no stored text.
+# not the text, is kept; the cache holds at most this many teasers and this many code points
+# in all (a teaser_length of 2,000 makes teasers of up to 8,000 code points each).
 _CUT_CACHE_SIZE = 4096
+_CUT_CACHE_CODE_POINTS = 2_000_000
 _cuts: dict[tuple[bytes, int], str] = {}
+_cut_code_points = [0]  # in `_cuts`, all told
 
 
 def cut_teaser(text: str, length: int) -> str:
@@ -279,9 +282,14 @@ def cut_teaser(text: str, length: int) -> str:
     teaser = _cuts.get((digest, length))
     if teaser is None:
         teaser = make_teaser(text, length)
-        if len(_cuts) >= _CUT_CACHE_SIZE:
+        if (
+            len(_cuts) >= _CUT_CACHE_SIZE
+            or _cut_code_points[0] + len(teaser) > _CUT_CACHE_CODE_POINTS
+        ):
             _cuts.clear()  # simpler than an LRU, and a publish refills what it needs
+            _cut_code_points[0] = 0
         _cuts[(digest, length)] = teaser
+        _cut_code_points[0] += len(teaser)
     return teaser
 
 

@@ -20,6 +20,7 @@ import pytest
 import regex
 from lxml import etree, html
 
+from aggregator import timeline
 from aggregator.config import load_config
 from aggregator.errors import ConfigError
 from aggregator.filters import FilterPattern, Filters
@@ -215,3 +216,13 @@ def test_filters_see_the_teaser_as_published_not_the_stored_text() -> None:
     }
     assert published(exclude=(FilterPattern("needle"),)).keys() == {"late"}
     assert published(include=(FilterPattern("needle"),)).keys() == {"early"}
+
+
+def test_the_cut_teaser_cache_is_bounded_in_code_points_not_only_in_entries() -> None:
+    """At teaser_length 2,000 a teaser may hold 8,000 code points: 4,096 of them would be
+    32 M code points kept; the cache is emptied before it holds more than its bound."""
+    long_text = "क्षत्रिय " * 2_000
+    for n in range(600):
+        timeline.cut_teaser(f"{n} {long_text}", TEASER_LENGTH_LIMIT)
+        held = sum(len(teaser) for teaser in timeline._cuts.values())
+        assert held == timeline._cut_code_points[0] <= timeline._CUT_CACHE_CODE_POINTS
