@@ -116,7 +116,16 @@ def test_publishing_failing_past_its_retry_is_unhealthy_until_it_works(
     seen: list[str | None] = []
 
     async def during() -> None:
-        await asyncio.sleep(0.5)
+        # The poll's items published and no publish under way or pending: removing output/
+        # under a publish writing into it would race it (it did, on a crowded machine).
+        for _ in range(200):
+            atom = output / "atom.xml"
+            busy = daemon.publishing.pending is not None or daemon.publishing._lock.locked()
+            if not busy and atom.is_file() and b"<entry" in atom.read_bytes():
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the poll's items were never published")
         seen.append(await daemon.health())
         shutil.rmtree(output)
         output.write_text("a file where the directory must be\n")  # root ignores chmod
