@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+import pytest
+
+from aggregator.errors import StorageError
 from aggregator.settings import SourceConfig
 from aggregator.store import StoreAPI
 from aggregator.store.postgres import PgStore
@@ -116,3 +120,29 @@ def disabled(
 ) -> None:
     """Record a 410 Gone: the source is not polled until its URL changes."""
     store.record_poll(PollRecord(name, now, PollOutcome.DISABLED, url=url, error=reason))
+
+
+@dataclass
+class EntryRefusal:
+    """A SQLite store that, while `refusing`, refuses every poll record carrying entries
+    (a database rejecting one source's rows); a failure record is still written.
+    `attempts`: the sources whose records were refused."""
+
+    message: str
+    refusing: bool = True
+    attempts: list[str] = field(default_factory=list)
+
+
+def refuse_entry_writes(monkeypatch: pytest.MonkeyPatch, message: str) -> EntryRefusal:
+    """Make `SqliteStore.record_poll` refuse the records that carry a feed's entries."""
+    refusal = EntryRefusal(message)
+    original = SqliteStore.record_poll
+
+    def record_poll(self: SqliteStore, record: PollRecord) -> None:
+        if refusal.refusing and record.entries is not None:
+            refusal.attempts.append(record.name)
+            raise StorageError(refusal.message)
+        original(self, record)
+
+    monkeypatch.setattr(SqliteStore, "record_poll", record_poll)
+    return refusal

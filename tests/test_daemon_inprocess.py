@@ -20,10 +20,10 @@ from aggregator.daemon import Daemon, DaemonOptions, publishing
 from aggregator.errors import StorageError
 from aggregator.publish import PublishReport
 from aggregator.store import SourceState
-from aggregator.store.records import PollRecord
 from aggregator.store.sqlite import SqliteStore
 from tests.conftest import run_cli
 from tests.feedfactory import Item, rss2
+from tests.storedata import refuse_entry_writes
 from tests.test_daemon import NOW, _items
 
 FAST = DaemonOptions(tick_seconds=0.1, publish_debounce_seconds=0.2, serve=False)
@@ -255,17 +255,8 @@ def test_a_store_error_on_one_source_backs_off(
     and the log has one line, not a traceback."""
     _feed(tmp_path, _items("a", 2))
     config = _config(tmp_path)
-    attempts: list[str] = []
-
-    original = SqliteStore.record_poll
-
-    def refuse(self: SqliteStore, record: PollRecord) -> None:
-        if record.entries is not None:  # the poll's entries are refused, its failure is not
-            attempts.append(record.name)
-            raise StorageError("the store failed: invalid byte sequence")
-        original(self, record)
-
-    monkeypatch.setattr(SqliteStore, "record_poll", refuse)
+    # The poll's entries are refused, its failure is not.
+    attempts = refuse_entry_writes(monkeypatch, "the store failed: invalid byte sequence").attempts
     daemon = Daemon(config, load_config(config), options=FAST)  # a tick every 0.1 s
     asyncio.run(_run_for(daemon, 1.5))
     assert attempts == ["a"]

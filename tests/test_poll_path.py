@@ -15,12 +15,11 @@ import pytest
 from aggregator.config import load_config
 from aggregator.cycle import run_cycle
 from aggregator.daemon import Daemon, DaemonOptions
-from aggregator.errors import StorageError
 from aggregator.store import SourceState
-from aggregator.store.records import PollRecord
 from aggregator.store.sqlite import SqliteStore
 from tests.feedfactory import rss2
 from tests.feedserver import FeedServer
+from tests.storedata import refuse_entry_writes
 from tests.test_daemon import NOW, _items
 
 FAST = DaemonOptions(tick_seconds=0.1, publish_debounce_seconds=0.2, serve=False)
@@ -72,17 +71,8 @@ def _run(config: Path, attempts: list[str]) -> None:
 def test_once_and_run_record_a_store_failure_during_a_poll_the_same_way(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    attempts: list[str] = []
-
-    original = SqliteStore.record_poll
-
-    def refuse(self: SqliteStore, record: PollRecord) -> None:
-        if record.entries is not None:  # the poll's entries are refused, its failure is not
-            attempts.append(record.name)
-            raise StorageError("the store failed: disk I/O error")
-        original(self, record)
-
-    monkeypatch.setattr(SqliteStore, "record_poll", refuse)
+    # The poll's entries are refused, its failure is not.
+    attempts = refuse_entry_writes(monkeypatch, "the store failed: disk I/O error").attempts
     once, run = _setup(tmp_path / "once"), _setup(tmp_path / "run")
     _once(once)
     assert attempts == ["a"]

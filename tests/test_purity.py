@@ -44,47 +44,9 @@ print(json.dumps(sorted(m for m in {forbidden!r} if m in sys.modules)))
 """
 
 
-@pytest.mark.slow
-def test_pure_modules_import_no_io_libraries():
-    # A fresh interpreter: this test process has long since imported everything.
-    probe = _PROBE.format(modules=PURE_MODULES, forbidden=FORBIDDEN)
-    result = subprocess.run(
-        [sys.executable, "-c", probe],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    imported = json.loads(result.stdout.strip().splitlines()[-1])
-    assert imported == [], f"pure modules pulled in I/O modules: {imported}"
-
-
-@pytest.mark.slow
-def test_probe_detects_an_io_import():
-    # The probe itself works: importing the store does show up.
-    probe = _PROBE.format(modules=("aggregator.store.sqlite",), forbidden=FORBIDDEN)
-    result = subprocess.run(
-        [sys.executable, "-c", probe],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "sqlite3" in json.loads(result.stdout.strip().splitlines()[-1])
-
-
-# The other direction: the stores read and write rows; the rules that decide what to write
-# (`aggregator.update`) and what they build on are the poll path's, never imported by a store.
-STORE_MODULES = ("aggregator.store.sqlite", "aggregator.store.postgres")
-RULES = ("aggregator.update", "aggregator.timeline", "aggregator.policy", "aggregator.text")
-
-
 def _imported(modules: tuple[str, ...], watched: tuple[str, ...]) -> list[str]:
-    """Which of `watched` importing `modules` loads, in a fresh interpreter."""
+    """Which of `watched` importing `modules` loads, in a fresh interpreter (this test
+    process has long since imported everything)."""
     probe = _PROBE.format(modules=modules, forbidden=watched)
     result = subprocess.run(
         [sys.executable, "-c", probe],
@@ -97,6 +59,24 @@ def _imported(modules: tuple[str, ...], watched: tuple[str, ...]) -> list[str]:
     assert result.returncode == 0, result.stderr
     loaded: list[str] = json.loads(result.stdout.strip().splitlines()[-1])
     return loaded
+
+
+@pytest.mark.slow
+def test_pure_modules_import_no_io_libraries():
+    imported = _imported(PURE_MODULES, FORBIDDEN)
+    assert imported == [], f"pure modules pulled in I/O modules: {imported}"
+
+
+@pytest.mark.slow
+def test_probe_detects_an_io_import():
+    # The probe itself works: importing the store does show up.
+    assert "sqlite3" in _imported(("aggregator.store.sqlite",), FORBIDDEN)
+
+
+# The other direction: the stores read and write rows; the rules that decide what to write
+# (`aggregator.update`) and what they build on are the poll path's, never imported by a store.
+STORE_MODULES = ("aggregator.store.sqlite", "aggregator.store.postgres")
+RULES = ("aggregator.update", "aggregator.timeline", "aggregator.policy", "aggregator.text")
 
 
 @pytest.mark.slow

@@ -18,12 +18,10 @@ import pytest
 from aggregator import publish
 from aggregator.config import load_config
 from aggregator.daemon import Daemon, DaemonOptions, polling, publishing
-from aggregator.errors import StorageError
-from aggregator.store.records import PollRecord
-from aggregator.store.sqlite import SqliteStore
 from aggregator.watchdog import stalled_parsers_problem
 from tests.feedfactory import Item, rss2
 from tests.feedserver import FeedServer
+from tests.storedata import refuse_entry_writes
 from tests.test_daemon import NOW, _free_port, _items, _write_config, wait_for
 from tests.test_daemon import Daemon as DaemonProcess
 from tests.test_daemon_inprocess import _config, _feed, _run_for
@@ -80,22 +78,14 @@ def test_a_refused_poll_record_is_unhealthy_until_a_later_one_is_written(
 ) -> None:
     _feed(tmp_path, _items("a", 2))
     config = _config(tmp_path)
-    refusing = [True]
-    original = SqliteStore.record_poll
-
-    def record_poll(self: SqliteStore, record: PollRecord) -> None:
-        if refusing[0] and record.entries is not None:  # the poll's entries are refused
-            raise StorageError("the store failed: disk I/O error")
-        original(self, record)
-
-    monkeypatch.setattr(SqliteStore, "record_poll", record_poll)
+    refusal = refuse_entry_writes(monkeypatch, "the store failed: disk I/O error")
     daemon = Daemon(config, load_config(config), options=FAST)
     seen: list[str | None] = []
 
     async def during() -> None:
         await asyncio.sleep(0.5)  # the first tick polled "a", and the store refused it
         seen.append(await daemon.health())
-        refusing[0] = False
+        refusal.refusing = False
         await daemon.polling.poll(daemon.config.sources[0])  # a later poll, recorded
         seen.append(await daemon.health())
 
