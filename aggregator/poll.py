@@ -34,7 +34,7 @@ from aggregator.policy import (
 from aggregator.settings import Config, SourceConfig
 from aggregator.store import SourceState, StoreAPI
 from aggregator.store.adapter import AsyncStore
-from aggregator.store.records import PollOutcome, PollRecord, StoreResult
+from aggregator.store.records import EntryWrites, PollOutcome, PollRecord, StoreResult
 from aggregator.types import (
     Failed,
     Fetched,
@@ -288,8 +288,7 @@ def _recorded(source: SourceConfig, answer: _Answer, store: StoreAPI) -> SourceR
     if answer.feed is not None:
         if answer.feed.warning:
             log.warning("%s: %s", source.name, answer.feed.warning, extra=about(source.name))
-        known = store.known_entries(source.name, [e.entry_id for e in answer.feed.entries])
-        writes = update.entry_writes(answer.feed.entries, known, answer.now)
+        writes = _entry_writes(store, source.name, answer.feed.entries, answer.now)
     result = update.result_of(writes) if writes is not None else None
     if answer.body_hash is not None and result is None:
         result = StoreResult(0, 0)  # the very body parsed last time: nothing in it is new
@@ -326,11 +325,17 @@ def store_entries(
     decide, write, as `_recorded` does."""
     if not entries:
         return StoreResult(0, 0)
-    writes = update.entry_writes(
-        entries, store.known_entries(source, [e.entry_id for e in entries]), now
-    )
+    writes = _entry_writes(store, source, entries, now)
     store.write_entries(source, writes)
     return update.result_of(writes)
+
+
+def _entry_writes(
+    store: StoreAPI, source: str, entries: Sequence[ParsedEntry], now: datetime
+) -> EntryWrites:
+    """What a feed's entries change: the store's copies of them read, the rules asked."""
+    known = store.known_entries(source, [e.entry_id for e in entries])
+    return update.entry_writes(entries, known, now)
 
 
 def sync_sources(store: StoreAPI, sources: Sequence[SourceConfig], now: datetime) -> None:
