@@ -8,7 +8,7 @@ CONFIG ?= feeds.toml
 # `make once FORCE=1` polls the sources backing off after errors too (`once --force`).
 FORCE  ?=
 
-.PHONY: install install-test postgres chromium messages run once status test lint typecheck pytest bench bench-tools validate clean
+.PHONY: install install-test postgres chromium nginx messages run once status test lint typecheck pytest bench bench-tools validate clean
 
 install: $(STAMP)
 install-test: $(TEST_STAMP)
@@ -59,6 +59,21 @@ chromium:
 	        "the page screenshot tests will be skipped"; \
 	fi
 
+# nginx for tests/test_nginx.py, which serves a publish through contrib/nginx.conf: from
+# Debian's packages when missing and we are root, like the two above; otherwise that test
+# skips, saying why.
+nginx:
+	@if command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ]; then \
+	    :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "make: installing Debian's nginx for the contrib/nginx.conf test"; \
+	    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	        apt-get install -y -qq --no-install-recommends nginx >/dev/null; } \
+	    || echo "make: could not install nginx; the nginx test will be skipped"; \
+	else \
+	    echo "make: no nginx, and not root with apt-get to install it; the nginx test will be skipped"; \
+	fi
+
 # The page's interface words: extract them from the template and aggregator/render/*.py
 # (mappings in pyproject.toml) into the .pot, merge it into each language's .po, compile the
 # .mo files that ship in the package. Run after changing a `_()` string; commit all three.
@@ -89,7 +104,7 @@ typecheck: install-test
 # In parallel (pytest-xdist): one worker more than the cores (tests/conftest.py says why;
 # PYTEST_XDIST_AUTO_NUM_WORKERS overrides), each test file on one worker, so a file's tests
 # share its module fixtures and keep their order.
-pytest: install-test postgres chromium
+pytest: install-test postgres chromium nginx
 	$(BIN)/python -m pytest -q -n auto --dist loadfile
 
 test: lint typecheck pytest

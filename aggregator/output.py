@@ -12,6 +12,7 @@ process is writing right now (locked: kept). The kernel drops the lock when its 
 from __future__ import annotations
 
 import fcntl
+import gzip
 import json
 import os
 import re
@@ -78,9 +79,46 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+# Precompressed siblings (`atom.xml.gz` beside `atom.xml`) for a static server in front
+# (nginx's `gzip_static`, see contrib/nginx.conf): compressed once when a file changes,
+# never per request. Level 9: written once, served many times.
+GZIP_SUFFIX = ".gz"
+_GZIP_LEVEL = 9
+
+
+def gzipped(data: bytes) -> bytes:
+    """`data` gzipped, the same bytes every time (no name, no timestamp in the header), so
+    an unchanged file's sibling is unchanged too."""
+    return gzip.compress(data, compresslevel=_GZIP_LEVEL, mtime=0)
+
+
+def write_with_sibling(path: Path, data: bytes) -> bool:
+    """`write_if_changed`, then the gzipped sibling unless it is already the one written
+    for this very file (same mtime: it takes the file's, so a static server sends the same
+    Last-Modified for both encodings, and a publish killed between the two writes is
+    repaired by the next). Returns whether the file itself was written."""
+    written = write_if_changed(path, data)
+    sibling = path.with_name(path.name + GZIP_SUFFIX)
+    try:
+        mtime = path.stat().st_mtime_ns
+        if not written and sibling.stat().st_mtime_ns == mtime:
+            return written
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise PublishError(f"cannot read {sibling}: {e.strerror or e}") from e
+    write_if_changed(sibling, gzipped(data))
+    try:
+        os.utime(sibling, ns=(mtime, mtime))
+    except OSError as e:
+        raise PublishError(f"cannot write {sibling}: {e.strerror or e}") from e
+    return written
+
+
 def publish_files(output_dir: Path, files: Mapping[str, bytes]) -> dict[str, bool]:
-    """Write each named file under `output_dir`; returns which ones changed."""
-    return {name: write_if_changed(output_dir / name, data) for name, data in files.items()}
+    """Write each named file under `output_dir`, with its gzipped sibling; returns which
+    ones changed."""
+    return {name: write_with_sibling(output_dir / name, data) for name, data in files.items()}
 
 
 # What `write_if_changed` names its temporary files: `.NAME.` + mkstemp's 8 characters.

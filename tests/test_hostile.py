@@ -37,6 +37,7 @@ from tests.conftest import ROOT, run_cli
 from tests.feedfactory import Item, atom, rss2
 from tests.feedserver import FeedServer
 from tests.hostile import HostileServer
+from tests.published import published_bytes
 from tests.test_w3c_validator import VALIDATOR, VALIDATOR_PYTHON, _assert_clean
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
@@ -245,10 +246,10 @@ def test_external_entities_are_never_resolved(server: HostileServer, tmp_path: P
     assert re.fullmatch(r"1 new|error: .*", line), line
     assert server.requests("/xxe-probe") == probes_before, "the parser fetched an external entity"
     secret = Path("/etc/passwd").read_text(encoding="utf-8").splitlines()[0]
-    for path in run.output.iterdir():
-        text = path.read_text(encoding="utf-8")
-        assert secret not in text and "root:x:" not in text, path.name
-        assert "fetched by the parser" not in text, path.name
+    for name, data in published_bytes(run.output).items():
+        text = data.decode("utf-8")
+        assert secret not in text and "root:x:" not in text, name
+        assert "fetched by the parser" not in text, name
     state = run.state("external-entity")
     assert "root:x:" not in (state.title or "")
 
@@ -340,9 +341,8 @@ def test_control_characters_are_removed(server: HostileServer, tmp_path: Path) -
     assert_titles_everywhere(run, expected)
     summaries = [i["content_html"] for i in run.items() if i["title"] == "Summary with controls"]
     assert summaries == [hostile.CONTROL_SUMMARY[1]]
-    for path in run.output.iterdir():
-        data = path.read_bytes()
-        assert b"\x00" not in data and b"\x0b" not in data, path.name
+    for name, data in published_bytes(run.output).items():
+        assert b"\x00" not in data and b"\x0b" not in data, name
     assert_published_xml_is_well_formed(run)
 
 
@@ -477,10 +477,10 @@ def test_items_keep_their_identity_across_runs(
     assert first.titles() == sorted(titles)
     for entry in first.items():
         assert entry["date_published"]
-    published = {p.name: p.read_bytes() for p in first.output.iterdir()}
+    published = published_bytes(first.output)
     second = once_on(server, tmp_path, path)
     assert second.lines[name] == "no new items"
-    assert {p.name: p.read_bytes() for p in second.output.iterdir()} == published
+    assert published_bytes(second.output) == published
 
 
 def test_items_sharing_one_guid_stay_distinct(server: HostileServer, tmp_path: Path) -> None:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
 
+from aggregator.output import GZIP_SUFFIX
+
 MEDIA_TYPES = {
     "rss.xml": "application/rss+xml; charset=utf-8",
     "atom.xml": "application/atom+xml; charset=utf-8",
@@ -36,6 +38,8 @@ class FileVersion:
 
 
 def media_type_of(name: str) -> str:
+    if name.endswith(GZIP_SUFFIX):  # a precompressed sibling, asked for by its own name
+        return "application/gzip"
     if name in MEDIA_TYPES:
         return MEDIA_TYPES[name]
     suffix = Path(name).suffix
@@ -111,12 +115,29 @@ def _load_version(path: Path, name: str) -> FileVersion | None:
     except OSError:
         return None
     digest = hashlib.sha256(body).hexdigest()[:32]
+    if len(body) < _GZIP_MIN_BYTES:
+        packed = None
+    else:
+        packed = _sibling(path, stat.st_mtime_ns) or gzip.compress(body, mtime=0)
     return FileVersion(
         key=(stat.st_ino, stat.st_mtime_ns, stat.st_size),
         body=body,
-        gzipped=gzip.compress(body, mtime=0) if len(body) >= _GZIP_MIN_BYTES else None,
+        gzipped=packed,
         etag=f'"{digest}"',
         last_modified=formatdate(int(stat.st_mtime), usegmt=True),
         mtime=int(stat.st_mtime),
         media_type=media_type_of(name),
     )
+
+
+def _sibling(path: Path, mtime_ns: int) -> bytes | None:
+    """The gzipped sibling the publish wrote for this very version of `path` (it gives the
+    sibling the file's mtime), so the server need not compress it again; None when there
+    is none, or it is another version's (a publish between its two writes)."""
+    try:
+        with path.with_name(path.name + GZIP_SUFFIX).open("rb") as handle:
+            if os.fstat(handle.fileno()).st_mtime_ns != mtime_ns:
+                return None
+            return handle.read()
+    except OSError:
+        return None
