@@ -1,0 +1,207 @@
+"""The WebSub subscriber in the real daemon (`aggregator run`), against a real hub on
+127.0.0.1 (tests/websubhub.py): subscription and verification of intent, pushes that reach
+atom.xml without a poll, pushes that must change nothing, renewal, lapse, status."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import sqlite3
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import feedparser
+import httpx
+import pytest
+
+from tests.conftest import run_cli
+from tests.feedfactory import Item, atom
+from tests.feedserver import FeedServer
+from tests.test_daemon import Daemon, _free_port, wait_for
+from tests.websubhub import LoopbackHub, distribute, signature
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+FEED_PATH = "/feed.xml"
+
+pytestmark = pytest.mark.slow
+
+
+def _item(n: int) -> Item:
+    return Item(
+        f"धक्का {n}",
+        f"https://pushed.example.org/{n}",
+        f"tag:pushed.example.org,2025:{n}",
+        NOW - timedelta(minutes=60 - n),
+        f"<p>सारांश {n}</p>",
+    )
+
+
+def _document(count: int) -> bytes:
+    items = [_item(n) for n in range(count)]
+    return atom("Pushed", "https://pushed.example.org/", "tag:pushed", items)
+
+
+@pytest.fixture
+def hub() -> Iterator[LoopbackHub]:
+    server = LoopbackHub().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _serve_feed(server: FeedServer, hub: LoopbackHub, count: int) -> str:
+    """The feed at FEED_PATH, naming `hub` and itself in its Link header."""
+    topic = server.url(FEED_PATH)
+    links = f'<{hub.url}>; rel="hub", <{topic}>; rel="self"'
+    server.add(FEED_PATH, _document(count), "application/atom+xml", headers=(("Link", links),))
+    return topic
+
+
+def _config(tmp_path: Path, port: int, url: str, *, interval: str, websub: str = "") -> Path:
+    path = tmp_path / "feeds.toml"
+    path.write_text(
+        f"""
+[aggregator]
+title = "Push test"
+base_url = "http://127.0.0.1:{port}/"
+[poll]
+interval = "{interval}"
+timeout = "10s"
+[publish]
+max_age = "3650d"
+[server]
+port = {port}
+[websub]
+{websub}
+[[feeds]]
+name = "pushed"
+url = "{url}"
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def _atom_ids(daemon: Daemon) -> list[str]:
+    parsed = feedparser.parse(io.BytesIO(daemon.get("/atom.xml").content))
+    return [e.link for e in parsed.entries]
+
+
+def _stored(tmp_path: Path) -> list[tuple[str, str]]:
+    with sqlite3.connect(tmp_path / "state" / "aggregator.db") as db:
+        return db.execute("SELECT source, entry_id FROM entries ORDER BY 1, 2").fetchall()
+
+
+def _subscription(tmp_path: Path) -> dict[str, object]:
+    with sqlite3.connect(tmp_path / "state" / "aggregator.db") as db:
+        db.row_factory = sqlite3.Row
+        row = db.execute("SELECT * FROM websub_subscriptions").fetchone()
+    return dict(row) if row is not None else {}
+
+
+def _metric(daemon: Daemon, name: str) -> float:
+    text = daemon.get("/metrics").text
+    match = re.search(rf"^{re.escape(name)} (\S+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
+def test_a_push_reaches_atom_xml_within_seconds_and_without_a_poll(
+    tmp_path: Path, feed_server: FeedServer, hub: LoopbackHub
+) -> None:
+    topic = _serve_feed(feed_server, hub, 2)
+    port = _free_port()
+    config = _config(tmp_path, port, topic, interval="6h", websub='poll_interval = "6h"')
+    daemon = Daemon(config, port).start()
+    try:
+        wait_for(lambda: len(hub.subscriptions(topic)) == 1, 15, "the hub to verify us")
+        callback = hub.subscriptions(topic)[0].callback
+        assert callback.startswith(f"http://127.0.0.1:{port}/websub/callback/")
+        wait_for(lambda: _subscription(tmp_path).get("state") == "active", 5, "active")
+        wait_for(lambda: len(_atom_ids(daemon)) == 2, 10, "the first poll's items")
+        polls = len(feed_server.seen(FEED_PATH))
+
+        # A new item: the hub pushes the new document; nobody asks the feed server.
+        document = _document(3)
+        feed_server.add(FEED_PATH, document, "application/atom+xml")
+        pushed = time.monotonic()
+        assert hub.publish(topic, document, "application/atom+xml") == [202]
+        wait_for(lambda: len(_atom_ids(daemon)) == 3, 5, "the pushed item in atom.xml")
+        assert time.monotonic() - pushed < 5
+        assert "https://pushed.example.org/2" in _atom_ids(daemon)
+        assert len(feed_server.seen(FEED_PATH)) == polls  # no poll in between
+        assert _metric(daemon, 'aggregator_websub_pushes_total{result="valid"}') == 1
+        assert _metric(daemon, 'aggregator_websub_subscriptions{state="active"}') == 1
+
+        # status and status --json show the subscription.
+        shown = json.loads(run_cli("status", "--json", "--config", str(config)).stdout)
+        websub = shown[0]["websub"]
+        assert websub["hub"] == hub.url
+        assert websub["state"] == "active"
+        assert websub["callback"].startswith(f"http://127.0.0.1:{port}/websub/callback/")
+        assert callback.rsplit("/", 1)[1] not in websub["callback"]  # the token is a secret
+        lease = datetime.fromisoformat(websub["lease_expires"])
+        assert timedelta(days=9) < lease - datetime.now(UTC) <= timedelta(days=10)
+        table = run_cli("status", "--config", str(config)).stdout
+        assert "push active" in table
+    finally:
+        daemon.stop()
+
+
+def test_pushes_never_asked_for_or_badly_signed_change_nothing(
+    tmp_path: Path, feed_server: FeedServer, hub: LoopbackHub
+) -> None:
+    topic = _serve_feed(feed_server, hub, 1)
+    port = _free_port()
+    config = _config(tmp_path, port, topic, interval="6h")
+    daemon = Daemon(config, port).start()
+    try:
+        wait_for(lambda: len(hub.subscriptions(topic)) == 1, 15, "the hub to verify us")
+        wait_for(lambda: _subscription(tmp_path).get("state") == "active", 5, "active")
+        wait_for(lambda: len(_atom_ids(daemon)) == 1, 10, "the first poll's items")
+        verified = hub.subscriptions(topic)[0]
+        assert verified.secret is not None
+        before = (_stored(tmp_path), daemon.get("/atom.xml").content, _subscription(tmp_path))
+        polls = len(feed_server.seen(FEED_PATH))
+        forged = _document(4)
+        other_token = daemon.url("/websub/callback/" + "A" * 43)
+        attempts = [
+            # (callback, signature header, topic): each must be answered and ignored.
+            (verified.callback, "sha256=" + "0" * 64, topic),  # wrong signature
+            (verified.callback, signature("not the secret", forged), topic),  # wrong secret
+            (verified.callback, "", topic),  # no signature at all
+            (verified.callback, signature(verified.secret, forged, "sha1"), topic),  # sha1 off
+            (verified.callback, signature(verified.secret, forged, "md5"), topic),
+            (verified.callback, signature(verified.secret, forged), "http://127.0.0.1:1/x"),
+            (other_token, signature(verified.secret, forged), topic),  # never asked for
+        ]
+        statuses = [
+            distribute(callback, forged, "application/atom+xml", sent_topic, hub.url, None,
+                       header=header)
+            for callback, header, sent_topic in attempts
+        ]  # fmt: skip
+        assert statuses == [202, 202, 202, 202, 202, 202, 410]
+        # Verification requests for what we never asked: 404.
+        asked = {"hub.mode": "subscribe", "hub.topic": topic, "hub.challenge": "c" * 20}
+        assert httpx.get(other_token, params=asked).status_code == 404
+        wrong_topic = {**asked, "hub.topic": "http://127.0.0.1:1/x"}
+        assert httpx.get(verified.callback, params=wrong_topic).status_code == 404
+        # ... nor for a subscription already active (no request of ours pending).
+        assert httpx.get(verified.callback, params=asked).status_code == 404
+        unasked = {**asked, "hub.mode": "unsubscribe"}
+        assert httpx.get(verified.callback, params=unasked).status_code == 404
+        time.sleep(2)  # what a wrongly accepted push would have needed to be stored
+        assert (_stored(tmp_path), daemon.get("/atom.xml").content,
+                _subscription(tmp_path)) == before  # fmt: skip
+        assert len(feed_server.seen(FEED_PATH)) == polls
+        assert _metric(daemon, 'aggregator_websub_pushes_total{result="rejected"}') == 6
+        assert daemon.log_text().count("WebSub push ignored") == 1  # once per source and hour
+
+        # The same document, rightly signed, is taken: the refusals were no accident.
+        assert hub.publish(topic, forged, "application/atom+xml") == [202]
+        wait_for(lambda: len(_atom_ids(daemon)) == 4, 5, "the rightly signed push")
+    finally:
+        daemon.stop()
