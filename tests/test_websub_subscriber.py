@@ -205,3 +205,62 @@ def test_pushes_never_asked_for_or_badly_signed_change_nothing(
         wait_for(lambda: len(_atom_ids(daemon)) == 4, 5, "the rightly signed push")
     finally:
         daemon.stop()
+
+
+def _polls_between(server: FeedServer, start: float, end: float) -> int:
+    """Polls of FEED_PATH the server saw from `start` to `end` (time.monotonic())."""
+    return sum(1 for at in server_times(server) if start <= at <= end)
+
+
+def server_times(server: FeedServer) -> list[float]:
+    return [r.at for r in server.seen(FEED_PATH)]
+
+
+def test_a_short_lease_is_renewed_and_a_lapsed_one_returns_to_polling(
+    tmp_path: Path, feed_server: FeedServer, hub: LoopbackHub
+) -> None:
+    hub.lease_seconds = 8
+    topic = _serve_feed(feed_server, hub, 1)
+    port = _free_port()
+    # Polled every second on its own; every hour while pushed to.
+    config = _config(tmp_path, port, topic, interval="1s", websub='poll_interval = "1h"')
+    daemon = Daemon(config, port).start()
+    try:
+        wait_for(lambda: len(hub.subscriptions(topic)) == 1, 15, "the hub to verify us")
+        first = hub.subscriptions(topic)[0]
+        wait_for(lambda: _subscription(tmp_path).get("state") == "active", 5, "active")
+        first_lease = str(_subscription(tmp_path)["lease_expires"])
+        # While pushed to, the source is not polled every second (the poll that follows
+        # the verification was scheduled before it).
+        time.sleep(max(0.0, first.at + 5.5 - time.monotonic()))
+        assert _polls_between(feed_server, first.at + 2.5, first.at + 5.5) == 0
+
+        # Renewed before the lease ends: a second request, verified, a later lease.
+        wait_for(lambda: len(hub.subscribe_requests()) >= 2, 8, "the renewal request")
+        renewal = hub.subscribe_requests()[1]
+        assert renewal.at < first.expires
+        assert renewal.callback == first.callback  # the same subscription
+        assert renewal.secret == first.secret
+        wait_for(lambda: hub.subscriptions(topic)[0].at > first.at, 5, "the renewal verified")
+        hub.verifying = False  # from now on the hub takes requests and verifies none
+        second = hub.subscriptions(topic)[0]
+        wait_for(
+            lambda: str(_subscription(tmp_path)["lease_expires"]) > first_lease,
+            5,
+            "the later lease stored",
+        )
+
+        # The next renewal goes unverified: the lease lapses, the source is polled every
+        # second again.
+        wait_for(lambda: _subscription(tmp_path).get("state") == "expired", 15, "the lapse")
+        assert time.monotonic() >= second.expires - 0.5
+        lapsed = time.monotonic()
+        time.sleep(6)
+        # Every second, plus jitter, on a one-second tick: two polls at least in 5 s (an
+        # hour's safety net would make none).
+        assert _polls_between(feed_server, lapsed + 1, lapsed + 6) >= 2
+        shown = json.loads(run_cli("status", "--json", "--config", str(config)).stdout)
+        assert shown[0]["websub"]["state"] == "expired"
+        assert "lapsed" in daemon.log_text()
+    finally:
+        daemon.stop()
