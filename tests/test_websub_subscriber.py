@@ -4,6 +4,7 @@ atom.xml without a poll, pushes that must change nothing, renewal, lapse, status
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import re
@@ -17,6 +18,14 @@ import feedparser
 import httpx
 import pytest
 
+from aggregator.config import load_config
+from aggregator.daemon.subscribing import Hooks, Subscriber
+from aggregator.metrics import Metrics
+from aggregator.poll import SourceReport
+from aggregator.store import open_store
+from aggregator.store.adapter import AsyncStore
+from aggregator.store.records import PollOutcome, PushState, Subscription
+from aggregator.websub.discovery import Discovery
 from tests.conftest import run_cli
 from tests.feedfactory import Item, atom
 from tests.feedserver import FeedServer
@@ -264,3 +273,55 @@ def test_a_short_lease_is_renewed_and_a_lapsed_one_returns_to_polling(
         assert "lapsed" in daemon.log_text()
     finally:
         daemon.stop()
+
+
+async def _step_once(config_path: Path, found: Discovery) -> Subscription | None:
+    """One subscriber step after a poll that found `found`, in process; the stored result."""
+    config = load_config(config_path)
+    store = AsyncStore(open_store(config.store.target))
+    spawned: list[asyncio.Task[None]] = []
+    hooks = Hooks(
+        poller=lambda: None,  # type: ignore[arg-type,return-value]
+        claim_soon=lambda: None,
+        on_stored=lambda: None,
+        spawn=lambda c: spawned.append(asyncio.create_task(c)),
+    )
+    subscriber = Subscriber(store, config=lambda: config, metrics=Metrics(),
+                            clock=lambda: datetime.now(UTC), hooks=hooks)  # fmt: skip
+    try:
+        source = config.sources[0]
+        subscriber.after_poll(source, SourceReport(source.name, PollOutcome.UPDATED, push=found))
+        await asyncio.gather(*spawned)
+        return await store.subscription(source.name)
+    finally:
+        await subscriber.close()
+        store.close()
+
+
+@pytest.mark.parametrize("allowed", [False, True])
+def test_a_hub_on_a_private_address_is_refused_for_a_public_source(
+    tmp_path: Path, hub: LoopbackHub, allowed: bool
+) -> None:
+    # A source on a public address (never fetched here) names a hub on loopback.
+    public = "http://93.184.216.34/feed.xml"
+    websub = "allow_private_hubs = true" if allowed else ""
+    config = _config(tmp_path, _free_port(), public, interval="1h", websub=websub)
+    sub = asyncio.run(_step_once(config, Discovery(hub.url, public)))
+    assert sub is not None
+    if allowed:
+        assert sub.state is PushState.PENDING
+        wait_for(lambda: len(hub.subscribe_requests()) == 1, 5, "the request")
+    else:
+        assert sub.state is PushState.FAILED
+        assert "loopback, private or link-local" in (sub.last_error or "")
+        time.sleep(0.5)
+        assert hub.requests == []  # never asked
+
+
+def test_without_a_public_address_nothing_is_subscribed(tmp_path: Path, hub: LoopbackHub) -> None:
+    config = _config(tmp_path, _free_port(), "http://127.0.0.1:1/feed.xml", interval="1h")
+    text = config.read_text(encoding="utf-8").replace("base_url =", "# base_url =")
+    config.write_text(text, encoding="utf-8")
+    assert load_config(config).websub.callback_base is None
+    assert asyncio.run(_step_once(config, Discovery(hub.url, "http://127.0.0.1:1/f"))) is None
+    assert hub.requests == []
