@@ -342,28 +342,33 @@ class Subscriber:
         return PlainTextResponse("accepted\n", status_code=202)
 
     async def _read(self, request: Request) -> tuple[bytes, ...]:
-        """The body as received, and decoded when compressed: at most `[poll] max_bytes`
-        decoded, within `[poll] timeout`. FetchError past either."""
+        """The body as received (at most `[poll] max_bytes`, within `[poll] timeout`;
+        FetchError past either), and decoded when it says it is compressed (at most
+        `max_bytes` too). A body that does not decode is taken as it came: hubs that relay
+        the topic's own headers (Flask-WebSub) send a decoded body marked `gzip`."""
         poll = self._config().poll
         declared = request.headers.get("content-length", "")
-        encoding = request.headers.get("content-encoding", "")
-        if not encoding and declared.isdigit() and int(declared) > poll.max_bytes:
+        if declared.isdigit() and int(declared) > poll.max_bytes:
             raise FetchError(f"body too large (Content-Length {declared})")
-        decoder = BoundedDecoder(encoding, poll.max_bytes)
-        raw: list[bytes] = []
-        decoded: list[bytes] = []
+        chunks: list[bytes] = []
         size = 0
         try:
             async with asyncio.timeout(poll.timeout.total_seconds()):
                 async for chunk in request.stream():
-                    raw.append(chunk)
-                    out = decoder.decode(chunk, poll.max_bytes - size)
-                    size += len(out)
-                    decoded.append(out)
+                    size += len(chunk)
+                    if size > poll.max_bytes:
+                        raise FetchError(f"body too large (over {poll.max_bytes} bytes)")
+                    chunks.append(chunk)
         except TimeoutError as e:
             raise FetchError("the body took too long to arrive") from e
-        body = b"".join(decoded)
-        return (b"".join(raw), body) if decoder.coding else (body,)
+        raw = b"".join(chunks)
+        encoding = request.headers.get("content-encoding", "")
+        try:
+            decoder = BoundedDecoder(encoding, poll.max_bytes)
+            decoded = decoder.decode(raw, poll.max_bytes) if decoder.coding else raw
+        except FetchError:
+            return (raw,)
+        return (raw,) if decoded is raw else (raw, decoded)
 
     def _rejected(self, sub: Subscription, problem: str) -> None:
         self._metrics.pushes.labels(result="rejected").inc()
