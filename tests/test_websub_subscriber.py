@@ -325,3 +325,32 @@ def test_without_a_public_address_nothing_is_subscribed(tmp_path: Path, hub: Loo
     assert load_config(config).websub.callback_base is None
     assert asyncio.run(_step_once(config, Discovery(hub.url, "http://127.0.0.1:1/f"))) is None
     assert hub.requests == []
+
+
+def test_changing_a_sources_url_unsubscribes(
+    tmp_path: Path, feed_server: FeedServer, hub: LoopbackHub
+) -> None:
+    topic = _serve_feed(feed_server, hub, 1)
+    port = _free_port()
+    config = _config(tmp_path, port, topic, interval="6h")
+    daemon = Daemon(config, port).start()
+    try:
+        wait_for(lambda: len(hub.subscriptions(topic)) == 1, 15, "the hub to verify us")
+        callback = hub.subscriptions(topic)[0].callback
+        # The source's URL changes (a reload): the old subscription is ended, verified.
+        moved = feed_server.add("/other.xml", _document(1), "application/atom+xml")
+        text = config.read_text(encoding="utf-8").replace(topic, moved)
+        tmp = config.with_suffix(".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(config)
+        wait_for(lambda: any(r.mode == "unsubscribe" for r in hub.requests), 10, "an unsubscribe")
+        unsubscribe = next(r for r in hub.requests if r.mode == "unsubscribe")
+        assert (unsubscribe.topic, unsubscribe.callback) == (topic, callback)
+        wait_for(lambda: hub.subscriptions(topic) == [], 5, "the hub to verify the end")
+        assert (200, hub.verification_answers[-1][1]) == hub.verification_answers[-1]
+        wait_for(lambda: _subscription(tmp_path) == {}, 5, "the subscription forgotten")
+        # A push that still comes for it is answered 410 Gone (the hub may drop it).
+        assert distribute(callback, _document(2), "application/atom+xml", topic, hub.url,
+                          None, header="sha256=" + "0" * 64) == 410  # fmt: skip
+    finally:
+        daemon.stop()
