@@ -156,6 +156,10 @@ def test_a_push_reaches_atom_xml_within_seconds_and_without_a_poll(
         assert timedelta(days=9) < lease - datetime.now(UTC) <= timedelta(days=10)
         table = run_cli("status", "--config", str(config)).stdout
         assert "push active" in table
+
+        # A signed ping without a feed in it: the source is polled instead, at once.
+        assert hub.publish(topic, b"", "application/atom+xml") == [202]
+        wait_for(lambda: len(feed_server.seen(FEED_PATH)) == polls + 1, 5, "a poll")
     finally:
         daemon.stop()
 
