@@ -32,7 +32,7 @@ from aggregator.errors import AggregatorError, ConfigError
 from aggregator.poll import SourceReport
 from aggregator.settings import Config, Listen, PollSettings
 from aggregator.store import StoreAPI, open_store
-from aggregator.store.records import SourceState
+from aggregator.store.records import SourceState, Subscription
 from aggregator.urls import redact_url, redact_urls
 
 CONFIG_ERROR = 2
@@ -360,6 +360,7 @@ def status(config_path: Path, as_json: bool, wide: bool) -> None:
     config = _load(config_path)
     with _open_store(config) as store:
         states = {s.name: s for s in store.source_states()}
+        subs = {s.source: s for s in store.subscriptions()}
     rows = []
     for source in config.sources:
         state = states.get(source.name)
@@ -378,16 +379,38 @@ def status(config_path: Path, as_json: bool, wide: bool) -> None:
                 "moved_to": redact_url(state.moved_to) if state and state.moved_to else None,
                 "retry_after": _iso(state.retry_after if state else None),
                 "disabled": redact_urls(state.disabled) if state and state.disabled else None,
+                "websub": _websub_status(config, subs.get(source.name)),
             }
         )
     if as_json:
         click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
-    _print_status_table(config, config_path, states, wide=wide)
+    _print_status_table(config, config_path, states, subs, wide=wide)
+
+
+def _websub_status(config: Config, sub: Subscription | None) -> dict[str, object] | None:
+    """A source's WebSub subscription for `status --json` (None: it has none). The
+    callback's token is a secret: only its first characters are shown."""
+    if sub is None:
+        return None
+    base = config.websub.callback_base or "/websub/callback/"
+    return {
+        "hub": redact_url(sub.hub),
+        "topic": redact_url(sub.topic),
+        "callback": f"{base}{sub.token[:4]}***",
+        "state": str(sub.state),
+        "lease_expires": _iso(sub.lease_expires),
+        "error": redact_urls(sub.last_error) if sub.last_error else None,
+    }
 
 
 def _print_status_table(
-    config: Config, config_path: Path, states: Mapping[str, SourceState], *, wide: bool
+    config: Config,
+    config_path: Path,
+    states: Mapping[str, SourceState],
+    subs: Mapping[str, Subscription],
+    *,
+    wide: bool,
 ) -> None:
     """The table for people, as wide as the terminal (COLUMNS), or unbounded with `wide`."""
     from zoneinfo import ZoneInfo
@@ -403,6 +426,8 @@ def _print_status_table(
             outcome = f"{outcome}: {redact_urls(state.last_error)}"
         if state and state.moved_to:
             outcome = f"{outcome} (moved permanently to {redact_url(state.moved_to)})"
+        if (sub := subs.get(source.name)) is not None:
+            outcome = f"{outcome}; push {sub.state}"
         lines.append(
             StatusLine(
                 name=source.name,

@@ -33,8 +33,10 @@ from aggregator.settings import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_PARSE_TIMEOUT,
     DEFAULT_REQUEST_TIMEOUT,
+    DEFAULT_SUBSCRIPTION_LEASE,
     DEFAULT_SUMMARY_INTERVAL,
     DEFAULT_TEASER_LENGTH,
+    DEFAULT_WEBSUB_POLL_INTERVAL,
     STORE_URL_VARIABLE,
     Config,
     PollSettings,
@@ -43,6 +45,7 @@ from aggregator.settings import (
     SiteSettings,
     SourceConfig,
     StoreSettings,
+    WebsubSettings,
     default_lease,
     server_url,
 )
@@ -237,6 +240,20 @@ def _http_url(value: object) -> str:
     return url
 
 
+def _boolean(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid(f"expected true or false, got {_show(value)}")
+    return value
+
+
+def _lease(value: object) -> timedelta:
+    """`[websub] subscription_lease`: hubs count leases in whole seconds."""
+    lease = parse_duration(value)
+    if not timedelta(minutes=1) <= lease <= timedelta(days=365):
+        raise _Invalid(f'expected a duration from "1m" to "365d", got {_show(value)}')
+    return lease
+
+
 def _base_url(value: object) -> str:
     url = _http_url(value)
     return url if url.endswith("/") else url + "/"
@@ -363,7 +380,7 @@ def _name(value: object) -> str:
     return name
 
 
-_TABLES = ("aggregator", "poll", "publish", "store", "server", "feeds")
+_TABLES = ("aggregator", "poll", "publish", "store", "server", "websub", "feeds")
 _SITE_KEYS = ("title", "link", "description", "language", "timezone", "base_url")
 _POLL_KEYS = (
     "interval", "concurrency", "timeout", "per_host", "max_bytes", "user_agent", "lease",
@@ -372,6 +389,10 @@ _POLL_KEYS = (
 _PUBLISH_KEYS = ("output_dir", "max_items", "max_age", "teaser_length", "include", "exclude")
 _STORE_KEYS = ("path", "url", "keep")
 _SERVER_KEYS = ("host", "port", "request_timeout", "max_connections", "summary_interval")
+_WEBSUB_KEYS = (
+    "callback_url", "subscribe", "poll_interval", "subscription_lease", "allow_sha1",
+    "allow_private_hubs",
+)  # fmt: skip
 _FEED_KEYS = ("url", "name", "title", "interval", "timezone", "tags", "include", "exclude")
 
 
@@ -617,11 +638,34 @@ def _validate(
     elif store.keep < publish.max_age:
         store = StoreSettings(store.path, publish.max_age, store.url)
     sources = _sources(data, base_dir, load, poll, site)
+    websub = _websub(data, load, site if "base_url" in site_t else None)
     if load.errors:
         first, *rest = load.errors
         first.others = tuple(rest)
         raise first
-    return Config(path.resolve(), site, poll, publish, store, server, sources)
+    return Config(path.resolve(), site, poll, publish, store, server, sources, websub)
+
+
+def _websub(data: dict[str, Any], load: _Loader, site: SiteSettings | None) -> WebsubSettings:
+    """`[websub]`, the subscriber's keys. `site`: `[aggregator]` when its `base_url` was
+    written (a public address); the default one, this machine's listening address, is not."""
+    w = ("websub",)
+    table = load.table(data.get("websub", {}), w, _WEBSUB_KEYS)
+    callback = load.value(table, w, "callback_url", _base_url, None)
+    if callback is None and site is not None:
+        callback = site.base_url + "websub/callback/"
+    return WebsubSettings(
+        callback_base=callback,
+        subscribe=load.value(table, w, "subscribe", _boolean, True),
+        poll_interval=load.value(
+            table, w, "poll_interval", parse_duration, DEFAULT_WEBSUB_POLL_INTERVAL
+        ),
+        subscription_lease=load.value(
+            table, w, "subscription_lease", _lease, DEFAULT_SUBSCRIPTION_LEASE
+        ),
+        allow_sha1=load.value(table, w, "allow_sha1", _boolean, False),
+        allow_private_hubs=load.value(table, w, "allow_private_hubs", _boolean, False),
+    )
 
 
 def _configured_store_url(

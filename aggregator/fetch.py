@@ -39,7 +39,7 @@ ACCEPT = (
 )
 
 
-class _BoundedDecoder:
+class BoundedDecoder:
     """Undo Content-Encoding ourselves, refusing to produce more than the caller's budget."""
 
     def __init__(self, encoding: str, limit: int) -> None:
@@ -281,7 +281,7 @@ class Fetcher:
                 and int(declared) > self.max_bytes
             ):
                 raise FetchError(f"body too large (Content-Length {declared})")
-            decoder = _BoundedDecoder(response.headers.get("content-encoding", ""), self.max_bytes)
+            decoder = BoundedDecoder(response.headers.get("content-encoding", ""), self.max_bytes)
             chunks: list[bytes] = []
             size = 0
             async for raw in response.aiter_raw():

@@ -57,6 +57,20 @@ class Metrics:
             ["source"],
             registry=self.registry,
         )
+        self.pushes = Counter(
+            "aggregator_websub_pushes",
+            "WebSub content distributions received, by result (valid, rejected).",
+            ["result"],
+            registry=self.registry,
+        )
+        for result in ("valid", "rejected"):
+            self.pushes.labels(result=result)
+        self.subscriptions = Gauge(
+            "aggregator_websub_subscriptions",
+            "WebSub subscriptions of the configured sources, by state.",
+            ["state"],
+            registry=self.registry,
+        )
 
         self.loop_lag = Gauge(
             "aggregator_event_loop_lag_seconds",

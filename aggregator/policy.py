@@ -6,6 +6,8 @@ the server said, and now.
   lengthen it, never shorten it, up to a day.
 - Errors: the interval doubled per consecutive failure, capped at a day, never given up.
 - Retry-After (429/503): never asked again before then, capped at a day.
+- Pushed to (an active WebSub subscription): the safety-net interval if it is longer,
+  and never later than the poll the subscription's renewal needs.
 
 The jitter is derived from the source's name and the poll time, not from a global random
 generator, so it is reproducible in tests yet different for every source, which spreads
@@ -47,6 +49,15 @@ class ServerHints:
 NO_HINTS = ServerHints()
 
 
+@dataclass(frozen=True)
+class Push:
+    """A source a WebSub hub pushes to: polled only as a safety net, every `interval` (at
+    least), and by `due_by`, when its subscription must be renewed or may lapse."""
+
+    interval: timedelta
+    due_by: datetime
+
+
 def spread(name: str, salt: str) -> float:
     """A stable pseudo-random number in [-1, 1) for `name` and `salt`."""
     digest = hashlib.blake2b(f"{name}\x00{salt}".encode(), digest_size=8).digest()
@@ -59,12 +70,17 @@ def next_poll(
     now: datetime,
     failures: int = 0,
     hints: ServerHints = NO_HINTS,
+    push: Push | None = None,
 ) -> datetime:
     """The next poll after one that ended at `now`."""
+    if push is not None:
+        interval = max(interval, push.interval)
     base = delay(interval, failures)
     if failures == 0 and hints.lifetime is not None and hints.lifetime > base:
         base = min(hints.lifetime, max(MAX_HINT, interval))
     when = now + base + base * (JITTER * (spread(name, now.isoformat()) + 1) / 2)
+    if push is not None:
+        when = min(when, max(push.due_by, now))
     if hints.retry_after is not None:
         when = max(when, min(hints.retry_after, now + MAX_RETRY_AFTER))
     return when

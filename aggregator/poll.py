@@ -16,15 +16,17 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 from aggregator import update
 from aggregator.errors import AggregatorError, ParseError, StorageError
 from aggregator.fetch import Fetcher
 from aggregator.parse.pool import ParsePool
 from aggregator.policy import (
+    Push,
     ServerHints,
     cache_lifetime,
     longest,
@@ -34,7 +36,13 @@ from aggregator.policy import (
 from aggregator.settings import Config, SourceConfig
 from aggregator.store import SourceState, StoreAPI
 from aggregator.store.adapter import AsyncStore
-from aggregator.store.records import EntryWrites, PollOutcome, PollRecord, StoreResult
+from aggregator.store.records import (
+    EntryWrites,
+    PollOutcome,
+    PollRecord,
+    StoreResult,
+    Subscription,
+)
 from aggregator.types import (
     Failed,
     Fetched,
@@ -45,6 +53,8 @@ from aggregator.types import (
     Validators,
 )
 from aggregator.urls import public_url, redact_url
+from aggregator.websub.discovery import Discovery, discover
+from aggregator.websub.rules import push_schedule
 
 log = logging.getLogger("aggregator")
 
@@ -104,6 +114,8 @@ class SourceReport:
     # Why the store holds no record of this poll: it refused a write (a database away, a
     # full disk, a row it rejects). The daemon's /healthz says so until a poll is recorded.
     unrecorded: str | None = None
+    # What the response said about a WebSub hub (None: nothing), for the daemon's subscriber.
+    push: Discovery | None = None
 
     def summary(self) -> str:
         if self.outcome is PollOutcome.FAILED:
@@ -213,25 +225,33 @@ async def _give_back(name: str, poller: Poller) -> None:
 
 async def poll_source(source: SourceConfig, poller: Poller) -> SourceReport:
     """Fetch, parse and store one source, record how it went, and schedule its next poll."""
-    state = await poller.store.source_state(source.name)
+    state, sub = await poller.store.run(
+        lambda s: (s.source_state(source.name), s.subscription(source.name))
+    )
     if state is not None and state.disabled:
         return SourceReport(source.name, PollOutcome.DISABLED, error=state.disabled)
     # sync_sources already dropped the validators of a source whose URL changed.
     async with poller.fetcher.polling(
         state.fetch_url if state else source.url, state.validators if state else Validators()
     ) as outcome:  # the source's slot is held until its body is parsed and stored
-        return await _settle(source, state, outcome, poller)
+        return await _settle(source, (state, sub), outcome, poller)
 
 
 async def _settle(
-    source: SourceConfig, state: SourceState | None, outcome: FetchOutcome, poller: Poller
+    source: SourceConfig,
+    known: tuple[SourceState | None, Subscription | None],
+    outcome: FetchOutcome,
+    poller: Poller,
 ) -> SourceReport:
     """Everything after the response: parse, store, record the poll, schedule the next."""
     store, config = poller.store, poller.config
+    state, sub = known
     now = poller.clock()
+    # A source a hub pushes to is polled as a safety net, and when its lease needs it.
+    push = push_schedule(sub, config.websub.poll_interval, now)
     if isinstance(outcome, Failed):
         failed = outcome
-        return await store.run(lambda s: _failed(source, state, s, failed, now))
+        return await store.run(lambda s: _failed(source, state, s, failed, now, push))
     feed = None
     body_hash = None
     if isinstance(outcome, Fetched):
@@ -262,11 +282,28 @@ async def _settle(
         )
     own_hint = feed.lifetime if feed is not None else (state.lifetime if state else None)
     lifetime = longest(cache_lifetime(outcome.headers, now), own_hint)
-    later = next_poll(source.name, source.interval, now, hints=ServerHints(lifetime=lifetime))
+    later = next_poll(
+        source.name, source.interval, now, hints=ServerHints(lifetime=lifetime), push=push
+    )
     answer = _Answer(outcome, feed, body_hash, moved, later, now)
     # One hop for the read and the write (entries with the poll's record): the store is read
     # and written in the thread its calls belong to.
-    return await store.run(lambda s: _recorded(source, answer, s))
+    report = await store.run(lambda s: _recorded(source, answer, s))
+    return replace(report, push=_discovered(source, outcome, feed))
+
+
+def _discovered(
+    source: SourceConfig, outcome: Fetched | NotModified, feed: ParsedFeed | None
+) -> Discovery | None:
+    """What the response says about a WebSub hub; the topic, when the feed names no `self`,
+    is the URL fetched (without its secrets: the hub is a third party). Local files: none."""
+    url = outcome.final_url if isinstance(outcome, Fetched) else outcome.url
+    if urlsplit(source.url).scheme not in ("http", "https"):
+        return None
+    found = discover(outcome.headers, feed, url)
+    if found is not None and found.hub is not None and found.topic is None:
+        return Discovery(found.hub, public_url(url))
+    return found
 
 
 @dataclass(frozen=True)
@@ -318,6 +355,43 @@ def _recorded(source: SourceConfig, answer: _Answer, store: StoreAPI) -> SourceR
     return report
 
 
+async def take_push(
+    source: SourceConfig, body: bytes, headers: Mapping[str, str], base: str, poller: Poller
+) -> SourceReport | None:
+    """Store an authenticated WebSub content distribution for `source`, as a poll stores
+    its body: the same parser pool and budget, the same update rules, the same writes.
+
+    The source's fetch state (validators, body hash, schedule) is left alone: it is the
+    polls'. `base`: the topic, against which relative links resolve. None when the body is
+    no feed (empty, a bare ping, HTML): the caller has the source polled instead.
+    """
+    if not body.strip():
+        return None
+    try:
+        feed = await poller.parsers.parse(
+            body,
+            headers,
+            public_url(base),
+            timezone=source.timezone,
+            budget=poller.config.poll.parse_timeout.total_seconds(),
+        )
+    except ParseError as e:
+        log.info(
+            "%s: the pushed body is no feed (%s); polling the source instead",
+            source.name,
+            e,
+            extra=about(source.name),
+        )
+        return None
+    now = poller.clock()
+    result = await poller.store.run(store_entries, source.name, feed.entries, now)
+    report = SourceReport(
+        source.name, update.outcome_of(result), result.new, result.updated, warning=feed.warning
+    )
+    log.info("%s: pushed: %s", source.name, report.summary(), extra=about(source.name))
+    return report
+
+
 def store_entries(
     store: StoreAPI, source: str, entries: Sequence[ParsedEntry], now: datetime
 ) -> StoreResult:
@@ -351,7 +425,12 @@ MOVED_FAILURE_LIMIT = 3
 
 
 def _failed(
-    source: SourceConfig, state: SourceState | None, store: StoreAPI, outcome: Failed, now: datetime
+    source: SourceConfig,
+    state: SourceState | None,
+    store: StoreAPI,
+    outcome: Failed,
+    now: datetime,
+    push: Push | None = None,
 ) -> SourceReport:
     """Record a failed poll: 410 disables the source, 429/503 honour Retry-After."""
     failures = (state.failures if state else 0) + 1
@@ -367,7 +446,9 @@ def _failed(
         )
         return SourceReport(source.name, PollOutcome.DISABLED, error=reason)
     wait = retry_after(outcome.retry_after, now) if outcome.status in (429, 503) else None
-    later = next_poll(source.name, source.interval, now, failures, ServerHints(retry_after=wait))
+    later = next_poll(
+        source.name, source.interval, now, failures, ServerHints(retry_after=wait), push
+    )
     error = outcome.error
     if wait is not None and wait > now:
         error += f"; not asked again before {later:%Y-%m-%d %H:%M:%S} UTC (Retry-After)"

@@ -106,6 +106,32 @@ class ServerSettings:
     summary_interval: timedelta = DEFAULT_SUMMARY_INTERVAL  # the daemon's "what I did" line
 
 
+DEFAULT_WEBSUB_POLL_INTERVAL = timedelta(hours=6)  # `[websub] poll_interval`
+DEFAULT_SUBSCRIPTION_LEASE = timedelta(days=10)  # `[websub] subscription_lease`: asked of hubs
+
+
+@dataclass(frozen=True)
+class WebsubSettings:
+    """`[websub]`, the subscriber's part: where hubs call us back, and how far to trust them.
+
+    `callback_base` is the public URL that callback paths (one random token each) are
+    appended to: `[websub] callback_url`, else `[aggregator] base_url` + `websub/callback/`
+    when `base_url` was written in feeds.toml, else None: no public address, polling only.
+    """
+
+    callback_base: str | None = None
+    subscribe: bool = True  # `false`: never subscribe, even with a public address
+    poll_interval: timedelta = DEFAULT_WEBSUB_POLL_INTERVAL  # the safety net while pushed to
+    subscription_lease: timedelta = DEFAULT_SUBSCRIPTION_LEASE  # hub.lease_seconds asked for
+    allow_sha1: bool = False  # accept `X-Hub-Signature: sha1=…` (weak; some old hubs)
+    allow_private_hubs: bool = False  # hubs on loopback/private addresses, for any source
+
+    @property
+    def subscribing(self) -> bool:
+        """Whether this daemon subscribes to hubs at all."""
+        return self.subscribe and self.callback_base is not None
+
+
 @dataclass(frozen=True)
 class SourceConfig:
     """One `[[feeds]]` entry, with the global defaults already applied."""
@@ -130,6 +156,7 @@ class Config:
     store: StoreSettings
     server: ServerSettings
     sources: tuple[SourceConfig, ...]
+    websub: WebsubSettings = field(default_factory=WebsubSettings)
 
 
 def server_url(host: str, port: int) -> str:

@@ -107,6 +107,9 @@ class ParsedFeed:
     entries: tuple[ParsedEntry, ...]
     warning: str | None = None
     lifetime: timedelta | None = None  # the feed's own <ttl> / sy:updatePeriod hint
+    # WebSub discovery (`websub.discovery`): the hub the document names, and its own URL.
+    hub: str | None = None
+    self_url: str | None = None
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.utils import formatdate, parsedate_to_datetime
@@ -37,6 +38,7 @@ class SeenRequest:
     path: str
     headers: dict[str, str]
     status: int
+    at: float = field(default_factory=time.monotonic)
 
 
 @dataclass

@@ -25,6 +25,9 @@ PURE_MODULES = (
     "aggregator.policy",
     "aggregator.urls",
     "aggregator.update",
+    "aggregator.websub.discovery",
+    "aggregator.websub.signature",
+    "aggregator.websub.rules",
 )
 FORBIDDEN = (
     "httpx",
@@ -76,7 +79,13 @@ def test_probe_detects_an_io_import():
 # The other direction: the stores read and write rows; the rules that decide what to write
 # (`aggregator.update`) and what they build on are the poll path's, never imported by a store.
 STORE_MODULES = ("aggregator.store.sqlite", "aggregator.store.postgres")
-RULES = ("aggregator.update", "aggregator.timeline", "aggregator.policy", "aggregator.text")
+RULES = (
+    "aggregator.update",
+    "aggregator.timeline",
+    "aggregator.policy",
+    "aggregator.text",
+    "aggregator.websub.rules",
+)
 
 
 @pytest.mark.slow

@@ -83,7 +83,7 @@ def test_status_json_keeps_exact_values(polled: Path) -> None:
     assert set(rows) == {GOOD, MISSING, REFUSED}
     assert set(rows[GOOD]) == {
         "name", "url", "last_poll", "last_success", "outcome", "error", "items", "next_poll",
-        "failures", "moved_to", "retry_after", "disabled",
+        "failures", "moved_to", "retry_after", "disabled", "websub",
     }  # fmt: skip
     assert datetime.fromisoformat(rows[GOOD]["next_poll"]).tzinfo is not None  # UTC, exact
 

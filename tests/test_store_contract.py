@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass, replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -24,7 +24,13 @@ from aggregator.settings import SourceConfig
 from aggregator.store import StoreAPI, open_store
 from aggregator.store import postgres as store_pg
 from aggregator.store import sqlite as sqlite_store
-from aggregator.store.records import PollOutcome, PollRecord, PublishedSnapshot
+from aggregator.store.records import (
+    PollOutcome,
+    PollRecord,
+    PublishedSnapshot,
+    PushState,
+    Subscription,
+)
 from aggregator.types import ParsedFeed, SourceCredit, Validators
 from aggregator.update import entry_writes, source_credits, story_keys_of
 from tests.storedata import (
@@ -875,3 +881,54 @@ def test_two_writers_of_one_entry_the_last_ones_content_wins_and_its_place_stays
     assert (stored.first_seen, stored.sort_date) == (NOW, published)
     # And the next poll of the edited feed finds nothing to change.
     assert store_entries(store, "a", [second], late + timedelta(minutes=15)).updated == 0
+
+
+# -- WebSub subscriptions ---------------------------------------------------------------------
+
+
+def _subscription(**changes: object) -> Subscription:
+    base = Subscription(
+        source="a",
+        source_url="https://a.example/feed",
+        hub="https://hub.example/",
+        topic="https://a.example/feed",
+        token="tok-" + "x" * 40,
+        secret="s3cret",
+        state=PushState.PENDING,
+        requested=datetime(2025, 7, 13, 12, 0, 0, 123456, tzinfo=UTC),
+    )
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def test_a_subscription_round_trips_by_source_and_by_token(store: StoreAPI) -> None:
+    sub = _subscription()
+    assert store.subscription("a") is None
+    assert store.save_subscription(sub, None)
+    assert store.subscription("a") == sub
+    assert store.subscription_by_token(sub.token) == sub
+    assert store.subscription_by_token("tok-other") is None
+    active = replace(
+        sub,
+        state=PushState.ACTIVE,
+        lease_seconds=864000,
+        lease_expires=sub.requested + timedelta(days=10),
+    )
+    assert store.save_subscription(active, sub)
+    assert store.subscriptions() == [active]
+    assert store.delete_subscription("a", sub.token)
+    assert store.subscriptions() == []
+
+
+def test_only_one_of_two_deciders_writes_a_subscription(
+    open_again: Callable[[], StoreAPI],
+) -> None:
+    """Two daemons that read the same row (or none) and decide at once: one write wins."""
+    one, two = open_again(), open_again()
+    first = _subscription()
+    assert one.save_subscription(first, None)
+    assert not two.save_subscription(_subscription(token="tok-" + "y" * 40), None)
+    renewing = replace(first, state=PushState.RENEWING, requested=first.requested + LEASE)
+    assert one.save_subscription(renewing, first)
+    assert not two.save_subscription(replace(first, state=PushState.EXPIRED), first)
+    assert not two.delete_subscription("a", "tok-" + "y" * 40)
+    assert two.subscription("a") == renewing

@@ -33,6 +33,7 @@ from aggregator.daemon import health
 from aggregator.daemon.polling import Polling
 from aggregator.daemon.publishing import Publishing
 from aggregator.daemon.reload import Reloader, effective_config
+from aggregator.daemon.subscribing import Hooks, Subscriber
 from aggregator.errors import AggregatorError
 from aggregator.metrics import Metrics
 from aggregator.output import remove_stale_temp_files
@@ -117,6 +118,19 @@ class Daemon:
             on_stored=self.publishing.request,
             spawn=self._spawn,
         )
+        self.subscriber = Subscriber(
+            self.store,
+            config=self._current,
+            metrics=self.metrics,
+            clock=clock,
+            hooks=Hooks(
+                poller=self.polling.poller,
+                claim_soon=self.polling.claim_soon,
+                on_stored=self.publishing.request,
+                spawn=self._spawn,
+            ),
+        )
+        self.polling.after_poll = self.subscriber.after_poll
         self.reloader = Reloader(
             config_path, apply=self._apply_config, stopping=self._stopping, spawn=self._spawn
         )
@@ -172,6 +186,7 @@ class Daemon:
             len(removed),
         )
         self.polling.reconfigured(old, new)  # it syncs the store; new sources polled at once
+        self._spawn(self.subscriber.reconcile())  # removed sources, changed URLs: unsubscribe
         self.publishing.request()
         return True
 
@@ -232,6 +247,7 @@ class Daemon:
         self._spawn(self.watchdog.run())
         await self.polling.sync_store()
         await self.polling.take_back_dead_claims()
+        self._spawn(self.subscriber.reconcile())
         self.metrics.sources.set(len(self.config.sources))
         await self.publishing.publish()  # the outputs reflect the configuration from the start
         self._schedule()
@@ -255,6 +271,7 @@ class Daemon:
             (self._housekeeping, self.options.housekeeping_seconds, "housekeeping"),
             (self.publishing.follow_soon, self.options.follow_seconds, "follow"),
             (self._summarize, self._started.server.summary_interval.total_seconds(), "summary"),
+            (self.subscriber.refresh_metrics, self.options.follow_seconds, "websub"),
         )
         for job, seconds, name in jobs:
             self._scheduler.add_job(
@@ -263,7 +280,11 @@ class Daemon:
 
     def _start_server(self, listener: socket.socket) -> tuple[EmbeddedServer, asyncio.Task[None]]:
         app = create_app(
-            self.files.root, files=self.files, health=self.health, metrics=self.metrics.render
+            self.files.root,
+            files=self.files,
+            health=self.health,
+            metrics=self.metrics.render,
+            routes=self.subscriber.routes(),
         )
         settings = self.config.server
         server = embedded_server(
@@ -294,6 +315,7 @@ class Daemon:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         await self.polling.close()
+        await self.subscriber.close()
         await self.publishing.close(publishing_ends, STOP_GRACE_SECONDS)
         self.store.close()
         log.info("stopped")

@@ -75,6 +75,8 @@ class Polling:
         self._trouble = Trouble("claiming due sources")
         self._record_problem: str | None = None  # a poll's record the store refused
         self.tally = PollTally()  # polls since the last summary line; the daemon resets it
+        # Told of every poll's report (the WebSub subscriber takes its next step from it).
+        self.after_poll: Callable[[SourceConfig, SourceReport], None] | None = None
 
     # -- probes ----------------------------------------------------------------------------
 
@@ -197,12 +199,15 @@ class Polling:
             # daemon with thousands of due sources keeps its fetch slots busy.
             self._claim()
 
-    async def poll(self, source: SourceConfig) -> None:
-        """Poll `source` (claimed) the way `once` does, and tell the daemon how it went."""
-        poller = Poller(
+    def poller(self) -> Poller:
+        """What a poll (or a push) uses now: the running configuration, fetcher and parsers."""
+        return Poller(
             self._config(), self.store, self.fetcher, self.parsers, self.owner, self._clock
         )
-        report: SourceReport = await poll.poll_claimed(source, poller)
+
+    async def poll(self, source: SourceConfig) -> None:
+        """Poll `source` (claimed) the way `once` does, and tell the daemon how it went."""
+        report: SourceReport = await poll.poll_claimed(source, self.poller())
         # /healthz: the store refused this poll's record, or took it (clearing an earlier
         # refusal).
         self._record_problem = report.unrecorded and f"{source.name}: {report.unrecorded}"
@@ -211,6 +216,8 @@ class Polling:
         # A poll the store failed may have stored its items already: publish all the same.
         if report.new or report.updated or report.unrecorded:
             self._on_stored()
+        if self.after_poll is not None:
+            self.after_poll(source, report)
 
     # -- reload and stop -------------------------------------------------------------------
 

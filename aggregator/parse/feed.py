@@ -42,6 +42,7 @@ from aggregator.text import (
     teaser_text,
 )
 from aggregator.types import ParsedEntry, ParsedFeed
+from aggregator.websub.discovery import feed_links
 
 # A DOCTYPE can declare entities that feedparser's fallback parser expands quadratically
 # (an entity bomb). Feeds have no use for one, so it goes before parsing.
@@ -333,6 +334,7 @@ def parse_feed(
         warnings.append(f"kept the newest {ENTRY_LIMIT} of its {len(entries)} items")
         entries = _newest(entries, ENTRY_LIMIT)
     warning = "; ".join(warnings) or None
+    hub, self_url = feed_links(feed.get("links"), url)
     return ParsedFeed(
         title=(
             _plain(feed.get("title_detail"), feed["title"], typed=typed)
@@ -348,6 +350,8 @@ def parse_feed(
             _number(feed.get("sy_updateperiod")),
             _number(feed.get("sy_updatefrequency")),
         ),
+        hub=hub,
+        self_url=self_url,
     )
 
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from aggregator.render import PAGE_FILE
@@ -95,8 +95,10 @@ def create_app(
     files: PublishedFiles | None = None,
     health: HealthCheck | None = None,
     metrics: Callable[[], bytes] | None = None,
+    routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
-    """The app; pass `files` to share (and later re-root) the daemon's view of output_dir."""
+    """The app; pass `files` to share (and later re-root) the daemon's view of output_dir.
+    `routes`: the daemon's own endpoints (WebSub), matched before the files."""
     files = files or PublishedFiles(output_dir)
 
     async def serve_file(request: Request) -> Response:
@@ -146,6 +148,7 @@ def create_app(
         routes=[
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
+            *routes,
             Route("/", serve_file, methods=["GET", "HEAD"]),
             Route("/{name:path}", serve_file, methods=["GET", "HEAD"]),
         ]

@@ -39,6 +39,7 @@ from aggregator.store.records import (
     Schedule,
     SourceState,
     StoryKeys,
+    Subscription,
 )
 from aggregator.types import StoredEntry
 
@@ -170,6 +171,23 @@ class AsyncStore:
 
     async def load_published(self) -> PublishedSnapshot | None:
         return await self.run(lambda s: s.load_published())
+
+    # -- WebSub subscriptions --------------------------------------------------------------
+
+    async def subscription(self, source: str) -> Subscription | None:
+        return await self.run(lambda s: s.subscription(source))
+
+    async def subscription_by_token(self, token: str) -> Subscription | None:
+        return await self.run(lambda s: s.subscription_by_token(token))
+
+    async def subscriptions(self) -> list[Subscription]:
+        return await self.run(lambda s: s.subscriptions())
+
+    async def save_subscription(self, sub: Subscription, was: Subscription | None) -> bool:
+        return await self.run(lambda s: s.save_subscription(sub, was))
+
+    async def delete_subscription(self, source: str, token: str) -> bool:
+        return await self.run(lambda s: s.delete_subscription(source, token))
 
 
 def _outcome_unwanted(call: asyncio.Future[Any]) -> None:

@@ -34,6 +34,7 @@ from aggregator.store.records import (
     SourceState,
     StoreResult,
     StoryKeys,
+    Subscription,
 )
 from aggregator.types import StoredEntry
 
@@ -166,6 +167,20 @@ class StoreAPI(Protocol):
     def load_published(self) -> PublishedSnapshot | None:
         """The stored snapshot, or None before any."""
         ...
+
+    # -- WebSub subscriptions: any daemon may answer a hub --------------------------------
+
+    def subscription(self, source: str) -> Subscription | None: ...
+
+    def subscription_by_token(self, token: str) -> Subscription | None: ...
+
+    def subscriptions(self) -> list[Subscription]: ...
+
+    def save_subscription(self, sub: Subscription, was: Subscription | None) -> bool:
+        """Store `sub` only if the source's row is still `was` (None: none); whether it did."""
+        ...
+
+    def delete_subscription(self, source: str, token: str) -> bool: ...
 
 
 def is_store_url(target: str | Path) -> bool:

@@ -86,6 +86,22 @@ MIGRATIONS: tuple[str, ...] = (
     """
     COMMENT ON COLUMN entries.teaser IS 'the plain text, uncut: publishing cuts the teaser'
     """,
+    # 4: as SQLite's 10: WebSub subscriptions, one per source.
+    """
+    CREATE TABLE websub_subscriptions (
+        source        text COLLATE "C" PRIMARY KEY,
+        source_url    text NOT NULL,
+        hub           text NOT NULL,
+        topic         text NOT NULL,
+        token         text COLLATE "C" NOT NULL UNIQUE,
+        secret        text NOT NULL,
+        state         text NOT NULL,
+        requested     timestamptz NOT NULL,
+        lease_seconds bigint,
+        lease_expires timestamptz,
+        last_error    text
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 _MIGRATE_LOCK = int.from_bytes(b"aggr-mig", "big")  # an advisory lock key: "aggr-mig"

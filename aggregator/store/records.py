@@ -27,7 +27,42 @@ class PollOutcome(StrEnum):
     SKIPPED = "skipped"  # not polled this time (backing off); never stored
 
 
+class PushState(StrEnum):
+    """Where a WebSub subscription stands; the value is what the store keeps."""
+
+    PENDING = "pending"  # asked for, the hub has not verified it yet
+    ACTIVE = "active"  # verified: pushes come until `lease_expires`
+    RENEWING = "renewing"  # active, and asked again before the lease ends
+    UNSUBSCRIBING = "unsubscribing"  # asked to end (source removed, its URL changed)
+    DENIED = "denied"  # the hub said no (hub.mode=denied)
+    EXPIRED = "expired"  # the lease ended without a renewal
+    FAILED = "failed"  # the hub could not be asked (refused, unreachable, private address)
+
+
 # -- out of the store ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """A source's WebSub subscription, as stored (in and out alike): one per source.
+
+    `token` is the last part of the callback path (random, unguessable), `secret` the HMAC
+    key the hub signs pushes with, both new for each new subscription and kept through its
+    renewals. `source_url` is the source's configured URL when it was made: another one
+    (the operator changed it) ends it.
+    """
+
+    source: str
+    source_url: str
+    hub: str
+    topic: str
+    token: str
+    secret: str
+    state: PushState
+    requested: datetime  # when the last request went to the hub
+    lease_seconds: int | None = None  # granted by the hub at its last verification
+    lease_expires: datetime | None = None
+    last_error: str | None = None
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,11 @@ from aggregator.store.records import (
     EntryWrite,
     FeedMeta,
     PollOutcome,
+    PushState,
     Schedule,
     Signature,
     SourceState,
+    Subscription,
 )
 from aggregator.types import StoredEntry, Validators
 
@@ -34,6 +36,10 @@ ENTRY_COLUMNS = """
 """
 SCHEDULE_COLUMNS = "name, last_polled, next_poll, failures, retry_after, lifetime"
 FEED_COLUMNS = "name, title, site_url, feed_id, lifetime"
+SUBSCRIPTION_COLUMNS = (
+    "source, source_url, hub, topic, token, secret, state, requested, lease_seconds, "
+    "lease_expires, last_error"
+)
 # The columns an entry write sets, in `entry_values`' order.
 WRITTEN_COLUMNS = (
     "title",
@@ -148,3 +154,29 @@ def entry_values(
 
 def lifetime_seconds(feed: FeedMeta) -> float | None:
     return feed.lifetime.total_seconds() if feed.lifetime else None
+
+
+def subscription_from_row(row: Sequence[Any], when: When) -> Subscription:
+    """A WebSub subscription from a `SUBSCRIPTION_COLUMNS` row."""
+    return Subscription(
+        source=row[0],
+        source_url=row[1],
+        hub=row[2],
+        topic=row[3],
+        token=row[4],
+        secret=row[5],
+        state=PushState(row[6]),
+        requested=_required(when, row[7]),
+        lease_seconds=row[8],
+        lease_expires=when(row[9]),
+        last_error=row[10],
+    )
+
+
+def subscription_values(sub: Subscription, stamp: Callable[[datetime], Any]) -> tuple[Any, ...]:
+    """The `SUBSCRIPTION_COLUMNS` values of `sub`; `stamp` holds a time as this database does."""
+    return (
+        sub.source, sub.source_url, sub.hub, sub.topic, sub.token, sub.secret, str(sub.state),
+        stamp(sub.requested), sub.lease_seconds,
+        None if sub.lease_expires is None else stamp(sub.lease_expires), sub.last_error,
+    )  # fmt: skip

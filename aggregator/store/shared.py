@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 from aggregator.store import rows
-from aggregator.store.records import EntryWrites, PollRecord, PublishedSnapshot
+from aggregator.store.records import EntryWrites, PollRecord, PublishedSnapshot, Subscription
 
 Steps = Sequence[tuple[str, Sequence[Sequence[Any]]]]
 
@@ -202,3 +202,59 @@ class SharedStatements:
         """When the first source was added: a stable date for a feed with nothing in it yet."""
         found = self._query("SELECT min(added) FROM sources")
         return self._read_time(found[0][0]) if found else None
+
+    # -- WebSub subscriptions --------------------------------------------------------------
+
+    def subscription(self, source: str) -> Subscription | None:
+        """The source's WebSub subscription, if it has one."""
+        found = self._query(
+            self._sql(
+                f"SELECT {rows.SUBSCRIPTION_COLUMNS} FROM websub_subscriptions WHERE source = ?"
+            ),
+            (source,),
+        )
+        return rows.subscription_from_row(found[0], self._read_time) if found else None
+
+    def subscription_by_token(self, token: str) -> Subscription | None:
+        """The subscription whose callback path ends in `token`, if any."""
+        found = self._query(
+            self._sql(
+                f"SELECT {rows.SUBSCRIPTION_COLUMNS} FROM websub_subscriptions WHERE token = ?"
+            ),
+            (token,),
+        )
+        return rows.subscription_from_row(found[0], self._read_time) if found else None
+
+    def subscriptions(self) -> list[Subscription]:
+        """Every stored subscription, by source."""
+        found = self._query(
+            f"SELECT {rows.SUBSCRIPTION_COLUMNS} FROM websub_subscriptions ORDER BY source"
+        )
+        return [rows.subscription_from_row(r, self._read_time) for r in found]
+
+    def save_subscription(self, sub: Subscription, was: Subscription | None) -> bool:
+        """Store `sub` if the source's row is still `was` (its token, state and request
+        time; None: no row), else nothing; whether it was stored. Two daemons deciding on
+        one subscription at once: one of them writes."""
+        values = rows.subscription_values(sub, self._schedule_time)
+        if was is None:
+            marks = ", ".join("?" for _ in values)
+            sql = (
+                f"INSERT INTO websub_subscriptions ({rows.SUBSCRIPTION_COLUMNS}) "
+                f"VALUES ({marks}) ON CONFLICT DO NOTHING"
+            )
+            return self._apply([(self._sql(sql), [values])])[0] == 1
+        columns = [c.strip() for c in rows.SUBSCRIPTION_COLUMNS.split(",")]
+        sql = (
+            "UPDATE websub_subscriptions SET "
+            + ", ".join(f"{c} = ?" for c in columns)
+            + " WHERE source = ? AND token = ? AND state = ? AND requested = ?"
+        )
+        requested = self._schedule_time(was.requested)
+        params = (*values, was.source, was.token, str(was.state), requested)
+        return self._apply([(self._sql(sql), [params])])[0] == 1
+
+    def delete_subscription(self, source: str, token: str) -> bool:
+        """Forget the source's subscription if its token is still `token`; whether it did."""
+        sql = "DELETE FROM websub_subscriptions WHERE source = ? AND token = ?"
+        return self._apply([(self._sql(sql), [(source, token)])])[0] == 1

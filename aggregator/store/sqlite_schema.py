@@ -110,6 +110,23 @@ MIGRATIONS: tuple[str, ...] = (
     """
     -- no schema change: the backfill rewrites the column
     """,
+    # 10: WebSub subscriptions, one per source: what any daemon sharing the store needs to
+    # answer a hub's verification or authenticate a push to the callback token.
+    """
+    CREATE TABLE websub_subscriptions (
+        source        TEXT PRIMARY KEY,
+        source_url    TEXT NOT NULL,
+        hub           TEXT NOT NULL,
+        topic         TEXT NOT NULL,
+        token         TEXT NOT NULL UNIQUE,
+        secret        TEXT NOT NULL,
+        state         TEXT NOT NULL,
+        requested     TEXT NOT NULL,
+        lease_seconds INTEGER,
+        lease_expires TEXT,
+        last_error    TEXT
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
