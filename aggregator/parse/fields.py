@@ -200,9 +200,9 @@ def date_from_text(raw: str, zone: tzinfo) -> datetime | None:
     None for anything else, a string over `DATE_LIMIT` included (no pattern reads it), and a
     date that cannot be a real one once moved to UTC (year 1 east of Greenwich).
     """
-    raw = raw.strip()
-    if not raw or len(raw) > DATE_LIMIT:
+    if len(raw) > DATE_LIMIT:
         return None
+    raw = raw.strip()
     value: datetime | None = None
     try:
         value = email.utils.parsedate_to_datetime(raw)
