@@ -54,7 +54,7 @@ ITEMS = [
 ]
 
 
-def _config(root: Path, sources: dict[str, str]) -> Path:
+def _config(root: Path, sources: dict[str, str], *poll: str) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     lines = [
         "[aggregator]",
@@ -62,6 +62,8 @@ def _config(root: Path, sources: dict[str, str]) -> Path:
         'language = "hi"',
         'timezone = "Asia/Kolkata"',
         'base_url = "http://127.0.0.1:8080/"',
+        "[poll]",
+        *poll,
         "[publish]",
         'max_age = "100000d"',
     ]
@@ -264,3 +266,23 @@ def test_a_json_feeds_dates_are_clamped_and_localized_like_rss_ones(
     dates = {item["title"]: datetime.fromisoformat(item["date_published"]) for item in items}
     assert before - timedelta(seconds=1) <= dates["कल की ख़बर"] <= datetime.now(UTC)
     assert dates["स्थानीय"] == datetime(2025, 7, 13, 10, 0, tzinfo=UTC)  # 15:30 in Kolkata
+
+
+def test_a_json_feed_is_bounded_by_the_parse_budget_and_the_body_cap(
+    tmp_path: Path, feed_server: FeedServer
+) -> None:
+    """Parsed in the parser pool like RSS: 400,000 items (seconds of work) fail with the
+    budget's reason, a body over `max_bytes` with the fetch's, and the good source publishes."""
+    many = b",".join([b'{"id": "1", "title": "a"}'] * 400_000)
+    slow = b'{"version": "https://jsonfeed.org/version/1.1", "items": [' + many + b"]}"
+    sources = {
+        "good": feed_server.add("/good.json", json_feed("समाचार", SITE, ITEMS), FEED_JSON),
+        "slow": feed_server.add("/slow.json", slow, FEED_JSON),
+        "large": feed_server.add("/large.json", slow + b" " * 1_000, FEED_JSON),
+    }
+    config = _config(tmp_path, sources, 'parse_timeout = "1s"', f"max_bytes = {len(slow)}")
+    stdout, _ = _once(config)
+    lines = dict(re.findall(r"^(\S+) {2,}(.*)$", stdout, re.MULTILINE))
+    assert lines["slow"] == "error: parse took longer than 1 s", stdout
+    assert lines["large"].startswith("error: ") and "too large" in lines["large"], stdout
+    assert lines["good"] == f"{len(ITEMS)} new"

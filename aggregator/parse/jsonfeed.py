@@ -54,6 +54,8 @@ _SHOWN_VALUE = 40  # characters of an unreadable value quoted in a warning
 # An integer of more digits is no id, count or size any feed needs (and Python refuses to
 # read one over 4,300 digits at all).
 _INTEGER_DIGITS = 1_000
+# An item without any of these has nothing to publish: it is no item.
+_SHOWN_KEYS = ("title", "url", "external_url", "content_html", "content_text", "summary")
 _AUTHORS_READ = 100  # entries of an `authors` array looked at for a name
 
 
@@ -215,6 +217,8 @@ def _entries(items: list[Any], context: _Context) -> tuple[list[ParsedEntry], in
         if not isinstance(raw, dict):
             context.problems.add(f"{where} is {_kind(raw)}, not an object")
             continue
+        if all(raw.get(key) is None for key in _SHOWN_KEYS):
+            continue  # nothing to show (a document of a million "{}"s costs no entries)
         try:
             entry = _entry(raw, where, context)
         except (ValueError, OverflowError, TypeError):
