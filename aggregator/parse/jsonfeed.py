@@ -81,7 +81,7 @@ def parse_json_feed(
     body: bytes, headers: Mapping[str, str], url: str, *, timezone: str = "UTC"
 ) -> ParsedFeed:
     """Read a JSON Feed; `ParseError` (one line) when the body is none at all."""
-    declared = headers_say_json_feed(headers)
+    declared = _declared_json_feed(headers)
     text, repaired = _decoded(body)
     document = _loaded(text)
     if not isinstance(document, dict):
@@ -118,7 +118,7 @@ def parse_json_feed(
     )
 
 
-def headers_say_json_feed(headers: Mapping[str, str]) -> bool:
+def _declared_json_feed(headers: Mapping[str, str]) -> bool:
     """Whether the response's Content-Type is JSON Feed's own media type."""
     content_type = next((v for k, v in headers.items() if k.lower() == "content-type"), "")
     return content_type.split(";")[0].strip().lower() == _MEDIA_TYPE
