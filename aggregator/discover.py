@@ -1,8 +1,9 @@
 """Find the feed behind a URL: the URL itself if it is a feed, else what its HTML page links to.
 
 Feed autodiscovery reads `<link rel="alternate" type="..." href="...">` in an HTML page
-(https://www.rssboard.org/rss-autodiscovery). Atom is preferred, then RSS (JSON Feed is not
-read); in each kind the first link in the page wins. Hrefs are resolved against the page's final URL
+(https://www.rssboard.org/rss-autodiscovery). Atom is preferred, then RSS, then JSON Feed
+(`application/feed+json`, or `application/json` titled as a JSON Feed); in each kind the
+first link in the page wins. Hrefs are resolved against the page's final URL
 (or its `<base href>`), and only http(s) results are accepted.
 
 The feed found is always fetched and parsed before it is returned: `aggregator add` must not
@@ -11,6 +12,7 @@ write a source into feeds.toml that answers 404 or is not a feed (a page's stale
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
@@ -22,8 +24,11 @@ from aggregator.parse.feed import header_charset, parse_feed
 from aggregator.types import Failed, Fetched, ParsedFeed
 
 # In order of preference.
-# JSON Feed is left out: the parser reads RSS and Atom, so such a source would never work.
-FEED_TYPES = ("application/atom+xml", "application/rss+xml")
+FEED_TYPES = ("application/atom+xml", "application/rss+xml", "application/feed+json")
+# Plain `application/json` alternates are mostly not feeds (WordPress links every page to its
+# REST API this way): one counts, after every other kind, only when its title says JSON Feed.
+_JSON = "application/json"
+_JSON_FEED_TITLE = re.compile(r"json\s*feed", re.IGNORECASE)
 _HTML_TYPES = ("text/html", "application/xhtml+xml")
 
 
@@ -57,7 +62,7 @@ def _looks_like_html(page: Fetched) -> bool:
 
 
 def feed_links(body: bytes, page_url: str, charset: str | None = None) -> list[str]:
-    """The feeds an HTML page links to, best first: Atom, then RSS, each in page order."""
+    """The feeds an HTML page links to, best first: Atom, RSS, JSON Feed, each in page order."""
     try:
         parser = html.HTMLParser(no_network=True, encoding=charset)
     except LookupError:  # an unknown charset in Content-Type: let lxml guess
@@ -72,18 +77,20 @@ def feed_links(body: bytes, page_url: str, charset: str | None = None) -> list[s
         if href:
             base = urljoin(page_url, href)
             break
-    found: dict[str, list[str]] = {kind: [] for kind in FEED_TYPES}
+    found: dict[str, list[str]] = {kind: [] for kind in (*FEED_TYPES, _JSON)}
     for link in document.iter("link"):
         rel = (link.get("rel") or "").lower().split()
         kind = (link.get("type") or "").split(";")[0].strip().lower()
         href = (link.get("href") or "").strip()
+        if kind == _JSON and not _JSON_FEED_TITLE.search(link.get("title") or ""):
+            continue
         if "alternate" not in rel or kind not in found or not href:
             continue
         url = urljoin(base, href).split("#")[0]
         parts = urlsplit(url)
         if parts.scheme in ("http", "https") and parts.hostname and url not in found[kind]:
             found[kind].append(url)
-    return [url for kind in FEED_TYPES for url in found[kind]]
+    return [url for kind in (*FEED_TYPES, _JSON) for url in found[kind]]
 
 
 async def _fetched(url: str, fetcher: Fetcher, what: str) -> Fetched:
@@ -107,7 +114,8 @@ async def discover_feed(url: str, fetcher: Fetcher) -> FoundFeed:
         if links:
             return await _linked_feed(links[0], url, fetcher)
         raise DiscoveryError(
-            f'no feed found at {url}: the page has no <link rel="alternate"> to an RSS or Atom feed'
+            f'no feed found at {url}: the page has no <link rel="alternate"> to an RSS, Atom'
+            " or JSON feed"
         )
     content_type = outcome.headers.get("content-type", "").split(";")[0].strip() or "unknown"
     raise DiscoveryError(

@@ -35,7 +35,8 @@ _PERMANENT = frozenset({301, 308})
 _NO_VALIDATORS = Validators()
 ACCEPT = (
     "application/atom+xml, application/rss+xml, application/rdf+xml;q=0.9, "
-    "application/xml;q=0.8, text/xml;q=0.8, */*;q=0.1"
+    "application/feed+json;q=0.9, application/xml;q=0.8, text/xml;q=0.8, "
+    "application/json;q=0.5, */*;q=0.1"
 )
 
 

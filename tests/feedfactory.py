@@ -1,7 +1,8 @@
-"""Real RSS 2.0, Atom 1.0 and RSS 1.0 documents built from plain item specs, for tests."""
+"""Real RSS 2.0, Atom 1.0, RSS 1.0 and JSON Feed documents from plain item specs, for tests."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import format_datetime
@@ -90,3 +91,37 @@ def rss1(title: str, link: str, items: list[Item]) -> bytes:
         out.append("</item>")
     out.append("</rdf:RDF>")
     return "\n".join(out).encode("utf-8")
+
+
+def json_feed(
+    title: str, link: str, items: list[Item], *, version: str = "1.1", language: str = "hi"
+) -> bytes:
+    """The same items as a JSON Feed: 1.1 (`authors`, `language`) or 1.0 (`author`)."""
+    document: dict[str, object] = {
+        "version": f"https://jsonfeed.org/version/{version}",
+        "title": title,
+        "home_page_url": link,
+    }
+    if version == "1.1":
+        document["language"] = language
+    entries = []
+    for i in items:
+        entry: dict[str, object] = {
+            "id": i.guid,
+            "url": i.link,
+            "title": i.title,
+            "date_published": i.date.isoformat(),
+        }
+        if i.updated:
+            entry["date_modified"] = i.updated.isoformat()
+        if i.summary_html:
+            entry["content_html"] = i.summary_html
+        if i.author and version == "1.1":
+            entry["authors"] = [{"name": i.author}]
+        elif i.author:
+            entry["author"] = {"name": i.author}
+        if i.categories:
+            entry["tags"] = list(i.categories)
+        entries.append(entry)
+    document["items"] = entries
+    return json.dumps(document, ensure_ascii=False, indent=1).encode("utf-8")

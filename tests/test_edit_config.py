@@ -431,7 +431,8 @@ def test_a_page_links_to_its_feeds_atom_first(feed_server: FeedServer) -> None:
         feed_server.url("/atom.xml"),
         feed_server.url("/second-atom.xml"),
         feed_server.url("/news/rss.xml"),
-    ]  # no JSON Feed: the parser could not read it
+        feed_server.url("/feed.json"),
+    ]  # JSON Feed last
 
 
 def test_rss_when_there_is_no_atom_and_base_href_is_honoured(feed_server: FeedServer) -> None:

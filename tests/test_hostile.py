@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 from lxml import etree
 
-from aggregator.parse.feed import TITLE_LIMIT, looks_like_markup
+from aggregator.parse.fields import TITLE_LIMIT, looks_like_markup
 from aggregator.store import SourceState
 from aggregator.store.sqlite import SqliteStore
 from aggregator.text import make_teaser

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.parse.feed import looks_like_markup, parse_feed
+from aggregator.parse.feed import parse_feed
+from aggregator.parse.fields import looks_like_markup
 from tests.feedserver import FeedServer
 from tests.hostile import SITE, item, rss
 from tests.test_hostile import once

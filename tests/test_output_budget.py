@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import feedparser
 
-from aggregator.parse.feed import CONTENT_LIMIT
+from aggregator.parse.fields import CONTENT_LIMIT
 from aggregator.render.feeds import CONTENT_BUDGET, render_atom, render_rss, with_full_content
 from aggregator.render.jsonfeed import render_json_feed
 from aggregator.types import Timeline

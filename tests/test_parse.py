@@ -18,9 +18,10 @@ from zoneinfo import ZoneInfo
 import pytest
 import regex
 
-import aggregator.parse.feed as parse_module
+import aggregator.parse.fields as fields_module
 from aggregator.errors import ParseError
-from aggregator.parse.feed import (
+from aggregator.parse.feed import parse_feed
+from aggregator.parse.fields import (
     CATEGORY_LIMIT,
     CATEGORY_TEXT_LIMIT,
     CONTENT_LIMIT,
@@ -29,7 +30,6 @@ from aggregator.parse.feed import (
     NAME_LIMIT,
     TITLE_LIMIT,
     looks_like_markup,
-    parse_feed,
 )
 from aggregator.text import MARK_RUN_LIMIT, TEASER_LENGTH_LIMIT, make_teaser
 from aggregator.types import ParsedEntry, ParsedFeed
@@ -550,7 +550,7 @@ def test_empty_body_is_not_a_feed(body: bytes) -> None:
 @pytest.mark.parametrize(
     ("body", "headers"),
     [
-        (b'{"version": "https://jsonfeed.org/version/1.1", "items": []}', {}),
+        (b'{"error": {"code": 503}}', {"Content-Type": "application/json"}),
         (b'{"items": [{"id": "1"}]}', {"Content-Type": "application/feed+json"}),
         (b'[{"title": "x"}]', {"Content-Type": "application/json; charset=utf-8"}),
     ],
@@ -829,7 +829,7 @@ def test_a_document_of_too_many_items_keeps_the_newest_whichever_way_it_is_sorte
 ) -> None:
     assert ENTRY_LIMIT == 10_000  # documented in the README; a smaller one keeps this quick
     limit = 1_000
-    monkeypatch.setattr(parse_module, "ENTRY_LIMIT", limit)
+    monkeypatch.setattr(fields_module, "ENTRY_LIMIT", limit)
     start = datetime(2025, 1, 1, tzinfo=UTC)
     count = limit + 500
 

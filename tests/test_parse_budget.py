@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from aggregator.parse.feed import TITLE_LIMIT
+from aggregator.parse.fields import TITLE_LIMIT
 from aggregator.policy import JITTER, delay
 from tests import hostile
 from tests.conftest import ROOT, run_cli

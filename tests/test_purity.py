@@ -15,6 +15,8 @@ PURE_MODULES = (
     "aggregator.text",
     "aggregator.timeline",
     "aggregator.parse.feed",
+    "aggregator.parse.fields",
+    "aggregator.parse.jsonfeed",
     "aggregator.render",
     "aggregator.render.feeds",
     "aggregator.render.page",

@@ -1,26 +1,22 @@
 """Bytes and response headers → `ParsedFeed`, via feedparser, normalized once.
 
-Identity (guid/id → link → content hash), aware UTC dates, plain-text titles, sanitized
-HTML summaries, the plain text that teasers are cut from when publishing, and absolute
-links are all decided here; past this module no code sees a `FeedParserDict`. Pure:
+What feedparser read becomes aware UTC dates, plain-text titles and absolute links here,
+and entries by the rules every format shares (`fields`: identity, sanitized summaries, the
+text teasers are cut from, caps); past this module no code sees a `FeedParserDict`. A JSON
+document goes to `jsonfeed` instead. Pure:
 feedparser is always given a `BytesIO`, never a URL or path, and feedparser's own
 sanitizer and relative-URI pass are off because `text` does both.
 """
 
 from __future__ import annotations
 
-import email.utils
 import functools
-import hashlib
 import html
 import io
 import re
 import time
-from collections import Counter
 from collections.abc import Mapping
-from dataclasses import replace
 from datetime import UTC, datetime, tzinfo
-from html.entities import html5 as html5_entities
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -29,194 +25,44 @@ from feedparser.datetimes.rfc822 import timezone_names as RFC822_ZONES
 from feedparser.exceptions import CharacterEncodingOverride, NonXMLContentType
 
 from aggregator.errors import ParseError
-from aggregator.policy import feed_lifetime
-from aggregator.text import (
-    absolute_url,
-    cap_length,
-    clean_text,
-    drop_trailing_more_link,
-    html_to_text,
-    make_teaser,
-    sanitize_html,
-    strip_bidi_controls,
-    teaser_text,
+from aggregator.parse.fields import (
+    CONTENT_LIMIT,
+    DATE_LIMIT,
+    HTML_TYPES,
+    ItemFields,
+    bounded_link,
+    category_terms,
+    date_from_text,
+    identifier,
+    kept_entries,
+    make_entry,
+    name_text,
+    plain_title,
 )
+from aggregator.parse.jsonfeed import is_json_object, parse_json_feed
+from aggregator.policy import feed_lifetime
+from aggregator.text import absolute_url, cap_length
 from aggregator.types import ParsedEntry, ParsedFeed
 from aggregator.websub.discovery import feed_links
 
-# A DOCTYPE can declare entities that feedparser's fallback parser expands quadratically
-# (an entity bomb). Feeds have no use for one, so it goes before parsing.
 # A date string that carries its own zone: Z, +05:30 or -0800, or a zone name feedparser
 # knows (GMT, EST, ...). Any other name ("IST") feedparser silently reads as UTC, so such a
 # date is treated as zone-less and read in the source's time zone.
 _NUMERIC_ZONE = re.compile(r"(?:[zZ]|[+-]\d{2}:?\d{2})\s*(?:\([^)]*\))?\s*$")
 _NAMED_ZONE = re.compile(r"\b([A-Za-z]{1,5})\s*(?:\([^)]*\))?\s*$")
-# Caps on one feed field, applied to the raw text before any pattern, sanitizer or parser of
-# ours sees it (README, "Limits"): with them every text operation here costs at most a
-# bounded amount per field, and a 10 MB title costs what a short one does. Generous for
-# real feeds: a real headline is under 300 characters, a long article under 200 KB of HTML.
-TITLE_LIMIT = 500  # published title (entry and feed), in grapheme clusters
-RAW_TITLE_LIMIT = 8_000  # a title as the feed wrote it, markup and entities included
-NAME_LIMIT = 200  # published author name or category term, in grapheme clusters
-RAW_NAME_LIMIT = 2_000
-CONTENT_LIMIT = 512 * 1024  # summary or content HTML, in characters
-ID_LIMIT = 2_048  # a longer guid/id is kept as its start plus a digest of the whole
-# Items kept from one document: the newest this many. Storing them runs on the event loop
-# (SQLite), so 60,000 items blocked it for 2-3 s; a real feed carries tens, an archive
-# feed (a podcast's whole back catalogue) a few thousand.
-ENTRY_LIMIT = 10_000
-CATEGORY_LIMIT = 50  # distinct categories kept per item, the first ones in the feed
-CATEGORY_TEXT_LIMIT = 2_000  # code points of all of an item's categories together
-RAW_CATEGORY_COUNT = 1_000  # categories read per item, duplicates included
-LINK_LIMIT = 8_192  # a longer link is no link (cut, it would lead nowhere)
-_DATE_LIMIT = 256  # a longer date string is no date; feedparser's reading of it stands
 _NUMBER_LIMIT = 32  # <ttl> and sy:updateFrequency: a longer "number" is noise
-# Markup in an RSS title, as opposed to text about markup ("the <b> tag"): a dangerous
-# element, a line break or image, an element that is opened and then closed, a known
-# element's start tag carrying an attribute (`<svg onload=...>`, `<video src=x ...>`), or
-# any tag carrying an event handler (`<x onclick=...>`: browsers run it on unknown
-# elements too). Found by one linear scan over tag starts: a tag's rest ends at the next
-# "<" or ">", and the optional ">" never makes the engine back up (a pattern pairing
-# `<b ...>` with its `</b>` restarted at every "<": minutes for a 120 KB title of "<b>"s).
-_TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9]*)([^<>]*)(>?)")
-_EVENT_HANDLER = re.compile(r"[\s/]on[a-z]+\s*=", re.IGNORECASE)
-# Dangerous even bare: they run or load something wherever a next ">" closes them. Other
-# bare tags ("the <title> element", "<img> lazy loading") are text about markup; they are
-# markup once they carry an attribute that runs or loads something (`_ACTIVE_ATTRIBUTE`).
-_DANGEROUS = frozenset(
-    {"script", "iframe", "object", "embed", "applet", "frame", "frameset", "plaintext", "xmp"}
-)  # fmt: skip
-# An attribute that runs script or loads a resource: an event handler, a URL or a document.
-_ACTIVE_ATTRIBUTE = re.compile(
-    r"[\s/](?:on[a-z]+|src|srcset|srcdoc|href|xlink:href|data|action|formaction|background"
-    r"|poster|dynsrc|lowsrc|http-equiv|style)\s*=",
-    re.IGNORECASE,
-)
-_PAIRED = frozenset(
-    {"a", "b", "i", "u", "em", "strong", "span", "div", "p", "font", "sup", "sub", "small",
-     "big", "mark", "code", "q", "s", "strike", "h1", "h2", "h3", "h4", "h5", "h6"}
-)  # fmt: skip
-# Element names of HTML (current and obsolete), SVG and MathML, lower-cased: a start tag
-# of one of these with an active attribute is markup. nh3 knows only the ones it allows, and
-# html5lib is no dependency, so the list is here.
-_ELEMENT_NAMES = """a abbr acronym address applet area article aside audio b base basefont bdi bdo
-    bgsound big blink blockquote body br button canvas caption center cite code col
-    colgroup data datalist dd del details dfn dialog dir div dl dt em embed fieldset
-    figcaption figure font footer form frame frameset h1 h2 h3 h4 h5 h6 head header hgroup
-    hr html i iframe image img input ins isindex kbd keygen label legend li link listing
-    main map mark marquee menu menuitem meta meter multicol nav nextid nobr noembed noframes
-    noscript object ol optgroup option output p param picture plaintext portal pre progress
-    q rb rp rt rtc ruby s samp script search section select slot small source spacer span
-    strike strong style sub summary sup table tbody td template textarea tfoot th thead time
-    title tr track tt u ul var video wbr xmp
-    svg altglyph animate animatecolor animatemotion animatetransform circle clippath cursor
-    defs desc discard ellipse feblend fecolormatrix fecomponenttransfer fecomposite
-    feconvolvematrix fediffuselighting fedisplacementmap fedistantlight fedropshadow feflood
-    fefunca fefuncb fefuncg fefuncr fegaussianblur feimage femerge femergenode femorphology
-    feoffset fepointlight fespecularlighting fespotlight fetile feturbulence filter
-    foreignobject g glyph hatch hatchpath line lineargradient marker mask metadata mpath
-    path pattern polygon polyline radialgradient rect set stop switch symbol text textpath
-    tref tspan use view
-    math maction annotation merror mfrac mi mmultiscripts mn mo mover mpadded mphantom
-    mprescripts mroot mrow ms mspace msqrt mstyle msub msubsup msup mtable mtd mtext mtr
-    munder munderover semantics"""
-_ELEMENTS = frozenset(_ELEMENT_NAMES.split())
-# How many times a title may turn out to be escaped markup once more ("&amp;lt;b&amp;gt;").
-_UNESCAPE_ROUNDS = 3
-_ENTITY_REFERENCE = re.compile(r"&([A-Za-z][A-Za-z0-9]{0,31});")
 # bozo reasons that say nothing about the document being broken.
 _HARMLESS = (NonXMLContentType,)
-_HTML_TYPES = ("text/html", "application/xhtml+xml", "html", "xhtml")
-
-
-def _plain(
-    detail: Mapping[str, Any] | None,
-    value: str,
-    *,
-    typed: bool = False,
-    limit: int = TITLE_LIMIT,
-    raw_limit: int = RAW_TITLE_LIMIT,
-) -> str:
-    """A title-like text construct as plain text, at most `limit` clusters, cut at a word.
-
-    Atom says what a text is (`typed`): its "text" is literal, "<b>" included. RSS leaves it
-    open, so there text carrying real HTML tags is read as HTML (a literal "<script>" in a
-    published title is an attack on naive readers), and so is text that decodes to markup
-    once more (double-escaped "&amp;lt;b&amp;gt;"): readers that treat RSS titles as HTML
-    would show its tags. Text about markup ("the <b> tag") is no markup and stays. An
-    entity reference nobody defined ("&lol9;") is dropped rather than shown; bidi controls
-    go (they can make a title read backwards).
-    """
-    value = cap_length(value, raw_limit)
-    kind = (detail or {}).get("type", "text/plain")
-    if kind in _HTML_TYPES:
-        value = html_to_text(value)
-    for _ in range(0 if typed else _UNESCAPE_ROUNDS):
-        if looks_like_markup(value):
-            value = html_to_text(value)
-        elif "&" in value and looks_like_markup(decoded := html.unescape(value)):
-            value = html_to_text(decoded)  # escaped once more than the type says
-        else:
-            break
-    value = _ENTITY_REFERENCE.sub(_known_entity_only, clean_text(value))
-    return make_teaser(strip_bidi_controls(value), limit)
-
-
-def looks_like_markup(value: str) -> bool:
-    """Whether `value` holds real HTML rather than text about it (one linear scan)."""
-    if "<" not in value:
-        return False
-    opened: set[str] = set()
-    for tag in _TAG.finditer(value):
-        closing, name, rest, complete = tag.groups()
-        name = name.lower()
-        if not closing and (name in _DANGEROUS or _EVENT_HANDLER.search(rest)):
-            return True  # complete or not: a page's next ">" would close it
-        if not complete:
-            continue
-        if not closing and name in _ELEMENTS and _ACTIVE_ATTRIBUTE.search(rest):
-            return True  # `<video src=x>`; not `<input type="range">`, text about a tag
-        if name == "br" and rest.strip() in ("", "/"):
-            return True
-        if name in _PAIRED:
-            if not closing:
-                opened.add(name)
-            elif name in opened and not rest.strip():
-                return True
-    return False
-
-
-def _name(value: str) -> str | None:
-    """An author name or category term as plain text: capped, no bidi controls."""
-    text = html_to_text(cap_length(value, RAW_NAME_LIMIT))
-    return make_teaser(strip_bidi_controls(text), NAME_LIMIT) or None
-
-
-def _identifier(value: str) -> str:
-    """A guid/id, cleaned; one over `ID_LIMIT` keeps its start and a digest of the whole."""
-    if len(value) > ID_LIMIT:
-        value = f"{value[: ID_LIMIT - 33]}#{_hash(value)}"
-    return clean_text(value).strip()
-
-
-def _link(value: object) -> str | None:
-    """A link as the feed wrote it; None when it is absurdly long (a cut link is broken)."""
-    return value if isinstance(value, str) and len(value) <= LINK_LIMIT else None
 
 
 def _number(value: object) -> str | None:
     return value if isinstance(value, str) and len(value) <= _NUMBER_LIMIT else None
 
 
-def _known_entity_only(match: re.Match[str]) -> str:
-    """Keep "&nbsp;" written as text; drop a reference no DTD defines ("&lol9;")."""
-    return match.group(0) if f"{match.group(1)};" in html5_entities else ""
-
-
 def _as_html(detail: Mapping[str, Any] | None, value: str) -> str:
     """A content construct as HTML: escape it when the feed says it is plain text."""
     kind = (detail or {}).get("type", "text/html")
-    return value if kind in _HTML_TYPES else html.escape(value, quote=False)
+    return value if kind in HTML_TYPES else html.escape(value, quote=False)
 
 
 def _date(entry: dict[str, Any], key: str, zone: tzinfo) -> datetime | None:
@@ -226,13 +72,13 @@ def _date(entry: dict[str, Any], key: str, zone: tzinfo) -> datetime | None:
     A date that cannot be a real one (year 1 moved across a zone) is no date.
     """
     raw = dict.get(entry, key)
-    if isinstance(raw, str) and len(raw) > _DATE_LIMIT:
+    if isinstance(raw, str) and len(raw) > DATE_LIMIT:
         raw = None  # no pattern of ours reads it (they are not linear on such text)
     parsed: time.struct_time | None = dict.get(entry, f"{key}_parsed")
     try:
         if parsed is None:
             # feedparser gives up on some zone-less RFC 822 dates ("Sat, 12 Jul 2025 10:00:00").
-            return _fallback_date(raw, zone) if isinstance(raw, str) else None
+            return date_from_text(raw, zone) if isinstance(raw, str) else None
         value = datetime(*parsed[:6], tzinfo=UTC)
         if isinstance(raw, str) and raw.strip() and not _has_zone(raw.strip()):
             # feedparser read a zone-less date as UTC; it is really wall-clock time in `zone`.
@@ -249,25 +95,6 @@ def _has_zone(raw: str) -> bool:
     return named is not None and named.group(1).lower() in RFC822_ZONES
 
 
-def _fallback_date(raw: str, zone: tzinfo) -> datetime | None:
-    value: datetime | None = None
-    try:
-        value = email.utils.parsedate_to_datetime(raw.strip())
-    except (TypeError, ValueError, IndexError):
-        try:
-            value = datetime.fromisoformat(raw.strip())
-        except ValueError:
-            return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=zone)
-    return value.astimezone(UTC)
-
-
-def _hash(*parts: str) -> str:
-    digest = hashlib.sha256("\x00".join(parts).encode("utf-8")).hexdigest()
-    return digest[:32]
-
-
 def _not_a_feed(result: Any, body: bytes, headers: Mapping[str, str]) -> str:
     if not body.strip():
         return "empty response body"
@@ -276,7 +103,7 @@ def _not_a_feed(result: Any, body: bytes, headers: Mapping[str, str]) -> str:
     if content_type == "text/html" or start.startswith(b"<!doctype html") or b"<html" in start:
         return "got an HTML page, not a feed"
     if content_type.endswith("json") or start.startswith((b"{", b"[")):
-        return "got JSON, not an RSS or Atom feed"
+        return "got JSON, not a feed"
     reason = result.get("bozo_exception")
     return f"not a feed: {reason}" if reason else "not an RSS or Atom feed"
 
@@ -289,6 +116,8 @@ def parse_feed(
     timezone: str = "UTC",
 ) -> ParsedFeed:
     """Parse one fetched document; raise `ParseError` when it is not a feed at all."""
+    if is_json_object(body):
+        return parse_json_feed(body, headers, url, timezone=timezone)
     body = _strip_declarations(body)
     headers = _trustworthy_charset(body, headers)
     body = _repair_utf8(body, headers)
@@ -309,7 +138,7 @@ def parse_feed(
 
     feed = result.feed
     typed = str(result.get("version", "")).startswith("atom")  # Atom declares its text types
-    site = absolute_url(_link(feed.get("link")), url)
+    site = absolute_url(bounded_link(feed.get("link")), url)
     zone = ZoneInfo(timezone)
     entries = []
     skipped = 0
@@ -321,8 +150,8 @@ def parse_feed(
             continue
         if entry.title or entry.link or entry.summary_html:
             entries.append(entry)  # an item with nothing in it (a cut-off document) is no item
-    entries = _distinct_ids(entries)
-    warnings = []
+    entries, left_out = kept_entries(entries)
+    warnings: list[str | None] = []
     problem = result.get("bozo_exception")
     if isinstance(problem, CharacterEncodingOverride):
         warnings.append(f"its declared encoding was wrong; read as {result.get('encoding')}")
@@ -330,19 +159,17 @@ def parse_feed(
         warnings.append(f"feed is not well-formed, read what could be read: {problem}")
     if skipped:
         warnings.append(f"skipped {skipped} unreadable item(s)")
-    if len(entries) > ENTRY_LIMIT:
-        warnings.append(f"kept the newest {ENTRY_LIMIT} of its {len(entries)} items")
-        entries = _newest(entries, ENTRY_LIMIT)
-    warning = "; ".join(warnings) or None
+    warnings.append(left_out)
+    warning = "; ".join(w for w in warnings if w) or None
     hub, self_url = feed_links(feed.get("links"), url)
     return ParsedFeed(
         title=(
-            _plain(feed.get("title_detail"), feed["title"], typed=typed)
+            plain_title(feed.get("title_detail"), feed["title"], typed=typed)
             if feed.get("title")
             else None
         ),
         link=site,
-        feed_id=(_identifier(feed["id"]) or None) if feed.get("id") else None,
+        feed_id=(identifier(feed["id"]) or None) if feed.get("id") else None,
         entries=tuple(entries),
         warning=warning,
         lifetime=feed_lifetime(
@@ -472,42 +299,11 @@ def _repair_utf8(body: bytes, headers: Mapping[str, str]) -> bytes:
     return text.replace("\ufffd", "").encode("utf-8")
 
 
-def _newest(entries: list[ParsedEntry], limit: int) -> list[ParsedEntry]:
-    """The `limit` newest entries by their own dates (undated ones count as oldest), in
-    document order: whichever way round a huge feed is sorted, its latest items stay."""
-    oldest = datetime.min.replace(tzinfo=UTC)
-    ranked = sorted(
-        range(len(entries)),
-        key=lambda i: entries[i].published or entries[i].updated or oldest,
-        reverse=True,
-    )
-    return [entries[i] for i in sorted(ranked[:limit])]
-
-
-def _distinct_ids(entries: list[ParsedEntry]) -> list[ParsedEntry]:
-    """A guid used by several items of one document: each becomes its own item.
-
-    Every such item gets the guid plus a digest of its own link (else its title), so its id
-    depends neither on where it stands in the document nor on later edits of its text.
-    """
-    counts = Counter(e.entry_id for e in entries)
-    distinct: dict[str, ParsedEntry] = {}
-    for entry in entries:
-        unique = entry
-        if counts[entry.entry_id] > 1:
-            digest = _hash(entry.link or entry.title or entry.content_hash)[:12]
-            unique = replace(entry, entry_id=f"{entry.entry_id}#{digest}")
-        distinct.setdefault(unique.entry_id, unique)
-    return list(distinct.values())
-
-
 def _entry(raw: Any, *, base: str, zone: tzinfo, typed: bool) -> ParsedEntry:
     # `dict.get`, not FeedParserDict's own: none of these keys is one of its aliases, and its
     # lookup costs several times more, for every key of every entry.
     get = functools.partial(dict.get, raw)
-    link = absolute_url(_link(get("link")), base)
-    title = _plain(get("title_detail"), raw["title"], typed=typed) if get("title") else ""
-
+    link = absolute_url(bounded_link(get("link")), base)
     # A summary without summary_detail is feedparser's copy of the content, not a summary.
     summary = dict.get(raw, "summary")
     summary_detail = dict.get(raw, "summary_detail")
@@ -524,42 +320,23 @@ def _entry(raw: Any, *, base: str, zone: tzinfo, typed: bool) -> ParsedEntry:
     )
     # Relative URLs in content: the xml:base in effect (Atom), else the entry's link.
     used = summary_detail if summary_raw else (contents[0] if contents else None)
-    content_base = (used or {}).get("base") or link or base
-    summary_html = sanitize_html(summary_raw or content_raw, content_base)
-    text = html_to_text(summary_raw or content_raw)
-    # The teasers' text, without a "Read more" link the source appended (the summary keeps it;
-    # an entry's id, when made from its text, is made from all of it, as it always was).
-    shown_raw = drop_trailing_more_link(summary_raw or content_raw)
-    shown = text if len(shown_raw) == len(summary_raw or content_raw) else html_to_text(shown_raw)
-
-    author = None
     detail = get("author_detail") or {}
     name = detail.get("name") or get("author")
-    if name:
-        author = _name(name)
-    categories: dict[str, None] = {}  # in the feed's order, each once
-    room = CATEGORY_TEXT_LIMIT
-    for tag in (get("tags") or [])[:RAW_CATEGORY_COUNT]:
-        term = _name(tag.get("term") or tag.get("label") or "")
-        if term and term not in categories:
-            room -= len(term)
-            if room < 0 or len(categories) == CATEGORY_LIMIT:
-                break
-            categories[term] = None
-
-    content_hash = _hash(title, link or "", summary_html, author or "", "\x1f".join(categories))
-    raw_id = _identifier(get("id") or "")
-    entry_id = raw_id or link or f"sha256:{_hash(title, html_to_text(content_raw) or text)}"
-    return ParsedEntry(
-        entry_id=entry_id,
-        title=title,
-        link=link,
-        summary_html=summary_html,
-        # Uncut: rendering cuts it to the `teaser_length` of the day (timeline.build_timeline).
-        teaser=teaser_text(shown),
-        author=author,
-        categories=tuple(categories),
-        published=_date(raw, "published", zone),
-        updated=_date(raw, "updated", zone),
-        content_hash=content_hash,
+    return make_entry(
+        ItemFields(
+            raw_id=get("id") or "",
+            title=plain_title(get("title_detail"), raw["title"], typed=typed)
+            if get("title")
+            else "",
+            link=link,
+            summary_html=summary_raw,
+            content_html=content_raw,
+            content_base=(used or {}).get("base") or link or base,
+            author=name_text(name) if name else None,
+            categories=category_terms(
+                tag.get("term") or tag.get("label") or "" for tag in get("tags") or []
+            ),
+            published=_date(raw, "published", zone),
+            updated=_date(raw, "updated", zone),
+        )
     )

@@ -104,6 +104,23 @@ def feed_links(links: object, base: str) -> tuple[str | None, str | None]:
     return _first(pairs, "hub", base), _first(pairs, "self", base)
 
 
+def json_feed_links(document: Mapping[str, object], base: str) -> tuple[str | None, str | None]:
+    """(hub, self) of a JSON Feed: its first `hubs` entry of type "WebSub" (any case),
+    and its `feed_url`, resolved against `base`, the document's URL."""
+    hubs = document.get("hubs")
+    pairs = [
+        (hub["url"], frozenset({"hub"}))
+        for hub in (hubs[:100] if isinstance(hubs, list) else ())
+        if isinstance(hub, Mapping)
+        and isinstance(hub.get("url"), str)
+        and str(hub.get("type", "")).lower() == "websub"
+    ]
+    feed_url = document.get("feed_url")
+    if isinstance(feed_url, str):
+        pairs.append((feed_url, frozenset({"self"})))
+    return _first(pairs, "hub", base), _first(pairs, "self", base)
+
+
 def discover(headers: Mapping[str, str], feed: ParsedFeed | None, base: str) -> Discovery | None:
     """What a poll learned: the `Link` header first, then the parsed feed (a `ParsedFeed`,
     or None when the body was not parsed: a 304, the same bytes as last time).
