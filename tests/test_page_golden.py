@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from aggregator.render.page import render_html
+from aggregator.render.context import ChannelInfo
+from aggregator.render.page import DayPage, render_day_page, render_html
 from aggregator.types import Timeline
 from tests.test_page import AMAR, BBC, JAGRAN, SITE_EN, SITE_HI, hindi_two_days, item, timeline
 
@@ -33,10 +34,30 @@ def _english_one() -> bytes:
     return render_html(timeline(item("Hello & <goodbye>", "2025-07-12T20:00:00")), SITE_EN)
 
 
+def _hindi_root_with_channels_and_days() -> bytes:
+    channels = (ChannelInfo("news", "समाचार", "ख़बरें"), ChannelInfo("sport", "खेल"))
+    return render_html(
+        hindi_two_days(), SITE_HI, (JAGRAN,), channels=channels, earlier="2025-07-11"
+    )
+
+
+def _hindi_day() -> bytes:
+    day = DayPage("2025-07-13", prev="2025-07-12", next="2025-07-14")
+    return render_day_page(hindi_two_days(), SITE_HI, day, (JAGRAN, BBC))
+
+
+def _english_channel() -> bytes:
+    news = ChannelInfo("news", "News", "The news channel")
+    return render_html(timeline(item("Hello", "2025-07-12T20:00:00")), SITE_EN, channel=news)
+
+
 CASES: dict[str, Callable[[], bytes]] = {
     "hindi.html": _hindi,
     "english-empty.html": _english_empty,
     "english-one.html": _english_one,
+    "hindi-root-channels-earlier.html": _hindi_root_with_channels_and_days,
+    "hindi-day.html": _hindi_day,
+    "english-channel.html": _english_channel,
 }
 
 
