@@ -90,8 +90,14 @@ def test_an_operators_partial_is_shared_by_the_main_and_the_day_pages():
 def test_the_shipped_theme_is_the_default():
     shipped = render_html(hindi_two_days(), SITE_HI)
     assert render_html(hindi_two_days(), SITE_HI, theme=Theme()) == shipped
+    # A theme with a file of its own runs every template in the sandbox, the shipped ones
+    # too (alone they run without it): the same bytes.
     unrelated = theme(_unused_html="{{ nothing_at_all }}")
     assert render_html(hindi_two_days(), SITE_HI, theme=unrelated) == shipped
+    day = DayPage("2025-07-13", prev="2025-07-12", next="2025-07-14")
+    assert render_day_page(hindi_two_days(), SITE_HI, day, theme=unrelated) == render_day_page(
+        hindi_two_days(), SITE_HI, day
+    )
 
 
 # --- one line naming the file and line ----------------------------------------------------------

@@ -1,8 +1,9 @@
-"""The page templates as one sandboxed Jinja2 environment: the operator's over the shipped.
+"""The page templates as a Jinja2 environment: the operator's over the shipped, sandboxed.
 
 A theme (`settings.Theme`: the files of `[publish] templates`, read when feeds.toml was
 loaded) replaces the shipped template of the same name; every other name falls back to the
-shipped one (a `ChoiceLoader`). Templates run in Jinja2's `ImmutableSandboxedEnvironment`:
+shipped one (a `ChoiceLoader`). An operator's theme runs in Jinja2's
+`ImmutableSandboxedEnvironment` (the shipped templates alone, the package's own code, do not):
 no attribute that starts with `_`, no method that mutates, no call the sandbox does not
 know to be safe. Autoescape is on and names must exist (`StrictUndefined`), so a typo fails
 loudly instead of publishing an empty string.
@@ -129,12 +130,22 @@ def translations(locale: Locale) -> Translations:
     return found if isinstance(found, Translations) else Translations()
 
 
+class _Shipped(jinja2.Environment):
+    """The shipped templates alone: the package's own code, run without the sandbox's check
+    of every attribute and call, which doubles the time a page takes (6 ms → 12 ms for
+    200 briefs). `range()` is bounded all the same."""
+
+
 @lru_cache(maxsize=16)
 def environment(theme: Theme, locale: Locale) -> jinja2.Environment:
-    """The sandbox for `theme`, speaking `locale`'s catalogue; one per theme and language,
-    kept (a reload with edited templates is a new theme, so it gets a new environment)."""
+    """The environment for `theme`, speaking `locale`'s catalogue; one per theme and
+    language, kept (a reload with edited templates is a new theme, so it gets a new one).
+
+    A sandbox as soon as the theme has one file of the operator's: then every template runs
+    in it, the shipped ones it falls back to included."""
     loader = jinja2.ChoiceLoader([_ThemeFiles(theme), jinja2.FileSystemLoader(SHIPPED_DIR)])
-    sandbox = _Sandbox(
+    kind: type[jinja2.Environment] = _Sandbox if theme.files else _Shipped
+    env = kind(
         loader=loader,
         autoescape=True,
         undefined=jinja2.StrictUndefined,
@@ -144,11 +155,11 @@ def environment(theme: Theme, locale: Locale) -> jinja2.Environment:
         auto_reload=False,
         extensions=["jinja2.ext.i18n"],
     )
-    sandbox.globals["range"] = bounded_range
-    sandbox.install_gettext_translations(  # type: ignore[attr-defined]
+    env.globals["range"] = bounded_range
+    env.install_gettext_translations(  # type: ignore[attr-defined]
         translations(locale), newstyle=True
     )
-    return sandbox
+    return env
 
 
 def compile_template(theme: Theme, locale: Locale, name: str) -> jinja2.Template:
