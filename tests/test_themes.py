@@ -268,6 +268,9 @@ def _once(tmp_path: Path) -> tuple[int, str, str]:
 def test_once_publishes_with_the_operators_index(tmp_path: Path):
     _site(tmp_path)
     (tmp_path / "templates" / "index.html.j2").write_text(OPERATOR_INDEX, encoding="utf-8")
+    check = run_cli("check", "--config", "feeds.toml", cwd=tmp_path, timeout=60)
+    assert check.returncode == 0, check.stderr
+    assert "templates from templates: index.html.j2 (the others shipped)" in check.stdout
     status, _, stderr = _once(tmp_path)
     assert status == 0, stderr
     root = parse((tmp_path / "output" / "index.html").read_bytes())
