@@ -138,12 +138,13 @@ def publish_timeline(config: Config, store: StoreAPI, now: datetime) -> PublishR
         # Rendering is a pure function of these (and of this version's code): the same input
         # renders the same bytes, so there is nothing to render again. The timeline holds
         # the teasers as cut; `teaser_length` is named too, as what they were cut with. The
-        # theme is its templates' text, so an edited template renders again.
+        # theme counts as its templates' text (not where they are, which may differ between
+        # daemons sharing a store), so an edited template renders again.
         rendered_from = (
             __version__,
             config.site,
             config.publish.teaser_length,
-            config.publish.theme,
+            config.publish.theme.files,
             timeline,
             sorted(credits.items()),
         )

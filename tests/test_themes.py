@@ -8,14 +8,20 @@ what a template can make; every name the README's contract table documents is in
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from aggregator import publish
 from aggregator.config import load_config
+from aggregator.daemon import Daemon, publishing
 from aggregator.errors import ConfigError, ThemeError
+from aggregator.publish import PublishReport
 from aggregator.render.context import ChannelInfo
 from aggregator.render.page import DayPage, render_day_page, render_html
 from aggregator.render.theme import BASE_OUTPUT, MAX_RANGE
@@ -25,6 +31,7 @@ from aggregator.types import Timeline
 from tests.conftest import ROOT, run_cli
 from tests.feedfactory import rss2
 from tests.test_daemon import _items
+from tests.test_daemon_inprocess import FAST, _run_until
 from tests.test_page import JAGRAN, SITE_EN, SITE_HI, hindi_two_days, parse, texts
 
 EXAMPLE_THEME = ROOT / "examples" / "themes" / "briefs"
@@ -442,3 +449,45 @@ def test_the_example_theme_speaks_english_too():
     example = read_theme(str(EXAMPLE_THEME), ROOT, "feeds.toml")
     root = parse(render_html(Timeline(), SITE_EN, theme=example))
     assert "Subscribe:" in root.text_content()
+
+
+# --- at publish, in the daemon ----------------------------------------------------------------
+
+
+def test_a_daemon_whose_publish_fails_on_a_template_logs_one_line_and_keeps_the_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    """Publishing retries; the failure is logged once, without a traceback, and the files
+    of the last good publish stay."""
+    config = _site(tmp_path, templates=None)
+    daemon = Daemon(config, load_config(config), options=FAST)
+    page = tmp_path / "output" / "index.html"
+
+    def published() -> bool:
+        return page.exists() and "a ख़बर 2" in page.read_text(encoding="utf-8")
+
+    asyncio.run(_run_until(daemon, published, 30))
+    before = {p.name: p.read_bytes() for p in (tmp_path / "output").iterdir()}
+    _site(tmp_path)
+    (tmp_path / "templates" / "index.html.j2").write_text(  # the sample's sources pass
+        '<p>\n{% for s in sources if s.title == "A" %}{{ no_such }}{% endfor %}\n',
+        encoding="utf-8",
+    )
+    monkeypatch.setattr(publishing, "PUBLISH_RETRY_SECONDS", 0.1)
+    attempts = []
+    real = publish.publish_timeline
+
+    def counted(*args: Any) -> PublishReport:
+        attempts.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(publishing, "publish_timeline", counted)
+    daemon = Daemon(config, load_config(config), options=FAST)
+    with caplog.at_level(logging.INFO):
+        asyncio.run(_run_until(daemon, lambda: len(attempts) >= 4, 30))
+    failures = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in failures] == [
+        f"publishing failed: {tmp_path}/templates/index.html.j2:2: 'no_such' is undefined"
+    ]
+    assert failures[0].exc_info is None
+    assert {p.name: p.read_bytes() for p in (tmp_path / "output").iterdir()} == before
