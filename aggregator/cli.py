@@ -285,6 +285,10 @@ def check(config_path: Path) -> None:
             ", ".join(s.tags),
         )
     Console(width=160 if not sys.stdout.isatty() else None).print(table)
+    theme = config.publish.theme
+    if theme.path is not None:
+        names = ", ".join(theme.names) or "none"
+        click.echo(f"templates from {theme.directory}: {names} (the others shipped)")
     click.echo(f"{config_path}: ok")
 
 

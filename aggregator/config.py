@@ -45,11 +45,13 @@ from aggregator.settings import (
     SiteSettings,
     SourceConfig,
     StoreSettings,
+    Theme,
     WebsubSettings,
     default_lease,
     server_url,
 )
 from aggregator.text import TEASER_LENGTH_LIMIT, has_forbidden_characters, strip_bidi_controls
+from aggregator.theme_files import read_theme, theme_errors
 from aggregator.tomlpos import KeyPath, LineIndex, format_path
 from aggregator.urls import public_url
 
@@ -347,6 +349,30 @@ def _output_path(base_dir: Path) -> Callable[[object], Path]:
     return check
 
 
+def _templates(base_dir: Path, config_shown: str) -> Callable[[object], Theme]:
+    """`[publish] templates`: a directory of templates, relative to feeds.toml's."""
+
+    def check(value: object) -> Theme:
+        try:
+            return read_theme(_string(value), base_dir, config_shown)
+        except ValueError as e:
+            raise _Invalid(str(e)) from e
+
+    return check
+
+
+def _theme(
+    publish_t: Mapping[str, Any], base_dir: Path, load: _Loader, site: SiteSettings
+) -> Theme:
+    """The operator's theme, checked: each template that fails to compile or to render a
+    sample page is an error naming its file and line."""
+    check = _templates(base_dir, load.display_name)
+    theme = load.value(publish_t, ("publish",), "templates", check, Theme())
+    if theme.files:
+        load.errors.extend(theme_errors(theme, site))
+    return theme
+
+
 def derive_name(url: str) -> str:
     """A stable source name from its URL: host and path, lower-case, punctuation as dashes.
 
@@ -386,7 +412,9 @@ _POLL_KEYS = (
     "interval", "concurrency", "timeout", "per_host", "max_bytes", "user_agent", "lease",
     "parse_timeout",
 )  # fmt: skip
-_PUBLISH_KEYS = ("output_dir", "max_items", "max_age", "teaser_length", "include", "exclude")
+_PUBLISH_KEYS = (
+    "output_dir", "max_items", "max_age", "teaser_length", "include", "exclude", "templates",
+)  # fmt: skip
 _STORE_KEYS = ("path", "url", "keep")
 _SERVER_KEYS = ("host", "port", "request_timeout", "max_connections", "summary_interval")
 _WEBSUB_KEYS = (
@@ -618,6 +646,7 @@ def _validate(
             publish_t, pub, "teaser_length", _teaser_length, DEFAULT_TEASER_LENGTH
         ),
         filters=load.filters(publish_t, pub),
+        theme=_theme(publish_t, base_dir, load, site),
     )
     store = StoreSettings(
         path=load.value(

@@ -10,7 +10,8 @@
     ├── ParseError               a fetched body is not a feed we can read
     │   └── ParseTimeout         a parse went over its time budget; its worker was killed
     ├── StorageError             the store cannot be opened, migrated or written
-    └── PublishError             an output file cannot be written
+    ├── PublishError             an output file cannot be written
+    └── ThemeError               a page template cannot be loaded or rendered (file:line)
 
 Errors of other libraries are translated at the module boundary with `raise ... from e`.
 Anything else that escapes is a bug.
@@ -70,3 +71,14 @@ class StorageError(AggregatorError):
 
 class PublishError(AggregatorError):
     """An output file could not be written."""
+
+
+class ThemeError(AggregatorError):
+    """A page template failed to load (syntax) or to render (an undefined name, a sandbox
+    violation, a bound): `str()` is one line naming the template file and line."""
+
+    def __init__(self, file: str, line: int, message: str) -> None:
+        self.file = file
+        self.line = line
+        self.message = message
+        super().__init__(f"{file}:{line}: {message}" if line else f"{file}: {message}")

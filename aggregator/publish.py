@@ -137,11 +137,14 @@ def publish_timeline(config: Config, store: StoreAPI, now: datetime) -> PublishR
         timeline = current_timeline(config, store, now, credits)
         # Rendering is a pure function of these (and of this version's code): the same input
         # renders the same bytes, so there is nothing to render again. The timeline holds
-        # the teasers as cut; `teaser_length` is named too, as what they were cut with.
+        # the teasers as cut; `teaser_length` is named too, as what they were cut with. The
+        # theme counts as its templates' text (not where they are, which may differ between
+        # daemons sharing a store), so an edited template renders again.
         rendered_from = (
             __version__,
             config.site,
             config.publish.teaser_length,
+            config.publish.theme.files,
             timeline,
             sorted(credits.items()),
         )
@@ -150,7 +153,7 @@ def publish_timeline(config: Config, store: StoreAPI, now: datetime) -> PublishR
             written = follow_published(output_dir, store, fingerprint)
         else:
             snapshot = PublishedSnapshot(
-                fingerprint, render_outputs(config.site, timeline, credits)
+                fingerprint, render_outputs(config.site, timeline, credits, config.publish.theme)
             )
             store.save_published(snapshot)
             written = write_snapshot(output_dir, snapshot)

@@ -64,6 +64,29 @@ def default_lease(timeout: timedelta) -> timedelta:
 
 
 @dataclass(frozen=True)
+class Theme:
+    """`[publish] templates`: the operator's templates, read once when feeds.toml is loaded.
+
+    A file here replaces the shipped template of the same name; any other name falls back
+    to the shipped one. The sources are held as values, not re-read at each publish, so a
+    template is used only once it has been validated (at load or reload), a publish renders
+    what was validated, and its text is part of what a publish's fingerprint covers.
+    """
+
+    directory: str = ""  # as the operator wrote it, to name files in messages; "": none
+    files: tuple[tuple[str, str], ...] = ()  # (file name, source text), by name
+    path: Path | None = None  # the directory itself, for the daemon to watch
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.files)
+
+    def shown(self, name: str) -> str:
+        """How a file of this theme is named in messages: `templates/index.html.j2`."""
+        return f"{self.directory}/{name}" if self.directory else name
+
+
+@dataclass(frozen=True)
 class PublishSettings:
     """`[publish]`: what goes into `output/`."""
 
@@ -72,6 +95,7 @@ class PublishSettings:
     max_age: timedelta
     teaser_length: int
     filters: Filters = field(default_factory=Filters)
+    theme: Theme = field(default_factory=Theme)  # the shipped templates alone by default
 
 
 STORE_URL_VARIABLE = "AGGREGATOR_STORE_URL"

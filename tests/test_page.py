@@ -15,7 +15,8 @@ from pathlib import Path
 import lxml.html
 import pytest
 
-from aggregator.render.page import babel_locale, group_by_day, render_html
+from aggregator.render.context import babel_locale, group_by_day
+from aggregator.render.page import render_html
 from aggregator.settings import SiteSettings
 from aggregator.text import web_url
 from aggregator.types import SourceCredit, StoredEntry, Timeline, TimelineItem

@@ -15,7 +15,8 @@ from babel.messages.catalog import Catalog
 from babel.messages.mofile import read_mo
 from babel.messages.pofile import read_po
 
-from aggregator.render.page import LOCALE_DIR, render_html
+from aggregator.render.page import render_html
+from aggregator.render.theme import LOCALE_DIR
 from aggregator.settings import SiteSettings
 from aggregator.types import SourceCredit, Timeline
 from tests.test_page import (

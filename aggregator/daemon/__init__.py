@@ -132,7 +132,11 @@ class Daemon:
         )
         self.polling.after_poll = self.subscriber.after_poll
         self.reloader = Reloader(
-            config_path, apply=self._apply_config, stopping=self._stopping, spawn=self._spawn
+            config_path,
+            apply=self._apply_config,
+            stopping=self._stopping,
+            spawn=self._spawn,
+            templates=lambda: self.config.publish.theme.path,
         )
         self.watchdog = Watchdog(
             LoopWatch(block=self.options.loop_block_seconds, on_lag=self.metrics.loop_lag.set),

@@ -39,11 +39,14 @@ class Reloader:
         apply: Callable[[Config], bool],
         stopping: asyncio.Event,
         spawn: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]],
+        templates: Callable[[], Path | None] = lambda: None,
     ) -> None:
         self.path = path
         self._apply = apply
         self._stopping = stopping
         self._spawn = spawn
+        self._templates = templates  # the running theme's directory, watched too
+        self._rewatch = asyncio.Event()  # the directory to watch changed
         self._loading: asyncio.Task[None] | None = None  # loading feeds.toml in a thread
         self._wanted = False  # asked for again while loading: load once more after
         self._refused = False  # the last load was refused: the next good one says so
@@ -76,7 +79,11 @@ class Reloader:
         # A daemon thread: probing a file of many backtracking patterns takes seconds, and a
         # stop must not wait for it (the default executor's threads are joined at exit).
         new = await in_daemon_thread("reload", self.load)
-        return new is not None and self._apply(new)
+        watched = self._templates()
+        applied = new is not None and self._apply(new)
+        if self._templates() != watched:
+            self._rewatch.set()
+        return applied
 
     def reload(self) -> bool:
         """Re-read feeds.toml; apply it if valid, else keep the last good one. True if applied.
@@ -117,22 +124,52 @@ class Reloader:
             log.warning("configuration OK again: %s loads without errors", self.path)
 
     async def watch(self) -> None:
-        """Reload on every change of feeds.toml, until the stop.
+        """Reload on every change of feeds.toml, or of a template of the running theme,
+        until the stop.
 
-        Watches the directory, not the file: editors save by writing a new file and renaming
-        it over the old one, which would silently end a watch on the old file's inode.
+        Watches the directories, not the files: editors save by writing a new file and
+        renaming it over the old one, which would silently end a watch on the old file's
+        inode. A reload that moves `[publish] templates` starts a new watch.
         """
-        target = self.path.resolve()
+        while not self._stopping.is_set():
+            self._rewatch.clear()
+            ending = asyncio.Event()  # the stop, or a new directory to watch
+            relay = asyncio.ensure_future(_first_of(self._stopping, self._rewatch, ending))
+            try:
+                await self._watch_until(ending)
+            finally:
+                relay.cancel()
 
-        def is_config(_: object, path: str) -> bool:
-            return Path(path) == target
+    async def _watch_until(self, ending: asyncio.Event) -> None:
+        target = self.path.resolve()
+        templates = self._templates()
+        directories = [target.parent]
+        if templates is not None and templates.is_dir() and templates != target.parent:
+            directories.append(templates)
+
+        def is_watched(_: object, name: str) -> bool:
+            path = Path(name)
+            return path == target or (
+                templates is not None and path.parent == templates and path.suffix == ".j2"
+            )
 
         async for _ in awatch(
-            target.parent,
-            watch_filter=is_config,
-            stop_event=self._stopping,
+            *directories,
+            watch_filter=is_watched,
+            stop_event=ending,
             debounce=200,
             recursive=False,
         ):
             if target.exists():
                 self.request()
+
+
+async def _first_of(stopping: asyncio.Event, rewatch: asyncio.Event, ending: asyncio.Event) -> None:
+    """Set `ending` once `stopping` or `rewatch` is set."""
+    waits = [asyncio.ensure_future(stopping.wait()), asyncio.ensure_future(rewatch.wait())]
+    try:
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+    ending.set()

@@ -8,8 +8,9 @@ that never renders (a cycle of 304s, `status`) never loads feedgen, Jinja2 or Ba
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import date
 
-from aggregator.settings import SiteSettings
+from aggregator.settings import SiteSettings, Theme
 from aggregator.types import SourceCredit, Timeline
 
 RSS_FILE = "rss.xml"
@@ -18,10 +19,20 @@ JSON_FEED_FILE = "feed.json"
 PAGE_FILE = "index.html"
 OPML_FILE = "sources.opml"
 OUTPUT_FILES = (RSS_FILE, ATOM_FILE, JSON_FEED_FILE, PAGE_FILE, OPML_FILE)
+ARCHIVE_DIR = "archive"
+
+
+def day_page_file(day: str) -> str:
+    """The day page of an ISO date, relative to its main page: `archive/2025/07/13.html`."""
+    parsed = date.fromisoformat(day)
+    return f"{ARCHIVE_DIR}/{parsed.year:04d}/{parsed.month:02d}/{parsed.day:02d}.html"
 
 
 def render_outputs(
-    site: SiteSettings, timeline: Timeline, credits: Mapping[str, SourceCredit]
+    site: SiteSettings,
+    timeline: Timeline,
+    credits: Mapping[str, SourceCredit],
+    theme: Theme | None = None,
 ) -> dict[str, bytes]:
     """Every output file's bytes, by file name, in `OUTPUT_FILES` order."""
     from aggregator.render.feeds import render_atom, render_rss  # noqa: PLC0415
@@ -33,6 +44,6 @@ def render_outputs(
         RSS_FILE: render_rss(timeline, site),
         ATOM_FILE: render_atom(timeline, site),
         JSON_FEED_FILE: render_json_feed(timeline, site),
-        PAGE_FILE: render_html(timeline, site, list(credits.values())),
+        PAGE_FILE: render_html(timeline, site, list(credits.values()), theme=theme or Theme()),
         OPML_FILE: render_opml(list(credits.values()), site),
     }
