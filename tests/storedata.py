@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -146,3 +148,23 @@ def refuse_entry_writes(monkeypatch: pytest.MonkeyPatch, message: str) -> EntryR
 
     monkeypatch.setattr(SqliteStore, "record_poll", record_poll)
     return refusal
+
+
+_CREATED = re.compile(r"CREATE\s+(TABLE|INDEX)\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)", re.I)
+_ADDED = re.compile(r"ALTER\s+TABLE\s+(\w+)\s+ADD\s+COLUMN\s+(\w+)", re.I)
+
+
+def undo_migrations(migrations: Sequence[str]) -> list[str]:
+    """Statements that take back what `migrations` created (tables, indexes, added columns),
+    newest first: a store set back to an older version, as a store that old would be, so a
+    test can run a migration again without the later ones failing on what already exists."""
+    undo: list[str] = []
+    for sql in migrations:
+        found = [
+            (m.start(), f"DROP {m[1].upper()} IF EXISTS {m[2]}") for m in _CREATED.finditer(sql)
+        ]
+        found += [
+            (m.start(), f"ALTER TABLE {m[1]} DROP COLUMN {m[2]}") for m in _ADDED.finditer(sql)
+        ]
+        undo = [statement for _, statement in sorted(found, reverse=True)] + undo
+    return undo

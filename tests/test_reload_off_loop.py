@@ -57,7 +57,8 @@ def test_a_reload_of_catastrophic_patterns_leaves_the_loop_free(
 
     async def during() -> None:
         _catastrophic_sources(config)  # the file watcher asks for a reload
-        deadline = time.monotonic() + 30
+        # Probing 25 patterns takes 25 × 0.25 s at least, several times that on a busy machine.
+        deadline = time.monotonic() + 120
         while len(daemon.config.sources) == 1 and time.monotonic() < deadline:
             started = time.monotonic()
             await asyncio.sleep(0.05)
@@ -123,3 +124,24 @@ def test_a_stop_during_a_long_reload_ends_within_ten_seconds(
         if daemon.process and daemon.process.poll() is None:
             daemon.process.kill()
             daemon.process.wait()
+
+
+def test_an_edit_made_before_the_watch_began_is_reloaded(tmp_path: Path) -> None:
+    """feeds.toml edited while the daemon starts (after its configuration was read, before
+    its file watch took hold) has no change event: it is caught up with all the same."""
+    _feed(tmp_path, _items("a", 1))
+    config = _config(tmp_path)
+    daemon = Daemon(config, load_config(config), options=OPTIONS)
+    (tmp_path / "b.xml").write_bytes((tmp_path / "a.xml").read_bytes())
+    config.write_text(
+        config.read_text(encoding="utf-8") + '[[feeds]]\nname = "b"\nurl = "b.xml"\n',
+        encoding="utf-8",
+    )
+
+    async def during() -> None:
+        deadline = time.monotonic() + 30
+        while len(daemon.config.sources) == 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+    asyncio.run(_run_for(daemon, 0.1, during))
+    assert [s.name for s in daemon.config.sources] == ["a", "b"]

@@ -26,14 +26,14 @@ from aggregator.errors import ConfigError
 from aggregator.filters import FilterPattern, Filters
 from aggregator.poll import store_entries, sync_sources
 from aggregator.publish import publish_timeline
-from aggregator.store import open_store
+from aggregator.store import open_store, postgres_schema, sqlite_schema
 from aggregator.text import ELLIPSIS, TEASER_LENGTH_LIMIT, make_teaser
 from aggregator.timeline import Selection, build_timeline
 from aggregator.types import SourceCredit, StoredEntry
 from tests.conftest import run_cli
 from tests.feedfactory import Item, rss2
 from tests.feedserver import FeedServer
-from tests.storedata import NOW, entry
+from tests.storedata import NOW, entry, undo_migrations
 
 ATOM = "{http://www.w3.org/2005/Atom}"
 # 70 words, 400-odd characters: longer than the default teaser of 200.
@@ -119,6 +119,8 @@ def _open_sqlite(tmp_path: Path) -> tuple[str, Callable[[int], None]]:
 
     def set_version(version: int) -> None:
         with closing(sqlite3.connect(path)) as db:
+            for statement in undo_migrations(sqlite_schema.MIGRATIONS[version:]):
+                db.execute(statement)
             db.execute(f"PRAGMA user_version = {version}")
 
     return str(path), set_version
@@ -139,6 +141,8 @@ def test_migrating_a_store_of_cut_teasers_publishes_them_at_the_configured_lengt
 
         def set_version(version: int) -> None:
             with psycopg.connect(where, autocommit=True) as conn:
+                for statement in undo_migrations(postgres_schema.MIGRATIONS[version:]):
+                    conn.execute(statement)
                 conn.execute("DELETE FROM schema_migrations WHERE version > %s", (version,))
 
     config_file = _config(tmp_path, "https://a.example.org/feed.xml", 200)

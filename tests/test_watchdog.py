@@ -83,8 +83,13 @@ def test_a_refused_poll_record_is_unhealthy_until_a_later_one_is_written(
     seen: list[str | None] = []
 
     async def during() -> None:
-        await asyncio.sleep(0.5)  # the first tick polled "a", and the store refused it
-        seen.append(await daemon.health())
+        # The first tick polls "a" and the store refuses it (within 0.5 s alone; on a busy
+        # machine the parser process may take longer to start).
+        deadline = asyncio.get_running_loop().time() + 30
+        while (problem := await daemon.health()) is None:
+            assert asyncio.get_running_loop().time() < deadline, "the refusal never showed"
+            await asyncio.sleep(0.1)
+        seen.append(problem)
         refusal.refusing = False
         await daemon.polling.poll(daemon.config.sources[0])  # a later poll, recorded
         seen.append(await daemon.health())

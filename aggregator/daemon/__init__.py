@@ -275,7 +275,7 @@ class Daemon:
             (self._housekeeping, self.options.housekeeping_seconds, "housekeeping"),
             (self.publishing.follow_soon, self.options.follow_seconds, "follow"),
             (self._summarize, self._started.server.summary_interval.total_seconds(), "summary"),
-            (self.subscriber.refresh_metrics, self.options.follow_seconds, "websub"),
+            (self.subscriber.refresh_soon, self.options.follow_seconds, "websub"),
         )
         for job, seconds, name in jobs:
             self._scheduler.add_job(

@@ -50,6 +50,9 @@ class Reloader:
         self._loading: asyncio.Task[None] | None = None  # loading feeds.toml in a thread
         self._wanted = False  # asked for again while loading: load once more after
         self._refused = False  # the last load was refused: the next good one says so
+        # The file as the running configuration was read from it (the daemon was built from
+        # a load just before this): an edit made before the watch began is caught up with.
+        self._read = _stamp(path)
 
     def request(self) -> None:
         """Reload in the background (SIGHUP, the file watcher), never on the loop itself.
@@ -98,6 +101,7 @@ class Reloader:
 
         Thread-safe: it touches nothing of the daemon's but its path (and whether the last
         load was refused, which only loads touch, one at a time)."""
+        self._read = _stamp(self.path)
         try:
             config = load_config(self.path, display_name=str(self.path))
         except ConfigError as e:
@@ -147,21 +151,44 @@ class Reloader:
         if templates is not None and templates.is_dir() and templates != target.parent:
             directories.append(templates)
 
+        # A change made before this watch took hold (while the daemon started, or between two
+        # watches) has no event: once the watch has had time to begin, compare the file.
+        catch_up = asyncio.get_running_loop().call_later(_CATCH_UP_SECONDS, self._catch_up)
+
         def is_watched(_: object, name: str) -> bool:
             path = Path(name)
             return path == target or (
                 templates is not None and path.parent == templates and path.suffix == ".j2"
             )
 
-        async for _ in awatch(
-            *directories,
-            watch_filter=is_watched,
-            stop_event=ending,
-            debounce=200,
-            recursive=False,
-        ):
-            if target.exists():
-                self.request()
+        try:
+            async for _ in awatch(
+                *directories,
+                watch_filter=is_watched,
+                stop_event=ending,
+                debounce=200,
+                recursive=False,
+            ):
+                if target.exists():
+                    self.request()
+        finally:
+            catch_up.cancel()
+
+    def _catch_up(self) -> None:
+        if _stamp(self.path) not in (self._read, None):
+            self.request()
+
+
+_CATCH_UP_SECONDS = 0.5
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """Which version of the file is at `path` (inode, mtime, size), None when none is."""
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    return info.st_ino, info.st_mtime_ns, info.st_size
 
 
 async def _first_of(stopping: asyncio.Event, rewatch: asyncio.Event, ending: asyncio.Event) -> None:

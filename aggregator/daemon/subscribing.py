@@ -83,6 +83,7 @@ class Subscriber:
         self._hubs = HubClient(timeout=poll.timeout.total_seconds(), user_agent=poll.user_agent)
         self._pushes = asyncio.Semaphore(poll.concurrency)  # pushes read, parsed and stored
         self._rejections: dict[str, float] = {}  # source → when one was last logged
+        self._refreshing = False  # a refresh_metrics is under way
 
     async def close(self) -> None:
         await self._hubs.__aexit__(None, None, None)
@@ -243,12 +244,22 @@ class Subscriber:
             log.error("WebSub: could not review subscriptions: %s", e)
         await self.refresh_metrics()
 
+    async def refresh_soon(self) -> None:
+        """The scheduler's job: start `refresh_metrics` in the background unless one is
+        under way (waiting, perhaps, for a database that is away). The scheduler itself
+        never waits, so it never skips a run with a warning."""
+        if not self._refreshing:
+            self._hooks.spawn(self.refresh_metrics())
+
     async def refresh_metrics(self) -> None:
         """The subscriptions-by-state gauge, from the store (other daemons' work included)."""
+        self._refreshing = True
         try:
             subs = await self.store.subscriptions()
         except AggregatorError:
             return  # the store is away; /healthz says so
+        finally:
+            self._refreshing = False
         configured = {s.name for s in self._config().sources}
         counts = dict.fromkeys(PushState, 0)
         for sub in subs:
