@@ -16,7 +16,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,6 +35,7 @@ from aggregator.settings import (
     DEFAULT_REQUEST_TIMEOUT,
     DEFAULT_SUMMARY_INTERVAL,
     DEFAULT_TEASER_LENGTH,
+    HUB_PATH,
     STORE_URL_VARIABLE,
     Config,
     PollSettings,
@@ -43,6 +44,7 @@ from aggregator.settings import (
     SiteSettings,
     SourceConfig,
     StoreSettings,
+    WebsubSettings,
     default_lease,
     server_url,
 )
@@ -131,6 +133,12 @@ def _string(value: object) -> str:
         raise _Invalid("must not be empty")
     if has_forbidden_characters(value):
         raise _Invalid(f"contains control characters that XML cannot carry: {_show(value)}")
+    return value
+
+
+def _bool(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid(f"expected true or false, got {_show(value)}")
     return value
 
 
@@ -235,6 +243,24 @@ def _http_url(value: object) -> str:
             f'expected an http or https URL like "https://example.org/", got {_show(value)}'
         )
     return url
+
+
+def _hub_urls(value: object) -> tuple[str, ...]:
+    """`[websub] hubs`: external hubs' URLs, each http(s) and named once."""
+    if not isinstance(value, list):
+        raise _Invalid(
+            f'expected an array of URLs like ["https://hub.example/"], got {_show(value)}'
+        )
+    urls: list[str] = []
+    for index, item in enumerate(value):
+        try:
+            url = _http_url(item)
+        except _Invalid as e:
+            raise _Invalid(f"item {index}: {e}") from e
+        if url in urls:
+            raise _Invalid(f"item {index}: {_show(url)} is named twice")
+        urls.append(url)
+    return tuple(urls)
 
 
 def _base_url(value: object) -> str:
@@ -363,7 +389,7 @@ def _name(value: object) -> str:
     return name
 
 
-_TABLES = ("aggregator", "poll", "publish", "store", "server", "feeds")
+_TABLES = ("aggregator", "poll", "publish", "store", "server", "websub", "feeds")
 _SITE_KEYS = ("title", "link", "description", "language", "timezone", "base_url")
 _POLL_KEYS = (
     "interval", "concurrency", "timeout", "per_host", "max_bytes", "user_agent", "lease",
@@ -372,6 +398,11 @@ _POLL_KEYS = (
 _PUBLISH_KEYS = ("output_dir", "max_items", "max_age", "teaser_length", "include", "exclude")
 _STORE_KEYS = ("path", "url", "keep")
 _SERVER_KEYS = ("host", "port", "request_timeout", "max_connections", "summary_interval")
+_WEBSUB_KEYS = (
+    "builtin_hub", "hubs", "allow_private_callbacks", "default_lease", "min_lease", "max_lease",
+    "max_subscribers", "requests_per_minute", "delivery_timeout", "delivery_concurrency",
+    "retry_delay", "max_failures",
+)  # fmt: skip
 _FEED_KEYS = ("url", "name", "title", "interval", "timezone", "tags", "include", "exclude")
 
 
@@ -617,11 +648,67 @@ def _validate(
     elif store.keep < publish.max_age:
         store = StoreSettings(store.path, publish.max_age, store.url)
     sources = _sources(data, base_dir, load, poll, site)
+    websub = _websub(data, load, site, public="base_url" in site_t)
+    site = replace(site, hubs=websub.advertised)
     if load.errors:
         first, *rest = load.errors
         first.others = tuple(rest)
         raise first
-    return Config(path.resolve(), site, poll, publish, store, server, sources)
+    return Config(path.resolve(), site, poll, publish, store, server, sources, websub)
+
+
+def _websub(
+    data: dict[str, Any], load: _Loader, site: SiteSettings, *, public: bool
+) -> WebsubSettings:
+    """`[websub]`. A hub must reach us, so nothing is advertised (and the built-in hub does
+    not run) unless `[aggregator] base_url` is written: the default names where we listen,
+    which is rarely where the world reaches us."""
+    path = ("websub",)
+    table = load.table(data.get("websub", {}), path, _WEBSUB_KEYS)
+    d = WebsubSettings()
+    builtin = load.value(table, path, "builtin_hub", _bool, True)
+    hubs: tuple[str, ...] = load.value(table, path, "hubs", _hub_urls, ())
+    if hubs and not public:
+        load.error(
+            (*path, "hubs"),
+            "a hub fetches the feeds from their public address: set [aggregator] base_url",
+        )
+    settings = WebsubSettings(
+        hub_url=site.base_url + HUB_PATH if builtin and public else None,
+        hubs=hubs if public else (),
+        allow_private_callbacks=load.value(table, path, "allow_private_callbacks", _bool, False),
+        default_lease=load.value(table, path, "default_lease", parse_duration, d.default_lease),
+        min_lease=load.value(table, path, "min_lease", parse_duration, d.min_lease),
+        max_lease=load.value(table, path, "max_lease", parse_duration, d.max_lease),
+        max_subscribers=load.value(
+            table, path, "max_subscribers", _positive_int, d.max_subscribers
+        ),
+        requests_per_minute=load.value(
+            table, path, "requests_per_minute", _positive_int, d.requests_per_minute
+        ),
+        delivery_timeout=load.value(
+            table, path, "delivery_timeout", parse_duration, d.delivery_timeout
+        ),
+        delivery_concurrency=load.value(
+            table, path, "delivery_concurrency", _positive_int, d.delivery_concurrency
+        ),
+        retry_delay=load.value(table, path, "retry_delay", parse_duration, d.retry_delay),
+        max_failures=load.value(table, path, "max_failures", _positive_int, d.max_failures),
+    )
+    _check_leases(table, load, settings)
+    return settings
+
+
+def _check_leases(table: Mapping[str, Any], load: _Loader, websub: WebsubSettings) -> None:
+    """Leases in order: min_lease <= default_lease <= max_lease, each at least a second (a
+    hub.lease_seconds is whole seconds)."""
+    for key in ("min_lease", "default_lease", "max_lease"):
+        if key in table and getattr(websub, key) < timedelta(seconds=1):
+            load.error(("websub", key), f"expected at least 1s, got {_show(table[key])}")
+    if websub.min_lease > websub.max_lease:
+        load.error(("websub", "min_lease"), "must not be longer than max_lease")
+    elif not websub.min_lease <= websub.default_lease <= websub.max_lease:
+        load.error(("websub", "default_lease"), "must lie between min_lease and max_lease")
 
 
 def _configured_store_url(

@@ -25,6 +25,9 @@ class SiteSettings:
     language: str | None
     timezone: str
     base_url: str
+    # The WebSub hubs every published feed advertises (`rel="hub"`), from `[websub]`: empty
+    # without a public address (`base_url` set in feeds.toml), since a hub must fetch us.
+    hubs: tuple[str, ...] = ()
 
 
 # Defaults of `[poll] parse_timeout`, `[server] request_timeout` and `max_connections`,
@@ -106,6 +109,41 @@ class ServerSettings:
     summary_interval: timedelta = DEFAULT_SUMMARY_INTERVAL  # the daemon's "what I did" line
 
 
+# `[websub]` defaults: a lease (default, least, most), what a topic may take, delivery.
+DEFAULT_HUB_LEASE = timedelta(days=10)
+MIN_HUB_LEASE = timedelta(hours=1)
+MAX_HUB_LEASE = timedelta(days=30)
+HUB_PATH = "websub"  # the built-in hub's path under base_url
+
+
+@dataclass(frozen=True)
+class WebsubSettings:
+    """`[websub]`: the built-in WebSub hub for the feeds we publish, and external hubs.
+
+    `hub_url` is the built-in hub's public address (`<base_url>websub`), None when it does
+    not run: no public `base_url`, or `builtin_hub = false`. Subscribers' callbacks get one
+    connection each at a time, within `delivery_timeout`, `delivery_concurrency` in all.
+    """
+
+    hub_url: str | None = None
+    hubs: tuple[str, ...] = ()  # external hubs: advertised beside (or instead of) ours, pinged
+    allow_private_callbacks: bool = False  # loopback, private, link-local... callbacks
+    default_lease: timedelta = DEFAULT_HUB_LEASE  # when a subscriber asks for none
+    min_lease: timedelta = MIN_HUB_LEASE
+    max_lease: timedelta = MAX_HUB_LEASE
+    max_subscribers: int = 1000  # per topic
+    requests_per_minute: int = 60  # subscription requests per topic (per daemon)
+    delivery_timeout: timedelta = timedelta(seconds=10)  # one verification or delivery, whole
+    delivery_concurrency: int = 8  # verifications and deliveries at once
+    retry_delay: timedelta = timedelta(minutes=1)  # after a failed delivery, doubling
+    max_failures: int = 8  # failed deliveries in a row that drop a subscriber
+
+    @property
+    def advertised(self) -> tuple[str, ...]:
+        """Every hub the feeds name: ours first, then the external ones."""
+        return (self.hub_url, *self.hubs) if self.hub_url else self.hubs
+
+
 @dataclass(frozen=True)
 class SourceConfig:
     """One `[[feeds]]` entry, with the global defaults already applied."""
@@ -130,6 +168,7 @@ class Config:
     store: StoreSettings
     server: ServerSettings
     sources: tuple[SourceConfig, ...]
+    websub: WebsubSettings = field(default_factory=WebsubSettings)
 
 
 def server_url(host: str, port: int) -> str:

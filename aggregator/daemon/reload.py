@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,7 @@ def effective_config(new: Config, started: Config) -> Config:
     start (a listening socket and an open store are not swapped under running work)."""
     if (new.server, new.store) == (started.server, started.store):
         return new
-    return Config(
-        new.path, new.site, new.poll, new.publish, started.store, started.server, new.sources
-    )
+    return replace(new, store=started.store, server=started.server)
 
 
 class Reloader:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from aggregator.render import PAGE_FILE
@@ -89,14 +89,26 @@ def _not_modified(request: Request, version: FileVersion, etag: str) -> bool:
     return False
 
 
+def _link(links: Callable[[str], str | None] | None, name: str) -> dict[str, str]:
+    """The `Link` header of the file `name`, if it has one."""
+    link = links(name) if links is not None else None
+    return {"Link": link} if link else {}
+
+
 def create_app(
     output_dir: Path,
     *,
     files: PublishedFiles | None = None,
     health: HealthCheck | None = None,
     metrics: Callable[[], bytes] | None = None,
+    links: Callable[[str], str | None] | None = None,
+    routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
-    """The app; pass `files` to share (and later re-root) the daemon's view of output_dir."""
+    """The app; pass `files` to share (and later re-root) the daemon's view of output_dir.
+
+    `links(name)`: the `Link` header of a published file, if any (a feed's WebSub hubs and
+    self); `routes`: more endpoints (`/websub`), matched before the published files.
+    """
     files = files or PublishedFiles(output_dir)
 
     async def serve_file(request: Request) -> Response:
@@ -113,6 +125,7 @@ def create_app(
             "Last-Modified": version.last_modified,
             "Cache-Control": "public, max-age=60",
             "Vary": "Accept-Encoding",
+            **_link(links, name),
         }
         if wants_gzip and version.gzipped is not None:
             body = version.gzipped
@@ -146,6 +159,7 @@ def create_app(
         routes=[
             Route("/healthz", healthz, methods=["GET", "HEAD"]),
             Route("/metrics", metrics_endpoint, methods=["GET"]),
+            *routes,
             Route("/", serve_file, methods=["GET", "HEAD"]),
             Route("/{name:path}", serve_file, methods=["GET", "HEAD"]),
         ]
