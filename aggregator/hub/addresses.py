@@ -26,33 +26,47 @@ _KINDS = (
 )
 
 
-def _embedded(address: IPAddress) -> list[IPAddress]:
-    """The address and every IPv4 address it carries."""
-    found: list[IPAddress] = [address]
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            found.append(address.ipv4_mapped)
-        if address.sixtofour is not None:
-            found.append(address.sixtofour)
-        if address.teredo is not None:
-            found.extend(address.teredo)
-        if address in _NAT64:
-            found.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
-    return found
+def _judged(address: IPAddress) -> list[IPAddress]:
+    """The addresses that decide for `address`: an IPv4-mapped or NAT64 address goes to its
+    IPv4 address alone; 6to4 and Teredo addresses carry one (two) beside their own."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return [address]
+    if address.ipv4_mapped is not None:
+        return [address.ipv4_mapped]
+    if address in _NAT64:
+        return [ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)]
+    carried: list[IPAddress] = []
+    if address.sixtofour is not None:
+        carried.append(address.sixtofour)
+    if address.teredo is not None:
+        carried.extend(address.teredo)
+    return [*carried, address]
+
+
+def _kind(address: IPAddress) -> str | None:
+    """What makes `address` refused, as an adjective with its article; None if nothing."""
+    for kind, applies in _KINDS:
+        if applies(address):
+            return f"{'an' if kind[0] in 'aeiou' else 'a'} {kind}"
+    return None
 
 
 def refusal(text: str) -> str | None:
     """Why a callback may not connect to the address `text`, or None when it may.
 
-    `fe80::1%eth0` (a zone) is read without its zone; text that is no address is refused.
+    An embedded IPv4 address is judged first (`::ffff:127.0.0.1` is loopback before it is
+    anything else); `fe80::1%eth0` is read without its zone; text that is no address is
+    refused.
     """
+    shown = text.partition("%")[0]
     try:
-        address = ipaddress.ip_address(text.partition("%")[0])
+        address = ipaddress.ip_address(shown)
     except ValueError:
         return f"{text!r} is not an IP address"
-    for candidate in _embedded(address):
-        for kind, applies in _KINDS:
-            if applies(candidate):
-                inside = "" if candidate == address else f" (it carries {candidate})"
-                return f"{address} is a {kind} address{inside}"
+    for candidate in _judged(address):
+        kind = _kind(candidate)
+        if kind is not None:
+            if candidate == address:
+                return f"{shown} is {kind} address"
+            return f"{shown} carries {candidate}, {kind} address"
     return None
