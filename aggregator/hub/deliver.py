@@ -41,7 +41,7 @@ from aggregator.urls import redact_url
 log = logging.getLogger("aggregator")
 
 SCAN_SECONDS = 2.0  # how often a daemon looks for due deliveries
-HOUSEKEEPING_SECONDS = 10.0  # how often ended leases are removed and the gauges counted
+HOUSEKEEPING_SECONDS = 5.0  # how often ended leases are removed and the gauges counted
 
 
 class Deliveries:
