@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 import pytest
@@ -87,24 +88,27 @@ def callback() -> Iterator[CallbackServer]:
         server.stop()
 
 
+class Start(Protocol):
+    def __call__(self, websub: str = ..., *, base_url: bool = ..., extra: str = ...) -> Daemon: ...
+
+
 @pytest.fixture
-def start(tmp_path: Path) -> Iterator[type[Daemon]]:
-    """`start(websub=..., ...)`: the daemon on a feed of 3 items; stopped after the test."""
+def start(tmp_path: Path) -> Iterator[Start]:
+    """`start(websub=..., ...)`: the daemon on a feed of 3 items, once it has published them;
+    stopped after the test."""
     started: list[Daemon] = []
 
-    class Started(Daemon):
-        @classmethod
-        def with_config(cls, websub: str = PRIVATE_OK, **kw: object) -> Daemon:
-            _write_feed(tmp_path, 3)
-            port = _free_port()
-            config = _write_config(tmp_path, port, websub, **kw)  # type: ignore[arg-type]
-            daemon = cls(config, port).start()
-            started.append(daemon)
-            wait_for(lambda: "https://a.example.org/2" in daemon.get("/atom.xml").text, 15,
-                     "the first poll published")  # fmt: skip
-            return daemon
+    def start_daemon(websub: str = PRIVATE_OK, *, base_url: bool = True, extra: str = "") -> Daemon:
+        _write_feed(tmp_path, 3)
+        port = _free_port()
+        config = _write_config(tmp_path, port, websub, base_url=base_url, extra=extra)
+        daemon = Daemon(config, port).start()
+        started.append(daemon)
+        wait_for(lambda: "https://a.example.org/2" in daemon.get("/atom.xml").text, 15,
+                 "the first poll published")  # fmt: skip
+        return daemon
 
-    yield Started
+    yield start_daemon
     for daemon in started:
         if daemon.process is not None and daemon.process.poll() is None:
             daemon.stop()
@@ -146,9 +150,9 @@ def _metric(daemon: Daemon, line: str) -> float | None:
 
 
 def test_a_subscriber_is_verified_then_gets_each_change_signed(
-    start: type[Daemon], callback: CallbackServer, tmp_path: Path
+    start: Start, callback: CallbackServer, tmp_path: Path
 ) -> None:
-    daemon = start.with_config(f'{PRIVATE_OK}\nmin_lease = "1m"')
+    daemon = start(f'{PRIVATE_OK}\nmin_lease = "1m"')
     served = daemon.get("/atom.xml")
     hub, topic = daemon.url("/websub"), daemon.url("/atom.xml")
     assert served.headers["Link"] == f'<{hub}>; rel="hub", <{topic}>; rel="self"'
@@ -193,9 +197,9 @@ def test_a_subscriber_is_verified_then_gets_each_change_signed(
 
 
 def test_a_failing_callback_is_retried_then_dropped(
-    start: type[Daemon], callback: CallbackServer, tmp_path: Path
+    start: Start, callback: CallbackServer, tmp_path: Path
 ) -> None:
-    daemon = start.with_config(f'{PRIVATE_OK}\nretry_delay = "200ms"\nmax_failures = 3')
+    daemon = start(f'{PRIVATE_OK}\nretry_delay = "200ms"\nmax_failures = 3')
     callback.post_status["/down"] = 500
     _subscribed(daemon, callback, "/down")
     _subscribed(daemon, callback, "/up")
@@ -211,9 +215,9 @@ def test_a_failing_callback_is_retried_then_dropped(
 
 
 def test_a_gone_callback_is_dropped_at_once(
-    start: type[Daemon], callback: CallbackServer, tmp_path: Path
+    start: Start, callback: CallbackServer, tmp_path: Path
 ) -> None:
-    daemon = start.with_config(PRIVATE_OK)
+    daemon = start(PRIVATE_OK)
     callback.post_status["/gone"] = 410
     _subscribed(daemon, callback, "/gone")
     _write_feed(tmp_path, 4)
@@ -221,8 +225,8 @@ def test_a_gone_callback_is_dropped_at_once(
     assert len(callback.requests("POST", "/gone")) == 1
 
 
-def test_a_lease_ends(start: type[Daemon], callback: CallbackServer, tmp_path: Path) -> None:
-    daemon = start.with_config(f'{PRIVATE_OK}\nmin_lease = "1s"')
+def test_a_lease_ends(start: Start, callback: CallbackServer, tmp_path: Path) -> None:
+    daemon = start(f'{PRIVATE_OK}\nmin_lease = "1s"')
     answer = _subscribe(daemon, callback.url("/short"), lease_seconds="1")
     assert answer.status_code == 202
     callback.wait_for(lambda: callback.requests("GET", "/short"))
@@ -230,16 +234,18 @@ def test_a_lease_ends(start: type[Daemon], callback: CallbackServer, tmp_path: P
     wait_for(lambda: len(_subscribers(daemon)) == 1, 10, "the subscription")
     time.sleep(1.5)
     _write_feed(tmp_path, 4)
-    wait_for(lambda: "https://a.example.org/3" in daemon.get("/atom.xml").text, 10, "the change published")
+    wait_for(
+        lambda: "https://a.example.org/3" in daemon.get("/atom.xml").text,
+        10,
+        "the change published",
+    )
     wait_for(lambda: _subscribers(daemon) == [], 10, "the ended lease removed")
     assert callback.requests("POST", "/short") == []
     assert "subscriptions ended with their lease" in daemon.log_text()
 
 
-def test_private_callbacks_are_refused_by_default(
-    start: type[Daemon], callback: CallbackServer
-) -> None:
-    daemon = start.with_config("")
+def test_private_callbacks_are_refused_by_default(start: Start, callback: CallbackServer) -> None:
+    daemon = start("")
     port = callback.url("/").rsplit(":", 1)[1].rstrip("/")
     for host, reason in [
         ("127.0.0.1", "127.0.0.1 is a loopback address"),
@@ -256,10 +262,8 @@ def test_private_callbacks_are_refused_by_default(
     assert callback.seen == []  # not one connection to it
 
 
-def test_bad_requests_are_refused_with_their_reason(
-    start: type[Daemon], callback: CallbackServer
-) -> None:
-    daemon = start.with_config(PRIVATE_OK)
+def test_bad_requests_are_refused_with_their_reason(start: Start, callback: CallbackServer) -> None:
+    daemon = start(PRIVATE_OK)
     cb = callback.url("/cb")
     cases = [
         (_subscribe(daemon, cb, topic="index.html"), 404, "is not a feed this hub publishes"),
@@ -291,9 +295,9 @@ def test_bad_requests_are_refused_with_their_reason(
 
 
 def test_intent_must_be_confirmed_and_unsubscribing_is_verified_too(
-    start: type[Daemon], callback: CallbackServer
+    start: Start, callback: CallbackServer
 ) -> None:
-    daemon = start.with_config(PRIVATE_OK)
+    daemon = start(PRIVATE_OK)
     callback.verify["/wrong"] = "wrong"
     callback.verify["/unknown"] = "404"
     for path in ("/wrong", "/unknown"):
@@ -311,9 +315,9 @@ def test_intent_must_be_confirmed_and_unsubscribing_is_verified_too(
 
 
 def test_a_topic_takes_requests_and_subscribers_up_to_its_caps(
-    start: type[Daemon], callback: CallbackServer
+    start: Start, callback: CallbackServer
 ) -> None:
-    daemon = start.with_config(f"{PRIVATE_OK}\nmax_subscribers = 1\nrequests_per_minute = 3")
+    daemon = start(f"{PRIVATE_OK}\nmax_subscribers = 1\nrequests_per_minute = 3")
     _subscribed(daemon, callback, "/first")
     refused = _subscribe(daemon, callback.url("/second"))
     assert refused.status_code == 403 and "as many subscribers as the hub takes" in refused.text
@@ -326,9 +330,9 @@ def test_a_topic_takes_requests_and_subscribers_up_to_its_caps(
 
 
 def test_a_callback_that_never_answers_stalls_neither_serving_nor_polling(
-    start: type[Daemon], callback: CallbackServer, tmp_path: Path
+    start: Start, callback: CallbackServer, tmp_path: Path
 ) -> None:
-    daemon = start.with_config(f'{PRIVATE_OK}\nretry_delay = "10s"')
+    daemon = start(f'{PRIVATE_OK}\nretry_delay = "10s"')
     callback.hang.add("/hang")
     _subscribed(daemon, callback, "/hang")
     _write_feed(tmp_path, 4)
@@ -342,16 +346,20 @@ def test_a_callback_that_never_answers_stalls_neither_serving_nor_polling(
         slowest = max(slowest, time.monotonic() - began)
         time.sleep(0.05)
     assert slowest < 0.5, slowest
-    wait_for(lambda: "https://a.example.org/4" in daemon.get("/atom.xml").text, 10, "the next item published")
+    wait_for(
+        lambda: "https://a.example.org/4" in daemon.get("/atom.xml").text,
+        10,
+        "the next item published",
+    )
     # The delivery gave up at delivery_timeout (2 s), to be retried later.
     wait_for(lambda: any(s.state == "retrying" for s in _subscribers(daemon)), 10, "a retry")
     assert "no answer within 2 s" in daemon.log_text()
 
 
 def test_without_a_public_address_no_hub_is_advertised(
-    start: type[Daemon], callback: CallbackServer
+    start: Start, callback: CallbackServer
 ) -> None:
-    daemon = start.with_config(PRIVATE_OK, base_url=False)
+    daemon = start(PRIVATE_OK, base_url=False)
     served = daemon.get("/atom.xml")
     assert "Link" not in served.headers
     assert 'rel="hub"' not in served.text
@@ -361,10 +369,10 @@ def test_without_a_public_address_no_hub_is_advertised(
 
 
 def test_external_hubs_are_advertised_and_told_of_changes(
-    start: type[Daemon], callback: CallbackServer, tmp_path: Path
+    start: Start, callback: CallbackServer, tmp_path: Path
 ) -> None:
     external = callback.url("/hub")
-    daemon = start.with_config(f'builtin_hub = false\nhubs = ["{external}"]')
+    daemon = start(f'builtin_hub = false\nhubs = ["{external}"]')
     served = daemon.get("/rss.xml")
     assert served.headers["Link"] == (
         f'<{external}>; rel="hub", <{daemon.url("/rss.xml")}>; rel="self"'
