@@ -25,6 +25,10 @@ PURE_MODULES = (
     "aggregator.policy",
     "aggregator.urls",
     "aggregator.update",
+    "aggregator.hub.topics",
+    "aggregator.hub.requests",
+    "aggregator.hub.addresses",
+    "aggregator.hub.rules",
 )
 FORBIDDEN = (
     "httpx",
@@ -77,6 +81,8 @@ def test_probe_detects_an_io_import():
 # (`aggregator.update`) and what they build on are the poll path's, never imported by a store.
 STORE_MODULES = ("aggregator.store.sqlite", "aggregator.store.postgres")
 RULES = ("aggregator.update", "aggregator.timeline", "aggregator.policy", "aggregator.text")
+# The hub's: what a subscription gets, when a delivery is retried (`store.hub` writes it).
+HUB_RULES = ("aggregator.hub.rules", "aggregator.hub.requests", "aggregator.hub.addresses")
 
 
 @pytest.mark.slow
@@ -88,3 +94,10 @@ def test_stores_import_no_rules():
 def test_probe_detects_a_rule_import():
     # The probe itself works: the poll path does load the rules.
     assert set(_imported(("aggregator.poll",), RULES)) == set(RULES)
+
+
+@pytest.mark.slow
+def test_stores_import_no_hub_rules():
+    assert _imported(STORE_MODULES, HUB_RULES) == [], "a store imports the hub's rules"
+    # The probe itself works: the hub's delivery loop does load them.
+    assert "aggregator.hub.rules" in _imported(("aggregator.hub.deliver",), HUB_RULES)
