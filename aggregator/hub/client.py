@@ -16,8 +16,11 @@ as in `fetch.py`).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import ipaddress
 import socket
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +32,11 @@ from aggregator import USER_AGENT
 from aggregator.hub.addresses import refusal
 
 READ_LIMIT = 64 * 1024  # of an answer: a challenge is short, a delivery's answer unread
+# Host lookups running at once. Each runs in a thread of its own that a deadline cannot stop
+# (getaddrinfo has no timeout of its own beyond the resolver's): bounded here, so that hosts
+# whose DNS never answers cannot pile up threads, nor take the loop's default executor from
+# the store calls that run there.
+MAX_LOOKUPS = 8
 ALLOW_HINT = "set [websub] allow_private_callbacks = true to allow it"
 
 
@@ -44,39 +52,16 @@ class CallbackUnresolved(CallbackError):
     """The callback's host name resolves to no address."""
 
 
+class CallbackBusy(CallbackError):
+    """Too many host lookups are under way: try again later."""
+
+
 @dataclass(frozen=True)
 class Answer:
     """A callback's answer: its status, and the start of its body."""
 
     status: int
     body: bytes
-
-
-async def resolve(url: str, *, allow_private: bool) -> str:
-    """The address to connect to for `url`: the first its host resolves to, once every one
-    of them passed the check. Raises `CallbackRefused` or `CallbackUnresolved`."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    try:
-        addresses = [str(ipaddress.ip_address(host))]
-    except ValueError:
-        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
-        try:
-            infos = await asyncio.get_running_loop().getaddrinfo(
-                host, port, type=socket.SOCK_STREAM
-            )
-        except (socket.gaierror, UnicodeError) as e:
-            raise CallbackUnresolved(f"callback host {host} does not resolve: {e}") from e
-        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
-    if not addresses:
-        raise CallbackUnresolved(f"callback host {host} resolves to no address")
-    if not allow_private:
-        for address in addresses:
-            why = refusal(address)
-            if why is not None:
-                via = "" if host == address else f" ({host} resolves to it)"
-                raise CallbackRefused(f"callback refused: {why}{via}; {ALLOW_HINT}")
-    return addresses[0]
 
 
 def pinned(url: str, address: str) -> tuple[str, str, dict[str, Any]]:
@@ -104,6 +89,57 @@ class CallbackClient:
         )
         self._slots = asyncio.Semaphore(concurrency)
         self._user_agent = user_agent
+        self._lookups = 0  # host lookups whose thread is still running
+
+    async def resolve(self, url: str, *, allow_private: bool) -> str:
+        """The address to connect to for `url`: the first its host resolves to, once every
+        one of them passed the check. Raises `CallbackRefused`, `CallbackUnresolved` or
+        `CallbackBusy`."""
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        try:
+            addresses = [str(ipaddress.ip_address(host))]
+        except ValueError:
+            port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+            addresses = await self._lookup(host, port)
+        if not addresses:
+            raise CallbackUnresolved(f"callback host {host} resolves to no address")
+        if not allow_private:
+            for address in addresses:
+                why = refusal(address)
+                if why is not None:
+                    via = "" if host == address else f" ({host} resolves to it)"
+                    raise CallbackRefused(f"callback refused: {why}{via}; {ALLOW_HINT}")
+        return addresses[0]
+
+    async def _lookup(self, host: str, port: int) -> list[str]:
+        if self._lookups >= MAX_LOOKUPS:
+            raise CallbackBusy("too many callback host lookups under way; try again later")
+        loop = asyncio.get_running_loop()
+        found: concurrent.futures.Future[list[Any]] = concurrent.futures.Future()
+
+        def lookup() -> None:
+            """In a daemon thread: one stuck in a lookup must not hold up the process's exit."""
+            try:
+                if found.set_running_or_notify_cancel():
+                    try:
+                        found.set_result(socket.getaddrinfo(host, port, type=socket.SOCK_STREAM))
+                    except Exception as e:
+                        found.set_exception(e)
+            finally:  # counted down when the thread ends, not when its caller gave up
+                with contextlib.suppress(RuntimeError):  # the loop has closed
+                    loop.call_soon_threadsafe(self._lookup_ended)
+
+        self._lookups += 1
+        threading.Thread(target=lookup, name="websub-lookup", daemon=True).start()
+        try:
+            infos = await asyncio.wrap_future(found)
+        except (OSError, UnicodeError) as e:  # socket.gaierror, an unencodable name
+            raise CallbackUnresolved(f"callback host {host} does not resolve: {e}") from e
+        return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+    def _lookup_ended(self) -> None:
+        self._lookups -= 1
 
     async def exchange(
         self,
@@ -120,7 +156,7 @@ class CallbackClient:
         async with self._slots:
             try:
                 async with asyncio.timeout(timeout):
-                    address = await resolve(url, allow_private=allow_private)
+                    address = await self.resolve(url, allow_private=allow_private)
                     return await self._send(method, url, address, timeout, content, headers)
             except TimeoutError as e:
                 raise CallbackError(f"no answer within {timeout:g} s") from e

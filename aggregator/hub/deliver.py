@@ -105,6 +105,8 @@ class Deliveries:
                 await self._round()
             except AggregatorError as e:  # the store is away: the next round tries again
                 log.error("websub: delivering failed: %s", e)
+            except Exception:  # a bug: said, and the next round tries again
+                log.exception("websub: delivering failed")
 
     async def _round(self) -> None:
         config = self._config()

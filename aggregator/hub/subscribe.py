@@ -23,11 +23,11 @@ from urllib.parse import urlencode
 
 from aggregator.errors import AggregatorError
 from aggregator.hub.client import (
+    CallbackBusy,
     CallbackClient,
     CallbackError,
     CallbackRefused,
     CallbackUnresolved,
-    resolve,
 )
 from aggregator.hub.requests import Refusal, SubscriptionRequest, lease_seconds, read_request
 from aggregator.hub.rules import challenge_echoed
@@ -162,9 +162,13 @@ class Subscriptions:
         websub = config.websub
         try:
             async with asyncio.timeout(websub.delivery_timeout.total_seconds()):
-                await resolve(request.callback, allow_private=websub.allow_private_callbacks)
+                await self._client.resolve(
+                    request.callback, allow_private=websub.allow_private_callbacks
+                )
         except TimeoutError:
             return Reply(400, "hub.callback: its host did not resolve in time")
+        except CallbackBusy as e:
+            return Reply(503, str(e))
         except CallbackUnresolved as e:
             return Reply(400, str(e))
         except CallbackRefused as e:
