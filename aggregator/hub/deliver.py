@@ -42,6 +42,7 @@ log = logging.getLogger("aggregator")
 
 SCAN_SECONDS = 2.0  # how often a daemon looks for due deliveries
 HOUSEKEEPING_SECONDS = 5.0  # how often ended leases are removed and the gauges counted
+MARK_GRACE_SECONDS = 2.0  # at a stop, for the last publish's deliveries to be marked owed
 
 
 class Deliveries:
@@ -211,9 +212,14 @@ class Deliveries:
                 log.warning("websub: hub %s answered HTTP %d for %s", redact_url(hub),
                             answer.status, topic)  # fmt: skip
 
-    async def close(self) -> None:
-        """Stop what is under way: a delivery cut short keeps its claim until it runs out,
-        then it is delivered again."""
+    async def close(self, grace: float = MARK_GRACE_SECONDS) -> None:
+        """Stop what is under way. The marks of the last publish's changes are written first
+        (within `grace`), so a stop cannot lose what the subscribers are owed: the next
+        start, or another daemon, delivers them. A delivery cut short keeps its claim until
+        it runs out, then it is delivered again."""
+        marks = [t for t in self.running if t.get_name() == "websub-want"]
+        if marks:
+            await asyncio.wait(marks, timeout=grace)
         tasks = list(self.running)
         for task in tasks:
             task.cancel()
