@@ -7,8 +7,10 @@ so a DNS answer that changes between the check and the connection (DNS rebinding
 send us elsewhere. Redirects are not followed (the next hop would go unchecked).
 
 Every exchange is bounded: one deadline for all of it (resolve, connect, send, answer), at
-most `READ_LIMIT` bytes of the answer read, and at most `concurrency` at once. The
-semaphore equals the client's pool size, so no request ever waits inside httpx for a
+most `READ_LIMIT` bytes of the answer read, and at most `concurrency` deliveries (and
+pings) plus `concurrency` verifications at once: two sets of slots, so that strangers'
+subscription requests with callbacks that never answer cannot hold up the deliveries. The
+slots add up to the client's pool size, so no request ever waits inside httpx for a
 connection, where a deadline's cancel could leave a dead one in the pool (httpcore #1093,
 as in `fetch.py`).
 """
@@ -82,12 +84,14 @@ class CallbackClient:
     """One pool of connections for the hub's verifications, deliveries and pings."""
 
     def __init__(self, *, concurrency: int, user_agent: str = USER_AGENT) -> None:
+        self.concurrency = concurrency
         self._client = httpx.AsyncClient(
-            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=0),
+            limits=httpx.Limits(max_connections=2 * concurrency, max_keepalive_connections=0),
             follow_redirects=False,
             trust_env=False,
         )
-        self._slots = asyncio.Semaphore(concurrency)
+        self._slots = asyncio.Semaphore(concurrency)  # deliveries and pings
+        self._verification_slots = asyncio.Semaphore(concurrency)
         self._user_agent = user_agent
         self._lookups = 0  # host lookups whose thread is still running
 
@@ -150,10 +154,11 @@ class CallbackClient:
         timeout: float,
         content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
+        verification: bool = False,
     ) -> Answer:
         """One request to `url` at its checked address, all of it within `timeout` seconds
         (the wait for a free slot aside). Raises `CallbackError` (`CallbackRefused`)."""
-        async with self._slots:
+        async with self._verification_slots if verification else self._slots:
             try:
                 async with asyncio.timeout(timeout):
                     address = await self.resolve(url, allow_private=allow_private)

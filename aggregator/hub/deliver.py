@@ -117,12 +117,12 @@ class Deliveries:
         if config.websub.hub_url is None:
             return
         deliveries = [t for t in self.running if t.get_name() == "websub-deliver"]
-        room = config.websub.delivery_concurrency - len(deliveries)
+        room = self._client.concurrency - len(deliveries)  # as many as there are slots
         if room <= 0:
             return
         now = self._clock()
-        # A claim outlives its delivery: a wait for a slot (a verification's, at most one
-        # timeout) and the delivery's own timeout, with room to record the outcome.
+        # A claim outlives its delivery: a wait for a slot (an external hub's ping, at most
+        # one timeout) and the delivery's own timeout, with room to record the outcome.
         until = now + config.websub.delivery_timeout * 3 + timedelta(seconds=30)
         claimed = await self._store.run(lambda s: s.hub_claim(now, self._owner, until, room))
         for delivery in claimed:

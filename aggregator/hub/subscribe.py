@@ -123,7 +123,7 @@ class Subscriptions:
         earlier = self.pending.pop(key, None)
         if earlier is not None:
             earlier.cancel()
-        task = asyncio.create_task(self._verify(request), name="websub-verify")
+        task = asyncio.create_task(self._verify_logged(request), name="websub-verify")
         self.pending[key] = task
         task.add_done_callback(lambda done: self._forget(key, done))
         return Reply(202, f"accepted: the hub will verify the intent at {request.callback}")
@@ -179,6 +179,12 @@ class Subscriptions:
         if self.pending.get(key) is task:
             del self.pending[key]
 
+    async def _verify_logged(self, request: SubscriptionRequest) -> None:
+        try:
+            await self._verify(request)
+        except Exception:  # a bug: said, and the subscriber may ask again
+            log.exception("websub: verifying %s failed", redact_url(request.callback))
+
     async def _verify(self, request: SubscriptionRequest) -> None:
         """Verify intent (§5.3) and, if confirmed, make or end the subscription."""
         websub = self._config().websub
@@ -197,6 +203,7 @@ class Subscriptions:
                 with_query(request.callback, params),
                 allow_private=websub.allow_private_callbacks,
                 timeout=websub.delivery_timeout.total_seconds(),
+                verification=True,
             )
         except CallbackError as e:
             self._metrics.websub_verifications.labels(outcome="failed").inc()
@@ -218,7 +225,8 @@ class Subscriptions:
             )
             return
         self._metrics.websub_verifications.labels(outcome="confirmed").inc()
-        log.info("websub: %s %s %s", shown, f"{request.mode}d to", request.topic)
+        done = "subscribed to" if request.mode == "subscribe" else "unsubscribed from"
+        log.info("websub: %s %s %s", shown, done, request.topic)
 
     async def _confirmed(self, request: SubscriptionRequest) -> None:
         if request.mode == "unsubscribe":
