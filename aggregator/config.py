@@ -16,7 +16,7 @@ import os
 import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,6 +37,7 @@ from aggregator.settings import (
     DEFAULT_SUMMARY_INTERVAL,
     DEFAULT_TEASER_LENGTH,
     DEFAULT_WEBSUB_POLL_INTERVAL,
+    HUB_PATH,
     STORE_URL_VARIABLE,
     Config,
     PollSettings,
@@ -136,6 +137,12 @@ def _string(value: object) -> str:
         raise _Invalid("must not be empty")
     if has_forbidden_characters(value):
         raise _Invalid(f"contains control characters that XML cannot carry: {_show(value)}")
+    return value
+
+
+def _bool(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid(f"expected true or false, got {_show(value)}")
     return value
 
 
@@ -242,18 +249,30 @@ def _http_url(value: object) -> str:
     return url
 
 
-def _boolean(value: object) -> bool:
-    if not isinstance(value, bool):
-        raise _Invalid(f"expected true or false, got {_show(value)}")
-    return value
-
-
 def _lease(value: object) -> timedelta:
     """`[websub] subscription_lease`: hubs count leases in whole seconds."""
     lease = parse_duration(value)
     if not timedelta(minutes=1) <= lease <= timedelta(days=365):
         raise _Invalid(f'expected a duration from "1m" to "365d", got {_show(value)}')
     return lease
+
+
+def _hub_urls(value: object) -> tuple[str, ...]:
+    """`[websub] hubs`: external hubs' URLs, each http(s) and named once."""
+    if not isinstance(value, list):
+        raise _Invalid(
+            f'expected an array of URLs like ["https://hub.example/"], got {_show(value)}'
+        )
+    urls: list[str] = []
+    for index, item in enumerate(value):
+        try:
+            url = _http_url(item)
+        except _Invalid as e:
+            raise _Invalid(f"item {index}: {e}") from e
+        if url in urls:
+            raise _Invalid(f"item {index}: {_show(url)} is named twice")
+        urls.append(url)
+    return tuple(urls)
 
 
 def _base_url(value: object) -> str:
@@ -420,6 +439,9 @@ _SERVER_KEYS = ("host", "port", "request_timeout", "max_connections", "summary_i
 _WEBSUB_KEYS = (
     "callback_url", "subscribe", "poll_interval", "subscription_lease", "allow_sha1",
     "allow_private_hubs",
+    "builtin_hub", "hubs", "allow_private_callbacks", "default_lease", "min_lease", "max_lease",
+    "max_subscribers", "requests_per_minute", "delivery_timeout", "delivery_concurrency",
+    "retry_delay", "max_failures",
 )  # fmt: skip
 _FEED_KEYS = ("url", "name", "title", "interval", "timezone", "tags", "include", "exclude")
 
@@ -667,7 +689,8 @@ def _validate(
     elif store.keep < publish.max_age:
         store = StoreSettings(store.path, publish.max_age, store.url)
     sources = _sources(data, base_dir, load, poll, site)
-    websub = _websub(data, load, site if "base_url" in site_t else None)
+    websub = _websub(data, load, site, public="base_url" in site_t)
+    site = replace(site, hubs=websub.advertised)
     if load.errors:
         first, *rest = load.errors
         first.others = tuple(rest)
@@ -675,26 +698,72 @@ def _validate(
     return Config(path.resolve(), site, poll, publish, store, server, sources, websub)
 
 
-def _websub(data: dict[str, Any], load: _Loader, site: SiteSettings | None) -> WebsubSettings:
-    """`[websub]`, the subscriber's keys. `site`: `[aggregator]` when its `base_url` was
-    written (a public address); the default one, this machine's listening address, is not."""
-    w = ("websub",)
-    table = load.table(data.get("websub", {}), w, _WEBSUB_KEYS)
-    callback = load.value(table, w, "callback_url", _base_url, None)
-    if callback is None and site is not None:
+def _websub(
+    data: dict[str, Any], load: _Loader, site: SiteSettings, *, public: bool
+) -> WebsubSettings:
+    """`[websub]`: the subscriber's keys and the built-in hub's. A hub must reach us, so
+    nothing is subscribed or advertised (and the built-in hub does not run) unless
+    `[aggregator] base_url` is written (or, for callbacks, `callback_url`): the default
+    names where we listen, which is rarely where the world reaches us."""
+    path = ("websub",)
+    table = load.table(data.get("websub", {}), path, _WEBSUB_KEYS)
+    d = WebsubSettings()
+    callback = load.value(table, path, "callback_url", _base_url, None)
+    if callback is None and public:
         callback = site.base_url + "websub/callback/"
-    return WebsubSettings(
+    builtin = load.value(table, path, "builtin_hub", _bool, True)
+    hubs: tuple[str, ...] = load.value(table, path, "hubs", _hub_urls, ())
+    if hubs and not public:
+        load.error(
+            (*path, "hubs"),
+            "a hub fetches the feeds from their public address: set [aggregator] base_url",
+        )
+    settings = WebsubSettings(
         callback_base=callback,
-        subscribe=load.value(table, w, "subscribe", _boolean, True),
+        subscribe=load.value(table, path, "subscribe", _bool, True),
         poll_interval=load.value(
-            table, w, "poll_interval", parse_duration, DEFAULT_WEBSUB_POLL_INTERVAL
+            table, path, "poll_interval", parse_duration, DEFAULT_WEBSUB_POLL_INTERVAL
         ),
         subscription_lease=load.value(
-            table, w, "subscription_lease", _lease, DEFAULT_SUBSCRIPTION_LEASE
+            table, path, "subscription_lease", _lease, DEFAULT_SUBSCRIPTION_LEASE
         ),
-        allow_sha1=load.value(table, w, "allow_sha1", _boolean, False),
-        allow_private_hubs=load.value(table, w, "allow_private_hubs", _boolean, False),
+        allow_sha1=load.value(table, path, "allow_sha1", _bool, False),
+        allow_private_hubs=load.value(table, path, "allow_private_hubs", _bool, False),
+        hub_url=site.base_url + HUB_PATH if builtin and public else None,
+        hubs=hubs if public else (),
+        allow_private_callbacks=load.value(table, path, "allow_private_callbacks", _bool, False),
+        default_lease=load.value(table, path, "default_lease", parse_duration, d.default_lease),
+        min_lease=load.value(table, path, "min_lease", parse_duration, d.min_lease),
+        max_lease=load.value(table, path, "max_lease", parse_duration, d.max_lease),
+        max_subscribers=load.value(
+            table, path, "max_subscribers", _positive_int, d.max_subscribers
+        ),
+        requests_per_minute=load.value(
+            table, path, "requests_per_minute", _positive_int, d.requests_per_minute
+        ),
+        delivery_timeout=load.value(
+            table, path, "delivery_timeout", parse_duration, d.delivery_timeout
+        ),
+        delivery_concurrency=load.value(
+            table, path, "delivery_concurrency", _positive_int, d.delivery_concurrency
+        ),
+        retry_delay=load.value(table, path, "retry_delay", parse_duration, d.retry_delay),
+        max_failures=load.value(table, path, "max_failures", _positive_int, d.max_failures),
     )
+    _check_leases(table, load, settings)
+    return settings
+
+
+def _check_leases(table: Mapping[str, Any], load: _Loader, websub: WebsubSettings) -> None:
+    """Leases in order: min_lease <= default_lease <= max_lease, each at least a second (a
+    hub.lease_seconds is whole seconds)."""
+    for key in ("min_lease", "default_lease", "max_lease"):
+        if key in table and getattr(websub, key) < timedelta(seconds=1):
+            load.error(("websub", key), f"expected at least 1s, got {_show(table[key])}")
+    if websub.min_lease > websub.max_lease:
+        load.error(("websub", "min_lease"), "must not be longer than max_lease")
+    elif not websub.min_lease <= websub.default_lease <= websub.max_lease:
+        load.error(("websub", "default_lease"), "must lie between min_lease and max_lease")
 
 
 def _configured_store_url(

@@ -71,6 +71,25 @@ class Metrics:
             ["state"],
             registry=self.registry,
         )
+        self.websub_deliveries = Counter(
+            "aggregator_websub_hub_deliveries",
+            "Deliveries of changed feeds to WebSub subscribers, by outcome (ok, failed).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.websub_subscribers = Gauge(
+            "aggregator_websub_hub_subscribers",
+            "Live subscriptions to the feeds, by state (active, retrying).",
+            ["state"],
+            registry=self.registry,
+        )
+        self.websub_verifications = Counter(
+            "aggregator_websub_hub_verifications",
+            "Intent verifications of subscription requests, by outcome "
+            "(confirmed, refused, failed).",
+            ["outcome"],
+            registry=self.registry,
+        )
 
         self.loop_lag = Gauge(
             "aggregator_event_loop_lag_seconds",

@@ -25,6 +25,9 @@ class SiteSettings:
     language: str | None
     timezone: str
     base_url: str
+    # The WebSub hubs every published feed advertises (`rel="hub"`), from `[websub]`: empty
+    # without a public address (`base_url` set in feeds.toml), since a hub must fetch us.
+    hubs: tuple[str, ...] = ()
 
 
 # Defaults of `[poll] parse_timeout`, `[server] request_timeout` and `max_connections`,
@@ -132,28 +135,58 @@ class ServerSettings:
 
 DEFAULT_WEBSUB_POLL_INTERVAL = timedelta(hours=6)  # `[websub] poll_interval`
 DEFAULT_SUBSCRIPTION_LEASE = timedelta(days=10)  # `[websub] subscription_lease`: asked of hubs
+# `[websub]` defaults of the built-in hub: a lease (default, least, most).
+DEFAULT_HUB_LEASE = timedelta(days=10)
+MIN_HUB_LEASE = timedelta(hours=1)
+MAX_HUB_LEASE = timedelta(days=30)
+HUB_PATH = "websub"  # the built-in hub's path under base_url
 
 
 @dataclass(frozen=True)
 class WebsubSettings:
-    """`[websub]`, the subscriber's part: where hubs call us back, and how far to trust them.
+    """`[websub]`: the subscriber's part (hubs of our sources push to us) and the built-in
+    hub's (we are the hub of the feeds we publish), beside external hubs.
 
-    `callback_base` is the public URL that callback paths (one random token each) are
-    appended to: `[websub] callback_url`, else `[aggregator] base_url` + `websub/callback/`
-    when `base_url` was written in feeds.toml, else None: no public address, polling only.
+    Subscriber: `callback_base` is the public URL that callback paths (one random token
+    each) are appended to: `[websub] callback_url`, else `[aggregator] base_url` +
+    `websub/callback/` when `base_url` was written in feeds.toml, else None: no public
+    address, polling only.
+
+    Hub: `hub_url` is the built-in hub's public address (`<base_url>websub`), None when it
+    does not run: no public `base_url`, or `builtin_hub = false`. Subscribers' callbacks get
+    one connection each at a time, within `delivery_timeout`, `delivery_concurrency` in all.
     """
 
+    # the subscriber
     callback_base: str | None = None
     subscribe: bool = True  # `false`: never subscribe, even with a public address
     poll_interval: timedelta = DEFAULT_WEBSUB_POLL_INTERVAL  # the safety net while pushed to
     subscription_lease: timedelta = DEFAULT_SUBSCRIPTION_LEASE  # hub.lease_seconds asked for
     allow_sha1: bool = False  # accept `X-Hub-Signature: sha1=…` (weak; some old hubs)
     allow_private_hubs: bool = False  # hubs on loopback/private addresses, for any source
+    # the built-in hub
+    hub_url: str | None = None
+    hubs: tuple[str, ...] = ()  # external hubs: advertised beside (or instead of) ours, pinged
+    allow_private_callbacks: bool = False  # loopback, private, link-local... callbacks
+    default_lease: timedelta = DEFAULT_HUB_LEASE  # when a subscriber asks for none
+    min_lease: timedelta = MIN_HUB_LEASE
+    max_lease: timedelta = MAX_HUB_LEASE
+    max_subscribers: int = 1000  # per topic
+    requests_per_minute: int = 60  # subscription requests per topic (per daemon)
+    delivery_timeout: timedelta = timedelta(seconds=10)  # one verification or delivery, whole
+    delivery_concurrency: int = 8  # verifications and deliveries at once
+    retry_delay: timedelta = timedelta(minutes=1)  # after a failed delivery, doubling
+    max_failures: int = 8  # failed deliveries in a row that drop a subscriber
 
     @property
     def subscribing(self) -> bool:
         """Whether this daemon subscribes to hubs at all."""
         return self.subscribe and self.callback_base is not None
+
+    @property
+    def advertised(self) -> tuple[str, ...]:
+        """Every hub the feeds name: ours first, then the external ones."""
+        return (self.hub_url, *self.hubs) if self.hub_url else self.hubs
 
 
 @dataclass(frozen=True)

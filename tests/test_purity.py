@@ -33,6 +33,10 @@ PURE_MODULES = (
     "aggregator.websub.discovery",
     "aggregator.websub.signature",
     "aggregator.websub.rules",
+    "aggregator.hub.topics",
+    "aggregator.hub.requests",
+    "aggregator.hub.addresses",
+    "aggregator.hub.rules",
 )
 FORBIDDEN = (
     "httpx",
@@ -91,6 +95,8 @@ RULES = (
     "aggregator.text",
     "aggregator.websub.rules",
 )
+# The hub's: what a subscription gets, when a delivery is retried (`store.hub` writes it).
+HUB_RULES = ("aggregator.hub.rules", "aggregator.hub.requests", "aggregator.hub.addresses")
 
 
 @pytest.mark.slow
@@ -102,3 +108,10 @@ def test_stores_import_no_rules():
 def test_probe_detects_a_rule_import():
     # The probe itself works: the poll path does load the rules.
     assert set(_imported(("aggregator.poll",), RULES)) == set(RULES)
+
+
+@pytest.mark.slow
+def test_stores_import_no_hub_rules():
+    assert _imported(STORE_MODULES, HUB_RULES) == [], "a store imports the hub's rules"
+    # The probe itself works: the hub's delivery loop does load them.
+    assert "aggregator.hub.rules" in _imported(("aggregator.hub.deliver",), HUB_RULES)

@@ -111,3 +111,21 @@ def test_empty_timeline_still_gives_valid_feeds(tmp_path: Path) -> None:
     result = run_cli("once", "--config", str(config))
     assert result.returncode == 0, result.stderr
     _assert_clean(tmp_path / "output")
+
+
+def test_feeds_advertising_websub_hubs_are_valid(tmp_path: Path) -> None:
+    """The built-in hub and an external one: Atom's `link rel="hub"`, RSS's `atom:link`."""
+    example = tmp_path / "offline"
+    shutil.copytree(
+        ROOT / "examples" / "offline", example, ignore=shutil.ignore_patterns("output", "state")
+    )
+    config = example / "feeds.toml"  # its base_url is set: the built-in hub is advertised
+    text = config.read_text(encoding="utf-8")
+    config.write_text('[websub]\nhubs = ["https://hub.example.org/"]\n' + text, encoding="utf-8")
+    result = run_cli("once", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    for name in ("rss.xml", "atom.xml"):
+        assert 'href="http://127.0.0.1:8080/websub" rel="hub"' in (
+            example / "output" / name
+        ).read_text(encoding="utf-8")
+    _assert_clean(example / "output")

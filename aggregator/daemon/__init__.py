@@ -11,6 +11,8 @@ Everything runs in one asyncio loop, split along its loops:
   the store published are copied into `output/`.
 - `reload`: watchfiles (or SIGHUP) loads feeds.toml off the loop; `Daemon` applies it.
 - `health`: what `/healthz` answers; uvicorn serves `output/`.
+- `hub`: the built-in WebSub hub (`aggregator.hub`): `/websub`, and after each publish of
+  this daemon the changed feeds delivered to their subscribers, in tasks of its own.
 This module owns their lifecycle: start, run, stop.
 """
 
@@ -35,9 +37,10 @@ from aggregator.daemon.publishing import Publishing
 from aggregator.daemon.reload import Reloader, effective_config
 from aggregator.daemon.subscribing import Hooks, Subscriber
 from aggregator.errors import AggregatorError
+from aggregator.hub.service import Hub
 from aggregator.metrics import Metrics
 from aggregator.output import remove_stale_temp_files
-from aggregator.poll import Clock, utc_now
+from aggregator.poll import Clock, claim_owner, utc_now
 from aggregator.server import (
     EmbeddedServer,
     PublishedFiles,
@@ -102,12 +105,21 @@ class Daemon:
         self._stopping = asyncio.Event()
         self._scheduler = AsyncIOScheduler(timezone="UTC")
         self._background: set[asyncio.Task[None]] = set()
+        self.hub = Hub(
+            self.store,
+            config=self._current,
+            files=self.files,
+            metrics=self.metrics,
+            clock=clock,
+            owner=claim_owner(),
+        )
         self.publishing = Publishing(
             config.store.target,
             config=self._current,
             metrics=self.metrics,
             clock=clock,
             debounce=self.options.publish_debounce_seconds,
+            on_published=self.hub.published,
         )
         self.polling = Polling(
             self.store,
@@ -254,6 +266,7 @@ class Daemon:
         self._spawn(self.subscriber.reconcile())
         self.metrics.sources.set(len(self.config.sources))
         await self.publishing.publish()  # the outputs reflect the configuration from the start
+        self.hub.start()
         self._schedule()
         await self.polling.tick()
         server = self._start_server(listener) if listener is not None else None
@@ -288,7 +301,8 @@ class Daemon:
             files=self.files,
             health=self.health,
             metrics=self.metrics.render,
-            routes=self.subscriber.routes(),
+            links=self.hub.link_header,
+            routes=[self.hub.route(), *self.subscriber.routes()],
         )
         settings = self.config.server
         server = embedded_server(
@@ -318,6 +332,7 @@ class Daemon:
         for task in list(self._background):
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
+        await self.hub.close()
         await self.polling.close()
         await self.subscriber.close()
         await self.publishing.close(publishing_ends, STOP_GRACE_SECONDS)

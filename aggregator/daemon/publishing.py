@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -57,8 +57,12 @@ class Publishing:
         metrics: Metrics,
         clock: Clock,
         debounce: float,
+        on_published: Callable[[Sequence[str]], None] | None = None,
     ) -> None:
         self._store = open_store(target)
+        # Told the files each publish of this daemon rewrote (never a copy's): the WebSub
+        # hub delivers what changed, from the one daemon that published it.
+        self._on_published = on_published
         self._config = config  # the running configuration, which a reload replaces
         self._metrics = metrics
         self._clock = clock
@@ -137,6 +141,8 @@ class Publishing:
         self._metrics.published(self._clock())
         self._metrics.publishes.inc()
         self._metrics.publish_seconds.observe(report.seconds)
+        if self._on_published is not None and report.changed:
+            self._on_published(report.changed)
 
     async def _off_loop(self, name: str, work: Callable[..., T], *args: Any) -> T:
         """`work(*args)` in a daemon thread, timed for `stuck_problem`."""

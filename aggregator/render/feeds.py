@@ -28,6 +28,7 @@ from aggregator.types import SourceCredit, Timeline, TimelineItem
 from aggregator.urls import entry_link, public_url
 
 DC_NS = "http://purl.org/dc/elements/1.1/"
+ATOM_NS = "http://www.w3.org/2005/Atom"
 # An empty timeline still needs a date; callers normally give one (see publish.py).
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TITLE_FALLBACK_LENGTH = 80
@@ -42,10 +43,23 @@ _ESCAPE_GROWTH = {"&": 4, "<": 3, ">": 3, "\r": 4, '"': 1, "\\": 1, "\n": 1, "\t
 
 
 class _CreditFeed(BaseExtension):  # type: ignore[misc]
-    """Declares the Dublin Core namespace once, on the root element."""
+    """Declares the Dublin Core namespace once, on the root element; in RSS, names the
+    feed's WebSub hubs beside its self link (feedgen writes only that one atom:link)."""
+
+    def __init__(self) -> None:
+        self.hubs: tuple[str, ...] = ()
 
     def extend_ns(self) -> dict[str, str]:
         return {"dc": DC_NS}
+
+    def extend_rss(self, rss: Any) -> Any:
+        channel = rss.find("channel")
+        self_link = channel.find(f"{{{ATOM_NS}}}link")
+        at = list(channel).index(self_link) + 1 if self_link is not None else len(channel)
+        for offset, hub in enumerate(self.hubs):
+            link = etree.Element(f"{{{ATOM_NS}}}link", href=hub, rel="hub")
+            channel.insert(at + offset, link)
+        return rss
 
 
 class _CreditEntry(BaseEntryExtension):  # type: ignore[misc]
@@ -150,6 +164,9 @@ def _generator(site: SiteSettings, timeline: Timeline, self_url: str) -> FeedGen
     fg.subtitle(site.description)
     fg.description(site.description)
     fg.link(href=self_url, rel="self")
+    for hub in site.hubs:  # WebSub: where to subscribe to this feed
+        fg.link(href=hub, rel="hub")
+    fg.credit.hubs = site.hubs
     fg.link(href=site.link, rel="alternate")  # last, because feedgen's RSS <link> is the last link
     if site.language:
         fg.language(site.language)

@@ -78,6 +78,8 @@ def json_feed(timeline: Timeline, site: SiteSettings) -> dict[str, Any]:
     }
     if site.language:
         feed["language"] = site.language
+    if site.hubs:  # WebSub: where to subscribe to this feed
+        feed["hubs"] = [{"type": "WebSub", "url": hub} for hub in site.hubs]
     full = with_full_content(timeline.items)
     feed["items"] = [
         _item(item, full_content=keep) for item, keep in zip(timeline.items, full, strict=True)

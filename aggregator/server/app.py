@@ -89,16 +89,27 @@ def _not_modified(request: Request, version: FileVersion, etag: str) -> bool:
     return False
 
 
+def _link(links: Callable[[str], str | None] | None, name: str) -> dict[str, str]:
+    """The `Link` header of the file `name`, if it has one."""
+    link = links(name) if links is not None else None
+    return {"Link": link} if link else {}
+
+
 def create_app(
     output_dir: Path,
     *,
     files: PublishedFiles | None = None,
     health: HealthCheck | None = None,
     metrics: Callable[[], bytes] | None = None,
+    links: Callable[[str], str | None] | None = None,
     routes: Sequence[BaseRoute] = (),
 ) -> Starlette:
     """The app; pass `files` to share (and later re-root) the daemon's view of output_dir.
-    `routes`: the daemon's own endpoints (WebSub), matched before the files."""
+
+    `links(name)`: the `Link` header of a published file, if any (a feed's WebSub hubs and
+    self); `routes`: the daemon's own endpoints (the hub's `/websub`, the subscriber's
+    callbacks), matched before the published files.
+    """
     files = files or PublishedFiles(output_dir)
 
     async def serve_file(request: Request) -> Response:
@@ -115,6 +126,7 @@ def create_app(
             "Last-Modified": version.last_modified,
             "Cache-Control": "public, max-age=60",
             "Vary": "Accept-Encoding",
+            **_link(links, name),
         }
         if wants_gzip and version.gzipped is not None:
             body = version.gzipped

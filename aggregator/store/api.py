@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Protocol
 
 from aggregator.settings import SourceConfig
+from aggregator.store.hub import HubStore
 from aggregator.store.records import (
     Backfills,
     EntryWrites,
@@ -43,7 +44,7 @@ __all__ = ["SourceState", "StoreAPI", "StoreResult", "is_store_url", "open_store
 _URL_SCHEMES = ("postgresql://", "postgres://")
 
 
-class StoreAPI(Protocol):
+class StoreAPI(HubStore, Protocol):
     """Sources' fetch state, entries and tombstones, claims on due sources, the publish lock.
 
     Every datetime going in or coming out is timezone-aware UTC. Entry dates are kept to

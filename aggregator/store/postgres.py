@@ -32,6 +32,7 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from aggregator.errors import StorageError
 from aggregator.settings import SourceConfig
 from aggregator.store import rows
+from aggregator.store.hub import HubStatements
 from aggregator.store.postgres_schema import (
     SCHEMA_VERSION,
     Connection,
@@ -74,7 +75,7 @@ def _entry(row: Sequence[Any]) -> StoredEntry:
     return rows.entry_from_row(row, _utc, tuple)
 
 
-class PgStore(SharedStatements):
+class PgStore(SharedStatements, HubStatements):
     """A pool of connections to one database; open with `PgStore.open(url)`, end with `close()`.
 
     Thread-safe: each call borrows a pooled connection, so callers in several threads

@@ -102,6 +102,25 @@ MIGRATIONS: tuple[str, ...] = (
         last_error    text
     );
     """,
+    # 5: as SQLite's 11: the built-in WebSub hub's subscribers and their deliveries.
+    """
+    CREATE TABLE hub_subscriptions (
+        topic         text COLLATE "C" NOT NULL,
+        callback      text COLLATE "C" NOT NULL,
+        secret        text,
+        lease_end     timestamptz NOT NULL,
+        state         text NOT NULL DEFAULT 'active',
+        failures      integer NOT NULL DEFAULT 0,
+        next_attempt  timestamptz,
+        wanted        bigint NOT NULL DEFAULT 0,
+        delivered     bigint NOT NULL DEFAULT 0,
+        claimed_by    text,
+        claimed_until timestamptz,
+        created       timestamptz NOT NULL,
+        PRIMARY KEY (topic, callback)
+    );
+    CREATE INDEX hub_subscriptions_by_lease_end ON hub_subscriptions (lease_end);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 _MIGRATE_LOCK = int.from_bytes(b"aggr-mig", "big")  # an advisory lock key: "aggr-mig"

@@ -22,6 +22,7 @@ from typing import Any
 from aggregator.errors import StorageError
 from aggregator.settings import SourceConfig
 from aggregator.store import rows
+from aggregator.store.hub import HubStatements
 from aggregator.store.records import (
     Backfills,
     EntryWrites,
@@ -82,7 +83,7 @@ _UPDATE_ENTRY = f"""
 """
 
 
-class SqliteStore(SharedStatements):
+class SqliteStore(SharedStatements, HubStatements):
     """One SQLite connection; open with `SqliteStore.open(path)`, close with `close()`."""
 
     remote = False  # calls are made on the event loop: one connection, no round trips

@@ -127,6 +127,27 @@ MIGRATIONS: tuple[str, ...] = (
         last_error    TEXT
     );
     """,
+    # 11: the built-in WebSub hub's subscribers. A delivery is due while `wanted` (bumped by
+    # each publish that changed the topic) is ahead of `delivered`, once `next_attempt` has
+    # come; a daemon delivering holds it (`claimed_by` until `claimed_until`).
+    """
+    CREATE TABLE hub_subscriptions (
+        topic         TEXT NOT NULL,
+        callback      TEXT NOT NULL,
+        secret        TEXT,
+        lease_end     TEXT NOT NULL,
+        state         TEXT NOT NULL DEFAULT 'active',
+        failures      INTEGER NOT NULL DEFAULT 0,
+        next_attempt  TEXT,
+        wanted        INTEGER NOT NULL DEFAULT 0,
+        delivered     INTEGER NOT NULL DEFAULT 0,
+        claimed_by    TEXT,
+        claimed_until TEXT,
+        created       TEXT NOT NULL,
+        PRIMARY KEY (topic, callback)
+    );
+    CREATE INDEX hub_subscriptions_by_lease_end ON hub_subscriptions (lease_end);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

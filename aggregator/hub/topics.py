@@ -1,0 +1,53 @@
+"""Which published files are WebSub topics, their URLs, and the `Link` header they carry. Pure.
+
+A topic is a feed we publish, `atom.xml`, `rss.xml` or `feed.json`, at the root of output/
+or in a folder of it (a channel's `<name>/atom.xml`); its URL is `<base_url><name>`, the
+feed's own `rel="self"`. The topics are a function of the published file names, so a feed
+is a topic once it is published, and only then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import PurePosixPath
+
+from aggregator.render import ATOM_FILE, JSON_FEED_FILE, RSS_FILE
+
+FEED_FILES = (ATOM_FILE, RSS_FILE, JSON_FEED_FILE)
+
+
+def is_feed_file(name: str) -> bool:
+    """Whether the published file `name` (relative to output/) is a feed, so a topic."""
+    path = PurePosixPath(name)
+    return (
+        path.name in FEED_FILES
+        and not path.is_absolute()
+        and all(part not in ("", ".", "..") and not part.startswith(".") for part in path.parts)
+        and "\\" not in name
+    )
+
+
+def topic_url(base_url: str, name: str) -> str:
+    """The topic URL of the published feed `name`: its `rel="self"`."""
+    return base_url + name
+
+
+def topic_file(base_url: str, topic: str) -> str | None:
+    """The published feed a topic URL names, or None when it names none of ours."""
+    if not topic.startswith(base_url):
+        return None
+    name = topic[len(base_url) :]
+    if any(c in name for c in "?#%") or not is_feed_file(name):
+        return None
+    return name
+
+
+def changed_topics(base_url: str, names: Iterable[str]) -> tuple[str, ...]:
+    """The topics among the files a publish rewrote."""
+    return tuple(topic_url(base_url, n) for n in names if is_feed_file(n))
+
+
+def link_header(hubs: Iterable[str], self_url: str) -> str:
+    """`Link: <hub>; rel="hub", <topic>; rel="self"` (WebSub §4 and §7)."""
+    links = [f'<{hub}>; rel="hub"' for hub in hubs]
+    return ", ".join([*links, f'<{self_url}>; rel="self"'])
