@@ -54,6 +54,7 @@ max_failures = 4
     )
     hubs = ("https://hub.example/", "https://other.example/hub")
     assert config.websub == WebsubSettings(
+        callback_base="https://digest.example.org/websub/callback/",  # the subscriber's
         hub_url="https://digest.example.org/websub",
         hubs=hubs,
         allow_private_callbacks=True,
