@@ -146,6 +146,17 @@ class SourceCredit:
 
 
 @dataclass(frozen=True)
+class ChannelLink:
+    """A channel as another publication's page lists it: its name, title, description and
+    the address of its page (`<base_url><name>/`)."""
+
+    name: str
+    title: str
+    description: str
+    href: str
+
+
+@dataclass(frozen=True)
 class TimelineItem:
     """One published item: the entry, its source, its permanent public id and its dates.
 

@@ -99,13 +99,20 @@ def test_listparser_reads_every_feed_we_write() -> None:
 
 def test_nested_categories_real_world_shape() -> None:
     assert parse_opml(read("nested-categories.opml")) == [
-        OpmlFeed("https://feeds.bbci.co.uk/hindi/rss.xml", "बीबीसी हिंदी"),
-        OpmlFeed("https://www.amarujala.com/rss/breaking-news.xml", "अमर उजाला"),
-        OpmlFeed("https://deep.example/feed.xml", "Text wins over title"),
-        OpmlFeed("https://www.aljazeera.com/xml/rss/all.xml", "Al Jazeera"),  # no type
-        OpmlFeed("http://untitled.example/rss", None),  # neither title nor text
-        OpmlFeed("https://blank.example/atom.xml", None),  # blank title, padded URL
-        OpmlFeed("https://atom.example/feed.atom", "An Atom feed"),  # type="atom"
+        # Listed again under World: read once, with both folders as tags.
+        OpmlFeed("https://feeds.bbci.co.uk/hindi/rss.xml", "बीबीसी हिंदी", ("समाचार", "World")),
+        OpmlFeed(
+            "https://www.amarujala.com/rss/breaking-news.xml", "अमर उजाला", ("समाचार", "Regional")
+        ),
+        OpmlFeed(
+            "https://deep.example/feed.xml",
+            "Text wins over title",
+            ("समाचार", "Regional", "Deeper still"),  # every enclosing folder, outermost first
+        ),
+        OpmlFeed("https://www.aljazeera.com/xml/rss/all.xml", "Al Jazeera", ("World",)),  # no type
+        OpmlFeed("http://untitled.example/rss", None, ("World",)),  # neither title nor text
+        OpmlFeed("https://blank.example/atom.xml", None, ("World",)),  # blank title, padded URL
+        OpmlFeed("https://atom.example/feed.atom", "An Atom feed", ("World",)),  # type="atom"
         # The duplicate, the link, the include, file://, no URL, a relative URL: left out.
     ]
 

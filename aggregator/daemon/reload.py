@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,9 +26,7 @@ def effective_config(new: Config, started: Config) -> Config:
     start (a listening socket and an open store are not swapped under running work)."""
     if (new.server, new.store) == (started.server, started.store):
         return new
-    return Config(
-        new.path, new.site, new.poll, new.publish, started.store, started.server, new.sources
-    )
+    return replace(new, store=started.store, server=started.server)
 
 
 class Reloader:
@@ -101,6 +100,8 @@ class Reloader:
             log.exception("configuration not reloaded: %s could not be read", self.path)
         else:
             self._recovered()
+            for warning in config.warnings:
+                log.warning("configuration: %s", warning)
             return config
         self._refused = True
         return None

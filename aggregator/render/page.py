@@ -27,7 +27,7 @@ from babel.support import Translations
 from aggregator.render import ATOM_FILE, JSON_FEED_FILE, RSS_FILE
 from aggregator.settings import SiteSettings
 from aggregator.text import make_teaser, web_url
-from aggregator.types import SourceCredit, Timeline, TimelineItem
+from aggregator.types import ChannelLink, SourceCredit, Timeline, TimelineItem
 from aggregator.urls import entry_link, public_url
 
 TEMPLATE = "index.html.j2"
@@ -229,9 +229,13 @@ def last_updated(timeline: Timeline, site: SiteSettings, locale: Locale) -> Upda
 
 
 def render_html(
-    timeline: Timeline, site: SiteSettings, sources: Sequence[SourceCredit] = ()
+    timeline: Timeline,
+    site: SiteSettings,
+    sources: Sequence[SourceCredit] = (),
+    channels: Sequence[ChannelLink] = (),
 ) -> bytes:
-    """The timeline as one UTF-8 HTML page, newest day first, and the list of `sources`."""
+    """The timeline as one UTF-8 HTML page, newest day first, the list of `sources`, and
+    links to the `channels` (the root's page lists every channel)."""
     locale = babel_locale(site.language)
     template = _environment(locale).get_template(TEMPLATE)
     text = template.render(
@@ -244,5 +248,6 @@ def render_html(
         updated=last_updated(timeline, site, locale),
         sources=source_listing(sources),
         feeds=feed_links(site),
+        channels=tuple(channels),
     )
     return text.encode("utf-8")

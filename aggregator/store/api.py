@@ -155,16 +155,21 @@ class StoreAPI(Protocol):
 
     # -- the published snapshot: what every daemon serves ------------------------------------
 
-    def save_published(self, snapshot: PublishedSnapshot) -> None:
-        """Replace the stored snapshot of the published files (under `publish_lock`)."""
+    def save_published(
+        self, snapshots: Sequence[PublishedSnapshot], removed: Sequence[str] = ()
+    ) -> None:
+        """Replace the stored files of each of `snapshots`' publications, and drop those of
+        the `removed` publications (channels no longer configured), in one transaction
+        (under `publish_lock`)."""
         ...
 
-    def published_fingerprint(self) -> str | None:
-        """The stored snapshot's fingerprint (of its render input); None before any."""
+    def published_fingerprints(self) -> dict[str, str]:
+        """Each stored publication's fingerprint (of its render input), by its directory
+        ("" for the root); {} before any publish."""
         ...
 
-    def load_published(self) -> PublishedSnapshot | None:
-        """The stored snapshot, or None before any."""
+    def load_published(self, publications: Sequence[str]) -> list[PublishedSnapshot]:
+        """The stored snapshots of these publications, of those that have one."""
         ...
 
 

@@ -86,6 +86,11 @@ MIGRATIONS: tuple[str, ...] = (
     """
     COMMENT ON COLUMN entries.teaser IS 'the plain text, uncut: publishing cuts the teaser'
     """,
+    # 4: as SQLite's 10: one set of files per publication (the root, each channel), each with
+    # its own fingerprint; `name` is the path under output/. Rows from before are the root's.
+    """
+    ALTER TABLE published ADD COLUMN publication text COLLATE "C" NOT NULL DEFAULT ''
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 _MIGRATE_LOCK = int.from_bytes(b"aggr-mig", "big")  # an advisory lock key: "aggr-mig"

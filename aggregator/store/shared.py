@@ -172,31 +172,46 @@ class SharedStatements:
 
     # -- the published snapshot ------------------------------------------------------------
 
-    def save_published(self, snapshot: PublishedSnapshot) -> None:
-        """Replace the stored snapshot with `snapshot`, all at once."""
+    def save_published(
+        self, snapshots: Sequence[PublishedSnapshot], removed: Sequence[str] = ()
+    ) -> None:
+        """Replace the stored files of each of `snapshots`' publications, and drop those of
+        the `removed` publications, all at once."""
+        gone = [(s.publication,) for s in snapshots] + [(p,) for p in removed]
+        files = [
+            (s.publication + name, s.publication, s.fingerprint, data)
+            for s in snapshots
+            for name, data in s.files.items()
+        ]
+        insert = "INSERT INTO published (name, publication, fingerprint, data) VALUES (?, ?, ?, ?)"
         self._apply(
             [
-                ("DELETE FROM published", [()]),
-                (
-                    self._sql("INSERT INTO published (name, fingerprint, data) VALUES (?, ?, ?)"),
-                    [(name, snapshot.fingerprint, data) for name, data in snapshot.files.items()],
-                ),
+                (self._sql("DELETE FROM published WHERE publication = ?"), gone),
+                (self._sql(insert), files),
             ]
         )
 
-    def published_fingerprint(self) -> str | None:
-        """The fingerprint of the stored snapshot (of its render input), None before any."""
-        found = self._query("SELECT fingerprint FROM published LIMIT 1")
-        return str(found[0][0]) if found else None
+    def published_fingerprints(self) -> dict[str, str]:
+        """Each stored publication's fingerprint (of its render input), by its directory."""
+        found = self._query("SELECT publication, min(fingerprint) FROM published GROUP BY 1")
+        return {str(publication): str(fingerprint) for publication, fingerprint in found}
 
-    def load_published(self) -> PublishedSnapshot | None:
-        """The stored snapshot, read in one statement."""
-        found = self._query("SELECT name, fingerprint, data FROM published ORDER BY name")
-        if not found:
-            return None
-        return PublishedSnapshot(
-            str(found[0][1]), {str(name): bytes(data) for name, _, data in found}
-        )
+    def load_published(self, publications: Sequence[str]) -> list[PublishedSnapshot]:
+        """The stored snapshots of these publications (those that have one), each read in one
+        statement."""
+        snapshots = []
+        for publication in publications:
+            found = self._query(
+                self._sql(
+                    "SELECT name, fingerprint, data FROM published WHERE publication = ? "
+                    "ORDER BY name"
+                ),
+                (publication,),
+            )
+            if found:
+                files = {str(name)[len(publication) :]: bytes(data) for name, _, data in found}
+                snapshots.append(PublishedSnapshot(str(found[0][1]), files, publication))
+        return snapshots
 
     def first_added(self) -> datetime | None:
         """When the first source was added: a stable date for a feed with nothing in it yet."""

@@ -110,6 +110,12 @@ MIGRATIONS: tuple[str, ...] = (
     """
     -- no schema change: the backfill rewrites the column
     """,
+    # 10: the published snapshot holds one set of files per publication (the root, each
+    # channel), each with its own fingerprint; `name` is the path under output/. Rows from
+    # before are the root's.
+    """
+    ALTER TABLE published ADD COLUMN publication TEXT NOT NULL DEFAULT '';
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
