@@ -165,24 +165,45 @@ def _record(output_dir: Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def remember_published(output_dir: Path, fingerprint: str, names: Iterable[str]) -> None:
-    """Record what was just published, for `already_published`."""
-    record = {"fingerprint": fingerprint, "files": _versions(output_dir, names)}
+def remember_published(
+    output_dir: Path,
+    fingerprint: str,
+    names: Iterable[str],
+    inputs: Mapping[str, Any] | None = None,
+) -> None:
+    """Record what was just published, for `already_published`; `inputs`: what the publish
+    knew of its input beyond the fingerprint (`publish.Inputs`), for `published_record`."""
+    record = {"fingerprint": fingerprint, "files": _versions(output_dir, names), **(inputs or {})}
     write_if_changed(output_dir / _RECORD, json.dumps(record, sort_keys=True).encode())
+
+
+def published_names(output_dir: Path) -> list[str]:
+    """The files the last publish into `output_dir` wrote, by its record; [] without one."""
+    record = _record(output_dir)
+    files = record.get("files") if record is not None else None
+    return list(files) if isinstance(files, dict) else []
+
+
+def published_record(output_dir: Path) -> dict[str, Any] | None:
+    """The record of the last publish into `output_dir` (`remember_published`), if readable."""
+    return _record(output_dir)
 
 
 def published_subdirectories(output_dir: Path) -> list[str]:
     """The directories right under `output_dir` that a publish wrote (a channel's: each holds
     its own record), as "<name>/", sorted."""
     try:
-        children = sorted(output_dir.iterdir())
+        with os.scandir(output_dir) as children:
+            found = [
+                f"{child.name}/"
+                for child in children
+                if not child.name.startswith(".")
+                and child.is_dir(follow_symlinks=False)
+                and Path(child.path, _RECORD).is_file()
+            ]
     except OSError:
         return []
-    return [
-        f"{child.name}/"
-        for child in children
-        if not child.name.startswith(".") and not child.is_symlink() and (child / _RECORD).is_file()
-    ]
+    return sorted(found)
 
 
 def remove_published(directory: Path) -> list[str]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
+from aggregator.filters import Filters
 from aggregator.settings import Channel, Config, SiteSettings
 from aggregator.timeline import NO_FILTERS, Selection
 from aggregator.types import ChannelLink
@@ -51,10 +52,16 @@ def selection_of(config: Config, channel: Channel | None = None) -> Selection:
         max_items=config.publish.max_items if channel is None else channel.max_items,
         max_age=config.publish.max_age,
         filters=config.publish.filters,
-        source_filters={s.name: s.filters for s in config.sources},
+        source_filters=_source_filters(config),
         teaser_length=config.publish.teaser_length,
         channel_filters=NO_FILTERS if channel is None else channel.filters,
     )
+
+
+def _source_filters(config: Config) -> dict[str, Filters]:
+    """Each source's filters, by name; only the sources with some (a missing one is no
+    filter), so that the selection's repr, in every publication's `Inputs`, stays short."""
+    return {s.name: s.filters for s in config.sources if s.filters.include or s.filters.exclude}
 
 
 def channel_site(site: SiteSettings, channel: Channel) -> SiteSettings:

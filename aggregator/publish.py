@@ -19,13 +19,15 @@ from aggregator import __version__
 from aggregator.output import (
     already_published,
     publish_files,
+    published_names,
     published_subdirectories,
     remember_published,
     remove_published,
 )
-from aggregator.publications import Publication, publications_of
+from aggregator.publications import ROOT, Publication, publications_of
 from aggregator.render import OUTPUT_FILES, render_outputs
 from aggregator.settings import Config
+from aggregator.settled import Inputs, settled
 from aggregator.shared_reads import SharedReads
 from aggregator.store import StoreAPI
 from aggregator.store.records import PublishedSnapshot
@@ -55,6 +57,7 @@ class PublishReport:
     unchanged: tuple[str, ...]
     seconds: float
     rendered: tuple[str, ...] = ()  # the publications rendered: "" for the root, "news/"
+    built: tuple[str, ...] = ()  # those whose timeline was built (the others: `settled`)
 
 
 def read_cap(max_items: int) -> int:
@@ -185,17 +188,21 @@ def publish_timeline(config: Config, store: StoreAPI, now: datetime) -> PublishR
 
     Each publication has a fingerprint of its own: one whose stored snapshot has this very
     fingerprint is not rendered again, only copied if missing here, so a change in one
-    channel renders that channel (and the root, whose timeline it changes too) alone. A
-    channel no longer configured leaves the snapshot and output/.
+    channel renders that channel (and the root, whose timeline it changes too) alone. One
+    whose input is, by `Inputs`, that of its last publish here is not even read
+    (`settled`). A channel no longer configured leaves the snapshot and output/.
     """
     output_dir = config.publish.output_dir
     publications = publications_of(config)
     with store.publish_lock():
         started = time.perf_counter()  # the work, not the wait for another daemon's turn
         credits = source_credits(config, store)
-        reads = SharedReads(store)
-        planned = [_plan(p, reads, now, credits) for p in publications]
         stored = store.published_fingerprints()
+        versions = store.entry_versions()
+        inputs = {p.directory: Inputs.of(p, credits, versions, now) for p in publications}
+        quiet = settled(output_dir, store, inputs, stored)
+        reads = SharedReads(store)
+        planned = [_plan(p, reads, now, credits) for p in publications if p.directory not in quiet]
         fresh = [
             _render(p) for p in planned if stored.get(p.publication.directory) != p.fingerprint
         ]
@@ -206,22 +213,27 @@ def publish_timeline(config: Config, store: StoreAPI, now: datetime) -> PublishR
         written: dict[str, bool] = {}
         for snapshot in fresh:
             written |= write_snapshot(output_dir, snapshot)
-        kept = {
-            p.publication.directory: p.fingerprint
-            for p in planned
-            if stored.get(p.publication.directory) == p.fingerprint
-        }
+        kept = {p.publication.directory: p.fingerprint for p in planned}
         written |= _copy_missing(output_dir, store, kept)
+        for p in planned:  # what the next publish needs to know it may skip them
+            remember_published(
+                output_dir / p.publication.directory,
+                p.fingerprint,
+                published_names(output_dir / p.publication.directory),
+                inputs[p.publication.directory].record(len(p.timeline.items)),
+            )
         written |= _remove_unpublished(output_dir, current)
     every = [p.path(name) for p in publications for name in OUTPUT_FILES]
+    root = planned[0] if planned and planned[0].publication.directory == ROOT else None
     report = PublishReport(
-        items=len(planned[0].timeline.items),
+        items=len(root.timeline.items) if root else quiet.get(ROOT, 0),
         changed=tuple(
             [n for n in every if written.get(n)] + sorted(n for n in written if n not in every)
         ),
         unchanged=tuple(n for n in every if not written.get(n)),
         seconds=time.perf_counter() - started,
         rendered=tuple(s.publication for s in fresh),
+        built=tuple(p.publication.directory for p in planned),
     )
     if written:
         log.info(

@@ -191,8 +191,11 @@ class _Grouping:
 
     def place(self, entry: StoredEntry) -> None:
         """Add `entry` to the story it is a copy of, or as a story of its own."""
-        link = link_key(entry.link) if entry.link else None
-        title = title_key(entry.title)
+        if entry.story_keys is not None:  # as stored: no URL parsing per publish
+            link, title = entry.story_keys[0], entry.story_keys[1] or ""
+        else:
+            link = link_key(entry.link) if entry.link else None
+            title = title_key(entry.title)
         # too short to be sure two sources mean the same story
         headline = title if len(title) >= MIN_TITLE_KEY else ""
         found = self._by_link(link, entry.source, title)

@@ -128,6 +128,12 @@ class StoredEntry:
     updated: datetime | None
     first_seen: datetime
     sort_date: datetime
+    # Its story keys (link, title) as the store holds them (`text.story_keys`, computed when
+    # it was written): grouping stories needs no URL parsing per publish. None: not read
+    # with it, computed when needed (`story_keys_of_entry`).
+    story_keys: tuple[str | None, str | None] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         for name in ("published", "updated", "first_seen", "sort_date"):

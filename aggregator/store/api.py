@@ -107,8 +107,22 @@ class StoreAPI(Protocol):
         ...
 
     def recent_entries(
-        self, sources: Iterable[str], since: datetime, limit: int
-    ) -> list[StoredEntry]: ...
+        self, sources: Iterable[str], since: datetime, limit: int, *, by_source: bool = False
+    ) -> list[StoredEntry]:
+        """The newest `limit` entries of `sources` placed since `since`, newest first (ties by
+        source and entry id). `by_source`: a hint that these sources hold a small share of
+        the recent entries (a channel's), so that reading source by source is cheaper than
+        walking every entry by date; the answer is the same."""
+        ...
+
+    def entry_versions(self) -> dict[str, int]:
+        """Each source's count of the writes that changed its entries (new or changed ones,
+        retention's deletions): equal counts, the same entries."""
+        ...
+
+    def sources_placed_between(self, since: datetime, before: datetime) -> set[str]:
+        """The sources with an entry whose `sort_date` is in [since, before)."""
+        ...
 
     def earlier_copies(
         self, sources: Iterable[str], keys: StoryKeys, before: datetime, limit: int

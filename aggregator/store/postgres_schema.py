@@ -87,9 +87,15 @@ MIGRATIONS: tuple[str, ...] = (
     COMMENT ON COLUMN entries.teaser IS 'the plain text, uncut: publishing cuts the teaser'
     """,
     # 4: as SQLite's 10: one set of files per publication (the root, each channel), each with
-    # its own fingerprint; `name` is the path under output/. Rows from before are the root's.
+    # its own fingerprint, `name` the path under output/ (rows from before are the root's);
+    # a channel's few sources read through (source, sort_date); `entries_version` counts the
+    # writes that changed a source's entries.
     """
-    ALTER TABLE published ADD COLUMN publication text COLLATE "C" NOT NULL DEFAULT ''
+    ALTER TABLE published ADD COLUMN IF NOT EXISTS publication text COLLATE "C" NOT NULL
+        DEFAULT '';
+    CREATE INDEX IF NOT EXISTS entries_by_source_date ON entries (source, sort_date DESC);
+    ALTER TABLE sources ADD COLUMN IF NOT EXISTS entries_version bigint NOT NULL DEFAULT 0;
+    CREATE INDEX IF NOT EXISTS published_by_publication ON published (publication, fingerprint);
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -67,6 +67,7 @@ class SharedStatements:
         with self._transaction() as tx:
             if record.entries is not None:
                 self._write_entries(tx, record.name, record.entries)
+                self._entries_changed(tx, record.name, record.entries)
             if record.succeeded:
                 self._record_success(tx, record)
             else:
@@ -77,6 +78,28 @@ class SharedStatements:
         if writes.writes_anything:
             with self._transaction() as tx:
                 self._write_entries(tx, source, writes)
+                self._entries_changed(tx, source, writes)
+
+    def _entries_changed(self, tx: Any, source: str, writes: EntryWrites) -> None:
+        """Count a write of new or changed entries in the source's `entries_version`, in the
+        writing transaction: publishing skips a publication none of whose sources' entries
+        changed since it last published."""
+        if writes.new or writes.changed:
+            sql = "UPDATE sources SET entries_version = entries_version + 1 WHERE name = ?"
+            self._execute(tx, sql, (source,))
+
+    def entry_versions(self) -> dict[str, int]:
+        """Each source's `entries_version`: how many writes changed its entries so far."""
+        found = self._query("SELECT name, entries_version FROM sources")
+        return {str(name): int(version) for name, version in found}
+
+    def sources_placed_between(self, since: datetime, before: datetime) -> set[str]:
+        """The sources with an entry placed (`sort_date`) in [since, before)."""
+        found = self._query(
+            self._sql("SELECT DISTINCT source FROM entries WHERE sort_date >= ? AND sort_date < ?"),
+            (self._entry_time(since), self._entry_time(before)),
+        )
+        return {str(row[0]) for row in found}
 
     def _record_success(self, tx: Any, r: PollRecord) -> None:
         """A 200 or 304; `moved_to`: a chain of permanent redirects ended there."""
