@@ -290,7 +290,7 @@ def check(config_path: Path) -> None:
     console = Console(width=160 if not sys.stdout.isatty() else None)
     console.print(table)
     if config.channels:
-        console.print(_channels_table(config, f"{len(config.channels)} channels"))
+        console.print(_channels_table(config, _count(len(config.channels), "channel")))
     click.echo(f"{config_path}: ok")
 
 
@@ -312,6 +312,11 @@ def _channels_table(config: Config, title: str) -> Table:
             f"{patterns} patterns" if patterns else "",
         )
     return table
+
+
+def _count(n: int, noun: str) -> str:
+    """ "1 channel", "2 channels"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _duration(seconds: float) -> str:
@@ -451,11 +456,11 @@ def _print_status_table(
     if config.channels:
         from aggregator.publications import channel_url
 
-        console.print(f"{len(config.channels)} channels:", highlight=False)
+        console.print(f"{_count(len(config.channels), 'channel')}:", highlight=False)
         for c in config.channels:
-            count = f"{len(c.sources)} source" + ("s" if len(c.sources) != 1 else "")
             console.print(
-                f"  {c.name}  {channel_url(config.site, c.name)}  ({count})",
+                f"  {c.name}  {channel_url(config.site, c.name)}  "
+                f"({_count(len(c.sources), 'source')})",
                 highlight=False,
                 markup=False,
             )

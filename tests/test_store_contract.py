@@ -871,6 +871,41 @@ def test_each_publication_is_replaced_and_removed_on_its_own(
     assert other.load_published(["sport/"]) == []
 
 
+def test_entry_versions_count_the_writes_that_change_a_sources_entries(
+    store: StoreAPI,
+) -> None:
+    """What lets a publish skip a channel none of whose sources changed: new or changed
+    entries and retention's deletions count; a poll that changes no entry does not."""
+    sync_sources(store, [source("a"), source("b")], NOW)
+    assert store.entry_versions() == {"a": 0, "b": 0}
+    store_entries(store, "a", [entry("1", published=NOW)], NOW)
+    assert store.entry_versions() == {"a": 1, "b": 0}
+    store_entries(store, "a", [entry("1", published=NOW)], NOW)  # the same again: no write
+    succeeded(store, "a", Validators(etag='"e"'), NOW, "not-modified")
+    assert store.entry_versions() == {"a": 1, "b": 0}
+    store_entries(store, "a", [entry("1", "Edited", published=NOW)], NOW)
+    assert store.entry_versions()["a"] == 2
+    feed = ParsedFeed("B", None, None, (entry("2", published=NOW - timedelta(days=9)),))
+    writes = entry_writes(feed.entries, store.known_entries("b", ["2"]), NOW)
+    store.record_poll(
+        PollRecord("b", NOW, PollOutcome.UPDATED, validators=Validators(), entries=writes)
+    )
+    assert store.entry_versions() == {"a": 2, "b": 1}
+    store.prune(NOW - timedelta(days=5), NOW)  # deletes b's entry only
+    assert store.entry_versions() == {"a": 2, "b": 2}
+
+
+def test_sources_placed_between(store: StoreAPI) -> None:
+    sync_sources(store, [source("a"), source("b")], NOW)
+    store_entries(store, "a", [entry("a1", published=NOW - timedelta(hours=2))], NOW)
+    store_entries(store, "b", [entry("b1", published=NOW - timedelta(hours=1))], NOW)
+    hour = timedelta(hours=1)
+    assert store.sources_placed_between(NOW - 3 * hour, NOW) == {"a", "b"}
+    assert store.sources_placed_between(NOW - 2 * hour, NOW - hour) == {"a"}  # [since, before)
+    assert store.sources_placed_between(NOW - hour, NOW) == {"b"}
+    assert store.sources_placed_between(NOW - 90 * timedelta(minutes=1), NOW - hour) == set()
+
+
 def test_two_writers_of_one_entry_the_last_ones_content_wins_and_its_place_stays(
     store: StoreAPI, open_again: Callable[[], StoreAPI]
 ) -> None:
