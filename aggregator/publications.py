@@ -47,21 +47,27 @@ class Publication:
 
 
 def selection_of(config: Config, channel: Channel | None = None) -> Selection:
-    """What a timeline selects, from `[publish]`, each source's filters and the channel's."""
+    """What a timeline selects, from `[publish]`, its sources' filters and the channel's."""
     return Selection(
         max_items=config.publish.max_items if channel is None else channel.max_items,
         max_age=config.publish.max_age,
         filters=config.publish.filters,
-        source_filters=_source_filters(config),
+        source_filters=_source_filters(config, None if channel is None else channel.sources),
         teaser_length=config.publish.teaser_length,
         channel_filters=NO_FILTERS if channel is None else channel.filters,
     )
 
 
-def _source_filters(config: Config) -> dict[str, Filters]:
-    """Each source's filters, by name; only the sources with some (a missing one is no
-    filter), so that the selection's repr, in every publication's `Inputs`, stays short."""
-    return {s.name: s.filters for s in config.sources if s.filters.include or s.filters.exclude}
+def _source_filters(config: Config, names: tuple[str, ...] | None) -> dict[str, Filters]:
+    """The filters of the sources `names` (all: None), by name; only of those with some (a
+    missing one is no filter), so that the selection's repr, in the publication's `Inputs`,
+    stays short and does not change with the filters of sources it does not take."""
+    wanted = None if names is None else set(names)
+    return {
+        s.name: s.filters
+        for s in config.sources
+        if (s.filters.include or s.filters.exclude) and (wanted is None or s.name in wanted)
+    }
 
 
 def channel_site(site: SiteSettings, channel: Channel) -> SiteSettings:
