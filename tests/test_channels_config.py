@@ -7,6 +7,7 @@ The CLI cases run the real `aggregator check` in a subprocess, as an operator wo
 from __future__ import annotations
 
 import re
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -264,3 +265,37 @@ def test_a_valid_channel_name_is_one_safe_path_segment(name: str) -> None:
         assert name == name.strip() and name.isascii() and name.lower() == name
         files = PublishedFiles(Path("/srv/output"))
         assert (files.root / name).resolve().parent == files.root
+
+
+@given(
+    tagged=st.lists(st.sets(st.sampled_from("abcd")), min_size=1, max_size=6),
+    tags=st.sets(st.sampled_from("abcd")),
+    named=st.sets(st.integers(min_value=0, max_value=5)),
+)
+def test_a_channel_takes_the_sources_with_any_of_its_tags_or_named_in_feeds_order(
+    tagged: list[set[str]], tags: set[str], named: set[int]
+) -> None:
+    names = [f"s{i}" for i in range(len(tagged))]
+    named_names = sorted(f"s{i}" for i in named if i < len(tagged))
+    expected = [
+        name for name, its in zip(names, tagged, strict=True) if name in named_names or its & tags
+    ]
+    feeds = "".join(
+        f'[[feeds]]\nurl = "https://{name}.example/f"\nname = "{name}"\n'
+        f"tags = {sorted(its)!r}\n".replace("'", '"')
+        for name, its in zip(names, tagged, strict=True)
+    )
+    channel = (
+        f'[[channels]]\nname = "c"\ntags = {sorted(tags)!r}\nsources = {named_names!r}\n'
+    ).replace("'", '"')
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "feeds.toml"
+        path.write_text(feeds + channel, encoding="utf-8")
+        if not expected:  # empty `tags` and `sources` included
+            with pytest.raises(ConfigError, match="selects no source"):
+                load_config(path)
+            return
+        config = load_config(path)
+    assert config.channels[0].sources == tuple(expected)
+    known = set().union(*tagged)
+    assert len(config.warnings) == len(tags - known)
