@@ -93,7 +93,8 @@ def test_a_channel_is_served_like_the_root(daemon: Daemon) -> None:
     for path, media_type in media.items():
         assert daemon.get(path).headers["content-type"] == media_type, path
     moved = httpx.get(daemon.url("/ex"), timeout=5)
-    assert (moved.status_code, moved.headers["location"]) == (301, "/ex/")
+    assert (moved.status_code, moved.headers["location"]) == (301, "ex/")  # relative
+    assert httpx.get(daemon.url("/ex"), timeout=5, follow_redirects=True).url.path == "/ex/"
     page = daemon.get("/").text
     assert f'<a href="{daemon.url("/ex/")}"' in page
     for probe in ("/ex/../feeds.toml", "/ex/.published.json", "/ex/%2e%2e/feeds.toml", "/nope/"):

@@ -92,11 +92,13 @@ def _not_modified(request: Request, version: FileVersion, etag: str) -> bool:
 async def _not_published(files: PublishedFiles, name: str) -> Response:
     """The answer for a name with no file: a hint at the root (nothing published yet), a
     redirect from a channel's name to its directory (`/news` → `/news/`, where its page's
-    relative links resolve), else 404."""
+    relative links resolve; relative, so that it holds behind a proxy's path prefix too),
+    else 404."""
     if name == PAGE_FILE:
         return PlainTextResponse("Feeds: /atom.xml (Atom 1.0), /rss.xml (RSS 2.0)\n")
-    if "." not in name.rpartition("/")[2] and await files.get(f"{name}/{PAGE_FILE}"):
-        return RedirectResponse(f"/{name}/", status_code=301)
+    last = name.rpartition("/")[2]
+    if "." not in last and await files.get(f"{name}/{PAGE_FILE}"):
+        return RedirectResponse(f"{last}/", status_code=301)
     return PlainTextResponse("not found\n", status_code=404)
 
 
