@@ -49,11 +49,14 @@ _config_option = click.option(
 
 
 def _load(config_path: Path) -> Config:
-    """Load the configuration or exit 2 with one line per problem."""
+    """Load the configuration or exit 2 with one line per problem; its warnings on stderr."""
     try:
-        return load_config(config_path, display_name=str(config_path))
+        config = load_config(config_path, display_name=str(config_path))
     except ConfigError as e:
         _config_problems(e)
+    for warning in config.warnings:
+        click.echo(redact_urls(f"warning: {warning}"), err=True)
+    return config
 
 
 @contextmanager
@@ -284,12 +287,40 @@ def check(config_path: Path) -> None:
             s.timezone,
             ", ".join(s.tags),
         )
-    Console(width=160 if not sys.stdout.isatty() else None).print(table)
+    console = Console(width=160 if not sys.stdout.isatty() else None)
+    console.print(table)
+    if config.channels:
+        console.print(_channels_table(config, _count(len(config.channels), "channel")))
     theme = config.publish.theme
     if theme.path is not None:
         names = ", ".join(theme.names) or "none"
         click.echo(f"templates from {theme.directory}: {names} (the others shipped)")
     click.echo(f"{config_path}: ok")
+
+
+def _channels_table(config: Config, title: str) -> Table:
+    """The channels: where each is served and what it selects."""
+    from aggregator.publications import channel_url
+
+    table = Table(title=title)
+    for column in ("channel", "url", "title", "sources", "max items", "filters"):
+        table.add_column(column, overflow="fold")
+    for c in config.channels:
+        patterns = len(c.filters.include) + len(c.filters.exclude)
+        table.add_row(
+            c.name,
+            channel_url(config.site, c.name),
+            c.title,
+            ", ".join(c.sources),
+            str(c.max_items),
+            f"{patterns} patterns" if patterns else "",
+        )
+    return table
+
+
+def _count(n: int, noun: str) -> str:
+    """ "1 channel", "2 channels"."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _duration(seconds: float) -> str:
@@ -451,6 +482,17 @@ def _print_status_table(
         width=None if wide else console.width,
     )
     console.print(table)
+    if config.channels:
+        from aggregator.publications import channel_url
+
+        console.print(f"{_count(len(config.channels), 'channel')}:", highlight=False)
+        for c in config.channels:
+            console.print(
+                f"  {c.name}  {channel_url(config.site, c.name)}  "
+                f"({_count(len(c.sources), 'source')})",
+                highlight=False,
+                markup=False,
+            )
 
 
 def _iso(value: datetime | None) -> str | None:

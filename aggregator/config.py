@@ -221,6 +221,9 @@ def _timezone(value: object) -> str:
 def _tags(value: object) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(t, str) and t.strip() for t in value):
         raise _Invalid(f'expected an array of strings like ["hindi", "news"], got {_show(value)}')
+    for tag in value:  # published: sources.opml groups the sources by tag
+        if has_forbidden_characters(tag):
+            raise _Invalid(f"contains control characters that XML cannot carry: {_show(tag)}")
     return tuple(value)
 
 
@@ -425,7 +428,7 @@ def _name(value: object) -> str:
     return name
 
 
-_TABLES = ("aggregator", "poll", "publish", "store", "server", "websub", "feeds")
+_TABLES = ("aggregator", "poll", "publish", "store", "server", "websub", "feeds", "channels")
 _SITE_KEYS = ("title", "link", "description", "language", "timezone", "base_url")
 _POLL_KEYS = (
     "interval", "concurrency", "timeout", "per_host", "max_bytes", "user_agent", "lease",
@@ -453,11 +456,17 @@ class _Loader:
         self.display_name = display_name
         self.lines = LineIndex(text)
         self.errors: list[ConfigError] = []
+        self.warnings: list[str] = []
 
     def error(self, path: KeyPath, message: str) -> None:
         self.errors.append(
             ConfigError(self.display_name, self.lines.line_of(path), format_path(path), message)
         )
+
+    def warning(self, path: KeyPath, message: str) -> None:
+        """A problem worth saying that does not make the file unusable; one line, as errors."""
+        where = ConfigError(self.display_name, self.lines.line_of(path), format_path(path), message)
+        self.warnings.append(str(where))
 
     def table(
         self, data: Mapping[str, Any], path: KeyPath, allowed: tuple[str, ...]
@@ -691,11 +700,26 @@ def _validate(
     sources = _sources(data, base_dir, load, poll, site)
     websub = _websub(data, load, site, public="base_url" in site_t)
     site = replace(site, hubs=websub.advertised)
+    # Deferred: the channels' loader takes this module's checkers and `_Loader`.
+    from aggregator.config_channels import load_channels  # noqa: PLC0415
+
+    channels = load_channels(data, load, sources, site, publish)
     if load.errors:
         first, *rest = load.errors
         first.others = tuple(rest)
         raise first
-    return Config(path.resolve(), site, poll, publish, store, server, sources, websub)
+    return Config(
+        path.resolve(),
+        site,
+        poll,
+        publish,
+        store,
+        server,
+        sources,
+        websub,
+        channels,
+        tuple(load.warnings),
+    )
 
 
 def _websub(

@@ -77,12 +77,14 @@ class _Sources:
                 return candidate
         raise EditError(f'cannot find a free name like "{base}"; give one with --name')
 
-    def add(self, url: str, name: str, title: str | None) -> None:
+    def add(self, url: str, name: str, title: str | None, tags: Sequence[str] = ()) -> None:
         table = tomlkit.table()
         table.add("url", url)
         table.add("name", name)
         if title:
             table.add("title", title)
+        if tags:
+            table.add("tags", list(tags))
         feeds = tomlkit.aot()
         feeds.append(table)
         document = tomlkit.document()
@@ -305,9 +307,10 @@ def _add_source(path: Path, new: NewSource) -> str:
 
 
 def import_opml(path: Path, feeds: Sequence[OpmlFeed]) -> tuple[list[str], list[SkippedOutline]]:
-    """Append every feed of an OPML list not already in feeds.toml; return (added names,
-    what was skipped and why): URLs already present, twice in the list, or not http(s).
-    The file is written once, and not at all when nothing is added."""
+    """Append every feed of an OPML list not already in feeds.toml, its folders and
+    categories as its `tags`; return (added names, what was skipped and why): URLs already
+    present, twice in the list, or not http(s). The file is written once, and not at all
+    when nothing is added."""
     with _locked(path):
         return _import_opml(path, feeds)
 
@@ -326,7 +329,7 @@ def _import_opml(path: Path, feeds: Sequence[OpmlFeed]) -> tuple[list[str], list
         name = sources.unique_name(derive_name(url))
         # OPML titles come from anywhere: no control characters into feeds.toml.
         title = (collapse_whitespace(clean_text(feed.title)) or None) if feed.title else None
-        sources.add(url, name, title or None)
+        sources.add(url, name, title or None, feed.tags)  # its OPML folders and categories
         added.append(name)
     if added:
         _write(path, sources.updated_text())

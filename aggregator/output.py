@@ -11,6 +11,7 @@ process is writing right now (locked: kept). The kernel drops the lock when its 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import gzip
 import json
@@ -20,6 +21,7 @@ import stat
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 from aggregator.errors import PublishError
 
@@ -126,16 +128,18 @@ _TEMPORARY_NAME = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.tmp")
 
 
 def remove_stale_temp_files(output_dir: Path) -> int:
-    """Remove temporary files a killed publish left behind (`.NAME.xxxxxxxx.tmp`).
+    """Remove temporary files a killed publish left behind (`.NAME.xxxxxxxx.tmp`), in
+    `output_dir` and in its channels' directories.
 
     Whatever their age: ours by name, and not locked, so no process is writing them.
     """
     removed = 0
     if not output_dir.is_dir():
         return removed
-    for leftover in output_dir.iterdir():
-        if _TEMPORARY_NAME.fullmatch(leftover.name) and _remove_unless_locked(leftover):
-            removed += 1
+    for directory in (output_dir, *(output_dir / d for d in published_subdirectories(output_dir))):
+        for leftover in directory.iterdir():
+            if _TEMPORARY_NAME.fullmatch(leftover.name) and _remove_unless_locked(leftover):
+                removed += 1
     return removed
 
 
@@ -173,24 +177,105 @@ def _versions(output_dir: Path, names: Iterable[str]) -> dict[str, list[int]] | 
     return versions
 
 
-def already_published(output_dir: Path, fingerprint: str, names: Iterable[str]) -> bool:
+def already_published(
+    output_dir: Path, fingerprint: str, names: Iterable[str] | None = None
+) -> bool:
     """Whether the last publish rendered this very input and its files are still as written.
 
     Lets a publish of an unchanged timeline skip rendering altogether, not just the writes.
-    Any doubt (no record, a file replaced or missing, an unreadable record) says no.
+    `names`: the files to look at; by default those the record lists. Any doubt (no record,
+    a file replaced or missing, an unreadable record) says no.
     """
+    record = _record(output_dir)
+    if record is None or record.get("fingerprint") != fingerprint:
+        return False
+    files = record.get("files")
+    if not isinstance(files, dict):
+        return False
+    return files == _versions(output_dir, files if names is None else names)
+
+
+def _record(output_dir: Path) -> dict[str, Any] | None:
     try:
         record = json.loads((output_dir / _RECORD).read_bytes())
     except (OSError, ValueError):
-        return False
-    return (
-        isinstance(record, dict)
-        and record.get("fingerprint") == fingerprint
-        and record.get("files") == _versions(output_dir, names)
-    )
+        return None
+    return record if isinstance(record, dict) else None
 
 
-def remember_published(output_dir: Path, fingerprint: str, names: Iterable[str]) -> None:
-    """Record what was just published, for `already_published`."""
-    record = {"fingerprint": fingerprint, "files": _versions(output_dir, names)}
+def remember_published(
+    output_dir: Path,
+    fingerprint: str,
+    names: Iterable[str],
+    inputs: Mapping[str, Any] | None = None,
+) -> None:
+    """Record what was just published, for `already_published`; `inputs`: what the publish
+    knew of its input beyond the fingerprint (`publish.Inputs`), for `published_record`."""
+    record = {"fingerprint": fingerprint, "files": _versions(output_dir, names), **(inputs or {})}
     write_if_changed(output_dir / _RECORD, json.dumps(record, sort_keys=True).encode())
+
+
+def published_names(output_dir: Path) -> list[str]:
+    """The files the last publish into `output_dir` wrote, by its record; [] without one."""
+    record = _record(output_dir)
+    files = record.get("files") if record is not None else None
+    return list(files) if isinstance(files, dict) else []
+
+
+def published_record(output_dir: Path) -> dict[str, Any] | None:
+    """The record of the last publish into `output_dir` (`remember_published`), if readable."""
+    return _record(output_dir)
+
+
+def published_subdirectories(output_dir: Path) -> list[str]:
+    """The directories right under `output_dir` that a publish wrote (a channel's: each holds
+    its own record), as "<name>/", sorted."""
+    try:
+        with os.scandir(output_dir) as children:
+            found = [
+                f"{child.name}/"
+                for child in children
+                if not child.name.startswith(".")
+                and child.is_dir(follow_symlinks=False)
+                and Path(child.path, _RECORD).is_file()
+            ]
+    except OSError:
+        return []
+    return sorted(found)
+
+
+def remove_published(directory: Path) -> list[str]:
+    """Remove what a publish wrote into `directory` (a channel no longer published): the
+    files its record lists that are still the very files written (inode, mtime and size as
+    recorded), the record, then the directories left empty, `directory` included. Anything
+    else stays: a file someone put or replaced there is not ours to delete. Returns the
+    names removed."""
+    record = _record(directory)
+    files = record.get("files") if record is not None else None
+    removed = []
+    for name, version in (files if isinstance(files, dict) else {}).items():
+        path = directory / name
+        try:
+            info = path.lstat()
+            if not path.resolve().is_relative_to(directory.resolve()):
+                continue
+            untouched = [info.st_ino, info.st_mtime_ns, info.st_size] == version
+            if stat.S_ISREG(info.st_mode) and untouched:
+                path.unlink()
+                removed.append(name)
+        except (OSError, TypeError, ValueError):  # gone already; an odd record entry
+            continue
+    with contextlib.suppress(OSError):
+        (directory / _RECORD).unlink()
+    _remove_empty_directories(directory)
+    return removed
+
+
+def _remove_empty_directories(directory: Path) -> None:
+    """`directory` and the directories under it that hold nothing, deepest first."""
+    with contextlib.suppress(OSError):
+        for inner in sorted(directory.rglob("*"), key=lambda p: len(p.parts), reverse=True):
+            if inner.is_dir() and not inner.is_symlink():
+                with contextlib.suppress(OSError):
+                    inner.rmdir()  # only if empty
+        directory.rmdir()

@@ -1,4 +1,5 @@
-"""Publishing: the timeline built from the store, rendered, written to output/ under the lock.
+"""Publishing: each publication's timeline (the root's, each channel's) built from the
+store, rendered when it changed, written to output/ under the lock.
 
 With several daemons sharing a store, what one renders is stored as the published snapshot
 and every daemon copies it into its own output/, so all serve the same bytes.
@@ -18,19 +19,24 @@ from aggregator import __version__
 from aggregator.output import (
     already_published,
     publish_files,
+    published_names,
+    published_subdirectories,
     remember_published,
+    remove_published,
 )
+from aggregator.publications import ROOT, Publication, publications_of
 from aggregator.render import OUTPUT_FILES, render_outputs
 from aggregator.settings import Config
+from aggregator.settled import Inputs, settled
+from aggregator.shared_reads import SharedReads
 from aggregator.store import StoreAPI
 from aggregator.store.records import PublishedSnapshot
-from aggregator.timeline import Selection, build_timeline
+from aggregator.timeline import build_timeline
 from aggregator.types import (
     SourceCredit,
     Timeline,
 )
 from aggregator.update import source_credits as credits_of
-from aggregator.update import story_keys_of
 
 log = logging.getLogger("aggregator")
 
@@ -44,23 +50,14 @@ READ_CAP_BASE = 2000
 
 @dataclass(frozen=True)
 class PublishReport:
-    """What a publish wrote."""
+    """What a publish wrote: paths under output/ (`news/atom.xml` for a channel's)."""
 
-    items: int
-    changed: tuple[str, ...]
+    items: int  # in the root's timeline
+    changed: tuple[str, ...]  # rewritten, or removed with a channel no longer published
     unchanged: tuple[str, ...]
     seconds: float
-
-
-def selection_of(config: Config) -> Selection:
-    """What the published timeline selects, from `[publish]` and each source's filters."""
-    return Selection(
-        max_items=config.publish.max_items,
-        max_age=config.publish.max_age,
-        filters=config.publish.filters,
-        source_filters={s.name: s.filters for s in config.sources},
-        teaser_length=config.publish.teaser_length,
-    )
+    rendered: tuple[str, ...] = ()  # the publications rendered: "" for the root, "news/"
+    built: tuple[str, ...] = ()  # those whose timeline was built (the others: `settled`)
 
 
 def read_cap(max_items: int) -> int:
@@ -79,34 +76,47 @@ def current_timeline(
     now: datetime,
     credits: Mapping[str, SourceCredit] | None = None,
 ) -> Timeline:
-    """The timeline as it should be published now.
+    """The root's timeline as it should be published now (`publication_timeline`)."""
+    credits = credits if credits is not None else source_credits(config, store)
+    root = publications_of(config)[0]
+    return publication_timeline(root, SharedReads(store), now, credits)
+
+
+def publication_timeline(
+    publication: Publication,
+    reads: SharedReads,
+    now: datetime,
+    credits: Mapping[str, SourceCredit],
+) -> Timeline:
+    """One publication's timeline as it should be published now, from its own sources.
 
     Reads only what can be published: the newest entries, a few times `max_items` of them
     (filters and duplicates drop some), reading further only when that did not suffice, and
     never more than `read_cap` entries, nor as many earlier copies of them: a feed of
     thousands of copies of one story cannot make a publish read the whole store.
     """
-    names = [s.name for s in config.sources]
-    credits = credits if credits is not None else source_credits(config, store)
-    cap = read_cap(config.publish.max_items)
-    limit = min(config.publish.max_items * 2 + 50, cap)
-    oldest = now - config.publish.max_age
-    selection = selection_of(config)
+    names = list(publication.sources)
+    selection = publication.selection
+    mine = {name: credits[name] for name in names if name in credits}
+    cap = read_cap(selection.max_items)
+    limit = min(selection.max_items * 2 + 50, cap)
+    oldest = now - selection.max_age
     while True:
-        entries = store.recent_entries(names, oldest, limit)
+        entries = reads.recent_entries(names, oldest, limit)
         timeline = build_timeline(
             entries,
-            credits,
+            mine,
             now=now,
-            earlier=store.earlier_copies(names, story_keys_of(entries), oldest, limit),
+            earlier=reads.earlier_copies(names, entries, oldest, limit),
             selection=selection,
         )
-        if len(timeline.items) >= config.publish.max_items or len(entries) < limit:
+        if len(timeline.items) >= selection.max_items or len(entries) < limit:
             break
         if limit >= cap:
             log.warning(
-                "published %d items, fewer than max_items, after reading %d entries "
+                "%s: published %d items, fewer than max_items, after reading %d entries "
                 "(the most a publish reads): most of the newest are copies or filtered out",
+                publication.site.base_url,
                 len(timeline.items),
                 limit,
             )
@@ -114,12 +124,64 @@ def current_timeline(
         limit = min(limit * 4, cap)
     if timeline.updated is None:
         # Nothing to publish yet: a fixed, plausible date keeps the empty feeds' bytes stable.
-        timeline = replace(timeline, updated=store.first_added() or now)
+        timeline = replace(timeline, updated=reads.store.first_added() or now)
     return timeline
 
 
+@dataclass(frozen=True)
+class _Planned:
+    """A publication, its timeline and the fingerprint of everything it renders from."""
+
+    publication: Publication
+    timeline: Timeline
+    credits: dict[str, SourceCredit]
+    fingerprint: str
+
+
+def _plan(
+    publication: Publication,
+    reads: SharedReads,
+    now: datetime,
+    credits: Mapping[str, SourceCredit],
+) -> _Planned:
+    timeline = publication_timeline(publication, reads, now, credits)
+    mine = {name: credits[name] for name in publication.sources if name in credits}
+    # Rendering is a pure function of these (and of this version's code): the same input
+    # renders the same bytes, so there is nothing to render again. The timeline holds the
+    # teasers as cut; `teaser_length` is named too, as what they were cut with.
+    rendered_from = (
+        __version__,
+        publication.site,
+        publication.selection.teaser_length,
+        # The theme as its templates' text (not where they are, which may differ between
+        # daemons sharing a store): an edited template renders again.
+        publication.theme.files,
+        timeline,
+        sorted(mine.items()),
+        publication.channels,
+        sorted(publication.tags.items()),
+    )
+    fingerprint = hashlib.sha256(repr(rendered_from).encode()).hexdigest()
+    return _Planned(publication, timeline, mine, fingerprint)
+
+
+def _render(planned: _Planned) -> PublishedSnapshot:
+    publication = planned.publication
+    files = render_outputs(
+        publication.site,
+        planned.timeline,
+        planned.credits,
+        theme=publication.theme,
+        channel=publication.channel,
+        channels=publication.channels,
+        tags=publication.tags,
+    )
+    return PublishedSnapshot(planned.fingerprint, files, publication.directory)
+
+
 def publish_timeline(config: Config, store: StoreAPI, now: datetime) -> PublishReport:
-    """Render the current timeline, store it as the published snapshot, write what changed.
+    """Render what changed of every publication (the root, each channel), store it as the
+    published snapshot, write what changed.
 
     Daemons sharing a PostgreSQL store each serve their own output/, yet must serve the
     same bytes (one ETag, whichever daemon a reader reaches). Rendering alone cannot promise
@@ -128,40 +190,55 @@ def publish_timeline(config: Config, store: StoreAPI, now: datetime) -> PublishR
     rendered with the fingerprint of its input, and every daemon copies the newest snapshot
     into its output/ (`follow_published`). The snapshot written last was rendered from the
     newest data, since readers of the data take the same lock. On SQLite it is the same path.
-    A snapshot with this very fingerprint is not rendered again, only copied if missing here.
+
+    Each publication has a fingerprint of its own: one whose stored snapshot has this very
+    fingerprint is not rendered again, only copied if missing here, so a change in one
+    channel renders that channel (and the root, whose timeline it changes too) alone. One
+    whose input is, by `Inputs`, that of its last publish here is not even read
+    (`settled`). A channel no longer configured leaves the snapshot and output/.
     """
     output_dir = config.publish.output_dir
+    publications = publications_of(config)
     with store.publish_lock():
         started = time.perf_counter()  # the work, not the wait for another daemon's turn
         credits = source_credits(config, store)
-        timeline = current_timeline(config, store, now, credits)
-        # Rendering is a pure function of these (and of this version's code): the same input
-        # renders the same bytes, so there is nothing to render again. The timeline holds
-        # the teasers as cut; `teaser_length` is named too, as what they were cut with. The
-        # theme counts as its templates' text (not where they are, which may differ between
-        # daemons sharing a store), so an edited template renders again.
-        rendered_from = (
-            __version__,
-            config.site,
-            config.publish.teaser_length,
-            config.publish.theme.files,
-            timeline,
-            sorted(credits.items()),
-        )
-        fingerprint = hashlib.sha256(repr(rendered_from).encode()).hexdigest()
-        if store.published_fingerprint() == fingerprint:
-            written = follow_published(output_dir, store, fingerprint)
-        else:
-            snapshot = PublishedSnapshot(
-                fingerprint, render_outputs(config.site, timeline, credits, config.publish.theme)
+        stored = store.published_fingerprints()
+        versions = store.entry_versions()
+        inputs = {p.directory: Inputs.of(p, credits, versions, now) for p in publications}
+        quiet = settled(output_dir, store, inputs, stored)
+        reads = SharedReads(store)
+        planned = [_plan(p, reads, now, credits) for p in publications if p.directory not in quiet]
+        fresh = [
+            _render(p) for p in planned if stored.get(p.publication.directory) != p.fingerprint
+        ]
+        current = {p.directory for p in publications}
+        removed = sorted(set(stored) - current)
+        if fresh or removed:
+            store.save_published(fresh, removed)
+        written: dict[str, bool] = {}
+        for snapshot in fresh:
+            written |= write_snapshot(output_dir, snapshot)
+        kept = {p.publication.directory: p.fingerprint for p in planned}
+        written |= _copy_missing(output_dir, store, kept)
+        for p in planned:  # what the next publish needs to know it may skip them
+            remember_published(
+                output_dir / p.publication.directory,
+                p.fingerprint,
+                published_names(output_dir / p.publication.directory),
+                inputs[p.publication.directory].record(len(p.timeline.items)),
             )
-            store.save_published(snapshot)
-            written = write_snapshot(output_dir, snapshot)
+        written |= _remove_unpublished(output_dir, current)
+    every = [p.path(name) for p in publications for name in OUTPUT_FILES]
+    root = planned[0] if planned and planned[0].publication.directory == ROOT else None
     report = PublishReport(
-        items=len(timeline.items),
-        changed=tuple(n for n in OUTPUT_FILES if written.get(n)),
-        unchanged=tuple(n for n in OUTPUT_FILES if not written.get(n)),
+        items=len(root.timeline.items) if root else quiet.get(ROOT, 0),
+        changed=tuple(
+            [n for n in every if written.get(n)] + sorted(n for n in written if n not in every)
+        ),
+        unchanged=tuple(n for n in every if not written.get(n)),
         seconds=time.perf_counter() - started,
+        rendered=tuple(s.publication for s in fresh),
+        built=tuple(p.publication.directory for p in planned),
     )
     if written:
         log.info(
@@ -170,28 +247,55 @@ def publish_timeline(config: Config, store: StoreAPI, now: datetime) -> PublishR
     return report
 
 
-def follow_published(
-    output_dir: Path, store: StoreAPI, fingerprint: str | None = None
-) -> dict[str, bool]:
-    """Copy the store's published snapshot into `output_dir` unless it is there already.
+def follow_published(output_dir: Path, store: StoreAPI) -> dict[str, bool]:
+    """Copy the store's published snapshot into `output_dir` where it is not there already,
+    and remove the channels it no longer holds.
 
-    `fingerprint`: the snapshot's, when the caller has just read it. Returns which files
-    were rewritten ({} when the snapshot was already here, or there is none yet). Each file
-    is replaced atomically and only when its bytes differ, so an unchanged file keeps its
-    ETag.
+    Returns which files were rewritten or removed, by path under `output_dir` ({} when the
+    snapshot was already here, or there is none yet). Each file is replaced atomically and
+    only when its bytes differ, so an unchanged file keeps its ETag.
     """
-    fingerprint = fingerprint or store.published_fingerprint()
-    if fingerprint is None or already_published(output_dir, fingerprint, OUTPUT_FILES):
+    fingerprints = store.published_fingerprints()
+    if not fingerprints:
         return {}
-    snapshot = store.load_published()
-    if snapshot is None:
-        return {}
-    return write_snapshot(output_dir, snapshot)
+    written = _copy_missing(output_dir, store, fingerprints)
+    written |= _remove_unpublished(output_dir, set(fingerprints))
+    return written
+
+
+def _copy_missing(
+    output_dir: Path, store: StoreAPI, fingerprints: Mapping[str, str]
+) -> dict[str, bool]:
+    """Write the stored snapshot of each publication whose files here are not those of its
+    fingerprint (a first start, another daemon's publish, a file removed by hand)."""
+    missing = [
+        publication
+        for publication, fingerprint in fingerprints.items()
+        if not already_published(output_dir / publication, fingerprint)
+    ]
+    written: dict[str, bool] = {}
+    for snapshot in store.load_published(missing) if missing else ():
+        written |= write_snapshot(output_dir, snapshot)
+    return written
+
+
+def _remove_unpublished(output_dir: Path, current: set[str]) -> dict[str, bool]:
+    """Remove the files of the channels published here before and no longer: only what a
+    publish wrote (`output.remove_published`), never anything else under output/."""
+    removed: dict[str, bool] = {}
+    for directory in published_subdirectories(output_dir):
+        if directory not in current:
+            names = remove_published(output_dir / directory)
+            removed |= dict.fromkeys((directory + name for name in names), True)
+            log.info("removed the channel %s from %s", directory.rstrip("/"), output_dir)
+    return removed
 
 
 def write_snapshot(output_dir: Path, snapshot: PublishedSnapshot) -> dict[str, bool]:
-    """Write a snapshot's files into `output_dir` (each only if its bytes differ) and
-    remember its fingerprint there; which files were rewritten."""
-    written = publish_files(output_dir, snapshot.files)
-    remember_published(output_dir, snapshot.fingerprint, snapshot.files)
-    return written
+    """Write a publication's files into its directory under `output_dir` (each only if its
+    bytes differ) and remember its fingerprint there; which files were rewritten, by path
+    under `output_dir`."""
+    directory = output_dir / snapshot.publication
+    written = publish_files(directory, snapshot.files)
+    remember_published(directory, snapshot.fingerprint, snapshot.files)
+    return {snapshot.publication + name: changed for name, changed in written.items()}

@@ -203,6 +203,25 @@ class SourceConfig:
 
 
 @dataclass(frozen=True)
+class Channel:
+    """One `[[channels]]` entry: a selection of the sources published like the root, under
+    `output/<name>/`, with the root's settings already applied where it sets none.
+
+    `sources` are the names it reads, resolved from its `tags` (any of) and `sources`, in
+    `[[feeds]]` order; all of them when it selects by patterns alone.
+    """
+
+    name: str  # a URL path segment, checked by the loader
+    title: str
+    description: str
+    sources: tuple[str, ...]
+    language: str | None
+    timezone: str
+    max_items: int
+    filters: Filters = field(default_factory=Filters)  # on top of [publish]'s and the sources'
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole validated configuration."""
 
@@ -214,6 +233,9 @@ class Config:
     server: ServerSettings
     sources: tuple[SourceConfig, ...]
     websub: WebsubSettings = field(default_factory=WebsubSettings)
+    channels: tuple[Channel, ...] = ()
+    # One line each ("feeds.toml:40: channels[1].tags: ..."): worth saying, not refusing.
+    warnings: tuple[str, ...] = field(default=(), compare=False)
 
 
 def server_url(host: str, port: int) -> str:

@@ -52,14 +52,16 @@ def source_id(source: str) -> str:
 @dataclass(frozen=True)
 class Selection:
     """What a timeline publishes: at most `max_items` stories of the last `max_age`, kept by
-    `filters` (all sources) and `source_filters` (by source name), with teasers cut to
-    `teaser_length`. From `[publish]` and each source's filters."""
+    `filters` (all sources), `source_filters` (by source name) and `channel_filters` (a
+    channel's own), with teasers cut to `teaser_length`. From `[publish]`, each source's
+    filters and the channel's (`publications.publications_of`)."""
 
     max_items: int
     max_age: timedelta
     filters: Filters = NO_FILTERS
     source_filters: Mapping[str, Filters] = field(default_factory=dict)
     teaser_length: int = DEFAULT_TEASER_LENGTH
+    channel_filters: Filters = NO_FILTERS
 
 
 def _newest_first(entry: StoredEntry) -> tuple[float, str, str]:
@@ -93,6 +95,7 @@ def build_timeline(
     oldest = now - selection.max_age
     filters = selection.filters
     per_source = selection.source_filters
+    channel = selection.channel_filters
     known: dict[tuple[str, str], StoredEntry] = {}
     for e in (*entries, *earlier):
         seen = known.get((e.source, e.entry_id))
@@ -105,9 +108,9 @@ def build_timeline(
         if e.sort_date < oldest:
             return False
         own = per_source.get(e.source, NO_FILTERS)
-        if own == NO_FILTERS and filters == NO_FILTERS:
+        if own == NO_FILTERS and filters == NO_FILTERS and channel == NO_FILTERS:
             return True
-        return filters.allows(e.title, teaser(e)) and own.allows(e.title, teaser(e))
+        return all(f.allows(e.title, teaser(e)) for f in (filters, own, channel))
 
     stories = [
         [copy for copy in story if publishable(copy)]
@@ -188,8 +191,11 @@ class _Grouping:
 
     def place(self, entry: StoredEntry) -> None:
         """Add `entry` to the story it is a copy of, or as a story of its own."""
-        link = link_key(entry.link) if entry.link else None
-        title = title_key(entry.title)
+        if entry.story_keys is not None:  # as stored: no URL parsing per publish
+            link, title = entry.story_keys[0], entry.story_keys[1] or ""
+        else:
+            link = link_key(entry.link) if entry.link else None
+            title = title_key(entry.title)
         # too short to be sure two sources mean the same story
         headline = title if len(title) >= MIN_TITLE_KEY else ""
         found = self._by_link(link, entry.source, title)

@@ -131,6 +131,12 @@ class StoredEntry:
     updated: datetime | None
     first_seen: datetime
     sort_date: datetime
+    # Its story keys (link, title) as the store holds them (`text.story_keys`, computed when
+    # it was written): grouping stories needs no URL parsing per publish. None: not read
+    # with it, computed when needed (`story_keys_of_entry`).
+    story_keys: tuple[str | None, str | None] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         for name in ("published", "updated", "first_seen", "sort_date"):
@@ -146,6 +152,17 @@ class SourceCredit:
     feed_url: str
     site_url: str | None = None
     feed_id: str | None = None
+
+
+@dataclass(frozen=True)
+class ChannelLink:
+    """A channel as another publication's page lists it: its name, title, description and
+    the address of its page (`<base_url><name>/`)."""
+
+    name: str
+    title: str
+    description: str
+    href: str
 
 
 @dataclass(frozen=True)

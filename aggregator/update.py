@@ -30,6 +30,7 @@ from aggregator.timeline import CLOCK_SKEW, order_date
 from aggregator.types import ParsedEntry, ParsedFeed, SourceCredit, StoredEntry
 
 __all__ = [
+    "entry_story_keys",
     "entry_writes",
     "feed_meta",
     "outcome_of",
@@ -105,12 +106,19 @@ def feed_meta(feed: ParsedFeed) -> FeedMeta:
     return FeedMeta(feed.title, feed.link, feed.feed_id, feed.lifetime)
 
 
+def entry_story_keys(entry: StoredEntry) -> tuple[str | None, str | None]:
+    """(link key, title key) of a stored entry: as the store holds them, else computed."""
+    if entry.story_keys is not None:
+        return entry.story_keys
+    return story_keys(entry.link, entry.title)
+
+
 def story_keys_of(entries: Iterable[StoredEntry]) -> StoryKeys:
     """The story keys (normalized link, title) to look up `entries`' earlier copies by."""
     links: set[str] = set()
     titles: set[str] = set()
     for entry in entries:
-        link, title = story_keys(entry.link, entry.title)
+        link, title = entry_story_keys(entry)
         if link:
             links.add(link)
         if title:

@@ -9,11 +9,19 @@ timing the second: the daemon's steady state, with templates and locale data loa
 `publish s` is `publish_timeline`'s own time, without interpreter start-up; `rewritten` counts
 files whose inode or mtime changed. Flat from 10k to 100k is the goal.
 
+`--channels N` tags the sources t0 … t(N-1) in turn and measures every phase twice on the
+same store: without channels, and with N channels (one per tag, each publishing 200 items of
+its 500/N sources). It adds a `changed` phase: a warm publish after one new entry in one
+source, which renders the root and that source's channel only (`rendered` counts the
+publications rendered). The targets: with channels, each publish at most twice as long as
+without, and an unchanged publish renders nothing.
+
 Peak memory is the child's own VmHWM: os.wait4's ru_maxrss would report this (large) parent's
 peak, since Linux carries the forking process's high-water mark across exec.
 
     python -m bench.publish [--entries 100000] [--baseline 10000] [--repeat 1] [--profile]
         [--analyze]   (run ANALYZE on the store first: shows what the query planner then picks)
+        [--channels N]
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ import json
 import os
 import pstats
 import random
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -37,6 +46,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from aggregator.config import load_config
 from aggregator.poll import store_entries, sync_sources, utc_now
@@ -62,6 +72,8 @@ class Run:
     publish_s: float | None
     rewritten: int
     items: int | None
+    channels: int = 0
+    rendered: int | None = None  # publications rendered by the measured publish
 
 
 @functools.cache
@@ -109,22 +121,37 @@ def _wire_copy(entry: ParsedEntry, story: ParsedEntry, delay: timedelta) -> Pars
     )
 
 
+def write_config(work: Path, sources: int, channels: int) -> Path:
+    """feeds.toml for `sources` sources tagged t0 … t9 in turn, with `channels` channels (one
+    per tag) publishing into output-<channels>/; all share one store. Returns its path."""
+    config_path = work / f"feeds-{channels}.toml"
+    config_path.write_text(
+        '[aggregator]\ntitle = "Bench digest"\nlanguage = "hi"\ntimezone = "Asia/Kolkata"\n'
+        f'[publish]\noutput_dir = "output-{channels}"\n[store]\npath = "state/aggregator.db"\n'
+        + "".join(
+            f'[[feeds]]\nname = "s{n}"\nurl = "https://site{n}.example.org/feed.xml"\n'
+            f'tags = ["t{n % TAGS}"]\n'
+            for n in range(sources)
+        )
+        + "".join(
+            f'[[channels]]\nname = "c{k}"\ntitle = "Channel {k}"\ntags = ["t{k % TAGS}"]\n'
+            for k in range(channels)
+        ),
+        encoding="utf-8",
+    )
+    return config_path
+
+
+TAGS = 10  # the sources' tags: a channel per tag takes a tenth of them
+
+
 def build(work: Path, entries: int, sources: int, now: datetime, *, analyze: bool = False) -> Path:
     """Write feeds.toml and fill the store it names; returns the config path.
 
     `analyze` leaves SQLite statistics (sqlite_stat1) in the store, which aggregator itself
     never does: without them the planner may pick a poorer index.
     """
-    config_path = work / "feeds.toml"
-    config_path.write_text(
-        '[aggregator]\ntitle = "Bench digest"\nlanguage = "hi"\ntimezone = "Asia/Kolkata"\n'
-        '[publish]\noutput_dir = "output"\n[store]\npath = "state/aggregator.db"\n'
-        + "".join(
-            f'[[feeds]]\nname = "s{n}"\nurl = "https://site{n}.example.org/feed.xml"\n'
-            for n in range(sources)
-        ),
-        encoding="utf-8",
-    )
+    config_path = write_config(work, sources, 0)
     config = load_config(config_path)
     rng = random.Random(entries)
     start = now - SPAN
@@ -177,9 +204,9 @@ def _peak_mb() -> float:
     raise RuntimeError("no VmHWM in /proc/self/status")
 
 
-def _child(config_path: Path, publishes: int, profile: bool) -> None:
+def _child(config_path: Path, publishes: int, profile: bool, *, change: bool = False) -> None:
     """The measured process: open the store the way `aggregator` does, publish, say how long
-    the last publish took."""
+    the last publish took. `change`: store one new entry in one source before it."""
     config = load_config(config_path)
     store = SqliteStore.open(config.store.path)
     try:
@@ -188,6 +215,11 @@ def _child(config_path: Path, publishes: int, profile: bool) -> None:
             return
         for _ in range(publishes - 1):
             publish_timeline(config, store, utc_now())
+        if change:
+            now = utc_now()
+            serial = int(now.timestamp() * 1000)
+            new = _entry(random.Random(serial), 3, serial, now.replace(microsecond=0))
+            store_entries(store, "s3", [new], now)
         profiler = cProfile.Profile() if profile else None
         if profiler is not None:
             profiler.enable()
@@ -199,16 +231,36 @@ def _child(config_path: Path, publishes: int, profile: bool) -> None:
             stats.sort_stats("cumulative").print_stats(25)
             stats.sort_stats("tottime").print_stats(15)
             print(out.getvalue(), file=sys.stderr)
-        result = {"seconds": report.seconds, "items": report.items, "peak_mb": _peak_mb()}
+        result = {
+            "seconds": report.seconds,
+            "items": report.items,
+            "peak_mb": _peak_mb(),
+            "rendered": len(report.rendered),
+        }
         print(json.dumps(result))
     finally:
         store.close()
 
 
 def _files(directory: Path) -> dict[str, tuple[int, int]]:
+    """Every published file under `directory` (channels' too): inode and mtime, by path."""
     if not directory.is_dir():
         return {}
-    return {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in directory.iterdir()}
+    return {
+        str(p.relative_to(directory)): (p.stat().st_ino, p.stat().st_mtime_ns)
+        for p in directory.rglob("*")
+        if p.is_file()
+    }
+
+
+def _clear(directory: Path, store: Path | None = None) -> None:
+    """Empty the output directory, and the store's published snapshot: a first publish
+    renders everything again, rather than copying what the last run stored."""
+    if directory.is_dir():
+        shutil.rmtree(directory)
+    if store is not None:
+        with contextlib.closing(sqlite3.connect(store)) as db, db:
+            db.execute("DELETE FROM published")
 
 
 def _measure(argv: list[str]) -> tuple[float, float, dict[str, float | int | None]]:
@@ -225,21 +277,36 @@ def _measure(argv: list[str]) -> tuple[float, float, dict[str, float | int | Non
     return wall, usage.ru_utime + usage.ru_stime, result
 
 
-def measure(config_path: Path, entries: int, repeat: int, profile: bool) -> list[Run]:
-    """startup, first, unchanged and warm publishes of one store, `repeat` times."""
-    output = config_path.parent / "output"
+PHASES = (("startup", 0, False), ("first", 1, False), ("unchanged", 1, False), ("warm", 2, False))
+CHANGED = ("changed", 2, True)  # a warm publish after one new entry in one source
+
+
+def measure(
+    config_path: Path,
+    entries: int,
+    repeat: int,
+    profile: bool,
+    *,
+    channels: int = 0,
+    changed: bool = False,
+) -> list[Run]:
+    """startup, first, unchanged and warm publishes of one store, `repeat` times, and
+    `changed` too when asked (to compare with channels)."""
+    output = config_path.parent / f"output-{channels}"
     child = [sys.executable, "-m", "bench.publish", "--child", str(config_path)]
+    phases = (*PHASES, CHANGED) if changed else PHASES
     runs = []
+    store = load_config(config_path).store.path
     for _ in range(repeat):
-        for path in _files(output):
-            (output / path).unlink()
-        for phase, publishes in (("startup", 0), ("first", 1), ("unchanged", 1), ("warm", 2)):
-            argv = [*child, "--publishes", str(publishes)]
+        _clear(output, store)
+        for phase, publishes, change in phases:
+            argv = [*child, "--publishes", str(publishes), *(["--change"] if change else [])]
             before = _files(output)
             wall, cpu, result = _measure(argv)
             after = _files(output)
             rewritten = sum(1 for name, key in after.items() if before.get(name) != key)
             seconds, items, peak = result["seconds"], result["items"], result["peak_mb"]
+            rendered = result.get("rendered")
             runs.append(
                 Run(
                     entries,
@@ -250,13 +317,18 @@ def measure(config_path: Path, entries: int, repeat: int, profile: bool) -> list
                     float(seconds) if seconds is not None else None,
                     rewritten,
                     int(items) if items is not None else None,
+                    channels,
+                    int(rendered) if rendered is not None else None,
                 )
             )
     if profile:  # separate runs: the profiler's overhead stays out of the table
-        for path in _files(output):
-            (output / path).unlink()
+        _clear(output, store)
         for label, times in (("first (cold process)", "1"), ("warm (second in-process)", "2")):
-            print(f"\n=== profile: {entries} entries, {label} ===", file=sys.stderr, flush=True)
+            print(
+                f"\n=== profile: {entries} entries, {channels} channels, {label} ===",
+                file=sys.stderr,
+                flush=True,
+            )
             _measure([*child, "--publishes", times, "--profile"])
     return runs
 
@@ -264,22 +336,27 @@ def measure(config_path: Path, entries: int, repeat: int, profile: bool) -> list
 def report(runs: list[Run], sources: int) -> None:
     print(f"\npublish from a real store, {sources} sources, 200 items published")
     header = (
-        f"{'entries':>8} {'phase':<9} {'wall s':>7} {'publish s':>9} {'cpu s':>6} "
-        f"{'peak MB':>8} {'rewritten':>9} {'items':>5}"
+        f"{'entries':>8} {'channels':>8} {'phase':<9} {'wall s':>7} {'publish s':>9} "
+        f"{'cpu s':>6} {'peak MB':>8} {'rewritten':>9} {'rendered':>8} {'items':>5}"
     )
     print(header)
     print("-" * len(header))
     for r in runs:
         publish = f"{r.publish_s:9.3f}" if r.publish_s is not None else f"{'-':>9}"
         items = f"{r.items:5d}" if r.items is not None else f"{'-':>5}"
+        rendered = f"{r.rendered:8d}" if r.rendered is not None else f"{'-':>8}"
         print(
-            f"{r.entries:8d} {r.phase:<9} {r.wall:7.2f} {publish} {r.cpu:6.2f} "
-            f"{r.peak_mb:8.1f} {r.rewritten:9d} {items}"
+            f"{r.entries:8d} {r.channels:8d} {r.phase:<9} {r.wall:7.2f} {publish} {r.cpu:6.2f} "
+            f"{r.peak_mb:8.1f} {r.rewritten:9d} {rendered} {items}"
         )
     largest = max(r.entries for r in runs)
 
-    def best(phase: str) -> float:
-        return min(r.publish_s or 0.0 for r in runs if r.entries == largest and r.phase == phase)
+    def best(phase: str, channels: int = 0) -> float:
+        return min(
+            (r.publish_s or 0.0)
+            for r in runs
+            if r.entries == largest and r.phase == phase and r.channels == channels
+        )
 
     cold, warm = best("first"), best("warm")
     rewrites = sum(r.rewritten for r in runs if r.phase in ("unchanged", "warm"))
@@ -287,6 +364,27 @@ def report(runs: list[Run], sources: int) -> None:
         f"target: publish from {largest} entries < 0.5 s: best cold {cold:.3f} s, warm "
         f"{warm:.3f} s ({'met' if max(cold, warm) < 0.5 else 'MISSED'}); unchanged publishes "
         f"rewrote {rewrites} files ({'met' if rewrites == 0 else 'MISSED'})"
+    )
+    counts = sorted({r.channels for r in runs} - {0})
+    for channels in counts:
+        _report_channels(runs, largest, channels, best)
+
+
+def _report_channels(runs: list[Run], largest: int, channels: int, best: Any) -> None:
+    """Each phase with `channels` channels against the same phase without."""
+    ratios = {
+        phase: best(phase, channels) / max(best(phase), 1e-9)
+        for phase in ("first", "unchanged", "warm", "changed")
+    }
+    shown = ", ".join(f"{phase} {ratio:.2f}x" for phase, ratio in ratios.items())
+    steady = max(ratios[p] for p in ("unchanged", "warm", "changed"))
+    idle = [r.rendered for r in runs if r.channels == channels and r.phase in ("unchanged", "warm")]
+    print(
+        f"target: {channels} channels over {largest} entries at most 2x the publish without: "
+        f"{shown} ({'met' if steady <= 2 else 'MISSED'} for the steady state: unchanged, warm, "
+        f"changed; a first publish renders {channels + 1} publications instead of 1); unchanged "
+        f"publishes rendered {sum(n or 0 for n in idle)} publications "
+        f"({'met' if not any(idle) else 'MISSED'})"
     )
 
 
@@ -304,9 +402,13 @@ def main(argv: list[str]) -> None:
     parser.add_argument(
         "--analyze", action="store_true", help="ANALYZE the store after building it"
     )
+    parser.add_argument(
+        "--channels", type=int, default=0, help="also publish with N channels, and compare"
+    )
+    parser.add_argument("--change", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child is not None:
-        _child(args.child, args.publishes, args.profile)
+        _child(args.child, args.publishes, args.profile, change=args.change)
         return
     now = utc_now().replace(microsecond=0)
     runs: list[Run] = []
@@ -317,7 +419,18 @@ def main(argv: list[str]) -> None:
             started = time.perf_counter()
             config_path = build(work, entries, args.sources, now, analyze=args.analyze)
             print(f"built a store of {entries} entries in {time.perf_counter() - started:.1f} s")
-            runs += measure(config_path, entries, args.repeat, args.profile)
+            compare = bool(args.channels)
+            runs += measure(config_path, entries, args.repeat, args.profile, changed=compare)
+            if compare:
+                with_channels = write_config(work, args.sources, args.channels)
+                runs += measure(
+                    with_channels,
+                    entries,
+                    args.repeat,
+                    args.profile,
+                    channels=args.channels,
+                    changed=True,
+                )
     report(runs, args.sources)
 
 

@@ -170,3 +170,42 @@ def test_a_title_name_is_ascii_words_within_40_characters() -> None:
     assert long == "a-very-long-title-that-goes-on-and-on"
     assert name_from_title("¡¿ — !?") is None
     assert name_from_title("") is None
+
+
+def test_tags_round_trip_from_sources_opml_to_import_opml(
+    tmp_path: Path, feed_server: FeedServer
+) -> None:
+    """One digest's sources.opml groups its sources by tag; importing it into another
+    feeds.toml gives them those tags back, and a channel there selects by them."""
+    feed_server.add("/a.xml", rss2("A", "https://a.example/", []))
+    feed_server.add("/b.xml", rss2("B", "https://b.example/", []))
+    first = tmp_path / "first"
+    first.mkdir()
+    (first / "feeds.toml").write_text(
+        f'[[feeds]]\nurl = "{feed_server.url("/a.xml")}"\nname = "a"\ntags = ["हिंदी", "news"]\n'
+        f'[[feeds]]\nurl = "{feed_server.url("/b.xml")}"\nname = "b"\ntags = ["world"]\n',
+        encoding="utf-8",
+    )
+    published = run_cli("once", "--config", str(first / "feeds.toml"))
+    assert published.returncode == 0, published.stderr
+    second = tmp_path / "second" / "feeds.toml"
+    second.parent.mkdir()
+    second.write_text('[aggregator]\ntitle = "Second"\n', encoding="utf-8")
+    result = run_cli("import-opml", str(first / "output" / "sources.opml"), "--config", str(second))
+    assert result.returncode == 0, result.stderr
+    config = load_config(second)
+    assert {s.url: s.tags for s in config.sources} == {
+        feed_server.url("/a.xml"): ("हिंदी", "news"),
+        feed_server.url("/b.xml"): ("world",),
+    }
+    second.write_text(
+        second.read_text(encoding="utf-8") + '\n[[channels]]\nname = "hi"\ntags = ["हिंदी"]\n',
+        encoding="utf-8",
+    )
+    check = run_cli("check", "--config", str(second))
+    assert check.returncode == 0, check.stderr
+    assert check.stderr == ""  # the tag is there: no warning
+    (channel,) = load_config(second).channels
+    assert [s.url for s in load_config(second).sources if s.name in channel.sources] == [
+        feed_server.url("/a.xml")
+    ]

@@ -99,13 +99,20 @@ def test_listparser_reads_every_feed_we_write() -> None:
 
 def test_nested_categories_real_world_shape() -> None:
     assert parse_opml(read("nested-categories.opml")) == [
-        OpmlFeed("https://feeds.bbci.co.uk/hindi/rss.xml", "बीबीसी हिंदी"),
-        OpmlFeed("https://www.amarujala.com/rss/breaking-news.xml", "अमर उजाला"),
-        OpmlFeed("https://deep.example/feed.xml", "Text wins over title"),
-        OpmlFeed("https://www.aljazeera.com/xml/rss/all.xml", "Al Jazeera"),  # no type
-        OpmlFeed("http://untitled.example/rss", None),  # neither title nor text
-        OpmlFeed("https://blank.example/atom.xml", None),  # blank title, padded URL
-        OpmlFeed("https://atom.example/feed.atom", "An Atom feed"),  # type="atom"
+        # Listed again under World: read once, with both folders as tags.
+        OpmlFeed("https://feeds.bbci.co.uk/hindi/rss.xml", "बीबीसी हिंदी", ("समाचार", "World")),
+        OpmlFeed(
+            "https://www.amarujala.com/rss/breaking-news.xml", "अमर उजाला", ("समाचार", "Regional")
+        ),
+        OpmlFeed(
+            "https://deep.example/feed.xml",
+            "Text wins over title",
+            ("समाचार", "Regional", "Deeper still"),  # every enclosing folder, outermost first
+        ),
+        OpmlFeed("https://www.aljazeera.com/xml/rss/all.xml", "Al Jazeera", ("World",)),  # no type
+        OpmlFeed("http://untitled.example/rss", None, ("World",)),  # neither title nor text
+        OpmlFeed("https://blank.example/atom.xml", None, ("World",)),  # blank title, padded URL
+        OpmlFeed("https://atom.example/feed.atom", "An Atom feed", ("World",)),  # type="atom"
         # The duplicate, the link, the include, file://, no URL, a relative URL: left out.
     ]
 
@@ -165,3 +172,61 @@ def test_not_opml_is_a_clear_error(name: str, message: str) -> None:
 def test_empty_input() -> None:
     with pytest.raises(AggregatorError, match="empty"):
         parse_opml(b"  \n")
+
+
+# -- tags as OPML categories -----------------------------------------------------------------
+
+TAGS = {"bbc-hindi": ("hindi", "news"), "quotes": (), "amar-ujala": ("hindi",), "local": ("x",)}
+
+
+def test_sources_are_grouped_in_a_folder_per_first_tag_with_every_tag_as_category() -> None:
+    root = etree.fromstring(render_opml(SOURCES, SITE, TAGS))
+    body = root.find("body")
+    assert body is not None
+    folders = [o for o in body if o.get("xmlUrl") is None]
+    assert [(f.get("text"), f.get("title")) for f in folders] == [("hindi", "hindi")]
+    assert [o.get("text") for o in folders[0]] == ["बीबीसी हिंदी", "अमर उजाला"]
+    assert [o.get("category") for o in folders[0]] == ["hindi,news", "hindi"]
+    loose = [o for o in body if o.get("xmlUrl") is not None]
+    assert [(o.get("text"), o.get("category")) for o in loose] == [('Quotes "&" <angles>', None)]
+    assert b"file://" not in etree.tostring(root)  # the local source and its folder: left out
+
+
+def test_readers_import_the_folders_and_the_categories() -> None:
+    """listparser reads OPML as feed readers do: the folder is a category, `category` tags."""
+    result = listparser.parse(render_opml(SOURCES, SITE, TAGS))
+    assert not result.bozo, result.bozo_exception
+    bbc = next(f for f in result.feeds if f.url == "https://feeds.bbci.co.uk/hindi/rss.xml")
+    assert ["hindi"] in bbc.categories
+    assert set(bbc.tags) == {"hindi", "news"}
+
+
+def test_tags_round_trip_through_opml() -> None:
+    feeds = parse_opml(render_opml(SOURCES, SITE, TAGS))
+    assert {f.url: f.tags for f in feeds} == {
+        "https://feeds.bbci.co.uk/hindi/rss.xml": ("hindi", "news"),
+        "http://quotes.example/feed?a=1&b=2": (),
+        "https://www.amarujala.com/rss/breaking-news.xml": ("hindi",),
+    }
+
+
+def test_categories_become_tags() -> None:
+    data = (
+        '<?xml version="1.0"?><opml version="2.0"><head><title>t</title></head><body>'
+        '<outline text="World">'
+        '<outline type="rss" text="A" xmlUrl="https://a.example/f"'
+        ' category="/news, /Boston/Weather,,"/>'
+        "</outline>"
+        '<outline type="rss" text="B" xmlUrl="https://b.example/f" category="hindi,&#10;  spaced'
+        '&#9;  out "/>'
+        '<outline type="rss" text="C" xmlUrl="https://c.example/f" category="'
+        + ",".join(f"t{n}" for n in range(30))
+        + '"/>'
+        f'<outline type="rss" text="D" xmlUrl="https://d.example/f" category="{"x" * 500}"/>'
+        "</body></opml>"
+    ).encode()
+    tags = {f.url: f.tags for f in parse_opml(data)}
+    assert tags["https://a.example/f"] == ("World", "news", "Boston/Weather")
+    assert tags["https://b.example/f"] == ("hindi", "spaced out")
+    assert tags["https://c.example/f"] == tuple(f"t{n}" for n in range(opml.MAX_TAGS))
+    assert tags["https://d.example/f"] == ("x" * opml.MAX_TAG_CHARS,)

@@ -14,6 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PURE_MODULES = (
     "aggregator.text",
     "aggregator.timeline",
+    "aggregator.publications",
     "aggregator.parse.feed",
     "aggregator.parse.fields",
     "aggregator.parse.jsonfeed",

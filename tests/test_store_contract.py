@@ -845,19 +845,71 @@ def test_publish_lock_lets_one_publisher_in_at_a_time(
 def test_the_published_snapshot_is_replaced_whole(
     store: StoreAPI, open_again: Callable[[], StoreAPI]
 ) -> None:
-    assert store.published_fingerprint() is None
-    assert store.load_published() is None
+    assert store.published_fingerprints() == {}
+    assert store.load_published([""]) == []
     store.save_published(
-        PublishedSnapshot("f1", {"atom.xml": b"<feed/>", "rss.xml": b"\x00\xff binary-safe"})
+        [PublishedSnapshot("f1", {"atom.xml": b"<feed/>", "rss.xml": b"\x00\xff binary-safe"})]
     )
     store.save_published(
-        PublishedSnapshot("f2", {"atom.xml": b"<feed>2</feed>", "index.html": b"<p>"})
+        [PublishedSnapshot("f2", {"atom.xml": b"<feed>2</feed>", "index.html": b"<p>"})]
     )
     other = open_again()  # what another daemon sees
-    assert other.published_fingerprint() == "f2"
-    assert other.load_published() == PublishedSnapshot(
-        "f2", {"atom.xml": b"<feed>2</feed>", "index.html": b"<p>"}
+    assert other.published_fingerprints() == {"": "f2"}
+    assert other.load_published([""]) == [
+        PublishedSnapshot("f2", {"atom.xml": b"<feed>2</feed>", "index.html": b"<p>"})
+    ]
+
+
+def test_each_publication_is_replaced_and_removed_on_its_own(
+    store: StoreAPI, open_again: Callable[[], StoreAPI]
+) -> None:
+    """The root and each channel: one snapshot each, with its own fingerprint; replacing
+    one leaves the others; a removed channel's files go, in the same transaction."""
+    root = PublishedSnapshot("r1", {"atom.xml": b"root"})
+    news = PublishedSnapshot("n1", {"atom.xml": b"news", "archive/2025/07/13.atom": b"a"}, "news/")
+    sport = PublishedSnapshot("s1", {"atom.xml": b"sport"}, "sport/")
+    store.save_published([root, news, sport])
+    root2 = PublishedSnapshot("r2", {"atom.xml": b"root 2"})
+    store.save_published([root2], removed=["sport/"])
+    other = open_again()
+    assert other.published_fingerprints() == {"": "r2", "news/": "n1"}
+    assert other.load_published(["news/", "sport/", ""]) == [news, root2]  # as asked, if held
+    assert other.load_published(["sport/"]) == []
+
+
+def test_entry_versions_count_the_writes_that_change_a_sources_entries(
+    store: StoreAPI,
+) -> None:
+    """What lets a publish skip a channel none of whose sources changed: new or changed
+    entries and retention's deletions count; a poll that changes no entry does not."""
+    sync_sources(store, [source("a"), source("b")], NOW)
+    assert store.entry_versions() == {"a": 0, "b": 0}
+    store_entries(store, "a", [entry("1", published=NOW)], NOW)
+    assert store.entry_versions() == {"a": 1, "b": 0}
+    store_entries(store, "a", [entry("1", published=NOW)], NOW)  # the same again: no write
+    succeeded(store, "a", Validators(etag='"e"'), NOW, "not-modified")
+    assert store.entry_versions() == {"a": 1, "b": 0}
+    store_entries(store, "a", [entry("1", "Edited", published=NOW)], NOW)
+    assert store.entry_versions()["a"] == 2
+    feed = ParsedFeed("B", None, None, (entry("2", published=NOW - timedelta(days=9)),))
+    writes = entry_writes(feed.entries, store.known_entries("b", ["2"]), NOW)
+    store.record_poll(
+        PollRecord("b", NOW, PollOutcome.UPDATED, validators=Validators(), entries=writes)
     )
+    assert store.entry_versions() == {"a": 2, "b": 1}
+    store.prune(NOW - timedelta(days=5), NOW)  # deletes b's entry only
+    assert store.entry_versions() == {"a": 2, "b": 2}
+
+
+def test_sources_placed_between(store: StoreAPI) -> None:
+    sync_sources(store, [source("a"), source("b")], NOW)
+    store_entries(store, "a", [entry("a1", published=NOW - timedelta(hours=2))], NOW)
+    store_entries(store, "b", [entry("b1", published=NOW - timedelta(hours=1))], NOW)
+    hour = timedelta(hours=1)
+    assert store.sources_placed_between(NOW - 3 * hour, NOW) == {"a", "b"}
+    assert store.sources_placed_between(NOW - 2 * hour, NOW - hour) == {"a"}  # [since, before)
+    assert store.sources_placed_between(NOW - hour, NOW) == {"b"}
+    assert store.sources_placed_between(NOW - 90 * timedelta(minutes=1), NOW - hour) == set()
 
 
 def test_two_writers_of_one_entry_the_last_ones_content_wins_and_its_place_stays(

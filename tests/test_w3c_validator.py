@@ -46,10 +46,11 @@ def _validate(path: Path, base: str) -> list[str]:
     return [line for line in result.stdout.splitlines() if line.strip()]
 
 
-def _assert_clean(output: Path) -> None:
+def _assert_clean(output: Path, directory: str = "") -> None:
+    """`directory`: a channel's ("hindi/"), whose feeds are served under it."""
     for name in ("rss.xml", "atom.xml"):
-        problems = _validate(output / name, f"http://127.0.0.1:8080/{name}")
-        assert problems == [], f"{name}: " + "\n".join(problems)
+        problems = _validate(output / directory / name, f"http://127.0.0.1:8080/{directory}{name}")
+        assert problems == [], f"{directory}{name}: " + "\n".join(problems)
 
 
 def test_offline_example_feeds_are_valid(tmp_path: Path) -> None:
@@ -59,7 +60,8 @@ def test_offline_example_feeds_are_valid(tmp_path: Path) -> None:
     )
     result = run_cli("once", "--config", str(example / "feeds.toml"))
     assert result.returncode == 0, result.stderr
-    _assert_clean(example / "output")
+    for directory in ("", "hindi/", "english/"):  # the root and the example's two channels
+        _assert_clean(example / "output", directory)
 
 
 def test_awkward_input_still_gives_valid_feeds(tmp_path: Path, feed_server: FeedServer) -> None:

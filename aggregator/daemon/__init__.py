@@ -196,10 +196,12 @@ class Daemon:
         added = {s.name for s in new.sources} - {s.name for s in old.sources}
         removed = {s.name for s in old.sources} - {s.name for s in new.sources}
         log.info(
-            "configuration reloaded: %d sources (%d added, %d removed)",
+            "configuration reloaded: %d sources (%d added, %d removed), %d channels%s",
             len(new.sources),
             len(added),
             len(removed),
+            len(new.channels),
+            _channel_changes(old, new),
         )
         self.polling.reconfigured(old, new)  # it syncs the store; new sources polled at once
         self._spawn(self.subscriber.reconcile())  # removed sources, changed URLs: unsubscribe
@@ -338,3 +340,17 @@ class Daemon:
         await self.publishing.close(publishing_ends, STOP_GRACE_SECONDS)
         self.store.close()
         log.info("stopped")
+
+
+def _channel_changes(old: Config, new: Config) -> str:
+    """ " (added news; removed sport)": which channels a reload adds and removes, if any."""
+    before, after = [c.name for c in old.channels], [c.name for c in new.channels]
+    parts = [
+        f"{verb} {', '.join(names)}"
+        for verb, names in (
+            ("added", [n for n in after if n not in before]),
+            ("removed", [n for n in before if n not in after]),
+        )
+        if names
+    ]
+    return f" ({'; '.join(parts)})" if parts else ""

@@ -111,6 +111,8 @@ class Reloader:
             log.exception("configuration not reloaded: %s could not be read", self.path)
         else:
             self._recovered()
+            for warning in config.warnings:
+                log.warning("configuration: %s", warning)
             return config
         self._refused = True
         return None

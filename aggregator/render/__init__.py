@@ -7,11 +7,11 @@ that never renders (a cycle of 304s, `status`) never loads feedgen, Jinja2 or Ba
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import date
 
 from aggregator.settings import SiteSettings, Theme
-from aggregator.types import SourceCredit, Timeline
+from aggregator.types import ChannelLink, SourceCredit, Timeline
 
 RSS_FILE = "rss.xml"
 ATOM_FILE = "atom.xml"
@@ -32,18 +32,36 @@ def render_outputs(
     site: SiteSettings,
     timeline: Timeline,
     credits: Mapping[str, SourceCredit],
+    *,
     theme: Theme | None = None,
+    channel: str | None = None,
+    channels: Sequence[ChannelLink] = (),
+    tags: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, bytes]:
-    """Every output file's bytes, by file name, in `OUTPUT_FILES` order."""
+    """Every output file's bytes, by file name, in `OUTPUT_FILES` order.
+
+    `channel`: the channel's name (None: the root); `channels`: listed on the page (the
+    root's lists every channel); `tags`: each source's, by name, which group the sources in
+    `sources.opml`; `theme`: the operator's templates for the page.
+    """
+    from aggregator.render.context import ChannelInfo  # noqa: PLC0415
     from aggregator.render.feeds import render_atom, render_rss  # noqa: PLC0415
     from aggregator.render.jsonfeed import render_json_feed  # noqa: PLC0415
     from aggregator.render.opml import render_opml  # noqa: PLC0415
     from aggregator.render.page import render_html  # noqa: PLC0415
 
+    sources = list(credits.values())
     return {
         RSS_FILE: render_rss(timeline, site),
         ATOM_FILE: render_atom(timeline, site),
         JSON_FEED_FILE: render_json_feed(timeline, site),
-        PAGE_FILE: render_html(timeline, site, list(credits.values()), theme=theme or Theme()),
-        OPML_FILE: render_opml(list(credits.values()), site),
+        PAGE_FILE: render_html(
+            timeline,
+            site,
+            sources,
+            theme=theme or Theme(),
+            channel=None if channel is None else ChannelInfo(channel, site.title, site.description),
+            channels=[ChannelInfo(c.name, c.title, c.description) for c in channels],
+        ),
+        OPML_FILE: render_opml(sources, site, tags or {}),
     }

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
@@ -95,6 +95,19 @@ def _link(links: Callable[[str], str | None] | None, name: str) -> dict[str, str
     return {"Link": link} if link else {}
 
 
+async def _not_published(files: PublishedFiles, name: str) -> Response:
+    """The answer for a name with no file: a hint at the root (nothing published yet), a
+    redirect from a channel's name to its directory (`/news` → `/news/`, where its page's
+    relative links resolve; relative, so that it holds behind a proxy's path prefix too),
+    else 404."""
+    if name == PAGE_FILE:
+        return PlainTextResponse("Feeds: /atom.xml (Atom 1.0), /rss.xml (RSS 2.0)\n")
+    last = name.rpartition("/")[2]
+    if "." not in last and await files.get(f"{name}/{PAGE_FILE}"):
+        return RedirectResponse(f"{last}/", status_code=301)
+    return PlainTextResponse("not found\n", status_code=404)
+
+
 def create_app(
     output_dir: Path,
     *,
@@ -113,12 +126,12 @@ def create_app(
     files = files or PublishedFiles(output_dir)
 
     async def serve_file(request: Request) -> Response:
-        name = request.path_params.get("name") or PAGE_FILE
+        name = request.path_params.get("name", "")
+        if name == "" or name.endswith("/"):  # a channel's directory: its page
+            name += PAGE_FILE
         version = await files.get(name)
         if version is None:
-            if name == PAGE_FILE:
-                return PlainTextResponse("Feeds: /atom.xml (Atom 1.0), /rss.xml (RSS 2.0)\n")
-            return PlainTextResponse("not found\n", status_code=404)
+            return await _not_published(files, name)
         wants_gzip = accepts_gzip(request.headers.get("accept-encoding", ""))
         body = version.body
         etag = version.etag

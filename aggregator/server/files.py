@@ -38,10 +38,12 @@ class FileVersion:
 
 
 def media_type_of(name: str) -> str:
+    """The media type of a published file by its path (`news/atom.xml` is an Atom feed)."""
     if name.endswith(GZIP_SUFFIX):  # a precompressed sibling, asked for by its own name
         return "application/gzip"
-    if name in MEDIA_TYPES:
-        return MEDIA_TYPES[name]
+    base = Path(name).name
+    if base in MEDIA_TYPES:
+        return MEDIA_TYPES[base]
     suffix = Path(name).suffix
     if suffix in MEDIA_TYPES:
         return MEDIA_TYPES[suffix]
@@ -84,10 +86,12 @@ class PublishedFiles:
         """The current version of `name`, or None; a new version is loaded off the loop."""
         path = self.path_of(name)
         if path is None:
+            self._cache.pop(name, None)  # a removed channel's files: not kept in memory
             return None
         try:
             stat = path.stat()
         except OSError:
+            self._cache.pop(name, None)
             return None
         key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
         cached = self._cache.get(name)

@@ -163,14 +163,16 @@ class AsyncStore:
 
     # -- the published snapshot ------------------------------------------------------------
 
-    async def save_published(self, snapshot: PublishedSnapshot) -> None:
-        await self.run(lambda s: s.save_published(snapshot))
+    async def save_published(
+        self, snapshots: Sequence[PublishedSnapshot], removed: Sequence[str] = ()
+    ) -> None:
+        await self.run(lambda s: s.save_published(snapshots, removed))
 
-    async def published_fingerprint(self) -> str | None:
-        return await self.run(lambda s: s.published_fingerprint())
+    async def published_fingerprints(self) -> dict[str, str]:
+        return await self.run(lambda s: s.published_fingerprints())
 
-    async def load_published(self) -> PublishedSnapshot | None:
-        return await self.run(lambda s: s.load_published())
+    async def load_published(self, publications: Sequence[str]) -> list[PublishedSnapshot]:
+        return await self.run(lambda s: s.load_published(publications))
 
     # -- WebSub subscriptions --------------------------------------------------------------
 

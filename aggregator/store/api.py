@@ -109,8 +109,22 @@ class StoreAPI(HubStore, Protocol):
         ...
 
     def recent_entries(
-        self, sources: Iterable[str], since: datetime, limit: int
-    ) -> list[StoredEntry]: ...
+        self, sources: Iterable[str], since: datetime, limit: int, *, by_source: bool = False
+    ) -> list[StoredEntry]:
+        """The newest `limit` entries of `sources` placed since `since`, newest first (ties by
+        source and entry id). `by_source`: a hint that these sources hold a small share of
+        the recent entries (a channel's), so that reading source by source is cheaper than
+        walking every entry by date; the answer is the same."""
+        ...
+
+    def entry_versions(self) -> dict[str, int]:
+        """Each source's count of the writes that changed its entries (new or changed ones,
+        retention's deletions): equal counts, the same entries."""
+        ...
+
+    def sources_placed_between(self, since: datetime, before: datetime) -> set[str]:
+        """The sources with an entry whose `sort_date` is in [since, before)."""
+        ...
 
     def earlier_copies(
         self, sources: Iterable[str], keys: StoryKeys, before: datetime, limit: int
@@ -157,16 +171,21 @@ class StoreAPI(HubStore, Protocol):
 
     # -- the published snapshot: what every daemon serves ------------------------------------
 
-    def save_published(self, snapshot: PublishedSnapshot) -> None:
-        """Replace the stored snapshot of the published files (under `publish_lock`)."""
+    def save_published(
+        self, snapshots: Sequence[PublishedSnapshot], removed: Sequence[str] = ()
+    ) -> None:
+        """Replace the stored files of each of `snapshots`' publications, and drop those of
+        the `removed` publications (channels no longer configured), in one transaction
+        (under `publish_lock`)."""
         ...
 
-    def published_fingerprint(self) -> str | None:
-        """The stored snapshot's fingerprint (of its render input); None before any."""
+    def published_fingerprints(self) -> dict[str, str]:
+        """Each stored publication's fingerprint (of its render input), by its directory
+        ("" for the root); {} before any publish."""
         ...
 
-    def load_published(self) -> PublishedSnapshot | None:
-        """The stored snapshot, or None before any."""
+    def load_published(self, publications: Sequence[str]) -> list[PublishedSnapshot]:
+        """The stored snapshots of these publications, of those that have one."""
         ...
 
     # -- WebSub subscriptions: any daemon may answer a hub --------------------------------

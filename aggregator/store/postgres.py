@@ -287,9 +287,13 @@ class PgStore(SharedStatements, HubStatements):
         return KnownEntries(signatures, frozenset(r[0] for r in found if r[1] is None))
 
     def recent_entries(
-        self, sources: Iterable[str], since: datetime, limit: int
+        self, sources: Iterable[str], since: datetime, limit: int, *, by_source: bool = False
     ) -> list[StoredEntry]:
-        """The newest entries of `sources` with `sort_date >= since`: only what can be published."""
+        """The newest entries of `sources` with `sort_date >= since`: only what can be published.
+
+        PostgreSQL's planner, with its statistics, picks the date or the (source, sort_date)
+        index itself: `by_source` changes nothing here.
+        """
         with self._connection() as conn:
             found = conn.execute(
                 f"""
@@ -326,6 +330,12 @@ class PgStore(SharedStatements, HubStatements):
         """Retention: delete entries placed before `before`, leaving tombstones of their ids."""
         cutoff = seconds(before)
         with self._transaction() as conn:
+            # Their sources' entries change: publishing must not take them as unchanged.
+            conn.execute(
+                "UPDATE sources SET entries_version = entries_version + 1 WHERE name IN "
+                "(SELECT DISTINCT source FROM entries WHERE sort_date < %s)",
+                (cutoff,),
+            )
             conn.execute(
                 """
                 INSERT INTO tombstones (source, entry_id, last_seen)

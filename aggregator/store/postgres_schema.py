@@ -121,6 +121,17 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX hub_subscriptions_by_lease_end ON hub_subscriptions (lease_end);
     """,
+    # 6: as SQLite's 12: one set of files per publication (the root, each channel), each with
+    # its own fingerprint, `name` the path under output/ (rows from before are the root's);
+    # a channel's few sources read through (source, sort_date); `entries_version` counts the
+    # writes that changed a source's entries.
+    """
+    ALTER TABLE published ADD COLUMN IF NOT EXISTS publication text COLLATE "C" NOT NULL
+        DEFAULT '';
+    CREATE INDEX IF NOT EXISTS entries_by_source_date ON entries (source, sort_date DESC);
+    ALTER TABLE sources ADD COLUMN IF NOT EXISTS entries_version bigint NOT NULL DEFAULT 0;
+    CREATE INDEX IF NOT EXISTS published_by_publication ON published (publication, fingerprint);
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 _MIGRATE_LOCK = int.from_bytes(b"aggr-mig", "big")  # an advisory lock key: "aggr-mig"

@@ -230,9 +230,13 @@ class Backfills:
 
 @dataclass(frozen=True)
 class PublishedSnapshot:
-    """The files one publish rendered, by name, and the fingerprint of what they were
-    rendered from: what every daemon sharing a store copies into its own output/, so all
-    serve the same bytes (`publish.follow_published`)."""
+    """One publication's files as last rendered, by name relative to its directory, and the
+    fingerprint of what they were rendered from: what every daemon sharing a store copies
+    into its own output/, so all serve the same bytes (`publish.follow_published`).
+
+    `publication` is its directory under output/: "" for the root, "<channel>/" for a
+    channel. Each publication is stored, replaced and copied on its own."""
 
     fingerprint: str
     files: Mapping[str, bytes]
+    publication: str = ""

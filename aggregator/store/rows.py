@@ -32,7 +32,7 @@ STATE_COLUMNS = """
 """
 ENTRY_COLUMNS = """
     source, entry_id, title, link, summary_html, teaser, author, categories,
-    published, updated, first_seen, sort_date
+    published, updated, first_seen, sort_date, link_key, title_key
 """
 SCHEDULE_COLUMNS = "name, last_polled, next_poll, failures, retry_after, lifetime"
 FEED_COLUMNS = "name, title, site_url, feed_id, lifetime"
@@ -122,6 +122,7 @@ def entry_from_row(
         updated=when(row[9]),
         first_seen=_required(when, row[10]),
         sort_date=_required(when, row[11]),
+        story_keys=(row[12], row[13]),
     )
 
 

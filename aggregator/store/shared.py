@@ -67,6 +67,7 @@ class SharedStatements:
         with self._transaction() as tx:
             if record.entries is not None:
                 self._write_entries(tx, record.name, record.entries)
+                self._entries_changed(tx, record.name, record.entries)
             if record.succeeded:
                 self._record_success(tx, record)
             else:
@@ -77,6 +78,28 @@ class SharedStatements:
         if writes.writes_anything:
             with self._transaction() as tx:
                 self._write_entries(tx, source, writes)
+                self._entries_changed(tx, source, writes)
+
+    def _entries_changed(self, tx: Any, source: str, writes: EntryWrites) -> None:
+        """Count a write of new or changed entries in the source's `entries_version`, in the
+        writing transaction: publishing skips a publication none of whose sources' entries
+        changed since it last published."""
+        if writes.new or writes.changed:
+            sql = "UPDATE sources SET entries_version = entries_version + 1 WHERE name = ?"
+            self._execute(tx, sql, (source,))
+
+    def entry_versions(self) -> dict[str, int]:
+        """Each source's `entries_version`: how many writes changed its entries so far."""
+        found = self._query("SELECT name, entries_version FROM sources")
+        return {str(name): int(version) for name, version in found}
+
+    def sources_placed_between(self, since: datetime, before: datetime) -> set[str]:
+        """The sources with an entry placed (`sort_date`) in [since, before)."""
+        found = self._query(
+            self._sql("SELECT DISTINCT source FROM entries WHERE sort_date >= ? AND sort_date < ?"),
+            (self._entry_time(since), self._entry_time(before)),
+        )
+        return {str(row[0]) for row in found}
 
     def _record_success(self, tx: Any, r: PollRecord) -> None:
         """A 200 or 304; `moved_to`: a chain of permanent redirects ended there."""
@@ -172,31 +195,46 @@ class SharedStatements:
 
     # -- the published snapshot ------------------------------------------------------------
 
-    def save_published(self, snapshot: PublishedSnapshot) -> None:
-        """Replace the stored snapshot with `snapshot`, all at once."""
+    def save_published(
+        self, snapshots: Sequence[PublishedSnapshot], removed: Sequence[str] = ()
+    ) -> None:
+        """Replace the stored files of each of `snapshots`' publications, and drop those of
+        the `removed` publications, all at once."""
+        gone = [(s.publication,) for s in snapshots] + [(p,) for p in removed]
+        files = [
+            (s.publication + name, s.publication, s.fingerprint, data)
+            for s in snapshots
+            for name, data in s.files.items()
+        ]
+        insert = "INSERT INTO published (name, publication, fingerprint, data) VALUES (?, ?, ?, ?)"
         self._apply(
             [
-                ("DELETE FROM published", [()]),
-                (
-                    self._sql("INSERT INTO published (name, fingerprint, data) VALUES (?, ?, ?)"),
-                    [(name, snapshot.fingerprint, data) for name, data in snapshot.files.items()],
-                ),
+                (self._sql("DELETE FROM published WHERE publication = ?"), gone),
+                (self._sql(insert), files),
             ]
         )
 
-    def published_fingerprint(self) -> str | None:
-        """The fingerprint of the stored snapshot (of its render input), None before any."""
-        found = self._query("SELECT fingerprint FROM published LIMIT 1")
-        return str(found[0][0]) if found else None
+    def published_fingerprints(self) -> dict[str, str]:
+        """Each stored publication's fingerprint (of its render input), by its directory."""
+        found = self._query("SELECT publication, min(fingerprint) FROM published GROUP BY 1")
+        return {str(publication): str(fingerprint) for publication, fingerprint in found}
 
-    def load_published(self) -> PublishedSnapshot | None:
-        """The stored snapshot, read in one statement."""
-        found = self._query("SELECT name, fingerprint, data FROM published ORDER BY name")
-        if not found:
-            return None
-        return PublishedSnapshot(
-            str(found[0][1]), {str(name): bytes(data) for name, _, data in found}
-        )
+    def load_published(self, publications: Sequence[str]) -> list[PublishedSnapshot]:
+        """The stored snapshots of these publications (those that have one), each read in one
+        statement."""
+        snapshots = []
+        for publication in publications:
+            found = self._query(
+                self._sql(
+                    "SELECT name, fingerprint, data FROM published WHERE publication = ? "
+                    "ORDER BY name"
+                ),
+                (publication,),
+            )
+            if found:
+                files = {str(name)[len(publication) :]: bytes(data) for name, _, data in found}
+                snapshots.append(PublishedSnapshot(str(found[0][1]), files, publication))
+        return snapshots
 
     def first_added(self) -> datetime | None:
         """When the first source was added: a stable date for a feed with nothing in it yet."""

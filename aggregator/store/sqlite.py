@@ -252,17 +252,21 @@ class SqliteStore(SharedStatements, HubStatements):
         return KnownEntries(signatures, frozenset(r[0] for r in buried))
 
     def recent_entries(
-        self, sources: Iterable[str], since: datetime, limit: int
+        self, sources: Iterable[str], since: datetime, limit: int, *, by_source: bool = False
     ) -> list[StoredEntry]:
         """The newest entries of `sources` with `sort_date >= since`: only what can be published.
 
-        `+source` keeps SQLite off the primary key (source, entry_id), which would read every
-        entry of every source and sort them; the date index yields the newest first.
+        `+source` keeps SQLite off the indexes that start with the source, which would read
+        every entry of every source since `since` and sort them; the date index yields the
+        newest first. That is right for many sources; for a few that hold a small share of
+        the entries (`by_source`: a channel) the date index walks past everybody else's, and
+        the (source, sort_date) index reads theirs alone (a quiet source's: 0.2 ms, not 0.8 s).
         """
+        column = "source" if by_source else "+source"
         found = self._db.execute(
             f"""
             SELECT {rows.ENTRY_COLUMNS} FROM entries
-            WHERE +source IN (SELECT value FROM json_each(?)) AND sort_date >= ?
+            WHERE {column} IN (SELECT value FROM json_each(?)) AND sort_date >= ?
             ORDER BY sort_date DESC, source, entry_id
             LIMIT ?
             """,
@@ -302,6 +306,12 @@ class SqliteStore(SharedStatements, HubStatements):
         entries are kept, so an item still in its feed never comes back as new.
         """
         with self._transaction() as db:
+            # Their sources' entries change: publishing must not take them as unchanged.
+            db.execute(
+                "UPDATE sources SET entries_version = entries_version + 1 WHERE name IN "
+                "(SELECT DISTINCT source FROM entries WHERE sort_date < ?)",
+                (_ts(before),),
+            )
             db.execute(
                 """
                 INSERT OR REPLACE INTO tombstones (source, entry_id, last_seen)
