@@ -263,12 +263,22 @@ def remove_published(directory: Path) -> list[str]:
             if stat.S_ISREG(info.st_mode) and untouched:
                 path.unlink()
                 removed.append(name)
+                _remove_sibling(path, info.st_mtime_ns)
         except (OSError, TypeError, ValueError):  # gone already; an odd record entry
             continue
     with contextlib.suppress(OSError):
         (directory / _RECORD).unlink()
     _remove_empty_directories(directory)
     return removed
+
+
+def _remove_sibling(path: Path, mtime_ns: int) -> None:
+    """Remove the gzipped sibling written with the file `path` was (it has its mtime)."""
+    sibling = path.with_name(path.name + GZIP_SUFFIX)
+    with contextlib.suppress(OSError):
+        info = sibling.lstat()
+        if stat.S_ISREG(info.st_mode) and info.st_mtime_ns == mtime_ns:
+            sibling.unlink()
 
 
 def _remove_empty_directories(directory: Path) -> None:

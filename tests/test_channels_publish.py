@@ -295,6 +295,8 @@ def test_a_settled_channel_is_built_again_when_its_input_changes(
             publication.site,
             timeline,
             {name: credits[name] for name in publication.sources},
+            theme=publication.theme,
+            channel=publication.channel,
             channels=publication.channels,
             tags=publication.tags,
         )
