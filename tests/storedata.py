@@ -151,9 +151,7 @@ def refuse_entry_writes(monkeypatch: pytest.MonkeyPatch, message: str) -> EntryR
 
 
 _CREATED = re.compile(r"CREATE\s+(TABLE|INDEX)\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)", re.I)
-_ADDED = re.compile(
-    r"ALTER\s+TABLE\s+(\w+)\s+ADD\s+COLUMN\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)", re.I
-)
+_ADDED = re.compile(r"ALTER\s+TABLE\s+(\w+)\s+ADD\s+COLUMN\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)", re.I)
 
 
 def undo_migrations(migrations: Sequence[str]) -> list[str]:
