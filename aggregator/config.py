@@ -134,6 +134,12 @@ def _string(value: object) -> str:
     return value
 
 
+def _boolean(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise _Invalid(f"expected true or false, got {_show(value)}")
+    return value
+
+
 def _positive_int(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise _Invalid(f"expected a whole number, got {_show(value)}")
@@ -367,7 +373,7 @@ _TABLES = ("aggregator", "poll", "publish", "store", "server", "feeds")
 _SITE_KEYS = ("title", "link", "description", "language", "timezone", "base_url")
 _POLL_KEYS = (
     "interval", "concurrency", "timeout", "per_host", "max_bytes", "user_agent", "lease",
-    "parse_timeout",
+    "parse_timeout", "partial_parse",
 )  # fmt: skip
 _PUBLISH_KEYS = ("output_dir", "max_items", "max_age", "teaser_length", "include", "exclude")
 _STORE_KEYS = ("path", "url", "keep")
@@ -579,6 +585,7 @@ def _validate(
         user_agent=load.value(poll_t, p, "user_agent", _string, USER_AGENT),
         lease=load.value(poll_t, p, "lease", parse_duration, default_lease(timeout)),
         parse_timeout=load.value(poll_t, p, "parse_timeout", parse_duration, DEFAULT_PARSE_TIMEOUT),
+        partial_parse=load.value(poll_t, p, "partial_parse", _boolean, True),
     )
     if poll.lease <= poll.timeout:
         load.error(

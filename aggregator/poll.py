@@ -17,13 +17,13 @@ import os
 import secrets
 import socket
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 from aggregator import update
 from aggregator.errors import AggregatorError, ParseError, StorageError
 from aggregator.fetch import Fetcher
-from aggregator.parse.pool import ParsePool
+from aggregator.parse.pool import ParsePool, Partly
 from aggregator.policy import (
     ServerHints,
     cache_lifetime,
@@ -104,6 +104,8 @@ class SourceReport:
     # Why the store holds no record of this poll: it refused a write (a database away, a
     # full disk, a row it rejects). The daemon's /healthz says so until a poll is recorded.
     unrecorded: str | None = None
+    parsed: int = 0  # items feedparser read
+    reused: int = 0  # items a partial parse left unread: unchanged since the last parse
 
     def summary(self) -> str:
         if self.outcome is PollOutcome.FAILED:
@@ -237,17 +239,11 @@ async def _settle(
     if isinstance(outcome, Fetched):
         body_hash = hashlib.sha256(outcome.body).hexdigest()
         if state is None or body_hash != state.body_hash:  # the same bytes are not parsed again
+            partly = None
+            if config.poll.partial_parse:  # only the items that changed since the last parse
+                partly = Partly(await store.remembered_items(source.name) if state else None)
             try:
-                # In worker processes: a big feed takes seconds to parse and must not stall
-                # the loop, and feedparser holds the GIL, so only processes use every core.
-                feed = await poller.parsers.parse(
-                    outcome.body,
-                    outcome.headers,
-                    # The base of relative links: published, so without the fetch's secrets.
-                    public_url(outcome.final_url),
-                    timezone=source.timezone,
-                    budget=config.poll.parse_timeout.total_seconds(),
-                )
+                feed = await _parse(source, outcome, poller, partly)
             except ParseError as e:
                 unparsed = Failed(outcome.url, str(e))
                 return await store.run(lambda s: _failed(source, state, s, unparsed, now))
@@ -266,7 +262,34 @@ async def _settle(
     answer = _Answer(outcome, feed, body_hash, moved, later, now)
     # One hop for the read and the write (entries with the poll's record): the store is read
     # and written in the thread its calls belong to.
-    return await store.run(lambda s: _recorded(source, answer, s))
+    report = await store.run(lambda s: _recorded(source, answer, s))
+    if report is None:  # the store lacks an entry the partial parse reused: parse it whole
+        assert isinstance(outcome, Fetched)
+        try:
+            whole = await _parse(source, outcome, poller, Partly())
+        except ParseError as e:
+            unparsed = Failed(outcome.url, str(e))
+            return await store.run(lambda s: _failed(source, state, s, unparsed, now))
+        answer = replace(answer, feed=whole)
+        report = await store.run(lambda s: _recorded(source, answer, s))
+        assert report is not None  # nothing reused
+    return report
+
+
+async def _parse(
+    source: SourceConfig, outcome: Fetched, poller: Poller, partly: Partly | None
+) -> ParsedFeed:
+    """The fetched body parsed in a worker process: a big feed takes seconds to parse and
+    must not stall the loop, and feedparser holds the GIL, so only processes use every core."""
+    return await poller.parsers.parse(
+        outcome.body,
+        outcome.headers,
+        # The base of relative links: published, so without the fetch's secrets.
+        public_url(outcome.final_url),
+        timezone=source.timezone,
+        budget=poller.config.poll.parse_timeout.total_seconds(),
+        partly=partly,
+    )
 
 
 @dataclass(frozen=True)
@@ -281,14 +304,21 @@ class _Answer:
     now: datetime
 
 
-def _recorded(source: SourceConfig, answer: _Answer, store: StoreAPI) -> SourceReport:
+def _recorded(source: SourceConfig, answer: _Answer, store: StoreAPI) -> SourceReport | None:
     """Store a successful poll: read what the store holds of the feed's entries, let the
-    update rules decide what changes, and write that with the poll's record in one go."""
+    update rules decide what changes, and write that with the poll's record in one go.
+
+    None, and nothing written, when a partial parse reused an entry the store does not hold
+    (`update.reuse_holds`): the caller parses the document whole and calls again.
+    """
     writes = None
-    if answer.feed is not None:
-        if answer.feed.warning:
-            log.warning("%s: %s", source.name, answer.feed.warning, extra=about(source.name))
-        writes = _entry_writes(store, source.name, answer.feed.entries, answer.now)
+    feed = answer.feed
+    if feed is not None:
+        writes = _entry_writes(store, source.name, feed.entries, answer.now, feed.reused)
+        if writes is None:
+            return None
+        if feed.warning:
+            log.warning("%s: %s", source.name, feed.warning, extra=about(source.name))
     result = update.result_of(writes) if writes is not None else None
     if answer.body_hash is not None and result is None:
         result = StoreResult(0, 0)  # the very body parsed last time: nothing in it is new
@@ -297,7 +327,9 @@ def _recorded(source: SourceConfig, answer: _Answer, store: StoreAPI) -> SourceR
         update.outcome_of(result),
         result.new if result else 0,
         result.updated if result else 0,
-        warning=answer.feed.warning if answer.feed else None,
+        warning=feed.warning if feed else None,
+        parsed=feed.items_parsed if feed else 0,
+        reused=feed.items_reused if feed else 0,
     )
     store.record_poll(
         PollRecord(
@@ -309,7 +341,8 @@ def _recorded(source: SourceConfig, answer: _Answer, store: StoreAPI) -> SourceR
             validators=answer.outcome.validators,
             moved_to=answer.moved,
             body_hash=answer.body_hash,
-            feed=update.feed_meta(answer.feed) if answer.feed is not None else None,
+            feed=update.feed_meta(feed) if feed is not None else None,
+            items=update.items_to_remember(feed, answer.now) if feed is not None else None,
             entries=writes if writes is not None and writes.writes_anything else None,
             keep_tombstones=answer.feed is None,
         )
@@ -326,16 +359,24 @@ def store_entries(
     if not entries:
         return StoreResult(0, 0)
     writes = _entry_writes(store, source, entries, now)
+    assert writes is not None  # nothing reused
     store.write_entries(source, writes)
     return update.result_of(writes)
 
 
 def _entry_writes(
-    store: StoreAPI, source: str, entries: Sequence[ParsedEntry], now: datetime
-) -> EntryWrites:
-    """What a feed's entries change: the store's copies of them read, the rules asked."""
-    known = store.known_entries(source, [e.entry_id for e in entries])
-    return update.entry_writes(entries, known, now)
+    store: StoreAPI,
+    source: str,
+    entries: Sequence[ParsedEntry],
+    now: datetime,
+    reused: Sequence[str] = (),
+) -> EntryWrites | None:
+    """What a feed's entries change: the store's copies of them read, the rules asked.
+    None when the store does not hold every entry a partial parse `reused`."""
+    known = store.known_entries(source, [*(e.entry_id for e in entries), *reused])
+    if not update.reuse_holds(reused, known):
+        return None
+    return update.entry_writes(entries, known, now, reused)
 
 
 def sync_sources(store: StoreAPI, sources: Sequence[SourceConfig], now: datetime) -> None:

@@ -86,6 +86,10 @@ MIGRATIONS: tuple[str, ...] = (
     """
     COMMENT ON COLUMN entries.teaser IS 'the plain text, uncut: publishing cuts the teaser'
     """,
+    # 4: as SQLite's 10: the items of the last document parsed, for a partial parse next.
+    """
+    ALTER TABLE sources ADD COLUMN items text
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 _MIGRATE_LOCK = int.from_bytes(b"aggr-mig", "big")  # an advisory lock key: "aggr-mig"

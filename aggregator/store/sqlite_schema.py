@@ -110,6 +110,11 @@ MIGRATIONS: tuple[str, ...] = (
     """
     -- no schema change: the backfill rewrites the column
     """,
+    # 10: the items of the last document parsed (digests and entry ids, as JSON), so the
+    # next parse reads only the new and changed ones (`parse.partial`). NULL: none kept.
+    """
+    ALTER TABLE sources ADD COLUMN items TEXT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
