@@ -28,6 +28,7 @@ from aggregator.errors import ParseError
 from aggregator.parse.feed import ENTRY_LIMIT, parse_feed
 from aggregator.parse.partial import parse_changed
 from aggregator.parse.split import Split, split_document
+from aggregator.types import ParsedFeed
 from tests.partialcheck import Chain, check_document
 from tests.test_split import REFUSED
 
@@ -108,7 +109,13 @@ def test_undated_new_items_keep_their_document_order_among_themselves():
 # -- when the memory cannot be trusted, the document is parsed whole ------------------------
 
 
-def _whole(got, body, headers=HEADERS, url="https://feeds.example.org/a", timezone="UTC"):
+def _whole(
+    got: ParsedFeed,
+    body: bytes,
+    headers: dict[str, str] = HEADERS,
+    url: str = "https://feeds.example.org/a",
+    timezone: str = "UTC",
+) -> None:
     whole = parse_feed(body, headers, url, timezone=timezone)
     assert got.entries == whole.entries and got.reused == () and got.items_reused == 0
     assert got.items_parsed == whole.items_parsed

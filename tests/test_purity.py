@@ -15,6 +15,8 @@ PURE_MODULES = (
     "aggregator.text",
     "aggregator.timeline",
     "aggregator.parse.feed",
+    "aggregator.parse.split",
+    "aggregator.parse.partial",
     "aggregator.render",
     "aggregator.render.feeds",
     "aggregator.render.page",

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import codecs
 import hashlib
+from collections.abc import Mapping
 from dataclasses import replace
 
 import feedparser
@@ -56,7 +57,7 @@ _WIDE_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)  # the UTF-32 ones begin
 
 def parse_changed(
     body: bytes,
-    headers: dict[str, str],
+    headers: Mapping[str, str],
     url: str,
     *,
     timezone: str = "UTC",
@@ -78,7 +79,7 @@ def parse_changed(
     return replace(finish(reading), memory=_remembered(frame, digests, reading))
 
 
-def refusal(body: bytes, headers: dict[str, str]) -> str | None:
+def refusal(body: bytes, headers: Mapping[str, str]) -> str | None:
     """Why `body` would be parsed whole whatever the memory; None if it can be cut."""
     cut = _cut(body, prepare(body, headers))
     return cut.reason if isinstance(cut, Refused) else None
