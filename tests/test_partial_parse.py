@@ -191,7 +191,8 @@ def test_another_url_time_zone_media_type_or_parser_version_parses_whole(monkeyp
 def test_a_parse_that_reads_a_document_whole_leaves_no_memory_when_it_must_be_whole_again():
     repeated = _channel([_story(1), _story(1)])  # a guid twice
     warned = _channel(["<item><title>&nbsp;</title><guid>x</guid></item>", _story(1)])
-    for body in (repeated, warned):
+    trailing = _channel([_story(1)]) + b"text after the root element"
+    for body in (repeated, warned, trailing):
         assert parse_changed(body, HEADERS, "https://feeds.example.org/a").memory is None
 
 
@@ -207,6 +208,16 @@ def test_each_refused_shape_is_parsed_whole(case):
         return
     got = parse_changed(body, HEADERS, "https://feeds.example.org/a", memory=memory)
     assert got.entries == whole.entries and got.memory is None and got.items_reused == 0
+
+
+def test_feed_elements_after_the_items_are_read_with_every_part():
+    """The tail follows every item, so even a namespace declared there changes none."""
+    tail = '<ttl>60</ttl><x:a xmlns:x="http://x.example.org/">1</x:a>'
+    chain = Chain(HEADERS)
+    chain.poll(_channel([_story(k) for k in range(1, 6)] + [tail]))
+    got = chain.poll(_channel([_story(k) for k in range(0, 6)] + [tail]))
+    assert got is not None and (got.items_parsed, got.items_reused) == (1, 5)
+    assert got.lifetime == timedelta(minutes=60)
 
 
 # -- generated feeds, edited at random -------------------------------------------------------

@@ -5,12 +5,15 @@ tail, or refused: the cut must be certain, or the document is parsed whole.
 cut must leave every item read exactly as in the whole document. It is certain only for
 a plain shape: an `<rss>` root with its items directly in `<channel>`, or a `<feed>` root
 with its entries directly in it; items one after the other with only whitespace between
-them; namespaces declared on the root alone (an item may set the XHTML default namespace on
-its content, which feedparser keeps no state for); no DOCTYPE, no processing instruction
-inside the root, no `xml:base` on an item, no CDATA section or comment holding something
-that looks like an item's tag. Anything else is refused with the reason (RSS 1.0 too: its
-items stand beside the channel that lists them). One linear pass: between tags nothing is
-read, inside an item only the few markers that could end it early are looked for.
+them; namespaces declared on the root alone before the items (feedparser keeps them for the
+rest of the document; an item may set the XHTML default namespace on its content, which it
+keeps no state for); no DOCTYPE, no processing instruction before the last item, no
+`xml:base` on an item, no CDATA section or comment holding something that looks like an
+item's tag, no item-like element after the items. Anything else is refused with the
+reason (RSS 1.0 too: its items stand beside the channel that lists them). The tail is
+parsed with every part and follows every item, so it is only searched for another item;
+an ill-formed one makes the parse unclean, and so whole. One linear pass: between tags
+nothing is read, inside an item only the few markers that could end it early.
 
 Pure: bytes in, bytes out.
 """
@@ -33,6 +36,7 @@ _XHTML_DEFAULT = re.compile(rb"""\s*=\s*["']http://www\.w3\.org/1999/xhtml["']""
 # lower-cases names, so `<Item>` is an item to it too.
 _STRUCTURE = rb"(?:[\w.\-]+:)?(?:item|entry|channel|rss|feed|rdf)"
 _STRUCTURAL = re.compile(rb"<\s*/?\s*" + _STRUCTURE + rb"(?![\w.\-])", re.IGNORECASE)
+_STRUCTURAL_START = re.compile(rb"<" + _STRUCTURE + rb"(?![\w.\-:])", re.IGNORECASE)
 # Inside an item: a tag that could end it early, or make the cut uncertain. It starts with
 # a literal "<", so the search skips from one "<" to the next in C.
 _ITEM_MARKER = re.compile(rb"<(?:!--|!\[CDATA\[|[?!]|/?(?i:" + _STRUCTURE + rb")(?![\w.\-:]))")
@@ -98,7 +102,7 @@ class _Cutter:
         path, item = _SHAPES[name]
         first, frame = self._header(root, path, item)
         items, end = self._items(first, item, max_items)
-        self._tail(end, path)
+        self._tail(end)
         return Split(self.body[:first], items, self.body[end:], declaration + frame)
 
     # -- the parts ---------------------------------------------------------------------
@@ -141,13 +145,15 @@ class _Cutter:
                 continue
             name = tag.group(1)
             structural = _STRUCTURAL.fullmatch(b"<" + name) is not None
-            if structural and name == item and tuple(open_tags) == path:
+            # (Compared only at the depths that matter: a deep header stays linear.)
+            if structural and name == item and _at(open_tags, path):
                 return start, root.group(0) + channel
-            if structural and name == path[-1] and tuple(open_tags) == path[:-1] and not channel:
+            if structural and name == path[-1] and _at(open_tags, path[:-1]) and not channel:
                 channel = tag.group(0)  # encloses every item
             elif structural:
                 raise _Uncertain(f"a <{_text(name)}> where the document's shape has none")
-            _no_namespaces(tag)
+            if tag.group(2):  # attributes
+                _no_namespaces(tag)
             if not tag.group(3):
                 open_tags.append(name)
             position = tag.end()
@@ -161,7 +167,9 @@ class _Cutter:
             tag = self._start_tag(start)
             if tag.group(2):  # attributes
                 _no_namespaces(tag)
-                if any(name.lower() == b"xml:base" for name, _ in _attributes(tag)):
+                if b":base" in tag.group(2).lower() and any(
+                    name.lower() == b"xml:base" for name, _ in _attributes(tag)
+                ):
                     raise _Uncertain("xml:base on an item")
             end = tag.end() if tag.group(3) else self._item_end(tag.end(), item)
             items.append(body[start:end])
@@ -206,28 +214,13 @@ class _Cutter:
             if name != b"xmlns" or not _XHTML_DEFAULT.match(body, found.end() - 1):
                 raise _Uncertain("a namespace declared inside an item")
 
-    def _tail(self, position: int, path: tuple[bytes, ...]) -> None:
-        """Check what follows the items: feed elements, the end tags, nothing else."""
-        open_tags = list(path)
-        while open_tags:
-            start = self._next_tag(position, "after its items")
-            if self.body[start + 1 : start + 2] == b"/":
-                position = self._end_tag(start, open_tags)
-                continue
-            tag = self._start_tag(start)
-            if _STRUCTURAL.fullmatch(b"<" + tag.group(1)):
-                raise _Uncertain(f"a <{_text(tag.group(1))}> after the items")
-            _no_namespaces(tag)
-            if not tag.group(3):
-                open_tags.append(tag.group(1))
-            position = tag.end()
-        while (position := _skip_whitespace(self.body, position)) < len(self.body):
-            if self.body.startswith(b"<!--", position):
-                position = self._closing(b"-->", position, "comment")
-            elif self.body.startswith(b"<?", position):
-                position = self._closing(b"?>", position, "processing instruction")
-            else:
-                raise _Uncertain("something after the root element")
+    def _tail(self, position: int) -> None:
+        """Refuse another item (or anything shaped like one) after the items. The rest of
+        the tail is parsed with every part of the document, and follows every item, so it
+        cannot change how one reads; an ill-formed one makes the parse unclean (whole)."""
+        found = _STRUCTURAL_START.search(self.body, position)
+        if found is not None:
+            raise _Uncertain(f"a {_text(found.group(0))}> after the items")
 
     # -- tokens --------------------------------------------------------------------------
 
@@ -272,6 +265,10 @@ class _Cutter:
         return tag.end()
 
 
+def _at(open_tags: list[bytes], path: tuple[bytes, ...]) -> bool:
+    return len(open_tags) == len(path) and tuple(open_tags) == path
+
+
 def _attributes(tag: re.Match[bytes]) -> list[tuple[bytes, bytes]]:
     return [(a.group(1), a.group(0)) for a in _ATTRIBUTE.finditer(tag.group(2))]
 
@@ -279,6 +276,8 @@ def _attributes(tag: re.Match[bytes]) -> list[tuple[bytes, bytes]]:
 def _no_namespaces(tag: re.Match[bytes]) -> None:
     """Namespaces declared below the root: feedparser keeps them for the rest of the
     document, so an item could be read differently without the items before it."""
+    if b"xmlns" not in tag.group(2).lower():
+        return
     for name, _ in _attributes(tag):
         if _NAMESPACE_ATTRIBUTE.match(name.lower()):
             raise _Uncertain(f"a namespace declared on <{_text(tag.group(1))}>, not the root")
