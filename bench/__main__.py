@@ -102,7 +102,7 @@ def run_size(
                 ),
                 "reader": (
                     [
-                        str(peers.peer_python()),
+                        str(peers.PYTHON),  # installed by main() when chosen
                         str(ROOT / "bench" / "reader_update.py"),
                         str(urls),
                         str(work / "reader.sqlite"),
