@@ -263,16 +263,25 @@ async def _settle(
     # One hop for the read and the write (entries with the poll's record): the store is read
     # and written in the thread its calls belong to.
     report = await store.run(lambda s: _recorded(source, answer, s))
-    if report is None:  # the store lacks an entry the partial parse reused: parse it whole
-        assert isinstance(outcome, Fetched)
-        try:
-            whole = await _parse(source, outcome, poller, Partly())
-        except ParseError as e:
-            unparsed = Failed(outcome.url, str(e))
-            return await store.run(lambda s: _failed(source, state, s, unparsed, now))
-        answer = replace(answer, feed=whole)
-        report = await store.run(lambda s: _recorded(source, answer, s))
-        assert report is not None  # nothing reused
+    if report is None:  # the store lacks an entry the partial parse reused
+        report = await _recorded_whole(source, state, answer, poller)
+    return report
+
+
+async def _recorded_whole(
+    source: SourceConfig, state: SourceState | None, answer: _Answer, poller: Poller
+) -> SourceReport:
+    """`_recorded` of the document parsed whole, when the store lacks an entry a partial
+    parse reused (deleted by hand, say): a whole parse would find it new."""
+    assert isinstance(answer.outcome, Fetched)
+    fetched = answer.outcome
+    try:
+        whole = await _parse(source, fetched, poller, Partly())
+    except ParseError as e:
+        unparsed = Failed(fetched.url, str(e))
+        return await poller.store.run(lambda s: _failed(source, state, s, unparsed, answer.now))
+    report = await poller.store.run(lambda s: _recorded(source, replace(answer, feed=whole), s))
+    assert report is not None  # nothing reused
     return report
 
 
