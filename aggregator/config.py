@@ -432,7 +432,7 @@ _TABLES = ("aggregator", "poll", "publish", "store", "server", "websub", "feeds"
 _SITE_KEYS = ("title", "link", "description", "language", "timezone", "base_url")
 _POLL_KEYS = (
     "interval", "concurrency", "timeout", "per_host", "max_bytes", "user_agent", "lease",
-    "parse_timeout",
+    "parse_timeout", "partial_parse",
 )  # fmt: skip
 _PUBLISH_KEYS = (
     "output_dir", "max_items", "max_age", "teaser_length", "include", "exclude", "templates",
@@ -659,6 +659,7 @@ def _validate(
         user_agent=load.value(poll_t, p, "user_agent", _string, USER_AGENT),
         lease=load.value(poll_t, p, "lease", parse_duration, default_lease(timeout)),
         parse_timeout=load.value(poll_t, p, "parse_timeout", parse_duration, DEFAULT_PARSE_TIMEOUT),
+        partial_parse=load.value(poll_t, p, "partial_parse", _bool, True),
     )
     if poll.lease <= poll.timeout:
         load.error(

@@ -34,6 +34,13 @@ class Metrics:
         self.items_stored = Counter(
             "aggregator_items_stored", "New items stored.", registry=self.registry
         )
+        self.items_parsed = Counter(
+            "aggregator_feed_items",
+            "Items of fetched documents: parsed, or reused (unchanged since the last parse, "
+            "left unread by a partial parse).",
+            ["how"],
+            registry=self.registry,
+        )
         self.publishes = Counter(
             "aggregator_publishes", "Publishes of the output files.", registry=self.registry
         )
@@ -118,10 +125,23 @@ class Metrics:
             return math.nan
         return max(0.0, time.time() - self._last_publish_time)
 
-    def record_poll(self, source: str, outcome: str, new_items: int, when: datetime) -> None:
+    def record_poll(
+        self,
+        source: str,
+        outcome: str,
+        new_items: int,
+        when: datetime,
+        *,
+        parsed: int = 0,
+        reused: int = 0,
+    ) -> None:
         self.polls.labels(outcome=outcome).inc()
         if new_items:
             self.items_stored.inc(new_items)
+        if parsed:
+            self.items_parsed.labels(how="parsed").inc(parsed)
+        if reused:
+            self.items_parsed.labels(how="reused").inc(reused)
         if outcome == "disabled":
             self.disabled.labels(source=source).set(1)
         elif outcome != "failed":

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 from aggregator import update
 from aggregator.errors import AggregatorError, ParseError, StorageError
 from aggregator.fetch import Fetcher
-from aggregator.parse.pool import ParsePool
+from aggregator.parse.pool import ParsePool, Partly
 from aggregator.policy import (
     Push,
     ServerHints,
@@ -116,6 +116,8 @@ class SourceReport:
     unrecorded: str | None = None
     # What the response said about a WebSub hub (None: nothing), for the daemon's subscriber.
     push: Discovery | None = None
+    parsed: int = 0  # items feedparser read
+    reused: int = 0  # items a partial parse left unread: unchanged since the last parse
 
     def summary(self) -> str:
         if self.outcome is PollOutcome.FAILED:
@@ -257,17 +259,11 @@ async def _settle(
     if isinstance(outcome, Fetched):
         body_hash = hashlib.sha256(outcome.body).hexdigest()
         if state is None or body_hash != state.body_hash:  # the same bytes are not parsed again
+            partly = None
+            if config.poll.partial_parse:  # only the items that changed since the last parse
+                partly = Partly(await store.remembered_items(source.name) if state else None)
             try:
-                # In worker processes: a big feed takes seconds to parse and must not stall
-                # the loop, and feedparser holds the GIL, so only processes use every core.
-                feed = await poller.parsers.parse(
-                    outcome.body,
-                    outcome.headers,
-                    # The base of relative links: published, so without the fetch's secrets.
-                    public_url(outcome.final_url),
-                    timezone=source.timezone,
-                    budget=config.poll.parse_timeout.total_seconds(),
-                )
+                feed = await _parse(source, outcome, poller, partly)
             except ParseError as e:
                 unparsed = Failed(outcome.url, str(e))
                 return await store.run(lambda s: _failed(source, state, s, unparsed, now))
@@ -289,6 +285,8 @@ async def _settle(
     # One hop for the read and the write (entries with the poll's record): the store is read
     # and written in the thread its calls belong to.
     report = await store.run(lambda s: _recorded(source, answer, s))
+    if report is None:  # the store lacks an entry the partial parse reused
+        report = await _recorded_whole(source, state, answer, poller)
     return replace(report, push=_discovered(source, outcome, feed))
 
 
@@ -306,6 +304,39 @@ def _discovered(
     return found
 
 
+async def _recorded_whole(
+    source: SourceConfig, state: SourceState | None, answer: _Answer, poller: Poller
+) -> SourceReport:
+    """`_recorded` of the document parsed whole, when the store lacks an entry a partial
+    parse reused (deleted by hand, say): a whole parse would find it new."""
+    assert isinstance(answer.outcome, Fetched)
+    fetched = answer.outcome
+    try:
+        whole = await _parse(source, fetched, poller, Partly())
+    except ParseError as e:
+        unparsed = Failed(fetched.url, str(e))
+        return await poller.store.run(lambda s: _failed(source, state, s, unparsed, answer.now))
+    report = await poller.store.run(lambda s: _recorded(source, replace(answer, feed=whole), s))
+    assert report is not None  # nothing reused
+    return report
+
+
+async def _parse(
+    source: SourceConfig, outcome: Fetched, poller: Poller, partly: Partly | None
+) -> ParsedFeed:
+    """The fetched body parsed in a worker process: a big feed takes seconds to parse and
+    must not stall the loop, and feedparser holds the GIL, so only processes use every core."""
+    return await poller.parsers.parse(
+        outcome.body,
+        outcome.headers,
+        # The base of relative links: published, so without the fetch's secrets.
+        public_url(outcome.final_url),
+        timezone=source.timezone,
+        budget=poller.config.poll.parse_timeout.total_seconds(),
+        partly=partly,
+    )
+
+
 @dataclass(frozen=True)
 class _Answer:
     """A source's answer as `_settle` makes it out: what `_recorded` writes."""
@@ -318,14 +349,21 @@ class _Answer:
     now: datetime
 
 
-def _recorded(source: SourceConfig, answer: _Answer, store: StoreAPI) -> SourceReport:
+def _recorded(source: SourceConfig, answer: _Answer, store: StoreAPI) -> SourceReport | None:
     """Store a successful poll: read what the store holds of the feed's entries, let the
-    update rules decide what changes, and write that with the poll's record in one go."""
+    update rules decide what changes, and write that with the poll's record in one go.
+
+    None, and nothing written, when a partial parse reused an entry the store does not hold
+    (`update.reuse_holds`): the caller parses the document whole and calls again.
+    """
     writes = None
-    if answer.feed is not None:
-        if answer.feed.warning:
-            log.warning("%s: %s", source.name, answer.feed.warning, extra=about(source.name))
-        writes = _entry_writes(store, source.name, answer.feed.entries, answer.now)
+    feed = answer.feed
+    if feed is not None:
+        writes = _entry_writes(store, source.name, feed.entries, answer.now, feed.reused)
+        if writes is None:
+            return None
+        if feed.warning:
+            log.warning("%s: %s", source.name, feed.warning, extra=about(source.name))
     result = update.result_of(writes) if writes is not None else None
     if answer.body_hash is not None and result is None:
         result = StoreResult(0, 0)  # the very body parsed last time: nothing in it is new
@@ -334,7 +372,9 @@ def _recorded(source: SourceConfig, answer: _Answer, store: StoreAPI) -> SourceR
         update.outcome_of(result),
         result.new if result else 0,
         result.updated if result else 0,
-        warning=answer.feed.warning if answer.feed else None,
+        warning=feed.warning if feed else None,
+        parsed=feed.items_parsed if feed else 0,
+        reused=feed.items_reused if feed else 0,
     )
     store.record_poll(
         PollRecord(
@@ -346,7 +386,8 @@ def _recorded(source: SourceConfig, answer: _Answer, store: StoreAPI) -> SourceR
             validators=answer.outcome.validators,
             moved_to=answer.moved,
             body_hash=answer.body_hash,
-            feed=update.feed_meta(answer.feed) if answer.feed is not None else None,
+            feed=update.feed_meta(feed) if feed is not None else None,
+            items=update.items_to_remember(feed, answer.now) if feed is not None else None,
             entries=writes if writes is not None and writes.writes_anything else None,
             keep_tombstones=answer.feed is None,
         )
@@ -400,16 +441,24 @@ def store_entries(
     if not entries:
         return StoreResult(0, 0)
     writes = _entry_writes(store, source, entries, now)
+    assert writes is not None  # nothing reused
     store.write_entries(source, writes)
     return update.result_of(writes)
 
 
 def _entry_writes(
-    store: StoreAPI, source: str, entries: Sequence[ParsedEntry], now: datetime
-) -> EntryWrites:
-    """What a feed's entries change: the store's copies of them read, the rules asked."""
-    known = store.known_entries(source, [e.entry_id for e in entries])
-    return update.entry_writes(entries, known, now)
+    store: StoreAPI,
+    source: str,
+    entries: Sequence[ParsedEntry],
+    now: datetime,
+    reused: Sequence[str] = (),
+) -> EntryWrites | None:
+    """What a feed's entries change: the store's copies of them read, the rules asked.
+    None when the store does not hold every entry a partial parse `reused`."""
+    known = store.known_entries(source, [*(e.entry_id for e in entries), *reused])
+    if not update.reuse_holds(reused, known):
+        return None
+    return update.entry_writes(entries, known, now, reused)
 
 
 def sync_sources(store: StoreAPI, sources: Sequence[SourceConfig], now: datetime) -> None:

@@ -52,6 +52,7 @@ class PollSettings:
     user_agent: str = USER_AGENT
     lease: timedelta = timedelta(seconds=120)  # see default_lease
     parse_timeout: timedelta = DEFAULT_PARSE_TIMEOUT  # a parse over it fails, and backs off
+    partial_parse: bool = True  # parse only the items that changed since the last parse
 
 
 def default_lease(timeout: timedelta) -> timedelta:

@@ -98,8 +98,30 @@ class ParsedEntry:
 
 
 @dataclass(frozen=True)
+class ItemMemory:
+    """The items of the document a source's last parse read, for its next parse to skip the
+    unchanged ones (`parse.partial`).
+
+    `frame` is a digest of what every item is read within (the XML declaration, the root and
+    channel start tags, the response's media type, the URL, the time zone, the parser's
+    version); `feed` one of what the parse said that items depend on (format, the feed's own
+    link). `items` holds, in document order, each item's digest and the id of the entry it
+    gave (None: it gave none). Stored with the source; never shown.
+    """
+
+    frame: str
+    feed: str
+    items: tuple[tuple[str, str | None], ...]
+
+
+@dataclass(frozen=True)
 class ParsedFeed:
-    """A source's document, with its entries in document order."""
+    """A source's document, with its entries in document order.
+
+    After a partial parse (`parse.partial`), `entries` are those of the items that changed
+    since the last parse, and `reused` the ids of the entries of the unchanged ones, which
+    the store already holds as they are.
+    """
 
     title: str | None
     link: str | None
@@ -110,6 +132,10 @@ class ParsedFeed:
     # WebSub discovery (`websub.discovery`): the hub the document names, and its own URL.
     hub: str | None = None
     self_url: str | None = None
+    reused: tuple[str, ...] = ()  # entry ids of the items not parsed again
+    memory: ItemMemory | None = None  # what the next parse may skip; None: nothing
+    items_parsed: int = 0  # items feedparser read (all of them, but for a partial parse)
+    items_reused: int = 0  # items a partial parse did not read (unchanged since the last)
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ the rules are written once, whichever database holds the rows (`tests/test_updat
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from aggregator.policy import ServerHints, is_overdue_schedule, next_poll
@@ -27,13 +28,15 @@ from aggregator.store.records import (
 )
 from aggregator.text import story_keys
 from aggregator.timeline import CLOCK_SKEW, order_date
-from aggregator.types import ParsedEntry, ParsedFeed, SourceCredit, StoredEntry
+from aggregator.types import ItemMemory, ParsedEntry, ParsedFeed, SourceCredit, StoredEntry
 
 __all__ = [
     "entry_story_keys",
     "entry_writes",
     "feed_meta",
+    "items_to_remember",
     "outcome_of",
+    "reuse_holds",
     "schedule_repairs",
     "signature",
     "source_credits",
@@ -58,17 +61,24 @@ def signature(entry: ParsedEntry, now: datetime) -> Signature:
     return Signature(entry.content_hash, to_second(entry.published), to_second(updated))
 
 
-def entry_writes(entries: Sequence[ParsedEntry], known: KnownEntries, now: datetime) -> EntryWrites:
+def entry_writes(
+    entries: Sequence[ParsedEntry],
+    known: KnownEntries,
+    now: datetime,
+    reused: Sequence[str] = (),
+) -> EntryWrites:
     """Which entries of a parsed feed are new, which changed, which were buried by retention.
 
     Unchanged entries (most of a changed feed) are not written at all. A new entry's place
     in the timeline (`sort_date`) is fixed now and never moves; undated entries seen together
     keep their document order, a second apart, instead of all sharing one moment. A buried
-    entry is not new: its tombstone's `last_seen` is touched so it stays buried.
+    entry is not new: its tombstone's `last_seen` is touched so it stays buried. `reused`:
+    the ids of entries a partial parse did not read again (unchanged; `reuse_holds`), of
+    which only the buried ones are written (touched), as a whole parse would.
     """
     new: list[EntryWrite] = []
     changed: list[EntryWrite] = []
-    buried: set[str] = set()
+    buried: set[str] = {entry_id for entry_id in reused if entry_id in known.buried}
     undated = 0
     for e in entries:
         if e.entry_id in known.buried:
@@ -87,6 +97,30 @@ def entry_writes(entries: Sequence[ParsedEntry], known: KnownEntries, now: datet
     return EntryWrites(
         seen=now, new=tuple(new), changed=tuple(changed), still_buried=tuple(sorted(buried))
     )
+
+
+def reuse_holds(reused: Iterable[str], known: KnownEntries) -> bool:
+    """Whether the store holds every entry a partial parse reused, stored or buried, as
+    the poll that remembered its item left it. Not so (an entry deleted by hand, a
+    tombstone expired while its feed was not read), the document must be parsed whole."""
+    return all(e in known.signatures or e in known.buried for e in reused)
+
+
+def items_to_remember(feed: ParsedFeed, now: datetime) -> ItemMemory | None:
+    """The items of `feed` its next parse may skip: all but those whose entry's `updated`
+    still lies in the future, since once that moment comes the same bytes change the
+    entry (`stored_updated`), and the next parse must read them to say so."""
+    memory = feed.memory
+    if memory is None:
+        return None
+    unsettled = {
+        e.entry_id
+        for e in feed.entries
+        if e.updated is not None and stored_updated(e.updated, now) is None
+    }
+    if not unsettled:
+        return memory
+    return replace(memory, items=tuple(i for i in memory.items if i[1] not in unsettled))
 
 
 def result_of(writes: EntryWrites) -> StoreResult:

@@ -43,6 +43,11 @@ CASES = [
         id="wrong-type",
     ),
     pytest.param(
+        '[poll]\npartial_parse = "yes"\n' + GOOD_FEED,
+        'feeds.toml:2: poll.partial_parse: expected true or false, got "yes"',
+        id="partial-parse-not-a-boolean",
+    ),
+    pytest.param(
         GOOD_FEED
         + GOOD_FEED.replace("feed.xml", "b.xml")
         + GOOD_FEED.replace("feed.xml", "c.xml")

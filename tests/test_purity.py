@@ -18,6 +18,8 @@ PURE_MODULES = (
     "aggregator.parse.feed",
     "aggregator.parse.fields",
     "aggregator.parse.jsonfeed",
+    "aggregator.parse.split",
+    "aggregator.parse.partial",
     "aggregator.render",
     "aggregator.render.feeds",
     "aggregator.render.page",

@@ -25,13 +25,14 @@ from aggregator.store import StoreAPI, open_store
 from aggregator.store import postgres as store_pg
 from aggregator.store import sqlite as sqlite_store
 from aggregator.store.records import (
+    FeedMeta,
     PollOutcome,
     PollRecord,
     PublishedSnapshot,
     PushState,
     Subscription,
 )
-from aggregator.types import ParsedFeed, SourceCredit, Validators
+from aggregator.types import ItemMemory, ParsedFeed, SourceCredit, Validators
 from aggregator.update import entry_writes, source_credits, story_keys_of
 from tests.storedata import (
     NOW,
@@ -414,6 +415,29 @@ def test_record_success_saves_feed_metadata(store: StoreAPI) -> None:
     assert state is not None
     assert state.title == "समाचार"
     assert state.site_url == "https://a.example.org/"
+
+
+def test_the_items_of_the_last_parse_are_kept_until_the_next_parse_or_a_new_url(
+    store: StoreAPI,
+) -> None:
+    """`PollRecord.items` (the partial parse's memory): written with a parsed feed (None
+    forgets it), kept through a 304 or a failure, forgotten when the source's URL changes."""
+    sync_sources(store, [source("a"), source("b")], NOW)
+    feed = FeedMeta("A", None, None)
+    memory = ItemMemory("f" * 32, "d" * 32, (("1" * 32, "tag:a,1"), ("2" * 32, None)))
+    assert store.remembered_items("a") is None
+    store.record_poll(PollRecord("a", NOW, PollOutcome.UPDATED, feed=feed, items=memory))
+    store.record_poll(PollRecord("b", NOW, PollOutcome.UPDATED, feed=feed, items=memory))
+    assert store.remembered_items("a") == memory
+    later = NOW + timedelta(hours=1)
+    store.record_poll(PollRecord("a", later, PollOutcome.NOT_MODIFIED, keep_tombstones=True))
+    failed(store, "a", "HTTP 500", later)
+    assert store.remembered_items("a") == memory
+    store.record_poll(PollRecord("a", later, PollOutcome.UNCHANGED, feed=feed, items=None))
+    assert store.remembered_items("a") is None
+    sync_sources(store, [source("b", url="https://new.example.org/b.xml")], later)
+    assert store.remembered_items("b") is None
+    assert store.remembered_items("nobody") is None
 
 
 def test_unknown_source_state_is_none(store: StoreAPI) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 from hypothesis import given
@@ -11,7 +12,7 @@ from aggregator import update
 from aggregator.store.records import FeedMeta, KnownEntries, PollOutcome, Schedule, StoreResult
 from aggregator.text import story_keys
 from aggregator.timeline import CLOCK_SKEW
-from aggregator.types import ParsedEntry, StoredEntry
+from aggregator.types import ItemMemory, ParsedEntry, ParsedFeed, StoredEntry
 from tests.storedata import NOW, entry, source
 
 DATES = st.one_of(
@@ -190,3 +191,48 @@ def test_outcomes_keep_their_stored_words() -> None:
         "skipped",
     ]
     assert update.outcome_of(None) is PollOutcome.NOT_MODIFIED
+
+
+# -- a partial parse's reused entries (`parse.partial`) -----------------------------------------
+
+
+@given(feeds(), st.data())
+def test_reused_entries_write_what_a_whole_parse_of_the_same_feed_writes(
+    entries: list[ParsedEntry], data: st.DataObject
+) -> None:
+    """Whichever unchanged entries a partial parse left unread (`reused`), the writes are
+    those of the whole feed: the same new and changed entries, the same buried ones."""
+    stored = data.draw(st.lists(st.sampled_from(entries), unique=True) if entries else st.just([]))
+    buried = data.draw(
+        st.sets(st.sampled_from([e.entry_id for e in entries])) if entries else st.just(set())
+    )
+    known = KnownEntries(
+        {e.entry_id: update.signature(e, NOW) for e in stored if e.entry_id not in buried},
+        frozenset(buried),
+    )
+    unchanged = {e.entry_id for e in stored} | buried
+    reused = [e.entry_id for e in entries if e.entry_id in unchanged and data.draw(st.booleans())]
+    parsed = [e for e in entries if e.entry_id not in reused]
+    assert update.reuse_holds(reused, known)
+    assert update.entry_writes(parsed, known, NOW, reused) == update.entry_writes(
+        entries, known, NOW
+    )
+
+
+def test_a_reused_entry_the_store_lacks_does_not_hold() -> None:
+    known = KnownEntries({"a": update.signature(entry("a"), NOW)}, frozenset({"b"}))
+    assert update.reuse_holds(["a", "b"], known)
+    assert not update.reuse_holds(["a", "c"], known)
+
+
+def test_items_whose_entry_is_dated_in_the_future_are_not_remembered() -> None:
+    soon, later = NOW + CLOCK_SKEW / 2, NOW + CLOCK_SKEW * 2
+    feed = ParsedFeed(
+        "F", None, None,
+        (entry("a", updated=soon), entry("b", updated=later), entry("c")),
+        memory=ItemMemory("f", "d", (("1", "a"), ("2", "b"), ("3", "c"), ("4", None))),
+    )  # fmt: skip
+    memory = update.items_to_remember(feed, NOW)
+    assert memory is not None and memory.items == (("1", "a"), ("3", "c"), ("4", None))
+    assert update.items_to_remember(feed, later) == feed.memory
+    assert update.items_to_remember(replace(feed, memory=None), NOW) is None

@@ -211,7 +211,14 @@ class Polling:
         # /healthz: the store refused this poll's record, or took it (clearing an earlier
         # refusal).
         self._record_problem = report.unrecorded and f"{source.name}: {report.unrecorded}"
-        self._metrics.record_poll(source.name, report.outcome, report.new, self._clock())
+        self._metrics.record_poll(
+            source.name,
+            report.outcome,
+            report.new,
+            self._clock(),
+            parsed=report.parsed,
+            reused=report.reused,
+        )
         self.tally = self.tally.counted(report.outcome, report.new)
         # A poll the store failed may have stored its items already: publish all the same.
         if report.new or report.updated or report.unrecorded:

@@ -16,6 +16,7 @@ import io
 import re
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -108,6 +109,132 @@ def _not_a_feed(result: Any, body: bytes, headers: Mapping[str, str]) -> str:
     return f"not a feed: {reason}" if reason else "not an RSS or Atom feed"
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A fetched document as feedparser is to read it: declarations stripped, invalid UTF-8
+    repaired, a charset the bytes contradict dropped (each decided on the whole document)."""
+
+    body: bytes
+    headers: Mapping[str, str]  # as fetched, minus a contradicted charset
+    # What feedparser is given: names lower-cased, no Content-Location.
+    response_headers: Mapping[str, str]
+
+
+def prepare(body: bytes, headers: Mapping[str, str]) -> Prepared:
+    """`body` and `headers` made ready for feedparser (see `Prepared`)."""
+    body = _strip_declarations(body)
+    headers = _trustworthy_charset(body, headers)
+    body = _repair_utf8(body, headers)
+    # No Content-Location: feedparser would resolve a plain guid ("12345") against it, and an
+    # item's id would then change whenever the feed moved. Relative links are resolved here.
+    response_headers = {k.lower(): v for k, v in headers.items() if k.lower() != "content-location"}
+    return Prepared(body, headers, response_headers)
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One run of feedparser over a document, each of its items normalized.
+
+    `items` has one place per item feedparser found, in document order: its entry, or None
+    for an item with nothing in it or one that could not be read (`skipped` counts those).
+    Ids are as the items give them: `finish` makes repeated ones distinct.
+    """
+
+    result: Any  # feedparser's result, for the feed's own fields and its bozo flag
+    items: tuple[ParsedEntry | None, ...]
+    skipped: int
+    site: str | None  # the feed's own link, absolute: the base of its items' relative links
+    version: str
+    url: str  # the document's own URL: the base of its hub and self links
+
+    @property
+    def entries(self) -> list[ParsedEntry]:
+        return [e for e in self.items if e is not None]
+
+    def problems(self) -> list[str]:
+        """What a reader of the log should know about the document, one phrase each."""
+        warnings = []
+        problem = self.result.get("bozo_exception")
+        if isinstance(problem, CharacterEncodingOverride):
+            warnings.append(
+                f"its declared encoding was wrong; read as {self.result.get('encoding')}"
+            )
+        elif self.result.get("bozo") and not isinstance(problem, _HARMLESS):
+            warnings.append(f"feed is not well-formed, read what could be read: {problem}")
+        if self.skipped:
+            warnings.append(f"skipped {self.skipped} unreadable item(s)")
+        return warnings
+
+
+def read(prepared: Prepared, url: str, *, timezone: str = "UTC") -> Reading:
+    """Run feedparser over a prepared document; raise `ParseError` when it is not a feed."""
+    try:
+        result = feedparser.parse(
+            io.BytesIO(prepared.body),
+            response_headers=dict(prepared.response_headers),
+            sanitize_html=False,
+            resolve_relative_uris=False,
+        )
+    except Exception as e:  # feedparser raising at all is its bug; one source must not stop a cycle
+        raise ParseError(f"the feed parser failed: {type(e).__name__}: {e}") from e
+    if not result.get("version") and not result.entries:
+        raise ParseError(_not_a_feed(result, prepared.body, prepared.headers))
+    version = str(result.get("version", ""))
+    typed = version.startswith("atom")  # Atom declares its text types
+    site = absolute_url(bounded_link(result.feed.get("link")), url)
+    zone = ZoneInfo(timezone)
+    items: list[ParsedEntry | None] = []
+    skipped = 0
+    for raw in result.entries:
+        try:
+            entry = _entry(raw, base=site or url, zone=zone, typed=typed)
+        except (ValueError, OverflowError, TypeError):
+            skipped += 1  # one absurd item (a date in year 1, a broken URL) must not lose the rest
+            items.append(None)
+            continue
+        # An item with nothing in it (a cut-off document) is no item.
+        items.append(entry if entry.title or entry.link or entry.summary_html else None)
+    return Reading(result, tuple(items), skipped, site, version, url)
+
+
+def feed_fields(reading: Reading) -> dict[str, Any]:
+    """What the feed says about itself, as `ParsedFeed` keeps it (its title, link, id,
+    lifetime, WebSub hub and self URL)."""
+    feed = reading.result.feed
+    typed = reading.version.startswith("atom")
+    hub, self_url = feed_links(feed.get("links"), reading.url)
+    return {
+        "title": (
+            plain_title(feed.get("title_detail"), feed["title"], typed=typed)
+            if feed.get("title")
+            else None
+        ),
+        "link": reading.site,
+        "feed_id": (identifier(feed["id"]) or None) if feed.get("id") else None,
+        "hub": hub,
+        "self_url": self_url,
+        "lifetime": feed_lifetime(
+            _number(feed.get("ttl")),
+            _number(feed.get("sy_updateperiod")),
+            _number(feed.get("sy_updatefrequency")),
+        ),
+    }
+
+
+def finish(reading: Reading) -> ParsedFeed:
+    """A whole document's `ParsedFeed`: repeated ids made distinct, the newest kept."""
+    entries, left_out = kept_entries(reading.entries)
+    warnings = reading.problems()
+    if left_out:
+        warnings.append(left_out)
+    return ParsedFeed(
+        **feed_fields(reading),
+        entries=tuple(entries),
+        warning="; ".join(warnings) or None,
+        items_parsed=len(reading.items),
+    )
+
+
 def parse_feed(
     body: bytes,
     headers: Mapping[str, str],
@@ -118,68 +245,7 @@ def parse_feed(
     """Parse one fetched document; raise `ParseError` when it is not a feed at all."""
     if is_json_object(body):
         return parse_json_feed(body, headers, url, timezone=timezone)
-    body = _strip_declarations(body)
-    headers = _trustworthy_charset(body, headers)
-    body = _repair_utf8(body, headers)
-    # No Content-Location: feedparser would resolve a plain guid ("12345") against it, and an
-    # item's id would then change whenever the feed moved. Relative links are resolved here.
-    response_headers = {k.lower(): v for k, v in headers.items() if k.lower() != "content-location"}
-    try:
-        result = feedparser.parse(
-            io.BytesIO(body),
-            response_headers=response_headers,
-            sanitize_html=False,
-            resolve_relative_uris=False,
-        )
-    except Exception as e:  # feedparser raising at all is its bug; one source must not stop a cycle
-        raise ParseError(f"the feed parser failed: {type(e).__name__}: {e}") from e
-    if not result.get("version") and not result.entries:
-        raise ParseError(_not_a_feed(result, body, headers))
-
-    feed = result.feed
-    typed = str(result.get("version", "")).startswith("atom")  # Atom declares its text types
-    site = absolute_url(bounded_link(feed.get("link")), url)
-    zone = ZoneInfo(timezone)
-    entries = []
-    skipped = 0
-    for raw in result.entries:
-        try:
-            entry = _entry(raw, base=site or url, zone=zone, typed=typed)
-        except (ValueError, OverflowError, TypeError):
-            skipped += 1  # one absurd item (a date in year 1, a broken URL) must not lose the rest
-            continue
-        if entry.title or entry.link or entry.summary_html:
-            entries.append(entry)  # an item with nothing in it (a cut-off document) is no item
-    entries, left_out = kept_entries(entries)
-    warnings: list[str | None] = []
-    problem = result.get("bozo_exception")
-    if isinstance(problem, CharacterEncodingOverride):
-        warnings.append(f"its declared encoding was wrong; read as {result.get('encoding')}")
-    elif result.get("bozo") and not isinstance(problem, _HARMLESS):
-        warnings.append(f"feed is not well-formed, read what could be read: {problem}")
-    if skipped:
-        warnings.append(f"skipped {skipped} unreadable item(s)")
-    warnings.append(left_out)
-    warning = "; ".join(w for w in warnings if w) or None
-    hub, self_url = feed_links(feed.get("links"), url)
-    return ParsedFeed(
-        title=(
-            plain_title(feed.get("title_detail"), feed["title"], typed=typed)
-            if feed.get("title")
-            else None
-        ),
-        link=site,
-        feed_id=(identifier(feed["id"]) or None) if feed.get("id") else None,
-        entries=tuple(entries),
-        warning=warning,
-        lifetime=feed_lifetime(
-            _number(feed.get("ttl")),
-            _number(feed.get("sy_updateperiod")),
-            _number(feed.get("sy_updatefrequency")),
-        ),
-        hub=hub,
-        self_url=self_url,
-    )
+    return finish(read(prepare(body, headers), url, timezone=timezone))
 
 
 def _strip_declarations(body: bytes) -> bytes:

@@ -33,11 +33,12 @@ import weakref
 from collections.abc import Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from multiprocessing import forkserver
 
 from aggregator.errors import ParseError, ParseTimeout
 from aggregator.settings import DEFAULT_PARSE_TIMEOUT
-from aggregator.types import ParsedFeed
+from aggregator.types import ItemMemory, ParsedFeed
 
 _PR_SET_PDEATHSIG = 1
 # The pid a fork server or worker expects as its parent: one reparented to a subreaper (not
@@ -81,10 +82,23 @@ def die_with_parent() -> None:
     os.environ[_PARENT_PID] = str(os.getpid())  # what the processes this one starts check
 
 
-def _parse(body: bytes, headers: dict[str, str], url: str, timezone: str) -> ParsedFeed:
-    from aggregator.parse.feed import parse_feed
+def _parse(
+    body: bytes, headers: dict[str, str], url: str, timezone: str, partly: Partly | None
+) -> ParsedFeed:
+    if partly is None:
+        from aggregator.parse.feed import parse_feed
 
-    return parse_feed(body, headers, url, timezone=timezone)
+        return parse_feed(body, headers, url, timezone=timezone)
+    from aggregator.parse.partial import parse_changed
+
+    return parse_changed(body, headers, url, timezone=timezone, memory=partly.memory)
+
+
+@dataclass(frozen=True)
+class Partly:
+    """Parse only the items that changed since the parse `memory` is of (`parse.partial`)."""
+
+    memory: ItemMemory | None = None  # None: parse it all, and remember its items
 
 
 def describe_budget(seconds: float) -> str:
@@ -169,10 +183,12 @@ class ParsePool:
         *,
         timezone: str = "UTC",
         budget: float = DEFAULT_BUDGET,
+        partly: Partly | None = None,
     ) -> ParsedFeed:
         """The parsed feed; `ParseError` when it is not one, it killed its worker twice, or
-        it took longer than `budget` seconds (`ParseTimeout`)."""
-        call = functools.partial(_parse, body, dict(headers), url, timezone)
+        it took longer than `budget` seconds (`ParseTimeout`). With `partly`, only the
+        items that changed since its memory are parsed (`parse.partial`)."""
+        call = functools.partial(_parse, body, dict(headers), url, timezone, partly)
         deaths = 0
         for _ in range(_MAX_SUBMISSIONS):
             async with self._free_slots():

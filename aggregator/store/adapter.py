@@ -41,7 +41,7 @@ from aggregator.store.records import (
     StoryKeys,
     Subscription,
 )
-from aggregator.types import StoredEntry
+from aggregator.types import ItemMemory, StoredEntry
 
 log = logging.getLogger("aggregator")
 
@@ -108,6 +108,9 @@ class AsyncStore:
 
     async def record_poll(self, record: PollRecord) -> None:
         await self.run(lambda s: s.record_poll(record))
+
+    async def remembered_items(self, name: str) -> ItemMemory | None:
+        return await self.run(lambda s: s.remembered_items(name))
 
     async def feed_metas(self) -> dict[str, FeedMeta]:
         return await self.run(lambda s: s.feed_metas())

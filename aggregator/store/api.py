@@ -37,7 +37,7 @@ from aggregator.store.records import (
     StoryKeys,
     Subscription,
 )
-from aggregator.types import StoredEntry
+from aggregator.types import ItemMemory, StoredEntry
 
 __all__ = ["SourceState", "StoreAPI", "StoreResult", "is_store_url", "open_store"]
 
@@ -90,6 +90,11 @@ class StoreAPI(HubStore, Protocol):
     def record_poll(self, record: PollRecord) -> None:
         """Write how a poll ended (and what its feed changed) in one transaction; the
         source's claim ends with it."""
+        ...
+
+    def remembered_items(self, name: str) -> ItemMemory | None:
+        """The items of the source's last document parsed (`PollRecord.items`), for a
+        partial parse of the next; None when none are kept."""
         ...
 
     def feed_metas(self) -> dict[str, FeedMeta]:

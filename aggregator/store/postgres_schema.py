@@ -132,6 +132,10 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE sources ADD COLUMN IF NOT EXISTS entries_version bigint NOT NULL DEFAULT 0;
     CREATE INDEX IF NOT EXISTS published_by_publication ON published (publication, fingerprint);
     """,
+    # 7: as SQLite's 13: the items of the last document parsed, for a partial parse next.
+    """
+    ALTER TABLE sources ADD COLUMN items text
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 _MIGRATE_LOCK = int.from_bytes(b"aggr-mig", "big")  # an advisory lock key: "aggr-mig"

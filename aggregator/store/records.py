@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from aggregator.types import ParsedEntry, Validators
+from aggregator.types import ItemMemory, ParsedEntry, Validators
 
 
 class PollOutcome(StrEnum):
@@ -194,6 +194,7 @@ class PollRecord:
     forget_move: bool = False  # a failure's: poll the configured URL again
     body_hash: str | None = None  # of the body parsed
     feed: FeedMeta | None = None  # of the feed parsed
+    items: ItemMemory | None = None  # of the feed parsed, for the next parse (None: forget)
     entries: EntryWrites | None = None  # what the feed parsed changes
     keep_tombstones: bool = False  # the feed was not read: its buried ids are still there
 

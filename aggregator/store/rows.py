@@ -6,6 +6,7 @@ differ only in how a time or a list of categories is held, which the caller pass
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,7 +21,7 @@ from aggregator.store.records import (
     SourceState,
     Subscription,
 )
-from aggregator.types import StoredEntry, Validators
+from aggregator.types import ItemMemory, StoredEntry, Validators
 
 When = Callable[[Any], datetime | None]
 
@@ -151,6 +152,33 @@ def entry_values(
         e.title, e.link, e.summary_html, e.teaser, e.author, categories(e.categories),
         stamp(e.published), stamp(write.updated), e.content_hash, e.story_link, e.story_title,
     )  # fmt: skip
+
+
+def items_text(memory: ItemMemory | None) -> str | None:
+    """The `items` column's value: JSON, or NULL for nothing remembered."""
+    if memory is None:
+        return None
+    return json.dumps(
+        {"frame": memory.frame, "feed": memory.feed, "items": memory.items},
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+
+
+def items_from_text(value: str | None) -> ItemMemory | None:
+    """An `items` column's value back; anything unreadable is nothing remembered."""
+    if value is None:
+        return None
+    try:
+        data = json.loads(value)
+        return ItemMemory(
+            str(data["frame"]),
+            str(data["feed"]),
+            tuple((str(digest), None if entry_id is None else str(entry_id))
+                  for digest, entry_id in data["items"]),
+        )  # fmt: skip
+    except (ValueError, TypeError, KeyError):
+        return None
 
 
 def lifetime_seconds(feed: FeedMeta) -> float | None:

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 from aggregator.store import rows
 from aggregator.store.records import EntryWrites, PollRecord, PublishedSnapshot, Subscription
+from aggregator.types import ItemMemory
 
 Steps = Sequence[tuple[str, Sequence[Sequence[Any]]]]
 
@@ -120,14 +121,19 @@ class SharedStatements:
             self._execute(
                 tx,
                 """
-                UPDATE sources SET title = ?, site_url = ?, feed_id = ?, lifetime = ?
+                UPDATE sources SET title = ?, site_url = ?, feed_id = ?, lifetime = ?, items = ?
                 WHERE name = ? AND url = coalesce(?, url)
                 """,
                 (r.feed.title, r.feed.site_url, r.feed.feed_id, rows.lifetime_seconds(r.feed),
-                 r.name, r.url),
+                 rows.items_text(r.items), r.name, r.url),
             )  # fmt: skip
         if r.keep_tombstones:
             self._execute(tx, "UPDATE tombstones SET last_seen = ? WHERE source = ?", (at, r.name))
+
+    def remembered_items(self, name: str) -> ItemMemory | None:
+        """The items of the source's last document parsed, as its poll left them."""
+        found = self._query(self._sql("SELECT items FROM sources WHERE name = ?"), (name,))
+        return rows.items_from_text(found[0][0]) if found else None
 
     def _record_failure(self, tx: Any, r: PollRecord) -> None:
         """A failure, or a source disabled (410 Gone) until its URL in feeds.toml changes."""

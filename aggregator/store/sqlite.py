@@ -174,7 +174,7 @@ class SqliteStore(SharedStatements, HubStatements):
                 ON CONFLICT (name) DO UPDATE SET
                     url = excluded.url, etag = NULL, last_modified = NULL,
                     failures = 0, next_poll = NULL, retry_after = NULL, moved_to = NULL,
-                    disabled = NULL, body_hash = NULL, lifetime = NULL
+                    disabled = NULL, body_hash = NULL, lifetime = NULL, items = NULL
                 WHERE sources.url != excluded.url
                 """,
                 [(s.name, s.url, _ts(now)) for s in wanted],

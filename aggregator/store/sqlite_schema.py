@@ -160,6 +160,11 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE sources ADD COLUMN entries_version INTEGER NOT NULL DEFAULT 0;
     CREATE INDEX IF NOT EXISTS published_by_publication ON published (publication, fingerprint);
     """,
+    # 13: the items of the last document parsed (digests and entry ids, as JSON), so the
+    # next parse reads only the new and changed ones (`parse.partial`). NULL: none kept.
+    """
+    ALTER TABLE sources ADD COLUMN items TEXT;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
