@@ -96,7 +96,9 @@ def served() -> Iterator[FeedServer]:
     server.add("/good.xml", rss2("Good", "https://good.example.org/", GOOD))
     server.add("/escaped.xml", hostile.escaped_markup_title())
     server.add("/unclosed.xml", hostile.unclosed_tag_title())
-    server.add("/slow.xml", hostile.slow_to_parse())
+    # Three times the usual slow document: over twice the budget on a fast machine too (a
+    # parse submitted while every worker is busy may take twice the budget).
+    server.add("/slow.xml", hostile.slow_to_parse(3 * hostile.SLOW_ELEMENTS))
     server.add("/runaway.xml", hostile.slow_to_parse(hostile.RUNAWAY_ELEMENTS))
     try:
         yield server
