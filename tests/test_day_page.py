@@ -118,7 +118,9 @@ def test_the_root_page_lists_the_channels_and_a_channels_page_is_its_own():
         ("समाचार चैनल", BASE_URL + "news/"),
         ("खेल", BASE_URL + "sport/"),
     ]
-    channel = parse(render_html(hindi_two_days(), SITE_HI, channel=NEWS))
+    # A channel's pages are rendered with its own site (publications.channel_site).
+    own_site = replace(SITE_HI, base_url=BASE_URL + "news/")
+    channel = parse(render_html(hindi_two_days(), own_site, channel=NEWS))
     assert texts(channel, "//h1") == ["समाचार चैनल"]
     assert channel.xpath("//h1/a/@href") == [BASE_URL + "news/"]
     assert texts(channel, "//header/p")[0] == "देश-दुनिया की ख़बरें"

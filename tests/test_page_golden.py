@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -48,7 +49,8 @@ def _hindi_day() -> bytes:
 
 def _english_channel() -> bytes:
     news = ChannelInfo("news", "News", "The news channel")
-    return render_html(timeline(item("Hello", "2025-07-12T20:00:00")), SITE_EN, channel=news)
+    own_site = replace(SITE_EN, base_url=SITE_EN.base_url + "news/")  # a channel's own site
+    return render_html(timeline(item("Hello", "2025-07-12T20:00:00")), own_site, channel=news)
 
 
 CASES: dict[str, Callable[[], bytes]] = {

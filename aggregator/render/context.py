@@ -185,12 +185,15 @@ def site_view(site: SiteSettings, locale: Locale) -> SiteView:
     )
 
 
-def channel_view(channel: ChannelInfo, site: SiteSettings) -> ChannelView:
+def channel_view(channel: ChannelInfo, site: SiteSettings, *, own: bool = False) -> ChannelView:
+    """A channel as a page shows it. On the channel's own pages `site` is the channel's
+    (publications.channel_site: its `base_url` is already `<root>/<name>/`); elsewhere it is
+    the root's, and the channel lives under it."""
     return ChannelView(
         name=channel.name,
         title=channel.title,
         description=channel.description,
-        link=f"{site.base_url}{channel.name}/",
+        link=site.base_url if own else f"{site.base_url}{channel.name}/",
     )
 
 
@@ -247,10 +250,11 @@ def days(timeline: Timeline, site: SiteSettings, locale: Locale) -> tuple[DayVie
     )
 
 
-def feed_links(site: SiteSettings, channel: ChannelInfo | None = None) -> tuple[FeedLink, ...]:
-    """The feeds published next to the page (the channel's, on a channel's pages), as
-    absolute URLs under `base_url`; the labels are the catalogue's msgids."""
-    base = site.base_url + (f"{channel.name}/" if channel else "")
+def feed_links(site: SiteSettings) -> tuple[FeedLink, ...]:
+    """The feeds published next to the page (the channel's, on a channel's pages: its `site`
+    is the channel's own, under its own `base_url`), as absolute URLs; the labels are the
+    catalogue's msgids."""
+    base = site.base_url
     return (
         FeedLink(N_("Atom"), "application/atom+xml", base + ATOM_FILE),
         FeedLink(N_("RSS"), "application/rss+xml", base + RSS_FILE),
@@ -301,10 +305,10 @@ def page_context(
     locale = babel_locale(site.language)
     return {
         "site": site_view(site, locale),
-        "channel": channel_view(channel, site) if channel else None,
+        "channel": channel_view(channel, site, own=True) if channel else None,
         "channels": tuple(channel_view(c, site) for c in channels),
         "days": days(timeline, site, locale),
-        "feeds": feed_links(site, channel),
+        "feeds": feed_links(site),
         "sources": source_listing(sources),
         "updated": last_updated(timeline, site, locale),
         "archive": archive,
