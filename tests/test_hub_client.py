@@ -99,6 +99,24 @@ def test_the_connection_goes_to_the_address_checked(dns: FakeDns, callback: Call
     assert seen.headers["Host"] == f"rebind.test:{port}"
 
 
+def test_an_international_name_is_sent_in_its_ascii_form(
+    dns: FakeDns, callback: CallbackServer
+) -> None:
+    """A callback on an IDN host: `Host` carries the name as DNS knows it (IDNA), not
+    characters an HTTP header cannot hold (which ended the verification in a traceback)."""
+    port = int(callback.url("/").rsplit(":", 1)[1].rstrip("/"))
+    dns.answers["bücher.test"] = [["127.0.0.1"]]
+    answer = _run(_exchange(f"http://bücher.test:{port}/cb?hub.challenge=abc"))
+    assert (answer.status, answer.body) == (200, b"abc")
+    [seen] = callback.requests("GET", "/cb")
+    assert seen.headers["Host"] == f"xn--bcher-kva.test:{port}"
+    assert pinned("https://bücher.test/cb", "93.184.216.34") == (
+        "https://93.184.216.34/cb",
+        "xn--bcher-kva.test",
+        {"sni_hostname": "xn--bcher-kva.test"},
+    )
+
+
 def test_a_name_with_one_private_address_is_refused_before_any_connection(
     dns: FakeDns,
 ) -> None:

@@ -74,10 +74,14 @@ def pinned(url: str, address: str) -> tuple[str, str, dict[str, Any]]:
     shown = f"[{address}]" if ":" in address else address
     netloc = f"{shown}:{parts.port}" if parts.port else shown
     target = urlunsplit((parts.scheme.lower(), netloc, parts.path or "/", parts.query, ""))
+    header = parts.netloc
+    if not header.isascii():  # an IDN: as the lookup asked DNS for it (a header is ASCII)
+        host = host.encode("idna").decode("ascii")
+        header = f"{host}:{parts.port}" if parts.port else host
     extensions: dict[str, Any] = {}
     if parts.scheme.lower() == "https" and host != address:
         extensions["sni_hostname"] = host
-    return target, parts.netloc, extensions
+    return target, header, extensions
 
 
 class CallbackClient:
@@ -165,7 +169,7 @@ class CallbackClient:
                     return await self._send(method, url, address, timeout, content, headers)
             except TimeoutError as e:
                 raise CallbackError(f"no answer within {timeout:g} s") from e
-            except httpx.HTTPError as e:
+            except (httpx.HTTPError, UnicodeError) as e:  # UnicodeError: a name IDNA refuses
                 raise CallbackError(f"{type(e).__name__}: {e}".rstrip(": ")) from e
 
     async def _send(
