@@ -296,6 +296,9 @@ def test_pushes_for_another_topic_or_an_ended_subscription_are_refused() -> None
         ("::ffff:127.0.0.1", True),
         ("224.0.0.1", True),
         ("0.0.0.0", True),
+        ("2002:7f00:1::1", True),  # 6to4, carrying 127.0.0.1
+        ("2002:a9fe:a9fe::1", True),  # 6to4, carrying 169.254.169.254
+        ("2002:5db8:d822::1", False),  # 6to4, carrying 93.184.216.34
         ("93.184.216.34", False),
         ("2606:2800:220:1:248:1893:25c8:1946", False),
     ],
