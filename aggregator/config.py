@@ -68,7 +68,7 @@ _DURATION_WHOLE = re.compile(r"^\s*(?:\d+(?:\.\d+)?\s*(?:ms|s|m|h|d|w)\s*)+$", r
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _MIN_SECONDS = 0.001
 _MAX_SECONDS = 1000 * 365 * 86400.0  # far enough; date arithmetic breaks near 2000 years
-SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+SOURCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")  # \Z: "$" lets a final newline in
 
 
 def parse_duration(value: object) -> timedelta:

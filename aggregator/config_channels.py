@@ -28,7 +28,7 @@ from aggregator.render import OUTPUT_FILES
 from aggregator.settings import Channel, PublishSettings, SiteSettings, SourceConfig
 from aggregator.tomlpos import KeyPath
 
-CHANNEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+CHANNEL_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}\Z")  # \Z: "$" lets a final newline in
 # Paths a channel's directory must not take: the server's own routes (`/healthz`,
 # `/metrics`, the WebSub hub's `/websub`), and what the root publication writes beside its
 # feeds (its archive). The output file names cannot match `CHANNEL_NAME` (they hold a

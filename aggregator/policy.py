@@ -7,7 +7,9 @@ the server said, and now.
 - Errors: the interval doubled per consecutive failure, capped at a day, never given up.
 - Retry-After (429/503): never asked again before then, capped at a day.
 - Pushed to (an active WebSub subscription): the safety-net interval if it is longer,
-  and never later than the poll the subscription's renewal needs.
+  and never later than the poll the subscription's renewal needs, unless that comes
+  sooner than the operator's interval (a hub granting leases of seconds must not have the
+  source polled every few seconds: such a lease lapses instead).
 
 The jitter is derived from the source's name and the poll time, not from a global random
 generator, so it is reproducible in tests yet different for every source, which spreads
@@ -73,6 +75,7 @@ def next_poll(
     push: Push | None = None,
 ) -> datetime:
     """The next poll after one that ended at `now`."""
+    own = interval
     if push is not None:
         interval = max(interval, push.interval)
     base = delay(interval, failures)
@@ -80,7 +83,7 @@ def next_poll(
         base = min(hints.lifetime, max(MAX_HINT, interval))
     when = now + base + base * (JITTER * (spread(name, now.isoformat()) + 1) / 2)
     if push is not None:
-        when = min(when, max(push.due_by, now))
+        when = min(when, max(push.due_by, now + own))
     if hints.retry_after is not None:
         when = max(when, min(hints.retry_after, now + MAX_RETRY_AFTER))
     return when

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from starlette.routing import Route
 
@@ -136,6 +136,11 @@ def test_channels_become_settings_with_the_roots_defaults(tmp_path: Path) -> Non
             id="hidden-name",
         ),
         pytest.param(
+            '[[channels]]\nname = "news\\n"\ntags = ["news"]\n',
+            "feeds.toml:21: channels[0].name: expected a name of lower-case letters",
+            id="trailing-newline",
+        ),
+        pytest.param(
             '[[channels]]\nname = "News"\ntags = ["news"]\n',
             "feeds.toml:21: channels[0].name: expected a name of lower-case letters",
             id="upper-case",
@@ -257,6 +262,7 @@ def test_every_server_route_and_output_file_is_a_reserved_name() -> None:
 
 
 @given(st.text(max_size=80))
+@example("news\n")
 def test_a_valid_channel_name_is_one_safe_path_segment(name: str) -> None:
     """Whatever the operator writes, a name that passes is one plain path segment: it cannot
     climb out of output/, hide, or take another's place."""

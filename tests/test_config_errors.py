@@ -134,6 +134,12 @@ CASES = [
         id="bad-name",
     ),
     pytest.param(
+        GOOD_FEED + 'name = "news\\n"\n',
+        "feeds.toml:3: feeds[0].name: expected a name of letters, digits, '.', '_' or '-' "
+        '(at most 64), got "news\\x0a"',
+        id="name-with-a-final-newline",
+    ),
+    pytest.param(
         '[publish]\nmax_age = "-5d"\n' + GOOD_FEED,
         'feeds.toml:2: publish.max_age: expected a duration like "15m", got "-5d"',
         id="negative-duration",

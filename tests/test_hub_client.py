@@ -99,6 +99,24 @@ def test_the_connection_goes_to_the_address_checked(dns: FakeDns, callback: Call
     assert seen.headers["Host"] == f"rebind.test:{port}"
 
 
+def test_an_international_name_is_sent_in_its_ascii_form(
+    dns: FakeDns, callback: CallbackServer
+) -> None:
+    """A callback on an IDN host: `Host` carries the name as DNS knows it (IDNA), not
+    characters an HTTP header cannot hold (which ended the verification in a traceback)."""
+    port = int(callback.url("/").rsplit(":", 1)[1].rstrip("/"))
+    dns.answers["bücher.test"] = [["127.0.0.1"]]
+    answer = _run(_exchange(f"http://bücher.test:{port}/cb?hub.challenge=abc"))
+    assert (answer.status, answer.body) == (200, b"abc")
+    [seen] = callback.requests("GET", "/cb")
+    assert seen.headers["Host"] == f"xn--bcher-kva.test:{port}"
+    assert pinned("https://bücher.test/cb", "93.184.216.34") == (
+        "https://93.184.216.34/cb",
+        "xn--bcher-kva.test",
+        {"sni_hostname": "xn--bcher-kva.test"},
+    )
+
+
 def test_a_name_with_one_private_address_is_refused_before_any_connection(
     dns: FakeDns,
 ) -> None:
@@ -178,10 +196,36 @@ def test_host_lookups_are_bounded(dns: FakeDns) -> None:
         dns.answers["slow.test"] = [["127.0.0.1"]]
         dns.hold.set()
         for _ in range(100):
-            if client._lookups == 0:
+            if client._lookups[False] == 0:
                 break
             await asyncio.sleep(0.05)
         assert await client.resolve("http://slow.test/", allow_private=True) == "127.0.0.1"
+        await client.close()
+
+    _run(scenario())
+
+
+def test_strangers_lookups_cannot_take_the_deliveries(dns: FakeDns) -> None:
+    """Subscription requests whose callback names never resolve (anyone may send them, 60 a
+    minute per topic) fill the strangers' lookups; a delivery's lookup has its own, so the
+    subscribers the hub has are not failed (and dropped) for a stranger's flood."""
+    dns.held.add("slow.test")
+    dns.answers["subscriber.test"] = [["127.0.0.1"]]
+
+    async def scenario() -> None:
+        client = CallbackClient(concurrency=2)
+        flood = [
+            asyncio.create_task(
+                client.resolve("http://slow.test/", allow_private=True, verification=True)
+            )
+            for _ in range(MAX_LOOKUPS)
+        ]
+        await asyncio.sleep(0.2)
+        with pytest.raises(CallbackBusy):
+            await client.resolve("http://other.test/", allow_private=True, verification=True)
+        assert await client.resolve("http://subscriber.test/", allow_private=True) == "127.0.0.1"
+        dns.hold.set()
+        await asyncio.gather(*flood, return_exceptions=True)
         await client.close()
 
     _run(scenario())

@@ -189,15 +189,48 @@ def test_the_next_step_is_one_the_state_allows(
     if push is not None:
         assert rules.is_pushed(sub, now)
         assert push.due_by <= sub.lease_expires  # type: ignore[operator]
-        assert next_poll("news", timedelta(minutes=15), now, push=push) <= max(push.due_by, now)
+        interval = timedelta(minutes=15)
+        assert next_poll("news", interval, now, push=push) <= max(push.due_by, now + interval)
 
 
 def test_the_safety_net_interval_lengthens_never_shortens() -> None:
     far = Push(timedelta(hours=6), NOW + timedelta(days=9))
     assert next_poll("n", timedelta(minutes=15), NOW, push=far) >= NOW + timedelta(hours=6)
     assert next_poll("n", timedelta(days=1), NOW, push=far) >= NOW + timedelta(days=1)
-    soon = Push(timedelta(hours=6), NOW + timedelta(minutes=5))
-    assert next_poll("n", timedelta(minutes=15), NOW, push=soon) == NOW + timedelta(minutes=5)
+    soon = Push(timedelta(hours=6), NOW + timedelta(minutes=20))
+    assert next_poll("n", timedelta(minutes=15), NOW, push=soon) == NOW + timedelta(minutes=20)
+    # A renewal due sooner than the source's own interval waits for it (the lease may lapse).
+    sooner = Push(timedelta(hours=6), NOW + timedelta(minutes=5))
+    assert next_poll("n", timedelta(minutes=15), NOW, push=sooner) == NOW + timedelta(minutes=15)
+
+
+@pytest.mark.parametrize("granted", ["0", "1", "60", "600"])
+def test_a_hub_granting_tiny_leases_cannot_make_the_source_polled_more_often(
+    granted: str,
+) -> None:
+    """A day of polls, each followed by the step it calls for, with a hub that verifies
+    every request at once and grants `granted` seconds: the source is polled no more often
+    than its own interval (15 min) asks, however short the lease (a lease of 1 s had it
+    polled, and the hub asked, every second)."""
+    interval, asked = timedelta(minutes=15), timedelta(days=10)
+    now, polls = NOW, 0
+    sub = _sub(PushState.PENDING, lease_seconds=None, lease_expires=None, requested=NOW)
+    while now < NOW + timedelta(days=1) and polls < 1_000:
+        if sub.state in (PushState.PENDING, PushState.RENEWING):  # the hub verifies at once
+            query = _ask("subscribe", **{"hub.lease_seconds": granted})
+            sub = rules.verify_intent(sub, query, now, asked).update or sub
+        push = rules.push_schedule(sub, timedelta(hours=6), now)
+        later = next_poll("news", interval, now, push=push)
+        assert later >= now + interval
+        now, polls = later, polls + 1
+        step = rules.next_step(sub, Discovery(HUB, TOPIC), SOURCE_URL, now)
+        if isinstance(step, rules.Renew):
+            sub = replace(sub, state=PushState.RENEWING, requested=now)
+        elif isinstance(step, rules.Expire):
+            sub = replace(sub, state=PushState.EXPIRED)
+        elif isinstance(step, rules.Subscribe):
+            sub = replace(sub, state=PushState.PENDING, requested=now)
+    assert polls <= 24 * 4
 
 
 # -- verification of intent --------------------------------------------------------------
@@ -263,6 +296,9 @@ def test_pushes_for_another_topic_or_an_ended_subscription_are_refused() -> None
         ("::ffff:127.0.0.1", True),
         ("224.0.0.1", True),
         ("0.0.0.0", True),
+        ("2002:7f00:1::1", True),  # 6to4, carrying 127.0.0.1
+        ("2002:a9fe:a9fe::1", True),  # 6to4, carrying 169.254.169.254
+        ("2002:5db8:d822::1", False),  # 6to4, carrying 93.184.216.34
         ("93.184.216.34", False),
         ("2606:2800:220:1:248:1893:25c8:1946", False),
     ],

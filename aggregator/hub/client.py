@@ -34,10 +34,12 @@ from aggregator import USER_AGENT
 from aggregator.hub.addresses import refusal
 
 READ_LIMIT = 64 * 1024  # of an answer: a challenge is short, a delivery's answer unread
-# Host lookups running at once. Each runs in a thread of its own that a deadline cannot stop
-# (getaddrinfo has no timeout of its own beyond the resolver's): bounded here, so that hosts
-# whose DNS never answers cannot pile up threads, nor take the loop's default executor from
-# the store calls that run there.
+# Host lookups running at once, for strangers' subscription requests and verifications, and
+# as many again for deliveries and pings. Each runs in a thread of its own that a deadline
+# cannot stop (getaddrinfo has no timeout of its own beyond the resolver's): bounded here, so
+# that hosts whose DNS never answers cannot pile up threads, nor take the loop's default
+# executor from the store calls that run there; two budgets, so that strangers' callbacks
+# cannot leave none for the subscribers the hub delivers to.
 MAX_LOOKUPS = 8
 ALLOW_HINT = "set [websub] allow_private_callbacks = true to allow it"
 
@@ -74,10 +76,14 @@ def pinned(url: str, address: str) -> tuple[str, str, dict[str, Any]]:
     shown = f"[{address}]" if ":" in address else address
     netloc = f"{shown}:{parts.port}" if parts.port else shown
     target = urlunsplit((parts.scheme.lower(), netloc, parts.path or "/", parts.query, ""))
+    header = parts.netloc
+    if not header.isascii():  # an IDN: as the lookup asked DNS for it (a header is ASCII)
+        host = host.encode("idna").decode("ascii")
+        header = f"{host}:{parts.port}" if parts.port else host
     extensions: dict[str, Any] = {}
     if parts.scheme.lower() == "https" and host != address:
         extensions["sni_hostname"] = host
-    return target, parts.netloc, extensions
+    return target, header, extensions
 
 
 class CallbackClient:
@@ -93,19 +99,20 @@ class CallbackClient:
         self._slots = asyncio.Semaphore(concurrency)  # deliveries and pings
         self._verification_slots = asyncio.Semaphore(concurrency)
         self._user_agent = user_agent
-        self._lookups = 0  # host lookups whose thread is still running
+        # host lookups whose thread is still running, by `verification`
+        self._lookups = {True: 0, False: 0}
 
-    async def resolve(self, url: str, *, allow_private: bool) -> str:
+    async def resolve(self, url: str, *, allow_private: bool, verification: bool = False) -> str:
         """The address to connect to for `url`: the first its host resolves to, once every
         one of them passed the check. Raises `CallbackRefused`, `CallbackUnresolved` or
-        `CallbackBusy`."""
+        `CallbackBusy`. `verification`: for a subscription request or its verification."""
         parts = urlsplit(url)
         host = parts.hostname or ""
         try:
             addresses = [str(ipaddress.ip_address(host))]
         except ValueError:
             port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
-            addresses = await self._lookup(host, port)
+            addresses = await self._lookup(host, port, verification)
         if not addresses:
             raise CallbackUnresolved(f"callback host {host} resolves to no address")
         if not allow_private:
@@ -116,8 +123,8 @@ class CallbackClient:
                     raise CallbackRefused(f"callback refused: {why}{via}; {ALLOW_HINT}")
         return addresses[0]
 
-    async def _lookup(self, host: str, port: int) -> list[str]:
-        if self._lookups >= MAX_LOOKUPS:
+    async def _lookup(self, host: str, port: int, verification: bool) -> list[str]:
+        if self._lookups[verification] >= MAX_LOOKUPS:
             raise CallbackBusy("too many callback host lookups under way; try again later")
         loop = asyncio.get_running_loop()
         found: concurrent.futures.Future[list[Any]] = concurrent.futures.Future()
@@ -132,9 +139,9 @@ class CallbackClient:
                         found.set_exception(e)
             finally:  # counted down when the thread ends, not when its caller gave up
                 with contextlib.suppress(RuntimeError):  # the loop has closed
-                    loop.call_soon_threadsafe(self._lookup_ended)
+                    loop.call_soon_threadsafe(self._lookup_ended, verification)
 
-        self._lookups += 1
+        self._lookups[verification] += 1
         threading.Thread(target=lookup, name="websub-lookup", daemon=True).start()
         try:
             infos = await asyncio.wrap_future(found)
@@ -142,8 +149,8 @@ class CallbackClient:
             raise CallbackUnresolved(f"callback host {host} does not resolve: {e}") from e
         return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
-    def _lookup_ended(self) -> None:
-        self._lookups -= 1
+    def _lookup_ended(self, verification: bool) -> None:
+        self._lookups[verification] -= 1
 
     async def exchange(
         self,
@@ -161,11 +168,13 @@ class CallbackClient:
         async with self._verification_slots if verification else self._slots:
             try:
                 async with asyncio.timeout(timeout):
-                    address = await self.resolve(url, allow_private=allow_private)
+                    address = await self.resolve(
+                        url, allow_private=allow_private, verification=verification
+                    )
                     return await self._send(method, url, address, timeout, content, headers)
             except TimeoutError as e:
                 raise CallbackError(f"no answer within {timeout:g} s") from e
-            except httpx.HTTPError as e:
+            except (httpx.HTTPError, UnicodeError) as e:  # UnicodeError: a name IDNA refuses
                 raise CallbackError(f"{type(e).__name__}: {e}".rstrip(": ")) from e
 
     async def _send(

@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from aggregator.errors import AggregatorError
-from aggregator.hub.client import CallbackClient, CallbackError
+from aggregator.hub.client import CallbackBusy, CallbackClient, CallbackError
 from aggregator.hub.rules import Drop, after_failure, signature
 from aggregator.hub.topics import changed_topics, link_header, topic_file
 from aggregator.metrics import Metrics
@@ -160,6 +160,9 @@ class Deliveries:
                 content=version.body,
                 headers=headers,
             )
+        except CallbackBusy:  # our own lookups all taken: no failure of the subscriber's
+            await self._later(delivery)
+            return
         except CallbackError as e:
             await self._failed(delivery, str(e))
             return
@@ -182,6 +185,11 @@ class Deliveries:
         )  # fmt: skip
         wait = (step.at - self._clock()).total_seconds()
         asyncio.get_running_loop().call_later(max(0.0, wait), self._wake.set)
+
+    async def _later(self, delivery: HubDelivery) -> None:
+        """Try `delivery` again at the next scan, its failures in a row as they were."""
+        at = self._clock() + timedelta(seconds=SCAN_SECONDS)
+        await self._store.run(lambda s: s.hub_failed(delivery, self._owner, delivery.failures, at))
 
     async def _drop(self, delivery: HubDelivery, why: str) -> None:
         await self._store.run(lambda s: s.hub_unsubscribe(delivery.topic, delivery.callback))

@@ -163,7 +163,9 @@ class Subscriptions:
         try:
             async with asyncio.timeout(websub.delivery_timeout.total_seconds()):
                 await self._client.resolve(
-                    request.callback, allow_private=websub.allow_private_callbacks
+                    request.callback,
+                    allow_private=websub.allow_private_callbacks,
+                    verification=True,
                 )
         except TimeoutError:
             return Reply(400, "hub.callback: its host did not resolve in time")

@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from aggregator.hub.addresses import refusal
 from aggregator.urls import redact_urls
 
 CONCURRENCY = 4  # hub requests at once (and the client's pool size)
@@ -49,19 +50,10 @@ class HubRequest:
 
 def is_special(address: str) -> bool:
     """Whether an IP address is one a hub from a feed must not have: anything but a
-    global unicast address."""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return bool(
-        ip.is_private
-        or ip.is_loopback
-        or ip.is_link_local
-        or ip.is_multicast
-        or ip.is_reserved
-        or ip.is_unspecified
-        or not ip.is_global
-    )
+    global unicast address, judged as the built-in hub judges callbacks (an IPv4 address
+    carried in a 6to4, Teredo or NAT64 one included). ValueError if it is no address."""
+    ipaddress.ip_address(address.split("%", 1)[0])  # no address: ValueError, as before
+    return refusal(address) is not None
 
 
 async def resolves_to_special(url: str) -> bool:
