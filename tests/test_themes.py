@@ -17,12 +17,14 @@ from typing import Any
 
 import pytest
 
+import aggregator.render.theme as theme_module
 from aggregator import publish
 from aggregator.config import load_config
 from aggregator.daemon import Daemon, publishing
 from aggregator.errors import ConfigError, ThemeError
 from aggregator.publish import PublishReport
 from aggregator.render.context import ChannelInfo
+from aggregator.render.deadline import Deadline
 from aggregator.render.page import DayPage, render_day_page, render_html
 from aggregator.render.theme import BASE_OUTPUT, MAX_RANGE
 from aggregator.settings import Theme
@@ -194,6 +196,29 @@ def test_a_runaway_page_stops_at_the_output_budget_quickly():
     assert message.startswith("templates/index.html.j2: the page is over ")
     assert f"{BASE_OUTPUT:,}" not in message  # the budget grows with the items: 4 here
     assert "characters" in message
+
+
+def test_loops_that_write_nothing_stop_at_the_time_budget(monkeypatch: pytest.MonkeyPatch):
+    """Three nested loops with an empty body: 10¹² iterations, hours, no output for any cap
+    to catch. The render's clock stops them, with the file and line."""
+    monkeypatch.setattr(theme_module, "RENDER_SECONDS", 0.5)
+    silent = (
+        "<p>start</p>\n{% for i in range(10000) %}{% for j in range(10000) %}"
+        "{% for k in range(10000) %}{% endfor %}{% endfor %}{% endfor %}"
+    )
+    started = time.monotonic()
+    message = failure(theme(index_html=silent))
+    assert time.monotonic() - started < 10
+    assert message.startswith("templates/index.html.j2:2: rendering took longer than 0.5 s")
+    # The thread that rendered goes on unharmed: the shipped theme renders in it as before.
+    assert b"</html>" in render_html(hindi_two_days(), SITE_HI)
+
+
+def test_a_render_within_its_budget_is_not_interrupted_afterwards():
+    """The timer of a finished render never fires into what the thread does next."""
+    with Deadline(0.05):
+        pass
+    time.sleep(0.2)  # past the budget: nothing is raised here
 
 
 # --- the contract the README documents --------------------------------------------------------

@@ -10,9 +10,10 @@ loudly instead of publishing an empty string.
 
 What a template can cost is bounded where Jinja2 lets us: `range()` (`MAX_RANGE` items),
 `*` on strings and sequences and `**` on numbers (results of at most `MAX_REPEAT` items or
-`MAX_POWER_BITS` bits), and the page itself (`output_budget`). Left unbounded: loops nested
-over the context (days × items × …) and the CPU or memory a filter chain spends (`center`,
-`format`, `~` in a recursive macro): the sandbox has no hook for them. The templates are the
+`MAX_POWER_BITS` bits), the page itself (`output_budget`), and the time a render takes
+(`RENDER_SECONDS`, `render.deadline`): loops that write nothing escape every size cap. Left
+unbounded: the memory one filter call spends building its result (`center`, `format`),
+checked only once it is built: the sandbox has no hook inside a filter. The templates are the
 operator's own files, as trusted as feeds.toml, validated when it is loaded; nothing from a
 feed is ever compiled as a template. The bounds catch a runaway loop, not an adversary.
 
@@ -38,6 +39,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from aggregator.errors import ThemeError
+from aggregator.render.deadline import Deadline, RenderTimeout
 from aggregator.settings import Theme
 
 SHIPPED_DIR = Path(__file__).parent / "templates"
@@ -49,6 +51,9 @@ _SHIPPED_SHOWN = "aggregator/render/templates"
 MAX_RANGE = 10_000  # items of one range() (Jinja2's sandbox allows 100,000)
 MAX_REPEAT = 1_000_000  # characters or items that `*` may make
 MAX_POWER_BITS = 4_096  # bits of an integer that `**` may make
+# The time one page may take to render (the shipped theme: milliseconds). Loops that write
+# nothing escape every size cap; the clock catches them (`render.deadline`).
+RENDER_SECONDS = 20.0
 # The most characters a page may have: generous for the shipped theme (about 1 KB a brief),
 # small enough that a runaway loop stops long before memory does.
 BASE_OUTPUT = 4 * 1024 * 1024
@@ -184,14 +189,19 @@ def render_template(
     parts: list[str] = []
     size = 0
     try:
-        for part in template.generate(context):
-            size += len(part)
-            if size > budget:
-                too_long = f"the page is over {budget:,} characters; a runaway loop?"
-                raise ThemeError(where, 0, too_long)
-            parts.append(part)
+        with Deadline(RENDER_SECONDS):
+            for part in template.generate(context):
+                size += len(part)
+                if size > budget:
+                    too_long = f"the page is over {budget:,} characters; a runaway loop?"
+                    raise ThemeError(where, 0, too_long)
+                parts.append(part)
     except ThemeError:
         raise
+    except RenderTimeout as e:
+        file, line = _template_frame(e.__traceback__, where)
+        slow = f"rendering took longer than {RENDER_SECONDS:g} s; a runaway loop?"
+        raise ThemeError(file, line, slow) from None
     except jinja2.TemplateSyntaxError as e:  # an included or extended file
         raise ThemeError(_shown(e.filename or name), e.lineno, _one_line(e.message or "")) from e
     except Exception as e:  # an undefined name, a sandbox refusal, a bug in the template
