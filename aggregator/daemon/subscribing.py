@@ -174,7 +174,9 @@ class Subscriber:
         """Store `sub` (pending or renewing), then ask its hub; a refusal is stored."""
         if not await self.store.save_subscription(sub, was):
             return  # another daemon decided first
-        problem = await self._hubs.send(self._hub_request(sub, "subscribe"))
+        problem = await self._hubs.send(
+            self._hub_request(sub, "subscribe"), special_allowed=await self._private(sub)
+        )
         if problem is None:
             log.info(
                 "%s: WebSub: asked %s to %s %s",
@@ -199,6 +201,16 @@ class Subscriber:
                 extra=about(sub.source),
             )
 
+    async def _private(self, sub: Subscription) -> bool:
+        """Whether `sub`'s hub may be at a special address: allowed by the configuration, or
+        the source itself is at one (a private setup)."""
+        if self._config().websub.allow_private_hubs:
+            return True
+        try:
+            return await resolves_to_special(sub.source_url)
+        except OSError:
+            return False
+
     def _hub_request(self, sub: Subscription, mode: str) -> HubRequest:
         base = self._config().websub.callback_base or ""
         return HubRequest(
@@ -219,7 +231,9 @@ class Subscriber:
         if sub.state not in (PushState.PENDING, PushState.ACTIVE, PushState.RENEWING):
             await self.store.delete_subscription(sub.source, sub.token)
             return
-        problem = await self._hubs.send(self._hub_request(ending, "unsubscribe"))
+        problem = await self._hubs.send(
+            self._hub_request(ending, "unsubscribe"), special_allowed=await self._private(sub)
+        )
         if problem is not None:
             await self.store.delete_subscription(sub.source, sub.token)
         log.info(

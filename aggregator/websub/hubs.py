@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from aggregator.hub.addresses import refusal
+from aggregator.hub.client import pinned
 from aggregator.urls import redact_urls
 
 CONCURRENCY = 4  # hub requests at once (and the client's pool size)
@@ -56,23 +57,33 @@ def is_special(address: str) -> bool:
     return refusal(address) is not None
 
 
-async def resolves_to_special(url: str) -> bool:
-    """Whether `url`'s host is, or resolves to, a special address (any of its addresses).
-
-    Raises OSError when it cannot be resolved (in `RESOLVE_SECONDS`).
-    """
+async def addresses_of(url: str) -> list[str]:
+    """The addresses `url`'s host is, or resolves to (in `RESOLVE_SECONDS`); OSError when
+    it cannot be resolved."""
     host = (urlsplit(url).hostname or "").rstrip(".")
     try:
-        return is_special(host)
+        is_special(host)
     except ValueError:
         pass  # a name, not an address
+    else:
+        return [host]
     loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(RESOLVE_SECONDS):
             infos = await loop.getaddrinfo(host, None, type=socket.SOCK_STREAM)
     except TimeoutError as e:
         raise OSError(f"cannot resolve {host}: timed out") from e
-    return any(is_special(str(info[4][0])) for info in infos)
+    if not infos:
+        raise OSError(f"cannot resolve {host}: no address")
+    return [str(info[4][0]) for info in infos]
+
+
+async def resolves_to_special(url: str) -> bool:
+    """Whether `url`'s host is, or resolves to, a special address (any of its addresses).
+
+    Raises OSError when it cannot be resolved (in `RESOLVE_SECONDS`).
+    """
+    return any(is_special(address) for address in await addresses_of(url))
 
 
 class HubClient:
@@ -94,20 +105,33 @@ class HubClient:
     async def __aexit__(self, *exc: object) -> None:
         await self._client.aclose()
 
-    async def send(self, request: HubRequest) -> str | None:
+    async def send(self, request: HubRequest, *, special_allowed: bool = False) -> str | None:
         """Post `request`; None when the hub took it (2xx: it will verify our intent), else
-        one line saying why not."""
+        one line saying why not.
+
+        The hub's host is resolved here, its addresses checked (unless `special_allowed`),
+        and the request sent to the address checked, never to one a second lookup gives: a
+        name that answers a public address first and 127.0.0.1 next cannot turn the request
+        to the operator's own network (DNS rebinding).
+        """
         async with self._turns:
             try:
                 async with asyncio.timeout(self.timeout):
-                    return await self._post(request)
+                    addresses = await addresses_of(request.hub)
+                    if not special_allowed and any(is_special(a) for a in addresses):
+                        host = urlsplit(request.hub).hostname
+                        return f"the hub {host} is at a loopback, private or link-local address"
+                    return await self._post(request, addresses[0])
             except TimeoutError:
                 return f"the hub did not answer within {self.timeout:g}s"
             except (httpx.HTTPError, httpx.InvalidURL, OSError, ValueError) as e:
                 return redact_urls(f"the hub could not be asked: {type(e).__name__}: {e}")
 
-    async def _post(self, request: HubRequest) -> str | None:
-        async with self._client.stream("POST", request.hub, data=request.form()) as response:
+    async def _post(self, request: HubRequest, address: str) -> str | None:
+        target, host, extensions = pinned(request.hub, address)
+        async with self._client.stream(
+            "POST", target, data=request.form(), headers={"Host": host}, extensions=extensions
+        ) as response:
             if 200 <= response.status_code < 300:
                 return None
             said = b""
