@@ -83,11 +83,20 @@ class StoreAPI(Protocol):
 
     def source_states(self) -> list[SourceState]: ...
 
+    def poll_states(self, names: Sequence[str]) -> dict[str, SourceState]:
+        """What polls of these sources need to know, by name, read at once: `source_state`'s
+        fields without the count of entries (`entries` is None). Unknown names are left out."""
+        ...
+
     def due_sources(self, names: Sequence[str], now: datetime) -> list[str]: ...
 
     def record_poll(self, record: PollRecord) -> None:
         """Write how a poll ended (and what its feed changed) in one transaction; the
         source's claim ends with it."""
+        ...
+
+    def record_polls(self, records: Sequence[PollRecord]) -> None:
+        """`record_poll` for each of `records`, all in one transaction."""
         ...
 
     def feed_metas(self) -> dict[str, FeedMeta]:
