@@ -26,7 +26,6 @@ import httpx
 
 from aggregator import USER_AGENT
 from aggregator.errors import FetchError
-from aggregator.transport import AiohttpTransport
 from aggregator.types import Failed, Fetched, FetchOutcome, NotModified, Validators
 from aggregator.urls import redact_urls
 
@@ -160,6 +159,12 @@ class Fetcher:
         self.per_host = per_host
         self._semaphore = asyncio.Semaphore(concurrency)
         self._hosts: dict[str, asyncio.Semaphore] = {}
+        if transport is None:
+            # Imported here: aiohttp takes ~0.15 s to import, which only commands that
+            # fetch should pay (not `status`, `serve`).
+            from aggregator.transport import AiohttpTransport  # noqa: PLC0415
+
+            transport = AiohttpTransport(connections=max(concurrency, 1))
         self._client = httpx.AsyncClient(
             follow_redirects=True,
             max_redirects=MAX_REDIRECTS,
@@ -169,9 +174,9 @@ class Fetcher:
                 "Accept": ACCEPT,
                 "Accept-Encoding": "gzip, deflate, br",
             },
-            # aiohttp underneath (`transport`: a third of httpcore's CPU per request), its
-            # pool no bigger than the semaphore lets requests in, so none ever queues.
-            transport=transport or AiohttpTransport(connections=max(concurrency, 1)),
+            # aiohttp underneath (aggregator/transport.py: a third of httpcore's CPU per
+            # request), its pool no bigger than the semaphore lets in, so none ever queues.
+            transport=transport,
         )
 
     async def __aenter__(self) -> Fetcher:

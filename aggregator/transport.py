@@ -11,6 +11,7 @@ kept here:
 - the body as it came: aiohttp inflates nothing (the fetcher's bounded decoder does);
 - no cookies kept (httpx keeps its own), no header added, no redirect followed, no proxy
   from the environment (httpx mounts its own transports for those);
+- TLS verified as httpx verifies it (`httpx.create_ssl_context`: its roots, `SSL_CERT_FILE`);
 - aiohttp's errors become httpx's, each the most specific one, with a short message: the
   OS error under a failed connection (refused, unresolvable, TLS), a connection lost
   mid-response, a server breaking HTTP. No aiohttp error leaves this module.
@@ -54,9 +55,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         """The session, made on first use: aiohttp binds it to the running loop."""
         if self._session is None:
             connector = aiohttp.TCPConnector(
-                limit=self._connections,
-                keepalive_timeout=self._keepalive,
-                ssl=_tls_context(),
+                limit=self._connections, keepalive_timeout=self._keepalive
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
@@ -79,6 +78,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 headers=request.headers.multi_items(),
                 data=body or None,
                 allow_redirects=False,
+                # Made at the first https request: loading the roots costs ~50 ms.
+                ssl=_tls_context() if request.url.scheme == "https" else True,
                 timeout=aiohttp.ClientTimeout(
                     connect=timeout.get("pool"),
                     sock_connect=timeout.get("connect"),

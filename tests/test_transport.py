@@ -10,11 +10,15 @@ transport.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 import time
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import aiohttp
 import httpx
@@ -22,7 +26,7 @@ import pytest
 from aiohttp import http_exceptions
 
 from aggregator.fetch import ACCEPT, Fetcher
-from aggregator.transport import MAX_HEADER_LINE, _translated
+from aggregator.transport import MAX_HEADER_LINE, _tls_context, _translated
 from aggregator.types import Failed, Fetched, FetchOutcome, NotModified, Validators
 from tests.feedfactory import rss2
 from tests.feedserver import FeedServer
@@ -245,3 +249,61 @@ def test_a_cut_body_names_how_it_was_cut() -> None:
         raise cut
     with pytest.raises(httpx.ReadError, match="Connection reset by peer"), _translated(_REQUEST):
         raise aiohttp.ClientOSError(104, "Connection reset by peer")
+
+
+@pytest.fixture
+def tls_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A feed over https on 127.0.0.1 with a self-signed certificate: (url, certificate)."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        pytest.skip("no openssl command to make a certificate with")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(FEED)))
+            self.end_headers()
+            self.wfile.write(FEED)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}/f.xml", cert
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_https_verifies_the_certificate_as_httpx_does(
+    tls_server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """httpx's verification (its default roots, `SSL_CERT_FILE`): an unknown certificate
+    is refused and named; one the roots include is accepted."""
+    url, cert = tls_server
+    _tls_context.cache_clear()
+    try:
+        (refused,) = fetch_all([(url, Validators())])
+        assert isinstance(refused, Failed), refused
+        assert refused.error.startswith("cannot connect to 127.0.0.1: [SSL: CERTIFICATE_VERIFY")
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        _tls_context.cache_clear()
+        (trusted,) = fetch_all([(url, Validators())])
+        assert isinstance(trusted, Fetched) and trusted.body == FEED, trusted
+    finally:
+        _tls_context.cache_clear()

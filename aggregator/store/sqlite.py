@@ -250,12 +250,12 @@ class SqliteStore(SharedStatements):
 
     def poll_states(self, names: Sequence[str]) -> dict[str, SourceState]:
         """What polls of `names` need, in one read (no count of entries)."""
+        if len(names) == 1:  # `once`, a source at a time: no list to decode
+            where, params = "name = ?", tuple(names)
+        else:
+            where, params = "name IN (SELECT value FROM json_each(?))", (_json(names),)
         found = self._db.execute(
-            f"""
-            SELECT {rows.POLL_STATE_COLUMNS} FROM sources
-            WHERE name IN (SELECT value FROM json_each(?))
-            """,
-            (_json(names),),
+            f"SELECT {rows.POLL_STATE_COLUMNS} FROM sources WHERE {where}", params
         )
         return {r[0]: rows.state_from_row(r, _dt) for r in found}
 
