@@ -1,6 +1,7 @@
 """`make bench`: one poll-cycle workload through aggregator, `reader` and a naive script.
 
 `python -m bench idle` measures the daemon's steady-state cost instead (bench/idle.py),
+`python -m bench polls` the CPU of 304 polls in process (bench/polls.py),
 `python -m bench publish` publishing from a large store, `python -m bench serve` serving.
 
 Phases over one local feed farm: first (everything new), second (10% of feeds churned,
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import idle, peers, publish, serve
+from bench import idle, peers, polls, publish, serve
 from bench.farm import Farm
 from bench.measure import become_subreaper, measure
 
@@ -147,7 +148,12 @@ def report(runs: list[Run], items: int) -> str:
 
 
 def main() -> None:
-    others = {"idle": idle.main, "publish": publish.main, "serve": serve.main}
+    others = {
+        "idle": idle.main,
+        "polls": polls.main,
+        "publish": publish.main,
+        "serve": serve.main,
+    }
     if sys.argv[1:2] and sys.argv[1] in others:
         others[sys.argv[1]](sys.argv[2:])
         return
