@@ -28,6 +28,7 @@ from contextlib import contextmanager
 
 import aiohttp
 import httpx
+import yarl
 
 # aiohttp's default cap on a header line is 8 KiB; httpcore (h11) accepted 16 KiB of
 # headers, and a CDN's cookies can come close to 8 KiB: keep what worked.
@@ -38,7 +39,7 @@ _NO_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 
 @functools.cache
 def _tls_context() -> ssl.SSLContext:
-    """httpx's default verification (certifi's roots), built once: it costs ~0.1 s."""
+    """httpx's default verification (certifi's roots), built once: it costs ~50 ms."""
     return httpx.create_ssl_context()
 
 
@@ -74,7 +75,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         with _translated(request):
             response = await self._open().request(
                 request.method,
-                str(request.url),
+                # As httpx encoded it: aiohttp would quote it again its own way.
+                yarl.URL(str(request.url), encoded=True),
                 headers=request.headers.multi_items(),
                 data=body or None,
                 allow_redirects=False,

@@ -82,6 +82,24 @@ def test_requests_go_out_as_httpx_built_them(feed_server: FeedServer) -> None:
     assert second["cookie"] == "session=abc"  # httpx's jar, sent once
 
 
+def test_the_url_goes_out_as_httpx_encoded_it(feed_server: FeedServer) -> None:
+    """Signed feed URLs break if a byte of them changes: no quoting again, no unquoting."""
+    paths: list[str] = []
+
+    def handle(handler: BaseHTTPRequestHandler) -> None:
+        paths.append(handler.path)
+        handler.send_response(304)
+        handler.end_headers()
+
+    path = "/f%2Bx.xml"
+    query = "?token=a%2Bb%3D&q=%7E~&s=%e0%a4%95"
+    feed_server.handlers[path + query] = handle  # the server's handlers go by the whole target
+    (outcome,) = fetch_all([(feed_server.url(path + query), Validators(etag='"v1"'))])
+    assert isinstance(outcome, NotModified), outcome
+    assert paths == [str(httpx.URL(feed_server.url(path + query)).raw_path, "ascii")]
+    assert paths == [path + query]
+
+
 def test_connections_are_kept_alive_and_reused(feed_server: FeedServer) -> None:
     ports: list[int] = []
 
