@@ -75,8 +75,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         with _translated(request):
             response = await self._open().request(
                 request.method,
-                # As httpx encoded it: aiohttp would quote it again its own way.
-                yarl.URL(str(request.url), encoded=True),
+                # As httpx encoded it (aiohttp would quote it again its own way), without
+                # user info: httpx made it the Authorization header already.
+                yarl.URL(str(request.url), encoded=True).with_user(None),
                 headers=request.headers.multi_items(),
                 data=body or None,
                 allow_redirects=False,

@@ -10,6 +10,7 @@ transport.
 from __future__ import annotations
 
 import asyncio
+import base64
 import shutil
 import socket
 import ssl
@@ -98,6 +99,21 @@ def test_the_url_goes_out_as_httpx_encoded_it(feed_server: FeedServer) -> None:
     assert isinstance(outcome, NotModified), outcome
     assert paths == [str(httpx.URL(feed_server.url(path + query)).raw_path, "ascii")]
     assert paths == [path + query]
+
+
+def test_credentials_in_the_url_go_once_as_basic_auth(feed_server: FeedServer) -> None:
+    sent: list[list[str]] = []
+
+    def handle(handler: BaseHTTPRequestHandler) -> None:
+        sent.append(handler.headers.get_all("Authorization") or [])
+        handler.send_response(304)
+        handler.end_headers()
+
+    feed_server.handlers["/private.xml"] = handle
+    url = feed_server.url("/private.xml").replace("://", "://reader:pw%40x@")
+    (outcome,) = fetch_all([(url, Validators(etag='"v1"'))])
+    assert isinstance(outcome, NotModified), outcome
+    assert sent == [["Basic " + base64.b64encode(b"reader:pw@x").decode()]]
 
 
 def test_connections_are_kept_alive_and_reused(feed_server: FeedServer) -> None:
