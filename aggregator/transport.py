@@ -12,6 +12,8 @@ kept here:
 - no cookies kept (httpx keeps its own), no header added, no redirect followed, no proxy
   from the environment (httpx mounts its own transports for those);
 - TLS verified as httpx verifies it (`httpx.create_ssl_context`: its roots, `SSL_CERT_FILE`);
+- the URL as httpx encoded it, without its user info (httpx made that the Authorization
+  header; aiohttp refuses both at once);
 - aiohttp's errors become httpx's, each the most specific one, with a short message: the
   OS error under a failed connection (refused, unresolvable, TLS), a connection lost
   mid-response, a server breaking HTTP. No aiohttp error leaves this module.
