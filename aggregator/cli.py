@@ -408,7 +408,7 @@ def status(config_path: Path, as_json: bool, wide: bool) -> None:
                 "last_success": _iso(state.last_success if state else None),
                 "outcome": state.last_outcome if state else None,
                 "error": redact_urls(state.last_error) if state and state.last_error else None,
-                "items": state.entries if state else 0,
+                "items": (state.entries or 0) if state else 0,
                 "next_poll": _iso(state.next_poll if state else None),
                 "failures": state.failures if state else 0,
                 "moved_to": redact_url(state.moved_to) if state and state.moved_to else None,
@@ -467,7 +467,7 @@ def _print_status_table(
             StatusLine(
                 name=source.name,
                 outcome=outcome,
-                items=state.entries if state else 0,
+                items=(state.entries or 0) if state else 0,
                 failures=state.failures if state else 0,
                 last_poll=state.last_polled if state else None,
                 last_success=state.last_success if state else None,

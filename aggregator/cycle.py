@@ -24,9 +24,11 @@ from aggregator.poll import (
     claim_and_poll,
     claim_owner,
     sync_sources,
+    take_back_dead_claims,
     utc_now,
 )
 from aggregator.publish import PublishReport, publish_timeline
+from aggregator.recording import RecordBatch
 from aggregator.settings import Config, SourceConfig
 from aggregator.store import StoreAPI
 from aggregator.store.adapter import AsyncStore
@@ -80,6 +82,7 @@ async def run_cycle(
     """
     on_loop = AsyncStore(store)
     await on_loop.run(sync_sources, config.sources, clock())
+    await take_back_dead_claims(on_loop, clock())
     remove_stale_temp_files(config.publish.output_dir)
     holding = asyncio.Semaphore(2 * config.poll.concurrency)
     pool = parsers or ParsePool()
@@ -100,8 +103,12 @@ async def run_cycle(
             user_agent=config.poll.user_agent,
             transport=transport,
         ) as fetcher:
-            poller = Poller(config, on_loop, fetcher, pool, claim_owner(), clock)
-            reports = await asyncio.gather(*(poll(s, poller) for s in config.sources))
+            records = RecordBatch(on_loop)  # 304s' records, written together
+            poller = Poller(config, on_loop, fetcher, pool, claim_owner(), clock, records)
+            try:
+                reports = await asyncio.gather(*(poll(s, poller) for s in config.sources))
+            finally:  # a cancelled cycle too: its 304s must not leave their claims behind
+                await records.flush()
     except BaseException:
         if parsers is None:
             pool.close(kill=True)  # a cancelled cycle must not wait for a runaway parse

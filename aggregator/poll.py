@@ -33,6 +33,7 @@ from aggregator.policy import (
     next_poll,
     retry_after,
 )
+from aggregator.recording import RecordBatch
 from aggregator.settings import Config, SourceConfig
 from aggregator.store import SourceState, StoreAPI
 from aggregator.store.adapter import AsyncStore
@@ -147,6 +148,9 @@ class Poller:
     parsers: ParsePool
     owner: str  # the name on this process's claims (`claim_owner`)
     clock: Clock = utc_now
+    # Where polls that store nothing but themselves (a 304) are recorded together; None:
+    # each in its own transaction.
+    records: RecordBatch | None = None
 
 
 async def claim_and_poll(source: SourceConfig, poller: Poller, *, force: bool) -> SourceReport:
@@ -159,7 +163,8 @@ async def claim_and_poll(source: SourceConfig, poller: Poller, *, force: bool) -
     """
     store, name = poller.store, source.name
     try:
-        skip = await store.run(reason_to_skip, name, poller.clock(), force=force)
+        states = await store.poll_states([name])
+        skip = reason_to_skip(states.get(name), poller.clock(), force=force)
         if skip is not None:
             return SourceReport(name, skip[0], error=skip[1])
         claimed = await store.claim_due(
@@ -171,11 +176,18 @@ async def claim_and_poll(source: SourceConfig, poller: Poller, *, force: bool) -
         return SourceReport(
             name, PollOutcome.SKIPPED, error="another daemon is polling it right now"
         )
-    return await poll_claimed(source, poller)
+    # Nobody else writes a source between the read and the claim but a daemon that polls
+    # it, and the claim says none does: the state read is the one to poll with.
+    return await poll_claimed(source, poller, states)
 
 
-async def poll_claimed(source: SourceConfig, poller: Poller) -> SourceReport:
+async def poll_claimed(
+    source: SourceConfig, poller: Poller, states: Mapping[str, SourceState] | None = None
+) -> SourceReport:
     """Poll `source`, which `poller.owner` has claimed, and end the claim whatever happens.
+
+    `states`: the claimed sources' states, read with the claim (`StoreAPI.poll_states`);
+    without them, the source's is read here.
 
     The one poll path of `once` and the daemon. Recording the poll ends the claim. A
     cancelled poll (a stop, a source removed) records nothing and gives the claim back, for
@@ -183,7 +195,9 @@ async def poll_claimed(source: SourceConfig, poller: Poller) -> SourceReport:
     a bug ended is recorded as a failure if the store lets it (`_ended_by`).
     """
     try:
-        return await poll_source(source, poller)
+        if states is None:
+            states = await poller.store.poll_states([source.name])
+        return await poll_source(source, poller, states.get(source.name))
     except asyncio.CancelledError:
         await _give_back(source.name, poller)
         raise
@@ -225,11 +239,14 @@ async def _give_back(name: str, poller: Poller) -> None:
         log.error("%s: could not give the claim back: %s", name, e, extra=about(name))
 
 
-async def poll_source(source: SourceConfig, poller: Poller) -> SourceReport:
-    """Fetch, parse and store one source, record how it went, and schedule its next poll."""
-    state, sub = await poller.store.run(
-        lambda s: (s.source_state(source.name), s.subscription(source.name))
-    )
+async def poll_source(
+    source: SourceConfig, poller: Poller, state: SourceState | None
+) -> SourceReport:
+    """Fetch, parse and store one source (its `state` as the store holds it), record how it
+    went, and schedule its next poll."""
+    sub = None
+    if poller.config.websub.subscribing:  # a hub may push to it: its lease sets the schedule
+        sub = await poller.store.run(lambda s: s.subscription(source.name))
     if state is not None and state.disabled:
         return SourceReport(source.name, PollOutcome.DISABLED, error=state.disabled)
     # sync_sources already dropped the validators of a source whose URL changed.
@@ -282,12 +299,23 @@ async def _settle(
         source.name, source.interval, now, hints=ServerHints(lifetime=lifetime), push=push
     )
     answer = _Answer(outcome, feed, body_hash, moved, later, now)
+    if answer.feed is None and moved is None and poller.records is not None:
+        # A 304 (or the body parsed last time): nothing to read or write but the poll's
+        # record, which waits to be written with others (`recording`).
+        report = SourceReport(
+            source.name,
+            update.outcome_of(_unparsed(answer)),
+            push=_discovered(source, outcome, None),  # a Link header may name a hub
+        )
+        poller.records.add(_poll_record(source, answer, report, None))
+        log.info("%s: %s", source.name, report.summary(), extra=about(source.name))
+        return report
     # One hop for the read and the write (entries with the poll's record): the store is read
     # and written in the thread its calls belong to.
-    report = await store.run(lambda s: _recorded(source, answer, s))
-    if report is None:  # the store lacks an entry the partial parse reused
-        report = await _recorded_whole(source, state, answer, poller)
-    return replace(report, push=_discovered(source, outcome, feed))
+    recorded = await store.run(lambda s: _recorded(source, answer, s))
+    if recorded is None:  # the store lacks an entry the partial parse reused
+        recorded = await _recorded_whole(source, state, answer, poller)
+    return replace(recorded, push=_discovered(source, outcome, feed))
 
 
 def _discovered(
@@ -364,9 +392,7 @@ def _recorded(source: SourceConfig, answer: _Answer, store: StoreAPI) -> SourceR
             return None
         if feed.warning:
             log.warning("%s: %s", source.name, feed.warning, extra=about(source.name))
-    result = update.result_of(writes) if writes is not None else None
-    if answer.body_hash is not None and result is None:
-        result = StoreResult(0, 0)  # the very body parsed last time: nothing in it is new
+    result = update.result_of(writes) if writes is not None else _unparsed(answer)
     report = SourceReport(
         source.name,
         update.outcome_of(result),
@@ -376,22 +402,7 @@ def _recorded(source: SourceConfig, answer: _Answer, store: StoreAPI) -> SourceR
         parsed=feed.items_parsed if feed else 0,
         reused=feed.items_reused if feed else 0,
     )
-    store.record_poll(
-        PollRecord(
-            source.name,
-            answer.now,
-            report.outcome,
-            url=source.url,
-            next_poll=answer.later,
-            validators=answer.outcome.validators,
-            moved_to=answer.moved,
-            body_hash=answer.body_hash,
-            feed=update.feed_meta(feed) if feed is not None else None,
-            items=update.items_to_remember(feed, answer.now) if feed is not None else None,
-            entries=writes if writes is not None and writes.writes_anything else None,
-            keep_tombstones=answer.feed is None,
-        )
-    )
+    store.record_poll(_poll_record(source, answer, report, writes))
     log.info("%s: %s", source.name, report.summary(), extra=about(source.name))
     return report
 
@@ -431,6 +442,31 @@ async def take_push(
     )
     log.info("%s: pushed: %s", source.name, report.summary(), extra=about(source.name))
     return report
+
+
+def _unparsed(answer: _Answer) -> StoreResult | None:
+    """What a poll with nothing parsed stored: None for a 304, nothing for the very body
+    parsed last time (nothing in it is new)."""
+    return StoreResult(0, 0) if answer.body_hash is not None else None
+
+
+def _poll_record(
+    source: SourceConfig, answer: _Answer, report: SourceReport, writes: EntryWrites | None
+) -> PollRecord:
+    return PollRecord(
+        source.name,
+        answer.now,
+        report.outcome,
+        url=source.url,
+        next_poll=answer.later,
+        validators=answer.outcome.validators,
+        moved_to=answer.moved,
+        body_hash=answer.body_hash,
+        feed=update.feed_meta(answer.feed) if answer.feed is not None else None,
+        items=update.items_to_remember(answer.feed, answer.now) if answer.feed else None,
+        entries=writes if writes is not None and writes.writes_anything else None,
+        keep_tombstones=answer.feed is None,
+    )
 
 
 def store_entries(
@@ -517,10 +553,9 @@ def _failed(
 
 
 def reason_to_skip(
-    store: StoreAPI, name: str, now: datetime, *, force: bool
+    state: SourceState | None, now: datetime, *, force: bool
 ) -> tuple[PollOutcome, str] | None:
-    """(outcome, why) for a source a cycle must not poll now; None to poll it."""
-    state = store.source_state(name)
+    """(outcome, why) for a source (its `state`) a cycle must not poll now; None to poll it."""
     if state is None:
         return None
     if state.disabled:
@@ -534,6 +569,15 @@ def reason_to_skip(
             f"{state.next_poll:%Y-%m-%d %H:%M:%S} UTC (--force polls it now)"
         )
     return None
+
+
+async def take_back_dead_claims(store: AsyncStore, now: datetime) -> None:
+    """At start (`run`, `once`): a predecessor killed on this host (`kill -9`) gets its
+    claims ended now rather than when their leases run out."""
+    for owner in await store.claim_holders(now):
+        if is_dead_here(owner):
+            released = await store.release_all(owner)
+            log.info("took back %d claims of %s, a process that died", released, owner)
 
 
 def record_failed_poll(source: SourceConfig, store: StoreAPI, message: str, now: datetime) -> None:

@@ -1,6 +1,7 @@
 """`make bench`: one poll-cycle workload through aggregator, `reader` and a naive script.
 
 `python -m bench idle` measures the daemon's steady-state cost instead (bench/idle.py),
+`python -m bench polls` the CPU of 304 polls in process (bench/polls.py),
 `python -m bench publish` publishing from a large store, `python -m bench serve` serving.
 
 Phases over one local feed farm: first (everything new), second (10% of feeds churned,
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import idle, partial, peers, publish, serve
+from bench import idle, partial, peers, polls, publish, serve
 from bench.farm import Farm
 from bench.measure import become_subreaper, measure
 
@@ -178,6 +179,7 @@ def report(runs: list[Run], items: int, with_reader: bool = True) -> str:
 def main() -> None:
     others = {
         "idle": idle.main,
+        "polls": polls.main,
         "publish": publish.main,
         "serve": serve.main,
         "partial": partial.main,

@@ -200,7 +200,11 @@ def test_no_secret_in_outputs_logs_metrics_or_status(
     assert masked in [row["url"] for row in rows], rows
     semi = f"http://***@127.0.0.1:{server.port}/semi.xml?auth=***;tok=x&a=1;token=***"
     assert semi in [row["url"] for row in rows], rows
-    assert "hop-target.xml?access_token=***" in once.stderr + once.stdout, once.stderr
+    # httpcore logged the 302's headers at debug level, the relative Location and its token
+    # redacted; aiohttp, under httpx since issue 17, logs no headers. If one is logged, it
+    # is redacted (tests/test_urls.py); no token in any log, checked below.
+    debug_log = once.stderr + once.stdout
+    assert "hop-target" not in debug_log or "hop-target.xml?access_token=***" in debug_log
     moved = [row for row in rows if row["moved_to"]]
     assert moved and "token=***" in moved[0]["moved_to"], rows
     errors = " | ".join(str(row["error"]) for row in rows)

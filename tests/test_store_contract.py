@@ -753,6 +753,66 @@ def test_claim_due_by_a_later_time_takes_scheduled_sources_but_not_held_ones(
     assert store.claim_due(names, NOW, "once", LEASE, due_by=far) == ["soon"]
 
 
+def test_claim_among_many_names_keeps_the_due_order_the_names_and_the_limit(
+    store: StoreAPI,
+) -> None:
+    """A daemon passes every configured source (SQLite then reads the due ones from its
+    index): the same sources, order and limit as for a few names."""
+    configured = [f"s{n:03}" for n in range(100)]
+    others = [f"t{n:03}" for n in range(20)]  # known to the store, not asked for
+    sync_sources(store, [source(n) for n in configured + others], NOW)
+    for n, name in enumerate(others + configured[:60]):
+        # Due first the others (never to be claimed), then s000-s049; s050-s059 not yet.
+        later = NOW + timedelta(minutes=n - 70, seconds=1)
+        succeeded(store, name, Validators(), NOW, "updated", next_poll=later)
+    assert store.claim_due(configured[10:12], NOW, "held", LEASE) == ["s010", "s011"]
+    disabled(store, "s020", "HTTP 410 Gone", NOW)
+    wanted = [n for n in configured if n != "s030"]
+    never = configured[60:]  # never polled: first, by name
+    due = [f"s{n:03}" for n in range(50) if n not in (10, 11, 20, 30)]
+    assert store.claim_due(wanted, NOW, "one", LEASE, limit=45) == never + due[:5]
+    assert store.claim_due(wanted, NOW, "two", LEASE) == due[5:]
+    assert store.claim_due(wanted, NOW, "three", LEASE) == []
+
+
+def test_poll_states_read_several_sources_at_once_without_counting(store: StoreAPI) -> None:
+    sync_sources(store, [source(n) for n in "abc"], NOW)
+    store_entries(store, "a", [entry("a-1"), entry("a-2")], NOW)
+    succeeded(store, "a", Validators('"e1"', None), NOW, "updated", next_poll=NOW)
+    states = store.poll_states(["a", "b", "nobody"])
+    assert sorted(states) == ["a", "b"]
+    counted = store.source_state("a")
+    assert counted is not None and counted.entries == 2
+    assert states["a"] == replace(counted, entries=None)
+    assert states["b"] == replace(store.source_state("b"), entries=None)  # type: ignore[type-var]
+    assert store.poll_states([]) == {}
+
+
+def test_polls_recorded_together_end_their_claims_like_one_by_one(store: StoreAPI) -> None:
+    names = [f"s{n}" for n in range(5)]
+    sync_sources(store, [source(n) for n in names], NOW)
+    assert store.claim_due(names, NOW, "one", LEASE) == names
+    later = NOW + timedelta(seconds=3)
+    store.record_polls(
+        [
+            PollRecord(name, later, PollOutcome.NOT_MODIFIED, next_poll=later,
+                       validators=Validators(f'"{name}"', None), keep_tombstones=True)
+            for name in names[:4]
+        ]
+        + [PollRecord("s4", later, PollOutcome.FAILED, next_poll=later, error="HTTP 500")]
+    )  # fmt: skip
+    for name in names[:4]:
+        state = store.source_state(name)
+        assert state is not None
+        assert (state.last_outcome, state.validators.etag, state.next_poll) == (
+            "not-modified", f'"{name}"', later
+        )  # fmt: skip
+    failure = store.source_state("s4")
+    assert failure is not None and (failure.failures, failure.last_error) == (1, "HTTP 500")
+    assert store.claim_holders(NOW) == []
+    assert store.claim_due(names, later, "two", LEASE) == names
+
+
 def test_the_claims_of_an_owner_known_dead_are_released_at_once(store: StoreAPI) -> None:
     sync_sources(store, [source(n) for n in "abc"], NOW)
     assert store.claim_due(["a", "b"], NOW, "dead", LEASE) == ["a", "b"]

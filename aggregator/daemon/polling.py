@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 from aggregator import poll
@@ -22,7 +22,8 @@ from aggregator.errors import AggregatorError
 from aggregator.fetch import Fetcher
 from aggregator.metrics import Metrics
 from aggregator.parse.pool import ParsePool
-from aggregator.poll import Clock, Poller, SourceReport, claim_owner, is_dead_here, sync_sources
+from aggregator.poll import Clock, Poller, SourceReport, claim_owner, sync_sources
+from aggregator.recording import RecordBatch
 from aggregator.settings import Config, SourceConfig
 from aggregator.store import SourceState
 from aggregator.store.adapter import AsyncStore
@@ -77,12 +78,14 @@ class Polling:
         self.tally = PollTally()  # polls since the last summary line; the daemon resets it
         # Told of every poll's report (the WebSub subscriber takes its next step from it).
         self.after_poll: Callable[[SourceConfig, SourceReport], None] | None = None
+        self.records = RecordBatch(store)  # 304s' records, written together
+        self._sources: tuple[Config | None, dict[str, SourceConfig]] = (None, {})
 
     # -- probes ----------------------------------------------------------------------------
 
     def record_problem(self) -> str | None:
         """The store refused a poll's record, and no later poll's record was written."""
-        return self._record_problem
+        return self._record_problem or self.records.problem
 
     def parser_problem(self) -> str | None:
         """The parser pool finished nothing for longer than its budget allows: a parse over
@@ -128,10 +131,12 @@ class Polling:
                 room = 2 * config.poll.concurrency - len(self.inflight)
                 if room <= 0:
                     return
-                idle = [s.name for s in config.sources if s.name not in self.inflight]
+                idle = [name for name in self._by_name(config) if name not in self.inflight]
                 claimed = await self.store.claim_due(
                     idle, self._clock(), self.owner, config.poll.lease, limit=room
                 )
+                # Their states in one read, rather than one read per poll.
+                states = await self.store.poll_states(claimed) if claimed else {}
             except AggregatorError as e:  # the store is away: each tick tries again
                 self._trouble.failed(e)
                 return
@@ -142,11 +147,13 @@ class Polling:
             # The configuration may have been reloaded, or a stop begun, during the claim;
             # every poll starts before the next await, so no reload comes in between.
             config = self._config()
-            sources = {} if self._stopping.is_set() else {s.name: s for s in config.sources}
+            sources = {} if self._stopping.is_set() else self._by_name(config)
             unwanted = []
             for name in claimed:
                 if name in sources:
-                    task = asyncio.create_task(self.poll(sources[name]), name=f"poll:{name}")
+                    task = asyncio.create_task(
+                        self.poll(sources[name], states), name=f"poll:{name}"
+                    )
                     self.inflight[name] = task
                     task.add_done_callback(functools.partial(self._finished, name))
                 else:
@@ -158,6 +165,15 @@ class Polling:
                     log.error(
                         "%s: could not give the claim back: %s", name, e, extra=poll.about(name)
                     )
+
+    def _by_name(self, config: Config) -> dict[str, SourceConfig]:
+        """The configured sources by name, made once per configuration (a claim needs them,
+        several times a second)."""
+        made_for, by_name = self._sources
+        if made_for is not config:
+            by_name = {s.name: s for s in config.sources}
+            self._sources = (config, by_name)
+        return by_name
 
     async def sync_store(self) -> None:
         """At start and after a reload: the sources table in line with the configuration
@@ -185,10 +201,7 @@ class Polling:
     async def take_back_dead_claims(self) -> None:
         """At start: a predecessor killed on this host (`kill -9`) gets its claims ended
         now rather than when their leases run out."""
-        for owner in await self.store.claim_holders(self._clock()):
-            if is_dead_here(owner):
-                released = await self.store.release_all(owner)
-                log.info("took back %d claims of %s, a process that died", released, owner)
+        await poll.take_back_dead_claims(self.store, self._clock())
 
     # -- polling ---------------------------------------------------------------------------
 
@@ -200,14 +213,19 @@ class Polling:
             self._claim()
 
     def poller(self) -> Poller:
-        """What a poll (or a push) uses now: the running configuration, fetcher and parsers."""
+        """What a poll (or a push) uses now: the running configuration, fetcher, parsers
+        and the batch of 304 records."""
         return Poller(
-            self._config(), self.store, self.fetcher, self.parsers, self.owner, self._clock
-        )
+            self._config(), self.store, self.fetcher, self.parsers, self.owner, self._clock,
+            self.records,
+        )  # fmt: skip
 
-    async def poll(self, source: SourceConfig) -> None:
-        """Poll `source` (claimed) the way `once` does, and tell the daemon how it went."""
-        report: SourceReport = await poll.poll_claimed(source, self.poller())
+    async def poll(
+        self, source: SourceConfig, states: Mapping[str, SourceState] | None = None
+    ) -> None:
+        """Poll `source` (claimed; `states` read with the claim) the way `once` does, and
+        tell the daemon how it went."""
+        report: SourceReport = await poll.poll_claimed(source, self.poller(), states)
         # /healthz: the store refused this poll's record, or took it (clearing an earlier
         # refusal).
         self._record_problem = report.unrecorded and f"{source.name}: {report.unrecorded}"
@@ -261,6 +279,7 @@ class Polling:
             task.cancel()
         if polls:
             await asyncio.wait(polls, timeout=grace)
+        await self.records.flush()  # what the polls that ended left to be written together
         # A parse under way (a runaway one, even) must not keep the process alive past the
         # stop: its worker is killed, not waited for. The polls that wanted it are gone.
         self.parsers.close(kill=True)

@@ -103,6 +103,9 @@ class AsyncStore:
     async def source_states(self) -> list[SourceState]:
         return await self.run(lambda s: s.source_states())
 
+    async def poll_states(self, names: Sequence[str]) -> dict[str, SourceState]:
+        return await self.run(lambda s: s.poll_states(names))
+
     async def due_sources(self, names: Sequence[str], now: datetime) -> list[str]:
         return await self.run(lambda s: s.due_sources(names, now))
 
@@ -111,6 +114,9 @@ class AsyncStore:
 
     async def remembered_items(self, name: str) -> ItemMemory | None:
         return await self.run(lambda s: s.remembered_items(name))
+
+    async def record_polls(self, records: Sequence[PollRecord]) -> None:
+        await self.run(lambda s: s.record_polls(records))
 
     async def feed_metas(self) -> dict[str, FeedMeta]:
         return await self.run(lambda s: s.feed_metas())

@@ -85,6 +85,11 @@ class StoreAPI(HubStore, Protocol):
 
     def source_states(self) -> list[SourceState]: ...
 
+    def poll_states(self, names: Sequence[str]) -> dict[str, SourceState]:
+        """What polls of these sources need to know, by name, read at once: `source_state`'s
+        fields without the count of entries (`entries` is None). Unknown names are left out."""
+        ...
+
     def due_sources(self, names: Sequence[str], now: datetime) -> list[str]: ...
 
     def record_poll(self, record: PollRecord) -> None:
@@ -95,6 +100,9 @@ class StoreAPI(HubStore, Protocol):
     def remembered_items(self, name: str) -> ItemMemory | None:
         """The items of the source's last document parsed (`PollRecord.items`), for a
         partial parse of the next; None when none are kept."""
+
+    def record_polls(self, records: Sequence[PollRecord]) -> None:
+        """`record_poll` for each of `records`, all in one transaction."""
         ...
 
     def feed_metas(self) -> dict[str, FeedMeta]:

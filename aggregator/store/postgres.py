@@ -246,6 +246,15 @@ class PgStore(SharedStatements, HubStatements):
             found = conn.execute(f"SELECT {rows.STATE_COLUMNS} FROM sources ORDER BY name")
             return [rows.state_from_row(r, _utc) for r in found.fetchall()]
 
+    def poll_states(self, names: Sequence[str]) -> dict[str, SourceState]:
+        """What polls of `names` need, in one round trip (no count of entries)."""
+        with self._connection() as conn:
+            found = conn.execute(
+                f"SELECT {rows.POLL_STATE_COLUMNS} FROM sources WHERE name = ANY(%s::text[])",
+                (list(names),),
+            ).fetchall()
+        return {r[0]: rows.state_from_row(r, _utc) for r in found}
+
     def due_sources(self, names: Sequence[str], now: datetime) -> list[str]:
         """Configured sources whose next poll has come (never polled ones first)."""
         with self._connection() as conn:

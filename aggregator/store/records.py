@@ -79,7 +79,7 @@ class SourceState:
     last_outcome: PollOutcome | None
     last_error: str | None
     failures: int
-    entries: int
+    entries: int | None  # stored entries; None where not counted (`poll_states`: a poll needs none)
     next_poll: datetime | None
     retry_after: datetime | None = None  # a server asked us not to come back before this
     moved_to: str | None = None  # where a 301/308 chain led; polled instead of `url`

@@ -31,6 +31,10 @@ STATE_COLUMNS = """
     (SELECT count(*) FROM entries WHERE entries.source = sources.name), next_poll,
     retry_after, moved_to, disabled, body_hash, lifetime
 """
+# What a poll reads: the same, without counting the source's entries (a scan of them all).
+POLL_STATE_COLUMNS = STATE_COLUMNS.replace(
+    "(SELECT count(*) FROM entries WHERE entries.source = sources.name)", "NULL"
+)
 ENTRY_COLUMNS = """
     source, entry_id, title, link, summary_html, teaser, author, categories,
     published, updated, first_seen, sort_date, link_key, title_key
