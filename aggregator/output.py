@@ -17,7 +17,7 @@ import os
 import re
 import stat
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from aggregator.errors import PublishError
@@ -78,9 +78,39 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
+# A published file's name: relative, "/"-separated segments that are neither empty, hidden,
+# nor "." or "..". Names come from the store: one naming a place outside output/ is refused.
+_SAFE_NAME = re.compile(r"(?:[A-Za-z0-9_~-][A-Za-z0-9._~-]*/)*[A-Za-z0-9_~-][A-Za-z0-9._~-]*")
+
+
+def published_path(output_dir: Path, name: str) -> Path:
+    """Where the published file `name` lives under `output_dir`."""
+    if not _SAFE_NAME.fullmatch(name) or ".." in name.split("/"):
+        raise PublishError(f"refusing to publish {name!r}: not a plain path under {output_dir}")
+    return output_dir / name
+
+
 def publish_files(output_dir: Path, files: Mapping[str, bytes]) -> dict[str, bool]:
     """Write each named file under `output_dir`; returns which ones changed."""
-    return {name: write_if_changed(output_dir / name, data) for name, data in files.items()}
+    return {
+        name: write_if_changed(published_path(output_dir, name), data)
+        for name, data in files.items()
+    }
+
+
+def remove_published(output_dir: Path, name: str) -> None:
+    """Remove a file no longer published, and the directories it leaves empty (an archive
+    month, a year) up to `output_dir`."""
+    path = published_path(output_dir, name)
+    try:
+        path.unlink(missing_ok=True)
+        parent = path.parent
+        while parent != output_dir and parent.is_relative_to(output_dir):
+            parent.rmdir()  # fails (and stops) while it holds anything
+            parent = parent.parent
+    except OSError as e:
+        if path.exists():
+            raise PublishError(f"cannot remove {path}: {e.strerror or e}") from e
 
 
 # What `write_if_changed` names its temporary files: `.NAME.` + mkstemp's 8 characters.
@@ -88,16 +118,20 @@ _TEMPORARY_NAME = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.tmp")
 
 
 def remove_stale_temp_files(output_dir: Path) -> int:
-    """Remove temporary files a killed publish left behind (`.NAME.xxxxxxxx.tmp`).
+    """Remove temporary files a killed publish left behind (`.NAME.xxxxxxxx.tmp`), in
+    `output_dir` and the directories under it (archive days).
 
     Whatever their age: ours by name, and not locked, so no process is writing them.
     """
     removed = 0
     if not output_dir.is_dir():
         return removed
-    for leftover in output_dir.iterdir():
-        if _TEMPORARY_NAME.fullmatch(leftover.name) and _remove_unless_locked(leftover):
-            removed += 1
+    for directory, subdirectories, names in os.walk(output_dir):
+        subdirectories[:] = [d for d in subdirectories if not d.startswith(".")]
+        for name in names:
+            leftover = Path(directory) / name
+            if _TEMPORARY_NAME.fullmatch(name) and _remove_unless_locked(leftover):
+                removed += 1
     return removed
 
 
@@ -124,35 +158,56 @@ def _remove_unless_locked(path: Path) -> bool:
 _RECORD = ".published.json"  # hidden: never served (server.PublishedFiles skips dotfiles)
 
 
-def _versions(output_dir: Path, names: Iterable[str]) -> dict[str, list[int]] | None:
-    versions = {}
-    for name in names:
-        try:
-            info = (output_dir / name).stat()
-        except OSError:
-            return None
-        versions[name] = [info.st_ino, info.st_mtime_ns, info.st_size]
-    return versions
+def _version(output_dir: Path, name: str) -> list[int] | None:
+    try:
+        info = (output_dir / name).stat()
+    except OSError:
+        return None
+    return [info.st_ino, info.st_mtime_ns, info.st_size]
 
 
-def already_published(output_dir: Path, fingerprint: str, names: Iterable[str]) -> bool:
-    """Whether the last publish rendered this very input and its files are still as written.
+def published_here(output_dir: Path) -> tuple[str | None, dict[str, str]]:
+    """What the last publish or copy recorded in `output_dir`: the snapshot's fingerprint,
+    and the digest of each file still exactly as it wrote it (a file replaced, touched or
+    gone is left out: it is copied again). Any doubt about the record says nothing is."""
+    try:
+        record = json.loads((output_dir / _RECORD).read_bytes())
+        fingerprint, files = record["fingerprint"], record["files"]
+        intact = {
+            name: digest
+            for name, (digest, *version) in files.items()
+            if isinstance(digest, str) and _version(output_dir, name) == version
+        }
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None, {}
+    return (fingerprint if isinstance(fingerprint, str) else None), intact
 
-    Lets a publish of an unchanged timeline skip rendering altogether, not just the writes.
-    Any doubt (no record, a file replaced or missing, an unreadable record) says no.
+
+def already_published(output_dir: Path, fingerprint: str) -> bool:
+    """Whether `output_dir` holds the snapshot `fingerprint` names, every file as written.
+
+    Lets a follower skip the store when nothing changed: it stats the files it recorded.
     """
     try:
         record = json.loads((output_dir / _RECORD).read_bytes())
-    except (OSError, ValueError):
+        return bool(
+            record["fingerprint"] == fingerprint
+            and all(
+                _version(output_dir, name) == version
+                for name, (_, *version) in record["files"].items()
+            )
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return False
-    return (
-        isinstance(record, dict)
-        and record.get("fingerprint") == fingerprint
-        and record.get("files") == _versions(output_dir, names)
-    )
 
 
-def remember_published(output_dir: Path, fingerprint: str, names: Iterable[str]) -> None:
-    """Record what was just published, for `already_published`."""
-    record = {"fingerprint": fingerprint, "files": _versions(output_dir, names)}
+def remember_published(output_dir: Path, fingerprint: str, digests: Mapping[str, str]) -> None:
+    """Record what `output_dir` now holds of snapshot `fingerprint`: each file's digest and
+    version (inode, mtime, size), for `published_here` and `already_published`."""
+    files = {}
+    for name, digest in sorted(digests.items()):
+        version = _version(output_dir, name)
+        if version is not None:
+            files[name] = [digest, *version]
+    record = {"fingerprint": fingerprint, "files": files}
     write_if_changed(output_dir / _RECORD, json.dumps(record, sort_keys=True).encode())

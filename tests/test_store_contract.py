@@ -6,6 +6,7 @@ same data, `open_again()`; the `backend` parameter says which database holds the
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
 import time
@@ -24,7 +25,13 @@ from aggregator.settings import SourceConfig
 from aggregator.store import StoreAPI, open_store
 from aggregator.store import postgres as store_pg
 from aggregator.store import sqlite as sqlite_store
-from aggregator.store.records import PollOutcome, PollRecord, PublishedSnapshot
+from aggregator.store.records import (
+    KnownEntries,
+    PollOutcome,
+    PollRecord,
+    PublishedChange,
+    PublishedFile,
+)
 from aggregator.types import ParsedFeed, SourceCredit, Validators
 from aggregator.update import entry_writes, source_credits, story_keys_of
 from tests.storedata import (
@@ -836,22 +843,145 @@ def test_publish_lock_lets_one_publisher_in_at_a_time(
 # -- the published snapshot ------------------------------------------------------------------
 
 
-def test_the_published_snapshot_is_replaced_whole(
+def _file(name: str, data: bytes) -> PublishedFile:
+    return PublishedFile(name, hashlib.sha256(data).hexdigest(), data)
+
+
+def test_the_published_snapshot_changes_file_by_file(
     store: StoreAPI, open_again: Callable[[], StoreAPI]
 ) -> None:
     assert store.published_fingerprint() is None
-    assert store.load_published() is None
-    store.save_published(
-        PublishedSnapshot("f1", {"atom.xml": b"<feed/>", "rss.xml": b"\x00\xff binary-safe"})
+    assert store.published_digests() == {}
+    assert store.publication_state("") is None
+    atom, rss, day = (
+        _file("atom.xml", b"<feed/>"),
+        _file("rss.xml", b"\x00\xff binary-safe"),
+        _file("archive/2025/07/12.atom", b"<feed>12</feed>"),
     )
+    store.save_published(PublishedChange("f1", (atom, rss, day), states={"": '{"main": 1}'}))
+    # The second change writes one file, removes one, keeps the third as it was.
+    atom2 = _file("atom.xml", b"<feed>2</feed>")
     store.save_published(
-        PublishedSnapshot("f2", {"atom.xml": b"<feed>2</feed>", "index.html": b"<p>"})
+        PublishedChange(
+            "f2", (atom2,), frozenset({"archive/2025/07/12.atom"}), {"news/": '{"main": 2}'}
+        )
     )
     other = open_again()  # what another daemon sees
     assert other.published_fingerprint() == "f2"
-    assert other.load_published() == PublishedSnapshot(
-        "f2", {"atom.xml": b"<feed>2</feed>", "index.html": b"<p>"}
+    assert other.published_digests() == {"atom.xml": atom2.digest, "rss.xml": rss.digest}
+    assert other.load_published(["rss.xml", "atom.xml", "gone.xml"]) == [atom2, rss]
+    assert other.load_published([]) == []
+    assert (other.publication_state(""), other.publication_state("news/")) == (
+        '{"main": 1}',
+        '{"main": 2}',
     )
+    # A change of states alone keeps the files.
+    other.save_published(PublishedChange("f2", states={"": '{"main": 3}'}))
+    assert store.publication_state("") == '{"main": 3}'
+    assert store.load_published(["atom.xml"]) == [atom2]
+
+
+def test_loading_many_published_files_at_once(store: StoreAPI) -> None:
+    files = tuple(_file(f"archive/2025/{n:04d}.atom", str(n).encode()) for n in range(1200))
+    store.save_published(PublishedChange("f", files))
+    assert store.load_published(f.name for f in files) == sorted(files, key=lambda f: f.name)
+
+
+# -- archives: what changed, one day's entries -----------------------------------------------
+
+
+def test_entry_marks_say_what_was_stored_since_a_token(store: StoreAPI) -> None:
+    day = NOW - timedelta(days=3)
+    store_entries(store, "a", [entry("1", "One", published=day), entry("2", published=day)], NOW)
+    store_entries(store, "b", [entry("3", published=NOW - timedelta(days=1))], NOW)
+    everything = store.entry_marks(["a"], None, 10)
+    assert sorted(m.sort_date for m in everything.marks) == [day, day]
+    assert everything.complete
+    token = everything.token
+    assert store.entry_marks(["a", "b"], token, 10).marks == ()
+    # Stored since: a new entry, an edited one; the same content again is no change.
+    store_entries(
+        store,
+        "a",
+        [entry("1", "One, edited", published=day), entry("2", published=day)],
+        NOW + timedelta(hours=1),
+    )
+    store_entries(store, "b", [entry("4", published=NOW)], NOW + timedelta(hours=1))
+    since = store.entry_marks(["a", "b"], token, 10)
+    assert sorted((m.sort_date, m.title_key) for m in since.marks) == [
+        (day, "one edited"),
+        (NOW, "title"),
+    ]
+    assert since.marks[0].link_key is not None
+    assert [m.sort_date for m in store.entry_marks(["b"], token, 10).marks] == [NOW]
+    assert store.entry_marks(["a", "b"], since.token, 10).marks == ()
+    # More than asked for: incomplete. A token that is not this store's: incomplete.
+    assert not store.entry_marks(["a", "b"], token, 1).complete
+    assert not store.entry_marks(["a"], "not a token", 10).complete
+
+
+def test_a_write_committed_after_a_token_was_taken_is_seen_next_time(
+    store: StoreAPI, open_again: Callable[[], StoreAPI]
+) -> None:
+    """A transaction under way when a publish takes its token commits after the publish
+    read: the next publish must see it (a clock or a sequence read too early would not)."""
+    writer = open_again()
+    writes = entry_writes([entry("late", published=NOW)], KnownEntries(), NOW)
+    before = store.entry_marks(["a"], None, 10).token
+    with writer._transaction() as tx:  # type: ignore[attr-defined]
+        writer._write_entries(tx, "a", writes)  # type: ignore[attr-defined]
+        during = store.entry_marks(["a"], before, 10)
+        assert during.marks == ()
+    assert [m.sort_date for m in store.entry_marks(["a"], during.token, 10).marks] == [NOW]
+
+
+def test_day_reads_take_a_range_sources_and_a_limit(store: StoreAPI) -> None:
+    start, end = NOW - timedelta(days=1), NOW
+    store_entries(
+        store,
+        "a",
+        [
+            entry("before", published=start - timedelta(seconds=1)),
+            entry("first", published=start),
+            entry("second", published=start + timedelta(hours=1)),
+            entry("at-end", published=end),
+        ],
+        NOW,
+    )
+    store_entries(store, "b", [entry("other", published=start + timedelta(hours=2))], NOW)
+    between = store.entries_between(["a", "b"], start, end, 10)
+    assert [e.entry_id for e in between] == ["first", "second", "other"]
+    assert [e.entry_id for e in store.entries_between(["a"], start, end, 1)] == ["first"]
+    assert store.oldest_entry(["a", "b"]) == start - timedelta(seconds=1)
+    assert store.oldest_entry(["b"]) == start + timedelta(hours=2)
+    assert store.oldest_entry(["nobody"]) is None
+    assert store.latest_before(["a"], end) == start + timedelta(hours=1)
+    assert store.latest_before(["a", "b"], end) == start + timedelta(hours=2)
+    assert store.latest_before(["a"], start - timedelta(seconds=1)) is None
+
+
+def test_copies_outside_a_day_and_the_dates_of_a_storys_copies(store: StoreAPI) -> None:
+    title = "A story title long enough"
+    start, end = NOW - timedelta(days=1), NOW
+    store_entries(store, "a", [entry("inside", title, published=start + timedelta(hours=3))], NOW)
+    store_entries(store, "b", [entry("earlier", title, published=start - timedelta(days=3))], NOW)
+    later = end + timedelta(hours=1)
+    store_entries(store, "c", [entry("later", title, published=later)], later)
+    store_entries(store, "c", [entry("unrelated", "Another matter entirely")], NOW)
+    keys = story_keys_of(store.entries_between(["a"], start, end, 10))
+    outside = store.copies_outside(["a", "b", "c"], keys, start, end, 10)
+    assert sorted(e.entry_id for e in outside) == ["earlier", "later"]
+    # The first seen first, then the earliest placed: they decide a story's first copy.
+    first = store.copies_outside(["a", "b", "c"], keys, start, end, 1)
+    assert [e.entry_id for e in first] == ["earlier"]
+    assert store.copies_outside(["a"], story_keys_of([]), start, end, 10) == []
+    assert sorted(store.story_dates(["a", "b", "c"], keys, 10)) == [
+        start - timedelta(days=3),
+        start + timedelta(hours=3),
+        end + timedelta(hours=1),
+    ]
+    assert len(store.story_dates(["a", "b", "c"], keys, 2)) == 2
+    assert store.story_dates(["a"], story_keys_of([]), 10) == []
 
 
 def test_two_writers_of_one_entry_the_last_ones_content_wins_and_its_place_stays(

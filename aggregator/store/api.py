@@ -11,6 +11,8 @@ caller until its lease runs out; recording the poll (`record_poll`) or `release`
 claim early. Publishing runs under `publish_lock`, so two
 daemons never render at the same time, and stores what it rendered as the published
 snapshot, which every daemon copies into its own output/ (see `publish.publish_timeline`).
+What a publish must re-render of the archives it finds with `entry_marks` (what was stored
+since its last change token) and the day reads below.
 """
 
 from __future__ import annotations
@@ -24,11 +26,13 @@ from typing import Protocol
 from aggregator.settings import SourceConfig
 from aggregator.store.records import (
     Backfills,
+    EntryMarks,
     EntryWrites,
     FeedMeta,
     KnownEntries,
     PollRecord,
-    PublishedSnapshot,
+    PublishedChange,
+    PublishedFile,
     Reschedule,
     Schedule,
     SourceState,
@@ -116,6 +120,35 @@ class StoreAPI(Protocol):
 
     def prune(self, before: datetime, now: datetime) -> int: ...
 
+    # -- archives: what changed since the last publish, and one day's entries ---------------
+
+    def entry_marks(self, sources: Iterable[str], since: str | None, limit: int) -> EntryMarks:
+        """The marks (place, story keys) of the entries of `sources` stored (new or changed)
+        after the change token `since`, or of all their entries when `since` is None; at
+        most `limit` (`complete` says whether that was all), with the token as of now."""
+        ...
+
+    def story_dates(self, sources: Iterable[str], keys: StoryKeys, limit: int) -> list[datetime]:
+        """The `sort_date`s of at most `limit` entries of `sources` with one of the `keys`."""
+        ...
+
+    def entries_between(
+        self, sources: Iterable[str], start: datetime, end: datetime, limit: int
+    ) -> list[StoredEntry]:
+        """At most `limit` entries of `sources` placed in [start, end), the earliest first."""
+        ...
+
+    def copies_outside(
+        self, sources: Iterable[str], keys: StoryKeys, start: datetime, end: datetime, limit: int
+    ) -> list[StoredEntry]:
+        """At most `limit` entries of `sources` placed outside [start, end) with one of the
+        story `keys`, the first seen first."""
+        ...
+
+    def oldest_entry(self, sources: Iterable[str]) -> datetime | None: ...
+
+    def latest_before(self, sources: Iterable[str], before: datetime) -> datetime | None: ...
+
     # -- sharing the work ------------------------------------------------------------------
 
     def claim_due(
@@ -155,16 +188,25 @@ class StoreAPI(Protocol):
 
     # -- the published snapshot: what every daemon serves ------------------------------------
 
-    def save_published(self, snapshot: PublishedSnapshot) -> None:
-        """Replace the stored snapshot of the published files (under `publish_lock`)."""
+    def save_published(self, change: PublishedChange) -> None:
+        """Apply one publish's change to the stored snapshot, in one transaction (under
+        `publish_lock`): files written and removed, the fingerprint, publications' states."""
         ...
 
     def published_fingerprint(self) -> str | None:
-        """The stored snapshot's fingerprint (of its render input); None before any."""
+        """The stored snapshot's fingerprint; None before any."""
         ...
 
-    def load_published(self) -> PublishedSnapshot | None:
-        """The stored snapshot, or None before any."""
+    def published_digests(self) -> dict[str, str]:
+        """Every stored file's digest, by name."""
+        ...
+
+    def load_published(self, names: Iterable[str]) -> list[PublishedFile]:
+        """The stored files among `names`, by name."""
+        ...
+
+    def publication_state(self, name: str) -> str | None:
+        """What publication `name` saved of its state with its last change; None before."""
         ...
 
 

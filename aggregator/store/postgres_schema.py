@@ -86,6 +86,31 @@ MIGRATIONS: tuple[str, ...] = (
     """
     COMMENT ON COLUMN entries.teaser IS 'the plain text, uncut: publishing cuts the teaser'
     """,
+    # 4: as SQLite's 10: archives. `stored_in`: the transaction that last stored an entry
+    # (`pg_current_xact_id()`), so a publish reads what committed since the snapshot it
+    # last took (`pg_visible_in_snapshot`), however transactions interleave. The published
+    # snapshot per file, its fingerprint, each publication's state.
+    # Written to run again over itself.
+    """
+    ALTER TABLE entries ADD COLUMN IF NOT EXISTS stored_in xid8 NOT NULL DEFAULT '0';
+    CREATE INDEX IF NOT EXISTS entries_by_stored_in ON entries (stored_in);
+    DROP TABLE IF EXISTS published;
+    CREATE TABLE published (
+        name   text COLLATE "C" PRIMARY KEY,
+        digest text NOT NULL,
+        data   bytea NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS published_head (
+        id          integer PRIMARY KEY CHECK (id = 1),
+        fingerprint text NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS publications (
+        name  text COLLATE "C" PRIMARY KEY,
+        state text NOT NULL
+    );
+    DELETE FROM published_head;
+    DELETE FROM publications;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 _MIGRATE_LOCK = int.from_bytes(b"aggr-mig", "big")  # an advisory lock key: "aggr-mig"

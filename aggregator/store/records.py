@@ -194,10 +194,51 @@ class Backfills:
 
 
 @dataclass(frozen=True)
-class PublishedSnapshot:
-    """The files one publish rendered, by name, and the fingerprint of what they were
-    rendered from: what every daemon sharing a store copies into its own output/, so all
-    serve the same bytes (`publish.follow_published`)."""
+class EntryMark:
+    """Where a stored entry sits (`sort_date`) and its story keys: what says which archive
+    days an entry stored, changed or credited anew touches."""
+
+    sort_date: datetime
+    link_key: str | None
+    title_key: str | None
+
+
+@dataclass(frozen=True)
+class EntryMarks:
+    """Entries stored since a change token, and the token to ask from next time.
+
+    The token is the store's own (a write counter, a database snapshot): opaque to callers,
+    who keep it and hand it back. `complete` is False when more entries than asked for
+    changed: the caller then treats everything as changed.
+    """
+
+    token: str
+    marks: tuple[EntryMark, ...] = ()
+    complete: bool = True
+
+
+@dataclass(frozen=True)
+class PublishedFile:
+    """One published file: its path under output/, the digest of its bytes, the bytes."""
+
+    name: str
+    digest: str
+    data: bytes
+
+
+@dataclass(frozen=True)
+class PublishedChange:
+    """What one publish changed in the published snapshot, written in one transaction.
+
+    The snapshot is what every daemon sharing a store copies into its own output/, so all
+    serve the same bytes (`publish.follow_published`): one row per file, so that a publish
+    that changed three archive days writes three files, not thousands. `fingerprint` names
+    the snapshot as it is after the change (a follower whose copy has it has nothing to do);
+    `states` is each publication's state (`archive.ArchiveState` and the main files'
+    render input), saved with the files it describes.
+    """
 
     fingerprint: str
-    files: Mapping[str, bytes]
+    files: tuple[PublishedFile, ...] = ()
+    removed: frozenset[str] = frozenset()
+    states: Mapping[str, str] = field(default_factory=dict)

@@ -8,15 +8,17 @@ The statements here are written with `?`, which `_sql` turns into the back end's
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, ClassVar
 
 from aggregator.store import rows
-from aggregator.store.records import EntryWrites, PollRecord, PublishedSnapshot
+from aggregator.store.records import EntryWrites, PollRecord, PublishedChange, PublishedFile
 
 Steps = Sequence[tuple[str, Sequence[Sequence[Any]]]]
+# File names per `load_published` query: well under SQLite's 32,766 parameters.
+_NAMES_PER_QUERY = 500
 
 
 class SharedStatements:
@@ -172,31 +174,69 @@ class SharedStatements:
 
     # -- the published snapshot ------------------------------------------------------------
 
-    def save_published(self, snapshot: PublishedSnapshot) -> None:
-        """Replace the stored snapshot with `snapshot`, all at once."""
+    def save_published(self, change: PublishedChange) -> None:
+        """Write the changed files, remove the removed ones, set the snapshot's fingerprint
+        and the publications' states: all in one transaction, so a follower never copies a
+        fingerprint without its files."""
+        upsert = (
+            "INSERT INTO published (name, digest, data) VALUES (?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET digest = excluded.digest, data = excluded.data"
+        )
         self._apply(
             [
-                ("DELETE FROM published", [()]),
+                (self._sql(upsert), [(f.name, f.digest, f.data) for f in change.files]),
                 (
-                    self._sql("INSERT INTO published (name, fingerprint, data) VALUES (?, ?, ?)"),
-                    [(name, snapshot.fingerprint, data) for name, data in snapshot.files.items()],
+                    self._sql("DELETE FROM published WHERE name = ?"),
+                    [(name,) for name in sorted(change.removed)],
+                ),
+                (
+                    self._sql(
+                        "INSERT INTO published_head (id, fingerprint) VALUES (1, ?) "
+                        "ON CONFLICT (id) DO UPDATE SET fingerprint = excluded.fingerprint"
+                    ),
+                    [(change.fingerprint,)],
+                ),
+                (
+                    self._sql(
+                        "INSERT INTO publications (name, state) VALUES (?, ?) "
+                        "ON CONFLICT (name) DO UPDATE SET state = excluded.state"
+                    ),
+                    sorted(change.states.items()),
                 ),
             ]
         )
 
     def published_fingerprint(self) -> str | None:
-        """The fingerprint of the stored snapshot (of its render input), None before any."""
-        found = self._query("SELECT fingerprint FROM published LIMIT 1")
+        """The fingerprint of the stored snapshot, None before any."""
+        found = self._query("SELECT fingerprint FROM published_head")
         return str(found[0][0]) if found else None
 
-    def load_published(self) -> PublishedSnapshot | None:
-        """The stored snapshot, read in one statement."""
-        found = self._query("SELECT name, fingerprint, data FROM published ORDER BY name")
-        if not found:
-            return None
-        return PublishedSnapshot(
-            str(found[0][1]), {str(name): bytes(data) for name, _, data in found}
-        )
+    def published_digests(self) -> dict[str, str]:
+        """Every stored file's name and digest: what a follower compares with its copy."""
+        found = self._query("SELECT name, digest FROM published")
+        return {str(name): str(digest) for name, digest in found}
+
+    def load_published(self, names: Iterable[str]) -> list[PublishedFile]:
+        """The stored files of these names (those that are stored), by name."""
+        wanted = sorted(set(names))
+        found: list[PublishedFile] = []
+        for start in range(0, len(wanted), _NAMES_PER_QUERY):
+            chunk = wanted[start : start + _NAMES_PER_QUERY]
+            marks = ", ".join("?" for _ in chunk)
+            found += [
+                PublishedFile(str(name), str(digest), bytes(data))
+                for name, digest, data in self._query(
+                    self._sql(f"SELECT name, digest, data FROM published WHERE name IN ({marks})"),
+                    chunk,
+                )
+            ]
+        return sorted(found, key=lambda f: f.name)
+
+    def publication_state(self, name: str) -> str | None:
+        """What publication `name` (its directory under output/, "" for the root) last
+        saved of its state, None before its first publish."""
+        found = self._query(self._sql("SELECT state FROM publications WHERE name = ?"), (name,))
+        return str(found[0][0]) if found else None
 
     def first_added(self) -> datetime | None:
         """When the first source was added: a stable date for a feed with nothing in it yet."""

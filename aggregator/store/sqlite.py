@@ -24,6 +24,7 @@ from aggregator.settings import SourceConfig
 from aggregator.store import rows
 from aggregator.store.records import (
     Backfills,
+    EntryMarks,
     EntryWrites,
     FeedMeta,
     KnownEntries,
@@ -72,12 +73,12 @@ def _entry(row: Sequence[Any]) -> StoredEntry:
 
 _INSERT_ENTRY = f"""
     INSERT INTO entries (source, entry_id, {", ".join(rows.WRITTEN_COLUMNS)},
-        first_seen, sort_date)
-    VALUES (?, ?, {", ".join("?" for _ in rows.WRITTEN_COLUMNS)}, ?, ?)
+        first_seen, sort_date, stored_in)
+    VALUES (?, ?, {", ".join("?" for _ in rows.WRITTEN_COLUMNS)}, ?, ?, ?)
     {rows.upsert_clause("IS NOT")}
 """
 _UPDATE_ENTRY = f"""
-    UPDATE entries SET {", ".join(f"{c} = ?" for c in rows.WRITTEN_COLUMNS)}
+    UPDATE entries SET {", ".join(f"{c} = ?" for c in rows.WRITTEN_COLUMNS)}, stored_in = ?
     WHERE source = ? AND entry_id = ?
 """
 
@@ -313,6 +314,107 @@ class SqliteStore(SharedStatements):
             db.execute("DELETE FROM tombstones WHERE last_seen < ?", (_ts(before),))
         return int(deleted)
 
+    # -- archives: what changed, and one day's entries --------------------------------------
+
+    def entry_marks(self, sources: Iterable[str], since: str | None, limit: int) -> EntryMarks:
+        """The marks of entries of `sources` stored after the change token `since` (of every
+        entry of theirs when None), at most `limit`, and the token as of now.
+
+        The token is the write counter, read first: a write committing meanwhile has a
+        higher number, so it is read again next time rather than missed.
+        """
+        token = str(self._db.execute("SELECT counter FROM entry_writes").fetchone()[0])
+        params: list[Any] = [_json(sources)]
+        if since is None:  # the primary key (source, entry_id) finds one source's entries
+            where = "source IN (SELECT value FROM json_each(?))"
+        elif since.isdigit():
+            where = "stored_in > ? AND +source IN (SELECT value FROM json_each(?))"
+            params.insert(0, int(since))
+        else:  # not a token of this store's: everything may have changed
+            return EntryMarks(token, complete=False)
+        found = self._db.execute(
+            f"SELECT {rows.MARK_COLUMNS} FROM entries WHERE {where} LIMIT ?", (*params, limit + 1)
+        ).fetchall()
+        marks = tuple(rows.mark_from_row(r, _dt) for r in found[:limit])
+        return EntryMarks(token, marks, complete=len(found) <= limit)
+
+    def story_dates(self, sources: Iterable[str], keys: StoryKeys, limit: int) -> list[datetime]:
+        """When the entries of `sources` with one of the story `keys` sit (`sort_date`), at
+        most `limit` of them: the days a story's copies touch."""
+        if not keys.links and not keys.titles:
+            return []
+        found = self._db.execute(
+            """
+            SELECT sort_date FROM entries
+            WHERE +source IN (SELECT value FROM json_each(?))
+              AND (link_key IN (SELECT value FROM json_each(?))
+                   OR title_key IN (SELECT value FROM json_each(?)))
+            LIMIT ?
+            """,
+            (_json(sources), _json(sorted(keys.links)), _json(sorted(keys.titles)), limit),
+        ).fetchall()
+        return [datetime.fromisoformat(r[0]) for r in found]
+
+    def entries_between(
+        self, sources: Iterable[str], start: datetime, end: datetime, limit: int
+    ) -> list[StoredEntry]:
+        """Entries of `sources` placed in [start, end), the earliest first, at most `limit`."""
+        found = self._db.execute(
+            f"""
+            SELECT {rows.ENTRY_COLUMNS} FROM entries
+            WHERE +source IN (SELECT value FROM json_each(?)) AND sort_date >= ? AND sort_date < ?
+            ORDER BY sort_date, source, entry_id
+            LIMIT ?
+            """,
+            (_json(sources), _ts(start), _ts(end), limit),
+        ).fetchall()
+        return [_entry(r) for r in found]
+
+    def copies_outside(
+        self, sources: Iterable[str], keys: StoryKeys, start: datetime, end: datetime, limit: int
+    ) -> list[StoredEntry]:
+        """Entries of `sources` placed outside [start, end) with one of the story `keys`: at
+        most `limit`, the first seen (they decide a story's first copy)."""
+        if not keys.links and not keys.titles:
+            return []
+        found = self._db.execute(
+            f"""
+            SELECT {rows.ENTRY_COLUMNS} FROM entries
+            WHERE +source IN (SELECT value FROM json_each(?))
+              AND (sort_date < ? OR sort_date >= ?)
+              AND (link_key IN (SELECT value FROM json_each(?))
+                   OR title_key IN (SELECT value FROM json_each(?)))
+            ORDER BY first_seen, sort_date, source, entry_id
+            LIMIT ?
+            """,
+            (_json(sources), _ts(start), _ts(end), _json(sorted(keys.links)),
+             _json(sorted(keys.titles)), limit),
+        ).fetchall()  # fmt: skip
+        return [_entry(r) for r in found]
+
+    def oldest_entry(self, sources: Iterable[str]) -> datetime | None:
+        """The earliest `sort_date` among the entries of `sources` (None: none stored)."""
+        found = self._db.execute(
+            """
+            SELECT sort_date FROM entries WHERE +source IN (SELECT value FROM json_each(?))
+            ORDER BY sort_date LIMIT 1
+            """,
+            (_json(sources),),
+        ).fetchone()
+        return None if found is None else datetime.fromisoformat(found[0])
+
+    def latest_before(self, sources: Iterable[str], before: datetime) -> datetime | None:
+        """The latest `sort_date` before `before` among the entries of `sources`."""
+        found = self._db.execute(
+            """
+            SELECT sort_date FROM entries
+            WHERE +source IN (SELECT value FROM json_each(?)) AND sort_date < ?
+            ORDER BY sort_date DESC LIMIT 1
+            """,
+            (_json(sources), _ts(before)),
+        ).fetchone()
+        return None if found is None else datetime.fromisoformat(found[0])
+
     # -- claims: several pollers sharing one store -------------------------------------------
 
     def claim_due(
@@ -391,14 +493,24 @@ def _insert_entries(db: sqlite3.Connection, source: str, writes: EntryWrites) ->
             """,
             (seen, source, _json(writes.still_buried)),
         )
+    if not (writes.new or writes.changed):
+        return
+    # This write's number: the counter's order is the commit order (one writer at a time).
+    stored_in = db.execute(
+        "UPDATE entry_writes SET counter = counter + 1 RETURNING counter"
+    ).fetchone()[0]
     db.executemany(
         _INSERT_ENTRY,
         [
-            (source, w.entry.entry_id, *rows.entry_values(w, _ts, _json), seen, _ts(w.sort_date))
+            (source, w.entry.entry_id, *rows.entry_values(w, _ts, _json), seen,
+             _ts(w.sort_date), stored_in)
             for w in writes.new
         ],
-    )
+    )  # fmt: skip
     db.executemany(
         _UPDATE_ENTRY,
-        [(*rows.entry_values(w, _ts, _json), source, w.entry.entry_id) for w in writes.changed],
+        [
+            (*rows.entry_values(w, _ts, _json), stored_in, source, w.entry.entry_id)
+            for w in writes.changed
+        ],
     )

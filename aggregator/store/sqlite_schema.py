@@ -110,6 +110,38 @@ MIGRATIONS: tuple[str, ...] = (
     """
     -- no schema change: the backfill rewrites the column
     """,
+    # 10: archives. `stored_in`: the write that last stored an entry (new or changed), from
+    # a counter each write transaction bumps, so a publish reads only what was stored since
+    # the last one (writes are serialized: the counter's order is the commit order). The
+    # published snapshot becomes one row per file with its digest, written file by file;
+    # its fingerprint and each publication's state (archive days, the counter it has seen)
+    # are rows of their own. The old snapshot is dropped: the next publish stores it again.
+    # Written to run again over itself (`entries.stored_in` is added by `migrate` if
+    # missing: SQLite has no ADD COLUMN IF NOT EXISTS).
+    """
+    CREATE TABLE IF NOT EXISTS entry_writes (
+        id      INTEGER PRIMARY KEY CHECK (id = 1),
+        counter INTEGER NOT NULL
+    );
+    INSERT OR IGNORE INTO entry_writes (id, counter) VALUES (1, 0);
+    CREATE INDEX IF NOT EXISTS entries_by_stored_in ON entries (stored_in);
+    DROP TABLE IF EXISTS published;
+    CREATE TABLE published (
+        name   TEXT PRIMARY KEY,
+        digest TEXT NOT NULL,
+        data   BLOB NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS published_head (
+        id          INTEGER PRIMARY KEY CHECK (id = 1),
+        fingerprint TEXT NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS publications (
+        name  TEXT PRIMARY KEY,
+        state TEXT NOT NULL
+    );
+    DELETE FROM published_head;
+    DELETE FROM publications;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -157,6 +189,12 @@ def backfill_story_keys(db: sqlite3.Connection, backfills: Backfills | None) -> 
     )
 
 
+def add_column(db: sqlite3.Connection, table: str, column: str, definition: str) -> None:
+    """`ALTER TABLE … ADD COLUMN` unless the column is there (a migration run again)."""
+    if column not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+        db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+
+
 def migrate(
     db: sqlite3.Connection,
     transaction: Callable[[], contextlib.AbstractContextManager[sqlite3.Connection]],
@@ -177,6 +215,8 @@ def migrate(
             # Another process may have migrated while we waited for the write lock.
             if int(tx.execute("PRAGMA user_version").fetchone()[0]) > number:
                 continue
+            if number + 1 == 10:
+                add_column(tx, "entries", "stored_in", "INTEGER NOT NULL DEFAULT 0")
             for statement in statements(steps[number]):
                 tx.execute(statement)
             if number + 1 == 6:
