@@ -121,9 +121,10 @@ def update_archives(
     now: datetime,
     *,
     render: DayRenderer,
-    budget: int = ARCHIVE_BUDGET,
+    budget: int | None = None,
 ) -> ArchiveUpdate:
-    """Bring `target`'s archives up to date with the store, within `budget` entries read.
+    """Bring `target`'s archives up to date with the store, within `budget` entries read
+    (default `ARCHIVE_BUDGET`).
 
     `render` makes one archive day's files (names relative to the publication), from the
     day only: a day whose input fingerprint is unchanged is not rendered again.
@@ -140,7 +141,7 @@ def update_archives(
     )
     work = archive.plan(state, observed, zone)
     days = _Days(store, target, credits, now, zone)
-    left = days.examine(work, budget)
+    left = days.examine(work, ARCHIVE_BUDGET if budget is None else budget)
     settled = archive.settle(work, {d: bool(t.items) for d, t in days.found.items()})
     for day in sorted(settled.relinked, reverse=True):
         days.read(day)  # its neighbours changed: rendered again, whatever the budget
