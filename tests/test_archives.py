@@ -94,7 +94,11 @@ def parse(path: Path) -> etree._Element:
 
 
 def links(feed: etree._Element) -> dict[str, str]:
-    return {link.get("rel"): link.get("href") for link in feed.findall(f"{ATOM}link")}
+    return {str(link.get("rel")): str(link.get("href")) for link in feed.findall(f"{ATOM}link")}
+
+
+def entry_ids(feed: etree._Element) -> set[str]:
+    return {str(e.findtext(f"{ATOM}id")) for e in feed.findall(f"{ATOM}entry")}
 
 
 def local(output: Path, url: str) -> Path:
@@ -106,7 +110,7 @@ def walk(output: Path) -> tuple[set[str], list[Path]]:
     """Every entry id reachable from atom.xml by `prev-archive`, and the archives visited
     (newest first); checks each archive's RFC 5005 links on the way."""
     feed = parse(output / "atom.xml")
-    ids = {e.findtext(f"{ATOM}id") for e in feed.findall(f"{ATOM}entry")}
+    ids = entry_ids(feed)
     visited: list[Path] = []
     newer = BASE + "atom.xml"
     while (url := links(feed).get("prev-archive")) is not None:
@@ -117,9 +121,9 @@ def walk(output: Path) -> tuple[set[str], list[Path]]:
         assert own["self"] == url and feed.findtext(f"{ATOM}id") == url
         assert own["current"] == BASE + "atom.xml"
         assert own.get("next-archive", BASE + "atom.xml") == newer
-        entries = feed.findall(f"{ATOM}entry")
-        assert entries, f"{path}: an archive day without items"
-        ids |= {e.findtext(f"{ATOM}id") for e in entries}
+        found = entry_ids(feed)
+        assert found, f"{path}: an archive day without items"
+        ids |= found
         visited.append(path)
         newer = url
     return ids, visited
