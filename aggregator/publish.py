@@ -304,6 +304,30 @@ def _digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def publish_all(config: Config, store: StoreAPI, now: datetime) -> PublishReport:
+    """Publish until no archive work is left (`aggregator once`: no next publish comes
+    soon to finish it); one report for all, the first publish's main files changed."""
+    report = publish_timeline(config, store, now)
+    while report.unfinished:
+        more = publish_timeline(config, store, now)
+        report = replace(
+            more,
+            changed=tuple(n for n in OUTPUT_FILES if n in report.changed or n in more.changed),
+            unchanged=tuple(n for n in more.unchanged if n not in report.changed),
+            seconds=report.seconds + more.seconds,
+            archive_files=report.archive_files + more.archive_files,
+        )
+    return report
+
+
+def copied_files(written: Mapping[str, bool]) -> str:
+    """The files a copy rewrote, for a log line: the main ones by name, the others (archive
+    days: thousands at a first copy) counted."""
+    main = [n for n in OUTPUT_FILES if written.get(n)]
+    others = sum(1 for n, w in written.items() if w and n not in OUTPUT_FILES)
+    return ", ".join([*main, *([f"{others} other files"] if others else [])])
+
+
 def follow_published(
     output_dir: Path, store: StoreAPI, fingerprint: str | None = None
 ) -> dict[str, bool]:

@@ -12,11 +12,18 @@ title only that source's days; the result never depends on how the work was batc
 from __future__ import annotations
 
 import dataclasses
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
 from lxml import etree
 
@@ -30,6 +37,7 @@ from aggregator.settings import Config
 from aggregator.store import StoreAPI, open_store
 from aggregator.timeline import public_id
 from aggregator.types import ParsedFeed, Validators
+from tests.conftest import ROOT
 from tests.storedata import entry, succeeded
 
 NOW = datetime(2025, 7, 13, 12, 0, tzinfo=UTC)  # 17:30 in Kolkata
@@ -43,10 +51,14 @@ FH = "{http://purl.org/syndication/history/1.0}"
 BASE = "http://127.0.0.1:8080/"
 
 
-def write_config(directory: Path, *, max_items: int = 50, extra: str = "") -> Path:
+def write_config(
+    directory: Path, *, max_items: int = 50, extra: str = "", base: str = BASE
+) -> Path:
     path = directory / "feeds.toml"
+    port = base.rstrip("/").rpartition(":")[2]
     path.write_text(
-        f'[aggregator]\ntitle = "Archive test"\ntimezone = "Asia/Kolkata"\nbase_url = "{BASE}"\n'
+        f'[aggregator]\ntitle = "Archive test"\ntimezone = "Asia/Kolkata"\nbase_url = "{base}"\n'
+        f"[server]\nport = {port}\n"
         f'[publish]\nmax_items = {max_items}\nmax_age = "3650d"\noutput_dir = "output"\n{extra}'
         '[store]\npath = "state/aggregator.db"\nkeep = "3650d"\n'
         + "".join(
@@ -373,3 +385,75 @@ def test_a_source_renamed_by_its_feed_rewrites_only_the_days_it_is_on(
         day_file(d) for d in (1, 2, 3, 4, 5, 9)
     }
     assert b"B, renamed" in (output / day_file(9)).read_bytes()
+
+
+@pytest.mark.slow
+def test_a_feed_reader_follows_the_archives_over_http(tmp_path: Path) -> None:
+    """`aggregator serve` (the real CLI) serves the archives; a real HTTP client follows
+    `prev-archive` from atom.xml to every item, and a conditional request for an archive
+    document is answered 304 after a publish that did not change it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    base = f"http://127.0.0.1:{port}/"
+    config = load_config(write_config(tmp_path, base=base))
+    store = open_store(config.store.target)
+    try:
+        sync_sources(store, config.sources, NOW - timedelta(days=60))
+        stored = fill(store)
+        publish(config, store)
+    finally:
+        store.close()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUTF8": "1"}
+    log = tmp_path / "serve.log"
+    with log.open("wb") as log_file:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "aggregator", "serve", "--config", "feeds.toml"],
+            cwd=tmp_path,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        with httpx.Client(timeout=5) as client:
+            feed = _fetch_when_up(client, base + "atom.xml", server, log)
+            ids = entry_ids(feed)
+            archives = 0
+            while (url := links(feed).get("prev-archive")) is not None:
+                response = client.get(url)
+                assert response.status_code == 200, url
+                assert response.headers["content-type"] == "application/atom+xml; charset=utf-8"
+                feed = etree.fromstring(response.content)
+                assert feed.find(f"{FH}archive") is not None
+                ids |= entry_ids(feed)
+                archives += 1
+            assert (ids, archives) == (stored, DAYS - 1)
+            # A reader revalidating an archive document: unchanged, 304.
+            oldest = client.get(url := base + day_file(DAYS - 1))
+            config = load_config(tmp_path / "feeds.toml")
+            store = open_store(config.store.target)
+            try:
+                publish(config, store, NOW + timedelta(hours=1))
+            finally:
+                store.close()
+            again = client.get(url, headers={"If-None-Match": oldest.headers["etag"]})
+            assert again.status_code == 304
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=20)
+
+
+def _fetch_when_up(
+    client: httpx.Client, url: str, server: subprocess.Popen[bytes], log: Path
+) -> etree._Element:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        assert server.poll() is None, log.read_text("utf-8", "replace")
+        try:
+            response = client.get(url)
+        except httpx.TransportError:
+            time.sleep(0.1)
+            continue
+        assert response.status_code == 200
+        return etree.fromstring(response.content)
+    raise AssertionError("serve did not answer within 20 s\n" + log.read_text("utf-8", "replace"))
