@@ -920,6 +920,25 @@ def test_entry_marks_say_what_was_stored_since_a_token(store: StoreAPI) -> None:
     assert not store.entry_marks(["a"], "not a token", 10).complete
 
 
+def test_entries_retention_deleted_are_marks_since_the_token(store: StoreAPI) -> None:
+    """A day loses items to retention: the publish after must know where they were (and
+    their story keys: a later copy of theirs now stands alone)."""
+    old, kept = NOW - timedelta(days=40), NOW - timedelta(days=1)
+    store_entries(store, "a", [entry("old", "Old one", published=old)], NOW)
+    store_entries(store, "a", [entry("kept", published=kept)], NOW)
+    token = store.entry_marks(["a"], None, 10).token
+    assert store.prune(NOW - timedelta(days=30), NOW) == 1
+    (mark,) = store.entry_marks(["a"], token, 10).marks
+    assert (mark.sort_date, mark.title_key) == (old, "old one")
+    assert mark.link_key is not None
+    after = store.entry_marks(["a"], token, 10).token
+    assert store.entry_marks(["a"], after, 10).marks == ()
+    assert store.prune(NOW - timedelta(days=30), NOW) == 0
+    assert store.entry_marks(["a"], after, 10).marks == ()
+    # Every stored entry (since=None) does not count the deleted ones.
+    assert [m.sort_date for m in store.entry_marks(["a"], None, 10).marks] == [kept]
+
+
 def test_a_write_committed_after_a_token_was_taken_is_seen_next_time(
     store: StoreAPI, open_again: Callable[[], StoreAPI]
 ) -> None:

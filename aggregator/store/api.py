@@ -124,7 +124,8 @@ class StoreAPI(Protocol):
 
     def entry_marks(self, sources: Iterable[str], since: str | None, limit: int) -> EntryMarks:
         """The marks (place, story keys) of the entries of `sources` stored (new or changed)
-        after the change token `since`, or of all their entries when `since` is None; at
+        or deleted by retention after the change token `since`, or of all their (stored)
+        entries when `since` is None; at
         most `limit` (`complete` says whether that was all), with the token as of now."""
         ...
 

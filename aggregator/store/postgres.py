@@ -330,9 +330,14 @@ class PgStore(SharedStatements):
         with self._transaction() as conn:
             conn.execute(
                 """
-                INSERT INTO tombstones (source, entry_id, last_seen)
-                SELECT source, entry_id, %s FROM entries WHERE sort_date < %s
-                ON CONFLICT (source, entry_id) DO UPDATE SET last_seen = excluded.last_seen
+                INSERT INTO tombstones (source, entry_id, last_seen, sort_date, link_key,
+                    title_key, stored_in)
+                SELECT source, entry_id, %s, sort_date, link_key, title_key,
+                    pg_current_xact_id()
+                FROM entries WHERE sort_date < %s
+                ON CONFLICT (source, entry_id) DO UPDATE SET last_seen = excluded.last_seen,
+                    sort_date = excluded.sort_date, link_key = excluded.link_key,
+                    title_key = excluded.title_key, stored_in = excluded.stored_in
                 """,
                 (seconds(now), cutoff),
             )
@@ -362,8 +367,14 @@ class PgStore(SharedStatements):
                 )
             else:  # not a token of this store's: everything may have changed
                 return EntryMarks(token, complete=False)
+            sql = f"SELECT {rows.MARK_COLUMNS} FROM entries WHERE {where}"
+            if since is not None:  # and the entries retention deleted since (tombstones)
+                sql += (
+                    f" UNION ALL SELECT {rows.MARK_COLUMNS} FROM tombstones"
+                    f" WHERE {where} AND sort_date IS NOT NULL"
+                )
             found = conn.execute(
-                f"SELECT {rows.MARK_COLUMNS} FROM entries WHERE {where} LIMIT %(limit)s",
+                sql + " LIMIT %(limit)s",
                 {"sources": list(sources), "since": since, "limit": limit + 1},
             ).fetchall()
         marks = tuple(rows.mark_from_row(r, _utc) for r in found[:limit])

@@ -89,11 +89,16 @@ MIGRATIONS: tuple[str, ...] = (
     # 4: as SQLite's 10: archives. `stored_in`: the transaction that last stored an entry
     # (`pg_current_xact_id()`), so a publish reads what committed since the snapshot it
     # last took (`pg_visible_in_snapshot`), however transactions interleave. The published
-    # snapshot per file, its fingerprint, each publication's state.
+    # snapshot per file, its fingerprint, each publication's state. A tombstone keeps its
+    # entry's place and story keys and the transaction that made it.
     # Written to run again over itself.
     """
     ALTER TABLE entries ADD COLUMN IF NOT EXISTS stored_in xid8 NOT NULL DEFAULT '0';
     CREATE INDEX IF NOT EXISTS entries_by_stored_in ON entries (stored_in);
+    ALTER TABLE tombstones ADD COLUMN IF NOT EXISTS sort_date timestamptz,
+        ADD COLUMN IF NOT EXISTS link_key text, ADD COLUMN IF NOT EXISTS title_key text,
+        ADD COLUMN IF NOT EXISTS stored_in xid8 NOT NULL DEFAULT '0';
+    CREATE INDEX IF NOT EXISTS tombstones_by_stored_in ON tombstones (stored_in);
     DROP TABLE IF EXISTS published;
     CREATE TABLE published (
         name   text COLLATE "C" PRIMARY KEY,

@@ -299,16 +299,21 @@ class SqliteStore(SharedStatements):
         """Retention: delete entries placed before `before`, leaving tombstones of their ids.
 
         A tombstone lasts until its entry has been absent from its feed for as long as
-        entries are kept, so an item still in its feed never comes back as new.
+        entries are kept, so an item still in its feed never comes back as new. It keeps
+        the entry's place and story keys, stamped with this write: `entry_marks` reads the
+        deletion like any other change.
         """
         with self._transaction() as db:
-            db.execute(
-                """
-                INSERT OR REPLACE INTO tombstones (source, entry_id, last_seen)
-                SELECT source, entry_id, ? FROM entries WHERE sort_date < ?
-                """,
-                (_ts(now), _ts(before)),
-            )
+            if db.execute("SELECT 1 FROM entries WHERE sort_date < ?", (_ts(before),)).fetchone():
+                db.execute(
+                    """
+                    INSERT OR REPLACE INTO tombstones (source, entry_id, last_seen, sort_date,
+                        link_key, title_key, stored_in)
+                    SELECT source, entry_id, ?, sort_date, link_key, title_key, ?
+                    FROM entries WHERE sort_date < ?
+                    """,
+                    (_ts(now), _next_write(db), _ts(before)),
+                )
             deleted = db.execute("DELETE FROM entries WHERE sort_date < ?", (_ts(before),)).rowcount
             # `before` is now minus the retention period: the same span for tombstones.
             db.execute("DELETE FROM tombstones WHERE last_seen < ?", (_ts(before),))
@@ -317,8 +322,8 @@ class SqliteStore(SharedStatements):
     # -- archives: what changed, and one day's entries --------------------------------------
 
     def entry_marks(self, sources: Iterable[str], since: str | None, limit: int) -> EntryMarks:
-        """The marks of entries of `sources` stored after the change token `since` (of every
-        entry of theirs when None), at most `limit`, and the token as of now.
+        """The marks of entries of `sources` stored or deleted after the change token `since`
+        (of every entry of theirs when None), at most `limit`, and the token as of now.
 
         The token is the write counter, read first: a write committing meanwhile has a
         higher number, so it is read again next time rather than missed.
@@ -332,9 +337,18 @@ class SqliteStore(SharedStatements):
             params.insert(0, int(since))
         else:  # not a token of this store's: everything may have changed
             return EntryMarks(token, complete=False)
-        found = self._db.execute(
-            f"SELECT {rows.MARK_COLUMNS} FROM entries WHERE {where} LIMIT ?", (*params, limit + 1)
-        ).fetchall()
+        if since is None:
+            sql = f"SELECT {rows.MARK_COLUMNS} FROM entries WHERE {where} LIMIT ?"
+        else:  # and the entries retention deleted since (their tombstones)
+            sql = f"""
+                SELECT {rows.MARK_COLUMNS} FROM entries WHERE {where}
+                UNION ALL
+                SELECT {rows.MARK_COLUMNS} FROM tombstones
+                WHERE {where} AND sort_date IS NOT NULL
+                LIMIT ?
+            """
+            params = [*params, *params]
+        found = self._db.execute(sql, (*params, limit + 1)).fetchall()
         marks = tuple(rows.mark_from_row(r, _dt) for r in found[:limit])
         return EntryMarks(token, marks, complete=len(found) <= limit)
 
@@ -481,6 +495,13 @@ class SqliteStore(SharedStatements):
             os.close(lock)  # which releases the lock
 
 
+def _next_write(db: sqlite3.Connection) -> int:
+    """This write's number: the counter's order is the commit order (one writer at a time)."""
+    return int(
+        db.execute("UPDATE entry_writes SET counter = counter + 1 RETURNING counter").fetchone()[0]
+    )
+
+
 def _insert_entries(db: sqlite3.Connection, source: str, writes: EntryWrites) -> None:
     """Insert new entries (one another writer inserted meanwhile takes this write's content,
     but its `first_seen` and `sort_date` never move), update changed ones, touch buried ones."""
@@ -495,10 +516,7 @@ def _insert_entries(db: sqlite3.Connection, source: str, writes: EntryWrites) ->
         )
     if not (writes.new or writes.changed):
         return
-    # This write's number: the counter's order is the commit order (one writer at a time).
-    stored_in = db.execute(
-        "UPDATE entry_writes SET counter = counter + 1 RETURNING counter"
-    ).fetchone()[0]
+    stored_in = _next_write(db)
     db.executemany(
         _INSERT_ENTRY,
         [

@@ -116,8 +116,10 @@ MIGRATIONS: tuple[str, ...] = (
     # published snapshot becomes one row per file with its digest, written file by file;
     # its fingerprint and each publication's state (archive days, the counter it has seen)
     # are rows of their own. The old snapshot is dropped: the next publish stores it again.
-    # Written to run again over itself (`entries.stored_in` is added by `migrate` if
-    # missing: SQLite has no ADD COLUMN IF NOT EXISTS).
+    # A tombstone keeps its entry's place and story keys and the write (the prune) that
+    # made it: retention's deletions are read back like any other change.
+    # Written to run again over itself (the columns are added by `migrate` if missing:
+    # SQLite has no ADD COLUMN IF NOT EXISTS).
     """
     CREATE TABLE IF NOT EXISTS entry_writes (
         id      INTEGER PRIMARY KEY CHECK (id = 1),
@@ -125,6 +127,7 @@ MIGRATIONS: tuple[str, ...] = (
     );
     INSERT OR IGNORE INTO entry_writes (id, counter) VALUES (1, 0);
     CREATE INDEX IF NOT EXISTS entries_by_stored_in ON entries (stored_in);
+    CREATE INDEX IF NOT EXISTS tombstones_by_stored_in ON tombstones (stored_in);
     DROP TABLE IF EXISTS published;
     CREATE TABLE published (
         name   TEXT PRIMARY KEY,
@@ -217,6 +220,9 @@ def migrate(
                 continue
             if number + 1 == 10:
                 add_column(tx, "entries", "stored_in", "INTEGER NOT NULL DEFAULT 0")
+                for column in ("sort_date TEXT", "link_key TEXT", "title_key TEXT"):
+                    add_column(tx, "tombstones", *column.split())
+                add_column(tx, "tombstones", "stored_in", "INTEGER NOT NULL DEFAULT 0")
             for statement in statements(steps[number]):
                 tx.execute(statement)
             if number + 1 == 6:
