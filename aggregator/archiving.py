@@ -25,14 +25,14 @@ from aggregator.store import StoreAPI
 from aggregator.store.records import EntryMark, StoryKeys
 from aggregator.timeline import Selection, build_timeline
 from aggregator.types import SourceCredit, StoredEntry, Timeline
-from aggregator.update import story_keys_of
 
 log = logging.getLogger("aggregator")
 
 # Entries one publish reads for its archives (a day is read whole, so it may go over by one
-# day's). 100,000 entries over a year, all to be rendered again (the first publish, a
-# changed filter), take about six publishes, each a few seconds.
-ARCHIVE_BUDGET = 20_000
+# day's). About 0.3 ms each to read, merge and render: 100,000 entries (the first publish
+# of a large store, a changed filter) take ten publishes of a few seconds each, and what
+# one holds in memory (its days' documents) stays in the tens of megabytes.
+ARCHIVE_BUDGET = 10_000
 # The most entries of one day an archive document is made from (the earliest placed), and
 # the most copies on other days read beside them: a source that dumps its whole backlog
 # on one day cannot make one document, or one read, unbounded.
@@ -282,7 +282,7 @@ class _Days:
                 DAY_READ_CAP,
                 DAY_READ_CAP,
             )
-        copies = self.store.copies_outside(names, story_keys_of(entries), start, end, DAY_READ_CAP)
+        copies = self.store.copies_outside(names, start, end, DAY_READ_CAP)
         self.spent += len(entries) + len(copies) + 1
         self.found[day] = _day_timeline(
             day, entries, copies, self.credits, self.target.selection, self.now, self.zone

@@ -23,10 +23,11 @@ from pathlib import Path
 from aggregator.errors import PublishError
 
 
-def write_if_changed(path: Path, data: bytes) -> bool:
+def write_if_changed(path: Path, data: bytes, *, sync_directory: bool = True) -> bool:
     """Atomically replace `path` with `data` unless it already holds exactly that.
 
-    Returns True when the file was written.
+    Returns True when the file was written. `sync_directory` False: the caller fsyncs the
+    directory itself (once for many files).
     """
     try:
         if path.read_bytes() == data:
@@ -48,7 +49,8 @@ def write_if_changed(path: Path, data: bytes) -> bool:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        fsync_directory(path.parent)
+        if sync_directory:
+            fsync_directory(path.parent)
     except OSError as e:
         raise PublishError(f"cannot write {path}: {e.strerror or e}") from e
     return True
@@ -91,11 +93,21 @@ def published_path(output_dir: Path, name: str) -> Path:
 
 
 def publish_files(output_dir: Path, files: Mapping[str, bytes]) -> dict[str, bool]:
-    """Write each named file under `output_dir`; returns which ones changed."""
-    return {
-        name: write_if_changed(published_path(output_dir, name), data)
-        for name, data in files.items()
-    }
+    """Write each named file under `output_dir`; returns which ones changed. Each directory
+    written to is fsynced once, after its files (a day's archive is one file per folder)."""
+    written = {}
+    directories = set()
+    for name, data in files.items():
+        path = published_path(output_dir, name)
+        written[name] = write_if_changed(path, data, sync_directory=False)
+        if written[name]:
+            directories.add(path.parent)
+    try:
+        for directory in sorted(directories):
+            fsync_directory(directory)
+    except OSError as e:
+        raise PublishError(f"cannot write {directory}: {e.strerror or e}") from e
+    return written
 
 
 def remove_published(output_dir: Path, name: str) -> None:

@@ -364,16 +364,15 @@ def sync_output(
     at_hand = at_hand or {}
     wanted = [n for n, d in sorted(digests.items()) if intact.get(n) != d]
     written = dict.fromkeys(digests, False)
-    for name in (n for n in wanted if n in at_hand):
-        written.update(publish_files(output_dir, {name: at_hand[name]}))
+    written.update(publish_files(output_dir, {n: at_hand[n] for n in wanted if n in at_hand}))
     rest = [n for n in wanted if n not in at_hand]
     copied = {n for n in wanted if n in at_hand}
     for start in range(0, len(rest), _COPY_BATCH):
-        for f in store.load_published(rest[start : start + _COPY_BATCH]):
-            written.update(publish_files(output_dir, {f.name: f.data}))
-            copied.add(f.name)
-            if f.digest != digests[f.name]:  # replaced meanwhile: the next copy takes it
-                fingerprint = ""
+        batch = store.load_published(rest[start : start + _COPY_BATCH])
+        written.update(publish_files(output_dir, {f.name: f.data for f in batch}))
+        copied |= {f.name for f in batch}
+        if any(f.digest != digests[f.name] for f in batch):
+            fingerprint = ""  # a file replaced meanwhile: the next copy takes it
     for name in sorted(set(intact) - set(digests)):
         remove_published(output_dir, name)
     held = {n: d for n, d in digests.items() if n in copied or intact.get(n) == d}

@@ -988,12 +988,13 @@ def test_copies_outside_a_day_and_the_dates_of_a_storys_copies(store: StoreAPI) 
     store_entries(store, "c", [entry("later", title, published=later)], later)
     store_entries(store, "c", [entry("unrelated", "Another matter entirely")], NOW)
     keys = story_keys_of(store.entries_between(["a"], start, end, 10))
-    outside = store.copies_outside(["a", "b", "c"], keys, start, end, 10)
+    outside = store.copies_outside(["a", "b", "c"], start, end, 10)
     assert sorted(e.entry_id for e in outside) == ["earlier", "later"]
     # The first seen first, then the earliest placed: they decide a story's first copy.
-    first = store.copies_outside(["a", "b", "c"], keys, start, end, 1)
+    first = store.copies_outside(["a", "b", "c"], start, end, 1)
     assert [e.entry_id for e in first] == ["earlier"]
-    assert store.copies_outside(["a"], story_keys_of([]), start, end, 10) == []
+    assert store.copies_outside(["a"], start, end, 10) == []  # no other source: no copy
+    assert store.copies_outside(["b", "c"], start, end, 10) == []  # nothing inside of theirs
     assert sorted(store.story_dates(["a", "b", "c"], keys, 10)) == [
         start - timedelta(days=3),
         start + timedelta(hours=3),

@@ -140,10 +140,10 @@ class StoreAPI(Protocol):
         ...
 
     def copies_outside(
-        self, sources: Iterable[str], keys: StoryKeys, start: datetime, end: datetime, limit: int
+        self, sources: Iterable[str], start: datetime, end: datetime, limit: int
     ) -> list[StoredEntry]:
-        """At most `limit` entries of `sources` placed outside [start, end) with one of the
-        story `keys`, the first seen first."""
+        """At most `limit` entries of `sources` placed outside [start, end) that share a
+        story key with one placed inside, the first seen first."""
         ...
 
     def oldest_entry(self, sources: Iterable[str]) -> datetime | None: ...

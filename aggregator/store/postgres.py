@@ -413,23 +413,32 @@ class PgStore(SharedStatements):
         return [_entry(r) for r in found]
 
     def copies_outside(
-        self, sources: Iterable[str], keys: StoryKeys, start: datetime, end: datetime, limit: int
+        self, sources: Iterable[str], start: datetime, end: datetime, limit: int
     ) -> list[StoredEntry]:
         """As `SqliteStore.copies_outside`."""
-        if not keys.links and not keys.titles:
-            return []
+        inside = """
+            SELECT {key} FROM entries
+            WHERE source = ANY(%(sources)s::text[]) AND sort_date >= %(start)s
+              AND sort_date < %(end)s AND {key} IS NOT NULL
+        """
         with self._connection() as conn:
             found = conn.execute(
                 f"""
                 SELECT {rows.ENTRY_COLUMNS} FROM entries
-                WHERE source = ANY(%s::text[]) AND (sort_date < %s OR sort_date >= %s)
-                  AND (link_key = ANY(%s::text[]) OR title_key = ANY(%s::text[]))
+                WHERE source = ANY(%(sources)s::text[])
+                  AND (sort_date < %(start)s OR sort_date >= %(end)s)
+                  AND (link_key IN ({inside.format(key="link_key")})
+                       OR title_key IN ({inside.format(key="title_key")}))
                 ORDER BY first_seen, sort_date, source, entry_id
-                LIMIT %s
+                LIMIT %(limit)s
                 """,
-                (list(sources), seconds(start), seconds(end), sorted(keys.links),
-                 sorted(keys.titles), limit),
-            ).fetchall()  # fmt: skip
+                {
+                    "sources": list(sources),
+                    "start": seconds(start),
+                    "end": seconds(end),
+                    "limit": limit,
+                },
+            ).fetchall()
         return [_entry(r) for r in found]
 
     def oldest_entry(self, sources: Iterable[str]) -> datetime | None:

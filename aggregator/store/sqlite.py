@@ -385,25 +385,28 @@ class SqliteStore(SharedStatements):
         return [_entry(r) for r in found]
 
     def copies_outside(
-        self, sources: Iterable[str], keys: StoryKeys, start: datetime, end: datetime, limit: int
+        self, sources: Iterable[str], start: datetime, end: datetime, limit: int
     ) -> list[StoredEntry]:
-        """Entries of `sources` placed outside [start, end) with one of the story `keys`: at
-        most `limit`, the first seen (they decide a story's first copy)."""
-        if not keys.links and not keys.titles:
-            return []
+        """Entries of `sources` placed outside [start, end) that share a story key (link or
+        title) with one placed inside: at most `limit`, the first seen (they decide a
+        story's first copy). The keys are the stored ones, matched in SQL."""
+        inside = """
+            SELECT {key} FROM entries
+            WHERE +source IN (SELECT value FROM json_each(:sources))
+              AND sort_date >= :start AND sort_date < :end AND {key} IS NOT NULL
+        """
         found = self._db.execute(
             f"""
             SELECT {rows.ENTRY_COLUMNS} FROM entries
-            WHERE +source IN (SELECT value FROM json_each(?))
-              AND (sort_date < ? OR sort_date >= ?)
-              AND (link_key IN (SELECT value FROM json_each(?))
-                   OR title_key IN (SELECT value FROM json_each(?)))
+            WHERE +source IN (SELECT value FROM json_each(:sources))
+              AND (sort_date < :start OR sort_date >= :end)
+              AND (link_key IN ({inside.format(key="link_key")})
+                   OR title_key IN ({inside.format(key="title_key")}))
             ORDER BY first_seen, sort_date, source, entry_id
-            LIMIT ?
+            LIMIT :limit
             """,
-            (_json(sources), _ts(start), _ts(end), _json(sorted(keys.links)),
-             _json(sorted(keys.titles)), limit),
-        ).fetchall()  # fmt: skip
+            {"sources": _json(sources), "start": _ts(start), "end": _ts(end), "limit": limit},
+        ).fetchall()
         return [_entry(r) for r in found]
 
     def oldest_entry(self, sources: Iterable[str]) -> datetime | None:
