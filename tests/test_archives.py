@@ -32,7 +32,7 @@ from aggregator.archive import archive_name
 from aggregator.config import load_config
 from aggregator.cycle import apply_retention
 from aggregator.poll import store_entries, sync_sources
-from aggregator.publish import PublishReport, publish_timeline
+from aggregator.publish import PublishReport, publish_all, publish_timeline
 from aggregator.settings import Config
 from aggregator.store import StoreAPI, open_store
 from aggregator.timeline import public_id
@@ -457,3 +457,19 @@ def _fetch_when_up(
         assert response.status_code == 200
         return etree.fromstring(response.content)
     raise AssertionError("serve did not answer within 20 s\n" + log.read_text("utf-8", "replace"))
+
+
+def test_once_publishes_until_the_archives_are_done(
+    setup: tuple[Config, StoreAPI], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`aggregator once` has no next publish coming: `publish_all` goes on until done, and
+    reports the main files the first publish wrote."""
+    config, store = setup
+    fill(store, range(6), per_day=2)
+    monkeypatch.setattr(archiving, "ARCHIVE_BUDGET", 1)
+    report = publish_all(config, store, NOW)
+    assert not report.unfinished
+    # Five days, one per publish, newest first: each but the first relinks the one above.
+    assert report.archive_files == 5 + 4
+    assert "atom.xml" in report.changed
+    assert len(walk(config.publish.output_dir)[1]) == 5
