@@ -366,18 +366,27 @@ def report(runs: list[Run], sources: int) -> None:
     def best(phase: str) -> float:
         return min(r.publish_s or 0.0 for r in runs if r.entries == largest and r.phase == phase)
 
-    cold, warm = best("first"), best("warm")
+    # A cold process rendering the main files: the first publish before archives; now the
+    # first does a share of the archives too, and `new item` is that measure.
+    cold, warm = best("new item"), best("warm")
     rewrites = sum(r.rewritten for r in runs if r.phase in ("unchanged", "warm"))
-    past = [r for r in runs if r.entries == largest and r.phase == "past item"]
-    if past:
-        # One item of a past day: atom.xml and the other main files it is in, its day's
-        # archive, the record; nothing else.
-        print(f"past item: rewrote {max(r.rewritten for r in past)} files")
     print(
-        f"target: publish from {largest} entries < 0.5 s: best cold {cold:.3f} s, warm "
-        f"{warm:.3f} s ({'met' if max(cold, warm) < 0.5 else 'MISSED'}); unchanged publishes "
-        f"rewrote {rewrites} files ({'met' if rewrites == 0 else 'MISSED'})"
+        f"target: publish from {largest} entries < 0.5 s: best cold {cold:.3f} s (new item), "
+        f"warm {warm:.3f} s ({'met' if max(cold, warm) < 0.5 else 'MISSED'}); unchanged "
+        f"publishes rewrote {rewrites} files ({'met' if rewrites == 0 else 'MISSED'})"
     )
+    built = [r for r in runs if r.entries == largest and r.phase == "archives"]
+    past = [r for r in runs if r.entries == largest and r.phase == "past item"]
+    if built and past:
+        whole = min(r.publish_s or 0.0 for r in built) + best("first")
+        longest = max(*(r.longest for r in built), best("first"))
+        rewrote = max(r.rewritten for r in past)
+        print(
+            f"archives of {largest} entries: {built[0].archives} days in "
+            f"{built[0].publishes + 1} publishes, {whole:.1f} s in all, the longest "
+            f"{longest:.2f} s; one past item rewrote {rewrote} files (its day and the "
+            f"record: {'met' if rewrote == 2 else 'MISSED'})"
+        )
 
 
 def main(argv: list[str]) -> None:
