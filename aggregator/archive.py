@@ -242,7 +242,13 @@ class Plan:
 
 
 def plan(state: ArchiveState | None, now: Observed, zone: tzinfo) -> Plan:
-    """Which days to examine, given what was published (`state`) and what the store says."""
+    """Which days to examine, given what was published (`state`) and what the store says.
+
+    Today never goes back by a day: daemons sharing a store whose clocks differ by a minute
+    around midnight would otherwise archive yesterday and take it back in turn.
+    """
+    if state is not None and now.today < state.today <= now.today + _ONE_DAY:
+        now = replace(now, today=state.today)
     floor = None if now.oldest is None else local_day(now.oldest, zone)
     before = tuple(sorted(state.days)) if state is not None else ()
     if floor is None:  # nothing stored: no archive day

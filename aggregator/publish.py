@@ -165,9 +165,10 @@ class PublicationState:
 
 
 @dataclass(frozen=True)
-class _Rendered:
+class Rendered:
     """One publication's part of a publish: its files rendered anew (by name under
-    output/), the files it no longer has, its state, and its archive report."""
+    output/), the files it no longer has, its state before and after, its archive report.
+    A publish of several publications (channels) stores them all in one `store_change`."""
 
     files: dict[str, bytes]
     removed: frozenset[str]
@@ -182,7 +183,7 @@ def render_publication(
     timeline: Timeline,
     credits: Mapping[str, SourceCredit],
     now: datetime,
-) -> _Rendered:
+) -> Rendered:
     """A publication's main files (only when their input changed) and archives (only the
     days whose input changed), with the state to store beside them."""
     before = PublicationState.decode(store.publication_state(target.directory))
@@ -206,7 +207,7 @@ def render_publication(
         outputs = render_outputs(target.site, timeline, credits, archives.newest)
         files.update({target.directory + name: data for name, data in outputs.items()})
     after = PublicationState(main, archives.state)
-    return _Rendered(files, archives.removed, after, before, archives)
+    return Rendered(files, archives.removed, after, before, archives)
 
 
 def publish_timeline(config: Config, store: StoreAPI, now: datetime) -> PublishReport:
@@ -230,7 +231,7 @@ def publish_timeline(config: Config, store: StoreAPI, now: datetime) -> PublishR
         timeline = current_timeline(config, store, now, credits)
         target = archive_target(config)
         rendered = render_publication(store, target, timeline, credits, now)
-        fingerprint, digests, written_files = _store_change(store, [rendered])
+        fingerprint, digests, written_files = store_change(store, [rendered])
         written = sync_output(output_dir, store, fingerprint, digests, at_hand=written_files)
     changed = tuple(n for n in OUTPUT_FILES if written.get(n))
     report = PublishReport(
@@ -252,8 +253,8 @@ def publish_timeline(config: Config, store: StoreAPI, now: datetime) -> PublishR
     return report
 
 
-def _store_change(
-    store: StoreAPI, publications: Sequence[_Rendered]
+def store_change(
+    store: StoreAPI, publications: Sequence[Rendered]
 ) -> tuple[str | None, dict[str, str] | None, dict[str, bytes]]:
     """Store what the publications changed of the snapshot: the files whose bytes differ
     from the stored ones, the ones gone, their states. Returns the snapshot's fingerprint,

@@ -473,3 +473,19 @@ def test_once_publishes_until_the_archives_are_done(
     assert report.archive_files == 5 + 4
     assert "atom.xml" in report.changed
     assert len(walk(config.publish.output_dir)[1]) == 5
+
+
+def test_a_clock_a_minute_behind_does_not_take_yesterday_back(
+    setup: tuple[Config, StoreAPI],
+) -> None:
+    """Two daemons share a store; one's clock is behind. After the other archived the day
+    that just ended, a publish by the one behind (still before midnight there) keeps it."""
+    config, store = setup
+    fill(store, range(3))
+    midnight = datetime.combine(TODAY + timedelta(days=1), datetime.min.time(), ZONE)
+    publish(config, store, (midnight + timedelta(minutes=1)).astimezone(UTC))
+    output = config.publish.output_dir
+    assert (output / day_file(0)).exists()
+    before = versions(output)
+    publish(config, store, (midnight - timedelta(minutes=1)).astimezone(UTC))
+    assert versions(output) == before
