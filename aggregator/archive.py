@@ -28,6 +28,7 @@ from __future__ import annotations
 import bisect
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
@@ -78,6 +79,20 @@ def archive_name(day: date) -> str:
 def day_files(day: date) -> tuple[str, ...]:
     """Every file an archive day has (relative to its publication's directory)."""
     return tuple(day_path(day) + suffix for suffix in DAY_SUFFIXES)
+
+
+_DAY_FILE = re.compile(rf"{ARCHIVE_DIR}/(\d{{4}})/(\d{{2}})/(\d{{2}})\.[a-z]+")
+
+
+def day_of(name: str) -> date | None:
+    """The archive day whose file `name` (inside its publication) is, if it is one."""
+    match = _DAY_FILE.fullmatch(name)
+    if match is None:
+        return None
+    try:
+        return date(*(int(part) for part in match.groups()))
+    except ValueError:
+        return None
 
 
 def neighbours(days: Sequence[date], day: date) -> tuple[date | None, date | None]:
@@ -217,13 +232,16 @@ class Observed:
 
     `moments`: where the entries stored since the state's token sit, with their stories'
     other copies and the entries of changed sources; None when there were too many to read
-    (then every day is examined again).
+    (then every day is examined again). `published`: the archive days that have files in
+    the snapshot, read only when there is no state (lost, or never kept): they are examined
+    too, so that a day gone meanwhile is removed.
     """
 
     basis: str
     today: date
     oldest: datetime | None
     moments: tuple[datetime, ...] | None = ()
+    published: tuple[date, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -250,14 +268,12 @@ def plan(state: ArchiveState | None, now: Observed, zone: tzinfo) -> Plan:
     if state is not None and now.today < state.today <= now.today + _ONE_DAY:
         now = replace(now, today=state.today)
     floor = None if now.oldest is None else local_day(now.oldest, zone)
-    before = tuple(sorted(state.days)) if state is not None else ()
+    # Without a state, the days published are known, with no fingerprint: all rendered again.
+    known = state.days if state is not None else dict.fromkeys(now.published, "")
+    before = tuple(sorted(known))
     if floor is None:  # nothing stored: no archive day
         return Plan(now.today, None, before, {})
-    days = {
-        d: fp
-        for d, fp in (state.days.items() if state is not None else ())
-        if floor <= d < now.today
-    }
+    days = {d: fp for d, fp in known.items() if floor <= d < now.today}
     whole = _clamped((floor, now.today - _ONE_DAY), floor, now.today)
     if state is None or now.moments is None or state.basis != now.basis:
         return Plan(now.today, floor, before, days, sweep=whole)

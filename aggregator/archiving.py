@@ -138,6 +138,7 @@ def update_archives(
         today=archive.local_day(now, zone),
         oldest=store.oldest_entry(target.sources),
         moments=moments,
+        published=() if state is not None else _published_days(store, target),
     )
     work = archive.plan(state, observed, zone)
     days = _Days(store, target, credits, now, zone)
@@ -211,6 +212,14 @@ def _changes(
             return stored.token, None
         moments += copies
     return stored.token, tuple(moments)
+
+
+def _published_days(store: StoreAPI, target: ArchiveTarget) -> tuple[date, ...]:
+    """The archive days of `target` that have files in the stored snapshot."""
+    prefix = target.directory
+    names = (n.removeprefix(prefix) for n in store.published_digests() if n.startswith(prefix))
+    days = (archive.day_of(name) for name in names)
+    return tuple(sorted({d for d in days if d is not None}))
 
 
 def _keys(marks: Sequence[EntryMark]) -> StoryKeys:

@@ -97,6 +97,16 @@ def test_archive_names() -> None:
     day = date(2025, 7, 3)
     assert archive.archive_name(day) == "archive/2025/07/03.atom"
     assert archive.day_files(day) == ("archive/2025/07/03.atom",)
+    assert archive.day_of("archive/2025/07/03.atom") == day
+    assert archive.day_of("archive/2025/07/03.html") == day
+    for other in ("atom.xml", "news/archive/2025/07/03.atom", "archive/2025/02/30.atom"):
+        assert archive.day_of(other) is None
+
+
+@FAST
+@given(days)
+def test_a_day_is_read_back_from_its_file_name(day: date) -> None:
+    assert all(archive.day_of(name) == day for name in archive.day_files(day))
 
 
 states = st.builds(

@@ -489,3 +489,21 @@ def test_a_clock_a_minute_behind_does_not_take_yesterday_back(
     before = versions(output)
     publish(config, store, (midnight - timedelta(minutes=1)).astimezone(UTC))
     assert versions(output) == before
+
+
+def test_a_lost_state_renders_everything_again_and_removes_days_gone_meanwhile(
+    setup: tuple[Config, StoreAPI],
+) -> None:
+    config, store = setup
+    fill(store, range(6))
+    publish(config, store)
+    output = config.publish.output_dir
+    store._db.execute("UPDATE publications SET state = 'not json'")  # type: ignore[attr-defined]
+    store.prune(moment(4, 0), NOW)  # days 5 and 4 (but its first item) go meanwhile
+    before = versions(output)
+    publish(config, store, NOW + timedelta(minutes=1))
+    assert not (output / day_file(5)).exists()
+    after = versions(output)
+    # Everything was rendered again: only what differs was written.
+    assert {n for n in after if after[n] != before.get(n)} == {day_file(4)}
+    assert len(walk(output)[1]) == 4
