@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from aggregator.archive import ARCHIVE_DIR
 from aggregator.config import (
     _display_text,
     _Invalid,
@@ -34,7 +35,7 @@ CHANNEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 # feeds (its archive). The output file names cannot match `CHANNEL_NAME` (they hold a
 # dot), nor can hidden names; they are listed all the same, so that the rule reads whole.
 SERVER_ROUTES = ("healthz", "metrics", "websub")
-ROOT_DIRECTORIES = ("archive",)
+ROOT_DIRECTORIES = (ARCHIVE_DIR,)
 RESERVED_NAMES = frozenset((*SERVER_ROUTES, *ROOT_DIRECTORIES, *OUTPUT_FILES))
 
 _CHANNEL_KEYS = (

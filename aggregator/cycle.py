@@ -26,7 +26,7 @@ from aggregator.poll import (
     sync_sources,
     utc_now,
 )
-from aggregator.publish import PublishReport, publish_timeline
+from aggregator.publish import PublishReport, publish_all
 from aggregator.settings import Config, SourceConfig
 from aggregator.store import StoreAPI
 from aggregator.store.adapter import AsyncStore
@@ -108,6 +108,6 @@ async def run_cycle(
         raise
     if parsers is None:
         pool.close()  # every parse has ended
-    publish = await on_loop.run(lambda s: publish_timeline(config, s, clock()))
+    publish = await on_loop.run(lambda s: publish_all(config, s, clock()))
     await on_loop.run(lambda s: apply_retention(config, s, clock()))
     return CycleReport(tuple(reports), publish)

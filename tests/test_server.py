@@ -729,3 +729,25 @@ def test_rate_limited_warnings_pass_one_a_minute_with_a_count() -> None:
     )
     assert limit.filter(record)
     assert record.getMessage() == "Invalid HTTP request received. (99 more like it not logged)"
+
+
+def test_the_cache_of_served_files_is_bounded(tmp_path: Path) -> None:
+    """Archives are thousands of files: serving them all keeps only the most recently
+    served within the byte budget, and a file dropped from the cache is read again."""
+    bodies = {f"archive/2025/07/{n:02d}.atom": bytes([65 + n]) * 1000 for n in range(10)}
+    for name, body in bodies.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(body)
+    files = PublishedFiles(tmp_path, cache_bytes=3500)  # bodies of 1000 B and their gzip
+
+    async def serve_all() -> None:
+        for name, body in bodies.items():
+            version = await files.get(name)
+            assert version is not None and version.body == body
+            assert version.media_type == "application/atom+xml; charset=utf-8"
+        assert sum(v.size for v in files._cache.values()) <= 3500
+        assert list(files._cache)[-1] == "archive/2025/07/09.atom"
+        first = await files.get("archive/2025/07/00.atom")
+        assert first is not None and first.body == bodies["archive/2025/07/00.atom"]
+
+    asyncio.run(serve_all())

@@ -42,11 +42,18 @@ def N_(message: str) -> str:
 
 @dataclass(frozen=True)
 class ChannelInfo:
-    """A channel as a page needs it (from `[[channels]]`): its path segment and words."""
+    """A channel as a page needs it (from `[[channels]]`): its path segment and words, and
+    where it is served when the caller knows (a channel's pages are rendered with its own
+    site settings, whose `base_url` is already the channel's); by default
+    `<base_url><name>/` of the site the page is rendered with."""
 
     name: str
     title: str
     description: str = ""
+    base_url: str | None = None
+
+    def served_at(self, site: SiteSettings) -> str:
+        return self.base_url or f"{site.base_url}{self.name}/"
 
 
 # -- the contract: what a template sees ----------------------------------------------------
@@ -190,7 +197,7 @@ def channel_view(channel: ChannelInfo, site: SiteSettings) -> ChannelView:
         name=channel.name,
         title=channel.title,
         description=channel.description,
-        link=f"{site.base_url}{channel.name}/",
+        link=channel.served_at(site),
     )
 
 
@@ -250,7 +257,7 @@ def days(timeline: Timeline, site: SiteSettings, locale: Locale) -> tuple[DayVie
 def feed_links(site: SiteSettings, channel: ChannelInfo | None = None) -> tuple[FeedLink, ...]:
     """The feeds published next to the page (the channel's, on a channel's pages), as
     absolute URLs under `base_url`; the labels are the catalogue's msgids."""
-    base = site.base_url + (f"{channel.name}/" if channel else "")
+    base = channel.served_at(site) if channel else site.base_url
     return (
         FeedLink(N_("Atom"), "application/atom+xml", base + ATOM_FILE),
         FeedLink(N_("RSS"), "application/rss+xml", base + RSS_FILE),
