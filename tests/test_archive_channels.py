@@ -137,6 +137,18 @@ def walk(output: Path, directory: str = "") -> tuple[set[str], list[str]]:
     return ids, visited
 
 
+def hrefs(doc: html.HtmlElement, path: str) -> list[str]:
+    """The strings an XPath finds (attributes: links)."""
+    found = doc.xpath(path)
+    assert isinstance(found, list)
+    return [str(h) for h in found]
+
+
+def headlines(doc: html.HtmlElement) -> set[str]:
+    """The item titles of a page."""
+    return set(hrefs(doc, "//main//h3/a/text()"))
+
+
 def versions(output: Path) -> dict[str, tuple[int, int]]:
     """Every file under output/ (archives, pages, gzipped siblings, records): (inode, mtime)."""
     return {
@@ -290,9 +302,7 @@ def test_day_pages_link_their_neighbours_and_the_main_page_links_the_newest(
         assert two.xpath("//a[@rel='prev']/@href") == ["../../../" + page(4)]
         assert two.xpath("//a[@rel='next']/@href") == ["../../../" + page(1)]
         assert two.xpath("//li[@class='main']/a/@href") == ["../../../index.html"]
-        assert {a.text for a in two.xpath("//main//h3/a")} == {
-            f"Story {n} of day 2" for n in range(PER_DAY)
-        }
+        assert headlines(two) == {f"Story {n} of day 2" for n in range(PER_DAY)}
     channel = html.fromstring((output / "all" / page(2)).read_bytes())
     assert channel.xpath("//head/link[@type='application/atom+xml']/@href") == [
         BASE + "all/atom.xml"
@@ -405,12 +415,12 @@ def test_once_over_a_multi_day_feed_writes_linked_day_pages(
     assert all(p.exists() for p in pages.values())
     newest, *_, oldest = days
     index = html.fromstring((output / "index.html").read_bytes())
-    (earlier,) = index.xpath("//p[@class='earlier']/a/@href")
+    (earlier,) = hrefs(index, "//p[@class='earlier']/a/@href")
     assert _target(output, "index.html", earlier) == pages[newest]
     for d, path in pages.items():
         doc = html.fromstring(path.read_bytes())
         name = path.relative_to(output).as_posix()
-        prev, following = doc.xpath("//a[@rel='prev']/@href"), doc.xpath("//a[@rel='next']/@href")
+        prev, following = hrefs(doc, "//a[@rel='prev']/@href"), hrefs(doc, "//a[@rel='next']/@href")
         older = days.index(d) + 1
         assert [_target(output, name, h) for h in prev] == (
             [pages[days[older]]] if d != oldest else []
@@ -418,12 +428,10 @@ def test_once_over_a_multi_day_feed_writes_linked_day_pages(
         assert [_target(output, name, h) for h in following] == (
             [pages[days[days.index(d) - 1]]] if d != newest else []
         )
-        assert _target(output, name, doc.xpath("//li[@class='main']/a/@href")[0]) == (
+        assert _target(output, name, hrefs(doc, "//li[@class='main']/a/@href")[0]) == (
             output / "index.html"
         )
-        assert {a.text for a in doc.xpath("//main//h3/a")} == {
-            f"Item {n} of {d.isoformat()}" for n in range(2)
-        }
+        assert headlines(doc) == {f"Item {n} of {d.isoformat()}" for n in range(2)}
     # The archive documents hold what the pages show.
     archived = feedparser.parse(io.BytesIO((output / archive_name(oldest)).read_bytes()))
     assert {e.title for e in archived.entries} == {
