@@ -28,10 +28,11 @@ from aggregator.types import SourceCredit, StoredEntry, Timeline
 
 log = logging.getLogger("aggregator")
 
-# Entries one publish reads for its archives (a day is read whole, so it may go over by one
-# day's). About 0.3 ms each to read, merge and render: 100,000 entries (the first publish
-# of a large store, a changed filter) take ten publishes of a few seconds each, and what
-# one holds in memory (its days' documents) stays in the tens of megabytes.
+# Entries one publish reads for its archives, all its publications' together (a day is read
+# whole, and each publication examines at least one day, so it may go over by a few days').
+# About 0.3 ms each to read, merge and render: 100,000 entries (the first publish of a
+# large store, a changed filter) take ten publishes of a few seconds each, and what one
+# holds in memory (its days' documents) stays in the tens of megabytes.
 ARCHIVE_BUDGET = 10_000
 # The most entries of one day an archive document is made from (the earliest placed), and
 # the most copies on other days read beside them: a source that dumps its whole backlog
@@ -73,6 +74,7 @@ class ArchiveUpdate:
     days: tuple[date, ...] = ()
     rendered: tuple[ArchiveDay, ...] = ()
     examined: int = 0  # days read from the store
+    spent: int = 0  # entries read for them (what counts against the budget)
 
     @property
     def newest(self) -> date | None:
@@ -182,6 +184,7 @@ def update_archives(
         days=tuple(reversed(settled.days)),
         rendered=tuple(rendered),
         examined=len(days.found),
+        spent=days.spent,
     )
 
 

@@ -2,7 +2,9 @@
 
 Write to a temporary file in the same directory, fsync, rename over the old one: a reader
 (or a `kill -9`) never sees half a file, and an unchanged feed keeps its mtime and ETag.
-A hidden record of the last publish's input lets an unchanged timeline skip rendering too.
+Each publication's directory holds a hidden record of what it holds (each file's digest,
+inode, mtime and size) and of the last publish's input, so an unchanged publication skips
+rendering and copying too. Beside each file, its gzipped sibling (`atom.xml.gz`).
 
 A temporary file is flock()ed while it is written, so a process starting up can tell one
 that a killed publish left behind (unlocked: removed, however fresh) from one another

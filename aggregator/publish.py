@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 
-from aggregator import __version__
+from aggregator import __version__, archiving
 from aggregator.archive import ArchiveState
 from aggregator.archiving import ArchiveTarget, ArchiveUpdate, update_archives
 from aggregator.publications import ROOT, Publication, publications_of
@@ -248,16 +248,24 @@ def render_publication(
     timeline: Timeline,
     credits: Mapping[str, SourceCredit],
     now: datetime,
+    budget: int | None = None,
 ) -> Rendered:
     """A publication's main files (only when their input changed) and archives (only the
-    days whose input changed), with the state to store beside them."""
+    days whose input changed, within `budget` entries read), with the state to store
+    beside them."""
     before = PublicationState.decode(store.publication_state(publication.directory))
     mine = own_credits(publication, credits)
     render_day = functools.partial(
         render_archive_day, theme=publication.theme, channel=publication.channel
     )
     archives = update_archives(
-        store, archive_target(publication), mine, before.archive, now, render=render_day
+        store,
+        archive_target(publication),
+        mine,
+        before.archive,
+        now,
+        render=render_day,
+        budget=budget,
     )
     main = main_fingerprint(publication, timeline, mine, archives.newest)
     files = dict(archives.files)
@@ -299,11 +307,14 @@ def publish_timeline(config: Config, store: StoreAPI, now: datetime) -> PublishR
         inputs = {p.directory: Inputs.of(p, credits, versions, now) for p in publications}
         quiet = settled(output_dir, store, inputs, stored)
         reads = SharedReads(store)
-        rendered = [
-            render_publication(store, p, publication_timeline(p, reads, now, credits), credits, now)
-            for p in publications
-            if p.directory not in quiet
-        ]
+        # One budget for every publication's archives: eleven publications' first publish
+        # takes as long as one's; what is left waits for the next publish.
+        budget = archiving.ARCHIVE_BUDGET
+        rendered: list[Rendered] = []
+        for p in (p for p in publications if p.directory not in quiet):
+            timeline = publication_timeline(p, reads, now, credits)
+            rendered.append(render_publication(store, p, timeline, credits, now, budget))
+            budget = max(0, budget - rendered[-1].archive.spent)
         heads = store_change(
             store, [r.change() for r in rendered], sorted(set(stored) - current), stored
         )

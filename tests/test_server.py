@@ -14,6 +14,7 @@ import http.client
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -751,3 +752,25 @@ def test_the_cache_of_served_files_is_bounded(tmp_path: Path) -> None:
         assert first is not None and first.body == bodies["archive/2025/07/00.atom"]
 
     asyncio.run(serve_all())
+
+
+def test_a_file_gone_leaves_the_cache_with_its_bytes(tmp_path: Path) -> None:
+    """An archive day removed (retention), a channel removed: its cached version is dropped,
+    and the cache's byte count with it, so the budget keeps holding what is served."""
+    gone, kept = tmp_path / "archive/2025/07/01.atom", tmp_path / "atom.xml"
+    gone.parent.mkdir(parents=True)
+    gone.write_bytes(b"A" * 1000)
+    kept.write_bytes(b"B" * 1000)
+    files = PublishedFiles(tmp_path)
+
+    async def serve() -> None:
+        assert await files.get("archive/2025/07/01.atom") is not None
+        both = files.cached_bytes
+        assert await files.get("atom.xml") is not None
+        gone.unlink()
+        assert await files.get("archive/2025/07/01.atom") is None
+        shutil.rmtree(tmp_path / "archive")
+        assert await files.get("archive/2025/07/01.atom") is None  # no such path at all now
+        assert files.cached_bytes == both == sum(v.size for v in files._cache.values())
+
+    asyncio.run(serve())

@@ -99,12 +99,12 @@ class PublishedFiles:
         """The current version of `name`, or None; a new version is loaded off the loop."""
         path = self.path_of(name)
         if path is None:
-            self._cache.pop(name, None)  # a removed channel's files: not kept in memory
+            self._forget(name)  # a removed channel's files, a day gone: not kept in memory
             return None
         try:
             stat = path.stat()
         except OSError:
-            self._cache.pop(name, None)
+            self._forget(name)
             return None
         key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
         cached = self._cache.get(name)
@@ -124,14 +124,23 @@ class PublishedFiles:
 
     def _keep(self, name: str, version: FileVersion) -> None:
         """Cache `version`, then forget the least recently served until within budget."""
-        old = self._cache.pop(name, None)
-        if old is not None:
-            self._cached_bytes -= old.size
+        self._forget(name)
         self._cache[name] = version
         self._cached_bytes += version.size
         while self._cached_bytes > self._cache_bytes and len(self._cache) > 1:
             _, dropped = self._cache.popitem(last=False)
             self._cached_bytes -= dropped.size
+
+
+    def _forget(self, name: str) -> None:
+        old = self._cache.pop(name, None)
+        if old is not None:
+            self._cached_bytes -= old.size
+
+    @property
+    def cached_bytes(self) -> int:
+        """Bytes of file versions held in memory (bodies and their gzip)."""
+        return self._cached_bytes
 
 
 def _load_version(path: Path, name: str) -> FileVersion | None:
