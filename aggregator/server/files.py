@@ -131,7 +131,6 @@ class PublishedFiles:
             _, dropped = self._cache.popitem(last=False)
             self._cached_bytes -= dropped.size
 
-
     def _forget(self, name: str) -> None:
         old = self._cache.pop(name, None)
         if old is not None:
