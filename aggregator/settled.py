@@ -111,14 +111,16 @@ def settled(
         ):
             continue
         candidates[directory] = (edge, record)
-    if not candidates:
-        return {}
-    now_edge = max(inputs[d].edge for d in candidates)
-    since = min(edge for edge, _ in candidates.values())
-    passed = store.sources_placed_between(since, now_edge) if since < now_edge else set()
+    # Which sources the edge passed since each recorded edge: one query per distinct span
+    # (publications built by one publish share theirs), so that a channel whose record is
+    # older (it settled earlier) does not make the others, the root above all, look changed.
+    passed: dict[tuple[datetime, datetime], set[str]] = {}
     quiet = {}
     for directory, (edge, record) in candidates.items():
-        if passed & inputs[directory].sources:
+        span = (edge, inputs[directory].edge)
+        if span not in passed:
+            passed[span] = store.sources_placed_between(*span) if edge < span[1] else set()
+        if passed[span] & inputs[directory].sources:
             continue
         quiet[directory] = int(record.get("items", 0))
         if inputs[directory].edge - edge >= EDGE_STEP:

@@ -308,6 +308,23 @@ def test_a_settled_channel_is_built_again_when_its_input_changes(
             assert published.read_bytes() == data, publication.path(name)
 
 
+def test_a_channel_settled_earlier_does_not_make_the_others_look_changed(
+    digest: tuple[StoreAPI, Config],
+) -> None:
+    """Publications built at different publishes keep different window edges: each is
+    checked against the entries placed since its own edge. b's item leaving the window
+    rebuilt the root and "why" once; "ex" (a only) stayed settled with its older edge, and
+    must not make the root, which holds b, rebuild for that same item again."""
+    store, config = digest
+    store_entries(store, "b", [entry("b-old", "b older", published=NOW - timedelta(hours=3))], NOW)
+    start = LATE - timedelta(hours=3)
+    publish_timeline(config, store, start - timedelta(minutes=5))
+    passing = publish_timeline(config, store, start + timedelta(minutes=5))
+    assert passing.built == ("", "why/")  # b's 3-hour-old item left their window
+    later = publish_timeline(config, store, start + timedelta(minutes=15))
+    assert later.built == ()
+
+
 def test_a_file_removed_by_hand_is_put_back(digest: tuple[StoreAPI, Config]) -> None:
     store, config = digest
     publish_timeline(config, store, NOW)
