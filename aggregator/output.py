@@ -21,7 +21,7 @@ import os
 import re
 import stat
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -220,7 +220,9 @@ _RECORD = ".published.json"  # hidden: never served (server.PublishedFiles skips
 
 def _version(output_dir: Path, name: str) -> list[int] | None:
     try:
-        info = (output_dir / name).stat()
+        # os.stat on a string: a copy's check stats thousands of archive files every few
+        # seconds, which pathlib's objects make three times as costly.
+        info = os.stat(f"{output_dir}/{name}")  # noqa: PTH116
     except OSError:
         return None
     return [info.st_ino, info.st_mtime_ns, info.st_size]
@@ -254,21 +256,24 @@ def published_here(output_dir: Path) -> tuple[str | None, dict[str, str]]:
     return (fingerprint if isinstance(fingerprint, str) else None), intact
 
 
-def already_published(output_dir: Path, fingerprint: str) -> bool:
-    """Whether `output_dir` holds the publication `fingerprint` names, every file as
-    written: it stats the files its record lists. Lets a publish or a copy skip the store
-    when nothing changed. Any doubt (no record, a file replaced or missing, an unreadable
-    record) says no."""
-    record = _record(output_dir)
+def already_published(
+    output_dir: Path,
+    fingerprint: str,
+    names: Iterable[str] | None = None,
+    record: Mapping[str, Any] | None = None,
+) -> bool:
+    """Whether `output_dir` holds the publication `fingerprint` names, its files as written:
+    it stats the files its record lists (only `names` of them, when given; each must be
+    listed). `record`: the record, when the caller has just read it. Lets a publish or a
+    copy skip the store when nothing changed. Any doubt (no record, a file replaced or
+    missing, an unreadable record) says no."""
+    record = _record(output_dir) if record is None else record
     try:
-        return bool(
-            record is not None
-            and record["fingerprint"] == fingerprint
-            and all(
-                _version(output_dir, name) == version
-                for name, (_, *version) in record["files"].items()
-            )
-        )
+        if record is None or record["fingerprint"] != fingerprint:
+            return False
+        files = record["files"]
+        wanted = files if names is None else {name: files[name] for name in names}
+        return all(_version(output_dir, name) == version for name, (_, *version) in wanted.items())
     except (KeyError, TypeError, ValueError, AttributeError):
         return False
 

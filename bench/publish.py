@@ -277,10 +277,11 @@ def _until_done(config: Config, store: SqliteStore) -> dict[str, object]:
 
 
 def _add_item(store: SqliteStore, when: str) -> None:
-    """One new item from source s0: published now, or three days ago."""
+    """One new item from source s0: published now, or three days ago. Seeded by both (two
+    phases within one second must not store the same item twice)."""
     now = utc_now().replace(microsecond=0)
     published = now if when == "today" else now - timedelta(days=3)
-    rng = random.Random(now.timestamp())
+    rng = random.Random(f"{when} {now.isoformat()}")
     serial = rng.randrange(10**9)
     store_entries(store, "s0", [_entry(rng, 0, serial, published)], now)
 

@@ -488,3 +488,26 @@ def _solo_days(output: Path) -> list[date]:
         )
         for p in (output / "solo" / "archive").rglob("*.atom")
     ]
+
+
+def test_an_archive_file_removed_by_hand_comes_back(
+    setup: tuple[Config, StoreAPI], tmp_path: Path
+) -> None:
+    """A settled publication checks its main files only (its archives are thousands of
+    files): a day page removed by hand comes back when the publication is next built, and
+    at once in a daemon copying the snapshot."""
+    config, store = setup
+    fill(store, range(4))
+    publish(config, store)
+    output, follower = config.publish.output_dir, tmp_path / "follower"
+    follow_published(follower, store)
+    kept = (output / page(2)).read_bytes()
+    (output / page(2)).unlink()
+    (follower / page(2)).unlink()
+    follow_published(follower, store)
+    assert (follower / page(2)).read_bytes() == kept
+    assert publish_timeline(config, store, NOW + timedelta(minutes=1)).built == ()
+    store_entries(store, "b", [entry("new", "New today", published=NOW)], NOW)
+    report = publish_timeline(config, store, NOW + timedelta(minutes=2))
+    assert "" in report.built and report.archive_days == 0
+    assert (output / page(2)).read_bytes() == kept
