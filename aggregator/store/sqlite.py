@@ -383,11 +383,16 @@ class SqliteStore(SharedStatements, HubStatements):
     def entries_between(
         self, sources: Iterable[str], start: datetime, end: datetime, limit: int
     ) -> list[StoredEntry]:
-        """Entries of `sources` placed in [start, end), the earliest first, at most `limit`."""
+        """Entries of `sources` placed in [start, end), the earliest first, at most `limit`.
+
+        Read through (source, sort_date), a range of each source's: walking the day by date
+        would read every source's rows of it in full (a channel's tenth of them: 10 ms,
+        not 1 ms, per day of 100,000 entries' store), and is no faster for all of them.
+        """
         found = self._db.execute(
             f"""
             SELECT {rows.ENTRY_COLUMNS} FROM entries
-            WHERE +source IN (SELECT value FROM json_each(?)) AND sort_date >= ? AND sort_date < ?
+            WHERE source IN (SELECT value FROM json_each(?)) AND sort_date >= ? AND sort_date < ?
             ORDER BY sort_date, source, entry_id
             LIMIT ?
             """,
@@ -400,10 +405,11 @@ class SqliteStore(SharedStatements, HubStatements):
     ) -> list[StoredEntry]:
         """Entries of `sources` placed outside [start, end) that share a story key (link or
         title) with one placed inside: at most `limit`, the first seen (they decide a
-        story's first copy). The keys are the stored ones, matched in SQL."""
+        story's first copy). The keys are the stored ones, matched in SQL; the day's read
+        as in `entries_between`."""
         inside = """
             SELECT {key} FROM entries
-            WHERE +source IN (SELECT value FROM json_each(:sources))
+            WHERE source IN (SELECT value FROM json_each(:sources))
               AND sort_date >= :start AND sort_date < :end AND {key} IS NOT NULL
         """
         found = self._db.execute(
