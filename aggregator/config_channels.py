@@ -29,7 +29,7 @@ from aggregator.render import OUTPUT_FILES
 from aggregator.settings import Channel, PublishSettings, SiteSettings, SourceConfig
 from aggregator.tomlpos import KeyPath
 
-CHANNEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+CHANNEL_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # whole: `fullmatch`, not `$`
 # Paths a channel's directory must not take: the server's own routes (`/healthz`,
 # `/metrics`, the WebSub hub's `/websub`), and what the root publication writes beside its
 # feeds (its archive). The output file names cannot match `CHANNEL_NAME` (they hold a
@@ -48,7 +48,7 @@ _SELECTING = ("tags", "sources", "include", "exclude")
 def channel_name(value: object) -> str:
     """A channel's name: one lower-case URL path segment, not one the server or root takes."""
     name = _string(value)
-    if not CHANNEL_NAME.match(name):
+    if not CHANNEL_NAME.fullmatch(name):
         raise _Invalid(
             "expected a name of lower-case letters, digits, '_' or '-' (at most 64, starting "
             f"with a letter or digit: it is the channel's URL path), got {_show(value)}"
