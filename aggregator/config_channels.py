@@ -14,6 +14,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from aggregator.archive import ARCHIVE_DIR
 from aggregator.config import (
     _display_text,
     _Invalid,
@@ -28,13 +29,13 @@ from aggregator.render import OUTPUT_FILES
 from aggregator.settings import Channel, PublishSettings, SiteSettings, SourceConfig
 from aggregator.tomlpos import KeyPath
 
-CHANNEL_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}\Z")  # \Z: "$" lets a final newline in
+CHANNEL_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # whole: `fullmatch`, not `$`
 # Paths a channel's directory must not take: the server's own routes (`/healthz`,
 # `/metrics`, the WebSub hub's `/websub`), and what the root publication writes beside its
 # feeds (its archive). The output file names cannot match `CHANNEL_NAME` (they hold a
 # dot), nor can hidden names; they are listed all the same, so that the rule reads whole.
 SERVER_ROUTES = ("healthz", "metrics", "websub")
-ROOT_DIRECTORIES = ("archive",)
+ROOT_DIRECTORIES = (ARCHIVE_DIR,)
 RESERVED_NAMES = frozenset((*SERVER_ROUTES, *ROOT_DIRECTORIES, *OUTPUT_FILES))
 
 _CHANNEL_KEYS = (
@@ -47,7 +48,7 @@ _SELECTING = ("tags", "sources", "include", "exclude")
 def channel_name(value: object) -> str:
     """A channel's name: one lower-case URL path segment, not one the server or root takes."""
     name = _string(value)
-    if not CHANNEL_NAME.match(name):
+    if not CHANNEL_NAME.fullmatch(name):
         raise _Invalid(
             "expected a name of lower-case letters, digits, '_' or '-' (at most 64, starting "
             f"with a letter or digit: it is the channel's URL path), got {_show(value)}"

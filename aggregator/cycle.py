@@ -27,7 +27,7 @@ from aggregator.poll import (
     take_back_dead_claims,
     utc_now,
 )
-from aggregator.publish import PublishReport, publish_timeline
+from aggregator.publish import PublishReport, publish_all
 from aggregator.recording import RecordBatch
 from aggregator.settings import Config, SourceConfig
 from aggregator.store import StoreAPI
@@ -115,6 +115,6 @@ async def run_cycle(
         raise
     if parsers is None:
         pool.close()  # every parse has ended
-    publish = await on_loop.run(lambda s: publish_timeline(config, s, clock()))
+    publish = await on_loop.run(lambda s: publish_all(config, s, clock()))
     await on_loop.run(lambda s: apply_retention(config, s, clock()))
     return CycleReport(tuple(reports), publish)

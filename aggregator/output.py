@@ -2,7 +2,9 @@
 
 Write to a temporary file in the same directory, fsync, rename over the old one: a reader
 (or a `kill -9`) never sees half a file, and an unchanged feed keeps its mtime and ETag.
-A hidden record of the last publish's input lets an unchanged timeline skip rendering too.
+Each publication's directory holds a hidden record of what it holds (each file's digest,
+inode, mtime and size) and of the last publish's input, so an unchanged publication skips
+rendering and copying too. Beside each file, its gzipped sibling (`atom.xml.gz`).
 
 A temporary file is flock()ed while it is written, so a process starting up can tell one
 that a killed publish left behind (unlocked: removed, however fresh) from one another
@@ -26,10 +28,11 @@ from typing import Any
 from aggregator.errors import PublishError
 
 
-def write_if_changed(path: Path, data: bytes) -> bool:
+def write_if_changed(path: Path, data: bytes, *, sync_directory: bool = True) -> bool:
     """Atomically replace `path` with `data` unless it already holds exactly that.
 
-    Returns True when the file was written.
+    Returns True when the file was written. `sync_directory` False: the caller fsyncs the
+    directory itself (once for many files).
     """
     try:
         if path.read_bytes() == data:
@@ -51,7 +54,8 @@ def write_if_changed(path: Path, data: bytes) -> bool:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
-        fsync_directory(path.parent)
+        if sync_directory:
+            fsync_directory(path.parent)
     except OSError as e:
         raise PublishError(f"cannot write {path}: {e.strerror or e}") from e
     return True
@@ -94,12 +98,12 @@ def gzipped(data: bytes) -> bytes:
     return gzip.compress(data, compresslevel=_GZIP_LEVEL, mtime=0)
 
 
-def write_with_sibling(path: Path, data: bytes) -> bool:
+def write_with_sibling(path: Path, data: bytes, *, sync_directory: bool = True) -> bool:
     """`write_if_changed`, then the gzipped sibling unless it is already the one written
     for this very file (same mtime: it takes the file's, so a static server sends the same
     Last-Modified for both encodings, and a publish killed between the two writes is
     repaired by the next). Returns whether the file itself was written."""
-    written = write_if_changed(path, data)
+    written = write_if_changed(path, data, sync_directory=sync_directory)
     sibling = path.with_name(path.name + GZIP_SUFFIX)
     try:
         mtime = path.stat().st_mtime_ns
@@ -109,7 +113,7 @@ def write_with_sibling(path: Path, data: bytes) -> bool:
         pass
     except OSError as e:
         raise PublishError(f"cannot read {sibling}: {e.strerror or e}") from e
-    write_if_changed(sibling, gzipped(data))
+    write_if_changed(sibling, gzipped(data), sync_directory=sync_directory)
     try:
         os.utime(sibling, ns=(mtime, mtime))
     except OSError as e:
@@ -117,10 +121,56 @@ def write_with_sibling(path: Path, data: bytes) -> bool:
     return written
 
 
+# A published file's name: relative, "/"-separated segments that are neither empty, hidden,
+# nor "." or "..". Names come from the store: one naming a place outside output/ is refused.
+_SAFE_NAME = re.compile(r"(?:[A-Za-z0-9_~-][A-Za-z0-9._~-]*/)*[A-Za-z0-9_~-][A-Za-z0-9._~-]*")
+
+
+def published_path(output_dir: Path, name: str) -> Path:
+    """Where the published file `name` lives under `output_dir`."""
+    if not _SAFE_NAME.fullmatch(name) or ".." in name.split("/"):
+        raise PublishError(f"refusing to publish {name!r}: not a plain path under {output_dir}")
+    return output_dir / name
+
+
 def publish_files(output_dir: Path, files: Mapping[str, bytes]) -> dict[str, bool]:
     """Write each named file under `output_dir`, with its gzipped sibling; returns which
-    ones changed."""
-    return {name: write_with_sibling(output_dir / name, data) for name, data in files.items()}
+    ones changed. Each directory written to is fsynced once, after its files (a day's
+    archive files share a folder with the month's others)."""
+    written = {}
+    directories = set()
+    for name, data in files.items():
+        path = published_path(output_dir, name)
+        if write_with_sibling(path, data, sync_directory=False):
+            directories.add(path.parent)
+            written[name] = True
+        else:
+            written[name] = False
+    directory = output_dir
+    try:
+        for directory in sorted(directories):
+            fsync_directory(directory)
+    except OSError as e:
+        raise PublishError(f"cannot write {directory}: {e.strerror or e}") from e
+    return written
+
+
+def remove_file(output_dir: Path, name: str) -> None:
+    """Remove a file no longer published (an archive day gone), its gzipped sibling, and the
+    directories it leaves empty (an archive month, a year) up to `output_dir`."""
+    path = published_path(output_dir, name)
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            mtime = path.lstat().st_mtime_ns
+            path.unlink()
+            _remove_sibling(path, mtime)
+        parent = path.parent
+        while parent != output_dir and parent.is_relative_to(output_dir):
+            parent.rmdir()  # fails (and stops) while it holds anything
+            parent = parent.parent
+    except OSError as e:
+        if path.exists():
+            raise PublishError(f"cannot remove {path}: {e.strerror or e}") from e
 
 
 # What `write_if_changed` names its temporary files: `.NAME.` + mkstemp's 8 characters.
@@ -129,16 +179,18 @@ _TEMPORARY_NAME = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.tmp")
 
 def remove_stale_temp_files(output_dir: Path) -> int:
     """Remove temporary files a killed publish left behind (`.NAME.xxxxxxxx.tmp`), in
-    `output_dir` and in its channels' directories.
+    `output_dir` and the directories under it (channels, archive days).
 
     Whatever their age: ours by name, and not locked, so no process is writing them.
     """
     removed = 0
     if not output_dir.is_dir():
         return removed
-    for directory in (output_dir, *(output_dir / d for d in published_subdirectories(output_dir))):
-        for leftover in directory.iterdir():
-            if _TEMPORARY_NAME.fullmatch(leftover.name) and _remove_unless_locked(leftover):
+    for directory, subdirectories, names in os.walk(output_dir):
+        subdirectories[:] = [d for d in subdirectories if not d.startswith(".")]
+        for name in names:
+            leftover = Path(directory) / name
+            if _TEMPORARY_NAME.fullmatch(name) and _remove_unless_locked(leftover):
                 removed += 1
     return removed
 
@@ -166,33 +218,14 @@ def _remove_unless_locked(path: Path) -> bool:
 _RECORD = ".published.json"  # hidden: never served (server.PublishedFiles skips dotfiles)
 
 
-def _versions(output_dir: Path, names: Iterable[str]) -> dict[str, list[int]] | None:
-    versions = {}
-    for name in names:
-        try:
-            info = (output_dir / name).stat()
-        except OSError:
-            return None
-        versions[name] = [info.st_ino, info.st_mtime_ns, info.st_size]
-    return versions
-
-
-def already_published(
-    output_dir: Path, fingerprint: str, names: Iterable[str] | None = None
-) -> bool:
-    """Whether the last publish rendered this very input and its files are still as written.
-
-    Lets a publish of an unchanged timeline skip rendering altogether, not just the writes.
-    `names`: the files to look at; by default those the record lists. Any doubt (no record,
-    a file replaced or missing, an unreadable record) says no.
-    """
-    record = _record(output_dir)
-    if record is None or record.get("fingerprint") != fingerprint:
-        return False
-    files = record.get("files")
-    if not isinstance(files, dict):
-        return False
-    return files == _versions(output_dir, files if names is None else names)
+def _version(output_dir: Path, name: str) -> list[int] | None:
+    try:
+        # os.stat on a string: a copy's check stats thousands of archive files every few
+        # seconds, which pathlib's objects make three times as costly.
+        info = os.stat(f"{output_dir}/{name}")  # noqa: PTH116
+    except OSError:
+        return None
+    return [info.st_ino, info.st_mtime_ns, info.st_size]
 
 
 def _record(output_dir: Path) -> dict[str, Any] | None:
@@ -203,23 +236,65 @@ def _record(output_dir: Path) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
+def published_here(output_dir: Path) -> tuple[str | None, dict[str, str]]:
+    """What the last publish or copy recorded in `output_dir`: the publication's
+    fingerprint, and the digest of each file still exactly as it wrote it (a file replaced,
+    touched or gone is left out: it is copied again). Any doubt about the record says
+    nothing is."""
+    record = _record(output_dir)
+    if record is None:
+        return None, {}
+    try:
+        fingerprint, files = record["fingerprint"], record["files"]
+        intact = {
+            name: digest
+            for name, (digest, *version) in files.items()
+            if isinstance(digest, str) and _version(output_dir, name) == version
+        }
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None, {}
+    return (fingerprint if isinstance(fingerprint, str) else None), intact
+
+
+def already_published(
+    output_dir: Path,
+    fingerprint: str,
+    names: Iterable[str] | None = None,
+    record: Mapping[str, Any] | None = None,
+) -> bool:
+    """Whether `output_dir` holds the publication `fingerprint` names, its files as written:
+    it stats the files its record lists (only `names` of them, when given; each must be
+    listed). `record`: the record, when the caller has just read it. Lets a publish or a
+    copy skip the store when nothing changed. Any doubt (no record, a file replaced or
+    missing, an unreadable record) says no."""
+    record = _record(output_dir) if record is None else record
+    try:
+        if record is None or record["fingerprint"] != fingerprint:
+            return False
+        files = record["files"]
+        wanted = files if names is None else {name: files[name] for name in names}
+        return all(_version(output_dir, name) == version for name, (_, *version) in wanted.items())
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return False
+
+
 def remember_published(
     output_dir: Path,
     fingerprint: str,
-    names: Iterable[str],
+    digests: Mapping[str, str],
     inputs: Mapping[str, Any] | None = None,
 ) -> None:
-    """Record what was just published, for `already_published`; `inputs`: what the publish
-    knew of its input beyond the fingerprint (`publish.Inputs`), for `published_record`."""
-    record = {"fingerprint": fingerprint, "files": _versions(output_dir, names), **(inputs or {})}
+    """Record what `output_dir` now holds of publication `fingerprint`: each file's digest
+    and version (inode, mtime, size), for `published_here` and `already_published`;
+    `inputs`: what the publish knew of its input beyond the fingerprint (`settled.Inputs`),
+    for `published_record`."""
+    files = {}
+    for name, digest in sorted(digests.items()):
+        version = _version(output_dir, name)
+        if version is not None:
+            files[name] = [digest, *version]
+    record = {"fingerprint": fingerprint, "files": files, **(inputs or {})}
     write_if_changed(output_dir / _RECORD, json.dumps(record, sort_keys=True).encode())
-
-
-def published_names(output_dir: Path) -> list[str]:
-    """The files the last publish into `output_dir` wrote, by its record; [] without one."""
-    record = _record(output_dir)
-    files = record.get("files") if record is not None else None
-    return list(files) if isinstance(files, dict) else []
 
 
 def published_record(output_dir: Path) -> dict[str, Any] | None:
@@ -253,13 +328,13 @@ def remove_published(directory: Path) -> list[str]:
     record = _record(directory)
     files = record.get("files") if record is not None else None
     removed = []
-    for name, version in (files if isinstance(files, dict) else {}).items():
+    for name, entry in (files if isinstance(files, dict) else {}).items():
         path = directory / name
         try:
             info = path.lstat()
             if not path.resolve().is_relative_to(directory.resolve()):
                 continue
-            untouched = [info.st_ino, info.st_mtime_ns, info.st_size] == version
+            untouched = [info.st_ino, info.st_mtime_ns, info.st_size] == entry[1:]
             if stat.S_ISREG(info.st_mode) and untouched:
                 path.unlink()
                 removed.append(name)

@@ -1,41 +1,40 @@
 """Publishing: each publication's timeline (the root's, each channel's) built from the
-store, rendered when it changed, written to output/ under the lock.
+store, its main files rendered when their input changed, its archives brought up to date,
+all written to output/ under the lock.
 
 With several daemons sharing a store, what one renders is stored as the published snapshot
-and every daemon copies it into its own output/, so all serve the same bytes.
+(`snapshot.py`) and every daemon copies it into its own output/, so all serve the same bytes.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import json
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
-from pathlib import Path
+from datetime import date, datetime
 
-from aggregator import __version__
-from aggregator.output import (
-    already_published,
-    publish_files,
-    published_names,
-    published_subdirectories,
-    remember_published,
-    remove_published,
-)
+from aggregator import __version__, archiving
+from aggregator.archive import ArchiveState
+from aggregator.archiving import ArchiveTarget, ArchiveUpdate, update_archives
 from aggregator.publications import ROOT, Publication, publications_of
-from aggregator.render import OUTPUT_FILES, render_outputs
+from aggregator.render import OUTPUT_FILES, Framing, render_archive_day, render_outputs
 from aggregator.settings import Config
 from aggregator.settled import Inputs, settled
 from aggregator.shared_reads import SharedReads
-from aggregator.store import StoreAPI
-from aggregator.store.records import PublishedSnapshot
-from aggregator.timeline import build_timeline
-from aggregator.types import (
-    SourceCredit,
-    Timeline,
+from aggregator.snapshot import (
+    Change,
+    copied_files,
+    remove_unpublished,
+    store_change,
+    sync_publication,
 )
+from aggregator.store import StoreAPI
+from aggregator.timeline import build_timeline
+from aggregator.types import SourceCredit, Timeline
 from aggregator.update import source_credits as credits_of
 
 log = logging.getLogger("aggregator")
@@ -53,11 +52,13 @@ class PublishReport:
     """What a publish wrote: paths under output/ (`news/atom.xml` for a channel's)."""
 
     items: int  # in the root's timeline
-    changed: tuple[str, ...]  # rewritten, or removed with a channel no longer published
-    unchanged: tuple[str, ...]
+    changed: tuple[str, ...]  # main files rewritten, or removed with a channel no longer published
+    unchanged: tuple[str, ...]  # main files
     seconds: float
-    rendered: tuple[str, ...] = ()  # the publications rendered: "" for the root, "news/"
+    rendered: tuple[str, ...] = ()  # the publications whose main files were rendered
     built: tuple[str, ...] = ()  # those whose timeline was built (the others: `settled`)
+    archive_days: int = 0  # archive days rendered anew (each its Atom document and page)
+    unfinished: bool = False  # archive work is left for the next publish
 
 
 def read_cap(max_items: int) -> int:
@@ -97,7 +98,7 @@ def publication_timeline(
     """
     names = list(publication.sources)
     selection = publication.selection
-    mine = {name: credits[name] for name in names if name in credits}
+    mine = own_credits(publication, credits)
     cap = read_cap(selection.max_items)
     limit = min(selection.max_items * 2 + 50, cap)
     oldest = now - selection.max_age
@@ -128,27 +129,103 @@ def publication_timeline(
     return timeline
 
 
+def own_credits(
+    publication: Publication, credits: Mapping[str, SourceCredit]
+) -> dict[str, SourceCredit]:
+    """The credits of the publication's own sources, in its order."""
+    return {name: credits[name] for name in publication.sources if name in credits}
+
+
+def archive_target(publication: Publication) -> ArchiveTarget:
+    """Where and how a publication's archives are kept (`archiving.py`)."""
+    return ArchiveTarget(
+        directory=publication.directory,
+        site=publication.site,
+        selection=publication.selection,
+        sources=publication.sources,
+        theme=publication.theme,
+    )
+
+
 @dataclass(frozen=True)
-class _Planned:
-    """A publication, its timeline and the fingerprint of everything it renders from."""
+class PublicationState:
+    """What a publication's last publish stored beside its files: the fingerprint of its
+    main files' input (the same input renders the same bytes: nothing to render again) and
+    its archives' state."""
+
+    main: str | None = None
+    archive: ArchiveState | None = None
+
+    def encode(self) -> str:
+        archive = None if self.archive is None else self.archive.to_json()
+        return json.dumps({"main": self.main, "archive": archive}, sort_keys=True)
+
+    @classmethod
+    def decode(cls, text: str | None) -> PublicationState:
+        """The state `encode` wrote; an empty one for anything else (all is rendered again)."""
+        try:
+            value = json.loads(text) if text else {}
+        except ValueError:
+            value = {}
+        if not isinstance(value, dict):
+            value = {}
+        main = value.get("main")
+        return cls(
+            main if isinstance(main, str) else None, ArchiveState.from_json(value.get("archive"))
+        )
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One publication's part of a publish: its timeline, its files rendered anew (by name
+    under output/), the files it no longer has, its state before and after, and its archive
+    report. A publish of several publications stores them all in one `store_change`."""
 
     publication: Publication
     timeline: Timeline
-    credits: dict[str, SourceCredit]
-    fingerprint: str
+    files: dict[str, bytes]
+    removed: frozenset[str]
+    state: PublicationState
+    before: PublicationState
+    archive: ArchiveUpdate
+
+    @property
+    def directory(self) -> str:
+        return self.publication.directory
+
+    @property
+    def main_rendered(self) -> bool:
+        """Whether its main files were rendered (their input changed)."""
+        return self.state.main != self.before.main
+
+    def change(self) -> Change:
+        """What the snapshot stores of it."""
+        return Change(
+            self.directory, self.files, self.removed, self.state.encode(), self.before.encode()
+        )
 
 
-def _plan(
+def framing(publication: Publication, newest_archive: date | None) -> Framing:
+    """What a publication's main files show around its timeline."""
+    return Framing(
+        theme=publication.theme,
+        channel=publication.channel,
+        channels=publication.channels,
+        tags=publication.tags,
+        newest_archive=newest_archive,
+    )
+
+
+def main_fingerprint(
     publication: Publication,
-    reads: SharedReads,
-    now: datetime,
+    timeline: Timeline,
     credits: Mapping[str, SourceCredit],
-) -> _Planned:
-    timeline = publication_timeline(publication, reads, now, credits)
-    mine = {name: credits[name] for name in publication.sources if name in credits}
-    # Rendering is a pure function of these (and of this version's code): the same input
-    # renders the same bytes, so there is nothing to render again. The timeline holds the
-    # teasers as cut; `teaser_length` is named too, as what they were cut with.
+    newest_archive: date | None,
+) -> str:
+    """What a publication's main files are rendered from, as a digest. Rendering is a pure
+    function of these (and of this version's code): the same input renders the same bytes,
+    so there is nothing to render again. The timeline holds the teasers as cut;
+    `teaser_length` is named too, as what they were cut with."""
     rendered_from = (
         __version__,
         publication.site,
@@ -157,48 +234,71 @@ def _plan(
         # daemons sharing a store): an edited template renders again.
         publication.theme.files,
         timeline,
-        sorted(mine.items()),
+        sorted(credits.items()),
         publication.channels,
         sorted(publication.tags.items()),
+        newest_archive,
     )
-    fingerprint = hashlib.sha256(repr(rendered_from).encode()).hexdigest()
-    return _Planned(publication, timeline, mine, fingerprint)
+    return hashlib.sha256(repr(rendered_from).encode()).hexdigest()
 
 
-def _render(planned: _Planned) -> PublishedSnapshot:
-    publication = planned.publication
-    files = render_outputs(
-        publication.site,
-        planned.timeline,
-        planned.credits,
-        theme=publication.theme,
-        channel=publication.channel,
-        channels=publication.channels,
-        tags=publication.tags,
+def render_publication(
+    store: StoreAPI,
+    publication: Publication,
+    timeline: Timeline,
+    credits: Mapping[str, SourceCredit],
+    now: datetime,
+    budget: int | None = None,
+) -> Rendered:
+    """A publication's main files (only when their input changed) and archives (only the
+    days whose input changed, within `budget` entries read), with the state to store
+    beside them."""
+    before = PublicationState.decode(store.publication_state(publication.directory))
+    mine = own_credits(publication, credits)
+    render_day = functools.partial(
+        render_archive_day, theme=publication.theme, channel=publication.channel
     )
-    return PublishedSnapshot(planned.fingerprint, files, publication.directory)
+    archives = update_archives(
+        store,
+        archive_target(publication),
+        mine,
+        before.archive,
+        now,
+        render=render_day,
+        budget=budget,
+    )
+    main = main_fingerprint(publication, timeline, mine, archives.newest)
+    files = dict(archives.files)
+    if main != before.main:
+        outputs = render_outputs(
+            publication.site, timeline, mine, framing(publication, archives.newest)
+        )
+        files.update({publication.path(name): data for name, data in outputs.items()})
+    after = PublicationState(main, archives.state)
+    return Rendered(publication, timeline, files, archives.removed, after, before, archives)
 
 
 def publish_timeline(config: Config, store: StoreAPI, now: datetime) -> PublishReport:
-    """Render what changed of every publication (the root, each channel), store it as the
-    published snapshot, write what changed.
+    """Render what changed of every publication (the root, each channel), store it in the
+    published snapshot, write what changed to output/.
 
     Daemons sharing a PostgreSQL store each serve their own output/, yet must serve the
     same bytes (one ETag, whichever daemon a reader reaches). Rendering alone cannot promise
     that: each would render at its own moment from a database that keeps changing. So
     publishing runs under `store.publish_lock()` (one publisher at a time), stores what it
-    rendered with the fingerprint of its input, and every daemon copies the newest snapshot
-    into its output/ (`follow_published`). The snapshot written last was rendered from the
-    newest data, since readers of the data take the same lock. On SQLite it is the same path.
+    changed of the snapshot (file by file: archives are thousands of files, of which a
+    publish changes a few), and every daemon copies the newest snapshot into its output/
+    (`snapshot.follow_published`). The snapshot written last was rendered from the newest
+    data, since readers of the data take the same lock. On SQLite it is the same path.
 
-    Each publication has a fingerprint of its own: one whose stored snapshot has this very
-    fingerprint is not rendered again, only copied if missing here, so a change in one
-    channel renders that channel (and the root, whose timeline it changes too) alone. One
-    whose input is, by `Inputs`, that of its last publish here is not even read
-    (`settled`). A channel no longer configured leaves the snapshot and output/.
+    A publication's main files are rendered only when their input changed, an archive day
+    only when its input did (`archiving.py`). A publication whose input is, by `Inputs`,
+    that of its last publish here is not even read (`settled`). A channel no longer
+    configured leaves the snapshot and output/.
     """
     output_dir = config.publish.output_dir
     publications = publications_of(config)
+    current = {p.directory for p in publications}
     with store.publish_lock():
         started = time.perf_counter()  # the work, not the wait for another daemon's turn
         credits = source_credits(config, store)
@@ -207,95 +307,60 @@ def publish_timeline(config: Config, store: StoreAPI, now: datetime) -> PublishR
         inputs = {p.directory: Inputs.of(p, credits, versions, now) for p in publications}
         quiet = settled(output_dir, store, inputs, stored)
         reads = SharedReads(store)
-        planned = [_plan(p, reads, now, credits) for p in publications if p.directory not in quiet]
-        fresh = [
-            _render(p) for p in planned if stored.get(p.publication.directory) != p.fingerprint
-        ]
-        current = {p.directory for p in publications}
-        removed = sorted(set(stored) - current)
-        if fresh or removed:
-            store.save_published(fresh, removed)
+        # One budget for every publication's archives: eleven publications' first publish
+        # takes as long as one's; what is left waits for the next publish.
+        budget = archiving.ARCHIVE_BUDGET
+        rendered: list[Rendered] = []
+        for p in (p for p in publications if p.directory not in quiet):
+            timeline = publication_timeline(p, reads, now, credits)
+            rendered.append(render_publication(store, p, timeline, credits, now, budget))
+            budget = max(0, budget - rendered[-1].archive.spent)
+        heads = store_change(
+            store, [r.change() for r in rendered], sorted(set(stored) - current), stored
+        )
         written: dict[str, bool] = {}
-        for snapshot in fresh:
-            written |= write_snapshot(output_dir, snapshot)
-        kept = {p.publication.directory: p.fingerprint for p in planned}
-        written |= _copy_missing(output_dir, store, kept)
-        for p in planned:  # what the next publish needs to know it may skip them
-            remember_published(
-                output_dir / p.publication.directory,
-                p.fingerprint,
-                published_names(output_dir / p.publication.directory),
-                inputs[p.publication.directory].record(len(p.timeline.items)),
-            )
-        written |= _remove_unpublished(output_dir, current)
+        for r in rendered:
+            record = inputs[r.directory].record(len(r.timeline.items), r.archive.unfinished)
+            written |= sync_publication(output_dir, store, r.directory, heads[r.directory], record)
+        removed = remove_unpublished(output_dir, current)
     every = [p.path(name) for p in publications for name in OUTPUT_FILES]
-    root = planned[0] if planned and planned[0].publication.directory == ROOT else None
+    root = rendered[0] if rendered and rendered[0].directory == ROOT else None
     report = PublishReport(
         items=len(root.timeline.items) if root else quiet.get(ROOT, 0),
-        changed=tuple(
-            [n for n in every if written.get(n)] + sorted(n for n in written if n not in every)
-        ),
+        changed=tuple([n for n in every if written.get(n)] + sorted(removed)),
         unchanged=tuple(n for n in every if not written.get(n)),
         seconds=time.perf_counter() - started,
-        rendered=tuple(s.publication for s in fresh),
-        built=tuple(p.publication.directory for p in planned),
+        rendered=tuple(r.directory for r in rendered if r.main_rendered),
+        built=tuple(r.directory for r in rendered),
+        archive_days=sum(len(r.archive.rendered) for r in rendered),
+        unfinished=any(r.archive.unfinished for r in rendered),
     )
-    if written:
-        log.info(
-            "published %d items (%s)", report.items, ", ".join(report.changed) or "no file changed"
-        )
+    if any(written.values()) or removed:
+        log.info("published %d items (%s)", report.items, copied_files(written | removed))
     return report
 
 
-def follow_published(output_dir: Path, store: StoreAPI) -> dict[str, bool]:
-    """Copy the store's published snapshot into `output_dir` where it is not there already,
-    and remove the channels it no longer holds.
-
-    Returns which files were rewritten or removed, by path under `output_dir` ({} when the
-    snapshot was already here, or there is none yet). Each file is replaced atomically and
-    only when its bytes differ, so an unchanged file keeps its ETag.
-    """
-    fingerprints = store.published_fingerprints()
-    if not fingerprints:
-        return {}
-    written = _copy_missing(output_dir, store, fingerprints)
-    written |= _remove_unpublished(output_dir, set(fingerprints))
-    return written
+def publish_all(config: Config, store: StoreAPI, now: datetime) -> PublishReport:
+    """Publish until no archive work is left (`aggregator once`: no next publish comes
+    soon to finish it); one report for all."""
+    report = publish_timeline(config, store, now)
+    while report.unfinished:
+        report = _joined(report, publish_timeline(config, store, now))
+    return report
 
 
-def _copy_missing(
-    output_dir: Path, store: StoreAPI, fingerprints: Mapping[str, str]
-) -> dict[str, bool]:
-    """Write the stored snapshot of each publication whose files here are not those of its
-    fingerprint (a first start, another daemon's publish, a file removed by hand)."""
-    missing = [
-        publication
-        for publication, fingerprint in fingerprints.items()
-        if not already_published(output_dir / publication, fingerprint)
-    ]
-    written: dict[str, bool] = {}
-    for snapshot in store.load_published(missing) if missing else ():
-        written |= write_snapshot(output_dir, snapshot)
-    return written
+def _joined(first: PublishReport, then: PublishReport) -> PublishReport:
+    """Two publishes' reports as one: what either changed, rendered or built."""
 
+    def both(a: Sequence[str], b: Sequence[str]) -> tuple[str, ...]:
+        return (*a, *(n for n in b if n not in a))
 
-def _remove_unpublished(output_dir: Path, current: set[str]) -> dict[str, bool]:
-    """Remove the files of the channels published here before and no longer: only what a
-    publish wrote (`output.remove_published`), never anything else under output/."""
-    removed: dict[str, bool] = {}
-    for directory in published_subdirectories(output_dir):
-        if directory not in current:
-            names = remove_published(output_dir / directory)
-            removed |= dict.fromkeys((directory + name for name in names), True)
-            log.info("removed the channel %s from %s", directory.rstrip("/"), output_dir)
-    return removed
-
-
-def write_snapshot(output_dir: Path, snapshot: PublishedSnapshot) -> dict[str, bool]:
-    """Write a publication's files into its directory under `output_dir` (each only if its
-    bytes differ) and remember its fingerprint there; which files were rewritten, by path
-    under `output_dir`."""
-    directory = output_dir / snapshot.publication
-    written = publish_files(directory, snapshot.files)
-    remember_published(directory, snapshot.fingerprint, snapshot.files)
-    return {snapshot.publication + name: changed for name, changed in written.items()}
+    return replace(
+        then,
+        changed=both(first.changed, then.changed),
+        unchanged=tuple(n for n in then.unchanged if n not in first.changed),
+        seconds=first.seconds + then.seconds,
+        rendered=both(first.rendered, then.rendered),
+        built=both(first.built, then.built),
+        archive_days=first.archive_days + then.archive_days,
+    )

@@ -2,13 +2,17 @@
 
 A publication's timeline is a function of its settings, its sources' credits, its sources'
 entries, the code, and of `now` only through the window's edge (`now - max_age`: entries
-placed before it leave). The store counts the writes that change each source's entries
-(`StoreAPI.entry_versions`); the record of the last publish in the publication's directory
-keeps a digest of all the rest (`Inputs`) and where the edge was. When the digest is the
-same, the edge has passed no entry of its sources since, the store still holds the snapshot
-the record names, and the files here are as written, the timeline would come out the same:
-there is nothing to read, build, render or write. So a publish with ten unchanged channels
-costs ten small comparisons, not ten reads of the store.
+placed before it leave). Its archives (`archiving.py`) are a function of the same, and of
+`now` only through the local day (in the publication's time zone): at midnight the day
+that ended becomes an archive day. The store counts the writes that change each source's
+entries, retention's deletions included (`StoreAPI.entry_versions`); the record of the last
+publish in the publication's directory keeps a digest of all the rest (`Inputs`, today
+included), where the edge was, and whether archive work was left for the next publish.
+When the digest is the same, the edge has passed no entry of its sources since, no archive
+work is left, the store still holds the snapshot the record names, and the main files here
+are as written (`MAIN`), the timeline and the archives would come out the same: there is nothing to
+read, build, render or write. So a publish with ten unchanged channels costs ten small
+comparisons, not ten reads of the store.
 
 Any doubt (no record, another daemon's newer snapshot, a file touched, an old edge) says
 "not settled", and the publication is built as usual.
@@ -22,10 +26,13 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from aggregator import __version__
+from aggregator.archive import local_day
 from aggregator.output import already_published, published_record, remember_published
 from aggregator.publications import Publication
+from aggregator.render import OUTPUT_FILES
 from aggregator.store import StoreAPI
 from aggregator.types import SourceCredit
 
@@ -35,13 +42,19 @@ MAX_EDGE_GAP = timedelta(days=1)
 # A settled publication's record takes the new edge once it has moved this far, so that
 # the span asked about stays short without rewriting every record at every publish.
 EDGE_STEP = timedelta(hours=1)
+# The files a settled publication's check looks at: its main files, the most served. Its
+# archives are thousands of files (stat'ing them all made a publish of eleven unchanged
+# publications six times as long as one's); they are checked, and a file removed by hand
+# put back, whenever the publication is built (`snapshot.sync_publication`).
+MAIN = OUTPUT_FILES
 
 
 @dataclass(frozen=True)
 class Inputs:
-    """What a publication's timeline is made from, now, short of its sources' entries
-    themselves: a digest of its settings, its sources' credits and entry versions and the
-    code's version; and the window's edge."""
+    """What a publication's timeline and archives are made from, now, short of its sources'
+    entries themselves: a digest of its settings, its sources' credits and entry versions,
+    the code's version and the local day (which archive days there are); and the window's
+    edge."""
 
     digest: str
     edge: datetime  # now - max_age: entries placed before it are not published
@@ -61,6 +74,7 @@ class Inputs:
             publication,
             sorted((n, credits[n]) for n in names if n in credits),
             [versions.get(n, -1) for n in names],
+            local_day(now, ZoneInfo(publication.site.timezone)),
         )
         return cls(
             hashlib.sha256(repr(made_of).encode()).hexdigest(),
@@ -68,9 +82,15 @@ class Inputs:
             frozenset(names),
         )
 
-    def record(self, items: int) -> dict[str, Any]:
-        """What the publication's record keeps of these, beside its fingerprint and files."""
-        return {"inputs": self.digest, "edge": self.edge.isoformat(), "items": items}
+    def record(self, items: int, unfinished: bool = False) -> dict[str, Any]:
+        """What the publication's record keeps of these, beside its fingerprint and files;
+        `unfinished`: archive work was left for the next publish (then it is not settled)."""
+        return {
+            "inputs": self.digest,
+            "edge": self.edge.isoformat(),
+            "items": items,
+            "unfinished": unfinished,
+        }
 
 
 def settled(
@@ -84,7 +104,7 @@ def settled(
     candidates: dict[str, tuple[datetime, dict[str, Any]]] = {}
     for directory, wanted in inputs.items():
         record = published_record(output_dir / directory)
-        if record is None or record.get("inputs") != wanted.digest:
+        if record is None or record.get("inputs") != wanted.digest or record.get("unfinished"):
             continue
         fingerprint = record.get("fingerprint")
         edge = _when(record.get("edge"))
@@ -93,18 +113,20 @@ def settled(
             or stored.get(directory) != fingerprint
             or edge is None
             or not wanted.edge - MAX_EDGE_GAP <= edge <= wanted.edge
-            or not already_published(output_dir / directory, fingerprint)
+            or not already_published(output_dir / directory, fingerprint, MAIN, record)
         ):
             continue
         candidates[directory] = (edge, record)
-    if not candidates:
-        return {}
-    now_edge = max(inputs[d].edge for d in candidates)
-    since = min(edge for edge, _ in candidates.values())
-    passed = store.sources_placed_between(since, now_edge) if since < now_edge else set()
+    # Which sources the edge passed since each recorded edge: one query per distinct span
+    # (publications built by one publish share theirs), so that a channel whose record is
+    # older (it settled earlier) does not make the others, the root above all, look changed.
+    passed: dict[tuple[datetime, datetime], set[str]] = {}
     quiet = {}
     for directory, (edge, record) in candidates.items():
-        if passed & inputs[directory].sources:
+        span = (edge, inputs[directory].edge)
+        if span not in passed:
+            passed[span] = store.sources_placed_between(*span) if edge < span[1] else set()
+        if passed[span] & inputs[directory].sources:
             continue
         quiet[directory] = int(record.get("items", 0))
         if inputs[directory].edge - edge >= EDGE_STEP:
@@ -114,10 +136,11 @@ def settled(
 
 def _advance(directory: Path, record: Mapping[str, Any], inputs: Inputs) -> None:
     """Move a settled publication's recorded edge to now's: nothing was placed in between."""
+    files = record.get("files") or {}
     remember_published(
         directory,
         str(record["fingerprint"]),
-        list(record.get("files") or ()),
+        {name: str(entry[0]) for name, entry in files.items()},
         inputs.record(int(record.get("items", 0))),
     )
 

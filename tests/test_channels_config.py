@@ -145,6 +145,11 @@ def test_channels_become_settings_with_the_roots_defaults(tmp_path: Path) -> Non
             "feeds.toml:21: channels[0].name: expected a name of lower-case letters",
             id="upper-case",
         ),
+        pytest.param(  # `$` would match before a final newline: a directory "news\n"
+            '[[channels]]\nname = "news\\n"\ntags = ["news"]\n',
+            "feeds.toml:21: channels[0].name: expected a name of lower-case letters",
+            id="trailing-newline",
+        ),
         pytest.param(
             '[[channels]]\ntitle = "No name"\ntags = ["news"]\n',
             "feeds.toml:20: channels[0]: missing required key name",
@@ -263,10 +268,11 @@ def test_every_server_route_and_output_file_is_a_reserved_name() -> None:
 
 @given(st.text(max_size=80))
 @example("news\n")
+@example("0\n")
 def test_a_valid_channel_name_is_one_safe_path_segment(name: str) -> None:
     """Whatever the operator writes, a name that passes is one plain path segment: it cannot
     climb out of output/, hide, or take another's place."""
-    if CHANNEL_NAME.match(name) and name not in RESERVED_NAMES:
+    if CHANNEL_NAME.fullmatch(name) and name not in RESERVED_NAMES:
         assert "/" not in name and "\\" not in name and not name.startswith(".")
         assert name == name.strip() and name.isascii() and name.lower() == name
         files = PublishedFiles(Path("/srv/output"))

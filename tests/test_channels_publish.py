@@ -21,20 +21,24 @@ from typing import Any
 import feedparser
 import pytest
 
+from aggregator.archiving import update_archives
 from aggregator.config import load_config
 from aggregator.poll import store_entries, sync_sources
 from aggregator.publications import publications_of
 from aggregator.publish import (
-    follow_published,
+    archive_target,
+    framing,
     publication_timeline,
     publish_timeline,
     source_credits,
 )
-from aggregator.render import OUTPUT_FILES, render_outputs
+from aggregator.render import OUTPUT_FILES, render_archive_day, render_outputs
 from aggregator.settings import Config
 from aggregator.shared_reads import SharedReads
+from aggregator.snapshot import digest as digest_of
+from aggregator.snapshot import follow_published
 from aggregator.store import StoreAPI, open_store, sqlite_schema
-from aggregator.store.records import PublishedSnapshot
+from aggregator.store.records import PublicationHead, PublishedChange, PublishedFile
 from aggregator.store.sqlite import SqliteStore
 from aggregator.types import ParsedFeed, Validators
 from tests.conftest import ROOT, run_cli
@@ -155,8 +159,10 @@ def test_two_channels_by_tag_over_the_offline_example(tmp_path: Path) -> None:
     assert english == by_source["World Desk"] | by_source["Science Notes"]
     for channel, ids in (("hindi", hindi), ("english", english)):
         directory = output / channel
-        shown = sorted(p.name for p in directory.iterdir() if not p.name.startswith("."))
-        assert shown == sorted([*OUTPUT_FILES, *(f"{name}.gz" for name in OUTPUT_FILES)])
+        # The outputs, each with its gzipped sibling, and the channel's archive days.
+        assert sorted(p.name for p in directory.iterdir() if not p.name.startswith(".")) == sorted(
+            [*OUTPUT_FILES, *(f"{name}.gz" for name in OUTPUT_FILES), "archive"]
+        )
         rss = feedparser.parse(io.BytesIO((directory / "rss.xml").read_bytes()))
         assert {e.id for e in rss.entries} == ids
         assert {i["id"] for i in json.loads((directory / "feed.json").read_bytes())["items"]} == ids
@@ -290,18 +296,33 @@ def test_a_settled_channel_is_built_again_when_its_input_changes(
     credits = source_credits(config, store)
     for publication in publications_of(config):
         timeline = publication_timeline(publication, SharedReads(store), second, credits)
+        mine = {name: credits[name] for name in publication.sources}
+        archives = update_archives(  # built from nothing
+            store, archive_target(publication), mine, None, second, render=render_archive_day
+        )
         files = render_outputs(
-            publication.site,
-            timeline,
-            {name: credits[name] for name in publication.sources},
-            theme=publication.theme,
-            channel=publication.channel,
-            channels=publication.channels,
-            tags=publication.tags,
+            publication.site, timeline, mine, framing(publication, archives.newest)
         )
         for name, data in files.items():
             published = config.publish.output_dir / publication.directory / name
             assert published.read_bytes() == data, publication.path(name)
+
+
+def test_a_channel_settled_earlier_does_not_make_the_others_look_changed(
+    digest: tuple[StoreAPI, Config],
+) -> None:
+    """Publications built at different publishes keep different window edges: each is
+    checked against the entries placed since its own edge. b's item leaving the window
+    rebuilt the root and "why" once; "ex" (a only) stayed settled with its older edge, and
+    must not make the root, which holds b, rebuild for that same item again."""
+    store, config = digest
+    store_entries(store, "b", [entry("b-old", "b older", published=NOW - timedelta(hours=3))], NOW)
+    start = LATE - timedelta(hours=3)
+    publish_timeline(config, store, start - timedelta(minutes=5))
+    passing = publish_timeline(config, store, start + timedelta(minutes=5))
+    assert passing.built == ("", "why/")  # b's 3-hour-old item left their window
+    later = publish_timeline(config, store, start + timedelta(minutes=15))
+    assert later.built == ()
 
 
 def test_a_file_removed_by_hand_is_put_back(digest: tuple[StoreAPI, Config]) -> None:
@@ -319,7 +340,10 @@ def test_a_file_removed_by_hand_is_put_back(digest: tuple[StoreAPI, Config]) -> 
 def test_another_daemons_snapshot_is_not_taken_for_ours(digest: tuple[StoreAPI, Config]) -> None:
     store, config = digest
     publish_timeline(config, store, NOW)
-    store.save_published([PublishedSnapshot("elsewhere", {"atom.xml": b"<feed/>"}, "ex/")])
+    # Another daemon (another version, say) stored other files under its own fingerprint.
+    foreign = PublishedFile("ex/atom.xml", digest_of(b"<feed/>"), b"<feed/>", "ex/")
+    head = PublicationHead("elsewhere", '{"main": "elsewhere"}')
+    store.save_published(PublishedChange((foreign,), heads={"ex/": head}))
     report = publish_timeline(config, store, NOW)
     assert report.built == ("ex/",) and report.rendered == ("ex/",)
     assert store.published_fingerprints()["ex/"] != "elsewhere"
@@ -374,12 +398,13 @@ def test_followers_copy_each_channel_and_remove_a_removed_one(
 # -- the store ---------------------------------------------------------------------------------
 
 
-def test_an_older_store_keeps_its_snapshot_as_the_roots(tmp_path: Path) -> None:
-    """A store from before channels: its published files are the root publication's."""
+def test_an_older_stores_snapshot_is_published_again(tmp_path: Path) -> None:
+    """A store from before archives held one fingerprint per publication on every file: its
+    snapshot is emptied by the migration, and the next publish stores it file by file."""
     path = tmp_path / "state" / "aggregator.sqlite3"
     path.parent.mkdir()
     before = next(
-        i for i, m in enumerate(sqlite_schema.MIGRATIONS) if "ADD COLUMN publication" in m
+        i for i, m in enumerate(sqlite_schema.MIGRATIONS) if "RENAME COLUMN fingerprint" in m
     )
     old = SqliteStore(sqlite3.connect(path, isolation_level=None))
     try:
@@ -389,10 +414,15 @@ def test_an_older_store_keeps_its_snapshot_as_the_roots(tmp_path: Path) -> None:
         )
     finally:
         old._db.close()
+    config = _load(tmp_path / "feeds.toml", HEAD + SOURCES, {})
     store = open_store(path)
     try:
-        assert store.published_fingerprints() == {"": "f"}
-        assert store.load_published([""]) == [PublishedSnapshot("f", {"atom.xml": b"\x00"})]
+        assert store.published_fingerprints() == {}
+        assert store.load_published(["atom.xml"]) == []
+        sync_sources(store, config.sources, NOW)
+        publish_timeline(config, store, NOW)
+        (atom,) = store.load_published(["atom.xml"])
+        assert atom.data == (config.publish.output_dir / "atom.xml").read_bytes()
     finally:
         store.close()
     with closing(sqlite3.connect(path)) as db:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from aggregator import poll, publish
+from aggregator import archiving, poll, publish
 from aggregator.config import load_config
 from aggregator.daemon import Daemon, DaemonOptions, publishing
 from aggregator.errors import StorageError
@@ -263,3 +263,31 @@ def test_a_store_error_on_one_source_backs_off(
     state = _state(config, "a")
     assert state is not None and state.failures == 1
     assert state.last_error is not None and "invalid byte sequence" in state.last_error
+
+
+def test_the_daemon_publishes_again_until_the_archives_are_done(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One publish reads a bounded share of the archives' days (here one day): the daemon
+    publishes again, at its pace, until every past day has its document."""
+    days = 8
+    items = [
+        Item(f"Day {d} story {n}", f"https://a.example.org/{d}/{n}", f"d{d}-{n}",
+             NOW - timedelta(days=d, minutes=n))
+        for d in range(1, days + 1)
+        for n in range(2)
+    ]  # fmt: skip
+    _feed(tmp_path, items)
+    config = _config(tmp_path)
+    monkeypatch.setattr(archiving, "ARCHIVE_BUDGET", 1)
+    options = DaemonOptions(
+        tick_seconds=0.1, publish_debounce_seconds=0.05, housekeeping_seconds=3600, serve=False
+    )
+    daemon = Daemon(config, load_config(config), options=options)
+    output = tmp_path / "output"
+
+    def archived() -> int:
+        return len(list((output / "archive").rglob("*.atom"))) if output.exists() else 0
+
+    asyncio.run(_run_until(daemon, lambda: archived() >= days, 30))
+    assert daemon.metrics.publishes._value.get() >= days

@@ -12,6 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 PURE_MODULES = (
+    "aggregator.archive",
     "aggregator.text",
     "aggregator.timeline",
     "aggregator.publications",

@@ -14,6 +14,7 @@ import http.client
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -729,3 +730,47 @@ def test_rate_limited_warnings_pass_one_a_minute_with_a_count() -> None:
     )
     assert limit.filter(record)
     assert record.getMessage() == "Invalid HTTP request received. (99 more like it not logged)"
+
+
+def test_the_cache_of_served_files_is_bounded(tmp_path: Path) -> None:
+    """Archives are thousands of files: serving them all keeps only the most recently
+    served within the byte budget, and a file dropped from the cache is read again."""
+    bodies = {f"archive/2025/07/{n:02d}.atom": bytes([65 + n]) * 1000 for n in range(10)}
+    for name, body in bodies.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(body)
+    files = PublishedFiles(tmp_path, cache_bytes=3500)  # bodies of 1000 B and their gzip
+
+    async def serve_all() -> None:
+        for name, body in bodies.items():
+            version = await files.get(name)
+            assert version is not None and version.body == body
+            assert version.media_type == "application/atom+xml; charset=utf-8"
+        assert sum(v.size for v in files._cache.values()) <= 3500
+        assert list(files._cache)[-1] == "archive/2025/07/09.atom"
+        first = await files.get("archive/2025/07/00.atom")
+        assert first is not None and first.body == bodies["archive/2025/07/00.atom"]
+
+    asyncio.run(serve_all())
+
+
+def test_a_file_gone_leaves_the_cache_with_its_bytes(tmp_path: Path) -> None:
+    """An archive day removed (retention), a channel removed: its cached version is dropped,
+    and the cache's byte count with it, so the budget keeps holding what is served."""
+    gone, kept = tmp_path / "archive/2025/07/01.atom", tmp_path / "atom.xml"
+    gone.parent.mkdir(parents=True)
+    gone.write_bytes(b"A" * 1000)
+    kept.write_bytes(b"B" * 1000)
+    files = PublishedFiles(tmp_path)
+
+    async def serve() -> None:
+        assert await files.get("archive/2025/07/01.atom") is not None
+        both = files.cached_bytes
+        assert await files.get("atom.xml") is not None
+        gone.unlink()
+        assert await files.get("archive/2025/07/01.atom") is None
+        shutil.rmtree(tmp_path / "archive")
+        assert await files.get("archive/2025/07/01.atom") is None  # no such path at all now
+        assert files.cached_bytes == both == sum(v.size for v in files._cache.values())
+
+    asyncio.run(serve())

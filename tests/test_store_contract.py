@@ -6,6 +6,7 @@ same data, `open_again()`; the `backend` parameter says which database holds the
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
 import time
@@ -26,9 +27,12 @@ from aggregator.store import postgres as store_pg
 from aggregator.store import sqlite as sqlite_store
 from aggregator.store.records import (
     FeedMeta,
+    KnownEntries,
     PollOutcome,
     PollRecord,
-    PublishedSnapshot,
+    PublicationHead,
+    PublishedChange,
+    PublishedFile,
     PushState,
     Subscription,
 )
@@ -926,39 +930,200 @@ def test_publish_lock_lets_one_publisher_in_at_a_time(
 # -- the published snapshot ------------------------------------------------------------------
 
 
-def test_the_published_snapshot_is_replaced_whole(
+def _file(name: str, data: bytes, publication: str = "") -> PublishedFile:
+    return PublishedFile(name, hashlib.sha256(data).hexdigest(), data, publication)
+
+
+def _heads(**fingerprints: str) -> dict[str, PublicationHead]:
+    """Heads by directory ("root" for ""), each its fingerprint with a state naming it."""
+    return {
+        ("" if name == "root" else f"{name}/"): PublicationHead(f, f'{{"main": "{f}"}}')
+        for name, f in fingerprints.items()
+    }
+
+
+def test_the_published_snapshot_changes_file_by_file(
     store: StoreAPI, open_again: Callable[[], StoreAPI]
 ) -> None:
     assert store.published_fingerprints() == {}
-    assert store.load_published([""]) == []
-    store.save_published(
-        [PublishedSnapshot("f1", {"atom.xml": b"<feed/>", "rss.xml": b"\x00\xff binary-safe"})]
+    assert store.published_digests("") == {}
+    assert store.publication_state("") is None
+    atom, rss, day = (
+        _file("atom.xml", b"<feed/>"),
+        _file("rss.xml", b"\x00\xff binary-safe"),
+        _file("archive/2025/07/12.atom", b"<feed>12</feed>"),
     )
+    store.save_published(PublishedChange((atom, rss, day), heads=_heads(root="f1")))
+    # The second change writes one file, removes one, keeps the third as it was.
+    atom2 = _file("atom.xml", b"<feed>2</feed>")
     store.save_published(
-        [PublishedSnapshot("f2", {"atom.xml": b"<feed>2</feed>", "index.html": b"<p>"})]
+        PublishedChange((atom2,), frozenset({"archive/2025/07/12.atom"}), _heads(root="f2"))
     )
     other = open_again()  # what another daemon sees
     assert other.published_fingerprints() == {"": "f2"}
-    assert other.load_published([""]) == [
-        PublishedSnapshot("f2", {"atom.xml": b"<feed>2</feed>", "index.html": b"<p>"})
-    ]
+    assert other.published_digests("") == {"atom.xml": atom2.digest, "rss.xml": rss.digest}
+    assert other.load_published(["rss.xml", "atom.xml", "gone.xml"]) == [atom2, rss]
+    assert other.load_published([]) == []
+    assert other.publication_state("") == '{"main": "f2"}'
+    # A change of the head alone keeps the files.
+    other.save_published(PublishedChange(heads={"": PublicationHead("f2", "{}")}))
+    assert store.publication_state("") == "{}"
+    assert store.load_published(["atom.xml"]) == [atom2]
 
 
-def test_each_publication_is_replaced_and_removed_on_its_own(
+def test_each_publication_has_its_files_and_head_and_is_dropped_whole(
     store: StoreAPI, open_again: Callable[[], StoreAPI]
 ) -> None:
-    """The root and each channel: one snapshot each, with its own fingerprint; replacing
-    one leaves the others; a removed channel's files go, in the same transaction."""
-    root = PublishedSnapshot("r1", {"atom.xml": b"root"})
-    news = PublishedSnapshot("n1", {"atom.xml": b"news", "archive/2025/07/13.atom": b"a"}, "news/")
-    sport = PublishedSnapshot("s1", {"atom.xml": b"sport"}, "sport/")
-    store.save_published([root, news, sport])
-    root2 = PublishedSnapshot("r2", {"atom.xml": b"root 2"})
-    store.save_published([root2], removed=["sport/"])
+    """The root and each channel: files of their own and a head (fingerprint, state) each;
+    changing one leaves the others; a channel dropped loses its files (archives too) and
+    its head in the same transaction."""
+    root = _file("atom.xml", b"root")
+    news = _file("news/atom.xml", b"news", "news/")
+    news_day = _file("news/archive/2025/07/13.atom", b"a", "news/")
+    sport = _file("sport/atom.xml", b"sport", "sport/")
+    sport_day = _file("sport/archive/2025/07/13.atom", b"b", "sport/")
+    store.save_published(
+        PublishedChange(
+            (root, news, news_day, sport, sport_day), heads=_heads(root="r1", news="n1", sport="s1")
+        )
+    )
+    root2 = _file("atom.xml", b"root 2")
+    store.save_published(
+        PublishedChange((root2,), heads=_heads(root="r2"), dropped=frozenset({"sport/"}))
+    )
     other = open_again()
     assert other.published_fingerprints() == {"": "r2", "news/": "n1"}
-    assert other.load_published(["news/", "sport/", ""]) == [news, root2]  # as asked, if held
-    assert other.load_published(["sport/"]) == []
+    assert other.published_digests("") == {"atom.xml": root2.digest}
+    assert other.published_digests("news/") == {
+        news.name: news.digest,
+        news_day.name: news_day.digest,
+    }
+    assert other.published_digests("sport/") == {}
+    assert other.load_published([sport.name, sport_day.name, news_day.name]) == [news_day]
+    assert other.publication_state("sport/") is None
+
+
+def test_loading_many_published_files_at_once(store: StoreAPI) -> None:
+    files = tuple(_file(f"archive/2025/{n:04d}.atom", str(n).encode()) for n in range(1200))
+    store.save_published(PublishedChange(files))
+    assert store.load_published(f.name for f in files) == sorted(files, key=lambda f: f.name)
+
+
+# -- archives: what changed, one day's entries -----------------------------------------------
+
+
+def test_entry_marks_say_what_was_stored_since_a_token(store: StoreAPI) -> None:
+    day = NOW - timedelta(days=3)
+    store_entries(store, "a", [entry("1", "One", published=day), entry("2", published=day)], NOW)
+    store_entries(store, "b", [entry("3", published=NOW - timedelta(days=1))], NOW)
+    everything = store.entry_marks(["a"], None, 10)
+    assert sorted(m.sort_date for m in everything.marks) == [day, day]
+    assert everything.complete
+    token = everything.token
+    assert store.entry_marks(["a", "b"], token, 10).marks == ()
+    # Stored since: a new entry, an edited one; the same content again is no change.
+    store_entries(
+        store,
+        "a",
+        [entry("1", "One, edited", published=day), entry("2", published=day)],
+        NOW + timedelta(hours=1),
+    )
+    store_entries(store, "b", [entry("4", published=NOW)], NOW + timedelta(hours=1))
+    since = store.entry_marks(["a", "b"], token, 10)
+    assert sorted((m.sort_date, m.title_key) for m in since.marks) == [
+        (day, "one edited"),
+        (NOW, "title"),
+    ]
+    assert since.marks[0].link_key is not None
+    assert [m.sort_date for m in store.entry_marks(["b"], token, 10).marks] == [NOW]
+    assert store.entry_marks(["a", "b"], since.token, 10).marks == ()
+    # More than asked for: incomplete. A token that is not this store's: incomplete.
+    assert not store.entry_marks(["a", "b"], token, 1).complete
+    assert not store.entry_marks(["a"], "not a token", 10).complete
+
+
+def test_entries_retention_deleted_are_marks_since_the_token(store: StoreAPI) -> None:
+    """A day loses items to retention: the publish after must know where they were (and
+    their story keys: a later copy of theirs now stands alone)."""
+    old, kept = NOW - timedelta(days=40), NOW - timedelta(days=1)
+    store_entries(store, "a", [entry("old", "Old one", published=old)], NOW)
+    store_entries(store, "a", [entry("kept", published=kept)], NOW)
+    token = store.entry_marks(["a"], None, 10).token
+    assert store.prune(NOW - timedelta(days=30), NOW) == 1
+    (mark,) = store.entry_marks(["a"], token, 10).marks
+    assert (mark.sort_date, mark.title_key) == (old, "old one")
+    assert mark.link_key is not None
+    after = store.entry_marks(["a"], token, 10).token
+    assert store.entry_marks(["a"], after, 10).marks == ()
+    assert store.prune(NOW - timedelta(days=30), NOW) == 0
+    assert store.entry_marks(["a"], after, 10).marks == ()
+    # Every stored entry (since=None) does not count the deleted ones.
+    assert [m.sort_date for m in store.entry_marks(["a"], None, 10).marks] == [kept]
+
+
+def test_a_write_committed_after_a_token_was_taken_is_seen_next_time(
+    store: StoreAPI, open_again: Callable[[], StoreAPI]
+) -> None:
+    """A transaction under way when a publish takes its token commits after the publish
+    read: the next publish must see it (a clock or a sequence read too early would not)."""
+    writer = open_again()
+    writes = entry_writes([entry("late", published=NOW)], KnownEntries(), NOW)
+    before = store.entry_marks(["a"], None, 10).token
+    with writer._transaction() as tx:  # type: ignore[attr-defined]
+        writer._write_entries(tx, "a", writes)  # type: ignore[attr-defined]
+        during = store.entry_marks(["a"], before, 10)
+        assert during.marks == ()
+    assert [m.sort_date for m in store.entry_marks(["a"], during.token, 10).marks] == [NOW]
+
+
+def test_day_reads_take_a_range_sources_and_a_limit(store: StoreAPI) -> None:
+    start, end = NOW - timedelta(days=1), NOW
+    store_entries(
+        store,
+        "a",
+        [
+            entry("before", published=start - timedelta(seconds=1)),
+            entry("first", published=start),
+            entry("second", published=start + timedelta(hours=1)),
+            entry("at-end", published=end),
+        ],
+        NOW,
+    )
+    store_entries(store, "b", [entry("other", published=start + timedelta(hours=2))], NOW)
+    between = store.entries_between(["a", "b"], start, end, 10)
+    assert [e.entry_id for e in between] == ["first", "second", "other"]
+    assert [e.entry_id for e in store.entries_between(["a"], start, end, 1)] == ["first"]
+    assert store.oldest_entry(["a", "b"]) == start - timedelta(seconds=1)
+    assert store.oldest_entry(["b"]) == start + timedelta(hours=2)
+    assert store.oldest_entry(["nobody"]) is None
+    assert store.latest_before(["a"], end) == start + timedelta(hours=1)
+    assert store.latest_before(["a", "b"], end) == start + timedelta(hours=2)
+    assert store.latest_before(["a"], start - timedelta(seconds=1)) is None
+
+
+def test_copies_outside_a_day_and_the_dates_of_a_storys_copies(store: StoreAPI) -> None:
+    title = "A story title long enough"
+    start, end = NOW - timedelta(days=1), NOW
+    store_entries(store, "a", [entry("inside", title, published=start + timedelta(hours=3))], NOW)
+    store_entries(store, "b", [entry("earlier", title, published=start - timedelta(days=3))], NOW)
+    later = end + timedelta(hours=1)
+    store_entries(store, "c", [entry("later", title, published=later)], later)
+    store_entries(store, "c", [entry("unrelated", "Another matter entirely")], NOW)
+    keys = story_keys_of(store.entries_between(["a"], start, end, 10))
+    outside = store.copies_outside(["a", "b", "c"], start, end, 10)
+    assert sorted(e.entry_id for e in outside) == ["earlier", "later"]
+    # The first seen first, then the earliest placed: they decide a story's first copy.
+    first = store.copies_outside(["a", "b", "c"], start, end, 1)
+    assert [e.entry_id for e in first] == ["earlier"]
+    assert store.copies_outside(["a"], start, end, 10) == []  # no other source: no copy
+    assert store.copies_outside(["b", "c"], start, end, 10) == []  # nothing inside of theirs
+    assert sorted(store.story_dates(["a", "b", "c"], keys, 10)) == [
+        start - timedelta(days=3),
+        start + timedelta(hours=3),
+        end + timedelta(hours=1),
+    ]
+    assert len(store.story_dates(["a", "b", "c"], keys, 2)) == 2
+    assert store.story_dates(["a"], story_keys_of([]), 10) == []
 
 
 def test_entry_versions_count_the_writes_that_change_a_sources_entries(

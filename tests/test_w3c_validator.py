@@ -131,3 +131,40 @@ def test_feeds_advertising_websub_hubs_are_valid(tmp_path: Path) -> None:
             example / "output" / name
         ).read_text(encoding="utf-8")
     _assert_clean(example / "output")
+
+
+def test_archive_documents_are_valid(tmp_path: Path, feed_server: FeedServer) -> None:
+    """Items over several past days: each day's RFC 5005 archive document, and atom.xml
+    with its `prev-archive`, pass the validator, the root's and a channel's."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    items = [
+        Item(
+            f"Day {d} & item {n}: <b>bold</b> claims",
+            f"https://a.example/{d}/{n}",
+            f"g{d}-{n}",
+            now - timedelta(days=d, hours=n),
+            "<p>बिना शीर्षक की ख़बर</p>" if n else "",
+        )
+        for d in range(1, 5)
+        for n in range(3)
+    ]
+    feed_server.add("/a.xml", rss2("A & B", "https://a.example/", items))
+    config = tmp_path / "feeds.toml"
+    config.write_text(
+        f'[publish]\nmax_items = 2\n[[feeds]]\nurl = "{feed_server.url("/a.xml")}"\n'
+        'tags = ["t"]\n[[channels]]\nname = "news"\ntitle = "News"\ntags = ["t"]\n',
+        encoding="utf-8",
+    )
+    result = run_cli("once", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    output = tmp_path / "output"
+    archives = sorted((output / "archive").rglob("*.atom"))
+    channel = sorted((output / "news" / "archive").rglob("*.atom"))
+    assert len(archives) >= 4
+    assert [p.relative_to(output / "news") for p in channel] == [
+        p.relative_to(output) for p in archives
+    ]
+    for path in [output / "atom.xml", *archives, output / "news" / "atom.xml", *channel]:
+        name = path.relative_to(output).as_posix()
+        problems = _validate(path, f"http://127.0.0.1:8080/{name}")
+        assert problems == [], f"{name}: " + "\n".join(problems)

@@ -20,8 +20,9 @@ from aggregator.daemon.threads import in_daemon_thread
 from aggregator.errors import AggregatorError
 from aggregator.metrics import Metrics
 from aggregator.poll import Clock
-from aggregator.publish import follow_published, publish_timeline
+from aggregator.publish import publish_timeline
 from aggregator.settings import Config
+from aggregator.snapshot import copied_files, follow_published
 from aggregator.store import open_store
 
 log = logging.getLogger("aggregator")
@@ -143,6 +144,10 @@ class Publishing:
         self._metrics.publish_seconds.observe(report.seconds)
         if self._on_published is not None and report.changed:
             self._on_published(report.changed)
+        if report.unfinished:
+            # Archive days left for the next publish (one publish's work is bounded): it
+            # comes at the pace, so they cost at most a fifth of the daemon's time.
+            self.request()
 
     async def _off_loop(self, name: str, work: Callable[..., T], *args: Any) -> T:
         """`work(*args)` in a daemon thread, timed for `stuck_problem`."""
@@ -174,8 +179,7 @@ class Publishing:
                 return
             self._follow_trouble.worked()
         if any(written.values()):
-            changed = ", ".join(name for name, changed in written.items() if changed)
-            log.info("copied the files another daemon published (%s)", changed)
+            log.info("copied the files another daemon published (%s)", copied_files(written))
 
     # -- stopping --------------------------------------------------------------------------
 

@@ -42,11 +42,18 @@ def N_(message: str) -> str:
 
 @dataclass(frozen=True)
 class ChannelInfo:
-    """A channel as a page needs it (from `[[channels]]`): its path segment and words."""
+    """A channel as a page needs it (from `[[channels]]`): its path segment and words, and
+    where it is served when the caller knows (a channel's pages are rendered with its own
+    site settings, whose `base_url` is already the channel's); by default
+    `<base_url><name>/` of the site the page is rendered with."""
 
     name: str
     title: str
     description: str = ""
+    base_url: str | None = None
+
+    def served_at(self, site: SiteSettings) -> str:
+        return self.base_url or f"{site.base_url}{self.name}/"
 
 
 # -- the contract: what a template sees ----------------------------------------------------
@@ -193,7 +200,7 @@ def channel_view(channel: ChannelInfo, site: SiteSettings, *, own: bool = False)
         name=channel.name,
         title=channel.title,
         description=channel.description,
-        link=site.base_url if own else f"{site.base_url}{channel.name}/",
+        link=site.base_url if own else channel.served_at(site),
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from feedgen.entry import FeedEntry
@@ -20,6 +20,7 @@ from feedgen.feed import FeedGenerator
 from lxml import etree
 
 from aggregator import PROJECT_URL, __version__
+from aggregator.archive import ArchiveDay, archive_name
 from aggregator.render import ATOM_FILE, RSS_FILE
 from aggregator.settings import SiteSettings
 from aggregator.text import make_teaser, web_url
@@ -29,6 +30,7 @@ from aggregator.urls import entry_link, public_url
 
 DC_NS = "http://purl.org/dc/elements/1.1/"
 ATOM_NS = "http://www.w3.org/2005/Atom"
+FH_NS = "http://purl.org/syndication/history/1.0"  # RFC 5005: feed paging and archiving
 # An empty timeline still needs a date; callers normally give one (see publish.py).
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _TITLE_FALLBACK_LENGTH = 80
@@ -40,6 +42,17 @@ CONTENT_BUDGET = 8 * 1024 * 1024
 # What escaping adds to one character, at most, in XML text (lxml: "&amp;", "&lt;", "&gt;",
 # "&#13;") or in a JSON string (a backslash before a quote, backslash, newline or tab).
 _ESCAPE_GROWTH = {"&": 4, "<": 3, ">": 3, "\r": 4, '"': 1, "\\": 1, "\n": 1, "\t": 1}
+
+
+class _ArchiveFeed(BaseExtension):  # type: ignore[misc]
+    """`<fh:archive/>`: marks an archive document (RFC 5005 §4), whose entries are stable."""
+
+    def extend_ns(self) -> dict[str, str]:
+        return {"fh": FH_NS}
+
+    def extend_atom(self, feed: Any) -> Any:
+        etree.SubElement(feed, f"{{{FH_NS}}}archive")
+        return feed
 
 
 class _CreditFeed(BaseExtension):  # type: ignore[misc]
@@ -156,17 +169,30 @@ def with_full_content(items: Sequence[TimelineItem], budget: int = CONTENT_BUDGE
     return full + [False] * (len(items) - len(full))
 
 
-def _generator(site: SiteSettings, timeline: Timeline, self_url: str) -> FeedGenerator:
+def _generator(
+    site: SiteSettings,
+    timeline: Timeline,
+    self_url: str,
+    *,
+    title: str | None = None,
+    links: Sequence[tuple[str, str]] = (),
+    hubs: Sequence[str] | None = None,
+) -> FeedGenerator:
+    """A feed of `timeline`; `links`: more (rel, href) pairs, such as RFC 5005's; `hubs`:
+    its WebSub hubs (default: the site's)."""
+    hubs = tuple(site.hubs if hubs is None else hubs)
     fg = FeedGenerator()
     fg.register_extension("credit", _CreditFeed, _CreditEntry)
     fg.id(self_url)
-    fg.title(site.title)
+    fg.title(title or site.title)
     fg.subtitle(site.description)
     fg.description(site.description)
     fg.link(href=self_url, rel="self")
-    for hub in site.hubs:  # WebSub: where to subscribe to this feed
+    for hub in hubs:  # WebSub: where to subscribe to this feed
         fg.link(href=hub, rel="hub")
-    fg.credit.hubs = site.hubs
+    fg.credit.hubs = hubs
+    for rel, href in links:
+        fg.link(href=href, rel=rel)
     fg.link(href=site.link, rel="alternate")  # last, because feedgen's RSS <link> is the last link
     if site.language:
         fg.language(site.language)
@@ -227,8 +253,40 @@ def render_rss(timeline: Timeline, site: SiteSettings) -> bytes:
     return _RSS_PLAIN_TEXT.sub(_hex_references, data)
 
 
-def render_atom(timeline: Timeline, site: SiteSettings) -> bytes:
-    """Atom 1.0, UTF-8, newest entry first."""
-    fg = _generator(site, timeline, site.base_url + ATOM_FILE)
+def render_atom(
+    timeline: Timeline, site: SiteSettings, newest_archive: date | None = None
+) -> bytes:
+    """Atom 1.0, UTF-8, newest entry first; with `newest_archive`, the subscription document
+    of an archived feed (RFC 5005 §4): its `prev-archive` leads to that day's document."""
+    links = () if newest_archive is None else (("prev-archive", archive_url(site, newest_archive)),)
+    fg = _generator(site, timeline, site.base_url + ATOM_FILE, links=links)
+    data: bytes = fg.atom_str(pretty=True, encoding="UTF-8")
+    return data
+
+
+def archive_url(site: SiteSettings, day: date) -> str:
+    """Where the archive document of `day` is served."""
+    return site.base_url + archive_name(day)
+
+
+def render_archive(day: ArchiveDay, site: SiteSettings) -> bytes:
+    """One archive day as an Atom archive document (RFC 5005 §4): `fh:archive`, `current`
+    (the subscription document), `prev-archive`/`next-archive` where those days exist, and
+    the day's items rendered as in atom.xml (same ids, titles, links, teasers). No WebSub
+    hub: an archive document is no topic (it does not change; `hub.topics`)."""
+    links = [("current", site.base_url + ATOM_FILE)]
+    if day.previous is not None:
+        links.append(("prev-archive", archive_url(site, day.previous)))
+    if day.next is not None:
+        links.append(("next-archive", archive_url(site, day.next)))
+    fg = _generator(
+        site,
+        day.timeline,
+        archive_url(site, day.day),
+        title=f"{site.title} · {day.day.isoformat()}",
+        links=links,
+        hubs=(),
+    )
+    fg.register_extension("history", _ArchiveFeed, None, rss=False)
     data: bytes = fg.atom_str(pretty=True, encoding="UTF-8")
     return data

@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import mimetypes
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
@@ -16,6 +17,7 @@ from aggregator.output import GZIP_SUFFIX
 MEDIA_TYPES = {
     "rss.xml": "application/rss+xml; charset=utf-8",
     "atom.xml": "application/atom+xml; charset=utf-8",
+    ".atom": "application/atom+xml; charset=utf-8",  # archive days (RFC 5005)
     ".json": "application/feed+json; charset=utf-8",
     ".opml": "text/x-opml; charset=utf-8",
     ".html": "text/html; charset=utf-8",
@@ -24,6 +26,10 @@ MEDIA_TYPES = {
 
 
 _GZIP_MIN_BYTES = 256
+# Bytes of file versions kept in memory (bodies and their gzip): the main files are read at
+# every request, but archives are thousands of files, and a crawler walking them all must
+# not make the daemon hold every one. The least recently served go first.
+CACHE_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,11 @@ class FileVersion:
     last_modified: str
     mtime: int
     media_type: str
+
+    @property
+    def size(self) -> int:
+        """Bytes it holds in memory."""
+        return len(self.body) + len(self.gzipped or b"")
 
 
 def media_type_of(name: str) -> str:
@@ -54,9 +65,11 @@ def media_type_of(name: str) -> str:
 class PublishedFiles:
     """The files in `root`, cached by version; resolves names safely."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, cache_bytes: int = CACHE_BYTES) -> None:
         self.root = root.resolve()
-        self._cache: dict[str, FileVersion] = {}
+        self._cache: OrderedDict[str, FileVersion] = OrderedDict()  # least recently served first
+        self._cached_bytes = 0
+        self._cache_bytes = cache_bytes
         # Loads under way, by (name, version key): concurrent requests share one.
         self._loading: dict[
             tuple[str, tuple[int, int, int]], asyncio.Future[FileVersion | None]
@@ -86,16 +99,17 @@ class PublishedFiles:
         """The current version of `name`, or None; a new version is loaded off the loop."""
         path = self.path_of(name)
         if path is None:
-            self._cache.pop(name, None)  # a removed channel's files: not kept in memory
+            self._forget(name)  # a removed channel's files, a day gone: not kept in memory
             return None
         try:
             stat = path.stat()
         except OSError:
-            self._cache.pop(name, None)
+            self._forget(name)
             return None
         key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
         cached = self._cache.get(name)
         if cached is not None and cached.key == key:
+            self._cache.move_to_end(name)
             return cached
         loading = self._loading.get((name, key))
         if loading is None:
@@ -105,8 +119,27 @@ class PublishedFiles:
         # Shielded: a request cancelled while waiting must not cancel the others' load.
         version = await asyncio.shield(loading)
         if version is not None:
-            self._cache[name] = version
+            self._keep(name, version)
         return version
+
+    def _keep(self, name: str, version: FileVersion) -> None:
+        """Cache `version`, then forget the least recently served until within budget."""
+        self._forget(name)
+        self._cache[name] = version
+        self._cached_bytes += version.size
+        while self._cached_bytes > self._cache_bytes and len(self._cache) > 1:
+            _, dropped = self._cache.popitem(last=False)
+            self._cached_bytes -= dropped.size
+
+    def _forget(self, name: str) -> None:
+        old = self._cache.pop(name, None)
+        if old is not None:
+            self._cached_bytes -= old.size
+
+    @property
+    def cached_bytes(self) -> int:
+        """Bytes of file versions held in memory (bodies and their gzip)."""
+        return self._cached_bytes
 
 
 def _load_version(path: Path, name: str) -> FileVersion | None:

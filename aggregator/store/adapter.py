@@ -14,7 +14,8 @@ up is taken here, so an error then is neither lost in a traceback nor reported a
 retrieved.
 
 One short coroutine per `StoreAPI` method, in the interface's order, so the list is easy to
-keep in line with it. `publish_lock` has none: a lock held across awaits would tie a
+keep in line with it; the archive reads have none, since only a publish (in its thread, on
+the store itself) makes them. `publish_lock` has none: a lock held across awaits would tie a
 worker thread to the loop; publishing runs whole, lock included, as one `run`.
 """
 
@@ -34,7 +35,8 @@ from aggregator.store.records import (
     FeedMeta,
     KnownEntries,
     PollRecord,
-    PublishedSnapshot,
+    PublishedChange,
+    PublishedFile,
     Reschedule,
     Schedule,
     SourceState,
@@ -172,16 +174,20 @@ class AsyncStore:
 
     # -- the published snapshot ------------------------------------------------------------
 
-    async def save_published(
-        self, snapshots: Sequence[PublishedSnapshot], removed: Sequence[str] = ()
-    ) -> None:
-        await self.run(lambda s: s.save_published(snapshots, removed))
+    async def save_published(self, change: PublishedChange) -> None:
+        await self.run(lambda s: s.save_published(change))
 
     async def published_fingerprints(self) -> dict[str, str]:
         return await self.run(lambda s: s.published_fingerprints())
 
-    async def load_published(self, publications: Sequence[str]) -> list[PublishedSnapshot]:
-        return await self.run(lambda s: s.load_published(publications))
+    async def published_digests(self, publication: str) -> dict[str, str]:
+        return await self.run(lambda s: s.published_digests(publication))
+
+    async def load_published(self, names: Iterable[str]) -> list[PublishedFile]:
+        return await self.run(lambda s: s.load_published(names))
+
+    async def publication_state(self, publication: str) -> str | None:
+        return await self.run(lambda s: s.publication_state(publication))
 
     # -- WebSub subscriptions --------------------------------------------------------------
 

@@ -11,6 +11,8 @@ caller until its lease runs out; recording the poll (`record_poll`) or `release`
 claim early. Publishing runs under `publish_lock`, so two
 daemons never render at the same time, and stores what it rendered as the published
 snapshot, which every daemon copies into its own output/ (see `publish.publish_timeline`).
+What a publish must re-render of the archives it finds with `entry_marks` (what was stored
+since its last change token) and the day reads below.
 """
 
 from __future__ import annotations
@@ -25,11 +27,13 @@ from aggregator.settings import SourceConfig
 from aggregator.store.hub import HubStore
 from aggregator.store.records import (
     Backfills,
+    EntryMarks,
     EntryWrites,
     FeedMeta,
     KnownEntries,
     PollRecord,
-    PublishedSnapshot,
+    PublishedChange,
+    PublishedFile,
     Reschedule,
     Schedule,
     SourceState,
@@ -145,6 +149,36 @@ class StoreAPI(HubStore, Protocol):
 
     def prune(self, before: datetime, now: datetime) -> int: ...
 
+    # -- archives: what changed since the last publish, and one day's entries ---------------
+
+    def entry_marks(self, sources: Iterable[str], since: str | None, limit: int) -> EntryMarks:
+        """The marks (place, story keys) of the entries of `sources` stored (new or changed)
+        or deleted by retention after the change token `since`, or of all their (stored)
+        entries when `since` is None; at
+        most `limit` (`complete` says whether that was all), with the token as of now."""
+        ...
+
+    def story_dates(self, sources: Iterable[str], keys: StoryKeys, limit: int) -> list[datetime]:
+        """The `sort_date`s of at most `limit` entries of `sources` with one of the `keys`."""
+        ...
+
+    def entries_between(
+        self, sources: Iterable[str], start: datetime, end: datetime, limit: int
+    ) -> list[StoredEntry]:
+        """At most `limit` entries of `sources` placed in [start, end), the earliest first."""
+        ...
+
+    def copies_outside(
+        self, sources: Iterable[str], start: datetime, end: datetime, limit: int
+    ) -> list[StoredEntry]:
+        """At most `limit` entries of `sources` placed outside [start, end) that share a
+        story key with one placed inside, the first seen first."""
+        ...
+
+    def oldest_entry(self, sources: Iterable[str]) -> datetime | None: ...
+
+    def latest_before(self, sources: Iterable[str], before: datetime) -> datetime | None: ...
+
     # -- sharing the work ------------------------------------------------------------------
 
     def claim_due(
@@ -184,21 +218,27 @@ class StoreAPI(HubStore, Protocol):
 
     # -- the published snapshot: what every daemon serves ------------------------------------
 
-    def save_published(
-        self, snapshots: Sequence[PublishedSnapshot], removed: Sequence[str] = ()
-    ) -> None:
-        """Replace the stored files of each of `snapshots`' publications, and drop those of
-        the `removed` publications (channels no longer configured), in one transaction
-        (under `publish_lock`)."""
+    def save_published(self, change: PublishedChange) -> None:
+        """Apply one publish's change to the stored snapshot, in one transaction (under
+        `publish_lock`): files written and removed, publications' heads, publications
+        dropped (channels no longer configured) with their files."""
         ...
 
     def published_fingerprints(self) -> dict[str, str]:
-        """Each stored publication's fingerprint (of its render input), by its directory
-        ("" for the root); {} before any publish."""
+        """Each stored publication's fingerprint (of its files as they are), by its
+        directory ("" for the root); {} before any publish."""
         ...
 
-    def load_published(self, publications: Sequence[str]) -> list[PublishedSnapshot]:
-        """The stored snapshots of these publications, of those that have one."""
+    def published_digests(self, publication: str) -> dict[str, str]:
+        """The digest of every stored file of `publication`, by name (under output/)."""
+        ...
+
+    def load_published(self, names: Iterable[str]) -> list[PublishedFile]:
+        """The stored files among `names`, by name."""
+        ...
+
+    def publication_state(self, publication: str) -> str | None:
+        """What `publication` saved of its state with its last change; None before."""
         ...
 
     # -- WebSub subscriptions: any daemon may answer a hub --------------------------------

@@ -21,6 +21,7 @@ It must not hold a transaction open across a network fetch or any other slow wor
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -44,6 +45,7 @@ from aggregator.store.postgres_schema import (
 from aggregator.store.postgres_writes import seconds, upsert_entries
 from aggregator.store.records import (
     Backfills,
+    EntryMarks,
     EntryWrites,
     FeedMeta,
     KnownEntries,
@@ -60,6 +62,8 @@ __all__ = ["SCHEMA_VERSION", "PgStore", "describe"]
 # Advisory lock key, per database: a bigint spelling "aggr-pub".
 _PUBLISH_LOCK = int.from_bytes(b"aggr-pub", "big")
 PING_SECONDS = 3.0  # how long a health check waits for a pooled connection
+# A change token of this store's: a snapshot as `pg_snapshot` prints it ("xmin:xmax:xip,…").
+_SNAPSHOT = re.compile(r"\d+:\d+:(?:\d+(?:,\d+)*)?")
 
 
 def _as_is(value: datetime) -> datetime:
@@ -187,7 +191,6 @@ class PgStore(SharedStatements, HubStatements):
     def checkpoint(self) -> None:
         """Nothing to do: PostgreSQL checkpoints and vacuums by itself."""
 
-    # -- sources ---------------------------------------------------------------------------
     # -- sources ---------------------------------------------------------------------------
 
     def sync_sources(self, sources: Iterable[SourceConfig], now: datetime) -> list[Schedule]:
@@ -347,9 +350,14 @@ class PgStore(SharedStatements, HubStatements):
             )
             conn.execute(
                 """
-                INSERT INTO tombstones (source, entry_id, last_seen)
-                SELECT source, entry_id, %s FROM entries WHERE sort_date < %s
-                ON CONFLICT (source, entry_id) DO UPDATE SET last_seen = excluded.last_seen
+                INSERT INTO tombstones (source, entry_id, last_seen, sort_date, link_key,
+                    title_key, stored_in)
+                SELECT source, entry_id, %s, sort_date, link_key, title_key,
+                    pg_current_xact_id()
+                FROM entries WHERE sort_date < %s
+                ON CONFLICT (source, entry_id) DO UPDATE SET last_seen = excluded.last_seen,
+                    sort_date = excluded.sort_date, link_key = excluded.link_key,
+                    title_key = excluded.title_key, stored_in = excluded.stored_in
                 """,
                 (seconds(now), cutoff),
             )
@@ -357,6 +365,121 @@ class PgStore(SharedStatements, HubStatements):
             # `before` is now minus the retention period: the same span for tombstones.
             conn.execute("DELETE FROM tombstones WHERE last_seen < %s", (cutoff,))
         return deleted
+
+    # -- archives: what changed, and one day's entries --------------------------------------
+
+    def entry_marks(self, sources: Iterable[str], since: str | None, limit: int) -> EntryMarks:
+        """As `SqliteStore.entry_marks`. The token is a snapshot (`pg_current_snapshot()`),
+        taken first; what changed since a token is what its snapshot did not see: exact
+        however transactions interleave and commit (a sequence or a clock would miss a
+        transaction that began before a publish and committed after it)."""
+        with self._connection() as conn:
+            row = conn.execute("SELECT pg_current_snapshot()::text").fetchone()
+            assert row is not None
+            token = str(row[0])
+            if since is None:
+                where = "source = ANY(%(sources)s::text[])"
+            elif _SNAPSHOT.fullmatch(since):
+                where = (
+                    "stored_in >= pg_snapshot_xmin(%(since)s::pg_snapshot)"
+                    " AND NOT pg_visible_in_snapshot(stored_in, %(since)s::pg_snapshot)"
+                    " AND source = ANY(%(sources)s::text[])"
+                )
+            else:  # not a token of this store's: everything may have changed
+                return EntryMarks(token, complete=False)
+            sql = f"SELECT {rows.MARK_COLUMNS} FROM entries WHERE {where}"
+            if since is not None:  # and the entries retention deleted since (tombstones)
+                sql += (
+                    f" UNION ALL SELECT {rows.MARK_COLUMNS} FROM tombstones"
+                    f" WHERE {where} AND sort_date IS NOT NULL"
+                )
+            found = conn.execute(
+                sql + " LIMIT %(limit)s",
+                {"sources": list(sources), "since": since, "limit": limit + 1},
+            ).fetchall()
+        marks = tuple(rows.mark_from_row(r, _utc) for r in found[:limit])
+        return EntryMarks(token, marks, complete=len(found) <= limit)
+
+    def story_dates(self, sources: Iterable[str], keys: StoryKeys, limit: int) -> list[datetime]:
+        """As `SqliteStore.story_dates`."""
+        if not keys.links and not keys.titles:
+            return []
+        with self._connection() as conn:
+            found = conn.execute(
+                """
+                SELECT sort_date FROM entries
+                WHERE source = ANY(%s::text[])
+                  AND (link_key = ANY(%s::text[]) OR title_key = ANY(%s::text[]))
+                LIMIT %s
+                """,
+                (list(sources), sorted(keys.links), sorted(keys.titles), limit),
+            ).fetchall()
+        return [r[0].astimezone(UTC) for r in found]
+
+    def entries_between(
+        self, sources: Iterable[str], start: datetime, end: datetime, limit: int
+    ) -> list[StoredEntry]:
+        """As `SqliteStore.entries_between`."""
+        with self._connection() as conn:
+            found = conn.execute(
+                f"""
+                SELECT {rows.ENTRY_COLUMNS} FROM entries
+                WHERE source = ANY(%s::text[]) AND sort_date >= %s AND sort_date < %s
+                ORDER BY sort_date, source, entry_id
+                LIMIT %s
+                """,
+                (list(sources), seconds(start), seconds(end), limit),
+            ).fetchall()
+        return [_entry(r) for r in found]
+
+    def copies_outside(
+        self, sources: Iterable[str], start: datetime, end: datetime, limit: int
+    ) -> list[StoredEntry]:
+        """As `SqliteStore.copies_outside`."""
+        inside = """
+            SELECT {key} FROM entries
+            WHERE source = ANY(%(sources)s::text[]) AND sort_date >= %(start)s
+              AND sort_date < %(end)s AND {key} IS NOT NULL
+        """
+        with self._connection() as conn:
+            found = conn.execute(
+                f"""
+                SELECT {rows.ENTRY_COLUMNS} FROM entries
+                WHERE source = ANY(%(sources)s::text[])
+                  AND (sort_date < %(start)s OR sort_date >= %(end)s)
+                  AND (link_key IN ({inside.format(key="link_key")})
+                       OR title_key IN ({inside.format(key="title_key")}))
+                ORDER BY first_seen, sort_date, source, entry_id
+                LIMIT %(limit)s
+                """,
+                {
+                    "sources": list(sources),
+                    "start": seconds(start),
+                    "end": seconds(end),
+                    "limit": limit,
+                },
+            ).fetchall()
+        return [_entry(r) for r in found]
+
+    def oldest_entry(self, sources: Iterable[str]) -> datetime | None:
+        """As `SqliteStore.oldest_entry`."""
+        with self._connection() as conn:
+            found = conn.execute(
+                "SELECT sort_date FROM entries WHERE source = ANY(%s::text[])"
+                " ORDER BY sort_date LIMIT 1",
+                (list(sources),),
+            ).fetchone()
+        return None if found is None else found[0].astimezone(UTC)
+
+    def latest_before(self, sources: Iterable[str], before: datetime) -> datetime | None:
+        """As `SqliteStore.latest_before`."""
+        with self._connection() as conn:
+            found = conn.execute(
+                "SELECT sort_date FROM entries WHERE source = ANY(%s::text[]) AND sort_date < %s"
+                " ORDER BY sort_date DESC LIMIT 1",
+                (list(sources), seconds(before)),
+            ).fetchone()
+        return None if found is None else found[0].astimezone(UTC)
 
     # -- claims: several pollers sharing one store -------------------------------------------
 

@@ -136,6 +136,28 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE sources ADD COLUMN items text
     """,
+    # 8: as SQLite's 14: archives. `stored_in`: the transaction that last stored an entry
+    # (`pg_current_xact_id()`), so a publish reads what committed since the snapshot it
+    # last took (`pg_visible_in_snapshot`), however transactions interleave. A tombstone
+    # keeps its entry's place and story keys and the transaction that made it. The
+    # published snapshot one row per file with its digest; each publication's fingerprint
+    # and state in `publications`.
+    """
+    ALTER TABLE entries ADD COLUMN IF NOT EXISTS stored_in xid8 NOT NULL DEFAULT '0';
+    ALTER TABLE tombstones ADD COLUMN IF NOT EXISTS sort_date timestamptz;
+    ALTER TABLE tombstones ADD COLUMN IF NOT EXISTS link_key text;
+    ALTER TABLE tombstones ADD COLUMN IF NOT EXISTS title_key text;
+    ALTER TABLE tombstones ADD COLUMN IF NOT EXISTS stored_in xid8 NOT NULL DEFAULT '0';
+    CREATE INDEX IF NOT EXISTS entries_by_stored_in ON entries (stored_in);
+    CREATE INDEX IF NOT EXISTS tombstones_by_stored_in ON tombstones (stored_in);
+    DELETE FROM published;
+    ALTER TABLE published RENAME COLUMN fingerprint TO digest;
+    CREATE TABLE IF NOT EXISTS publications (
+        name        text COLLATE "C" PRIMARY KEY,
+        fingerprint text NOT NULL,
+        state       text NOT NULL
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 _MIGRATE_LOCK = int.from_bytes(b"aggr-mig", "big")  # an advisory lock key: "aggr-mig"

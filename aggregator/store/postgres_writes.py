@@ -16,14 +16,17 @@ def seconds(value: datetime | None) -> datetime | None:
     return None if value is None else value.astimezone(UTC).replace(microsecond=0)
 
 
+# `stored_in`: this transaction's id, which `PgStore.entry_marks` compares with a snapshot.
 _INSERT_ENTRY = f"""
     INSERT INTO entries (source, entry_id, {", ".join(rows.WRITTEN_COLUMNS)},
-        first_seen, sort_date)
-    VALUES (%s, %s, {", ".join("%s" for _ in rows.WRITTEN_COLUMNS)}, %s, %s)
+        first_seen, sort_date, stored_in)
+    VALUES (%s, %s, {", ".join("%s" for _ in rows.WRITTEN_COLUMNS)}, %s, %s,
+        pg_current_xact_id())
     {rows.upsert_clause("IS DISTINCT FROM")}
 """
 _UPDATE_ENTRY = f"""
-    UPDATE entries SET {", ".join(f"{c} = %s" for c in rows.WRITTEN_COLUMNS)}
+    UPDATE entries SET {", ".join(f"{c} = %s" for c in rows.WRITTEN_COLUMNS)},
+        stored_in = pg_current_xact_id()
     WHERE source = %s AND entry_id = %s
 """
 

@@ -230,14 +230,65 @@ class Backfills:
 
 
 @dataclass(frozen=True)
-class PublishedSnapshot:
-    """One publication's files as last rendered, by name relative to its directory, and the
-    fingerprint of what they were rendered from: what every daemon sharing a store copies
-    into its own output/, so all serve the same bytes (`publish.follow_published`).
+class EntryMark:
+    """Where a stored entry sits (`sort_date`) and its story keys: what says which archive
+    days an entry stored, changed or credited anew touches."""
 
-    `publication` is its directory under output/: "" for the root, "<channel>/" for a
-    channel. Each publication is stored, replaced and copied on its own."""
+    sort_date: datetime
+    link_key: str | None
+    title_key: str | None
+
+
+@dataclass(frozen=True)
+class EntryMarks:
+    """Entries stored since a change token, and the token to ask from next time.
+
+    The token is the store's own (a write counter, a database snapshot): opaque to callers,
+    who keep it and hand it back. `complete` is False when more entries than asked for
+    changed: the caller then treats everything as changed.
+    """
+
+    token: str
+    marks: tuple[EntryMark, ...] = ()
+    complete: bool = True
+
+
+@dataclass(frozen=True)
+class PublishedFile:
+    """One published file: its path under output/ (`news/atom.xml` for a channel's), the
+    digest of its bytes, the bytes, and the publication it belongs to (its directory: ""
+    for the root, "<channel>/" for a channel)."""
+
+    name: str
+    digest: str
+    data: bytes
+    publication: str = ""
+
+
+@dataclass(frozen=True)
+class PublicationHead:
+    """A publication as stored beside its files: `fingerprint` names its files as they are
+    (a daemon whose copy has it has nothing to copy; it changes whenever one of them does),
+    `state` is what its next publish needs (opaque to the store: the main files' render
+    input, `archive.ArchiveState`)."""
 
     fingerprint: str
-    files: Mapping[str, bytes]
-    publication: str = ""
+    state: str
+
+
+@dataclass(frozen=True)
+class PublishedChange:
+    """What one publish changed in the published snapshot, written in one transaction.
+
+    The snapshot is what every daemon sharing a store copies into its own output/, so all
+    serve the same bytes (`publish.follow_published`): one row per file, so that a publish
+    that changed three archive days writes three files, not thousands. `files` are written,
+    `removed` (names) deleted; `heads` are the publications' fingerprints and states after
+    the change; `dropped` publications (channels no longer configured) lose their files and
+    head.
+    """
+
+    files: tuple[PublishedFile, ...] = ()
+    removed: frozenset[str] = frozenset()
+    heads: Mapping[str, PublicationHead] = field(default_factory=dict)
+    dropped: frozenset[str] = frozenset()

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from aggregator.store.records import (
+    EntryMark,
     EntryWrite,
     FeedMeta,
     PollOutcome,
@@ -39,6 +40,8 @@ ENTRY_COLUMNS = """
     source, entry_id, title, link, summary_html, teaser, author, categories,
     published, updated, first_seen, sort_date, link_key, title_key
 """
+# What says which archive days a stored entry touches (`records.EntryMark`).
+MARK_COLUMNS = "sort_date, link_key, title_key"
 SCHEDULE_COLUMNS = "name, last_polled, next_poll, failures, retry_after, lifetime"
 FEED_COLUMNS = "name, title, site_url, feed_id, lifetime"
 SUBSCRIPTION_COLUMNS = (
@@ -65,14 +68,15 @@ def upsert_clause(distinct: str) -> str:
     """What an entry insert does when another writer inserted the entry meanwhile (two polls
     of one source racing, a lease that ran out mid-poll): it takes this write's content if
     the signature differs, as when a poll read and wrote in one transaction, the last
-    writer's edit kept; `first_seen` and `sort_date` stay the first writer's. `distinct`
+    writer's edit kept (and its `stored_in`: the entry changed); `first_seen` and
+    `sort_date` stay the first writer's. `distinct`
     is the database's null-safe "differs" (`IS NOT`, `IS DISTINCT FROM`)."""
     changed = " OR ".join(
         f"entries.{c} {distinct} excluded.{c}" for c in ("content_hash", "published", "updated")
     )
     return (
         "ON CONFLICT (source, entry_id) DO UPDATE SET "
-        + ", ".join(f"{c} = excluded.{c}" for c in WRITTEN_COLUMNS)
+        + ", ".join(f"{c} = excluded.{c}" for c in (*WRITTEN_COLUMNS, "stored_in"))
         + f" WHERE {changed}"
     )
 
@@ -134,6 +138,11 @@ def entry_from_row(
 def schedule_from_row(row: Sequence[Any], when: When) -> Schedule:
     """A source's schedule from a `SCHEDULE_COLUMNS` row."""
     return Schedule(row[0], when(row[1]), when(row[2]), row[3], when(row[4]), _lifetime(row[5]))
+
+
+def mark_from_row(row: Sequence[Any], when: When) -> EntryMark:
+    """An entry's place and story keys from a `MARK_COLUMNS` row."""
+    return EntryMark(_required(when, row[0]), row[1], row[2])
 
 
 def feed_from_row(row: Sequence[Any]) -> tuple[str, FeedMeta]:

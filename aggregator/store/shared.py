@@ -8,16 +8,24 @@ The statements here are written with `?`, which `_sql` turns into the back end's
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any, ClassVar
 
 from aggregator.store import rows
-from aggregator.store.records import EntryWrites, PollRecord, PublishedSnapshot, Subscription
+from aggregator.store.records import (
+    EntryWrites,
+    PollRecord,
+    PublishedChange,
+    PublishedFile,
+    Subscription,
+)
 from aggregator.types import ItemMemory
 
 Steps = Sequence[tuple[str, Sequence[Sequence[Any]]]]
+# File names per `load_published` query: well under SQLite's 32,766 parameters.
+_NAMES_PER_QUERY = 500
 
 
 class SharedStatements:
@@ -207,46 +215,74 @@ class SharedStatements:
 
     # -- the published snapshot ------------------------------------------------------------
 
-    def save_published(
-        self, snapshots: Sequence[PublishedSnapshot], removed: Sequence[str] = ()
-    ) -> None:
-        """Replace the stored files of each of `snapshots`' publications, and drop those of
-        the `removed` publications, all at once."""
-        gone = [(s.publication,) for s in snapshots] + [(p,) for p in removed]
-        files = [
-            (s.publication + name, s.publication, s.fingerprint, data)
-            for s in snapshots
-            for name, data in s.files.items()
-        ]
-        insert = "INSERT INTO published (name, publication, fingerprint, data) VALUES (?, ?, ?, ?)"
+    def save_published(self, change: PublishedChange) -> None:
+        """Write the changed files, remove the removed ones and the dropped publications'
+        files, set the publications' heads: all in one transaction, so a follower never
+        copies a fingerprint without its files."""
+        upsert = (
+            "INSERT INTO published (name, publication, digest, data) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET publication = excluded.publication, "
+            "digest = excluded.digest, data = excluded.data"
+        )
+        head = (
+            "INSERT INTO publications (name, fingerprint, state) VALUES (?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET fingerprint = excluded.fingerprint, "
+            "state = excluded.state"
+        )
+        dropped = [(name,) for name in sorted(change.dropped)]
         self._apply(
             [
-                (self._sql("DELETE FROM published WHERE publication = ?"), gone),
-                (self._sql(insert), files),
+                (self._sql("DELETE FROM published WHERE publication = ?"), dropped),
+                (self._sql("DELETE FROM publications WHERE name = ?"), dropped),
+                (
+                    self._sql(upsert),
+                    [(f.name, f.publication, f.digest, f.data) for f in change.files],
+                ),
+                (
+                    self._sql("DELETE FROM published WHERE name = ?"),
+                    [(name,) for name in sorted(change.removed)],
+                ),
+                (
+                    self._sql(head),
+                    [(n, h.fingerprint, h.state) for n, h in sorted(change.heads.items())],
+                ),
             ]
         )
 
     def published_fingerprints(self) -> dict[str, str]:
-        """Each stored publication's fingerprint (of its render input), by its directory."""
-        found = self._query("SELECT publication, min(fingerprint) FROM published GROUP BY 1")
-        return {str(publication): str(fingerprint) for publication, fingerprint in found}
+        """Each stored publication's fingerprint, by its directory ("" for the root)."""
+        found = self._query("SELECT name, fingerprint FROM publications")
+        return {str(name): str(fingerprint) for name, fingerprint in found}
 
-    def load_published(self, publications: Sequence[str]) -> list[PublishedSnapshot]:
-        """The stored snapshots of these publications (those that have one), each read in one
-        statement."""
-        snapshots = []
-        for publication in publications:
-            found = self._query(
-                self._sql(
-                    "SELECT name, fingerprint, data FROM published WHERE publication = ? "
-                    "ORDER BY name"
-                ),
-                (publication,),
-            )
-            if found:
-                files = {str(name)[len(publication) :]: bytes(data) for name, _, data in found}
-                snapshots.append(PublishedSnapshot(str(found[0][1]), files, publication))
-        return snapshots
+    def published_digests(self, publication: str) -> dict[str, str]:
+        """Every stored file of `publication`, name and digest: what a follower compares
+        with its copy."""
+        found = self._query(
+            self._sql("SELECT name, digest FROM published WHERE publication = ?"), (publication,)
+        )
+        return {str(name): str(digest) for name, digest in found}
+
+    def load_published(self, names: Iterable[str]) -> list[PublishedFile]:
+        """The stored files of these names (those that are stored), by name."""
+        wanted = sorted(set(names))
+        found: list[PublishedFile] = []
+        for start in range(0, len(wanted), _NAMES_PER_QUERY):
+            chunk = wanted[start : start + _NAMES_PER_QUERY]
+            marks = ", ".join("?" for _ in chunk)
+            sql = f"SELECT name, digest, data, publication FROM published WHERE name IN ({marks})"
+            found += [
+                PublishedFile(str(name), str(digest), bytes(data), str(publication))
+                for name, digest, data, publication in self._query(self._sql(sql), chunk)
+            ]
+        return sorted(found, key=lambda f: f.name)
+
+    def publication_state(self, publication: str) -> str | None:
+        """What `publication` (its directory under output/, "" for the root) last saved of
+        its state, None before its first publish."""
+        found = self._query(
+            self._sql("SELECT state FROM publications WHERE name = ?"), (publication,)
+        )
+        return str(found[0][0]) if found else None
 
     def first_added(self) -> datetime | None:
         """When the first source was added: a stable date for a feed with nothing in it yet."""

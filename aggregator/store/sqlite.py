@@ -25,6 +25,7 @@ from aggregator.store import rows
 from aggregator.store.hub import HubStatements
 from aggregator.store.records import (
     Backfills,
+    EntryMarks,
     EntryWrites,
     FeedMeta,
     KnownEntries,
@@ -73,12 +74,12 @@ def _entry(row: Sequence[Any]) -> StoredEntry:
 
 _INSERT_ENTRY = f"""
     INSERT INTO entries (source, entry_id, {", ".join(rows.WRITTEN_COLUMNS)},
-        first_seen, sort_date)
-    VALUES (?, ?, {", ".join("?" for _ in rows.WRITTEN_COLUMNS)}, ?, ?)
+        first_seen, sort_date, stored_in)
+    VALUES (?, ?, {", ".join("?" for _ in rows.WRITTEN_COLUMNS)}, ?, ?, ?)
     {rows.upsert_clause("IS NOT")}
 """
 _UPDATE_ENTRY = f"""
-    UPDATE entries SET {", ".join(f"{c} = ?" for c in rows.WRITTEN_COLUMNS)}
+    UPDATE entries SET {", ".join(f"{c} = ?" for c in rows.WRITTEN_COLUMNS)}, stored_in = ?
     WHERE source = ? AND entry_id = ?
 """
 
@@ -354,26 +355,150 @@ class SqliteStore(SharedStatements, HubStatements):
         """Retention: delete entries placed before `before`, leaving tombstones of their ids.
 
         A tombstone lasts until its entry has been absent from its feed for as long as
-        entries are kept, so an item still in its feed never comes back as new.
+        entries are kept, so an item still in its feed never comes back as new. It keeps
+        the entry's place and story keys, stamped with this write: `entry_marks` reads the
+        deletion like any other change.
         """
         with self._transaction() as db:
-            # Their sources' entries change: publishing must not take them as unchanged.
-            db.execute(
-                "UPDATE sources SET entries_version = entries_version + 1 WHERE name IN "
-                "(SELECT DISTINCT source FROM entries WHERE sort_date < ?)",
-                (_ts(before),),
-            )
-            db.execute(
-                """
-                INSERT OR REPLACE INTO tombstones (source, entry_id, last_seen)
-                SELECT source, entry_id, ? FROM entries WHERE sort_date < ?
-                """,
-                (_ts(now), _ts(before)),
-            )
+            if db.execute("SELECT 1 FROM entries WHERE sort_date < ?", (_ts(before),)).fetchone():
+                # Their sources' entries change: publishing must not take them as unchanged.
+                db.execute(
+                    "UPDATE sources SET entries_version = entries_version + 1 WHERE name IN "
+                    "(SELECT DISTINCT source FROM entries WHERE sort_date < ?)",
+                    (_ts(before),),
+                )
+                db.execute(
+                    """
+                    INSERT OR REPLACE INTO tombstones (source, entry_id, last_seen, sort_date,
+                        link_key, title_key, stored_in)
+                    SELECT source, entry_id, ?, sort_date, link_key, title_key, ?
+                    FROM entries WHERE sort_date < ?
+                    """,
+                    (_ts(now), _next_write(db), _ts(before)),
+                )
             deleted = db.execute("DELETE FROM entries WHERE sort_date < ?", (_ts(before),)).rowcount
             # `before` is now minus the retention period: the same span for tombstones.
             db.execute("DELETE FROM tombstones WHERE last_seen < ?", (_ts(before),))
         return int(deleted)
+
+    # -- archives: what changed, and one day's entries --------------------------------------
+
+    def entry_marks(self, sources: Iterable[str], since: str | None, limit: int) -> EntryMarks:
+        """The marks of entries of `sources` stored or deleted after the change token `since`
+        (of every entry of theirs when None), at most `limit`, and the token as of now.
+
+        The token is the write counter, read first: a write committing meanwhile has a
+        higher number, so it is read again next time rather than missed.
+        """
+        token = str(self._db.execute("SELECT counter FROM entry_writes").fetchone()[0])
+        params: list[Any] = [_json(sources)]
+        if since is None:  # the primary key (source, entry_id) finds one source's entries
+            where = "source IN (SELECT value FROM json_each(?))"
+        elif since.isdigit():
+            where = "stored_in > ? AND +source IN (SELECT value FROM json_each(?))"
+            params.insert(0, int(since))
+        else:  # not a token of this store's: everything may have changed
+            return EntryMarks(token, complete=False)
+        if since is None:
+            sql = f"SELECT {rows.MARK_COLUMNS} FROM entries WHERE {where} LIMIT ?"
+        else:  # and the entries retention deleted since (their tombstones)
+            sql = f"""
+                SELECT {rows.MARK_COLUMNS} FROM entries WHERE {where}
+                UNION ALL
+                SELECT {rows.MARK_COLUMNS} FROM tombstones
+                WHERE {where} AND sort_date IS NOT NULL
+                LIMIT ?
+            """
+            params = [*params, *params]
+        found = self._db.execute(sql, (*params, limit + 1)).fetchall()
+        marks = tuple(rows.mark_from_row(r, _dt) for r in found[:limit])
+        return EntryMarks(token, marks, complete=len(found) <= limit)
+
+    def story_dates(self, sources: Iterable[str], keys: StoryKeys, limit: int) -> list[datetime]:
+        """When the entries of `sources` with one of the story `keys` sit (`sort_date`), at
+        most `limit` of them: the days a story's copies touch."""
+        if not keys.links and not keys.titles:
+            return []
+        found = self._db.execute(
+            """
+            SELECT sort_date FROM entries
+            WHERE +source IN (SELECT value FROM json_each(?))
+              AND (link_key IN (SELECT value FROM json_each(?))
+                   OR title_key IN (SELECT value FROM json_each(?)))
+            LIMIT ?
+            """,
+            (_json(sources), _json(sorted(keys.links)), _json(sorted(keys.titles)), limit),
+        ).fetchall()
+        return [datetime.fromisoformat(r[0]) for r in found]
+
+    def entries_between(
+        self, sources: Iterable[str], start: datetime, end: datetime, limit: int
+    ) -> list[StoredEntry]:
+        """Entries of `sources` placed in [start, end), the earliest first, at most `limit`.
+
+        Read through (source, sort_date), a range of each source's: walking the day by date
+        would read every source's rows of it in full (a channel's tenth of them: 10 ms,
+        not 1 ms, per day of 100,000 entries' store), and is no faster for all of them.
+        """
+        found = self._db.execute(
+            f"""
+            SELECT {rows.ENTRY_COLUMNS} FROM entries
+            WHERE source IN (SELECT value FROM json_each(?)) AND sort_date >= ? AND sort_date < ?
+            ORDER BY sort_date, source, entry_id
+            LIMIT ?
+            """,
+            (_json(sources), _ts(start), _ts(end), limit),
+        ).fetchall()
+        return [_entry(r) for r in found]
+
+    def copies_outside(
+        self, sources: Iterable[str], start: datetime, end: datetime, limit: int
+    ) -> list[StoredEntry]:
+        """Entries of `sources` placed outside [start, end) that share a story key (link or
+        title) with one placed inside: at most `limit`, the first seen (they decide a
+        story's first copy). The keys are the stored ones, matched in SQL; the day's read
+        as in `entries_between`."""
+        inside = """
+            SELECT {key} FROM entries
+            WHERE source IN (SELECT value FROM json_each(:sources))
+              AND sort_date >= :start AND sort_date < :end AND {key} IS NOT NULL
+        """
+        found = self._db.execute(
+            f"""
+            SELECT {rows.ENTRY_COLUMNS} FROM entries
+            WHERE +source IN (SELECT value FROM json_each(:sources))
+              AND (sort_date < :start OR sort_date >= :end)
+              AND (link_key IN ({inside.format(key="link_key")})
+                   OR title_key IN ({inside.format(key="title_key")}))
+            ORDER BY first_seen, sort_date, source, entry_id
+            LIMIT :limit
+            """,
+            {"sources": _json(sources), "start": _ts(start), "end": _ts(end), "limit": limit},
+        ).fetchall()
+        return [_entry(r) for r in found]
+
+    def oldest_entry(self, sources: Iterable[str]) -> datetime | None:
+        """The earliest `sort_date` among the entries of `sources` (None: none stored)."""
+        found = self._db.execute(
+            """
+            SELECT sort_date FROM entries WHERE +source IN (SELECT value FROM json_each(?))
+            ORDER BY sort_date LIMIT 1
+            """,
+            (_json(sources),),
+        ).fetchone()
+        return None if found is None else datetime.fromisoformat(found[0])
+
+    def latest_before(self, sources: Iterable[str], before: datetime) -> datetime | None:
+        """The latest `sort_date` before `before` among the entries of `sources`."""
+        found = self._db.execute(
+            """
+            SELECT sort_date FROM entries
+            WHERE +source IN (SELECT value FROM json_each(?)) AND sort_date < ?
+            ORDER BY sort_date DESC LIMIT 1
+            """,
+            (_json(sources), _ts(before)),
+        ).fetchone()
+        return None if found is None else datetime.fromisoformat(found[0])
 
     # -- claims: several pollers sharing one store -------------------------------------------
 
@@ -428,6 +553,13 @@ class SqliteStore(SharedStatements, HubStatements):
             os.close(lock)  # which releases the lock
 
 
+def _next_write(db: sqlite3.Connection) -> int:
+    """This write's number: the counter's order is the commit order (one writer at a time)."""
+    return int(
+        db.execute("UPDATE entry_writes SET counter = counter + 1 RETURNING counter").fetchone()[0]
+    )
+
+
 def _insert_entries(db: sqlite3.Connection, source: str, writes: EntryWrites) -> None:
     """Insert new entries (one another writer inserted meanwhile takes this write's content,
     but its `first_seen` and `sort_date` never move), update changed ones, touch buried ones."""
@@ -440,14 +572,21 @@ def _insert_entries(db: sqlite3.Connection, source: str, writes: EntryWrites) ->
             """,
             (seen, source, _json(writes.still_buried)),
         )
+    if not (writes.new or writes.changed):
+        return
+    stored_in = _next_write(db)
     db.executemany(
         _INSERT_ENTRY,
         [
-            (source, w.entry.entry_id, *rows.entry_values(w, _ts, _json), seen, _ts(w.sort_date))
+            (source, w.entry.entry_id, *rows.entry_values(w, _ts, _json), seen,
+             _ts(w.sort_date), stored_in)
             for w in writes.new
         ],
-    )
+    )  # fmt: skip
     db.executemany(
         _UPDATE_ENTRY,
-        [(*rows.entry_values(w, _ts, _json), source, w.entry.entry_id) for w in writes.changed],
+        [
+            (*rows.entry_values(w, _ts, _json), stored_in, source, w.entry.entry_id)
+            for w in writes.changed
+        ],
     )

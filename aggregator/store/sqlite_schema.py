@@ -165,6 +165,37 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE sources ADD COLUMN items TEXT;
     """,
+    # 14: archives (issue 14). `stored_in`: the write that last stored an entry (new or
+    # changed), from a counter each write transaction bumps (`entry_writes`), so a publish
+    # reads only what was stored since its last one (writes are serialized: the counter's
+    # order is the commit order). A tombstone keeps its entry's place and story keys and
+    # the write (the prune) that made it: retention's deletions are read back like any
+    # other change. The published snapshot becomes one row per file with its digest (it was
+    # the publication's fingerprint), written file by file: archives are thousands of
+    # files, of which a publish changes a few. Each publication's fingerprint and state
+    # (its main files' render input, its archive days) are a row of `publications`. The old
+    # snapshot is emptied: the next publish stores it again.
+    """
+    ALTER TABLE entries ADD COLUMN stored_in INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE tombstones ADD COLUMN sort_date TEXT;
+    ALTER TABLE tombstones ADD COLUMN link_key TEXT;
+    ALTER TABLE tombstones ADD COLUMN title_key TEXT;
+    ALTER TABLE tombstones ADD COLUMN stored_in INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX IF NOT EXISTS entries_by_stored_in ON entries (stored_in);
+    CREATE INDEX IF NOT EXISTS tombstones_by_stored_in ON tombstones (stored_in);
+    CREATE TABLE IF NOT EXISTS entry_writes (
+        id      INTEGER PRIMARY KEY CHECK (id = 1),
+        counter INTEGER NOT NULL
+    );
+    INSERT OR IGNORE INTO entry_writes (id, counter) VALUES (1, 0);
+    DELETE FROM published;
+    ALTER TABLE published RENAME COLUMN fingerprint TO digest;
+    CREATE TABLE IF NOT EXISTS publications (
+        name        TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        state       TEXT NOT NULL
+    );
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
