@@ -140,7 +140,11 @@ def _snapshot(database: Path, output: Path, reports: list[SourceReport]) -> Outc
             db.execute("SELECT * FROM tombstones ORDER BY source, entry_id").fetchall(),
             db.execute(f"SELECT {', '.join(columns)} FROM sources ORDER BY name").fetchall(),
             # What is served (not the hidden record of inodes and mtimes).
-            {p.name: p.read_bytes() for p in sorted(output.iterdir()) if p.name[0] != "."},
+            {
+                str(p.relative_to(output)): p.read_bytes()
+                for p in sorted(output.rglob("*"))
+                if p.is_file() and not any(n[0] == "." for n in p.relative_to(output).parts)
+            },
             reports,
         )
     finally:
