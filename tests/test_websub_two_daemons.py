@@ -23,6 +23,7 @@ from tests.conftest import run_cli
 from tests.feedfactory import Item, rss2
 from tests.feedserver import FeedServer
 from tests.test_daemon import Daemon, _free_port, wait_for
+from tests.test_websub_subscriber import _config as subscriber_config
 
 pytestmark = pytest.mark.slow
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -44,28 +45,7 @@ def _items(count: int) -> list[Item]:
 
 def _config(directory: Path, port: int, source: str, *, interval: str, websub: str) -> Path:
     directory.mkdir()
-    path = directory / "feeds.toml"
-    path.write_text(
-        f"""
-[aggregator]
-title = "{directory.name}"
-base_url = "http://127.0.0.1:{port}/"
-[poll]
-interval = "{interval}"
-timeout = "10s"
-[publish]
-max_age = "3650d"
-[server]
-port = {port}
-[websub]
-{websub}
-[[feeds]]
-name = "upstream"
-url = "{source}"
-""",
-        encoding="utf-8",
-    )
-    return path
+    return subscriber_config(directory, port, source, interval=interval, websub=websub)
 
 
 def _links(daemon: Daemon) -> list[str]:
