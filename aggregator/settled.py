@@ -134,8 +134,12 @@ def settled(
     return quiet
 
 
-def _advance(directory: Path, record: Mapping[str, Any], inputs: Inputs) -> None:
-    """Move a settled publication's recorded edge to now's: nothing was placed in between."""
+def _advance(directory: Path, head: Mapping[str, Any], inputs: Inputs) -> None:
+    """Move a settled publication's recorded edge to now's: nothing was placed in between.
+    The whole record is written again (`head` lists its main files only)."""
+    record = published_record(directory, whole=True)
+    if record is None or record.get("fingerprint") != head.get("fingerprint"):
+        return  # changed meanwhile: the next publish looks again
     files = record.get("files") or {}
     remember_published(
         directory,

@@ -252,6 +252,35 @@ def test_an_unchanged_publish_reads_builds_and_renders_nothing(
     assert _versions(config.publish.output_dir) == before
 
 
+def test_the_settled_check_reads_only_the_records_head(
+    digest: tuple[StoreAPI, Config], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A publication's whole record lists every archive file it wrote; the check that tells
+    a settled publication, at every publish, reads only its head (its main files): the
+    archive files' list is parsed only when a publication is built or copied."""
+    store, config = digest
+    publish_timeline(config, store, NOW)
+    for publication in publications_of(config):
+        directory = config.publish.output_dir / publication.directory
+        head = json.loads((directory / ".published-head.json").read_bytes())
+        whole = json.loads((directory / ".published.json").read_bytes())
+        assert set(head["files"]) == {n for n in whole["files"] if "/" not in n}
+        assert {k: v for k, v in head.items() if k != "files"} == {
+            k: v for k, v in whole.items() if k != "files"
+        }
+    read: list[str] = []
+    original = Path.read_bytes
+
+    def reading(path: Path) -> bytes:
+        read.append(path.name)
+        return original(path)
+
+    monkeypatch.setattr(Path, "read_bytes", reading)
+    report = publish_timeline(config, store, NOW + timedelta(minutes=5))
+    assert report.built == ()
+    assert ".published.json" not in read and ".published-head.json" in read
+
+
 def _window_moves(store: StoreAPI, config: Config) -> None:
     """Nothing changes but the time: the window's edge passes the 2-hour-old items."""
 
