@@ -3,8 +3,8 @@
 A hub URL comes from a feed, so it is untrusted: one whose host resolves to a loopback,
 private, link-local, multicast or otherwise special address is refused (the daemon must not
 be made to post to its operator's network), unless the source itself is at such an address
-(a private setup) or `[websub] allow_private_hubs` is on. Requests never follow redirects,
-and never queue inside httpx (a semaphore the size of its pool, as in `fetch`).
+(a private setup) or `[websub] allow_private_hubs` is on. Requests go through the built-in
+hub's `CallbackClient`, which checks and pins addresses and bounds every exchange.
 """
 
 from __future__ import annotations
@@ -13,17 +13,14 @@ import asyncio
 import ipaddress
 import socket
 from dataclasses import dataclass
-from urllib.parse import urlsplit
-
-import httpx
+from urllib.parse import urlencode, urlsplit
 
 from aggregator.hub.addresses import refusal
-from aggregator.hub.client import pinned
+from aggregator.hub.client import CallbackClient, CallbackError, CallbackRefused, CallbackUnresolved
 from aggregator.urls import redact_urls
 
-CONCURRENCY = 4  # hub requests at once (and the client's pool size)
+CONCURRENCY = 4  # hub requests at once
 RESOLVE_SECONDS = 10.0
-_ANSWER_LIMIT = 2_048  # bytes of a hub's refusal read, for the error message
 
 
 @dataclass(frozen=True)
@@ -87,58 +84,48 @@ async def resolves_to_special(url: str) -> bool:
 
 
 class HubClient:
-    """Posts subscription requests to hubs; use as an async context manager."""
+    """Posts subscription requests to hubs; use as an async context manager.
+
+    Through the built-in hub's `CallbackClient`: the hub's host resolved once (in a thread
+    of its own, a bounded number at once), every address checked unless `special_allowed`,
+    the request sent to the address checked (never to one a second lookup gives: DNS
+    rebinding), no redirect followed, the whole exchange within `timeout`, the answer read
+    raw and capped.
+    """
 
     def __init__(self, *, timeout: float, user_agent: str) -> None:
-        self._turns = asyncio.Semaphore(CONCURRENCY)
-        self._client = httpx.AsyncClient(
-            follow_redirects=False,
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
-            headers={"User-Agent": user_agent},
-            limits=httpx.Limits(max_connections=CONCURRENCY, max_keepalive_connections=0),
-        )
+        self._client = CallbackClient(concurrency=CONCURRENCY, user_agent=user_agent)
         self.timeout = timeout
 
     async def __aenter__(self) -> HubClient:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._client.aclose()
+        await self._client.close()
 
     async def send(self, request: HubRequest, *, special_allowed: bool = False) -> str | None:
         """Post `request`; None when the hub took it (2xx: it will verify our intent), else
-        one line saying why not.
-
-        The hub's host is resolved here, its addresses checked (unless `special_allowed`),
-        and the request sent to the address checked, never to one a second lookup gives: a
-        name that answers a public address first and 127.0.0.1 next cannot turn the request
-        to the operator's own network (DNS rebinding).
-        """
-        async with self._turns:
-            try:
-                async with asyncio.timeout(self.timeout):
-                    addresses = await addresses_of(request.hub)
-                    if not special_allowed and any(is_special(a) for a in addresses):
-                        host = urlsplit(request.hub).hostname
-                        return f"the hub {host} is at a loopback, private or link-local address"
-                    return await self._post(request, addresses[0])
-            except TimeoutError:
-                return f"the hub did not answer within {self.timeout:g}s"
-            except (httpx.HTTPError, httpx.InvalidURL, OSError, ValueError) as e:
-                return redact_urls(f"the hub could not be asked: {type(e).__name__}: {e}")
-
-    async def _post(self, request: HubRequest, address: str) -> str | None:
-        target, host, extensions = pinned(request.hub, address)
-        async with self._client.stream(
-            "POST", target, data=request.form(), headers={"Host": host}, extensions=extensions
-        ) as response:
-            if 200 <= response.status_code < 300:
-                return None
-            said = b""
-            async for chunk in response.aiter_raw():  # not inflated: a bomb stays small
-                said += chunk
-                if len(said) >= _ANSWER_LIMIT:
-                    break
-        text = " ".join(said[:200].decode("utf-8", "replace").split())
-        answer = f"the hub answered HTTP {response.status_code}"
-        return redact_urls(f"{answer}: {text}" if text else answer)
+        one line saying why not."""
+        host = urlsplit(request.hub).hostname
+        try:
+            answer = await self._client.exchange(
+                "POST",
+                request.hub,
+                allow_private=special_allowed,
+                timeout=self.timeout,
+                content=urlencode(request.form()).encode("utf-8"),
+                headers={"Content-Type": "application/x-www-form-urlencoded"},
+            )
+        except CallbackRefused:
+            return f"the hub {host} is at a loopback, private or link-local address"
+        except CallbackUnresolved as e:
+            return redact_urls(
+                f"the hub could not be asked: {host} does not resolve ({e.__cause__})"
+            )
+        except (CallbackError, ValueError) as e:  # ValueError: a port that is no number
+            return redact_urls(f"the hub could not be asked: {e}")
+        if 200 <= answer.status < 300:
+            return None
+        text = " ".join(answer.body[:200].decode("utf-8", "replace").split())
+        said = f"the hub answered HTTP {answer.status}"
+        return redact_urls(f"{said}: {text}" if text else said)
