@@ -293,21 +293,19 @@ class SharedStatements:
 
     def subscription(self, source: str) -> Subscription | None:
         """The source's WebSub subscription, if it has one."""
-        found = self._query(
-            self._sql(
-                f"SELECT {rows.SUBSCRIPTION_COLUMNS} FROM websub_subscriptions WHERE source = ?"
-            ),
-            (source,),
-        )
-        return rows.subscription_from_row(found[0], self._read_time) if found else None
+        return self._subscription_where("source", source)
 
     def subscription_by_token(self, token: str) -> Subscription | None:
         """The subscription whose callback path ends in `token`, if any."""
+        return self._subscription_where("token", token)
+
+    def _subscription_where(self, column: str, value: str) -> Subscription | None:
+        """The subscription whose `column` (a unique one: source, token) is `value`."""
         found = self._query(
             self._sql(
-                f"SELECT {rows.SUBSCRIPTION_COLUMNS} FROM websub_subscriptions WHERE token = ?"
+                f"SELECT {rows.SUBSCRIPTION_COLUMNS} FROM websub_subscriptions WHERE {column} = ?"
             ),
-            (token,),
+            (value,),
         )
         return rows.subscription_from_row(found[0], self._read_time) if found else None
 
