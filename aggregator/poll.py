@@ -103,6 +103,13 @@ def about(source: str, *, reported: bool = False) -> dict[str, object]:
 
 
 @dataclass(frozen=True)
+class Known:
+    """What a poll read of a source's WebSub subscription: `sub`, or None for none."""
+
+    sub: Subscription | None
+
+
+@dataclass(frozen=True)
 class SourceReport:
     """How one source's poll ended."""
 
@@ -119,6 +126,8 @@ class SourceReport:
     push: Discovery | None = None
     parsed: int = 0  # items feedparser read
     reused: int = 0  # items a partial parse left unread: unchanged since the last parse
+    # The source's WebSub subscription as the poll read it (None: the poll did not read it).
+    subscription: Known | None = None
 
     def summary(self) -> str:
         if self.outcome is PollOutcome.FAILED:
@@ -244,16 +253,16 @@ async def poll_source(
 ) -> SourceReport:
     """Fetch, parse and store one source (its `state` as the store holds it), record how it
     went, and schedule its next poll."""
-    sub = None
-    if poller.config.websub.subscribing:  # a hub may push to it: its lease sets the schedule
-        sub = await poller.store.run(lambda s: s.subscription(source.name))
+    # A hub may push to it: its lease sets the schedule. Read with the state.
+    sub = state.subscription if state is not None and poller.config.websub.subscribing else None
     if state is not None and state.disabled:
         return SourceReport(source.name, PollOutcome.DISABLED, error=state.disabled)
     # sync_sources already dropped the validators of a source whose URL changed.
     async with poller.fetcher.polling(
         state.fetch_url if state else source.url, state.validators if state else Validators()
     ) as outcome:  # the source's slot is held until its body is parsed and stored
-        return await _settle(source, (state, sub), outcome, poller)
+        report = await _settle(source, (state, sub), outcome, poller)
+    return replace(report, subscription=Known(sub))
 
 
 async def _settle(
@@ -278,7 +287,8 @@ async def _settle(
         if state is None or body_hash != state.body_hash:  # the same bytes are not parsed again
             partly = None
             if config.poll.partial_parse:  # only the items that changed since the last parse
-                partly = Partly(await store.remembered_items(source.name) if state else None)
+                remembered = state is not None and state.remembers
+                partly = Partly(await store.remembered_items(source.name) if remembered else None)
             try:
                 feed = await _parse(source, outcome, poller, partly)
             except ParseError as e:

@@ -33,7 +33,7 @@ from tests.pgserver import PgServer, start_server
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _config(directory: Path, farm: Farm, port: int) -> Path:
+def write_config(directory: Path, farm: Farm, port: int) -> Path:
     lines = [
         "[aggregator]",
         'base_url = "https://digest.example.org/"',
@@ -59,7 +59,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _polled(url: str) -> int:
+def polled(url: str) -> int:
     """How many sources have their poll recorded (0 before the schema exists)."""
     with psycopg.connect(url, autocommit=True) as conn:
         exists = conn.execute("SELECT to_regclass('sources') IS NOT NULL").fetchone()
@@ -125,7 +125,7 @@ def run(server: PgServer, farm: Farm, daemons: int, work: Path) -> dict[str, flo
     farm_before = _cpu([], farm.server.pid, dbname)["farm"]
     processes = []
     for k in range(daemons):
-        config = _config(work / f"daemon-{k}", farm, _free_port())
+        config = write_config(work / f"daemon-{k}", farm, _free_port())
         with (config.parent / "daemon.log").open("wb") as log:
             processes.append(
                 subprocess.Popen(
@@ -148,7 +148,7 @@ def run(server: PgServer, farm: Farm, daemons: int, work: Path) -> dict[str, flo
     try:
         deadline = time.monotonic() + 1800
         while time.monotonic() < deadline:
-            if _polled(url) >= farm.feeds:
+            if polled(url) >= farm.feeds:
                 break
             time.sleep(0.5)
         finished = time.time()

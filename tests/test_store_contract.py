@@ -792,6 +792,23 @@ def test_poll_states_read_several_sources_at_once_without_counting(store: StoreA
     assert store.poll_states([]) == {}
 
 
+def test_poll_states_say_what_is_remembered_and_carry_the_subscription(store: StoreAPI) -> None:
+    """A poll reads whether the last parse's items are remembered (it reads them only for a
+    changed body) and the source's WebSub subscription with its state: one read for all."""
+    sync_sources(store, [source("a"), source("b")], NOW)
+    memory = ItemMemory("f" * 32, "d" * 32, (("1" * 32, "tag:a,1"),))
+    feed = FeedMeta("A", None, None)
+    store.record_poll(PollRecord("a", NOW, PollOutcome.UPDATED, feed=feed, items=memory))
+    sub = _subscription(source="a")
+    assert store.save_subscription(sub, None)
+    states = store.poll_states(["a", "b"])
+    assert states["a"].remembers and not states["b"].remembers
+    assert states["a"].subscription == sub
+    assert states["b"].subscription is None
+    assert store.poll_states(["a"])["a"] == states["a"]  # one name, the same read
+    assert store.source_state("a").subscription is None  # type: ignore[union-attr]
+
+
 def test_polls_recorded_together_end_their_claims_like_one_by_one(store: StoreAPI) -> None:
     names = [f"s{n}" for n in range(5)]
     sync_sources(store, [source(n) for n in names], NOW)

@@ -114,6 +114,30 @@ def test_one_store_serves_many_threads(pg_store: PgStore) -> None:
     assert {s.name: s.failures for s in pg_store.source_states()} == dict.fromkeys(names, 10)
 
 
+def test_a_failed_pipelined_record_keeps_nothing_and_the_pool_goes_on(pg_store: PgStore) -> None:
+    """A poll's record goes out pipelined (BEGIN, the statements, COMMIT in one round trip):
+    a statement the server refuses, or an error raised while the statements are being
+    sent, is a StorageError or that error, nothing of the transaction stays, and the
+    connection goes back to the pool usable. The pool has a single connection here, so
+    each next call gets the one that failed."""
+    sync_sources(pg_store, [source("a")], NOW)
+    pg_store._pool.resize(1, 1)
+    refused = "UPDATE sources SET failures = failures + 1 WHERE name = %s"
+    refusing = pytest.raises(StorageError, match="division by zero")
+    with refusing, pg_store._unanswered_transaction() as conn:
+        conn.execute(refused, ("a",))
+        conn.execute("SELECT 1 / 0")
+        conn.execute(refused, ("a",))
+    with pytest.raises(RuntimeError, match="ours"), pg_store._unanswered_transaction() as conn:
+        conn.execute(refused, ("a",))
+        raise RuntimeError("ours")
+    state = pg_store.source_state("a")
+    assert state is not None and state.failures == 0
+    failed(pg_store, "a", "HTTP 500", NOW)  # a record through the same connection
+    state = pg_store.source_state("a")
+    assert state is not None and state.failures == 1 and state.last_error == "HTTP 500"
+
+
 def test_store_work_waits_off_the_event_loop(pg_store: PgStore, pg_url: str) -> None:
     """`AsyncStore` makes a PostgreSQL call in a thread: while it waits for the server, the
     loop goes on (here: a ticker; in the daemon, fetches and readers' requests)."""

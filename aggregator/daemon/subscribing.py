@@ -35,7 +35,7 @@ from starlette.routing import Route
 from aggregator.errors import AggregatorError, FetchError
 from aggregator.fetch import BoundedDecoder
 from aggregator.metrics import Metrics
-from aggregator.poll import Clock, Poller, SourceReport, about, take_push
+from aggregator.poll import Clock, Known, Poller, SourceReport, about, take_push
 from aggregator.settings import Config, SourceConfig
 from aggregator.store.adapter import AsyncStore
 from aggregator.store.records import PushState, Reschedule, Subscription
@@ -99,11 +99,16 @@ class Subscriber:
     def after_poll(self, source: SourceConfig, report: SourceReport) -> None:
         """Take the next step the poll calls for, in the background (a hub may be slow)."""
         if self._config().websub.subscribing:
-            self._hooks.spawn(self._step(source, report.push))
+            self._hooks.spawn(self._step(source, report.push, report.subscription))
 
-    async def _step(self, source: SourceConfig, found: Discovery | None) -> None:
+    async def _step(
+        self, source: SourceConfig, found: Discovery | None, known: Known | None = None
+    ) -> None:
+        """The step the poll's discovery calls for; `known`: the subscription the poll read
+        (else read here). A decision on a stale one is harmless: each write is a
+        compare-and-set against it (`save_subscription`)."""
         try:
-            sub = await self.store.subscription(source.name)
+            sub = known.sub if known is not None else await self.store.subscription(source.name)
             step = rules.next_step(sub, found, source.url, self._clock())
             if step is not None:
                 await self._take(step, source, sub)

@@ -91,7 +91,8 @@ class StoreAPI(HubStore, Protocol):
 
     def poll_states(self, names: Sequence[str]) -> dict[str, SourceState]:
         """What polls of these sources need to know, by name, read at once: `source_state`'s
-        fields without the count of entries (`entries` is None). Unknown names are left out."""
+        fields without the count of entries (`entries` is None), with each one's WebSub
+        subscription (`subscription`). Unknown names are left out."""
         ...
 
     def due_sources(self, names: Sequence[str], now: datetime) -> list[str]: ...

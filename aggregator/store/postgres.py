@@ -21,7 +21,10 @@ It must not hold a transaction open across a network fetch or any other slow wor
 
 from __future__ import annotations
 
+import contextlib
 import re
+import time
+import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -79,6 +82,30 @@ def _entry(row: Sequence[Any]) -> StoredEntry:
     return rows.entry_from_row(row, _utc, tuple)
 
 
+# A pooled connection unused for longer than this is checked (one round trip) before it is
+# lent: the database may have restarted meanwhile. One used moments ago is lent as it is.
+IDLE_CHECK_SECONDS = 2.0
+
+
+class _IdleCheck:
+    """The pool's `check` and `reset`: ping a connection before lending it only when it sat
+    in the pool for a while, rather than before every borrow (a round trip per store call,
+    most of a poll's). A connection the server dropped within the last moments fails its
+    one statement instead, which the caller handles as any store error (the pool then
+    discards it: a broken connection is never lent again)."""
+
+    def __init__(self) -> None:
+        self._returned: weakref.WeakKeyDictionary[Connection, float] = weakref.WeakKeyDictionary()
+
+    def returned(self, conn: Connection) -> None:
+        self._returned[conn] = time.monotonic()
+
+    def check(self, conn: Connection) -> None:
+        since = self._returned.get(conn)
+        if since is None or time.monotonic() - since > IDLE_CHECK_SECONDS:
+            ConnectionPool.check_connection(conn)
+
+
 class PgStore(SharedStatements, HubStatements):
     """A pool of connections to one database; open with `PgStore.open(url)`, end with `close()`.
 
@@ -118,12 +145,14 @@ class PgStore(SharedStatements, HubStatements):
             reason = without_password(str(e), url)
             # Not `from e`: a traceback would print the unscrubbed text.
             raise StorageError(f"cannot open the store at {where}: {reason}") from None
+        idle = _IdleCheck()
         pool: ConnectionPool[Connection] = ConnectionPool(
             url,
             min_size=1,
             max_size=max(2, max_connections),
             kwargs={"autocommit": True},
-            check=ConnectionPool.check_connection,
+            check=idle.check,
+            reset=idle.returned,
             open=False,
             timeout=timeout,
             name="aggregator-store",
@@ -157,6 +186,28 @@ class PgStore(SharedStatements, HubStatements):
     def _transaction(self) -> Iterator[Connection]:
         with self._connection() as conn, conn.transaction():
             yield conn
+
+    @contextmanager
+    def _unanswered_transaction(self) -> Iterator[Connection]:
+        """A transaction in pipeline mode: BEGIN, every statement and COMMIT go out together
+        and are answered together, one round trip. An error in any of them is raised at the
+        end, and nothing of the transaction is kept.
+
+        BEGIN and COMMIT are statements of its own, not `conn.transaction()`: psycopg
+        wraps that in pipelines of its own which wait for BEGIN's answer and for COMMIT's
+        (three round trips where one does)."""
+        with self._connection() as conn:
+            try:
+                with conn.pipeline():
+                    conn.execute("BEGIN")
+                    yield conn
+                    conn.execute("COMMIT")
+            except BaseException:
+                # A failed statement left the transaction aborted, or the caller raised in
+                # it: roll back, so the connection goes back to the pool clean.
+                with contextlib.suppress(psycopg.Error):
+                    conn.rollback()
+                raise
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with self._connection() as conn:
@@ -250,13 +301,13 @@ class PgStore(SharedStatements, HubStatements):
             return [rows.state_from_row(r, _utc) for r in found.fetchall()]
 
     def poll_states(self, names: Sequence[str]) -> dict[str, SourceState]:
-        """What polls of `names` need, in one round trip (no count of entries)."""
+        """What polls of `names` need, their subscriptions included, in one round trip (no
+        count of entries)."""
         with self._connection() as conn:
             found = conn.execute(
-                f"SELECT {rows.POLL_STATE_COLUMNS} FROM sources WHERE name = ANY(%s::text[])",
-                (list(names),),
+                rows.poll_state_query("sources.name = ANY(%s::text[])"), (list(names),)
             ).fetchall()
-        return {r[0]: rows.state_from_row(r, _utc) for r in found}
+        return {r[0]: rows.poll_state_from_row(r, _utc) for r in found}
 
     def due_sources(self, names: Sequence[str], now: datetime) -> list[str]:
         """Configured sources whose next poll has come (never polled ones first)."""

@@ -86,6 +86,11 @@ class SourceState:
     disabled: str | None = None  # why polling stopped (410 Gone) until the operator acts
     body_hash: str | None = None  # of the last body parsed: the same body is not parsed again
     lifetime: timedelta | None = None  # the feed's own <ttl> / sy:updatePeriod, in force on 304s
+    # Whether the items of its last parse are remembered (`remembered_items` reads them only
+    # when a changed body is to be parsed, and only then).
+    remembers: bool = False
+    # Its WebSub subscription, read with the state for a poll (`poll_states`); else None.
+    subscription: Subscription | None = None
 
     @property
     def fetch_url(self) -> str:

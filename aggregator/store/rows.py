@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -30,12 +31,29 @@ STATE_COLUMNS = """
     name, url, title, site_url, etag, last_modified, last_polled, last_success,
     last_outcome, last_error, failures,
     (SELECT count(*) FROM entries WHERE entries.source = sources.name), next_poll,
-    retry_after, moved_to, disabled, body_hash, lifetime
+    retry_after, moved_to, disabled, body_hash, lifetime, items IS NOT NULL
 """
 # What a poll reads: the same, without counting the source's entries (a scan of them all).
 POLL_STATE_COLUMNS = STATE_COLUMNS.replace(
     "(SELECT count(*) FROM entries WHERE entries.source = sources.name)", "NULL"
 )
+
+
+def poll_state_query(where: str) -> str:
+    """`POLL_STATE_COLUMNS` and the `SUBSCRIPTION_COLUMNS` of the sources `where` picks,
+    the source's WebSub subscription beside it (NULLs for none), so that a poll reads both
+    at once (`poll_state_from_row` reads a row)."""
+    own = ", ".join(
+        f"sources.{c}" if c.isidentifier() and c != "NULL" else c
+        for c in (c.strip() for c in POLL_STATE_COLUMNS.split(","))
+    )
+    pushed = ", ".join(f"pushed.{c.strip()}" for c in SUBSCRIPTION_COLUMNS.split(","))
+    return (
+        f"SELECT {own}, {pushed} FROM sources LEFT JOIN websub_subscriptions AS pushed"
+        f" ON pushed.source = sources.name WHERE {where}"
+    )
+
+
 ENTRY_COLUMNS = """
     source, entry_id, title, link, summary_html, teaser, author, categories,
     published, updated, first_seen, sort_date, link_key, title_key
@@ -111,7 +129,19 @@ def state_from_row(row: Sequence[Any], when: When) -> SourceState:
         disabled=row[15],
         body_hash=row[16],
         lifetime=_lifetime(row[17]),
+        remembers=bool(row[18]),
     )
+
+
+def poll_state_from_row(row: Sequence[Any], when: When) -> SourceState:
+    """A `poll_state_query` row: the source's state with its subscription, if any."""
+    state = state_from_row(row, when)
+    if row[_STATE_WIDTH] is None:
+        return state
+    return replace(state, subscription=subscription_from_row(row[_STATE_WIDTH:], when))
+
+
+_STATE_WIDTH = 19  # the columns of STATE_COLUMNS
 
 
 def entry_from_row(

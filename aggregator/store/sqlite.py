@@ -251,15 +251,14 @@ class SqliteStore(SharedStatements, HubStatements):
         return [rows.state_from_row(r, _dt) for r in found]
 
     def poll_states(self, names: Sequence[str]) -> dict[str, SourceState]:
-        """What polls of `names` need, in one read (no count of entries)."""
+        """What polls of `names` need, their subscriptions included, in one read (no count
+        of entries)."""
         if len(names) == 1:  # `once`, a source at a time: no list to decode
-            where, params = "name = ?", tuple(names)
+            where, params = "sources.name = ?", tuple(names)
         else:
-            where, params = "name IN (SELECT value FROM json_each(?))", (_json(names),)
-        found = self._db.execute(
-            f"SELECT {rows.POLL_STATE_COLUMNS} FROM sources WHERE {where}", params
-        )
-        return {r[0]: rows.state_from_row(r, _dt) for r in found}
+            where, params = "sources.name IN (SELECT value FROM json_each(?))", (_json(names),)
+        found = self._db.execute(rows.poll_state_query(where), params)
+        return {r[0]: rows.poll_state_from_row(r, _dt) for r in found}
 
     def due_sources(self, names: Sequence[str], now: datetime) -> list[str]:
         """Configured sources whose next poll has come (never polled ones first)."""
