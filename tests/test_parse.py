@@ -7,6 +7,8 @@ and the refusals (`ParseError`) for things that are not feeds.
 
 from __future__ import annotations
 
+import importlib.abc
+import sys
 import time
 import unicodedata
 from collections.abc import Iterator
@@ -947,3 +949,29 @@ def test_zalgo_title_author_category_and_teaser_are_capped_in_code_points() -> N
     # No run of marks longer than the cap survives anywhere, the summary included.
     for text in (entry.title, entry.author, entry.teaser, entry.summary_html):
         assert len(max(regex.findall(r"\p{M}*", text), key=len)) <= MARK_RUN_LIMIT
+
+
+class _ImportWatch(importlib.abc.MetaPathFinder):
+    """Records every module an import looks for that is not loaded yet."""
+
+    def __init__(self) -> None:
+        self.searched: list[str] = []
+
+    def find_spec(self, fullname: str, path: object, target: object = None) -> None:
+        self.searched.append(fullname)
+
+
+def test_a_parse_imports_nothing() -> None:
+    """feedparser asks for libxml2's SAX driver first at every parse; its failed import
+    searched sys.path each time (~10% of a small feed's parse). A warm parse looks for no
+    module at all."""
+    item = Item("t", "https://a.example.org/1", "g1", datetime(2025, 7, 13, tzinfo=UTC))
+    body = rss2("Feed", "https://a.example.org/", [item])
+    parse_feed(body, {}, "https://a.example.org/feed.xml")
+    watch = _ImportWatch()
+    sys.meta_path.insert(0, watch)
+    try:
+        parse_feed(body, {}, "https://a.example.org/feed.xml")
+    finally:
+        sys.meta_path.remove(watch)
+    assert watch.searched == []

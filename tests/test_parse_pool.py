@@ -246,3 +246,20 @@ def test_close_with_kill_ends_a_runaway_parse_and_the_fork_server() -> None:
     parsers = asyncio.run(go())
     time.sleep(0.5)
     assert not [pid for pid in parsers if _alive(pid)]
+
+
+def _loaded(names: list[str]) -> list[str]:
+    """Which of `names` the calling process has imported (run in a pool worker)."""
+    return [name for name in names if name in sys.modules]
+
+
+def test_workers_are_born_with_what_a_first_parse_loads() -> None:
+    """The fork server parses two samples when it starts (`parse.preload.warm_up`): what a
+    first parse imports lazily (expat's SAX driver) is in every worker before its first
+    feed, rather than loaded again by each new worker (one every few hundred feeds)."""
+    pool = ParsePool(workers=1)
+    try:
+        lazy = ["xml.sax.expatreader", "pyexpat"]
+        assert pool._pool().submit(_loaded, lazy).result(timeout=60) == lazy
+    finally:
+        pool.close()

@@ -55,6 +55,11 @@ _NUMBER_LIMIT = 32  # <ttl> and sy:updateFrequency: a longer "number" is noise
 # bozo reasons that say nothing about the document being broken.
 _HARMLESS = (NonXMLContentType,)
 
+# feedparser asks for libxml2's SAX driver before expat at every parse; it is not installed
+# (nor wanted: expat is the parser the rest of this module is written and tested against),
+# and the failed import searches sys.path each time: ~10% of a small feed's parse.
+feedparser.api.PREFERRED_XML_PARSERS[:] = []
+
 
 def _number(value: object) -> str | None:
     return value if isinstance(value, str) and len(value) <= _NUMBER_LIMIT else None
