@@ -46,9 +46,13 @@ _PR_SET_PDEATHSIG = 1
 _PARENT_PID = "AGGREGATOR_PARSER_PARENT"
 # Imported by the fork server when it starts: the parser, and `die_with_parent` run there.
 _PRELOAD = "aggregator.parse.preload"
-# A worker is replaced after this many feeds, so anything feedparser or a hostile feed
-# leaves behind in it (caches, fragmented memory) is returned to the system.
-_TASKS_PER_WORKER = 500
+# Workers are replaced after this many feeds each, so anything feedparser or a hostile feed
+# leaves behind in them (caches, fragmented memory) is returned to the system: the whole
+# executor is retired for a new one (`_pool`), not each worker by `max_tasks_per_child`,
+# which on Python 3.11 leaves a pool short of workers and can leave it with none while
+# feeds wait (CPython gh-115634: a replacement is skipped on a stale idle-worker token).
+# A new worker costs ~75 ms of CPU (fork, first touches of its memory): ~0.04 ms a feed.
+_TASKS_PER_WORKER = 2000
 # A feed whose pool is killed for other feeds' budgets again and again still ends.
 _MAX_SUBMISSIONS = 8
 DEFAULT_BUDGET = DEFAULT_PARSE_TIMEOUT.total_seconds()  # `[poll] parse_timeout`'s default
@@ -147,10 +151,20 @@ class ParsePool:
         self._slots: tuple[asyncio.AbstractEventLoop, asyncio.Semaphore] | None = None
         self._running = 0
         self._progress = time.monotonic()  # the last parse ended, or work began after idling
+        self._submitted = 0  # feeds given to the current executor
+        # Executors retired for a new one, finishing what they were given.
+        self._retired: weakref.WeakSet[ProcessPoolExecutor] = weakref.WeakSet()
 
     def _pool(self) -> ProcessPoolExecutor:
+        """The executor to give the next feed to: a new one once the current one was given
+        `_TASKS_PER_WORKER` feeds per worker (it finishes those, then its workers exit)."""
         with self._lock:
+            if self._executor is not None and self._submitted >= self._recycle_after():
+                retired, self._executor = self._executor, None
+                self._retired.add(retired)
+                retired.shutdown(wait=False)
             if self._executor is None:
+                self._submitted = 0
                 os.environ[_PARENT_PID] = str(os.getpid())  # see die_with_parent
                 context = multiprocessing.get_context("forkserver")
                 # The fork server imports the parser once; every worker is forked with it
@@ -161,9 +175,12 @@ class ParsePool:
                     max_workers=self._workers,
                     mp_context=context,
                     initializer=die_with_parent,
-                    max_tasks_per_child=_TASKS_PER_WORKER,
                 )
+            self._submitted += 1
             return self._executor
+
+    def _recycle_after(self) -> int:
+        return self._workers * _TASKS_PER_WORKER
 
     def _free_slots(self) -> asyncio.Semaphore:
         loop = asyncio.get_running_loop()
@@ -254,10 +271,12 @@ class ParsePool:
         server) at once: a stop must not wait for a runaway parse."""
         with self._lock:
             executor, self._executor = self._executor, None
+            executors = [*self._retired, *([executor] if executor is not None else [])]
         if kill:
-            if executor is not None:
-                self._stopped.add(executor)
-                _kill(executor)
+            for each in executors:
+                self._stopped.add(each)
+                _kill(each)
             _stop_fork_server()
-        elif executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)
+        else:
+            for each in executors:
+                each.shutdown(wait=True, cancel_futures=True)
