@@ -202,6 +202,48 @@ def test_claims_send_thousands_of_names_and_reject_a_newline(pg_store: PgStore) 
         pg_store.claim_due(["a\nb"], NOW, "two", timedelta(minutes=5))
 
 
+def test_a_failed_state_read_after_a_claim_leaves_nothing_held(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The daemon claims, then reads the claimed sources' states in a second call: when that
+    read fails, the claimed sources are still polled at once (each reads its own state),
+    not held unpolled for a lease (120 s by default)."""
+    failures: list[list[str]] = []
+
+    class FailingStateReads(PgStore):
+        def poll_states(self, names: Any) -> Any:
+            if not failures:
+                failures.append(list(names))
+                raise StorageError("the database does not answer (test)")
+            return super().poll_states(names)
+
+    monkeypatch.setattr(daemon_module, "open_store", lambda t: FailingStateReads.open(pg_url))
+    (tmp_path / "a.xml").write_text("<rss version='2.0'><channel/></rss>", encoding="utf-8")
+    config = tmp_path / "feeds.toml"
+    config.write_text('[[feeds]]\nname = "a"\nurl = "a.xml"\n', encoding="utf-8")
+    daemon = Daemon(config, load_config(config), options=DaemonOptions(serve=False))
+
+    def polled() -> bool:
+        with closing(PgStore.open(pg_url)) as store:
+            state = store.source_state("a")
+            return state is not None and state.last_polled is not None
+
+    async def scenario() -> None:
+        running = asyncio.create_task(daemon.run())
+        try:
+            for _ in range(100):
+                if await asyncio.to_thread(polled):
+                    break
+                await asyncio.sleep(0.1)
+        finally:
+            daemon.stop()
+            await asyncio.wait_for(running, 20)
+
+    asyncio.run(scenario())
+    assert failures == [["a"]]
+    assert polled()
+
+
 def test_a_stop_during_a_claim_gives_the_claimed_sources_back(
     pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

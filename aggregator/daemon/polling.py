@@ -135,8 +135,6 @@ class Polling:
                 claimed = await self.store.claim_due(
                     idle, self._clock(), self.owner, config.poll.lease, limit=room
                 )
-                # Their states in one read, rather than one read per poll.
-                states = await self.store.poll_states(claimed) if claimed else {}
             except AggregatorError as e:  # the store is away: each tick tries again
                 self._trouble.failed(e)
                 return
@@ -144,6 +142,7 @@ class Polling:
                 log.exception("claiming due sources failed")
                 return
             self._trouble.worked()
+            states = await self._states_of(claimed)
             # The configuration may have been reloaded, or a stop begun, during the claim;
             # every poll starts before the next await, so no reload comes in between.
             config = self._config()
@@ -165,6 +164,19 @@ class Polling:
                     log.error(
                         "%s: could not give the claim back: %s", name, e, extra=poll.about(name)
                     )
+
+    async def _states_of(self, claimed: list[str]) -> Mapping[str, SourceState] | None:
+        """The claimed sources' states in one read, rather than one read per poll. They are
+        claimed now: should the read fail (None), each poll reads its own (and, the store
+        being away, records its failure or gives its claim back) rather than holding the
+        claims, unpolled, until their leases run out."""
+        if not claimed:
+            return {}
+        try:
+            return await self.store.poll_states(claimed)
+        except AggregatorError as e:
+            log.warning("reading the claimed sources' states failed: %s", e)
+            return None
 
     def _by_name(self, config: Config) -> dict[str, SourceConfig]:
         """The configured sources by name, made once per configuration (a claim needs them,
