@@ -1,7 +1,10 @@
 """A local feed farm for benchmarks: N feeds × M items on 127.0.0.1, half RSS 2.0, half Atom.
 
 Items carry realistic ~300-character HTML summaries in Hindi and English, unique guids and
-dates spread over two weeks. `churn` gives a fraction of the feeds K new items. The server
+dates spread over the two weeks before the farm starts. `churn` gives a fraction of the
+feeds K new items, dated the moment of the churn: like a publisher's new items, they land on
+today, where the fixed date of 2025 the farm used to have put them on a past, archived day,
+which each publish then rendered again (work a deployment does not have). The server
 (bench/farmserver.py, its own process) answers ETag/If-Modified-Since with 304 and gzips when
 asked.
 """
@@ -25,7 +28,6 @@ ENGLISH = (
     "wealthier nations should provide to help developing countries adapt to a warming climate. "
     "Delegates said talks would resume ahead of the annual summit in November, officials said."
 )
-NOW = datetime(2025, 7, 13, 12, 0, tzinfo=UTC)
 
 
 @dataclass
@@ -35,10 +37,12 @@ class Farm:
     server: FarmServer = field(default_factory=FarmServer)
     _items: dict[int, list[Item]] = field(default_factory=dict)
     _serial: int = 0
+    _now: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def start(self) -> Farm:
         self.server.start()
         rng = random.Random(42)
+        self._now = datetime.now(UTC)
         for n in range(self.feeds):
             self._items[n] = [self._item(n, rng.uniform(0, 14 * 86400)) for _ in range(self.items)]
             self._publish(n)
@@ -60,8 +64,9 @@ class Farm:
     def churn(self, fraction: float, new_items: int) -> int:
         """Give `fraction` of the feeds `new_items` new items each; returns feeds changed."""
         changed = range(0, self.feeds, max(1, round(1 / fraction))) if fraction else range(0)
+        self._now = datetime.now(UTC)
         for n in changed:
-            fresh = [self._item(n, -60.0 * (k + 1)) for k in range(new_items)]
+            fresh = [self._item(n, 60.0 * k) for k in range(new_items)]
             self._items[n] = (fresh + self._items[n])[: self.items]
             self._publish(n)
         return len(changed)
@@ -82,7 +87,7 @@ class Farm:
             title=title,
             link=f"https://site{n}.example.org/story/{self._serial}",
             guid=f"tag:site{n}.example.org,2025:{self._serial}",
-            date=(NOW - timedelta(seconds=age_seconds)).replace(microsecond=0),
+            date=(self._now - timedelta(seconds=age_seconds)).replace(microsecond=0),
             summary_html=f"<p>{text}</p>",
             author="संवाददाता" if hindi else "Staff",
         )
@@ -94,4 +99,4 @@ class Farm:
             body = rss2(f"Feed {n}", site, items)
         else:
             body = atom(f"Feed {n}", site, f"tag:site{n}.example.org,2025:feed", items)
-        self.server.publish(f"/feed/{n}", body, NOW.timestamp() + self._serial)
+        self.server.publish(f"/feed/{n}", body, self._now.timestamp() + self._serial)
