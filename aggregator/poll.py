@@ -254,7 +254,8 @@ async def poll_source(
     """Fetch, parse and store one source (its `state` as the store holds it), record how it
     went, and schedule its next poll."""
     # A hub may push to it: its lease sets the schedule. Read with the state.
-    sub = state.subscription if state is not None and poller.config.websub.subscribing else None
+    subscribing = poller.config.websub.subscribing
+    sub = state.subscription if state is not None and subscribing else None
     if state is not None and state.disabled:
         return SourceReport(source.name, PollOutcome.DISABLED, error=state.disabled)
     # sync_sources already dropped the validators of a source whose URL changed.
@@ -262,7 +263,7 @@ async def poll_source(
         state.fetch_url if state else source.url, state.validators if state else Validators()
     ) as outcome:  # the source's slot is held until its body is parsed and stored
         report = await _settle(source, (state, sub), outcome, poller)
-    return replace(report, subscription=Known(sub))
+    return replace(report, subscription=Known(sub)) if subscribing else report
 
 
 async def _settle(

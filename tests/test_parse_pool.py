@@ -303,3 +303,33 @@ def test_workers_are_replaced_without_ever_leaving_feeds_waiting(
     finally:
         pool.close()
     assert len(seen) > 20  # replaced all along (each worker had 4 feeds)
+
+
+def test_a_parse_over_budget_on_a_retired_executor_has_its_worker_killed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A feed still parsing on an executor retired for a new one (every feed here) and
+    over its budget fails, and its worker is killed, as on the current executor: a shut
+    down executor no longer lists its workers, so the pool keeps them."""
+    monkeypatch.setattr(pool_module, "_TASKS_PER_WORKER", 1)
+    small = rss2("S", "https://s.example.org/", [Item("One", "https://s.example.org/1", "1", NOW)])
+    pool = ParsePool(workers=1)
+
+    async def go() -> set[int]:
+        slower = hostile.slow_to_parse(hostile.SLOW_ELEMENTS * 4)  # well past the wait below
+        parsing = pool.parse(slower, HEADERS, "https://slow.example.org/", budget=1)
+        slow = asyncio.create_task(parsing)
+        workers = await _wait_for_workers(pool)
+        await pool.parse(small, HEADERS, "https://s.example.org/")  # on a new executor
+        with pytest.raises(ParseTimeout):
+            await slow
+        return workers
+
+    try:
+        workers = asyncio.run(go())
+        deadline = time.monotonic() + 2
+        while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not [pid for pid in workers if _alive(pid)]
+    finally:
+        pool.close(kill=True)

@@ -176,7 +176,9 @@ class Polling:
             return await self.store.poll_states(claimed)
         except AggregatorError as e:
             log.warning("reading the claimed sources' states failed: %s", e)
-            return None
+        except Exception:  # a bug (a row it cannot read): the polls say more
+            log.exception("reading the claimed sources' states failed")
+        return None
 
     def _by_name(self, config: Config) -> dict[str, SourceConfig]:
         """The configured sources by name, made once per configuration (a claim needs them,

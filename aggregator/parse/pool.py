@@ -35,6 +35,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import forkserver
+from typing import Any
 
 from aggregator.errors import ParseError, ParseTimeout
 from aggregator.settings import DEFAULT_PARSE_TIMEOUT
@@ -110,11 +111,14 @@ def describe_budget(seconds: float) -> str:
     return f"parse took longer than {seconds:g} s"
 
 
-def _kill(executor: ProcessPoolExecutor) -> None:
-    """SIGKILL every worker of `executor` and let it go: its futures fail at once."""
+def _kill(executor: ProcessPoolExecutor, processes: Mapping[int, Any] | None = None) -> None:
+    """SIGKILL every worker of `executor` and let it go: its futures fail at once.
+
+    `processes`: its workers, for an executor already shut down (retired), which no longer
+    lists them itself."""
     # `_processes` is the executor's own pid → process map; there is no public way to
     # stop a running task, and waiting for it is what a budget must not do.
-    processes = dict(getattr(executor, "_processes", None) or {})
+    processes = dict(getattr(executor, "_processes", None) or processes or {})
     for process in processes.values():
         with contextlib.suppress(OSError, ValueError):  # already gone, or already closed
             process.kill()
@@ -152,8 +156,13 @@ class ParsePool:
         self._running = 0
         self._progress = time.monotonic()  # the last parse ended, or work began after idling
         self._submitted = 0  # feeds given to the current executor
-        # Executors retired for a new one, finishing what they were given.
-        self._retired: weakref.WeakSet[ProcessPoolExecutor] = weakref.WeakSet()
+        # Executors retired for a new one, finishing what they were given, with their
+        # workers: a shut-down executor forgets its own (`_processes` becomes None), and a
+        # parse over budget on one must still have its worker killed (`_kill`). The map is
+        # the executor's own, which its manager thread keeps up to date.
+        self._retired: weakref.WeakKeyDictionary[ProcessPoolExecutor, Mapping[int, Any]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def _pool(self) -> ProcessPoolExecutor:
         """The executor to give the next feed to: a new one once the current one was given
@@ -161,7 +170,7 @@ class ParsePool:
         with self._lock:
             if self._executor is not None and self._submitted >= self._recycle_after():
                 retired, self._executor = self._executor, None
-                self._retired.add(retired)
+                self._retired[retired] = retired._processes
                 retired.shutdown(wait=False)
             if self._executor is None:
                 self._submitted = 0
@@ -257,7 +266,7 @@ class ParsePool:
     def _sacrifice(self, pool: ProcessPoolExecutor) -> None:
         """Kill `pool`'s workers for one feed's sake; the others in flight are retried."""
         self._sacrificed.add(pool)
-        _kill(pool)  # first: shutting the executor down forgets its processes
+        _kill(pool, self._retired.get(pool))  # first: a shutdown forgets its processes
         self._discard(pool)
 
     def _discard(self, broken: ProcessPoolExecutor) -> None:
@@ -275,7 +284,7 @@ class ParsePool:
         if kill:
             for each in executors:
                 self._stopped.add(each)
-                _kill(each)
+                _kill(each, self._retired.get(each))
             _stop_fork_server()
         else:
             for each in executors:

@@ -88,11 +88,14 @@ IDLE_CHECK_SECONDS = 2.0
 
 
 class _IdleCheck:
-    """The pool's `check` and `reset`: ping a connection before lending it only when it sat
-    in the pool for a while, rather than before every borrow (a round trip per store call,
-    most of a poll's). A connection the server dropped within the last moments fails its
-    one statement instead, which the caller handles as any store error (the pool then
-    discards it: a broken connection is never lent again)."""
+    """The pool's `check`: ping a connection before lending it only when it sat in the pool
+    for a while, rather than before every borrow (a round trip per store call, most of a
+    poll's). A connection the server dropped within the last moments fails its one
+    statement instead, which the caller handles as any store error (the pool then
+    discards it: a broken connection is never lent again). `returned` is called by
+    `PgStore._connection` as a borrower is done, not as the pool's `reset` callback: that
+    would send every return through the pool's maintenance threads (slower returns, and
+    more connections opened while callers wait for them)."""
 
     def __init__(self) -> None:
         self._returned: weakref.WeakKeyDictionary[Connection, float] = weakref.WeakKeyDictionary()
@@ -116,9 +119,15 @@ class PgStore(SharedStatements, HubStatements):
     remote = True
     _param = "%s"
 
-    def __init__(self, pool: ConnectionPool[Connection], where: str = "PostgreSQL") -> None:
+    def __init__(
+        self,
+        pool: ConnectionPool[Connection],
+        where: str = "PostgreSQL",
+        idle: _IdleCheck | None = None,
+    ) -> None:
         self._pool = pool
         self._where = where  # for messages: the URL without its password
+        self._idle = idle or _IdleCheck()  # the pool's check, told when a borrower is done
 
     @classmethod
     def open(
@@ -152,7 +161,6 @@ class PgStore(SharedStatements, HubStatements):
             max_size=max(2, max_connections),
             kwargs={"autocommit": True},
             check=idle.check,
-            reset=idle.returned,
             open=False,
             timeout=timeout,
             name="aggregator-store",
@@ -164,7 +172,7 @@ class PgStore(SharedStatements, HubStatements):
             reason = without_password(str(e), url)
             # Not `from e`: a traceback would print the unscrubbed text.
             raise StorageError(f"cannot open the store at {where}: {reason}") from None
-        return cls(pool, where)
+        return cls(pool, where, idle)
 
     def close(self) -> None:
         self._pool.close()
@@ -175,7 +183,10 @@ class PgStore(SharedStatements, HubStatements):
         psycopg's errors become StorageError."""
         try:
             with self._pool.connection(timeout=timeout) as conn:
-                yield conn
+                try:
+                    yield conn
+                finally:
+                    self._idle.returned(conn)
         except PoolTimeout as e:
             # The pool keeps trying to reconnect meanwhile; its own warnings are muted.
             raise StorageError(f"the database does not answer ({self._where}): {e}") from e

@@ -37,6 +37,10 @@ STATE_COLUMNS = """
 POLL_STATE_COLUMNS = STATE_COLUMNS.replace(
     "(SELECT count(*) FROM entries WHERE entries.source = sources.name)", "NULL"
 )
+# Its columns one by one (no expression in it holds a comma), and how many there are: where
+# a `poll_state_query` row's subscription begins.
+_POLL_STATE_LIST = tuple(c.strip() for c in POLL_STATE_COLUMNS.split(","))
+_STATE_WIDTH = len(_POLL_STATE_LIST)
 
 
 def poll_state_query(where: str) -> str:
@@ -44,8 +48,7 @@ def poll_state_query(where: str) -> str:
     the source's WebSub subscription beside it (NULLs for none), so that a poll reads both
     at once (`poll_state_from_row` reads a row)."""
     own = ", ".join(
-        f"sources.{c}" if c.isidentifier() and c != "NULL" else c
-        for c in (c.strip() for c in POLL_STATE_COLUMNS.split(","))
+        f"sources.{c}" if c.isidentifier() and c != "NULL" else c for c in _POLL_STATE_LIST
     )
     pushed = ", ".join(f"pushed.{c.strip()}" for c in SUBSCRIPTION_COLUMNS.split(","))
     return (
@@ -139,9 +142,6 @@ def poll_state_from_row(row: Sequence[Any], when: When) -> SourceState:
     if row[_STATE_WIDTH] is None:
         return state
     return replace(state, subscription=subscription_from_row(row[_STATE_WIDTH:], when))
-
-
-_STATE_WIDTH = 19  # the columns of STATE_COLUMNS
 
 
 def entry_from_row(
