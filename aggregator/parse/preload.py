@@ -5,8 +5,8 @@ server dies with the process that started it instead of outliving a `kill -9` of
 
 Then one small RSS and one Atom document are parsed (`warm_up`), so that what a first parse
 loads or builds (feedparser's lazy imports, compiled patterns, time zone data) is in the
-fork server already and every worker is born with it: a worker is replaced every few
-hundred feeds, and each one warmed itself up again before.
+fork server already and every worker is born with it: workers are replaced every few
+thousand feeds (`pool._TASKS_PER_WORKER`), and each new one warmed itself up again before.
 """
 
 from aggregator import parse  # noqa: F401  (loaded once, inherited by every worker)
