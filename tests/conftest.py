@@ -89,3 +89,19 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+def start_serve(directory: Path) -> tuple[subprocess.Popen[bytes], Path]:
+    """`python -m aggregator serve --config feeds.toml` started in `directory`, its output
+    and errors in `directory/serve.log`: (the process, the log). The caller stops it."""
+    log = directory / "serve.log"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUTF8": "1"}
+    with log.open("wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "aggregator", "serve", "--config", "feeds.toml"],
+            cwd=directory,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    return process, log

@@ -12,11 +12,9 @@ title only that source's days; the result never depends on how the work was batc
 from __future__ import annotations
 
 import dataclasses
-import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -37,7 +35,7 @@ from aggregator.settings import Config
 from aggregator.store import StoreAPI, open_store
 from aggregator.timeline import public_id
 from aggregator.types import ParsedFeed, Validators
-from tests.conftest import ROOT
+from tests.conftest import start_serve
 from tests.storedata import entry, succeeded
 
 NOW = datetime(2025, 7, 13, 12, 0, tzinfo=UTC)  # 17:30 in Kolkata
@@ -405,16 +403,7 @@ def test_a_feed_reader_follows_the_archives_over_http(tmp_path: Path) -> None:
         publish(config, store)
     finally:
         store.close()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUTF8": "1"}
-    log = tmp_path / "serve.log"
-    with log.open("wb") as log_file:
-        server = subprocess.Popen(
-            [sys.executable, "-m", "aggregator", "serve", "--config", "feeds.toml"],
-            cwd=tmp_path,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
+    server, log = start_serve(tmp_path)
     try:
         with httpx.Client(timeout=5) as client:
             feed = _fetch_when_up(client, base + "atom.xml", server, log)

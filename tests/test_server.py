@@ -18,7 +18,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 import warnings
 from email.utils import formatdate
@@ -35,7 +34,7 @@ from aggregator.cli import RateLimitedWarnings
 from aggregator.server import PublishedFiles, create_app, listen_socket, media_type_of
 from aggregator.server import app as server_app
 from aggregator.server import files as server_files
-from tests.conftest import ROOT
+from tests.conftest import start_serve
 
 with warnings.catch_warnings():
     # Starlette >= 1.x prefers `httpx2` for its test client; `httpx` is what is installed.
@@ -577,16 +576,7 @@ def test_aggregator_serve(tmp_path: Path) -> None:
     _write(tmp_path / "out" / "atom.xml", ATOM, MTIME)
     (tmp_path / "secret.txt").write_bytes(SECRET)
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
-    log = tmp_path / "serve.log"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUTF8": "1"}
-    with log.open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "aggregator", "serve", "--config", "feeds.toml"],
-            cwd=tmp_path,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
+    process, log = start_serve(tmp_path)
     try:
         url = f"http://127.0.0.1:{port}/atom.xml"
         deadline = time.monotonic() + 20

@@ -19,7 +19,6 @@ import select
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -29,7 +28,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import start_serve
 from tests.feedfactory import rss2
 from tests.feedserver import FeedServer
 from tests.test_daemon import Daemon, _items, wait_for
@@ -161,16 +160,7 @@ def _serving(tmp_path: Path, server_toml: str) -> Iterator[tuple[int, Path, Path
         '[[feeds]]\nurl = "https://example.org/feed.xml"\n',
         encoding="utf-8",
     )
-    log = tmp_path / "serve.log"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUTF8": "1"}
-    with log.open("wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "aggregator", "serve", "--config", "feeds.toml"],
-            cwd=tmp_path,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
+    process, log = start_serve(tmp_path)
     try:
         wait_for(
             lambda: httpx.get(f"http://127.0.0.1:{port}/atom.xml", timeout=2).status_code == 200,
