@@ -122,12 +122,12 @@ class PgStore(SharedStatements, HubStatements):
     def __init__(
         self,
         pool: ConnectionPool[Connection],
-        where: str = "PostgreSQL",
-        idle: _IdleCheck | None = None,
+        where: str,
+        idle: _IdleCheck,
     ) -> None:
         self._pool = pool
         self._where = where  # for messages: the URL without its password
-        self._idle = idle or _IdleCheck()  # the pool's check, told when a borrower is done
+        self._idle = idle  # the pool's check, told when a borrower is done
 
     @classmethod
     def open(

@@ -47,14 +47,7 @@ def poll_state_query(where: str) -> str:
     """`POLL_STATE_COLUMNS` and the `SUBSCRIPTION_COLUMNS` of the sources `where` picks,
     the source's WebSub subscription beside it (NULLs for none), so that a poll reads both
     at once (`poll_state_from_row` reads a row)."""
-    own = ", ".join(
-        f"sources.{c}" if c.isidentifier() and c != "NULL" else c for c in _POLL_STATE_LIST
-    )
-    pushed = ", ".join(f"pushed.{c.strip()}" for c in SUBSCRIPTION_COLUMNS.split(","))
-    return (
-        f"SELECT {own}, {pushed} FROM sources LEFT JOIN websub_subscriptions AS pushed"
-        f" ON pushed.source = sources.name WHERE {where}"
-    )
+    return _POLL_STATE_SELECT + where
 
 
 ENTRY_COLUMNS = """
@@ -68,6 +61,15 @@ FEED_COLUMNS = "name, title, site_url, feed_id, lifetime"
 SUBSCRIPTION_COLUMNS = (
     "source, source_url, hub, topic, token, secret, state, requested, lease_seconds, "
     "lease_expires, last_error"
+)
+# `poll_state_query` without its condition: made once, a claim reads states every tick.
+_POLL_STATE_SELECT = (
+    "SELECT "
+    + ", ".join(f"sources.{c}" if c.isidentifier() and c != "NULL" else c for c in _POLL_STATE_LIST)
+    + ", "
+    + ", ".join(f"pushed.{c.strip()}" for c in SUBSCRIPTION_COLUMNS.split(","))
+    + " FROM sources LEFT JOIN websub_subscriptions AS pushed"
+    + " ON pushed.source = sources.name WHERE "
 )
 # The columns an entry write sets, in `entry_values`' order.
 WRITTEN_COLUMNS = (
