@@ -136,8 +136,16 @@ class ArchiveDay:
 
 
 def day_fingerprint(basis: str, day: ArchiveDay) -> str:
-    """What an archive day's files are rendered from, as a digest: equal, nothing to render."""
-    return hashlib.sha256(repr((basis, day)).encode("utf-8", "surrogatepass")).hexdigest()
+    """What an archive day's files are rendered from, as a digest: equal, nothing to render.
+
+    Hashed item by item: the repr of a whole day (thousands of items) at once was a string
+    of tens of megabytes, the peak of a publish's memory."""
+    fingerprint = hashlib.sha256(
+        repr((basis, day.day, day.previous, day.next, day.timeline.updated)).encode()
+    )
+    for item in day.timeline.items:
+        fingerprint.update(repr(item).encode("utf-8", "surrogatepass"))
+    return fingerprint.hexdigest()
 
 
 def digest(*parts: object) -> str:

