@@ -10,19 +10,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import click
-from rich.console import Console
-from rich.logging import RichHandler
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from aggregator import __version__
 from aggregator.announce import start_line, start_log
@@ -34,6 +31,10 @@ from aggregator.settings import Config, Listen, PollSettings
 from aggregator.store import StoreAPI, open_store
 from aggregator.store.records import SourceState, Subscription
 from aggregator.urls import redact_url, redact_urls
+
+if TYPE_CHECKING:  # rich is loaded by the commands that draw (40 ms): not by `run`
+    from rich.console import Console
+    from rich.table import Table
 
 CONFIG_ERROR = 2
 FAILURE = 1
@@ -188,10 +189,9 @@ def main(ctx: click.Context, log_level: str, log_format: str) -> None:
 def once(config_path: Path, force: bool) -> None:
     """Poll every source once, store what is new, and publish the feeds."""
     config = _load(config_path)
-    console = Console(stderr=True)
     with _open_store(config) as store:
         try:
-            report = _cycle_with_progress(config, store, console, force=force)
+            report = _cycle_with_progress(config, store, force=force)
         except AggregatorError as e:  # the store or output directory failed, not a source
             click.echo(redact_urls(f"error: {e}"), err=True)
             sys.exit(FAILURE)
@@ -205,10 +205,21 @@ def once(config_path: Path, force: bool) -> None:
     )
 
 
-def _cycle_with_progress(
-    config: Config, store: StoreAPI, console: Console, *, force: bool
-) -> CycleReport:
-    """One cycle; a progress bar on a terminal, nothing extra otherwise."""
+def _cycle_with_progress(config: Config, store: StoreAPI, *, force: bool) -> CycleReport:
+    """One cycle; a progress bar on a terminal (as rich decides: a tty, or its
+    FORCE_TERMINAL), nothing extra otherwise (rich not even loaded: cron, CI)."""
+    if not (sys.stderr.isatty() or os.environ.get("FORCE_TERMINAL")):
+        return asyncio.run(run_cycle(config, store, force=force))
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    console = Console(stderr=True)
     if not console.is_terminal:
         return asyncio.run(run_cycle(config, store, force=force))
     with (
@@ -250,6 +261,8 @@ def _logging_to(console: Console) -> Iterator[None]:
         handler = _PlainConsoleHandler(console)
         handler.setFormatter(_Redacting(_JsonFormatter()))
     else:
+        from rich.logging import RichHandler
+
         handler = RichHandler(console=console, show_path=False, markup=False)
         handler.setFormatter(_Redacting(logging.Formatter("%(message)s")))
     handler.addFilter(_NotInReport())
@@ -275,6 +288,9 @@ class _PlainConsoleHandler(logging.Handler):
 @_config_option
 def check(config_path: Path) -> None:
     """Validate feeds.toml and list the sources it names."""
+    from rich.console import Console
+    from rich.table import Table
+
     config = _load(config_path)
     table = Table(title=f"{len(config.sources)} sources in {config_path}")
     for column in ("name", "url", "interval", "timezone", "tags"):
@@ -300,6 +316,8 @@ def check(config_path: Path) -> None:
 
 def _channels_table(config: Config, title: str) -> Table:
     """The channels: where each is served and what it selects."""
+    from rich.table import Table
+
     from aggregator.publications import channel_url
 
     table = Table(title=title)
@@ -449,6 +467,8 @@ def _print_status_table(
 ) -> None:
     """The table for people, as wide as the terminal (COLUMNS), or unbounded with `wide`."""
     from zoneinfo import ZoneInfo
+
+    from rich.console import Console
 
     from aggregator.status_view import StatusLine, status_table
 

@@ -18,11 +18,13 @@ from aggregator.fetch import Fetcher
 from aggregator.output import remove_stale_temp_files
 from aggregator.parse.pool import ParsePool
 from aggregator.poll import (
+    Claimed,
     Clock,
     Poller,
     SourceReport,
-    claim_and_poll,
+    claim_batch,
     claim_owner,
+    poll_batched,
     sync_sources,
     take_back_dead_claims,
     utc_now,
@@ -75,24 +77,41 @@ async def run_cycle(
 ) -> CycleReport:
     """Poll every configured source once (bounded concurrency), then publish.
 
-    Each source goes through `poll.claim_and_poll` (which says why one is skipped), claimed
-    just before its poll as the daemon does, and at most twice `concurrency` are held at
-    once, so a claim never waits longer than its lease allows (see `config.default_lease`).
-    The parser pool is started here unless `parsers` is given, and closed at the end.
+    Sources are claimed in batches of `concurrency` (`poll.claim_batch`, which says why one
+    is skipped: one state read and one claim per batch), each batch once there is room for
+    it, so at most twice `concurrency` claims are held at once and a claim never waits
+    longer than its lease allows (see `config.default_lease`). The parser pool is started
+    here unless `parsers` is given, and closed at the end.
     """
     on_loop = AsyncStore(store)
     await on_loop.run(sync_sources, config.sources, clock())
     await take_back_dead_claims(on_loop, clock())
     remove_stale_temp_files(config.publish.output_dir)
-    holding = asyncio.Semaphore(2 * config.poll.concurrency)
+    batch = config.poll.concurrency
+    holding = asyncio.Semaphore(2 * batch)
     pool = parsers or ParsePool()
 
-    async def poll(source: SourceConfig, poller: Poller) -> SourceReport:
-        async with holding:
-            report = await claim_and_poll(source, poller, force=force)
+    async def poll(
+        source: SourceConfig, poller: Poller, claimed: Claimed | Exception
+    ) -> SourceReport:
+        try:
+            report = await poll_batched(source, poller, claimed)
+        finally:
+            holding.release()
         if on_source is not None:
             on_source(report)
         return report
+
+    async def poll_all(poller: Poller) -> list[SourceReport]:
+        polls: list[asyncio.Task[SourceReport]] = []
+        async with asyncio.TaskGroup() as group:  # cancelled, it cancels the polls under way
+            for start in range(0, len(config.sources), batch):
+                sources = config.sources[start : start + batch]
+                for _ in sources:
+                    await holding.acquire()
+                claimed = await claim_batch(sources, poller, force=force)
+                polls += [group.create_task(poll(s, poller, claimed)) for s in sources]
+        return [p.result() for p in polls]
 
     try:
         async with Fetcher(
@@ -106,7 +125,7 @@ async def run_cycle(
             records = RecordBatch(on_loop)  # 304s' records, written together
             poller = Poller(config, on_loop, fetcher, pool, claim_owner(), clock, records)
             try:
-                reports = await asyncio.gather(*(poll(s, poller) for s in config.sources))
+                reports = await poll_all(poller)
             finally:  # a cancelled cycle too: its 304s must not leave their claims behind
                 await records.flush()
     except BaseException:

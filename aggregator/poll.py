@@ -162,32 +162,70 @@ class Poller:
     records: RecordBatch | None = None
 
 
-async def claim_and_poll(source: SourceConfig, poller: Poller, *, force: bool) -> SourceReport:
-    """`once`'s poll of one source: say why not if it must wait, else claim it and poll it.
+@dataclass(frozen=True)
+class Claimed:
+    """`once`'s claim of a batch of sources: their states, read just before it, and a
+    report for each source of the batch that is not to be polled (and was not claimed)."""
+
+    states: Mapping[str, SourceState]
+    skipped: Mapping[str, SourceReport]
+
+
+async def claim_batch(
+    sources: Sequence[SourceConfig], poller: Poller, *, force: bool
+) -> Claimed | Exception:
+    """`once`'s claim of `sources`: one state read and one claim for the batch (not two
+    store calls per source), saying why each source it does not claim must wait.
 
     Skipped, and said so: a source disabled by 410 Gone, one whose server asked us to wait
     (Retry-After), one backing off after errors unless `force` (which overrides only our
     own schedule, never a server's Retry-After), and one another daemon sharing the store
-    is polling right now. Due or not, it is claimed: `once` polls every source.
+    is polling right now. Due or not, the rest is claimed: `once` polls every source.
+    The store's error, if it failed (nothing is claimed then), for `poll_batched` to record.
     """
-    store, name = poller.store, source.name
+    names = [source.name for source in sources]
     try:
-        states = await store.poll_states([name])
-        skip = reason_to_skip(states.get(name), poller.clock(), force=force)
-        if skip is not None:
-            return SourceReport(name, skip[0], error=skip[1])
-        claimed = await store.claim_due(
-            [name], poller.clock(), poller.owner, poller.config.poll.lease, due_by=EVERY_SCHEDULE
+        states = await poller.store.poll_states(names)
+        now = poller.clock()
+        skipped: dict[str, SourceReport] = {}
+        for name in names:
+            skip = reason_to_skip(states.get(name), now, force=force)
+            if skip is not None:
+                skipped[name] = SourceReport(name, skip[0], error=skip[1])
+        wanted = [name for name in names if name not in skipped]
+        claimed = set(
+            await poller.store.claim_due(
+                wanted,
+                poller.clock(),
+                poller.owner,
+                poller.config.poll.lease,
+                due_by=EVERY_SCHEDULE,
+            )
+            if wanted
+            else ()
         )
-    except Exception as e:  # the store failed, or a bug: this source only
-        return await _ended_by(e, source, poller)
-    if not claimed:
-        return SourceReport(
-            name, PollOutcome.SKIPPED, error="another daemon is polling it right now"
-        )
+    except Exception as e:  # the store failed, or a bug: this batch's sources only
+        return e
+    for name in wanted:
+        if name not in claimed:
+            skipped[name] = SourceReport(
+                name, PollOutcome.SKIPPED, error="another daemon is polling it right now"
+            )
+    return Claimed(states, skipped)
+
+
+async def poll_batched(
+    source: SourceConfig, poller: Poller, claimed: Claimed | Exception
+) -> SourceReport:
+    """`once`'s poll of one source of a batch `claim_batch` claimed: why not if it was not
+    claimed, the failure if the claim failed, else the poll."""
+    if isinstance(claimed, Exception):
+        return await _ended_by(claimed, source, poller)
+    if (skipped := claimed.skipped.get(source.name)) is not None:
+        return skipped
     # Nobody else writes a source between the read and the claim but a daemon that polls
     # it, and the claim says none does: the state read is the one to poll with.
-    return await poll_claimed(source, poller, states)
+    return await poll_claimed(source, poller, claimed.states)
 
 
 async def poll_claimed(

@@ -119,3 +119,16 @@ def test_stores_import_no_hub_rules():
     assert _imported(STORE_MODULES, HUB_RULES) == [], "a store imports the hub's rules"
     # The probe itself works: the hub's delivery loop does load them.
     assert "aggregator.hub.rules" in _imported(("aggregator.hub.deliver",), HUB_RULES)
+
+
+# What the daemon and `once` load: not the drawing library (rich, pygments) that only the
+# commands that draw need, nor httpx's own command-line client, which imports them (40 ms
+# and 3 MB at every start).
+RUNNING = ("aggregator.cli", "aggregator.daemon", "aggregator.cycle", "aggregator.transport")
+
+
+@pytest.mark.slow
+def test_running_loads_no_drawing_library():
+    assert _imported(RUNNING, ("rich", "pygments")) == []
+    # The probe itself works: httpx and click are loaded.
+    assert _imported(RUNNING, ("httpx", "click")) == ["click", "httpx"]
