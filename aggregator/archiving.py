@@ -40,8 +40,11 @@ ARCHIVE_BUDGET = 2_000
 # the most copies on other days read beside them: a source that dumps its whole backlog
 # on one day cannot make one document, or one read, unbounded.
 DAY_READ_CAP = 2_000
-# Changed entries (and their stories' copies) read at most; beyond, every day is examined.
-CHANGES_CAP = 20_000
+# Changed entries (and their stories' copies) read at most; beyond, every day is examined
+# (within the budget, publish after publish: a first start, a long outage). Each is a few
+# small objects (~0.7 KB): 20,000 of them at once grew the daemon's Python heap by ~14 MB
+# for the rest of its life (pymalloc keeps a partly used arena).
+CHANGES_CAP = 2_000
 
 DayRenderer = Callable[[SiteSettings, ArchiveDay], Mapping[str, bytes]]
 

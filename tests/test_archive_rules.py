@@ -16,12 +16,13 @@ from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from unittest.mock import patch
 from zoneinfo import ZoneInfo
 
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from aggregator import archive
+from aggregator import archive, archiving
 from aggregator.archive import ArchiveDay, ArchiveState, Observed
 from aggregator.archiving import ArchiveTarget, ArchiveUpdate, update_archives
 from aggregator.poll import store_entries, sync_sources
@@ -310,3 +311,16 @@ def test_kept_up_to_date_equals_built_from_nothing(ops: list[tuple[str, str, int
         assert published.files == rebuilt.files
         assert published.state is not None and rebuilt.state is not None
         assert published.state.days == rebuilt.state.days
+
+
+@SLOW
+@given(operations)
+@example([("store", "a", 5, 0), ("store", "b", 3, 1), ("publish", "", 0, 40), ("copy", "b", 5, 0)])
+def test_too_many_changes_to_read_examine_every_day_to_the_same_files(
+    ops: list[tuple[str, str, int, int]],
+) -> None:
+    """Past `CHANGES_CAP` changed entries since the last publish (a first start, a long
+    outage: the cap keeps what one publish reads small), every day is examined instead of
+    the changed ones: the archives still end as a rebuild makes them."""
+    with patch.object(archiving, "CHANGES_CAP", 1):
+        test_kept_up_to_date_equals_built_from_nothing.hypothesis.inner_test(ops)  # type: ignore[attr-defined]
