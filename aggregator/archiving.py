@@ -28,23 +28,30 @@ from aggregator.types import SourceCredit, StoredEntry, Timeline
 
 log = logging.getLogger("aggregator")
 
-# Entries one publish reads for its archives, all its publications' together (a day is read
-# whole, and each publication examines at least one day, so it may go over by a few days').
-# About 0.25 ms each to read, merge and render, and what a publish holds (its days'
-# documents, one day's items) grows with it: ~8 MB for a day of 2,000 entries. 2,000 is
-# about one busy day per publish (half a second): 100,000 entries (the first publish of a
-# large store, a changed filter) take fifty, at the daemon's pace, and a 1,000-source
-# daemon's first start stays within its memory bound (10,000 held +30 MB at once).
+# Entries one publish of the daemon reads for its archives, all its publications'
+# together (a day is read whole, and each publication examines at least one day, so it
+# may go over by a few days'). What a publish holds grows with it (its days' documents,
+# ~4 MB for a day of 2,000 entries, and the render of one: ~8 MB), and a daemon lives with
+# its highest peak: 2,000 is about one busy day per publish, which keeps a 1,000-source
+# daemon's first start within its memory bound (5,000: +8 MB at its peak). The cost: a
+# day found by a sweep is rendered again when the next publish finds its older neighbour
+# (~1.7x the CPU of building archives at 10,000), paced in the background.
 ARCHIVE_BUDGET = 2_000
+# `aggregator once` publishes until done, then exits: nothing lives on with its peak, so it
+# takes bigger steps (fewer days rendered twice: 40% less CPU for 50,000 entries).
+ONCE_ARCHIVE_BUDGET = 10_000
 # The most entries of one day an archive document is made from (the earliest placed), and
 # the most copies on other days read beside them: a source that dumps its whole backlog
 # on one day cannot make one document, or one read, unbounded.
 DAY_READ_CAP = 2_000
-# Changed entries (and their stories' copies) read at most; beyond, every day is examined
-# (within the budget, publish after publish: a first start, a long outage). Each is a few
-# small objects (~0.7 KB): 20,000 of them at once grew the daemon's Python heap by ~14 MB
-# for the rest of its life (pymalloc keeps a partly used arena).
+# Changed entries read at most; beyond, every day is examined (within the budget, publish
+# after publish: a first start, a long outage). Each is a few small objects (~0.7 KB):
+# 20,000 of them at once grew the daemon's Python heap by ~14 MB for the rest of its life
+# (pymalloc keeps a partly used arena).
 CHANGES_CAP = 2_000
+# Their stories' copies on other days read at most (a date each, ~0.1 KB): a generic title
+# shared by years of entries ("Daily digest") must not turn every publish into a sweep.
+COPIES_CAP = 20_000
 
 DayRenderer = Callable[[SiteSettings, ArchiveDay], Mapping[str, bytes]]
 
@@ -223,8 +230,8 @@ def _changes(
     keys = _keys(marks)
     if keys.links or keys.titles:
         # A story's copies on other days: its first copy's day credits them all.
-        copies = store.story_dates(target.sources, keys, CHANGES_CAP + 1)
-        if len(copies) > CHANGES_CAP:
+        copies = store.story_dates(target.sources, keys, COPIES_CAP + 1)
+        if len(copies) > COPIES_CAP:
             return stored.token, None
         moments += copies
     return stored.token, tuple(moments)

@@ -206,9 +206,9 @@ def once(config_path: Path, force: bool) -> None:
 
 
 def _cycle_with_progress(config: Config, store: StoreAPI, *, force: bool) -> CycleReport:
-    """One cycle; a progress bar on a terminal (as rich decides: a tty, or its
-    FORCE_TERMINAL), nothing extra otherwise (rich not even loaded: cron, CI)."""
-    if not (sys.stderr.isatty() or os.environ.get("FORCE_TERMINAL")):
+    """One cycle; a progress bar on a terminal, nothing extra otherwise (cron, CI, a pipe,
+    stderr closed), where rich is not even loaded."""
+    if not _may_be_terminal():
         return asyncio.run(run_cycle(config, store, force=force))
     from rich.console import Console
     from rich.progress import (
@@ -239,6 +239,17 @@ def _cycle_with_progress(config: Config, store: StoreAPI, *, force: bool) -> Cyc
             progress.advance(task)
 
         return asyncio.run(run_cycle(config, store, on_source=advance, force=force))
+
+
+def _may_be_terminal() -> bool:
+    """Whether rich may find stderr a terminal: a tty, or its FORCE_COLOR or TTY_COMPATIBLE
+    saying so (rich decides: `Console.is_terminal`)."""
+    isatty = getattr(sys.stderr, "isatty", None)  # None with stderr closed
+    try:
+        tty = bool(isatty is not None and isatty())
+    except ValueError:  # a closed file
+        tty = False
+    return tty or bool(os.environ.get("FORCE_COLOR")) or os.environ.get("TTY_COMPATIBLE") == "1"
 
 
 class _NotInReport(logging.Filter):

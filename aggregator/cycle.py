@@ -7,8 +7,9 @@ own schedule; this is the one-shot cycle around them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -87,31 +88,7 @@ async def run_cycle(
     await on_loop.run(sync_sources, config.sources, clock())
     await take_back_dead_claims(on_loop, clock())
     remove_stale_temp_files(config.publish.output_dir)
-    batch = config.poll.concurrency
-    holding = asyncio.Semaphore(2 * batch)
     pool = parsers or ParsePool()
-
-    async def poll(
-        source: SourceConfig, poller: Poller, claimed: Claimed | Exception
-    ) -> SourceReport:
-        try:
-            report = await poll_batched(source, poller, claimed)
-        finally:
-            holding.release()
-        if on_source is not None:
-            on_source(report)
-        return report
-
-    async def poll_all(poller: Poller) -> list[SourceReport]:
-        polls: list[asyncio.Task[SourceReport]] = []
-        async with asyncio.TaskGroup() as group:  # cancelled, it cancels the polls under way
-            for start in range(0, len(config.sources), batch):
-                sources = config.sources[start : start + batch]
-                for _ in sources:
-                    await holding.acquire()
-                claimed = await claim_batch(sources, poller, force=force)
-                polls += [group.create_task(poll(s, poller, claimed)) for s in sources]
-        return [p.result() for p in polls]
 
     try:
         async with Fetcher(
@@ -125,7 +102,7 @@ async def run_cycle(
             records = RecordBatch(on_loop)  # 304s' records, written together
             poller = Poller(config, on_loop, fetcher, pool, claim_owner(), clock, records)
             try:
-                reports = await poll_all(poller)
+                reports = await _poll_all(config.sources, poller, force, on_source)
             finally:  # a cancelled cycle too: its 304s must not leave their claims behind
                 await records.flush()
     except BaseException:
@@ -137,3 +114,45 @@ async def run_cycle(
     publish = await on_loop.run(lambda s: publish_all(config, s, clock()))
     await on_loop.run(lambda s: apply_retention(config, s, clock()))
     return CycleReport(tuple(reports), publish)
+
+
+async def _poll_all(
+    sources: Sequence[SourceConfig],
+    poller: Poller,
+    force: bool,
+    on_source: Callable[[SourceReport], None] | None,
+) -> list[SourceReport]:
+    """Every source claimed a batch of `concurrency` at a time, each batch once there is
+    room for it (at most twice `concurrency` claims held), and polled; the reports in the
+    sources' order."""
+    batch = poller.config.poll.concurrency
+    holding = asyncio.Semaphore(2 * batch)
+
+    async def poll(source: SourceConfig, claimed: Claimed | Exception) -> SourceReport:
+        try:
+            report = await poll_batched(source, poller, claimed)
+        finally:
+            holding.release()
+        if on_source is not None:
+            on_source(report)
+        return report
+
+    polls: list[asyncio.Task[SourceReport]] = []
+    try:
+        for start in range(0, len(sources), batch):
+            some = sources[start : start + batch]
+            for _ in some:
+                await holding.acquire()
+            claimed = await claim_batch(some, poller, force=force)
+            polls += [asyncio.create_task(poll(s, claimed)) for s in some]
+        return list(await asyncio.gather(*polls))
+    except BaseException:
+        # Cancelled (a stop), or a bug: the polls under way give their claims back as they
+        # end; a poll cancelled before it began cannot, so every claim left is given back
+        # here (the owner is this cycle's alone).
+        for p in polls:
+            p.cancel()
+        await asyncio.gather(*polls, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await asyncio.shield(poller.store.release_all(poller.owner))
+        raise

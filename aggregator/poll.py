@@ -1,7 +1,8 @@
 """The one poll path of `once` and the daemon: claim → fetch → parse → store → record → release.
 
-`once` claims each source itself (`claim_and_poll`); the daemon claims in batches on its
-tick and hands each claimed source to `poll_claimed`, the same path from there on. Each
+`once` claims a batch of sources at a time (`claim_batch`, then `poll_batched` each); the
+daemon claims on its tick and hands each claimed source to `poll_claimed`, the same path
+from there on. Each
 source is isolated: whatever it does ends as a `SourceReport`, never as an exception that
 stops the others (a cancel aside, which gives the claim back). The store is reached through
 `AsyncStore`, the parser pool and fetcher are the caller's (`Poller`), and the clock is
@@ -164,11 +165,13 @@ class Poller:
 
 @dataclass(frozen=True)
 class Claimed:
-    """`once`'s claim of a batch of sources: their states, read just before it, and a
-    report for each source of the batch that is not to be polled (and was not claimed)."""
+    """`once`'s claim of a batch of sources: their states, read just before it, a report
+    for each source of the batch that is not to be polled (and was not claimed), and the
+    store's error if claiming the rest failed (none of them is claimed then)."""
 
     states: Mapping[str, SourceState]
     skipped: Mapping[str, SourceReport]
+    failed: Exception | None = None
 
 
 async def claim_batch(
@@ -181,31 +184,31 @@ async def claim_batch(
     (Retry-After), one backing off after errors unless `force` (which overrides only our
     own schedule, never a server's Retry-After), and one another daemon sharing the store
     is polling right now. Due or not, the rest is claimed: `once` polls every source.
-    The store's error, if it failed (nothing is claimed then), for `poll_batched` to record.
+    The store's error instead, if even the states could not be read.
     """
     names = [source.name for source in sources]
     try:
         states = await poller.store.poll_states(names)
-        now = poller.clock()
-        skipped: dict[str, SourceReport] = {}
-        for name in names:
-            skip = reason_to_skip(states.get(name), now, force=force)
-            if skip is not None:
-                skipped[name] = SourceReport(name, skip[0], error=skip[1])
-        wanted = [name for name in names if name not in skipped]
-        claimed = set(
-            await poller.store.claim_due(
-                wanted,
-                poller.clock(),
-                poller.owner,
-                poller.config.poll.lease,
-                due_by=EVERY_SCHEDULE,
-            )
-            if wanted
-            else ()
-        )
     except Exception as e:  # the store failed, or a bug: this batch's sources only
         return e
+    now = poller.clock()
+    skipped: dict[str, SourceReport] = {}
+    for name in names:
+        skip = reason_to_skip(states.get(name), now, force=force)
+        if skip is not None:
+            skipped[name] = SourceReport(name, skip[0], error=skip[1])
+    wanted = [name for name in names if name not in skipped]
+    if not wanted:
+        return Claimed(states, skipped)
+    lease = poller.config.poll.lease
+    try:
+        claimed = set(
+            await poller.store.claim_due(
+                wanted, poller.clock(), poller.owner, lease, due_by=EVERY_SCHEDULE
+            )
+        )
+    except Exception as e:  # nothing claimed; those skipped stay skipped, as they were
+        return Claimed(states, skipped, failed=e)
     for name in wanted:
         if name not in claimed:
             skipped[name] = SourceReport(
@@ -218,11 +221,14 @@ async def poll_batched(
     source: SourceConfig, poller: Poller, claimed: Claimed | Exception
 ) -> SourceReport:
     """`once`'s poll of one source of a batch `claim_batch` claimed: why not if it was not
-    claimed, the failure if the claim failed, else the poll."""
+    to be polled, the failure if the claim failed (a source that was to wait keeps its
+    wait: a server's Retry-After is never overwritten), else the poll."""
     if isinstance(claimed, Exception):
         return await _ended_by(claimed, source, poller)
     if (skipped := claimed.skipped.get(source.name)) is not None:
         return skipped
+    if claimed.failed is not None:
+        return await _ended_by(claimed.failed, source, poller)
     # Nobody else writes a source between the read and the claim but a daemon that polls
     # it, and the claim says none does: the state read is the one to poll with.
     return await poll_claimed(source, poller, claimed.states)

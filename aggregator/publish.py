@@ -278,7 +278,9 @@ def render_publication(
     return Rendered(publication, timeline, files, archives.removed, after, before, archives)
 
 
-def publish_timeline(config: Config, store: StoreAPI, now: datetime) -> PublishReport:
+def publish_timeline(
+    config: Config, store: StoreAPI, now: datetime, archive_budget: int | None = None
+) -> PublishReport:
     """Render what changed of every publication (the root, each channel), store it in the
     published snapshot, write what changed to output/.
 
@@ -309,7 +311,7 @@ def publish_timeline(config: Config, store: StoreAPI, now: datetime) -> PublishR
         reads = SharedReads(store)
         # One budget for every publication's archives: eleven publications' first publish
         # takes as long as one's; what is left waits for the next publish.
-        budget = archiving.ARCHIVE_BUDGET
+        budget = archiving.ARCHIVE_BUDGET if archive_budget is None else archive_budget
         rendered: list[Rendered] = []
         for p in (p for p in publications if p.directory not in quiet):
             timeline = publication_timeline(p, reads, now, credits)
@@ -342,10 +344,11 @@ def publish_timeline(config: Config, store: StoreAPI, now: datetime) -> PublishR
 
 def publish_all(config: Config, store: StoreAPI, now: datetime) -> PublishReport:
     """Publish until no archive work is left (`aggregator once`: no next publish comes
-    soon to finish it); one report for all."""
-    report = publish_timeline(config, store, now)
+    soon to finish it), in steps of `archiving.ONCE_ARCHIVE_BUDGET`; one report for all."""
+    budget = archiving.ONCE_ARCHIVE_BUDGET
+    report = publish_timeline(config, store, now, budget)
     while report.unfinished:
-        report = _joined(report, publish_timeline(config, store, now))
+        report = _joined(report, publish_timeline(config, store, now, budget))
     return report
 
 

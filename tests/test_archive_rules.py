@@ -322,5 +322,5 @@ def test_too_many_changes_to_read_examine_every_day_to_the_same_files(
     """Past `CHANGES_CAP` changed entries since the last publish (a first start, a long
     outage: the cap keeps what one publish reads small), every day is examined instead of
     the changed ones: the archives still end as a rebuild makes them."""
-    with patch.object(archiving, "CHANGES_CAP", 1):
+    with patch.object(archiving, "CHANGES_CAP", 1), patch.object(archiving, "COPIES_CAP", 1):
         test_kept_up_to_date_equals_built_from_nothing.hypothesis.inner_test(ops)  # type: ignore[attr-defined]

@@ -456,7 +456,7 @@ def test_once_publishes_until_the_archives_are_done(
     reports the main files the first publish wrote."""
     config, store = setup
     fill(store, range(6), per_day=2)
-    monkeypatch.setattr(archiving, "ARCHIVE_BUDGET", 1)
+    monkeypatch.setattr(archiving, "ONCE_ARCHIVE_BUDGET", 1)
     report = publish_all(config, store, NOW)
     assert not report.unfinished
     # Five days, one per publish, newest first: each but the first relinks the one above.

@@ -123,6 +123,27 @@ def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
     assert b"published 18 items" in process.stdout
 
 
+def test_once_with_stderr_closed_or_forced_to_colour(tmp_path: Path) -> None:
+    """Cron with `2>&-`: no terminal, no stderr at all, and the cycle still runs; with
+    FORCE_COLOR on a pipe, rich draws its progress display there, as it decides."""
+    config = _copy_example(tmp_path)
+    closed = subprocess.run(
+        [sys.executable, "-m", "aggregator", "once", "--config", str(config)],
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        preexec_fn=lambda: os.close(2),
+        env={**os.environ, "PYTHONUTF8": "1"},
+        timeout=120,
+        check=False,
+    )
+    assert closed.returncode == 0
+    assert b"published 18 items" in closed.stdout
+    forced = run_cli("once", "--config", str(config), env={"FORCE_COLOR": "1"})
+    assert forced.returncode == 0, forced.stderr
+    assert "polling" in forced.stderr
+
+
 def test_version() -> None:
     result = run_cli("--version")
     assert result.returncode == 0

@@ -36,19 +36,27 @@ T = TypeVar("T")
 # timeline, even while thousands of sources bring new items at once (a first start, a
 # big store). A quick publish (the usual: milliseconds) leaves the debounce in charge.
 PUBLISH_PACE = 4.0
-PUBLISH_RETRY_SECONDS = 10.0  # after a publish the store made fail
+PUBLISH_RETRY_SECONDS = 10.0
+# A publish this long, or one that rendered archive days, gives its memory back after it
+# (`memory.release_free_memory`); a quick one (milliseconds) leaves little to give.
+HEAVY_PUBLISH_SECONDS = 0.2  # after a publish the store made fail
 # A publish (bounded reads: milliseconds to a few seconds) still running after this long is
 # stuck: /healthz says so, since the published files are going stale meanwhile.
 PUBLISH_STUCK_SECONDS = 60.0
 
 
 def _publish_and_release(config: Config, store: StoreAPI, now: datetime) -> PublishReport:
-    """A publish, then the memory it held (rendered documents, archive days' items) given
-    back to the system: the daemon's size stays that of its steady state between them."""
+    """A publish; then, after a heavy one (archive days rendered, or long), the memory it
+    held (rendered documents, days' items) given back to the system: the daemon's size
+    stays that of its steady state between them."""
     try:
-        return publish_timeline(config, store, now)
-    finally:
+        report = publish_timeline(config, store, now)
+    except BaseException:
         release_free_memory()
+        raise
+    if report.archive_days or report.seconds >= HEAVY_PUBLISH_SECONDS:
+        release_free_memory()
+    return report
 
 
 class Publishing:
