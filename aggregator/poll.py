@@ -2,11 +2,10 @@
 
 `once` claims a batch of sources at a time (`claim_batch`, then `poll_batched` each); the
 daemon claims on its tick and hands each claimed source to `poll_claimed`, the same path
-from there on. Each
-source is isolated: whatever it does ends as a `SourceReport`, never as an exception that
-stops the others (a cancel aside, which gives the claim back). The store is reached through
-`AsyncStore`, the parser pool and fetcher are the caller's (`Poller`), and the clock is
-passed in so tests can pin it.
+from there on. Each source is isolated: whatever it does ends as a `SourceReport`, never as
+an exception that stops the others (a cancel aside, which gives the claim back). The store
+is reached through `AsyncStore`, the parser pool and fetcher are the caller's (`Poller`),
+and the clock is passed in so tests can pin it.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ A publish that renders archive days holds megabytes of documents for a moment, a
 of polls as many parsed items. Freed, that memory stays inside the C allocator's heaps,
 counted in the daemon's resident size until reused: glibc returns only what is free at the
 top of a heap, and a few live objects pin the rest. `malloc_trim(0)` hands every free page
-of every heap back (measured: 89 → 66 MB after one archive publish of 10,000 entries).
+of every heap back (measured: 89 → 66 MB after one publish of 5,000 entries' worth of archive days).
 It costs a walk over the heaps (up to ~25 ms for a fragmented 200 MB) and page faults when
 the memory is wanted again, so it runs after such work only, not on a timer nor after
 every publish. Elsewhere than glibc (musl, macOS) there is no such call and this does nothing.

@@ -36,10 +36,10 @@ T = TypeVar("T")
 # timeline, even while thousands of sources bring new items at once (a first start, a
 # big store). A quick publish (the usual: milliseconds) leaves the debounce in charge.
 PUBLISH_PACE = 4.0
-PUBLISH_RETRY_SECONDS = 10.0
+PUBLISH_RETRY_SECONDS = 10.0  # after a publish the store made fail
 # A publish this long, or one that rendered archive days, gives its memory back after it
 # (`memory.release_free_memory`); a quick one (milliseconds) leaves little to give.
-HEAVY_PUBLISH_SECONDS = 0.2  # after a publish the store made fail
+HEAVY_PUBLISH_SECONDS = 0.2
 # A publish (bounded reads: milliseconds to a few seconds) still running after this long is
 # stuck: /healthz says so, since the published files are going stale meanwhile.
 PUBLISH_STUCK_SECONDS = 60.0
