@@ -33,9 +33,11 @@ log = logging.getLogger("aggregator")
 # may go over by a few days'). What a publish holds grows with it (its days' documents,
 # ~4 MB for a day of 2,000 entries, and the render of one: ~8 MB), and a daemon lives with
 # its highest peak: 2,000 is about one busy day per publish, which keeps a 1,000-source
-# daemon's first start within its memory bound (5,000: +8 MB at its peak). The cost: a
-# day found by a sweep is rendered again when the next publish finds its older neighbour
-# (~1.7x the CPU of building archives at 10,000), paced in the background.
+# daemon's first start within its memory bound (5,000: +8 MB at its peak). The cost, when
+# archives are built from nothing (no state: a first start): a day the sweep finds is
+# rendered again when the next publish finds its older neighbour (~1.7x the CPU of
+# building them at 10,000), paced in the background. With a state (a new theme, filter or
+# version re-rendering every day) the older neighbours are known and each day renders once.
 ARCHIVE_BUDGET = 2_000
 # `aggregator once` publishes until done, then exits: nothing lives on with its peak, so it
 # takes bigger steps (fewer days rendered twice: 40% less CPU for 50,000 entries).
