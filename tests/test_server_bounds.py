@@ -28,6 +28,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from aggregator.server.connections import LINGER_SECONDS
 from tests.conftest import start_serve
 from tests.feedfactory import rss2
 from tests.feedserver import FeedServer
@@ -473,3 +474,47 @@ def test_a_non_reader_pins_a_bounded_kernel_send_buffer(tmp_path: Path) -> None:
             assert max(_server_send_queues(port)) < 2**20, _server_send_queues(port)
         finally:
             sock.close()
+
+
+def _head_in_parts(port: int, size: int) -> socket.socket:
+    """A connection sending a GET whose path is `size` bytes, 8 KB at a time, as a slow
+    network delivers it (h11 then sees a head over its 16 KB limit before its end)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    head = b"GET /" + b"a" * size + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    for start in range(0, len(head), 8192):
+        sock.sendall(head[start : start + 8192])
+        time.sleep(0.002)
+    return sock
+
+
+@pytest.mark.slow
+def test_a_head_over_the_limit_gets_its_400_not_a_reset(serve: tuple[int, Path, Path]) -> None:
+    """The 400 goes out before the client has finished sending: the connection lingers,
+    dropping what still comes, so the client reads its answer (closed at once, with bytes
+    unread, the kernel reset it, and the client saw a broken pipe instead)."""
+    port, _, log = serve
+    for _ in range(5):
+        with _head_in_parts(port, 100_000) as sock:
+            response = http.client.HTTPResponse(sock)
+            try:
+                response.begin()
+                assert response.status == 400
+            finally:
+                response.close()
+    assert "Traceback" not in log.read_text(encoding="utf-8")
+
+
+@pytest.mark.slow
+def test_a_client_that_keeps_sending_after_its_400_is_closed_soon(
+    serve: tuple[int, Path, Path],
+) -> None:
+    """The linger is bounded: a client trickling bytes for ever after its 400 (never the
+    LINGER_BYTES that would end it sooner) is cut off after LINGER_SECONDS, not held."""
+    port, _, _ = serve
+    with _head_in_parts(port, 40_000) as sock:
+        started = time.monotonic()
+        with pytest.raises(OSError):  # a reset or a broken pipe, once the server closes
+            while time.monotonic() - started < 30:
+                sock.sendall(b"x" * 100)
+                time.sleep(0.01)
+        assert time.monotonic() - started < LINGER_SECONDS + 3

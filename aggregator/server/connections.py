@@ -37,6 +37,13 @@ SEND_BUFFER_BYTES = 256 * 1024
 _PROGRESS_CHECKS_PER_TIMEOUT = 4
 
 
+# After a 400 (a request h11 refused: a head over its limit, bytes that are not HTTP), the
+# connection is half-closed and what the client still sends is read and dropped, for at most
+# this long and this much (nginx's lingering close): closed with unread bytes, the kernel
+# resets it, and a client still sending never reads the 400.
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 1 << 20
+
 # Descriptors for everything but client connections: the store, parser workers, outgoing
 # fetches, files being published.
 _RESERVED_FDS = 256
@@ -85,6 +92,8 @@ class _CountingTransport(asyncio.Transport):
         super().__init__()
         self.inner = inner
         self.handed = 0
+        self.linger_on_close = False  # the next close half-closes and lingers (a 400)
+        self.lingering: asyncio.TimerHandle | None = None  # ends the linger: a real close
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         self.handed += len(data)
@@ -97,13 +106,29 @@ class _CountingTransport(asyncio.Transport):
         return self.inner.can_write_eof()
 
     def close(self) -> None:
+        if self.linger_on_close and self.lingering is None and not self.inner.is_closing():
+            self.linger_on_close = False
+            if self.inner.can_write_eof():
+                self.inner.write_eof()  # the answer, then FIN: the client reads it whole
+                loop = asyncio.get_running_loop()
+                self.lingering = loop.call_later(LINGER_SECONDS, self.end_linger)
+                return
+        self.end_linger()
+
+    def end_linger(self) -> None:
+        if self.lingering is not None:
+            self.lingering.cancel()
+            self.lingering = None
         self.inner.close()
 
     def abort(self) -> None:
+        if self.lingering is not None:
+            self.lingering.cancel()
+            self.lingering = None
         self.inner.abort()
 
     def is_closing(self) -> bool:
-        return self.inner.is_closing()
+        return self.lingering is not None or self.inner.is_closing()
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return self.inner.get_extra_info(name, default)
@@ -176,6 +201,7 @@ class BoundedH11Protocol(H11Protocol):
         self._left_at_check = 0
         self._idle_since = 0.0
         self._counting = _CountingTransport(transport)  # type: ignore[arg-type]
+        self._lingered = 0  # bytes read and dropped after a 400
         super().connection_made(self._counting)
         sock = transport.get_extra_info("socket")
         if sock is not None:
@@ -187,6 +213,9 @@ class BoundedH11Protocol(H11Protocol):
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._counting.lingering is not None:
+            self._counting.lingering.cancel()
+            self._counting.lingering = None
         self._disarm()
         if self._stall is not None:
             self._stall.cancel()
@@ -197,6 +226,12 @@ class BoundedH11Protocol(H11Protocol):
         super().pause_writing()
         self._watch_progress()
 
+    def eof_received(self) -> None:
+        if self._counting.lingering is not None:  # the client is done sending: close now
+            self._counting.end_linger()
+            return
+        super().eof_received()
+
     def timeout_keep_alive_handler(self) -> None:
         super().timeout_keep_alive_handler()
         self._bound_close()
@@ -206,10 +241,16 @@ class BoundedH11Protocol(H11Protocol):
         self._bound_close()
 
     def send_400_response(self, msg: str) -> None:
+        self._counting.linger_on_close = True
         super().send_400_response(msg)
         self._bound_close()
 
     def data_received(self, data: bytes) -> None:
+        if self._counting.lingering is not None:  # after a 400: read and dropped
+            self._lingered += len(data)
+            if self._lingered > LINGER_BYTES:
+                self._counting.end_linger()
+            return
         if self._deadline is None and self.conn.their_state is h11.IDLE:
             self._arm()  # the next request on a kept-alive connection has begun
         super().data_received(data)
