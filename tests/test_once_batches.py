@@ -16,6 +16,7 @@ from aggregator.config import load_config
 from aggregator.cycle import run_cycle
 from aggregator.errors import StorageError
 from aggregator.poll import SourceReport
+from aggregator.settings import Config
 from aggregator.store import SourceState
 from aggregator.store.sqlite import SqliteStore
 from tests.feedfactory import rss2
@@ -52,16 +53,21 @@ class _Watched(SqliteStore):
         return found
 
 
-def test_once_reads_and_claims_a_batch_at_a_time(tmp_path: Path) -> None:
+def _file_sources(root: Path, count: int, items: int, concurrency: int) -> Config:
+    """`count` sources s0, s1, … read from files of `items` items each, in `root`."""
     feeds = []
-    for n in range(SOURCES):
-        (tmp_path / f"s{n}.xml").write_bytes(
-            rss2(f"S{n}", f"https://s{n}.example.org/", _items(f"s{n}", 2))
+    for n in range(count):
+        (root / f"s{n}.xml").write_bytes(
+            rss2(f"S{n}", f"https://s{n}.example.org/", _items(f"s{n}", items))
         )
         feeds.append(f'[[feeds]]\nname = "s{n}"\nurl = "s{n}.xml"\n')
-    config = tmp_path / "feeds.toml"
-    config.write_text(f"[poll]\nconcurrency = {CONCURRENCY}\n" + "".join(feeds), encoding="utf-8")
-    loaded = load_config(config)
+    config = root / "feeds.toml"
+    config.write_text(f"[poll]\nconcurrency = {concurrency}\n" + "".join(feeds), encoding="utf-8")
+    return load_config(config)
+
+
+def test_once_reads_and_claims_a_batch_at_a_time(tmp_path: Path) -> None:
+    loaded = _file_sources(tmp_path, SOURCES, 2, CONCURRENCY)
     store = cast(_Watched, _Watched.open(loaded.store.path))
     store.read, store.claimed, store.held = [], [], []
     try:
@@ -120,15 +126,7 @@ def test_a_failed_claim_leaves_a_server_s_retry_after_as_it_was(
 def test_a_cycle_that_ends_early_leaves_no_claim_behind(tmp_path: Path) -> None:
     """A cycle ended by an error (here its progress callback's) while sources are claimed
     and not yet polled gives every claim back, not leaving them to the lease."""
-    feeds = []
-    for n in range(6):
-        (tmp_path / f"s{n}.xml").write_bytes(
-            rss2(f"S{n}", f"https://s{n}.example.org/", _items(f"s{n}", 1))
-        )
-        feeds.append(f'[[feeds]]\nname = "s{n}"\nurl = "s{n}.xml"\n')
-    config = tmp_path / "feeds.toml"
-    config.write_text("[poll]\nconcurrency = 1\n" + "".join(feeds), encoding="utf-8")
-    loaded = load_config(config)
+    loaded = _file_sources(tmp_path, 6, 1, 1)
 
     def broken(report: SourceReport) -> None:
         raise RuntimeError("the progress display broke")

@@ -116,15 +116,17 @@ class _CountingTransport(asyncio.Transport):
         self.end_linger()
 
     def end_linger(self) -> None:
-        if self.lingering is not None:
-            self.lingering.cancel()
-            self.lingering = None
+        self.stop_lingering()
         self.inner.close()
 
-    def abort(self) -> None:
+    def stop_lingering(self) -> None:
+        """No more lingering: the timer that would end it is cancelled."""
         if self.lingering is not None:
             self.lingering.cancel()
             self.lingering = None
+
+    def abort(self) -> None:
+        self.stop_lingering()
         self.inner.abort()
 
     def is_closing(self) -> bool:
@@ -213,9 +215,7 @@ class BoundedH11Protocol(H11Protocol):
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._counting.lingering is not None:
-            self._counting.lingering.cancel()
-            self._counting.lingering = None
+        self._counting.stop_lingering()
         self._disarm()
         if self._stall is not None:
             self._stall.cancel()
