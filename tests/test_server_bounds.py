@@ -518,3 +518,17 @@ def test_a_client_that_keeps_sending_after_its_400_is_closed_soon(
                 sock.sendall(b"x" * 100)
                 time.sleep(0.01)
         assert time.monotonic() - started < LINGER_SECONDS + 3
+
+
+@pytest.mark.slow
+def test_a_client_that_floods_after_its_400_is_closed_at_the_byte_bound(
+    serve: tuple[int, Path, Path],
+) -> None:
+    """Past LINGER_BYTES dropped, the linger ends at once, not at LINGER_SECONDS."""
+    port, _, _ = serve
+    with _head_in_parts(port, 40_000) as sock:
+        started = time.monotonic()
+        with pytest.raises(OSError):
+            while time.monotonic() - started < 30:
+                sock.sendall(b"x" * 65536)
+        assert time.monotonic() - started < LINGER_SECONDS / 2
