@@ -1141,6 +1141,10 @@ def test_copies_outside_a_day_and_the_dates_of_a_storys_copies(store: StoreAPI) 
     ]
     assert len(store.story_dates(["a", "b", "c"], keys, 2)) == 2
     assert store.story_dates(["a"], story_keys_of([]), 10) == []
+    # A copy sharing both the link and the title is one copy, not two.
+    store_entries(store, "b", [entry("inside", title, published=start - timedelta(days=2))], NOW)
+    twice = store.copies_outside(["a", "b", "c"], start, end, 10)
+    assert sorted(e.entry_id for e in twice) == ["earlier", "inside", "later"]
 
 
 def test_entry_versions_count_the_writes_that_change_a_sources_entries(

@@ -459,18 +459,29 @@ class SqliteStore(SharedStatements, HubStatements):
         title) with one placed inside: at most `limit`, the first seen (they decide a
         story's first copy). The keys are the stored ones, matched in SQL; the day's read
         as in `entries_between`."""
-        inside = """
-            SELECT {key} FROM entries
-            WHERE source IN (SELECT value FROM json_each(:sources))
-              AND sort_date >= :start AND sort_date < :end AND {key} IS NOT NULL
-        """
+        # The day's keys are read once; each is looked up in its index with the entry's
+        # place beside it, so an entry of the day itself is passed over without reading
+        # its row; only the copies' rows are read. (Written as one `IN (...) OR IN (...)`
+        # over the rows, the planner read every key's row, or walked the dates.)
         found = self._db.execute(
             f"""
+            WITH inside AS MATERIALIZED (
+                SELECT link_key, title_key FROM entries
+                WHERE source IN (SELECT value FROM json_each(:sources))
+                  AND sort_date >= :start AND sort_date < :end
+            ),
+            copies AS (
+                SELECT source, entry_id FROM entries
+                WHERE link_key IN (SELECT link_key FROM inside WHERE link_key IS NOT NULL)
+                  AND (sort_date < :start OR sort_date >= :end)
+                UNION
+                SELECT source, entry_id FROM entries
+                WHERE title_key IN (SELECT title_key FROM inside WHERE title_key IS NOT NULL)
+                  AND (sort_date < :start OR sort_date >= :end)
+            )
             SELECT {rows.ENTRY_COLUMNS} FROM entries
-            WHERE +source IN (SELECT value FROM json_each(:sources))
-              AND (sort_date < :start OR sort_date >= :end)
-              AND (link_key IN ({inside.format(key="link_key")})
-                   OR title_key IN ({inside.format(key="title_key")}))
+            WHERE (source, entry_id) IN copies
+              AND +source IN (SELECT value FROM json_each(:sources))
             ORDER BY first_seen, sort_date, source, entry_id
             LIMIT :limit
             """,
