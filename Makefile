@@ -8,7 +8,7 @@ CONFIG ?= feeds.toml
 # `make once FORCE=1` polls the sources backing off after errors too (`once --force`).
 FORCE  ?=
 
-.PHONY: install install-test postgres chromium nginx messages run once status test lint typecheck pytest bench bench-tools validate clean
+.PHONY: install install-test postgres chromium nginx feedparser-corpus messages run once status test lint typecheck pytest bench bench-tools validate clean
 
 install: $(STAMP)
 install-test: $(TEST_STAMP)
@@ -74,6 +74,26 @@ nginx:
 	    echo "make: no nginx, and not root with apt-get to install it; the nginx test will be skipped"; \
 	fi
 
+# feedparser's own test corpus (~2,200 documents) for tests/test_partial_corpus.py: the
+# partial parse must read each document, and each mutation of it, as a whole parse does.
+# The source distribution of the installed feedparser on the package index carries it; it is
+# unpacked inside the virtual environment (whole, or not at all), never into the repository.
+# Where the index cannot be reached this step says so and those tests skip with the reason.
+CORPUS := $(VENV)/feedparser-corpus
+feedparser-corpus: install-test
+	@version=$$($(BIN)/python -c 'import feedparser; print(feedparser.__version__)'); \
+	if [ ! -d "$(CORPUS)/feedparser-$$version/tests/wellformed" ]; then \
+	    echo "make: fetching feedparser $$version's source (its test corpus) from the package index"; \
+	    { rm -rf "$(CORPUS)" && mkdir -p "$(CORPUS)" \
+	        && $(BIN)/python -m pip download --quiet --no-deps --no-binary :all: \
+	            --dest "$(CORPUS)" "feedparser==$$version" \
+	        && mkdir "$(CORPUS)/unpacking" \
+	        && tar --no-same-owner -xzf "$(CORPUS)/feedparser-$$version.tar.gz" -C "$(CORPUS)/unpacking" \
+	        && mv "$(CORPUS)/unpacking/feedparser-$$version" "$(CORPUS)/" && rmdir "$(CORPUS)/unpacking"; } \
+	    || echo "make: could not fetch feedparser's source; the partial parse's corpus tests will be skipped"; \
+	fi; \
+	ln -sfn "feedparser-$$version" "$(CORPUS)/current"
+
 # The page's interface words: extract them from the template and aggregator/render/*.py
 # (mappings in pyproject.toml) into the .pot, merge it into each language's .po, compile the
 # .mo files that ship in the package. Run after changing a `_()` string; commit all three.
@@ -104,8 +124,8 @@ typecheck: install-test
 # In parallel (pytest-xdist): one worker more than the cores (tests/conftest.py says why;
 # PYTEST_XDIST_AUTO_NUM_WORKERS overrides), each test file on one worker, so a file's tests
 # share its module fixtures and keep their order.
-pytest: install-test postgres chromium nginx
-	$(BIN)/python -m pytest -q -n auto --dist loadfile
+pytest: install-test postgres chromium nginx feedparser-corpus
+	FEEDPARSER="$${FEEDPARSER:-$(CURDIR)/$(CORPUS)/current}" $(BIN)/python -m pytest -q -n auto --dist loadfile
 
 test: lint typecheck pytest
 

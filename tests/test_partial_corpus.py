@@ -2,12 +2,11 @@
 mutation of it (an item added at the top, one edited, one removed, the items reordered,
 the header edited) parses partly as it does whole, or is parsed whole (`tests.partialcheck`).
 
-The corpus is read in place from a checkout of feedparser named by `FEEDPARSER`, e.g.
-
-    git --git-dir=<fetched feedparser> worktree add /work/wt/feedparser-partial HEAD
-    FEEDPARSER=/work/wt/feedparser-partial pytest tests/test_partial_corpus.py
-
-and skipped without one (nothing of it is ever copied into this repository). A document's
+The corpus is read in place from the feedparser source tree named by `FEEDPARSER`: `make
+test` fetches the installed version's source distribution from the package index (it
+carries the corpus) into `.venv/feedparser-corpus/` and points `FEEDPARSER` there; a
+checkout of feedparser does as well. Skipped without one (nothing of it is ever copied into
+this repository). A document's
 HTTP headers are the `Header:` lines of its leading comment, as feedparser's own tests
 serve them; others are served as application/xml.
 """
