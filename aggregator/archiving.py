@@ -12,8 +12,9 @@ entries were read (the first is always done), and the rest waits for the next pu
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -56,6 +57,24 @@ CHANGES_CAP = 2_000
 COPIES_CAP = 20_000
 
 DayRenderer = Callable[[SiteSettings, ArchiveDay], Mapping[str, bytes]]
+# The days to render, rendered in their order: one after the other (`one_by_one`), or on
+# every core (`aggregator once`: `render.workers.RenderWorkers`).
+DaysRenderer = Callable[[SiteSettings, Iterable[ArchiveDay]], Iterable[Mapping[str, bytes]]]
+RenderMap = Callable[
+    [Callable[[ArchiveDay], Mapping[str, bytes]], Iterable[ArchiveDay]],
+    Iterable[Mapping[str, bytes]],
+]
+
+
+def days_renderer(render: DayRenderer, render_map: RenderMap = map) -> DaysRenderer:
+    """`render` applied to each day through `render_map` (`map`: one after the other)."""
+
+    def render_days(
+        site: SiteSettings, days: Iterable[ArchiveDay]
+    ) -> Iterable[Mapping[str, bytes]]:
+        return render_map(functools.partial(render, site), days)
+
+    return render_days
 
 
 @dataclass(frozen=True)
@@ -140,14 +159,15 @@ def update_archives(
     state: ArchiveState | None,
     now: datetime,
     *,
-    render: DayRenderer,
+    render: DaysRenderer,
     budget: int | None = None,
 ) -> ArchiveUpdate:
     """Bring `target`'s archives up to date with the store, within `budget` entries read
     (default `ARCHIVE_BUDGET`).
 
-    `render` makes one archive day's files (names relative to the publication), from the
-    day only: a day whose input fingerprint is unchanged is not rendered again.
+    `render` makes each archive day's files (names relative to the publication), from the
+    day only (`days_renderer`), given the days the newest first: a day whose input
+    fingerprint is unchanged is not rendered again.
     """
     zone = ZoneInfo(target.site.timezone)
     basis = basis_of(target)
@@ -170,20 +190,24 @@ def update_archives(
     rendered: list[date] = []
     files: dict[str, bytes] = {}
     examined = len(days.found)
-    for day in sorted(days.found, reverse=True):
-        # Each day's entries let go once it is rendered: what a publish holds at its peak
-        # is its days' items or their documents, not both.
-        timeline = days.found.pop(day)
-        if not timeline.items:
-            continue
-        previous, following = archive.neighbours(settled.days, day)
-        value = ArchiveDay(day, timeline, previous, following)
-        fingerprints[day] = archive.day_fingerprint(basis, value)
-        if fingerprints[day] != (state.days.get(day) if state is not None else None):
-            rendered.append(day)
-            files.update(
-                {target.directory + n: data for n, data in render(target.site, value).items()}
-            )
+
+    def changed() -> Iterator[ArchiveDay]:
+        """The days whose input changed, the newest first. Each day's entries are let go
+        once it is made into its `ArchiveDay`: with `map`, what a publish holds at its
+        peak is one day's items or its documents, not every day's."""
+        for day in sorted(days.found, reverse=True):
+            timeline = days.found.pop(day)
+            if not timeline.items:
+                continue
+            previous, following = archive.neighbours(settled.days, day)
+            value = ArchiveDay(day, timeline, previous, following)
+            fingerprints[day] = archive.day_fingerprint(basis, value)
+            if fingerprints[day] != (state.days.get(day) if state is not None else None):
+                rendered.append(day)
+                yield value
+
+    for made in render(target.site, changed()):
+        files.update({target.directory + n: data for n, data in made.items()})
     gone = set(work.before) - set(settled.days)
     new_state = archive.next_state(
         work,

@@ -82,3 +82,7 @@ class ThemeError(AggregatorError):
         self.line = line
         self.message = message
         super().__init__(f"{file}:{line}: {message}" if line else f"{file}: {message}")
+
+    def __reduce__(self) -> tuple[type[ThemeError], tuple[str, int, str]]:
+        """As made (a render in a worker process raises it in `aggregator once`)."""
+        return (type(self), (self.file, self.line, self.message))

@@ -8,6 +8,7 @@ With several daemons sharing a store, what one renders is stored as the publishe
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -19,9 +20,16 @@ from datetime import date, datetime
 
 from aggregator import __version__, archiving
 from aggregator.archive import ArchiveState
-from aggregator.archiving import ArchiveTarget, ArchiveUpdate, update_archives
+from aggregator.archiving import (
+    ArchiveTarget,
+    ArchiveUpdate,
+    RenderMap,
+    days_renderer,
+    update_archives,
+)
 from aggregator.publications import ROOT, Publication, publications_of
 from aggregator.render import OUTPUT_FILES, Framing, render_archive_day, render_outputs
+from aggregator.render.workers import RenderWorkers
 from aggregator.settings import Config
 from aggregator.settled import Inputs, settled
 from aggregator.shared_reads import SharedReads
@@ -249,10 +257,11 @@ def render_publication(
     credits: Mapping[str, SourceCredit],
     now: datetime,
     budget: int | None = None,
+    render_map: RenderMap = map,
 ) -> Rendered:
     """A publication's main files (only when their input changed) and archives (only the
-    days whose input changed, within `budget` entries read), with the state to store
-    beside them."""
+    days whose input changed, within `budget` entries read, rendered through `render_map`),
+    with the state to store beside them."""
     before = PublicationState.decode(store.publication_state(publication.directory))
     mine = own_credits(publication, credits)
     render_day = functools.partial(
@@ -264,7 +273,7 @@ def render_publication(
         mine,
         before.archive,
         now,
-        render=render_day,
+        render=days_renderer(render_day, render_map),
         budget=budget,
     )
     main = main_fingerprint(publication, timeline, mine, archives.newest)
@@ -279,7 +288,11 @@ def render_publication(
 
 
 def publish_timeline(
-    config: Config, store: StoreAPI, now: datetime, archive_budget: int | None = None
+    config: Config,
+    store: StoreAPI,
+    now: datetime,
+    archive_budget: int | None = None,
+    render_map: RenderMap = map,
 ) -> PublishReport:
     """Render what changed of every publication (the root, each channel), store it in the
     published snapshot, write what changed to output/.
@@ -315,7 +328,9 @@ def publish_timeline(
         rendered: list[Rendered] = []
         for p in (p for p in publications if p.directory not in quiet):
             timeline = publication_timeline(p, reads, now, credits)
-            rendered.append(render_publication(store, p, timeline, credits, now, budget))
+            rendered.append(
+                render_publication(store, p, timeline, credits, now, budget, render_map)
+            )
             budget = max(0, budget - rendered[-1].archive.spent)
         heads = store_change(
             store, [r.change() for r in rendered], sorted(set(stored) - current), stored
@@ -344,11 +359,13 @@ def publish_timeline(
 
 def publish_all(config: Config, store: StoreAPI, now: datetime) -> PublishReport:
     """Publish until no archive work is left (`aggregator once`: no next publish comes
-    soon to finish it), in steps of `archiving.ONCE_ARCHIVE_BUDGET`; one report for all."""
+    soon to finish it), in steps of `archiving.ONCE_ARCHIVE_BUDGET`, the archive days
+    rendered on every core (`render.workers`); one report for all."""
     budget = archiving.ONCE_ARCHIVE_BUDGET
-    report = publish_timeline(config, store, now, budget)
-    while report.unfinished:
-        report = _joined(report, publish_timeline(config, store, now, budget))
+    with contextlib.closing(RenderWorkers()) as workers:
+        report = publish_timeline(config, store, now, budget, workers.map)
+        while report.unfinished:
+            report = _joined(report, publish_timeline(config, store, now, budget, workers.map))
     return report
 
 

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 
 from aggregator import archive, archiving
 from aggregator.archive import ArchiveDay, ArchiveState, Observed
-from aggregator.archiving import ArchiveTarget, ArchiveUpdate, update_archives
+from aggregator.archiving import ArchiveTarget, ArchiveUpdate, days_renderer, update_archives
 from aggregator.poll import store_entries, sync_sources
 from aggregator.settings import SiteSettings
 from aggregator.store.sqlite import SqliteStore
@@ -267,7 +267,7 @@ def test_kept_up_to_date_equals_built_from_nothing(ops: list[tuple[str, str, int
                 _credits(title_b),
                 published.state,
                 now,
-                render=_render,
+                render=days_renderer(_render),
                 budget=budget,
             )
             published.apply(update)
@@ -305,7 +305,13 @@ def test_kept_up_to_date_equals_built_from_nothing(ops: list[tuple[str, str, int
         rebuilt = _Published()
         rebuilt.apply(
             update_archives(
-                store, TARGET, _credits(title_b), None, now, render=_render, budget=10**9
+                store,
+                TARGET,
+                _credits(title_b),
+                None,
+                now,
+                render=days_renderer(_render),
+                budget=10**9,
             )
         )
         assert published.files == rebuilt.files

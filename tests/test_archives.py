@@ -26,11 +26,13 @@ import pytest
 from lxml import etree
 
 from aggregator import archiving
+from aggregator import publish as publish_module
 from aggregator.archive import archive_name
 from aggregator.config import load_config
 from aggregator.cycle import apply_retention
 from aggregator.poll import store_entries, sync_sources
 from aggregator.publish import PublishReport, publish_all, publish_timeline
+from aggregator.render.workers import RenderWorkers
 from aggregator.settings import Config
 from aggregator.store import StoreAPI, open_store
 from aggregator.timeline import public_id
@@ -303,6 +305,15 @@ def test_today_becomes_an_archive_day_when_it_ends(setup: tuple[Config, StoreAPI
 # -- bounded work ----------------------------------------------------------------------------
 
 
+def unpublished_elsewhere(config: Config, store: StoreAPI, output: Path) -> Config:
+    """`config` publishing into `output`, and `store` as if it was never published."""
+    for table in ("published", "publications"):
+        store._db.execute(f"DELETE FROM {table}")  # type: ignore[attr-defined]
+    return dataclasses.replace(
+        config, publish=dataclasses.replace(config.publish, output_dir=output)
+    )
+
+
 def test_work_is_done_in_bounded_batches_with_the_same_result(
     tmp_path: Path, setup: tuple[Config, StoreAPI], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -311,11 +322,7 @@ def test_work_is_done_in_bounded_batches_with_the_same_result(
     publish(config, store)
     whole = _files(config.publish.output_dir)
     # The same store published again from nothing, 30 entries read per publish at most.
-    elsewhere = dataclasses.replace(
-        config, publish=dataclasses.replace(config.publish, output_dir=tmp_path / "batched")
-    )
-    for table in ("published", "publications"):  # as if never published
-        store._db.execute(f"DELETE FROM {table}")  # type: ignore[attr-defined]
+    elsewhere = unpublished_elsewhere(config, store, tmp_path / "batched")
     monkeypatch.setattr(archiving, "ARCHIVE_BUDGET", 30)
     publishes = 1
     report = publish_timeline(elsewhere, store, NOW)
@@ -463,6 +470,34 @@ def test_once_publishes_until_the_archives_are_done(
     assert report.archive_days == 5 + 4
     assert "atom.xml" in report.changed
     assert len(walk(config.publish.output_dir)[1]) == 5
+
+
+def test_once_renders_archive_days_in_worker_processes_to_the_same_bytes(
+    tmp_path: Path, setup: tuple[Config, StoreAPI], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`publish_all` renders the days on worker processes (`RenderWorkers`): every file as
+    one publish after another renders it here."""
+    config, store = setup
+    fill(store)
+    publish(config, store)
+    here = _files(config.publish.output_dir)
+    elsewhere = unpublished_elsewhere(config, store, tmp_path / "workers")
+    used: list[int] = []
+
+    class Two(RenderWorkers):
+        def __init__(self) -> None:
+            super().__init__(2)
+
+        def close(self) -> None:
+            used.extend(self._executor._processes if self._executor else ())
+            super().close()
+
+    monkeypatch.setattr(publish_module, "RenderWorkers", Two)
+    report = publish_all(elsewhere, store, NOW)
+    assert report.archive_days == DAYS - 1
+    assert len(used) == 2  # the days went to two worker processes
+    assert _files(elsewhere.publish.output_dir) == here
+    walk(elsewhere.publish.output_dir)
 
 
 def test_a_clock_a_minute_behind_does_not_take_yesterday_back(

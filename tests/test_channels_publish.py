@@ -21,7 +21,7 @@ from typing import Any
 import feedparser
 import pytest
 
-from aggregator.archiving import update_archives
+from aggregator.archiving import days_renderer, update_archives
 from aggregator.config import load_config
 from aggregator.poll import store_entries, sync_sources
 from aggregator.publications import publications_of
@@ -327,7 +327,12 @@ def test_a_settled_channel_is_built_again_when_its_input_changes(
         timeline = publication_timeline(publication, SharedReads(store), second, credits)
         mine = {name: credits[name] for name in publication.sources}
         archives = update_archives(  # built from nothing
-            store, archive_target(publication), mine, None, second, render=render_archive_day
+            store,
+            archive_target(publication),
+            mine,
+            None,
+            second,
+            render=days_renderer(render_archive_day),
         )
         files = render_outputs(
             publication.site, timeline, mine, framing(publication, archives.newest)

@@ -21,12 +21,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import functools
-import multiprocessing
 import os
 import signal
-import sys
 import threading
 import time
 import weakref
@@ -38,15 +35,10 @@ from multiprocessing import forkserver
 from typing import Any
 
 from aggregator.errors import ParseError, ParseTimeout
+from aggregator.processes import die_with_parent, fork_server_context, worker_count
 from aggregator.settings import DEFAULT_PARSE_TIMEOUT
 from aggregator.types import ItemMemory, ParsedFeed
 
-_PR_SET_PDEATHSIG = 1
-# The pid a fork server or worker expects as its parent: one reparented to a subreaper (not
-# to pid 1) finds out its parent died before it asked to die with it.
-_PARENT_PID = "AGGREGATOR_PARSER_PARENT"
-# Imported by the fork server when it starts: the parser, and `die_with_parent` run there.
-_PRELOAD = "aggregator.parse.preload"
 # Workers are replaced after this many feeds each, so anything feedparser or a hostile feed
 # leaves behind in them (caches, fragmented memory) is returned to the system: the whole
 # executor is retired for a new one (`_pool`), not each worker by `max_tasks_per_child`,
@@ -57,34 +49,6 @@ _TASKS_PER_WORKER = 2000
 # A feed whose pool is killed for other feeds' budgets again and again still ends.
 _MAX_SUBMISSIONS = 8
 DEFAULT_BUDGET = DEFAULT_PARSE_TIMEOUT.total_seconds()  # `[poll] parse_timeout`'s default
-
-
-def worker_count() -> int:
-    """One worker per core this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
-def die_with_parent() -> None:
-    """Have the kernel kill this process when its parent dies (Linux; elsewhere nothing).
-
-    Run in the fork server (it is imported there first, see `_PRELOAD`) and in each worker:
-    a daemon killed with SIGKILL runs no clean-up, and its fork server and workers would
-    otherwise live on, orphaned, holding their memory.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    expected = os.environ.get(_PARENT_PID)
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):  # no prctl here: orphans are then left to the caller
-        return
-    if expected is not None and os.getppid() != int(expected):
-        os._exit(1)  # the parent died before the request took effect (we were reparented)
-    os.environ[_PARENT_PID] = str(os.getpid())  # what the processes this one starts check
 
 
 def _parse(
@@ -174,15 +138,9 @@ class ParsePool:
                 retired.shutdown(wait=False)
             if self._executor is None:
                 self._submitted = 0
-                os.environ[_PARENT_PID] = str(os.getpid())  # see die_with_parent
-                context = multiprocessing.get_context("forkserver")
-                # The fork server imports the parser once; every worker is forked with it
-                # loaded. (Not the default, `__main__`: that would load the whole CLI.)
-                # Importing it also ties the fork server's life to this process's.
-                context.set_forkserver_preload([_PRELOAD])
                 self._executor = ProcessPoolExecutor(
                     max_workers=self._workers,
-                    mp_context=context,
+                    mp_context=fork_server_context(),
                     initializer=die_with_parent,
                 )
             self._submitted += 1

@@ -11,7 +11,7 @@ thousand feeds (`pool._TASKS_PER_WORKER`), and each new one warmed itself up aga
 
 from aggregator import parse  # noqa: F401  (loaded once, inherited by every worker)
 from aggregator.parse.partial import parse_changed
-from aggregator.parse.pool import die_with_parent
+from aggregator.processes import die_with_parent
 
 _SAMPLES = (
     b"""<?xml version="1.0" encoding="utf-8"?>
