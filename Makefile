@@ -76,23 +76,31 @@ nginx:
 
 # feedparser's own test corpus (~2,200 documents) for tests/test_partial_corpus.py: the
 # partial parse must read each document, and each mutation of it, as a whole parse does.
-# The source distribution of the installed feedparser on the package index carries it; it is
-# unpacked inside the virtual environment (whole, or not at all), never into the repository.
-# Where the index cannot be reached this step says so and those tests skip with the reason.
+# The source distribution of the installed feedparser on the package index carries it (pip
+# fetches setuptools too, to read its metadata); it is unpacked inside the virtual environment
+# (whole, or not at all; a corpus fetched before stays until a new one is complete), never into
+# the repository. Where the index cannot be reached this step says so (after one retry of 10
+# s at most) and those tests skip with the reason.
 CORPUS := $(VENV)/feedparser-corpus
 feedparser-corpus: install-test
 	@version=$$($(BIN)/python -c 'import feedparser; print(feedparser.__version__)'); \
-	if [ ! -d "$(CORPUS)/feedparser-$$version/tests/wellformed" ]; then \
+	here="$(CORPUS)/feedparser-$$version"; \
+	if [ ! -d "$$here/tests/wellformed" ]; then \
 	    echo "make: fetching feedparser $$version's source (its test corpus) from the package index"; \
-	    { rm -rf "$(CORPUS)" && mkdir -p "$(CORPUS)" \
-	        && $(BIN)/python -m pip download --quiet --no-deps --no-binary :all: \
-	            --dest "$(CORPUS)" "feedparser==$$version" \
-	        && mkdir "$(CORPUS)/unpacking" \
-	        && tar --no-same-owner -xzf "$(CORPUS)/feedparser-$$version.tar.gz" -C "$(CORPUS)/unpacking" \
-	        && mv "$(CORPUS)/unpacking/feedparser-$$version" "$(CORPUS)/" && rmdir "$(CORPUS)/unpacking"; } \
+	    mkdir -p "$(CORPUS)" && rm -rf "$(CORPUS)/fetching" && mkdir "$(CORPUS)/fetching" \
+	    && $(BIN)/python -m pip download --quiet --no-deps --no-binary :all: --retries 1 \
+	        --timeout 10 --dest "$(CORPUS)/fetching" "feedparser==$$version" \
+	    && tar --no-same-owner -xzf "$(CORPUS)/fetching/feedparser-$$version.tar.gz" \
+	        -C "$(CORPUS)/fetching" \
+	    && rm -rf "$$here" && mv "$(CORPUS)/fetching/feedparser-$$version" "$$here" \
 	    || echo "make: could not fetch feedparser's source; the partial parse's corpus tests will be skipped"; \
+	    rm -rf "$(CORPUS)/fetching"; \
 	fi; \
-	ln -sfn "feedparser-$$version" "$(CORPUS)/current"
+	if [ -d "$$here/tests/wellformed" ]; then \
+	    ln -sfn "feedparser-$$version" "$(CORPUS)/current"; \
+	else \
+	    rm -f "$(CORPUS)/current"; \
+	fi
 
 # The page's interface words: extract them from the template and aggregator/render/*.py
 # (mappings in pyproject.toml) into the .pot, merge it into each language's .po, compile the

@@ -192,9 +192,10 @@ def update_archives(
     examined = len(days.found)
 
     def changed() -> Iterator[ArchiveDay]:
-        """The days whose input changed, the newest first. Each day's entries are let go
-        once it is made into its `ArchiveDay`: with `map`, what a publish holds at its
-        peak is one day's items or its documents, not every day's."""
+        """The days whose input changed, the newest first. With `map` (the daemon), each
+        is rendered before the next is made, and its entries let go: what a publish holds
+        at its peak is one day's items or its documents, not every day's. (`once`'s
+        workers take all of a publish's days at once, within its budget.)"""
         for day in sorted(days.found, reverse=True):
             timeline = days.found.pop(day)
             if not timeline.items:

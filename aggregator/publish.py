@@ -8,7 +8,6 @@ With several daemons sharing a store, what one renders is stored as the publishe
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
 import json
@@ -362,10 +361,15 @@ def publish_all(config: Config, store: StoreAPI, now: datetime) -> PublishReport
     soon to finish it), in steps of `archiving.ONCE_ARCHIVE_BUDGET`, the archive days
     rendered on every core (`render.workers`); one report for all."""
     budget = archiving.ONCE_ARCHIVE_BUDGET
-    with contextlib.closing(RenderWorkers()) as workers:
+    workers = RenderWorkers()
+    try:
         report = publish_timeline(config, store, now, budget, workers.map)
         while report.unfinished:
             report = _joined(report, publish_timeline(config, store, now, budget, workers.map))
+    except BaseException:
+        workers.close(kill=True)  # Ctrl-C, or an error: no render is waited for
+        raise
+    workers.close()
     return report
 
 

@@ -484,13 +484,13 @@ def test_once_renders_archive_days_in_worker_processes_to_the_same_bytes(
     elsewhere = unpublished_elsewhere(config, store, tmp_path / "workers")
     used: list[int] = []
 
-    class Two(RenderWorkers):
+    class Two(RenderWorkers):  # however few the items: the test's days are small
         def __init__(self) -> None:
-            super().__init__(2)
+            super().__init__(2, min_items=0)
 
-        def close(self) -> None:
+        def close(self, *, kill: bool = False) -> None:
             used.extend(self._executor._processes if self._executor else ())
-            super().close()
+            super().close(kill=kill)
 
     monkeypatch.setattr(publish_module, "RenderWorkers", Two)
     report = publish_all(elsewhere, store, NOW)

@@ -1,4 +1,4 @@
-"""The partial parse over feedparser's own test corpus: each of its ~2,100 documents and each
+"""The partial parse over feedparser's own test corpus: each of its ~2,200 documents and each
 mutation of it (an item added at the top, one edited, one removed, the items reordered,
 the header edited) parses partly as it does whole, or is parsed whole (`tests.partialcheck`).
 
@@ -29,7 +29,9 @@ _HEADER = re.compile(rb"^Header:\s*([\w-]+):\s*(.*?)\s*$", re.MULTILINE)
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(
-        not DOCUMENTS, reason="no feedparser checkout: set FEEDPARSER to one (see the module)"
+        not DOCUMENTS,
+        reason=f"no feedparser corpus at FEEDPARSER={ROOT}: `make test` fetches it from the "
+        "package index, or name a feedparser source tree (see the module)",
     ),
 ]
 

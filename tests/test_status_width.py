@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -47,6 +48,9 @@ def polled(tmp_path: Path, feed_server: FeedServer) -> Path:
     )
     once = run_cli("once", "--config", str(config))
     assert once.returncode in (0, 1), once.stderr
+    # The last polls read "N s ago", not "now" (under half a second): a fast `once` and
+    # `status` fit in that.
+    time.sleep(1.5)
     return config
 
 
