@@ -132,3 +132,14 @@ def test_running_loads_no_drawing_library():
     assert _imported(RUNNING, ("rich", "pygments")) == []
     # The probe itself works: httpx and click are loaded.
     assert _imported(RUNNING, ("httpx", "click")) == ["click", "httpx"]
+
+
+@pytest.mark.slow
+def test_the_commands_entry_point_loads_no_cli():
+    """Worker processes import the installed script's module again (multiprocessing's
+    preparation): `aggregator.command` must not bring the CLI with it."""
+    assert _imported(("aggregator.command",), ("aggregator.cli", "click")) == []
+    assert _imported(("aggregator.cli",), ("aggregator.cli", "click")) == [
+        "aggregator.cli",
+        "click",
+    ]
