@@ -332,7 +332,9 @@ class _Days:
             return self.found[day]
         names = self.target.sources
         start, end = archive.day_bounds(day, self.zone)
-        entries = self.store.entries_between(names, start, end, DAY_READ_CAP)
+        # The root's sources are all of them: read by date; a channel's are a few.
+        by_source = bool(self.target.directory)
+        entries = self.store.entries_between(names, start, end, DAY_READ_CAP, by_source=by_source)
         if len(entries) >= DAY_READ_CAP:
             log.warning(
                 "archive %s%s: more than %d entries on one day; the document holds the first %d",

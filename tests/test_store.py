@@ -187,6 +187,25 @@ def test_a_days_copies_are_found_in_the_key_indexes_without_reading_the_days_row
     assert not any("entries_by_date" in step for step in plan), plan
 
 
+def test_a_day_is_read_by_date_for_many_sources_and_by_source_for_a_few(
+    store: SqliteStore,
+) -> None:
+    """`entries_between`, as `recent_entries`: the day walked by date (stopping at the
+    limit) for a publication of all sources; each source's own rows for a channel's few."""
+    sync_sources(store, [source("a"), source("b")], NOW)
+    for name in ("a", "b"):
+        day = [entry(f"{name}-{k}", published=NOW - timedelta(hours=k)) for k in range(30)]
+        store_entries(store, name, day, NOW)
+    start, end = NOW - timedelta(days=1), NOW
+    walked = store.entries_between(["a", "b"], start, end, 10)
+    searched = store.entries_between(["a", "b"], start, end, 10, by_source=True)
+    assert walked == searched and len(walked) == 10
+    plan = _plan_of(store, lambda: store.entries_between(["a", "b"], start, end, 10))
+    assert any("INDEX entries_by_date" in step for step in plan), plan
+    plan = _plan_of(store, lambda: store.entries_between(["a"], start, end, 10, by_source=True))
+    assert any("INDEX entries_by_source_date" in step for step in plan), plan
+
+
 def test_publish_lock_is_a_file_beside_the_database(store: SqliteStore, db_path: Path) -> None:
     lock = db_path.with_name(db_path.name + "-publish.lock")
     with store.publish_lock():

@@ -164,9 +164,17 @@ class StoreAPI(HubStore, Protocol):
         ...
 
     def entries_between(
-        self, sources: Iterable[str], start: datetime, end: datetime, limit: int
+        self,
+        sources: Iterable[str],
+        start: datetime,
+        end: datetime,
+        limit: int,
+        *,
+        by_source: bool = False,
     ) -> list[StoredEntry]:
-        """At most `limit` entries of `sources` placed in [start, end), the earliest first."""
+        """At most `limit` entries of `sources` placed in [start, end), the earliest first.
+        `by_source`: a hint that these sources hold a small share of the entries (as for
+        `recent_entries`)."""
         ...
 
     def copies_outside(

@@ -479,9 +479,16 @@ class PgStore(SharedStatements, HubStatements):
         return [r[0].astimezone(UTC) for r in found]
 
     def entries_between(
-        self, sources: Iterable[str], start: datetime, end: datetime, limit: int
+        self,
+        sources: Iterable[str],
+        start: datetime,
+        end: datetime,
+        limit: int,
+        *,
+        by_source: bool = False,
     ) -> list[StoredEntry]:
-        """As `SqliteStore.entries_between`."""
+        """As `SqliteStore.entries_between`; PostgreSQL's planner picks the index itself:
+        `by_source` changes nothing here."""
         with self._connection() as conn:
             found = conn.execute(
                 f"""
