@@ -79,8 +79,9 @@ nginx:
 # The source distribution of the installed feedparser on the package index carries it (pip
 # fetches setuptools too, to read its metadata); it is unpacked inside the virtual environment
 # (whole, or not at all; a corpus fetched before stays until a new one is complete), never into
-# the repository. Where the index cannot be reached this step says so (after one retry of 10
-# s at most) and those tests skip with the reason.
+# the repository. Where the index cannot be reached this step says so (two tries of 10 s at
+# most for each download, setuptools' too: set in the environment, which the pip that
+# fetches setuptools inherits) and those tests skip with the reason.
 CORPUS := $(VENV)/feedparser-corpus
 feedparser-corpus: install-test
 	@version=$$($(BIN)/python -c 'import feedparser; print(feedparser.__version__)'); \
@@ -88,8 +89,8 @@ feedparser-corpus: install-test
 	if [ ! -d "$$here/tests/wellformed" ]; then \
 	    echo "make: fetching feedparser $$version's source (its test corpus) from the package index"; \
 	    mkdir -p "$(CORPUS)" && rm -rf "$(CORPUS)/fetching" && mkdir "$(CORPUS)/fetching" \
-	    && $(BIN)/python -m pip download --quiet --no-deps --no-binary :all: --retries 1 \
-	        --timeout 10 --dest "$(CORPUS)/fetching" "feedparser==$$version" \
+	    && PIP_TIMEOUT=10 PIP_RETRIES=1 $(BIN)/python -m pip download --quiet --no-deps \
+	        --no-binary :all: --dest "$(CORPUS)/fetching" "feedparser==$$version" \
 	    && tar --no-same-owner -xzf "$(CORPUS)/fetching/feedparser-$$version.tar.gz" \
 	        -C "$(CORPUS)/fetching" \
 	    && rm -rf "$$here" && mv "$(CORPUS)/fetching/feedparser-$$version" "$$here" \

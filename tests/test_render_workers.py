@@ -85,3 +85,19 @@ def test_a_worker_that_dies_leaves_its_days_to_be_rendered_here() -> None:
     assert len(pids) == 6
     assert pids[1] == os.getpid()  # the day its worker died on
     assert pids[0] != os.getpid()
+
+
+def test_a_worker_dead_between_two_maps_leaves_the_next_to_be_rendered_here() -> None:
+    workers = RenderWorkers(2, min_items=0)
+    try:
+        first = list(workers.map(_where, days(4)))
+        assert workers._executor is not None
+        worker = next(pid for pid, _ in first if pid != os.getpid())
+        os.kill(worker, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while workers._executor is not None and not workers._executor._broken:
+            assert time.monotonic() < deadline, "the pool never saw its worker die"
+            time.sleep(0.05)
+        assert [pid for pid, _ in workers.map(_where, days(4))] == [os.getpid()] * 4
+    finally:
+        workers.close()

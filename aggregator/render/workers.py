@@ -12,7 +12,7 @@ parser's do (`aggregator.processes`), and leave Ctrl-C to this process.
 What goes wrong in a worker is handled here: a render error (a template's, or its time
 budget spent) stops the other workers at once, as the parser's budget does, rather than
 letting the days handed to them run out their own budgets; a worker that dies (killed, out
-of memory) leaves its days to be rendered here.
+of memory) leaves the rest of the publish's days to be rendered here.
 
 The daemon does not use them: it renders one day at a time, paced in its publishing
 thread, and several documents at once would raise its peak memory, which is bounded.
@@ -65,7 +65,13 @@ class RenderWorkers:
         if self._workers < 2 or sum(len(d.timeline.items) for d in days) < self._min_items:
             return map(render, days)
         executor = self._executor or self._start()
-        return self._results(render, days, [executor.submit(render, day) for day in days])
+        try:
+            futures = [executor.submit(render, day) for day in days]
+        except BrokenProcessPool:  # a worker died since the last map
+            self.close(kill=True)
+            log.warning("render workers died; rendering %d archive days here", len(days))
+            return map(render, days)
+        return self._results(render, days, futures)
 
     def _start(self) -> ProcessPoolExecutor:
         self._executor = ProcessPoolExecutor(
