@@ -57,8 +57,8 @@ CHANGES_CAP = 2_000
 COPIES_CAP = 20_000
 
 DayRenderer = Callable[[SiteSettings, ArchiveDay], Mapping[str, bytes]]
-# The days to render, rendered in their order: one after the other (`one_by_one`), or on
-# every core (`aggregator once`: `render.workers.RenderWorkers`).
+# The days to render, rendered in their order (`days_renderer`): one after the other with
+# `map` (the daemon), or on every core (`aggregator once`: `render.workers.RenderWorkers`).
 DaysRenderer = Callable[[SiteSettings, Iterable[ArchiveDay]], Iterable[Mapping[str, bytes]]]
 RenderMap = Callable[
     [Callable[[ArchiveDay], Mapping[str, bytes]], Iterable[ArchiveDay]],

@@ -82,9 +82,10 @@ def test_a_worker_that_dies_leaves_its_days_to_be_rendered_here() -> None:
         pids = list(workers.map(functools.partial(_dies_in_a_worker, os.getpid()), days(6)))
     finally:
         workers.close()
+    # Every day rendered, the one its worker died on here (those that were still under
+    # way then, depending on timing, too).
     assert len(pids) == 6
-    assert pids[1] == os.getpid()  # the day its worker died on
-    assert pids[0] != os.getpid()
+    assert pids[1] == os.getpid()
 
 
 def test_a_worker_dead_between_two_maps_leaves_the_next_to_be_rendered_here() -> None:
