@@ -3,7 +3,7 @@
 multiprocessing prepares each worker process (the parser's, `once`'s renderers) by running
 the parent's main script again, under another name: for the installed `aggregator` script,
 that is this module's import, so it must not import the CLI (click and every command's
-modules: ~75 ms of CPU in each worker, for nothing). `python -m aggregator` is spared by
+modules: ~70 ms of CPU in each worker, for nothing). `python -m aggregator` is spared by
 multiprocessing itself (it never re-runs a `__main__` module).
 """
 

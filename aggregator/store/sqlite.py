@@ -466,8 +466,8 @@ class SqliteStore(SharedStatements, HubStatements):
     ) -> list[StoredEntry]:
         """Entries of `sources` placed outside [start, end) that share a story key (link or
         title) with one placed inside: at most `limit`, the first seen (they decide a
-        story's first copy). The keys are the stored ones, matched in SQL; the day's read
-        as in `entries_between`."""
+        story's first copy). The keys are the stored ones, matched in SQL; the day's are
+        read through (source, sort_date)."""
         # The day's keys are read once; each is looked up in its index with the entry's
         # place beside it, so an entry of the day itself is passed over without reading
         # its row; only the copies' rows are read. (Written as one `IN (...) OR IN (...)`
