@@ -128,7 +128,7 @@ async def _poll_all(
     batch = poller.config.poll.concurrency
     holding = asyncio.Semaphore(2 * batch)
 
-    async def poll(source: SourceConfig, claimed: Claimed | Exception) -> SourceReport:
+    async def poll(source: SourceConfig, claimed: Claimed) -> SourceReport:
         try:
             report = await poll_batched(source, poller, claimed)
         finally:

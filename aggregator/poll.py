@@ -166,16 +166,15 @@ class Poller:
 class Claimed:
     """`once`'s claim of a batch of sources: their states, read just before it, a report
     for each source of the batch that is not to be polled (and was not claimed), and the
-    store's error if claiming the rest failed (none of them is claimed then)."""
+    store's error if reading the states or claiming the rest failed (none of them is
+    claimed then)."""
 
     states: Mapping[str, SourceState]
     skipped: Mapping[str, SourceReport]
     failed: Exception | None = None
 
 
-async def claim_batch(
-    sources: Sequence[SourceConfig], poller: Poller, *, force: bool
-) -> Claimed | Exception:
+async def claim_batch(sources: Sequence[SourceConfig], poller: Poller, *, force: bool) -> Claimed:
     """`once`'s claim of `sources`: one state read and one claim for the batch (not two
     store calls per source), saying why each source it does not claim must wait.
 
@@ -183,13 +182,12 @@ async def claim_batch(
     (Retry-After), one backing off after errors unless `force` (which overrides only our
     own schedule, never a server's Retry-After), and one another daemon sharing the store
     is polling right now. Due or not, the rest is claimed: `once` polls every source.
-    The store's error instead, if even the states could not be read.
     """
     names = [source.name for source in sources]
     try:
         states = await poller.store.poll_states(names)
     except Exception as e:  # the store failed, or a bug: this batch's sources only
-        return e
+        return Claimed({}, {}, failed=e)
     now = poller.clock()
     skipped: dict[str, SourceReport] = {}
     for name in names:
@@ -216,14 +214,10 @@ async def claim_batch(
     return Claimed(states, skipped)
 
 
-async def poll_batched(
-    source: SourceConfig, poller: Poller, claimed: Claimed | Exception
-) -> SourceReport:
+async def poll_batched(source: SourceConfig, poller: Poller, claimed: Claimed) -> SourceReport:
     """`once`'s poll of one source of a batch `claim_batch` claimed: why not if it was not
     to be polled, the failure if the claim failed (a source that was to wait keeps its
     wait: a server's Retry-After is never overwritten), else the poll."""
-    if isinstance(claimed, Exception):
-        return await _ended_by(claimed, source, poller)
     if (skipped := claimed.skipped.get(source.name)) is not None:
         return skipped
     if claimed.failed is not None:
