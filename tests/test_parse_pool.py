@@ -333,3 +333,40 @@ def test_a_parse_over_budget_on_a_retired_executor_has_its_worker_killed(
         assert not [pid for pid in workers if _alive(pid)]
     finally:
         pool.close(kill=True)
+
+
+def test_the_event_loop_goes_on_while_the_parser_starts() -> None:
+    """A process's first parse waits for the fork server to start and load the parser
+    (~0.1 s here): the event loop goes on meanwhile (other polls, the ticker here) rather
+    than freezing for it inside the executor's `submit`."""
+    pool_module._stop_fork_server()  # a fresh fork server, as at a daemon's or `once`'s start
+    small = rss2("S", "https://s.example.org/", [Item("One", "https://s.example.org/1", "1", NOW)])
+    pool = ParsePool(workers=1)
+
+    async def go() -> tuple[float, float]:
+        gaps: list[float] = []
+        parsed = asyncio.Event()
+
+        async def tick() -> None:
+            last = time.perf_counter()
+            while not parsed.is_set():
+                await asyncio.sleep(0.002)
+                now = time.perf_counter()
+                gaps.append(now - last)
+                last = now
+
+        ticker = asyncio.create_task(tick())
+        await asyncio.sleep(0.01)  # ticking
+        started = time.perf_counter()
+        feed = await pool.parse(small, HEADERS, "https://s.example.org/")
+        took = time.perf_counter() - started
+        parsed.set()
+        await ticker
+        assert len(feed.entries) == 1
+        return max(gaps), took
+
+    try:
+        longest, took = asyncio.run(go())
+    finally:
+        pool.close()
+    assert longest < took / 2, (longest, took)

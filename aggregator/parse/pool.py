@@ -91,6 +91,20 @@ def _kill(executor: ProcessPoolExecutor, processes: Mapping[int, Any] | None = N
     executor.shutdown(wait=False)
 
 
+def _nothing() -> None:
+    """A task that only makes an executor spawn a worker."""
+
+
+def _spawn_first_worker(pool: ProcessPoolExecutor, done: Future[None]) -> None:
+    """Have `pool` spawn a worker (waiting, if need be, for the fork server to start)."""
+    try:
+        # Broken or shut down meanwhile: the parse's own submit will say so.
+        with contextlib.suppress(Exception):
+            pool.submit(_nothing)
+    finally:
+        done.set_result(None)
+
+
 def _stop_fork_server() -> None:
     """End multiprocessing's fork server (it is started again when a pool needs it)."""
     server = getattr(forkserver, "_forkserver", None)
@@ -127,6 +141,10 @@ class ParsePool:
         self._retired: weakref.WeakKeyDictionary[ProcessPoolExecutor, Mapping[int, Any]] = (
             weakref.WeakKeyDictionary()
         )
+        # Each executor's first worker, being spawned on a thread of its own (`_started`).
+        self._starting: weakref.WeakKeyDictionary[ProcessPoolExecutor, Future[None]] = (
+            weakref.WeakKeyDictionary()
+        )
 
     def _pool(self) -> ProcessPoolExecutor:
         """The executor to give the next feed to: a new one once the current one was given
@@ -145,6 +163,27 @@ class ParsePool:
                 )
             self._submitted += 1
             return self._executor
+
+    async def _started(self, pool: ProcessPoolExecutor) -> None:
+        """Return once `pool` has its first worker, spawned on another thread.
+
+        An executor spawns a worker inside `submit`, and the first spawn waits for the fork
+        server to load the parser (~0.12 s here, longer on a loaded machine): on the event
+        loop, that would freeze every poll in flight. The fork server itself is started
+        here, on this long-lived thread: it asks to die with its parent (`die_with_parent`),
+        and Linux takes that to mean the thread that started it. The spawning thread carries
+        on if the waiting parse is cancelled.
+        """
+        with self._lock:
+            starting = self._starting.get(pool)
+            if starting is None:
+                forkserver.ensure_running()  # starts it, does not wait for it
+                starting = self._starting[pool] = Future()
+                threading.Thread(
+                    target=_spawn_first_worker, args=(pool, starting), daemon=True
+                ).start()
+        if not starting.done():
+            await asyncio.wrap_future(starting)
 
     def _recycle_after(self) -> int:
         return self._workers * _TASKS_PER_WORKER
@@ -178,6 +217,7 @@ class ParsePool:
             async with self._free_slots():
                 pool = self._pool()
                 try:
+                    await self._started(pool)
                     return await self._run(pool, call, budget)
                 except BrokenProcessPool as e:
                     self._discard(pool)
