@@ -284,6 +284,101 @@ def test_redirect_loop_fails(feed_server: FeedServer) -> None:
     assert 1 < len(feed_server.seen()) <= 10
 
 
+# -- cookies -----------------------------------------------------------------------------
+
+
+def cookie_check(feed_server: FeedServer, path: str, cookie: str, body: bytes) -> list[str]:
+    """`path` sets `cookie` and redirects to itself with `?checked`, which serves `body` only
+    to a request carrying the cookie (a site's cookie check). Returns the Cookie headers seen."""
+    seen: list[str] = []
+
+    def handle(handler: BaseHTTPRequestHandler) -> None:
+        sent = handler.headers.get("Cookie", "")
+        seen.append(sent)
+        if not handler.path.endswith("?checked"):
+            headers = (("Set-Cookie", f"{cookie}; Path=/"), ("Location", f"{path}?checked"))
+            send(handler, 302, headers=headers)
+        elif sent == cookie:
+            send(handler, 200, body, (("Content-Type", "application/rss+xml"),))
+        else:
+            send(handler, 403, b"no cookie")
+
+    feed_server.handlers[path] = handle
+    feed_server.handlers[f"{path}?checked"] = handle
+    return seen
+
+
+def test_a_cookie_set_on_a_redirect_is_sent_on_that_fetch_and_no_later_one(
+    feed_server: FeedServer,
+) -> None:
+    """A cookie check (set, redirect, check) passes; the next fetch starts with no cookie,
+    as every fetch does: nothing a source sets outlives its fetch."""
+    seen = cookie_check(feed_server, "/checked.xml", "ok=1", FEED)
+    url = feed_server.url("/checked.xml")
+
+    async def go() -> list[FetchOutcome]:
+        async with Fetcher() as fetcher:
+            return [await fetcher.fetch(url), await fetcher.fetch(url)]
+
+    outcomes = asyncio.run(go())
+    assert all(isinstance(o, Fetched) and o.body == FEED for o in outcomes), outcomes
+    assert seen == ["", "ok=1", "", "ok=1"]
+
+
+def test_concurrent_fetches_of_one_host_keep_their_cookies_apart(
+    feed_server: FeedServer,
+) -> None:
+    """Each poll is a task with its own jar: two cookie checks on one host at once each see
+    their own cookie only."""
+    seen = {
+        name: cookie_check(feed_server, f"/{name}.xml", f"{name}=1", FEED)
+        for name in ("a", "b", "c", "d")
+    }
+
+    async def go() -> list[FetchOutcome]:
+        async with Fetcher(per_host=4) as fetcher:
+            return list(
+                await asyncio.gather(*(fetcher.fetch(feed_server.url(f"/{n}.xml")) for n in seen))
+            )
+
+    outcomes = asyncio.run(go())
+    assert all(isinstance(o, Fetched) for o in outcomes), outcomes
+    assert seen == {name: ["", f"{name}=1"] for name in seen}
+
+
+def test_a_server_setting_many_cookies_on_every_poll_leaves_nothing_behind(
+    feed_server: FeedServer,
+) -> None:
+    """100 new cookies, valid for years, on each of 30 polls: none is kept or sent back.
+    With one jar for the fetcher's life (the daemon's), they piled up without bound and
+    every later poll of the host carried all of them."""
+    polls = 0
+    sent: list[str | None] = []
+
+    def handle(handler: BaseHTTPRequestHandler) -> None:
+        nonlocal polls
+        polls += 1
+        sent.append(handler.headers.get("Cookie"))
+        cookies = tuple(
+            ("Set-Cookie", f"c{polls}x{n}={'v' * 100}; Path=/; Max-Age=315360000")
+            for n in range(100)
+        )
+        send(handler, 200, FEED, cookies)
+
+    feed_server.handlers["/jar.xml"] = handle
+    url = feed_server.url("/jar.xml")
+
+    async def go() -> tuple[list[FetchOutcome], int]:
+        async with Fetcher() as fetcher:
+            outcomes = [await fetcher.fetch(url) for _ in range(30)]
+            return outcomes, len(fetcher._client.cookies.jar)
+
+    outcomes, kept = asyncio.run(go())
+    assert all(isinstance(o, Fetched) for o in outcomes), outcomes[:1]
+    assert sent == [None] * 30
+    assert kept == 0
+
+
 # -- slow and broken servers -------------------------------------------------------------
 
 
