@@ -270,9 +270,8 @@ class Fetcher:
             chain = [r.status_code for r in response.history]
             permanent = str(response.url) if chain and all(s in _PERMANENT for s in chain) else None
             if response.status_code == 304:
-                # Read to the end (a 304 has no body): a response closed unread takes its
-                # connection with it, and the next poll of this host pays a new handshake.
-                await response.aread()
+                # Nothing to read: aiohttp's parser knows a 304 has no body, so closing it
+                # (below) gives the connection back to the pool (httpcore's dropped it).
                 new = _validators(response.headers)
                 return NotModified(
                     url,
