@@ -26,6 +26,7 @@ from aggregator.announce import start_line, start_log
 from aggregator.config import load_config
 from aggregator.cycle import CycleReport, run_cycle
 from aggregator.errors import AggregatorError, ConfigError
+from aggregator.heap import freeze_startup
 from aggregator.poll import SourceReport
 from aggregator.settings import Config, Listen, PollSettings
 from aggregator.store import StoreAPI, open_store
@@ -189,6 +190,7 @@ def main(ctx: click.Context, log_level: str, log_format: str) -> None:
 def once(config_path: Path, force: bool) -> None:
     """Poll every source once, store what is new, and publish the feeds."""
     config = _load(config_path)
+    freeze_startup(collect=False)
     with _open_store(config) as store:
         try:
             report = _cycle_with_progress(config, store, force=force)

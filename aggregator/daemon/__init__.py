@@ -37,6 +37,7 @@ from aggregator.daemon.publishing import Publishing
 from aggregator.daemon.reload import Reloader, effective_config
 from aggregator.daemon.subscribing import Hooks, Subscriber
 from aggregator.errors import AggregatorError
+from aggregator.heap import freeze_startup
 from aggregator.hub.service import Hub
 from aggregator.metrics import Metrics
 from aggregator.output import remove_stale_temp_files
@@ -268,6 +269,7 @@ class Daemon:
         self._spawn(self.subscriber.reconcile())
         self.metrics.sources.set(len(self.config.sources))
         await self.publishing.publish()  # the outputs reflect the configuration from the start
+        freeze_startup(collect=True)  # what start-up made (the renderer's imports included)
         self.hub.start()
         self._schedule()
         await self.polling.tick()
