@@ -43,10 +43,14 @@ def one_fetch() -> Iterator[FetchCookies]:
         yield cookies
     finally:
         _CURRENT.reset(token)
+        # Emptied, not only let go: a timer aiohttp armed during the fetch holds a copy of
+        # the context, and the jar in it, until the timer's own deadline (~30 s).
+        cookies.jar.clear()
 
 
 class FetchScopedClient(httpx.AsyncClient):
-    """An httpx client whose cookies are those of the fetch under way (`one_fetch`)."""
+    """An httpx client whose cookies are those of the fetch under way (`one_fetch`); outside
+    one, none are kept at all (the hub's requests to subscribers' callbacks)."""
 
     @property
     def cookies(self) -> httpx.Cookies:

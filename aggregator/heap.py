@@ -21,3 +21,9 @@ def freeze_startup(*, collect: bool) -> None:
     if collect:
         gc.collect()
     gc.freeze()
+
+
+def thaw() -> None:
+    """Give the frozen objects back to the collector: a daemon stopped in a process that
+    goes on (the tests run many) must not leave what became garbage since frozen for good."""
+    gc.unfreeze()

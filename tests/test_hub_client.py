@@ -147,6 +147,31 @@ def test_redirects_are_not_followed() -> None:
         server.stop()
 
 
+def test_no_cookie_a_callback_sets_is_kept_or_sent_back() -> None:
+    """A subscriber's callback setting new cookies on every request (100 a time, valid for
+    years): the hub keeps none and sends none back. With httpx's own jar, the client's for
+    the daemon's life, they piled up without bound and went with every later request."""
+    cookies = tuple(("Set-Cookie", f"c{n}={'v' * 100}; Max-Age=315360000") for n in range(100))
+    server = FeedServer().start()
+
+    async def go() -> None:
+        client = CallbackClient(concurrency=2)
+        try:
+            for _ in range(5):
+                url = server.url("/cb")
+                await client.exchange("GET", url, allow_private=True, timeout=5)
+        finally:
+            await client.close()
+
+    try:
+        server.add("/cb", b"ok", headers=cookies)
+        _run(go())
+        assert len(server.requests) == 5
+        assert all("cookie" not in r.headers for r in server.requests), server.requests[-1]
+    finally:
+        server.stop()
+
+
 def test_an_answer_is_read_only_to_its_cap() -> None:
     server = FeedServer().start()
     try:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from multiprocessing import forkserver
@@ -17,6 +19,7 @@ import pytest
 import aggregator.parse.pool as pool_module
 from aggregator.errors import ParseError, ParseTimeout
 from aggregator.parse.pool import ParsePool
+from aggregator.processes import fork_server_context
 from aggregator.types import ParsedFeed
 from tests import hostile
 from tests.conftest import ROOT
@@ -399,3 +402,93 @@ def test_prepare_starts_the_fork_server_for_the_first_parse(
         assert _fork_server_pid() == pid  # the parse used it
     finally:
         pool.close()
+
+
+SMALL = rss2("S", "https://s.example.org/", [Item("One", "https://s.example.org/1", "1", NOW)])
+
+
+def test_a_parse_cancelled_while_the_first_worker_starts_leaves_the_others_waiting() -> None:
+    """Three feeds wait for a new pool's first worker and one of them is cancelled (its
+    source removed by a reload, say): the other two are parsed. The wait they shared was
+    cancelled for all of them, and they ended as if cancelled too."""
+    pool_module._stop_fork_server()
+    pool = ParsePool(workers=1)
+
+    async def go() -> list[ParsedFeed | BaseException]:
+        parses = [
+            asyncio.create_task(pool.parse(SMALL, HEADERS, "https://s.example.org/"))
+            for _ in range(3)
+        ]
+        await asyncio.sleep(0.02)  # all three waiting for the fork server
+        parses[0].cancel()
+        return await asyncio.gather(*parses, return_exceptions=True)
+
+    try:
+        first, *others = asyncio.run(go())
+    finally:
+        pool.close()
+    assert isinstance(first, asyncio.CancelledError)
+    assert all(isinstance(o, ParsedFeed) and len(o.entries) == 1 for o in others), others
+
+
+def test_a_fork_server_that_never_answers_fails_the_parse_at_its_budget() -> None:
+    """A fork server stopped while it loads the parser (SIGSTOP, a frozen cgroup) gives no
+    worker: the feed fails at its budget, the stall shows in `stalled_seconds` meanwhile
+    (the health check's), and the next feed gets a new fork server."""
+    pool_module._stop_fork_server()
+    pool = ParsePool(workers=1)
+    fork_server_context()
+    forkserver.ensure_running()
+    stuck = _fork_server_pid()
+    assert stuck is not None
+    os.kill(stuck, signal.SIGSTOP)
+
+    async def go() -> tuple[BaseException | ParsedFeed, float]:
+        parsing = asyncio.create_task(
+            pool.parse(SMALL, HEADERS, "https://s.example.org/", budget=1)
+        )
+        await asyncio.sleep(0.6)
+        stalled = pool.stalled_seconds()
+        (outcome,) = await asyncio.gather(parsing, return_exceptions=True)
+        return outcome, stalled
+
+    try:
+        outcome, stalled = asyncio.run(go())
+        assert isinstance(outcome, ParseTimeout), outcome
+        assert stalled >= 0.5
+        assert _fork_server_pid() != stuck
+        feed = asyncio.run(pool.parse(SMALL, HEADERS, "https://s.example.org/"))
+        assert len(feed.entries) == 1
+    finally:
+        pool.close()
+        with contextlib.suppress(OSError):
+            os.kill(stuck, signal.SIGKILL)
+
+
+def test_no_thread_to_start_the_first_worker_on_and_the_feed_is_parsed_all_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Starting a thread can fail (the process's thread limit): the worker is then spawned
+    by the parse itself, as before, rather than every feed waiting for it forever."""
+    refused: list[bool] = []
+    start = threading.Thread.start
+
+    def no_thread_for_the_first_worker(self: threading.Thread) -> None:
+        if getattr(self, "_target", None) is pool_module._spawn_first_worker:
+            refused.append(True)
+            raise RuntimeError("can't start new thread")
+        start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", no_thread_for_the_first_worker)
+    pool = ParsePool(workers=1)
+
+    async def go() -> list[ParsedFeed]:
+        parses = [pool.parse(SMALL, HEADERS, "https://s.example.org/", budget=5) for _ in range(3)]
+        return list(await asyncio.wait_for(asyncio.gather(*parses), 30))
+
+    try:
+        feeds = asyncio.run(go())
+    finally:
+        pool.close()
+    assert refused
+    assert all(len(f.entries) == 1 for f in feeds)

@@ -37,7 +37,7 @@ from aggregator.daemon.publishing import Publishing
 from aggregator.daemon.reload import Reloader, effective_config
 from aggregator.daemon.subscribing import Hooks, Subscriber
 from aggregator.errors import AggregatorError
-from aggregator.heap import freeze_startup
+from aggregator.heap import freeze_startup, thaw
 from aggregator.hub.service import Hub
 from aggregator.metrics import Metrics
 from aggregator.output import remove_stale_temp_files
@@ -341,6 +341,7 @@ class Daemon:
         await self.subscriber.close()
         await self.publishing.close(publishing_ends, STOP_GRACE_SECONDS)
         self.store.close()
+        thaw()
         log.info("stopped")
 
 

@@ -31,6 +31,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 
 from aggregator import USER_AGENT
+from aggregator.fetch_cookies import FetchScopedClient
 from aggregator.hub.addresses import refusal
 
 READ_LIMIT = 64 * 1024  # of an answer: a challenge is short, a delivery's answer unread
@@ -91,7 +92,9 @@ class CallbackClient:
 
     def __init__(self, *, concurrency: int, user_agent: str = USER_AGENT) -> None:
         self.concurrency = concurrency
-        self._client = httpx.AsyncClient(
+        # No cookie is kept (`FetchScopedClient` outside a fetch): a subscriber's callback
+        # setting new ones on every request would grow a client-wide jar without bound.
+        self._client = FetchScopedClient(
             limits=httpx.Limits(max_connections=2 * concurrency, max_keepalive_connections=0),
             follow_redirects=False,
             trust_env=False,

@@ -142,7 +142,7 @@ class ParsePool:
         self._retired: weakref.WeakKeyDictionary[ProcessPoolExecutor, Mapping[int, Any]] = (
             weakref.WeakKeyDictionary()
         )
-        # Each executor's first worker, being spawned on a thread of its own (`_started`).
+        # Each executor's first worker, being spawned on a thread of its own (`_first_worker`).
         self._starting: weakref.WeakKeyDictionary[ProcessPoolExecutor, Future[None]] = (
             weakref.WeakKeyDictionary()
         )
@@ -178,26 +178,30 @@ class ParsePool:
             fork_server_context()  # its preload and the parent's pid, before it starts
             forkserver.ensure_running()
 
-    async def _started(self, pool: ProcessPoolExecutor) -> None:
-        """Return once `pool` has its first worker, spawned on another thread.
+    def _first_worker(self, pool: ProcessPoolExecutor) -> Future[None]:
+        """The spawn of `pool`'s first worker, begun on another thread at the first call.
 
         An executor spawns a worker inside `submit`, and the first spawn waits for the fork
         server to load the parser (~0.12 s here, longer on a loaded machine): on the event
         loop, that would freeze every poll in flight. The fork server itself is started
         here, on this long-lived thread: it asks to die with its parent (`die_with_parent`),
-        and Linux takes that to mean the thread that started it. The spawning thread carries
-        on if the waiting parse is cancelled.
+        and Linux takes that to mean the thread that started it. The returned future is
+        already running, so a parse that stops waiting for it cannot cancel it for the
+        others; `_run` bounds the wait by the parse's budget.
         """
         with self._lock:
             starting = self._starting.get(pool)
             if starting is None:
                 forkserver.ensure_running()  # starts it, does not wait for it
                 starting = self._starting[pool] = Future()
-                threading.Thread(
-                    target=_spawn_first_worker, args=(pool, starting), daemon=True
-                ).start()
-        if not starting.done():
-            await asyncio.wrap_future(starting)
+                starting.set_running_or_notify_cancel()
+                try:
+                    threading.Thread(
+                        target=_spawn_first_worker, args=(pool, starting), daemon=True
+                    ).start()
+                except RuntimeError:  # no thread to be had: the parse's own submit spawns it
+                    starting.set_result(None)
+        return starting
 
     def _recycle_after(self) -> int:
         return self._workers * _TASKS_PER_WORKER
@@ -231,7 +235,6 @@ class ParsePool:
             async with self._free_slots():
                 pool = self._pool()
                 try:
-                    await self._started(pool)
                     return await self._run(pool, call, budget)
                 except BrokenProcessPool as e:
                     self._discard(pool)
@@ -249,21 +252,34 @@ class ParsePool:
     async def _run(
         self, pool: ProcessPoolExecutor, call: functools.partial[ParsedFeed], budget: float
     ) -> ParsedFeed:
-        """`call` on `pool`, its workers killed if it takes longer than `budget` seconds."""
+        """`call` on `pool`, its workers killed if it takes longer than `budget` seconds
+        (waiting for a new pool's first worker included)."""
         if not self._running:
             self._progress = time.monotonic()  # busy from now, not since the last parse
         # Every worker busy: this feed waits for one through at most one parse (≤ budget).
         deadline = budget * 2 if self._running >= self._workers else budget
         self._running += 1
-        future = pool.submit(call)
+        future: Future[ParsedFeed] | None = None
         try:
-            return await asyncio.wait_for(asyncio.wrap_future(future), deadline)
+            async with asyncio.timeout(deadline):
+                starting = self._first_worker(pool)
+                if not starting.done():
+                    await asyncio.wrap_future(starting)
+                try:
+                    future = pool.submit(call)
+                except RuntimeError as e:  # shut down meanwhile (killed for another feed)
+                    raise BrokenProcessPool(str(e)) from e
+                return await asyncio.wrap_future(future)
         except TimeoutError:
+            if future is None:
+                # No worker within the budget: the fork server is stuck (stopped, starved).
+                # Ended, it unblocks the spawning thread, and the next pool starts anew.
+                _stop_fork_server()
             self._sacrifice(pool)
             raise ParseTimeout(describe_budget(budget)) from None
         except asyncio.CancelledError:
             # The worker goes on with it: should it run past the budget, kill it then.
-            if not future.done():
+            if future is not None and not future.done():
                 loop = asyncio.get_running_loop()
                 loop.call_later(deadline, self._kill_if_running, pool, future)
             raise
