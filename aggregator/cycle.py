@@ -89,8 +89,6 @@ async def run_cycle(
     await take_back_dead_claims(on_loop, clock())
     remove_stale_temp_files(config.publish.output_dir)
     pool = parsers or ParsePool()
-    if parsers is None:
-        pool.prepare()  # the parser loads on another core while the sources are fetched
 
     try:
         async with Fetcher(

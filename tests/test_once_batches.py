@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from multiprocessing import forkserver
 from pathlib import Path
 from typing import Any, cast
 
@@ -139,22 +138,3 @@ def test_a_cycle_that_ends_early_leaves_no_claim_behind(tmp_path: Path) -> None:
         assert store.claim_holders(datetime.now(UTC) + timedelta(seconds=1)) == []
     finally:
         store.close()
-
-
-def test_once_starts_the_parser_as_it_begins(tmp_path: Path) -> None:
-    """The parser's fork server is started when the cycle begins, not by the first feed to
-    parse (the polls after that feed waited for it): here nothing changed on the second
-    cycle, and it was started all the same."""
-    from aggregator.parse import pool  # noqa: PLC0415
-
-    loaded = _file_sources(tmp_path, 3, 2, CONCURRENCY)
-    store = SqliteStore.open(loaded.store.path)
-    try:
-        asyncio.run(run_cycle(loaded, store, clock=lambda: NOW))
-        pool._stop_fork_server()
-        report = asyncio.run(run_cycle(loaded, store, clock=lambda: NOW + timedelta(hours=2)))
-    finally:
-        store.close()
-    assert [s.outcome for s in report.sources] == ["not-modified"] * 3
-    server = getattr(forkserver, "_forkserver", None)
-    assert getattr(server, "_forkserver_pid", None) is not None

@@ -380,30 +380,6 @@ def _fork_server_pid() -> int | None:
     return getattr(server, "_forkserver_pid", None)
 
 
-def test_prepare_starts_the_fork_server_for_the_first_parse(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """`prepare` (what `once` does as it starts) has the fork server load the parser before
-    any feed needs it; with one core there is none to spare, and it waits for a feed."""
-    small = rss2("S", "https://s.example.org/", [Item("One", "https://s.example.org/1", "1", NOW)])
-    pool_module._stop_fork_server()
-    monkeypatch.setattr(pool_module, "worker_count", lambda: 1)
-    ParsePool(workers=2).prepare()
-    assert _fork_server_pid() is None
-    monkeypatch.undo()
-    pool = ParsePool(workers=2)
-    try:
-        pool.prepare()
-        pid = _fork_server_pid()
-        assert pid is not None
-        os.kill(pid, 0)  # running
-        feed = asyncio.run(pool.parse(small, HEADERS, "https://s.example.org/"))
-        assert len(feed.entries) == 1
-        assert _fork_server_pid() == pid  # the parse used it
-    finally:
-        pool.close()
-
-
 SMALL = rss2("S", "https://s.example.org/", [Item("One", "https://s.example.org/1", "1", NOW)])
 
 

@@ -1,8 +1,7 @@
 """Parsing on every core: feedparser is pure Python and holds the GIL, so threads cannot.
 
-A pool of worker processes, one per core, started on the first feed that needs parsing and
-kept for the life of the process (`once` may have its fork server start sooner: `prepare`).
-Workers come from a
+A pool of worker processes, one per core, started on the first feed that needs parsing (a
+cycle of 304s never pays for it) and kept for the life of the process. Workers come from a
 fork server, never forked from the daemon itself, whose threads (the web server, the file
 watcher) a fork would copy in whatever state they were in. A worker is also where a hostile
 document spends its memory: a worker that dies takes only its own feed with it, the pool
@@ -164,19 +163,6 @@ class ParsePool:
                 )
             self._submitted += 1
             return self._executor
-
-    def prepare(self) -> None:
-        """Start the fork server now, without waiting for it, if a core is to spare.
-
-        It then loads the parser on another core while the caller claims and fetches, and
-        the first changed feed finds it ready. Started by that feed, it kept the polls that
-        came after waiting ~0.1 s: the fetch slots filled with changed feeds waiting for the
-        parser. When nothing needs parsing, that start-up (~0.1 s of CPU, on the core to
-        spare) is spent for nothing; on one core it would delay the caller, so not there.
-        """
-        if self._workers > 1 and worker_count() > 1:
-            fork_server_context()  # its preload and the parent's pid, before it starts
-            forkserver.ensure_running()
 
     def _first_worker(self, pool: ProcessPoolExecutor) -> Future[None]:
         """The spawn of `pool`'s first worker, begun on another thread at the first call.
