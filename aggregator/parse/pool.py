@@ -170,8 +170,9 @@ class ParsePool:
         An executor spawns a worker inside `submit`, and the first spawn waits for the fork
         server to load the parser (~0.12 s here, longer on a loaded machine): on the event
         loop, that would freeze every poll in flight. The fork server itself is started
-        here, on this long-lived thread: it asks to die with its parent (`die_with_parent`),
-        and Linux takes that to mean the thread that started it. The returned future is
+        here, on the event loop's thread, which lasts as long as the process: it asks to die
+        with its parent (`die_with_parent`), and Linux takes that to mean the thread that
+        started it, not the process (a short-lived thread's end would kill it). The future is
         already running, so a parse that stops waiting for it cannot cancel it for the
         others; `_run` bounds the wait by the parse's budget.
         """
