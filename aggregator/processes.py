@@ -1,4 +1,5 @@
-"""Worker processes of this process: how many, where they come from, and that they die with it.
+"""Worker processes of this process: how many, where they come from, that they die with it, and
+how they are killed.
 
 Parsing (`parse.pool`) and `aggregator once`'s archive renders (`render.workers`) run in
 processes forked by multiprocessing's fork server, never forked from this process itself,
@@ -9,12 +10,16 @@ were in. There is one fork server per process; whichever pool starts it first st
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import multiprocessing
 import os
 import signal
 import sys
+from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor
 from multiprocessing.context import ForkServerContext
+from typing import Any
 
 _PR_SET_PDEATHSIG = 1
 # The pid a fork server or worker expects as its parent: one reparented to a subreaper (not
@@ -61,3 +66,20 @@ def fork_server_context() -> ForkServerContext:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([PRELOAD])
     return context
+
+
+def kill_workers(executor: ProcessPoolExecutor, processes: Mapping[int, Any] | None = None) -> None:
+    """SIGKILL every worker of `executor` and let it go: its futures fail at once
+    (`BrokenProcessPool`); a running task cannot be stopped otherwise, and waiting for it is
+    what a time budget or a stop must not do.
+
+    `processes`: its workers, for an executor already shut down (retired), which no longer
+    lists them itself."""
+    # `_processes` is the executor's own pid → process map; there is no public way to get it.
+    processes = dict(getattr(executor, "_processes", None) or processes or {})
+    for process in processes.values():
+        with contextlib.suppress(OSError, ValueError):  # already gone, or already closed
+            process.kill()
+    # Not cancel_futures: a feed queued on a parser pool would then look cancelled (a stop)
+    # to its poll, which records nothing; broken, it is retried on a new pool, uncounted.
+    executor.shutdown(wait=False)

@@ -35,7 +35,12 @@ from multiprocessing import forkserver
 from typing import Any
 
 from aggregator.errors import ParseError, ParseTimeout
-from aggregator.processes import die_with_parent, fork_server_context, worker_count
+from aggregator.processes import (
+    die_with_parent,
+    fork_server_context,
+    kill_workers,
+    worker_count,
+)
 from aggregator.settings import DEFAULT_PARSE_TIMEOUT
 from aggregator.types import ItemMemory, ParsedFeed
 
@@ -73,22 +78,6 @@ class Partly:
 def describe_budget(seconds: float) -> str:
     """ "parse took longer than 20 s": the reason a timed-out source shows in `status`."""
     return f"parse took longer than {seconds:g} s"
-
-
-def _kill(executor: ProcessPoolExecutor, processes: Mapping[int, Any] | None = None) -> None:
-    """SIGKILL every worker of `executor` and let it go: its futures fail at once.
-
-    `processes`: its workers, for an executor already shut down (retired), which no longer
-    lists them itself."""
-    # `_processes` is the executor's own pid → process map; there is no public way to
-    # stop a running task, and waiting for it is what a budget must not do.
-    processes = dict(getattr(executor, "_processes", None) or processes or {})
-    for process in processes.values():
-        with contextlib.suppress(OSError, ValueError):  # already gone, or already closed
-            process.kill()
-    # Not cancel_futures: a feed queued on this pool would then look cancelled (a stop) to
-    # its poll, which records nothing; broken, it is retried on a new pool, uncounted.
-    executor.shutdown(wait=False)
 
 
 def _nothing() -> None:
@@ -281,7 +270,7 @@ class ParsePool:
     def _sacrifice(self, pool: ProcessPoolExecutor) -> None:
         """Kill `pool`'s workers for one feed's sake; the others in flight are retried."""
         self._sacrificed.add(pool)
-        _kill(pool, self._retired.get(pool))  # first: a shutdown forgets its processes
+        kill_workers(pool, self._retired.get(pool))  # first: a shutdown forgets its processes
         self._discard(pool)
 
     def _discard(self, broken: ProcessPoolExecutor) -> None:
@@ -299,7 +288,7 @@ class ParsePool:
         if kill:
             for each in executors:
                 self._stopped.add(each)
-                _kill(each, self._retired.get(each))
+                kill_workers(each, self._retired.get(each))
             _stop_fork_server()
         else:
             for each in executors:

@@ -28,7 +28,12 @@ from concurrent.futures.process import BrokenProcessPool
 from typing import TypeVar
 
 from aggregator.archive import ArchiveDay
-from aggregator.processes import die_with_parent, fork_server_context, worker_count
+from aggregator.processes import (
+    die_with_parent,
+    fork_server_context,
+    kill_workers,
+    worker_count,
+)
 
 log = logging.getLogger("aggregator")
 
@@ -103,6 +108,6 @@ class RenderWorkers:
         if executor is None:
             return
         if kill:
-            for process in list((getattr(executor, "_processes", None) or {}).values()):
-                process.kill()
-        executor.shutdown(wait=not kill, cancel_futures=True)
+            kill_workers(executor)
+        else:
+            executor.shutdown(wait=True, cancel_futures=True)
