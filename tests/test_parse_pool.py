@@ -241,6 +241,44 @@ def test_stalled_seconds_counts_only_while_work_is_in_flight() -> None:
     assert after == 0.0
 
 
+def test_idle_workers_exit_and_the_next_feed_is_parsed_on_new_ones() -> None:
+    """Workers given nothing for the pool's idle time exit: a daemon between polls holds
+    no parser but the fork server. Feeds that keep coming keep their workers, a parse in
+    flight keeps its worker however long it takes, and the next feed after the idle spell
+    is parsed on a new one."""
+    small = rss2("S", "https://s.example.org/", [Item("One", "https://s.example.org/1", "1", NOW)])
+    pool = ParsePool(workers=1, idle_seconds=0.5)
+    slower_than_idle = hostile.slow_to_parse(hostile.SLOW_ELEMENTS // 4)
+
+    async def go() -> tuple[set[int], set[int], set[int], bool]:
+        await pool.parse(small, HEADERS, "https://s.example.org/")
+        first = _pids(pool)
+        for _ in range(8):  # a feed every 0.2 s: never idle for 0.5 s
+            await asyncio.sleep(0.2)
+            await pool.parse(small, HEADERS, "https://s.example.org/")
+        kept = _pids(pool)
+        # ~1 s of parsing, twice the idle time: busy, not idle
+        await pool.parse(slower_than_idle, HEADERS, "https://slow.example.org/", budget=60)
+        await pool.parse(small, HEADERS, "https://s.example.org/")
+        kept |= _pids(pool)
+        await asyncio.sleep(1.0)
+        retired = pool._executor is None
+        await pool.parse(small, HEADERS, "https://s.example.org/")
+        return first, kept, _pids(pool), retired
+
+    try:
+        first, kept, later, retired = asyncio.run(go())
+        deadline = time.monotonic() + 5
+        while any(_alive(pid) for pid in first) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert first and kept == first
+        assert not [pid for pid in first if _alive(pid)]  # exited, not merely forgotten
+        assert retired
+        assert later and not later & first
+    finally:
+        pool.close()
+
+
 def test_close_with_kill_ends_a_runaway_parse_and_the_fork_server() -> None:
     pool = ParsePool(workers=1)
 

@@ -1,7 +1,8 @@
 """Parsing on every core: feedparser is pure Python and holds the GIL, so threads cannot.
 
 A pool of worker processes, one per core, started on the first feed that needs parsing (a
-cycle of 304s never pays for it) and kept for the life of the process. Workers come from a
+cycle of 304s never pays for it); workers with nothing to parse for `IDLE_SECONDS` exit,
+and the next feed forks new ones from the fork server, which stays. Workers come from a
 fork server, never forked from the daemon itself, whose threads (the web server, the file
 watcher) a fork would copy in whatever state they were in. A worker is also where a hostile
 document spends its memory: a worker that dies takes only its own feed with it, the pool
@@ -51,6 +52,12 @@ from aggregator.types import ItemMemory, ParsedFeed
 # feeds wait (CPython gh-115634: a replacement is skipped on a stale idle-worker token).
 # A new worker costs ~75 ms of CPU (fork, first touches of its memory): ~0.04 ms a feed.
 _TASKS_PER_WORKER = 2000
+# Workers exit when no feed came for this long: a daemon between polls does not hold a
+# worker per core (~15 MB each, most of it feedparser's working memory) doing nothing. The
+# next feed forks a new one from the fork server, which keeps the parser loaded: ~75 ms of
+# CPU, paid at most once per idle spell (a daemon whose changed feeds come more often than
+# this keeps its workers). Ten seconds, as php-fpm's on-demand workers wait.
+IDLE_SECONDS = 10.0
 # A feed whose pool is killed for other feeds' budgets again and again still ends.
 _MAX_SUBMISSIONS = 8
 DEFAULT_BUDGET = DEFAULT_PARSE_TIMEOUT.total_seconds()  # `[poll] parse_timeout`'s default
@@ -112,8 +119,10 @@ class ParsePool:
     Used from one event loop at a time (the daemon's, or one `asyncio.run` after another).
     """
 
-    def __init__(self, workers: int | None = None) -> None:
+    def __init__(self, workers: int | None = None, *, idle_seconds: float = IDLE_SECONDS) -> None:
         self._workers = workers or worker_count()
+        self._idle_seconds = idle_seconds
+        self._idle_check: asyncio.TimerHandle | None = None  # `_retire_if_idle`, when due
         self._executor: ProcessPoolExecutor | None = None
         self._lock = threading.Lock()
         # Executors killed for one feed's budget: the others in flight there are not to blame.
@@ -139,10 +148,8 @@ class ParsePool:
         """The executor to give the next feed to: a new one once the current one was given
         `_TASKS_PER_WORKER` feeds per worker (it finishes those, then its workers exit)."""
         with self._lock:
-            if self._executor is not None and self._submitted >= self._recycle_after():
-                retired, self._executor = self._executor, None
-                self._retired[retired] = retired._processes
-                retired.shutdown(wait=False)
+            if self._submitted >= self._recycle_after():
+                self._retire()
             if self._executor is None:
                 self._submitted = 0
                 self._executor = ProcessPoolExecutor(
@@ -152,6 +159,28 @@ class ParsePool:
                 )
             self._submitted += 1
             return self._executor
+
+    def _retire(self) -> None:
+        """Retire the current executor, if any (with `_lock` held): it finishes what it was
+        given, then its workers exit; the next feed gets a new one."""
+        retired, self._executor = self._executor, None
+        if retired is not None:
+            self._retired[retired] = retired._processes
+            retired.shutdown(wait=False)
+
+    def _retire_when_idle(self) -> None:
+        """Look again in `_idle_seconds`: if no feed came meanwhile, the workers exit."""
+        if self._idle_check is not None:
+            self._idle_check.cancel()  # superseded (harmless on a loop that has ended)
+        loop = asyncio.get_running_loop()
+        self._idle_check = loop.call_later(self._idle_seconds, self._retire_if_idle)
+
+    def _retire_if_idle(self) -> None:
+        self._idle_check = None
+        if self._running:  # busy again: the end of that work looks again
+            return
+        with self._lock:
+            self._retire()
 
     def _first_worker(self, pool: ProcessPoolExecutor) -> Future[None]:
         """The spawn of `pool`'s first worker, begun on another thread at the first call.
@@ -262,6 +291,8 @@ class ParsePool:
         finally:
             self._running -= 1
             self._progress = time.monotonic()
+            if not self._running:
+                self._retire_when_idle()
 
     def _kill_if_running(self, pool: ProcessPoolExecutor, future: Future[ParsedFeed]) -> None:
         if not future.done():
@@ -282,6 +313,9 @@ class ParsePool:
     def close(self, *, kill: bool = False) -> None:
         """Wait for the parses under way to end; with `kill`, end them (and the fork
         server) at once: a stop must not wait for a runaway parse."""
+        if self._idle_check is not None:
+            self._idle_check.cancel()
+            self._idle_check = None
         with self._lock:
             executor, self._executor = self._executor, None
             executors = [*self._retired, *([executor] if executor is not None else [])]
