@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -198,9 +198,63 @@ def _generator(
         fg.language(site.language)
     fg.generator("aggregator", version=__version__, uri=PROJECT_URL)
     fg.updated(timeline.updated or _EPOCH)
-    for item, full in zip(timeline.items, with_full_content(timeline.items), strict=True):
-        fg.add_entry(_entry(item, full_content=full), order="append")
     return fg
+
+
+def _entries(timeline: Timeline) -> Iterator[FeedEntry]:
+    """The timeline's entries, made one at a time (see `_document`)."""
+    for item, full in zip(timeline.items, with_full_content(timeline.items), strict=True):
+        yield _entry(item, full_content=full)
+
+
+# Where the entries go: the split of a document made with a marker in their place.
+_MARKER = "aggregator-entries-go-here"
+
+
+def _document(
+    root: Any, parent: Any, elements: Iterable[Any], fix: Callable[[bytes], bytes] | None = None
+) -> bytes:
+    """`root`'s document, pretty-printed as UTF-8 with an XML declaration, with `elements`
+    appended to `parent` (the root, or RSS's `<channel>`): the bytes feedgen would write
+    with them all in the tree, made with one element in it at a time. An archive day of
+    2,000 entries held ~11 MB of lxml nodes at once, and its serialization 5 MB more, at
+    the peak of every publish that built an archive; now it holds one entry and the bytes.
+
+    Pretty-printing indents an element by its depth alone (every child of `parent` is an
+    element, so none of them is mixed content): each element's bytes are what it
+    serializes to in the document, found between the document's head (up to the line
+    where the elements begin) and its tail (from there to its end). `fix` is applied to
+    each piece (it must not change across an element's boundary)."""
+
+    def serialized() -> bytes:
+        data: bytes = etree.tostring(
+            root.getroottree(), pretty_print=True, encoding="UTF-8", xml_declaration=True
+        )
+        return data
+
+    marker = etree.SubElement(parent, _MARKER)
+    marked = serialized()
+    parent.remove(marker)
+    empty = serialized()
+    at = marked.rfind(b"<" + _MARKER.encode() + b"/>")
+    head = marked[: marked.rfind(b"\n", 0, at) + 1]
+    tail = empty[len(head) :]
+    if at < 0 or not head or not empty.startswith(head) or not marked.endswith(tail):
+        raise AssertionError("unexpected serialization of a feed document")  # lxml changed
+    pieces = [head]
+    for element in elements:
+        parent.append(element)
+        whole = serialized()
+        parent.remove(element)
+        pieces.append(whole[len(head) : len(whole) - len(tail)])
+    pieces.append(tail)
+    return b"".join(pieces if fix is None else map(fix, pieces))
+
+
+def _atom(fg: FeedGenerator, timeline: Timeline) -> bytes:
+    """`fg` (no entries in it) as Atom, with `timeline`'s entries."""
+    root, _ = fg._create_atom()  # feedgen's own tree of the feed (its `atom_str` uses it)
+    return _document(root, root, (entry.atom_entry() for entry in _entries(timeline)))
 
 
 def _entry(item: TimelineItem, *, full_content: bool = True) -> FeedEntry:
@@ -249,7 +303,12 @@ def _hex_references(match: re.Match[bytes]) -> bytes:
 def render_rss(timeline: Timeline, site: SiteSettings) -> bytes:
     """RSS 2.0, UTF-8, newest item first."""
     fg = _generator(site, timeline, site.base_url + RSS_FILE)
-    data: bytes = fg.rss_str(pretty=True, encoding="UTF-8")
+    root, _ = fg._create_rss()  # feedgen's own tree of the feed (its `rss_str` uses it)
+    items = (entry.rss_entry() for entry in _entries(timeline))
+    return _document(root, root.find("channel"), items, _plain_text_references)
+
+
+def _plain_text_references(data: bytes) -> bytes:
     return _RSS_PLAIN_TEXT.sub(_hex_references, data)
 
 
@@ -260,8 +319,7 @@ def render_atom(
     of an archived feed (RFC 5005 §4): its `prev-archive` leads to that day's document."""
     links = () if newest_archive is None else (("prev-archive", archive_url(site, newest_archive)),)
     fg = _generator(site, timeline, site.base_url + ATOM_FILE, links=links)
-    data: bytes = fg.atom_str(pretty=True, encoding="UTF-8")
-    return data
+    return _atom(fg, timeline)
 
 
 def archive_url(site: SiteSettings, day: date) -> str:
@@ -288,5 +346,4 @@ def render_archive(day: ArchiveDay, site: SiteSettings) -> bytes:
         hubs=(),
     )
     fg.register_extension("history", _ArchiveFeed, None, rss=False)
-    data: bytes = fg.atom_str(pretty=True, encoding="UTF-8")
-    return data
+    return _atom(fg, day.timeline)
