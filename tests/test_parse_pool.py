@@ -346,6 +346,38 @@ def test_workers_are_replaced_without_ever_leaving_feeds_waiting(
     assert len(seen) > 20  # replaced all along (each worker had 4 feeds)
 
 
+def test_an_executor_is_not_retired_under_a_feed_waiting_for_its_first_worker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A feed given a new executor waits for its first worker; an executor due for renewal
+    meanwhile (every feed here) is retired only once that feed is handed to it. Retired
+    under it, the feed's hand-over was refused as if its worker had died: twice, and the
+    feed failed ("the parser process died on this feed"), as one did in CI."""
+    monkeypatch.setattr(pool_module, "_TASKS_PER_WORKER", 1)
+    spawn = pool_module._spawn_first_worker
+
+    def slow_spawn(*args: object) -> None:
+        time.sleep(0.2)  # a loaded machine: the fork takes a while
+        spawn(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pool_module, "_spawn_first_worker", slow_spawn)
+    small = rss2("S", "https://s.example.org/", [Item("One", "https://s.example.org/1", "1", NOW)])
+    pool = ParsePool(workers=1)
+
+    async def go() -> list[ParsedFeed]:
+        async def later(delay: float) -> ParsedFeed:
+            await asyncio.sleep(delay)
+            return await pool.parse(small, HEADERS, "https://s.example.org/", budget=10)
+
+        return await asyncio.gather(*(later(n * 0.05) for n in range(4)))
+
+    try:
+        feeds = asyncio.run(go())
+    finally:
+        pool.close()
+    assert [len(feed.entries) for feed in feeds] == [1, 1, 1, 1]
+
+
 def test_a_parse_over_budget_on_a_retired_executor_has_its_worker_killed(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -475,6 +507,52 @@ def test_a_fork_server_that_never_answers_fails_the_parse_at_its_budget() -> Non
         assert len(feed.entries) == 1
     finally:
         pool.close()
+        with contextlib.suppress(OSError):
+            os.kill(stuck, signal.SIGKILL)
+
+
+def test_idleness_while_a_first_worker_is_stuck_neither_freezes_the_loop_nor_a_stop() -> None:
+    """A parse waiting for a new executor's first worker, the fork server stuck, is
+    cancelled (its source removed on reload): the pool is idle, but the spawning thread
+    holds the executor's lock, and retiring it then (`shutdown`) waited for that lock on
+    the event loop, frozen until the fork server moved again. `close(kill=True)` ends the
+    fork server before the workers, or it waited for that lock too."""
+    pool_module._stop_fork_server()
+    pool = ParsePool(workers=1, idle_seconds=0.2)
+    fork_server_context()
+    forkserver.ensure_running()
+    stuck = _fork_server_pid()
+    assert stuck is not None
+    os.kill(stuck, signal.SIGSTOP)
+    released = threading.Timer(6, os.kill, (stuck, signal.SIGCONT))  # a bound to the test
+    released.start()
+    gaps: list[float] = []
+
+    async def go() -> float:
+        async def tick() -> None:
+            last = time.monotonic()
+            while True:
+                await asyncio.sleep(0.02)
+                gaps.append(time.monotonic() - last)
+                last = time.monotonic()
+
+        ticker = asyncio.create_task(tick())
+        parsing = asyncio.create_task(pool.parse(SMALL, HEADERS, "https://s.example.org/"))
+        await asyncio.sleep(0.3)
+        parsing.cancel()
+        await asyncio.sleep(1.5)  # idle several times over
+        ticker.cancel()
+        started = time.monotonic()
+        pool.close(kill=True)
+        return time.monotonic() - started
+
+    try:
+        stop = asyncio.run(go())
+        assert max(gaps) < 1.0  # 6 s (the SIGCONT) when the idle check froze the loop
+        assert stop < 1.0
+    finally:
+        released.cancel()
+        pool.close(kill=True)
         with contextlib.suppress(OSError):
             os.kill(stuck, signal.SIGKILL)
 

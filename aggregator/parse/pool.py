@@ -132,6 +132,11 @@ class ParsePool:
         self._running = 0
         self._progress = time.monotonic()  # the last parse ended, or work began after idling
         self._submitted = 0  # feeds given to the current executor
+        # Feeds given an executor and not yet handed to it (waiting for its first worker):
+        # it is not retired under them, or their hand-over would be refused.
+        self._waiting: weakref.WeakKeyDictionary[ProcessPoolExecutor, int] = (
+            weakref.WeakKeyDictionary()
+        )
         # Executors retired for a new one, finishing what they were given, with their
         # workers: a shut-down executor forgets its own (`_processes` becomes None), and a
         # parse over budget on one must still have its worker killed (`_kill`). The map is
@@ -148,7 +153,9 @@ class ParsePool:
         """The executor to give the next feed to: a new one once the current one was given
         `_TASKS_PER_WORKER` feeds per worker (it finishes those, then its workers exit)."""
         with self._lock:
-            if self._submitted >= self._recycle_after():
+            current = self._executor
+            waiting = self._waiting.get(current, 0) if current is not None else 0
+            if self._submitted >= self._recycle_after() and not waiting:
                 self._retire()
             if self._executor is None:
                 self._submitted = 0
@@ -158,7 +165,13 @@ class ParsePool:
                     initializer=die_with_parent,
                 )
             self._submitted += 1
+            self._waiting[self._executor] = self._waiting.get(self._executor, 0) + 1
             return self._executor
+
+    def _handed(self, pool: ProcessPoolExecutor) -> None:
+        """A feed `_pool` gave `pool` was handed to it (or gave up before)."""
+        with self._lock:
+            self._waiting[pool] -= 1
 
     def _retire(self) -> None:
         """Retire the current executor, if any (with `_lock` held): it finishes what it was
@@ -178,6 +191,14 @@ class ParsePool:
     def _retire_if_idle(self) -> None:
         self._idle_check = None
         if self._running:  # busy again: the end of that work looks again
+            return
+        starting = self._starting.get(self._executor) if self._executor is not None else None
+        if starting is not None and not starting.done():
+            # Its first worker is still being spawned (a parse waited for it, then was
+            # cancelled): the spawning thread holds the executor's lock, which `shutdown`
+            # would wait for here, on the event loop, for as long as the fork server is
+            # stuck. Look again later; a parse meanwhile waits within its budget.
+            self._retire_when_idle()
             return
         with self._lock:
             self._retire()
@@ -267,13 +288,15 @@ class ParsePool:
         future: Future[ParsedFeed] | None = None
         try:
             async with asyncio.timeout(deadline):
-                starting = self._first_worker(pool)
-                if not starting.done():
-                    await asyncio.wrap_future(starting)
                 try:
+                    starting = self._first_worker(pool)
+                    if not starting.done():
+                        await asyncio.wrap_future(starting)
                     future = pool.submit(call)
                 except RuntimeError as e:  # shut down meanwhile (killed for another feed)
                     raise BrokenProcessPool(str(e)) from e
+                finally:
+                    self._handed(pool)
                 return await asyncio.wrap_future(future)
         except TimeoutError:
             if future is None:
@@ -320,10 +343,13 @@ class ParsePool:
             executor, self._executor = self._executor, None
             executors = [*self._retired, *([executor] if executor is not None else [])]
         if kill:
+            # The fork server first: a thread spawning a first worker through it holds
+            # that executor's lock (which `kill_workers`' shutdown waits for) until it
+            # answers, and a stuck one never would.
+            _stop_fork_server()
             for each in executors:
                 self._stopped.add(each)
                 kill_workers(each, self._retired.get(each))
-            _stop_fork_server()
         else:
             for each in executors:
                 each.shutdown(wait=True, cancel_futures=True)
