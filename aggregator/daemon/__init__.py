@@ -122,6 +122,7 @@ class Daemon:
             debounce=self.options.publish_debounce_seconds,
             on_published=self.hub.published,
         )
+        self.hub.deliveries.catch_up = self.publishing.catch_up  # see `hub.deliver`
         self.polling = Polling(
             self.store,
             config=self._current,

@@ -184,6 +184,12 @@ class Publishing:
         if not self._lock.locked():
             self._keep(self._follow(), "follow")
 
+    async def catch_up(self) -> None:
+        """Bring output/ up to the store's snapshot now, after any publish or copy under
+        way (the hub's deliveries: see `hub.deliver`). The copy is this object's, awaited
+        at its stop like any other: a caller cancelled leaves it running."""
+        await asyncio.shield(self._keep(self._follow(), "follow"))
+
     async def _follow(self) -> None:
         """Serve what another daemon sharing the store published: copy its snapshot here."""
         async with self._lock:

@@ -6,7 +6,9 @@ The daemon that published marks the changed topics' live subscriptions as owed a
 `SCAN_SECONDS` (retries, and those a stopped daemon left), so with several daemons on one
 database each delivery goes out once, from whichever holds its claim: nearly always the
 one that published. A delivery is a POST of the topic's current document as this daemon
-serves it, its media type, `Link` headers (hubs and `rel="self"`) and, with a secret,
+serves it, once its output/ has caught up with the store's snapshot (`catch_up`: a daemon
+that had not yet copied another's publish sent the document as it was before, the change
+left out), its media type, `Link` headers (hubs and `rel="self"`) and, with a secret,
 `X-Hub-Signature: sha256=...`; a 2xx is success. At most `delivery_concurrency` run at
 once (verifications share the slots), each within `delivery_timeout`; a failure is retried
 with backoff, and a subscriber failing `max_failures` times in a row, or answering 410, is
@@ -63,6 +65,11 @@ class Deliveries:
         self._client = client
         self._config = config
         self._files = files
+        # Copies what another daemon sharing the store published into this one's output/
+        # (and waits for a publish under way here): what is delivered is at least the
+        # version whose publish owed the delivery, which was stored before it was owed.
+        # Set by the daemon (`Publishing.catch_up`), which makes the hub first.
+        self.catch_up: Callable[[], Coroutine[Any, Any, None]] | None = None
         self._metrics = metrics
         self._clock = clock
         self._owner = owner
@@ -82,10 +89,11 @@ class Deliveries:
         for hub in config.websub.hubs:
             self._keep(self._ping(hub, topics), "websub-ping")
 
-    def _keep(self, work: Coroutine[Any, Any, None], name: str) -> None:
+    def _keep(self, work: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(_logged(work), name=name)
         self.running.add(task)
         task.add_done_callback(self.running.discard)
+        return task
 
     async def _want(self, topics: tuple[str, ...]) -> None:
         try:
@@ -125,8 +133,13 @@ class Deliveries:
         # one timeout) and the delivery's own timeout, with room to record the outcome.
         until = now + config.websub.delivery_timeout * 3 + timedelta(seconds=30)
         claimed = await self._store.run(lambda s: s.hub_claim(now, self._owner, until, room))
+        if not claimed:
+            return
+        # Once for the round's deliveries; a failure is logged and what this daemon has is
+        # delivered (the copy logs its own failures: the store away).
+        caught_up = self._keep(self.catch_up(), "websub-catch-up") if self.catch_up else None
         for delivery in claimed:
-            self._keep(self._deliver(delivery), "websub-deliver")
+            self._keep(self._deliver(delivery, caught_up), "websub-deliver")
 
     async def _housekeeping(self) -> None:
         """Remove the subscriptions whose lease ended; count the rest, by state."""
@@ -138,7 +151,11 @@ class Deliveries:
         for state in STATES:
             self._metrics.websub_subscribers.labels(state=state).set(states.get(state, 0))
 
-    async def _deliver(self, delivery: HubDelivery) -> None:
+    async def _deliver(
+        self, delivery: HubDelivery, caught_up: asyncio.Task[None] | None = None
+    ) -> None:
+        if caught_up is not None:
+            await asyncio.wait([caught_up])  # shared: never cancelled by one delivery
         config = self._config()
         name = topic_file(config.site.base_url, delivery.topic)
         version = None if name is None else await self._files.get(name)
