@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 from datetime import date, timedelta
+from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from lxml import etree
 
 from aggregator.archive import ArchiveDay
 from aggregator.render import ATOM_FILE, RSS_FILE
@@ -92,3 +95,35 @@ def test_an_archive_document_is_feedgens_byte_for_byte(timeline: Timeline) -> No
     )
     fg.register_extension("history", render_feeds._ArchiveFeed, None, rss=False)  # type: ignore[attr-defined]
     assert render_archive(day, SITE) == fg.atom_str(pretty=True, encoding="UTF-8")  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("shape", ["elements only", "mixed content", "nothing before"])
+def test_any_tree_is_serialized_as_a_whole_would_be(shape: str) -> None:
+    """`_document` on trees feedgen does not make: text beside the elements (libxml2 then
+    does not indent them), and a parent with no children before (its empty serialization is
+    `<feed/>`, which the split cannot use: the whole tree is serialized instead)."""
+
+    def tree() -> Any:
+        root = etree.Element("feed")
+        if shape != "nothing before":
+            etree.SubElement(root, "id").text = "urn:x"
+        if shape == "mixed content":
+            root[0].tail = "text\n"
+        return root
+
+    def entries() -> list[Any]:
+        made = []
+        for n in range(3):
+            entry = etree.Element("entry")
+            etree.SubElement(entry, "title").text = f"ख़बर {n}\n  <&>"
+            made.append(entry)
+        return made
+
+    whole = tree()
+    for entry in entries():
+        whole.append(entry)
+    expected = etree.tostring(
+        whole.getroottree(), pretty_print=True, encoding="UTF-8", xml_declaration=True
+    )
+    streamed = tree()
+    assert render_feeds._document(streamed, streamed, entries()) == expected
