@@ -11,6 +11,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from aggregator.config import load_config
 from aggregator.daemon.publishing import Publishing
 from aggregator.hub.client import Answer
@@ -100,5 +102,67 @@ def test_a_daemon_delivers_what_another_published_not_its_own_older_copy(tmp_pat
         assert (two.publish.output_dir / "atom.xml").read_bytes() == published
         [subscriber] = store.hub_subscribers()
         assert not subscriber.pending and subscriber.failures == 0
+    finally:
+        store.close()
+
+
+def _one_delivery_owed(tmp_path: Path) -> tuple[Any, Config]:
+    config_path = tmp_path / "feeds.toml"
+    config_path.write_text(
+        f'[aggregator]\nbase_url = "{BASE}"\n[websub]\ndelivery_timeout = "1s"\n'
+        '[[feeds]]\nname = "a"\nurl = "https://a.example.org/feed.xml"\n',
+        encoding="utf-8",
+    )
+    config = load_config(config_path)
+    config.publish.output_dir.mkdir(parents=True)
+    (config.publish.output_dir / "atom.xml").write_bytes(b"<feed/>")
+    store = open_store(config.store.target)
+    topic = BASE + "atom.xml"
+    store.hub_subscribe(
+        HubSubscription(topic, "https://cb.example/x", None, NOW + timedelta(days=1)), NOW
+    )
+    store.hub_want([topic], NOW)
+    return store, config
+
+
+@pytest.mark.parametrize("trouble", ["the copy failed", "the copy is slow"])
+def test_a_daemon_that_cannot_catch_up_sends_nothing_and_tries_again_soon(
+    tmp_path: Path, trouble: str
+) -> None:
+    """Not caught up (the store away for the copy, or a publish under way here longer than
+    the delivery's timeout, past which its claim could run out and another daemon deliver
+    it too): nothing is sent, and the delivery comes again at the next scan, no failure of
+    the subscriber's."""
+    store, config = _one_delivery_owed(tmp_path)
+    client = RecordingClient()
+    deliveries = Deliveries(
+        AsyncStore(store),
+        client,  # type: ignore[arg-type]
+        config=lambda: config,
+        files=PublishedFiles(config.publish.output_dir),
+        metrics=Metrics(),
+        clock=lambda: NOW,
+        owner="me",
+    )
+
+    async def catch_up() -> bool:
+        if trouble == "the copy is slow":
+            await asyncio.sleep(3)  # past the 1 s delivery timeout
+        return trouble != "the copy failed"  # slow, then caught up
+
+    deliveries.catch_up = catch_up
+
+    async def scenario() -> None:
+        await deliveries._round()
+        while deliveries.running:
+            await asyncio.gather(*deliveries.running)
+
+    try:
+        asyncio.run(scenario())
+        assert client.bodies == []
+        [subscriber] = store.hub_subscribers()
+        assert subscriber.pending and subscriber.failures == 0
+        assert subscriber.next_attempt is not None
+        assert subscriber.next_attempt <= NOW + timedelta(seconds=10)
     finally:
         store.close()

@@ -135,8 +135,8 @@ class Publishing:
         self.pending = None
         self._keep(self.publish(), "publish")
 
-    def _keep(self, work: Any, name: str) -> asyncio.Task[None]:
-        task = asyncio.create_task(work, name=name)
+    def _keep(self, work: Any, name: str) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.create_task(work, name=name)
         self.running.add(task)
         task.add_done_callback(self.running.discard)
         return task
@@ -184,27 +184,31 @@ class Publishing:
         if not self._lock.locked():
             self._keep(self._follow(), "follow")
 
-    async def catch_up(self) -> None:
+    async def catch_up(self) -> bool:
         """Bring output/ up to the store's snapshot now, after any publish or copy under
-        way (the hub's deliveries: see `hub.deliver`). The copy is this object's, awaited
-        at its stop like any other: a caller cancelled leaves it running."""
-        await asyncio.shield(self._keep(self._follow(), "follow"))
+        way (the hub's deliveries: see `hub.deliver`); False if the copy failed (it says
+        why). The copy is this object's, awaited at its stop like any other: a caller
+        cancelled leaves it running."""
+        copied: bool = await asyncio.shield(self._keep(self._follow(), "follow"))
+        return copied
 
-    async def _follow(self) -> None:
-        """Serve what another daemon sharing the store published: copy its snapshot here."""
+    async def _follow(self) -> bool:
+        """Serve what another daemon sharing the store published: copy its snapshot here
+        (False if that failed)."""
         async with self._lock:
             output_dir = self._config().publish.output_dir
             try:
                 written = await self._off_loop("follow", follow_published, output_dir, self._store)
             except AggregatorError as e:
                 self._follow_trouble.failed(e)
-                return
+                return False
             except Exception:  # a bug; the next round tries again
                 log.exception("copying the published files failed")
-                return
+                return False
             self._follow_trouble.worked()
         if any(written.values()):
             log.info("copied the files another daemon published (%s)", copied_files(written))
+        return True
 
     # -- stopping --------------------------------------------------------------------------
 

@@ -66,10 +66,10 @@ class Deliveries:
         self._config = config
         self._files = files
         # Copies what another daemon sharing the store published into this one's output/
-        # (and waits for a publish under way here): what is delivered is at least the
-        # version whose publish owed the delivery, which was stored before it was owed.
-        # Set by the daemon (`Publishing.catch_up`), which makes the hub first.
-        self.catch_up: Callable[[], Coroutine[Any, Any, None]] | None = None
+        # (and waits for a publish under way here), False if that failed: what is delivered
+        # is at least the version whose publish owed the delivery, which was stored before
+        # it was owed. Set by the daemon (`Publishing.catch_up`), which makes the hub first.
+        self.catch_up: Callable[[], Coroutine[Any, Any, bool]] | None = None
         self._metrics = metrics
         self._clock = clock
         self._owner = owner
@@ -135,9 +135,9 @@ class Deliveries:
         claimed = await self._store.run(lambda s: s.hub_claim(now, self._owner, until, room))
         if not claimed:
             return
-        # Once for the round's deliveries; a failure is logged and what this daemon has is
-        # delivered (the copy logs its own failures: the store away).
-        caught_up = self._keep(self.catch_up(), "websub-catch-up") if self.catch_up else None
+        # Once for the round's deliveries (not kept with them: `close` cancels those, and
+        # the copy is the publishing side's, which awaits it at its stop).
+        caught_up = asyncio.ensure_future(self.catch_up()) if self.catch_up else None
         for delivery in claimed:
             self._keep(self._deliver(delivery, caught_up), "websub-deliver")
 
@@ -152,11 +152,18 @@ class Deliveries:
             self._metrics.websub_subscribers.labels(state=state).set(states.get(state, 0))
 
     async def _deliver(
-        self, delivery: HubDelivery, caught_up: asyncio.Task[None] | None = None
+        self, delivery: HubDelivery, caught_up: asyncio.Future[bool] | None = None
     ) -> None:
-        if caught_up is not None:
-            await asyncio.wait([caught_up])  # shared: never cancelled by one delivery
         config = self._config()
+        if caught_up is not None:
+            # Within the delivery's timeout, so its claim cannot run out meanwhile (another
+            # daemon would deliver it too); not caught up (the copy failed, a long publish
+            # under way): tried again soon, no failure of the subscriber's.
+            wait = config.websub.delivery_timeout.total_seconds()
+            done, _ = await asyncio.wait([caught_up], timeout=wait)  # shared: never cancelled
+            if not done or caught_up.cancelled() or caught_up.exception() or not caught_up.result():
+                await self._later(delivery)
+                return
         name = topic_file(config.site.base_url, delivery.topic)
         version = None if name is None else await self._files.get(name)
         if version is None:
