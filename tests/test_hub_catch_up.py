@@ -166,3 +166,66 @@ def test_a_daemon_that_cannot_catch_up_sends_nothing_and_tries_again_soon(
         assert subscriber.next_attempt <= NOW + timedelta(seconds=10)
     finally:
         store.close()
+
+
+def test_a_stop_gives_back_the_claim_of_a_delivery_waiting_to_catch_up(tmp_path: Path) -> None:
+    """Stopped while its daemon catches up (a publish under way here): the delivery is not
+    sent, and its claim is given back at once, for the next start or another daemon, rather
+    than held until it runs out."""
+    store, config = _one_delivery_owed(tmp_path)
+    client = RecordingClient()
+    deliveries = Deliveries(
+        AsyncStore(store),
+        client,  # type: ignore[arg-type]
+        config=lambda: config,
+        files=PublishedFiles(config.publish.output_dir),
+        metrics=Metrics(),
+        clock=lambda: NOW,
+        owner="me",
+    )
+
+    async def never() -> bool:
+        await asyncio.Event().wait()
+        return True
+
+    deliveries.catch_up = never
+
+    async def scenario() -> None:
+        await deliveries._round()
+        await asyncio.sleep(0.1)
+        await deliveries.close()
+
+    try:
+        asyncio.run(scenario())
+        assert client.bodies == []
+        [subscriber] = store.hub_subscribers()
+        assert subscriber.pending and subscriber.failures == 0
+        later = NOW + timedelta(seconds=10)
+        assert [d.topic for d in store.hub_claim(later, "other", later + timedelta(minutes=1), 2)]
+    finally:
+        store.close()
+
+
+def test_no_copy_is_begun_once_publishing_stops(tmp_path: Path) -> None:
+    """A copy begun for a delivery during a stop would hold the stop for as long as it
+    takes (the stop waits for its publishing work): none is begun, and the delivery waits
+    for the next start or another daemon."""
+    store, config = _one_delivery_owed(tmp_path)
+    store.close()
+    publishing = Publishing(
+        config.store.target,
+        config=lambda: config,
+        metrics=Metrics(),
+        clock=lambda: NOW,
+        debounce=1,
+    )
+
+    async def scenario() -> tuple[bool, bool, int]:
+        before = await publishing.catch_up()
+        ends = await publishing.publish_last(1)
+        after = await publishing.catch_up()
+        begun = len(publishing.running)
+        await publishing.close(ends, 1)
+        return before, after, begun
+
+    assert asyncio.run(scenario()) == (True, False, 0)

@@ -188,7 +188,11 @@ class Publishing:
         """Bring output/ up to the store's snapshot now, after any publish or copy under
         way (the hub's deliveries: see `hub.deliver`); False if the copy failed (it says
         why). The copy is this object's, awaited at its stop like any other: a caller
-        cancelled leaves it running."""
+        cancelled leaves it running. None is begun once stopping (False): a copy then
+        would hold the stop for as long as it takes, and what is owed is delivered by the
+        next start or another daemon."""
+        if self._done:
+            return False
         copied: bool = await asyncio.shield(self._keep(self._follow(), "follow"))
         return copied
 

@@ -160,7 +160,12 @@ class Deliveries:
             # daemon would deliver it too); not caught up (the copy failed, a long publish
             # under way): tried again soon, no failure of the subscriber's.
             wait = config.websub.delivery_timeout.total_seconds()
-            done, _ = await asyncio.wait([caught_up], timeout=wait)  # shared: never cancelled
+            try:
+                done, _ = await asyncio.wait([caught_up], timeout=wait)  # shared: not cancelled
+            except asyncio.CancelledError:  # a stop: the claim is given back, not left to run out
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._later(delivery))
+                raise
             if not done or caught_up.cancelled() or caught_up.exception() or not caught_up.result():
                 await self._later(delivery)
                 return
@@ -247,8 +252,9 @@ class Deliveries:
     async def close(self, grace: float = MARK_GRACE_SECONDS) -> None:
         """Stop what is under way. The marks of the last publish's changes are written first
         (within `grace`), so a stop cannot lose what the subscribers are owed: the next
-        start, or another daemon, delivers them. A delivery cut short keeps its claim until
-        it runs out, then it is delivered again."""
+        start, or another daemon, delivers them. A delivery cut short while it waited for
+        this daemon to catch up gives its claim back; one cut short while sending keeps it
+        until it runs out, then it is delivered again."""
         marks = [t for t in self.running if t.get_name() == "websub-want"]
         if marks:
             await asyncio.wait(marks, timeout=grace)
