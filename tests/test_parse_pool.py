@@ -247,21 +247,21 @@ def test_idle_workers_exit_and_the_next_feed_is_parsed_on_new_ones() -> None:
     flight keeps its worker however long it takes, and the next feed after the idle spell
     is parsed on a new one."""
     small = rss2("S", "https://s.example.org/", [Item("One", "https://s.example.org/1", "1", NOW)])
-    pool = ParsePool(workers=1, idle_seconds=0.5)
-    slower_than_idle = hostile.slow_to_parse(hostile.SLOW_ELEMENTS // 4)
+    pool = ParsePool(workers=1, idle_seconds=1.0)
+    slower_than_idle = hostile.slow_to_parse(hostile.SLOW_ELEMENTS // 2)
 
     async def go() -> tuple[set[int], set[int], set[int], bool]:
         await pool.parse(small, HEADERS, "https://s.example.org/")
         first = _pids(pool)
-        for _ in range(8):  # a feed every 0.2 s: never idle for 0.5 s
+        for _ in range(8):  # a feed every 0.2 s: never idle for 1 s
             await asyncio.sleep(0.2)
             await pool.parse(small, HEADERS, "https://s.example.org/")
         kept = _pids(pool)
-        # ~1 s of parsing, twice the idle time: busy, not idle
+        # ~2 s of parsing, twice the idle time: busy, not idle
         await pool.parse(slower_than_idle, HEADERS, "https://slow.example.org/", budget=60)
         await pool.parse(small, HEADERS, "https://s.example.org/")
         kept |= _pids(pool)
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(2.0)
         retired = pool._executor is None
         await pool.parse(small, HEADERS, "https://s.example.org/")
         return first, kept, _pids(pool), retired
