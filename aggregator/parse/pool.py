@@ -153,10 +153,8 @@ class ParsePool:
         """The executor to give the next feed to: a new one once the current one was given
         `_TASKS_PER_WORKER` feeds per worker (it finishes those, then its workers exit)."""
         with self._lock:
-            current = self._executor
-            waiting = self._waiting.get(current, 0) if current is not None else 0
-            if self._submitted >= self._recycle_after() and not waiting:
-                self._retire()
+            if self._submitted >= self._recycle_after():
+                self._retire()  # unless it cannot be yet: renewed at a later feed
             if self._executor is None:
                 self._submitted = 0
                 self._executor = ProcessPoolExecutor(
@@ -173,13 +171,23 @@ class ParsePool:
         with self._lock:
             self._waiting[pool] -= 1
 
-    def _retire(self) -> None:
-        """Retire the current executor, if any (with `_lock` held): it finishes what it was
-        given, then its workers exit; the next feed gets a new one."""
-        retired, self._executor = self._executor, None
-        if retired is not None:
-            self._retired[retired] = retired._processes
-            retired.shutdown(wait=False)
+    def _retire(self) -> bool:
+        """Retire the current executor (with `_lock` held): it finishes what it was given,
+        then its workers exit; the next feed gets a new one. False if it cannot be yet:
+        a feed it was given waits to be handed to it (the hand-over would be refused), or
+        its first worker is still being spawned (the spawning thread holds the executor's
+        lock, which `shutdown` would wait for here, on the event loop, for as long as the
+        fork server is stuck)."""
+        current = self._executor
+        if current is None:
+            return True
+        starting = self._starting.get(current)
+        if self._waiting.get(current, 0) or (starting is not None and not starting.done()):
+            return False
+        self._executor = None
+        self._retired[current] = current._processes
+        current.shutdown(wait=False)
+        return True
 
     def _retire_when_idle(self) -> None:
         """Look again in `_idle_seconds`: if no feed came meanwhile, the workers exit."""
@@ -192,16 +200,10 @@ class ParsePool:
         self._idle_check = None
         if self._running:  # busy again: the end of that work looks again
             return
-        starting = self._starting.get(self._executor) if self._executor is not None else None
-        if starting is not None and not starting.done():
-            # Its first worker is still being spawned (a parse waited for it, then was
-            # cancelled): the spawning thread holds the executor's lock, which `shutdown`
-            # would wait for here, on the event loop, for as long as the fork server is
-            # stuck. Look again later; a parse meanwhile waits within its budget.
-            self._retire_when_idle()
-            return
         with self._lock:
-            self._retire()
+            retired = self._retire()
+        if not retired:  # a first worker still being spawned (a parse waited, then left)
+            self._retire_when_idle()  # look again later
 
     def _first_worker(self, pool: ProcessPoolExecutor) -> Future[None]:
         """The spawn of `pool`'s first worker, begun on another thread at the first call.
