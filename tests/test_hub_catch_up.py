@@ -50,6 +50,21 @@ def _elsewhere(config: Config, output_dir: Path) -> Config:
     )
 
 
+def _deliveries(
+    store: Any, config: Config, client: RecordingClient, *, metrics: Metrics | None = None
+) -> Deliveries:
+    """The hub's deliveries of a daemon serving `config`'s output/, on `store`."""
+    return Deliveries(
+        AsyncStore(store),
+        client,  # type: ignore[arg-type]
+        config=lambda: config,
+        files=PublishedFiles(config.publish.output_dir),
+        metrics=metrics or Metrics(),
+        clock=lambda: NOW,
+        owner="me",
+    )
+
+
 def test_a_daemon_delivers_what_another_published_not_its_own_older_copy(tmp_path: Path) -> None:
     config_path = tmp_path / "feeds.toml"
     config_path.write_text(
@@ -77,15 +92,7 @@ def test_a_daemon_delivers_what_another_published_not_its_own_older_copy(tmp_pat
     publishing = Publishing(
         config.store.target, config=lambda: two, metrics=metrics, clock=lambda: NOW, debounce=1
     )
-    deliveries = Deliveries(
-        AsyncStore(store),
-        client,  # type: ignore[arg-type]
-        config=lambda: two,
-        files=PublishedFiles(two.publish.output_dir),
-        metrics=metrics,
-        clock=lambda: NOW,
-        owner="two",
-    )
+    deliveries = _deliveries(store, two, client, metrics=metrics)
     deliveries.catch_up = publishing.catch_up  # as the daemon wires them
 
     async def scenario() -> None:
@@ -135,15 +142,7 @@ def test_a_daemon_that_cannot_catch_up_sends_nothing_and_tries_again_soon(
     the subscriber's."""
     store, config = _one_delivery_owed(tmp_path)
     client = RecordingClient()
-    deliveries = Deliveries(
-        AsyncStore(store),
-        client,  # type: ignore[arg-type]
-        config=lambda: config,
-        files=PublishedFiles(config.publish.output_dir),
-        metrics=Metrics(),
-        clock=lambda: NOW,
-        owner="me",
-    )
+    deliveries = _deliveries(store, config, client)
 
     async def catch_up() -> bool:
         if trouble == "the copy is slow":
@@ -174,15 +173,7 @@ def test_a_stop_gives_back_the_claim_of_a_delivery_waiting_to_catch_up(tmp_path:
     than held until it runs out."""
     store, config = _one_delivery_owed(tmp_path)
     client = RecordingClient()
-    deliveries = Deliveries(
-        AsyncStore(store),
-        client,  # type: ignore[arg-type]
-        config=lambda: config,
-        files=PublishedFiles(config.publish.output_dir),
-        metrics=Metrics(),
-        clock=lambda: NOW,
-        owner="me",
-    )
+    deliveries = _deliveries(store, config, client)
 
     async def never() -> bool:
         await asyncio.Event().wait()
