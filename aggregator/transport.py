@@ -28,9 +28,35 @@ import ssl
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 
-import aiohttp
 import httpx
 import yarl
+
+
+@contextmanager
+def _contexts_without_roots() -> Iterator[None]:
+    """TLS contexts made meanwhile do not read the system's CA roots.
+
+    aiohttp makes two contexts when imported, its defaults for requests that bring none,
+    and reading the roots twice was ~50 ms of every process start (a tenth of a `once`
+    whose feeds all answer 304). This transport gives its own context to every https
+    request (`_tls_context`), so aiohttp's are never used; made without roots, one used by
+    mistake would verify no certificate, refusing every server rather than trusting any.
+    Applied while this module imports aiohttp, on the importing thread, before the daemon
+    starts any other.
+    """
+    shadowed = vars(ssl.SSLContext).get("set_default_verify_paths")
+    ssl.SSLContext.set_default_verify_paths = lambda self: None  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        if shadowed is None:
+            del ssl.SSLContext.set_default_verify_paths
+        else:
+            ssl.SSLContext.set_default_verify_paths = shadowed  # type: ignore[method-assign]
+
+
+with _contexts_without_roots():
+    import aiohttp
 
 # aiohttp's default cap on a header line is 8 KiB; httpcore (h11) accepted 16 KiB of
 # headers, and a CDN's cookies can come close to 8 KiB: keep what worked.

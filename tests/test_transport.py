@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -323,6 +325,47 @@ def tls_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+_DEFAULT_CONTEXTS = """
+import asyncio, ssl, sys
+import aggregator.transport, aiohttp, httpx
+from aggregator.fetch import Fetcher
+
+async def main(url):
+    async with Fetcher() as fetcher:  # ours: its own context for https
+        print(type(await fetcher.fetch(url)).__name__)
+    async with aiohttp.ClientSession() as session:  # aiohttp's default context
+        try:
+            await session.get(url)
+            print("trusted")
+        except aiohttp.ClientConnectorCertificateError:
+            print("refused")
+    print(ssl.create_default_context().cert_store_stats()["x509_ca"])
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+def test_aiohttp_default_contexts_are_made_without_roots_and_no_other_is(
+    tls_server: tuple[str, Path], tmp_path: Path
+) -> None:
+    """Importing the transport spares aiohttp's two default TLS contexts the reading of the
+    system's roots (~50 ms at each start): ours, given to every https request, still
+    trusts what the roots hold; aiohttp's, never used, would refuse every server; a context
+    made after the import reads the roots again. A fresh process, where nothing imported
+    aiohttp first."""
+    url, cert = tls_server
+    found = subprocess.run(
+        [sys.executable, "-c", _DEFAULT_CONTEXTS, url],
+        env={**os.environ, "SSL_CERT_FILE": str(cert)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert found.returncode == 0, found.stderr
+    assert found.stdout.split() == ["Fetched", "refused", "1"]
 
 
 def test_https_verifies_the_certificate_as_httpx_does(
