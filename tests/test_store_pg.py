@@ -22,12 +22,12 @@ from aggregator.config import load_config
 from aggregator.daemon import Daemon, DaemonOptions
 from aggregator.errors import StorageError
 from aggregator.poll import sync_sources
-from aggregator.store import is_store_url, open_store
+from aggregator.store import is_store_url, open_store, postgres_schema, rows
 from aggregator.store.adapter import AsyncStore
 from aggregator.store.postgres import _PUBLISH_LOCK, PgStore, describe
 from aggregator.store.sqlite import SqliteStore
 from tests.pgserver import PgServer
-from tests.storedata import NOW, failed, source
+from tests.storedata import NOW, failed, remembered, source
 
 
 @pytest.fixture
@@ -275,3 +275,35 @@ def test_a_stop_during_a_claim_gives_the_claimed_sources_back(
         assert store.claim_holders(datetime.now(UTC)) == []
         state = store.source_state("a")
         assert state is not None and state.last_polled is None  # claimed, never polled
+
+
+def test_upgrading_moves_the_remembered_items_out_of_the_sources_rows(pg_url: str) -> None:
+    """A store at schema 8 kept the items of a source's last parse in the source's row;
+    from 9 they are rows of `source_items`: still remembered, and the column is gone."""
+    memory = remembered(1)
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE schema_migrations (version integer PRIMARY KEY,"
+            " applied timestamptz NOT NULL DEFAULT now())"
+        )
+        for number, migration in enumerate(postgres_schema.MIGRATIONS[:8], start=1):
+            conn.execute(migration)
+            conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (number,))
+        conn.execute(
+            "INSERT INTO sources (name, url, added, items)"
+            " VALUES (%s, %s, %s, %s), (%s, %s, %s, NULL)",
+            ("a", "https://a.example/f", NOW, rows.items_text(memory),
+             "b", "https://b.example/f", NOW),
+        )  # fmt: skip
+    with closing(PgStore.open(pg_url)) as upgraded:
+        assert upgraded.schema_version == postgres_schema.SCHEMA_VERSION
+        assert upgraded.remembered_items("a") == memory
+        assert upgraded.remembered_items("b") is None
+        states = upgraded.poll_states(["a", "b"])
+        assert states["a"].remembers and not states["b"].remembers
+    with psycopg.connect(pg_url) as conn:
+        columns = conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'sources'"
+            " AND table_schema = current_schema()"
+        ).fetchall()
+    assert ("items",) not in columns and ("url",) in columns

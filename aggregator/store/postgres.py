@@ -277,11 +277,16 @@ class PgStore(SharedStatements, HubStatements):
                         ON CONFLICT (name) DO UPDATE SET
                             url = excluded.url, etag = NULL, last_modified = NULL,
                             failures = 0, next_poll = NULL, retry_after = NULL, moved_to = NULL,
-                            disabled = NULL, body_hash = NULL, lifetime = NULL, items = NULL
+                            disabled = NULL, body_hash = NULL, lifetime = NULL
                         WHERE sources.url <> excluded.url
                         """,
                         changed,
                     )
+                # A new URL's document is not the one its items came from.
+                conn.execute(
+                    "DELETE FROM source_items WHERE name = ANY(%s::text[])",
+                    ([name for name, _, _ in changed],),
+                )
             found = conn.execute(
                 f"SELECT {rows.SCHEDULE_COLUMNS} FROM sources WHERE name = ANY(%s::text[])",
                 (names,),

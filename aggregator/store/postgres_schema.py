@@ -158,6 +158,16 @@ MIGRATIONS: tuple[str, ...] = (
         state       text NOT NULL
     );
     """,
+    # 9: as SQLite's 16: the items of the last document parsed in a table of their own,
+    # out of the row every claim and every poll's record rewrites.
+    """
+    CREATE TABLE IF NOT EXISTS source_items (
+        name  text COLLATE "C" PRIMARY KEY REFERENCES sources (name),
+        items text NOT NULL
+    );
+    INSERT INTO source_items (name, items) SELECT name, items FROM sources WHERE items IS NOT NULL;
+    ALTER TABLE sources DROP COLUMN items;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 _MIGRATE_LOCK = int.from_bytes(b"aggr-mig", "big")  # an advisory lock key: "aggr-mig"

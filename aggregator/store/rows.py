@@ -31,7 +31,8 @@ STATE_COLUMNS = """
     name, url, title, site_url, etag, last_modified, last_polled, last_success,
     last_outcome, last_error, failures,
     (SELECT count(*) FROM entries WHERE entries.source = sources.name), next_poll,
-    retry_after, moved_to, disabled, body_hash, lifetime, items IS NOT NULL
+    retry_after, moved_to, disabled, body_hash, lifetime,
+    EXISTS (SELECT 1 FROM source_items WHERE source_items.name = sources.name)
 """
 # What a poll reads: the same, without counting the source's entries (a scan of them all).
 POLL_STATE_COLUMNS = STATE_COLUMNS.replace(

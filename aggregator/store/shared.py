@@ -140,18 +140,38 @@ class SharedStatements:
             self._execute(
                 tx,
                 """
-                UPDATE sources SET title = ?, site_url = ?, feed_id = ?, lifetime = ?, items = ?
+                UPDATE sources SET title = ?, site_url = ?, feed_id = ?, lifetime = ?
                 WHERE name = ? AND url = coalesce(?, url)
                 """,
                 (r.feed.title, r.feed.site_url, r.feed.feed_id, rows.lifetime_seconds(r.feed),
-                 rows.items_text(r.items), r.name, r.url),
+                 r.name, r.url),
             )  # fmt: skip
+            self._remember_items(tx, r)
         if r.keep_tombstones:
             self._execute(tx, "UPDATE tombstones SET last_seen = ? WHERE source = ?", (at, r.name))
 
+    def _remember_items(self, tx: Any, r: PollRecord) -> None:
+        """The items of the document a poll parsed (`PollRecord.items`; None forgets them),
+        for the source its record was written to (as `_record_success`: its URL unchanged).
+
+        In a table of their own: a source's row is rewritten by every claim and every
+        poll's record, which ~4 KB of items in it made a page and an overflow page each."""
+        if r.items is None:
+            self._execute(tx, "DELETE FROM source_items WHERE name = ?", (r.name,))
+            return
+        self._execute(
+            tx,
+            """
+            INSERT INTO source_items (name, items)
+            SELECT name, ? FROM sources WHERE name = ? AND url = coalesce(?, url)
+            ON CONFLICT (name) DO UPDATE SET items = excluded.items
+            """,
+            (rows.items_text(r.items), r.name, r.url),
+        )
+
     def remembered_items(self, name: str) -> ItemMemory | None:
         """The items of the source's last document parsed, as its poll left them."""
-        found = self._query(self._sql("SELECT items FROM sources WHERE name = ?"), (name,))
+        found = self._query(self._sql("SELECT items FROM source_items WHERE name = ?"), (name,))
         return rows.items_from_text(found[0][0]) if found else None
 
     def _record_failure(self, tx: Any, r: PollRecord) -> None:

@@ -210,14 +210,25 @@ class SqliteStore(SharedStatements, HubStatements):
         so putting a source back does not re-announce its old items.
         """
         wanted = list(sources)
+        names = _json(s.name for s in wanted)
         with self._transaction() as db:
+            known = dict(
+                db.execute(
+                    "SELECT name, url FROM sources WHERE name IN (SELECT value FROM json_each(?))",
+                    (names,),
+                ).fetchall()
+            )
+            db.executemany(  # a new URL's document is not the one its items came from
+                "DELETE FROM source_items WHERE name = ?",
+                [(s.name,) for s in wanted if known.get(s.name, s.url) != s.url],
+            )
             db.executemany(
                 """
                 INSERT INTO sources (name, url, added) VALUES (?, ?, ?)
                 ON CONFLICT (name) DO UPDATE SET
                     url = excluded.url, etag = NULL, last_modified = NULL,
                     failures = 0, next_poll = NULL, retry_after = NULL, moved_to = NULL,
-                    disabled = NULL, body_hash = NULL, lifetime = NULL, items = NULL
+                    disabled = NULL, body_hash = NULL, lifetime = NULL
                 WHERE sources.url != excluded.url
                 """,
                 [(s.name, s.url, _ts(now)) for s in wanted],
@@ -227,7 +238,7 @@ class SqliteStore(SharedStatements, HubStatements):
                 SELECT {rows.SCHEDULE_COLUMNS} FROM sources
                 WHERE name IN (SELECT value FROM json_each(?))
                 """,
-                (_json(s.name for s in wanted),),
+                (names,),
             ).fetchall()
         return [rows.schedule_from_row(r, _dt) for r in found]
 
