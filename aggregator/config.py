@@ -509,6 +509,8 @@ class _Loader:
 
         def patterns(key: str) -> tuple[FilterPattern, ...]:
             texts: tuple[str, ...] = self.value(table, path, key, _patterns, ())
+            if not texts:  # most sources have none: no line to look for
+                return ()
             line = self.lines.line_of((*path, key))
             return tuple(
                 FilterPattern.checked(
@@ -866,7 +868,8 @@ def _sources(
             continue
         errors_before = len(load.errors)
         url = load.value(table, path, "url", check_url, "")
-        name = load.value(table, path, "name", _name, derive_name(url) if url else "")
+        named = "name" in table or not url  # a name derived only when none is written
+        name = load.value(table, path, "name", _name, "" if named else derive_name(url))
         source = SourceConfig(
             name=name,
             url=url,

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from aggregator.config import derive_name
 from aggregator.urls import (
+    _public_short_url,
     entry_link,
     is_secret_parameter,
     public_url,
@@ -260,3 +261,15 @@ def test_masking_parameters_in_text_is_linear() -> None:
     redacted = redact_urls(text + "&secret=s")
     assert time.monotonic() - started < 2
     assert redacted.endswith("&secret=***")
+
+
+def test_public_urls_are_remembered_only_when_short() -> None:
+    """`public_url`'s answers are kept for URLs of ordinary length (a publish asks for
+    each source's twice per file); a megabyte-long one, which a feed may send, is not."""
+    _public_short_url.cache_clear()
+    url = "https://user:pw@example.org/feed?token=T&page=2"
+    assert public_url(url) == public_url(url) == "https://example.org/feed?page=2"
+    assert _public_short_url.cache_info().currsize == 1
+    long = "https://example.org/" + "a" * 1_000_000 + "?token=T"
+    assert public_url(long) == "https://example.org/" + "a" * 1_000_000
+    assert _public_short_url.cache_info().currsize == 1
