@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import ssl
+import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 
@@ -41,9 +42,13 @@ def _contexts_without_roots() -> Iterator[None]:
     whose feeds all answer 304). This transport gives its own context to every https
     request (`_tls_context`), so aiohttp's are never used; made without roots, one used by
     mistake would verify no certificate, refusing every server rather than trusting any.
-    Applied while this module imports aiohttp, on the importing thread, before the daemon
-    starts any other.
+    Applied while this module imports aiohttp, and only while no other thread runs (one
+    could be making a context of its own meanwhile); `once` and the daemon import it first
+    from their main thread.
     """
+    if threading.active_count() > 1:
+        yield
+        return
     shadowed = vars(ssl.SSLContext).get("set_default_verify_paths")
     ssl.SSLContext.set_default_verify_paths = lambda self: None  # type: ignore[method-assign]
     try:

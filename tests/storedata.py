@@ -162,14 +162,13 @@ def refuse_entry_writes(monkeypatch: pytest.MonkeyPatch, message: str) -> EntryR
 _CREATED = re.compile(r"CREATE\s+(TABLE|INDEX)\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)", re.I)
 _ADDED = re.compile(r"ALTER\s+TABLE\s+(\w+)\s+ADD\s+COLUMN\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)", re.I)
 _RENAMED = re.compile(r"ALTER\s+TABLE\s+(\w+)\s+RENAME\s+COLUMN\s+(\w+)\s+TO\s+(\w+)", re.I)
-_DROPPED = re.compile(r"ALTER\s+TABLE\s+(\w+)\s+DROP\s+COLUMN\s+(?:IF\s+EXISTS\s+)?(\w+)", re.I)
 
 
 def undo_migrations(migrations: Sequence[str]) -> list[str]:
-    """Statements that take back what `migrations` created (tables, indexes, added columns),
-    renamed (columns) or dropped (text columns, empty again), newest first: a store set
-    back to an older version, as a store that old would be, so a test can run a migration
-    again without the later ones failing on what already exists."""
+    """Statements that take back what `migrations` created (tables, indexes, added columns)
+    or renamed (columns), newest first: a store set back to an older version, as a store
+    that old would be, so a test can run a migration again without the later ones failing
+    on what already exists."""
     undo: list[str] = []
     for sql in migrations:
         found = [
@@ -181,10 +180,6 @@ def undo_migrations(migrations: Sequence[str]) -> list[str]:
         found += [
             (m.start(), f"ALTER TABLE {m[1]} RENAME COLUMN {m[3]} TO {m[2]}")
             for m in _RENAMED.finditer(sql)
-        ]
-        found += [
-            (m.start(), f"ALTER TABLE {m[1]} ADD COLUMN {m[2]} text")
-            for m in _DROPPED.finditer(sql)
         ]
         undo = [statement for _, statement in sorted(found, reverse=True)] + undo
     return undo

@@ -368,6 +368,29 @@ def test_aiohttp_default_contexts_are_made_without_roots_and_no_other_is(
     assert found.stdout.split() == ["Fetched", "refused", "1"]
 
 
+def test_with_another_thread_running_aiohttp_is_imported_as_it_is(
+    tls_server: tuple[str, Path],
+) -> None:
+    """Another thread could make a TLS context while aiohttp imports: then the roots are not
+    spared, aiohttp's contexts are made as aiohttp makes them."""
+    script = (
+        "import threading, time\n"
+        "threading.Thread(target=time.sleep, args=(5,), daemon=True).start()\n"
+        "import aggregator.transport, aiohttp.connector as c\n"
+        "print(c._SSL_CONTEXT_VERIFIED.cert_store_stats()['x509_ca'])\n"
+    )
+    found = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "SSL_CERT_FILE": str(tls_server[1])},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert found.returncode == 0, found.stderr
+    assert int(found.stdout) == 1  # the one certificate SSL_CERT_FILE holds
+
+
 def test_https_verifies_the_certificate_as_httpx_does(
     tls_server: tuple[str, Path], monkeypatch: pytest.MonkeyPatch
 ) -> None:

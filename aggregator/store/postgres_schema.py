@@ -159,14 +159,15 @@ MIGRATIONS: tuple[str, ...] = (
     );
     """,
     # 9: as SQLite's 16: the items of the last document parsed in a table of their own,
-    # out of the row every claim and every poll's record rewrites.
+    # out of the row every claim and every poll's record rewrites; the old column emptied,
+    # for daemons of the version before still running during an upgrade.
     """
     CREATE TABLE IF NOT EXISTS source_items (
         name  text COLLATE "C" PRIMARY KEY REFERENCES sources (name),
         items text NOT NULL
     );
     INSERT INTO source_items (name, items) SELECT name, items FROM sources WHERE items IS NOT NULL;
-    ALTER TABLE sources DROP COLUMN items;
+    UPDATE sources SET items = NULL WHERE items IS NOT NULL;
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)

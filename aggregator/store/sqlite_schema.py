@@ -210,14 +210,16 @@ MIGRATIONS: tuple[str, ...] = (
     # 16: the items of the last document parsed (13) in a table of their own. Every claim
     # and every poll's record rewrites its source's row, and ~4 KB of items made each row a
     # page of its own and an overflow page: a cycle of 1,000 304s wrote ~4,000 pages (16 MB)
-    # to the WAL, and ~40 of them now. Read and written only when a body is parsed.
+    # to the WAL, and ~40 of them now. Read and written only when a body is parsed. The old
+    # column is emptied, not dropped: a daemon of the version before, still running during
+    # an upgrade, reads and writes it (and parses whole) instead of failing every poll.
     """
     CREATE TABLE IF NOT EXISTS source_items (
         name  TEXT PRIMARY KEY REFERENCES sources (name),
         items TEXT NOT NULL
     );
     INSERT INTO source_items (name, items) SELECT name, items FROM sources WHERE items IS NOT NULL;
-    ALTER TABLE sources DROP COLUMN items;
+    UPDATE sources SET items = NULL WHERE items IS NOT NULL;
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
