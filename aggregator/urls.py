@@ -134,7 +134,7 @@ def public_url(url: str) -> str:
 
 # Every publish shows each source's site and feed URLs in four files (8,000 calls for 1,000
 # sources, ~5 µs each): the answers for URLs of ordinary length are kept, a bounded number
-# of bounded strings (at most ~2 MB however long the URLs a feed sends).
+# of bounded strings (a few MB at most, however long the URLs a feed sends).
 _REMEMBERED_LENGTH = 500
 
 

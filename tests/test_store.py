@@ -270,9 +270,9 @@ def test_upgrading_moves_the_remembered_items_out_of_the_sources_rows(db_path: P
 
 def test_a_cycle_of_304s_writes_a_few_pages_not_one_per_source(store: SqliteStore) -> None:
     """Each claim and each 304's record rewrites its source's row. The items a partial
-    parse remembers (~4 KB for 50 items) are not in that row, or each source would be a
-    page and an overflow page of its own, written twice a poll (~16 MB of WAL for 1,000
-    sources' 304s): 200 sources claimed and recorded write a few dozen pages."""
+    parse remembers (~4 KB for 50 items) are not in that row, or the rows would spread over
+    a page or more each, written twice a poll (400 pages for these 200 sources when they
+    were): 200 sources claimed and recorded write a few dozen pages."""
     names = [f"s{n:03}" for n in range(200)]
     sync_sources(store, [source(n) for n in names], NOW)
     feed = FeedMeta("A", None, None)

@@ -155,7 +155,7 @@ class SharedStatements:
         for the source its record was written to (as `_record_success`: its URL unchanged).
 
         In a table of their own: a source's row is rewritten by every claim and every
-        poll's record, which ~4 KB of items in it made a page and an overflow page each."""
+        poll's record, and ~4 KB of items in it spread the rows over a page or more each."""
         if r.items is None:
             self._execute(tx, "DELETE FROM source_items WHERE name = ?", (r.name,))
             return
