@@ -347,8 +347,23 @@ asyncio.run(main(sys.argv[1]))
 """
 
 
+def _fresh_process(script: str, certificate: Path, *args: str) -> str:
+    """What `script` prints in a new interpreter (where nothing imported aiohttp first),
+    trusting `certificate` alone (`SSL_CERT_FILE`)."""
+    found = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        env={**os.environ, "SSL_CERT_FILE": str(certificate)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert found.returncode == 0, found.stderr
+    return found.stdout
+
+
 def test_aiohttp_default_contexts_are_made_without_roots_and_no_other_is(
-    tls_server: tuple[str, Path], tmp_path: Path
+    tls_server: tuple[str, Path],
 ) -> None:
     """Importing the transport spares aiohttp's two default TLS contexts the reading of the
     system's roots (~50 ms at each start): ours, given to every https request, still
@@ -356,16 +371,7 @@ def test_aiohttp_default_contexts_are_made_without_roots_and_no_other_is(
     made after the import reads the roots again. A fresh process, where nothing imported
     aiohttp first."""
     url, cert = tls_server
-    found = subprocess.run(
-        [sys.executable, "-c", _DEFAULT_CONTEXTS, url],
-        env={**os.environ, "SSL_CERT_FILE": str(cert)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert found.returncode == 0, found.stderr
-    assert found.stdout.split() == ["Fetched", "refused", "1"]
+    assert _fresh_process(_DEFAULT_CONTEXTS, cert, url).split() == ["Fetched", "refused", "1"]
 
 
 def test_with_another_thread_running_aiohttp_is_imported_as_it_is(
@@ -379,16 +385,7 @@ def test_with_another_thread_running_aiohttp_is_imported_as_it_is(
         "import aggregator.transport, aiohttp.connector as c\n"
         "print(c._SSL_CONTEXT_VERIFIED.cert_store_stats()['x509_ca'])\n"
     )
-    found = subprocess.run(
-        [sys.executable, "-c", script],
-        env={**os.environ, "SSL_CERT_FILE": str(tls_server[1])},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert found.returncode == 0, found.stderr
-    assert int(found.stdout) == 1  # the one certificate SSL_CERT_FILE holds
+    assert int(_fresh_process(script, tls_server[1])) == 1  # the one SSL_CERT_FILE holds
 
 
 def test_https_verifies_the_certificate_as_httpx_does(
