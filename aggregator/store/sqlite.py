@@ -35,6 +35,7 @@ from aggregator.store.records import (
     StoryKeys,
 )
 from aggregator.store.shared import SharedStatements, Steps
+from aggregator.store.sqlite_checkpoint import BACKSTOP_PAGES, Checkpointer
 from aggregator.store.sqlite_schema import SCHEMA_VERSION, enable_wal, migrate
 from aggregator.types import StoredEntry
 
@@ -131,8 +132,11 @@ class SqliteStore(SharedStatements, HubStatements):
 
     remote = False  # calls are made on the event loop: one connection, no round trips
 
-    def __init__(self, connection: sqlite3.Connection) -> None:
+    def __init__(
+        self, connection: sqlite3.Connection, checkpoints: Checkpointer | None = None
+    ) -> None:
         self._db = connection
+        self._checkpoints = checkpoints  # None: the connection's own, when it commits
 
     @classmethod
     def open(cls, path: Path, *, backfills: Backfills | None = None) -> SqliteStore:
@@ -146,7 +150,8 @@ class SqliteStore(SharedStatements, HubStatements):
             enable_wal(db)
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA foreign_keys=ON")
-            store = cls(db)
+            db.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")  # see sqlite_checkpoint
+            store = cls(db, Checkpointer(path))
             migrate(db, store._transaction, backfills)
         except sqlite3.Error as e:
             raise StorageError(f"cannot open the store at {path}: {e}") from e
@@ -155,7 +160,9 @@ class SqliteStore(SharedStatements, HubStatements):
         return store
 
     def close(self) -> None:
-        self._db.close()
+        if self._checkpoints is not None:
+            self._checkpoints.close()
+        self._db.close()  # the last connection: SQLite checkpoints what is left
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -170,6 +177,8 @@ class SqliteStore(SharedStatements, HubStatements):
             self._db.execute("COMMIT")
         except sqlite3.Error as e:
             raise StorageError(f"the store failed: {e}") from e
+        if self._checkpoints is not None:
+            self._checkpoints.committed(self._db.total_changes)
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self._db.execute(sql, params).fetchall()
@@ -197,8 +206,12 @@ class SqliteStore(SharedStatements, HubStatements):
             raise StorageError(f"the store does not answer: {e}") from e
 
     def checkpoint(self) -> None:
-        """Fold the WAL back into the database file so it does not grow without bound."""
-        self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        """Fold the WAL back into the database file so it does not grow without bound: in
+        the checkpoints' thread, so the caller (the event loop) never waits for the disk."""
+        if self._checkpoints is None:
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        else:
+            self._checkpoints.request()
 
     # -- sources ---------------------------------------------------------------------------
 
