@@ -35,7 +35,6 @@ from aggregator.store.records import (
     StoryKeys,
 )
 from aggregator.store.shared import SharedStatements, Steps
-from aggregator.store.sqlite_checkpoint import BACKSTOP_PAGES, Checkpointer
 from aggregator.store.sqlite_schema import SCHEMA_VERSION, enable_wal, migrate
 from aggregator.types import StoredEntry
 
@@ -132,11 +131,8 @@ class SqliteStore(SharedStatements, HubStatements):
 
     remote = False  # calls are made on the event loop: one connection, no round trips
 
-    def __init__(
-        self, connection: sqlite3.Connection, checkpoints: Checkpointer | None = None
-    ) -> None:
+    def __init__(self, connection: sqlite3.Connection) -> None:
         self._db = connection
-        self._checkpoints = checkpoints  # None: the connection's own, when it commits
 
     @classmethod
     def open(cls, path: Path, *, backfills: Backfills | None = None) -> SqliteStore:
@@ -150,8 +146,7 @@ class SqliteStore(SharedStatements, HubStatements):
             enable_wal(db)
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA foreign_keys=ON")
-            db.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_PAGES}")  # see sqlite_checkpoint
-            store = cls(db, Checkpointer(path))
+            store = cls(db)
             migrate(db, store._transaction, backfills)
         except sqlite3.Error as e:
             raise StorageError(f"cannot open the store at {path}: {e}") from e
@@ -160,9 +155,7 @@ class SqliteStore(SharedStatements, HubStatements):
         return store
 
     def close(self) -> None:
-        if self._checkpoints is not None:
-            self._checkpoints.close()
-        self._db.close()  # the last connection: SQLite checkpoints what is left
+        self._db.close()
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -177,8 +170,6 @@ class SqliteStore(SharedStatements, HubStatements):
             self._db.execute("COMMIT")
         except sqlite3.Error as e:
             raise StorageError(f"the store failed: {e}") from e
-        if self._checkpoints is not None:
-            self._checkpoints.committed(self._db.total_changes)
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return self._db.execute(sql, params).fetchall()
@@ -206,12 +197,8 @@ class SqliteStore(SharedStatements, HubStatements):
             raise StorageError(f"the store does not answer: {e}") from e
 
     def checkpoint(self) -> None:
-        """Fold the WAL back into the database file so it does not grow without bound: in
-        the checkpoints' thread, so the caller (the event loop) never waits for the disk."""
-        if self._checkpoints is None:
-            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
-        else:
-            self._checkpoints.request()
+        """Fold the WAL back into the database file so it does not grow without bound."""
+        self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     # -- sources ---------------------------------------------------------------------------
 
