@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from aggregator.config import derive_name
 from aggregator.urls import (
+    _clean,
     _public_short_url,
     entry_link,
     is_secret_parameter,
@@ -273,3 +274,25 @@ def test_public_urls_are_remembered_only_when_short() -> None:
     long = "https://example.org/" + "a" * 1_000_000 + "?token=T"
     assert public_url(long) == "https://example.org/" + "a" * 1_000_000
     assert _public_short_url.cache_info().currsize == 1
+
+
+@given(
+    st.text(alphabet="ab:/@?;#=&.%-_ਅक~", max_size=60),
+    st.sampled_from(["https://", "http://u:p@", "//", ""]),
+)
+def test_public_url_shortcut_answers_as_the_whole_rule(rest: str, start: str) -> None:
+    """A URL with no "@", "?", ";" or "#" is returned as it is, without the rule's walk:
+    what the walk would have returned, for every URL, with those characters or without."""
+    url = start + rest
+    assert public_url(url) == _clean(url, mask=None)
+
+
+def test_public_urls_without_a_place_for_secrets_are_not_remembered() -> None:
+    """1,000 sources' site and feed URLs went round `_public_short_url`'s 2,048 places, and
+    each publish missed it every time; the plain ones now never reach it."""
+    _public_short_url.cache_clear()
+    for n in range(3000):
+        assert public_url(f"https://site{n}.example.org/feed/{n}") == (
+            f"https://site{n}.example.org/feed/{n}"
+        )
+    assert _public_short_url.cache_info().currsize == 0
