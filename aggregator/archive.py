@@ -53,19 +53,35 @@ _ONE_DAY = timedelta(days=1)
 # -- days and their URLs -----------------------------------------------------------------------
 
 
+def local_time(moment: datetime, zone: tzinfo) -> datetime:
+    """`moment` in `zone`. One within hours of `datetime`'s first or last day cannot be moved
+    there and stays in UTC: a store from before `parse.fields.EARLIEST_DATE` may hold an
+    entry dated 0001-01-01, and a day page or an archive must still be made with it."""
+    try:
+        return moment.astimezone(zone)
+    except OverflowError:
+        return moment.astimezone(UTC)
+
+
 def local_day(moment: datetime, zone: tzinfo) -> date:
-    """The day `moment` falls on in `zone`."""
-    return moment.astimezone(zone).date()
+    """The day `moment` falls on in `zone` (`local_time`)."""
+    return local_time(moment, zone).date()
 
 
 def day_bounds(day: date, zone: tzinfo) -> tuple[datetime, datetime]:
     """The UTC instants [start, end) of `day` in `zone` (23, 24 or 25 hours long).
 
-    A midnight that a clock change skips starts the day at the change itself.
+    A midnight that a clock change skips starts the day at the change itself. `datetime`'s
+    first day starts, and its last day ends, with time itself: there is no midnight before
+    or after them to move to UTC (`local_time` puts the moments they cannot reach there).
     """
-    start = datetime.combine(day, time(), zone).astimezone(UTC)
-    end = datetime.combine(day + _ONE_DAY, time(), zone).astimezone(UTC)
+    start = _midnight(day, zone) if day > date.min else datetime.min.replace(tzinfo=UTC)
+    end = _midnight(day + _ONE_DAY, zone) if day < date.max else datetime.max.replace(tzinfo=UTC)
     return start, end
+
+
+def _midnight(day: date, zone: tzinfo) -> datetime:
+    return datetime.combine(day, time(), zone).astimezone(UTC)
 
 
 def day_path(day: date) -> str:

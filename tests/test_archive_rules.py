@@ -62,6 +62,28 @@ def test_a_moment_lies_within_its_local_day(moment: datetime, zone_name: str) ->
 
 
 @FAST
+@given(
+    st.datetimes(
+        min_value=datetime(1, 1, 1),
+        max_value=datetime(1, 1, 3),
+        timezones=st.just(UTC),
+    )
+    | st.datetimes(min_value=datetime(9999, 12, 30), timezones=st.just(UTC)),
+    st.sampled_from([*ZONES, "Etc/GMT+12", "Pacific/Kiritimati"]),
+)
+@example(datetime(1, 1, 1, tzinfo=UTC), "America/New_York")  # .NET's DateTime.MinValue
+@example(datetime(1, 1, 1, tzinfo=UTC), "Asia/Kolkata")
+def test_days_at_the_ends_of_time_are_made_without_overflow(moment: datetime, zone: str) -> None:
+    """A store from before the parser's earliest date may hold an entry dated 0001-01-01 (an
+    older version kept .NET's placeholder): its day and the day's bounds are still made,
+    in UTC where the zone cannot be reached, and the day holds the moment."""
+    day = archive.local_day(moment, ZoneInfo(zone))
+    start, end = archive.day_bounds(day, ZoneInfo(zone))
+    assert archive.local_time(moment, ZoneInfo(zone)).date() == day
+    assert start <= moment < end or moment == datetime.max.replace(tzinfo=UTC)
+
+
+@FAST
 @given(days, st.sampled_from(ZONES))
 def test_days_tile_time(day: date, zone_name: str) -> None:
     """Each day ends where the next begins: no moment belongs to two days or to none."""

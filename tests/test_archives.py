@@ -532,3 +532,31 @@ def test_a_lost_state_renders_everything_again_and_removes_days_gone_meanwhile(
     # Everything was rendered again: only what differs was written.
     assert {n for n in after if after[n] != before.get(n)} == {day_file(4)}
     assert len(walk(output)[1]) == 4
+
+
+@pytest.mark.parametrize("zone", ["America/New_York", "Asia/Kolkata"])
+def test_a_store_holding_a_year_one_entry_still_publishes(tmp_path: Path, zone: str) -> None:
+    """Versions before the parser's earliest date stored .NET's placeholder (0001-01-01) as
+    an entry's date; moved to a zone west of UTC (or a day's midnight east of it, to UTC) it
+    overflowed, and every publish failed from then on. A store holding one such entry, as
+    they wrote it, publishes: the other entry's archive day included."""
+    path = tmp_path / "feeds.toml"
+    path.write_text(
+        f'[aggregator]\ntimezone = "{zone}"\n[publish]\noutput_dir = "output"\n'
+        '[store]\npath = "store.sqlite3"\n[[feeds]]\nname = "y"\nurl = "https://y.test/f"\n',
+        encoding="utf-8",
+    )
+    config = load_config(path)
+    store = open_store(config.store.target)
+    now = datetime.now(UTC).replace(microsecond=0)
+    normal = now - timedelta(days=2)
+    try:
+        sync_sources(store, config.sources, now - timedelta(days=3))
+        ancient = entry("ancient", "Ancient", published=datetime(1, 1, 1, tzinfo=UTC))
+        store_entries(store, "y", [ancient, entry("normal", "Normal", published=normal)], now)
+        report = publish_all(config, store, now)
+    finally:
+        store.close()
+    assert report.items == 1
+    day = archive_name(normal.astimezone(ZoneInfo(zone)).date())
+    assert "Normal" in (tmp_path / "output" / day).read_text(encoding="utf-8")

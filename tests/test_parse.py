@@ -759,6 +759,37 @@ def test_one_absurd_item_does_not_lose_the_others() -> None:
     assert feed.entries[1].published is None
 
 
+@pytest.mark.parametrize(
+    ("written", "kept"),
+    [
+        ("0001-01-01T00:00:00Z", None),  # .NET's DateTime.MinValue
+        ("0001-01-01T00:00:00", None),
+        ("1900-01-01T00:00:00Z", None),  # SQL Server's, spreadsheets'
+        ("1970-01-01T00:00:00Z", None),  # Unix time 0
+        ("Thu, 01 Jan 1970 05:30:00 +0530", None),
+        ("1970-01-02T00:00:00Z", datetime(1970, 1, 2, tzinfo=UTC)),
+        ("Sun, 13 Jul 2025 10:00:00 GMT", datetime(2025, 7, 13, 10, tzinfo=UTC)),
+    ],
+)
+def test_placeholder_dates_are_no_dates(written: str, kept: datetime | None) -> None:
+    """A date before 2 January 1970 is a placeholder (which moved to a zone west of UTC,
+    overflowed and stopped every publish): the item is undated, placed when first seen."""
+    body = (
+        b'<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom"><title>t</title>'
+        b"<id>urn:f</id><entry><title>a</title><id>urn:1</id>"
+        + f"<published>{written}</published><updated>{written}</updated>".encode()
+        + b"</entry></feed>"
+    )
+    entry = parse_feed(body, {}, "https://example.org/f", timezone="America/New_York").entries[0]
+    assert (entry.published, entry.updated) == (kept, kept)
+    rss_body = (
+        b'<?xml version="1.0"?><rss version="2.0"><channel><title>t</title><item><title>a'
+        + f"</title><guid>1</guid><pubDate>{written}</pubDate></item></channel></rss>".encode()
+    )
+    rss_entry = parse_feed(rss_body, {}, "https://example.org/f", timezone="UTC").entries[0]
+    assert rss_entry.published == kept
+
+
 # -- bounded cost: caps before any pattern, linear tag detection ---------------------------
 
 

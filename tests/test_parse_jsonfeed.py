@@ -193,6 +193,8 @@ def test_every_item_field_of_json_feed_1_1_is_read() -> None:
         ("Sun, 13 Jul 2025 10:00:00 GMT", datetime(2025, 7, 13, 10, 0, tzinfo=UTC)),
         ("Sun, 13 Jul 2025 15:30:00", datetime(2025, 7, 13, 10, 0, tzinfo=UTC)),
         ("0001-01-01T00:00:00+05:30", None),  # before year 1 in UTC: no date
+        ("0001-01-01T00:00:00Z", None),  # a placeholder (.NET's): no date
+        ("1970-01-01T00:00:00Z", None),  # Unix time 0: no date
         ("2025-07-13T10:00:00Z" + " " * 300, None),  # over the date cap
     ],
 )

@@ -39,6 +39,7 @@ from aggregator.parse.fields import (
     make_entry,
     name_text,
     plain_title,
+    plausible_date,
 )
 from aggregator.parse.jsonfeed import is_json_object, parse_json_feed
 from aggregator.policy import feed_lifetime
@@ -75,7 +76,8 @@ def _date(entry: dict[str, Any], key: str, zone: tzinfo) -> datetime | None:
     """The entry's own `published` or `updated`, in UTC; a zone-less date is read in `zone`.
 
     Reads the dict directly: feedparser's `entry["updated"]` silently falls back to `published`.
-    A date that cannot be a real one (year 1 moved across a zone) is no date.
+    A date that cannot be a real one (year 1 moved across a zone), or is a placeholder
+    (`fields.plausible_date`: "0001-01-01", the Unix epoch), is no date.
     """
     raw = dict.get(entry, key)
     if isinstance(raw, str) and len(raw) > DATE_LIMIT:
@@ -91,7 +93,7 @@ def _date(entry: dict[str, Any], key: str, zone: tzinfo) -> datetime | None:
             value = value.replace(tzinfo=zone).astimezone(UTC)
     except (ValueError, TypeError, OverflowError):
         return None
-    return value
+    return plausible_date(value)
 
 
 def _has_zone(raw: str) -> bool:

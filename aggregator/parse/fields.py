@@ -51,6 +51,12 @@ CATEGORY_TEXT_LIMIT = 2_000  # code points of all of an item's categories togeth
 RAW_CATEGORY_COUNT = 1_000  # categories read per item, duplicates included
 LINK_LIMIT = 8_192  # a longer link is no link (cut, it would lead nowhere)
 DATE_LIMIT = 256  # a longer date string is no date
+# The earliest date an item may carry. Before it, a date is a placeholder, not when the item
+# was published (.NET's `DateTime.MinValue` "0001-01-01", SQL Server's "1900-01-01", Unix
+# time 0), and the item is undated. It also keeps every stored date far from `datetime`'s
+# own first day, where moving a date to a time zone west of UTC (a day page, an archive
+# day) overflows.
+EARLIEST_DATE = datetime(1970, 1, 2, tzinfo=UTC)
 # Markup in an RSS title, as opposed to text about markup ("the <b> tag"): a dangerous
 # element, a line break or image, an element that is opened and then closed, a known
 # element's start tag carrying an attribute (`<svg onload=...>`, `<video src=x ...>`), or
@@ -197,8 +203,9 @@ def digest(*parts: str) -> str:
 def date_from_text(raw: str, zone: tzinfo) -> datetime | None:
     """An RFC 822 or ISO 8601/RFC 3339 date in UTC; one without a zone is read in `zone`.
 
-    None for anything else, a string over `DATE_LIMIT` included (no pattern reads it), and a
-    date that cannot be a real one once moved to UTC (year 1 east of Greenwich).
+    None for anything else, a string over `DATE_LIMIT` included (no pattern reads it), a
+    date that cannot be a real one once moved to UTC (year 1 east of Greenwich), and a
+    placeholder (`plausible_date`).
     """
     if len(raw) > DATE_LIMIT:
         return None
@@ -213,9 +220,15 @@ def date_from_text(raw: str, zone: tzinfo) -> datetime | None:
         except ValueError:
             return None
     try:
-        return (value if value.tzinfo else value.replace(tzinfo=zone)).astimezone(UTC)
+        value = (value if value.tzinfo else value.replace(tzinfo=zone)).astimezone(UTC)
     except (ValueError, OverflowError):
         return None
+    return plausible_date(value)
+
+
+def plausible_date(value: datetime) -> datetime | None:
+    """`value` (in UTC), or None when it is before `EARLIEST_DATE`: a placeholder."""
+    return value if value >= EARLIEST_DATE else None
 
 
 def category_terms(terms: Iterable[str]) -> tuple[str, ...]:

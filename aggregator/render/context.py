@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date, format_time, get_timezone_gmt
 
+from aggregator.archive import local_day, local_time
 from aggregator.render import ATOM_FILE, JSON_FEED_FILE, RSS_FILE
 from aggregator.settings import SiteSettings
 from aggregator.text import make_teaser, web_url
@@ -236,7 +237,7 @@ def group_by_day(timeline: Timeline, timezone: str) -> list[tuple[date, list[Tim
     ordered = sorted(timeline.items, key=lambda i: i.published, reverse=True)
     return [
         (day, list(items))
-        for day, items in groupby(ordered, key=lambda i: i.published.astimezone(zone).date())
+        for day, items in groupby(ordered, key=lambda i: local_day(i.published, zone))
     ]
 
 
@@ -251,7 +252,7 @@ def days(timeline: Timeline, site: SiteSettings, locale: Locale) -> tuple[DayVie
         DayView(
             date=day.isoformat(),
             label=day_label(day, locale),
-            items=tuple(_item(item, item.published.astimezone(zone), locale) for item in items),
+            items=tuple(_item(item, local_time(item.published, zone), locale) for item in items),
         )
         for day, items in group_by_day(timeline, site.timezone)
     )
@@ -291,7 +292,7 @@ def last_updated(timeline: Timeline, site: SiteSettings, locale: Locale) -> Stam
     with the zone's offset ("13 जुलाई 2025, 11:45 am GMT+05:30"); None for an empty one."""
     if timeline.updated is None:
         return None
-    local = timeline.updated.astimezone(ZoneInfo(site.timezone))
+    local = local_time(timeline.updated, ZoneInfo(site.timezone))
     day = format_date(local, format="long", locale=locale)
     time = format_time(local, format="short", tzinfo=local.tzinfo, locale=locale)
     both = str(locale.datetime_formats["medium"]).format(time, day)
