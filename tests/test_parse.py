@@ -790,6 +790,20 @@ def test_placeholder_dates_are_no_dates(written: str, kept: datetime | None) -> 
     assert rss_entry.published == kept
 
 
+@pytest.mark.parametrize("reference", ["&#xD800;", "&#57343;", "&#x110000;", "&#99999999999;"])
+def test_a_reference_to_no_character_is_dropped_not_the_source(reference: str) -> None:
+    """feedparser's forgiving parser decoded `&#xD800;` (a surrogate) or a number past
+    U+10FFFF with chr(), which raised out of the whole parse: one reference in one item lost
+    every item of the source at every poll."""
+    body = (
+        '<?xml version="1.0" encoding="utf-8"?><rss version="2.0"><channel><title>t</title>'
+        "<item><title>one</title><guid>1</guid></item>"
+        f"<item><title>a{reference}b</title><guid>2</guid></item></channel></rss>"
+    ).encode()
+    feed = parse_feed(body, {}, "https://example.org/f")
+    assert [e.title for e in feed.entries] == ["one", "ab"]
+
+
 # -- bounded cost: caps before any pattern, linear tag detection ---------------------------
 
 

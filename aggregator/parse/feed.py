@@ -61,6 +61,22 @@ _HARMLESS = (NonXMLContentType,)
 # and the failed import searches sys.path each time: ~10% of a small feed's parse.
 feedparser.api.PREFERRED_XML_PARSERS[:] = []
 
+# feedparser's forgiving parser (which reads a document expat refused) decodes a character
+# reference with `chr()`: one to a surrogate (`&#xD800;`) or past U+10FFFF raised out of the
+# whole parse, and the source lost every item to one reference. It names no character XML
+# allows, and is dropped, as those characters are (`text`).
+_decode_reference = feedparser.mixin._FeedParserMixin.handle_charref
+
+
+def _handle_charref(parser: Any, ref: str) -> None:
+    try:
+        _decode_reference(parser, ref)
+    except (ValueError, OverflowError):  # UnicodeEncodeError (a surrogate) is a ValueError
+        return
+
+
+feedparser.mixin._FeedParserMixin.handle_charref = _handle_charref
+
 
 def _number(value: object) -> str | None:
     return value if isinstance(value, str) and len(value) <= _NUMBER_LIMIT else None
