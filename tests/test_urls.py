@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
 from hypothesis import given
@@ -13,6 +15,7 @@ from aggregator.config import derive_name
 from aggregator.urls import (
     _clean,
     _public_short_url,
+    as_uri,
     entry_link,
     is_secret_parameter,
     public_url,
@@ -296,3 +299,52 @@ def test_public_urls_without_a_place_for_secrets_are_not_remembered() -> None:
             f"https://site{n}.example.org/feed/{n}"
         )
     assert _public_short_url.cache_info().currsize == 0
+
+
+_URI = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*")
+_STRAY = re.compile(r"%(?![0-9A-Fa-f]{2})")
+_LINK_TEXT = st.text(
+    alphabet=st.sampled_from([*"aZ09-._~:/?#[]@!$&'()*+,;=%|\"<>{}^`\\ ", "स", "्", "é", "\ud800"]),
+    max_size=40,
+)
+
+
+@given(
+    _LINK_TEXT,
+    st.sampled_from(["https://example.org/", "http://उदाहरण.भारत/", "http://[::1]:8/", ""]),
+)
+def test_as_uri_writes_only_what_a_uri_may_hold(rest: str, start: str) -> None:
+    """What a feed's link is written as: URI characters only, every "%" an escape, one "#"
+    at most, and "[" "]" only around an IPv6 host: so a URI comes out as it went in."""
+    uri = as_uri(start + rest)
+    assert _URI.fullmatch(uri)
+    assert not _STRAY.search(uri)
+    assert uri.count("#") <= 1
+    assert as_uri(uri) == uri
+
+
+@given(st.text(alphabet=st.sampled_from([*"aZ09-._~:/?#@!$&'()*+,;=|\"<>{}^` ", "स", "्"])))
+def test_as_uri_changes_only_how_characters_are_written(rest: str) -> None:
+    """Decoded again, the path, query and fragment are the publisher's own, character for
+    character: nothing is dropped or moved, only percent-encoded."""
+    assert unquote(as_uri("https://example.org/" + rest)) == "https://example.org/" + rest
+
+
+@pytest.mark.parametrize(
+    ("link", "uri"),
+    [
+        ("https://example.org/feed?page=2#top", "https://example.org/feed?page=2#top"),
+        ("http://u.test/search?q=a|b", "http://u.test/search?q=a%7Cb"),
+        ("http://u.test/{id}/x^y", "http://u.test/%7Bid%7D/x%5Ey"),
+        (
+            "http://u.test/समाचार",
+            "http://u.test/%E0%A4%B8%E0%A4%AE%E0%A4%BE%E0%A4%9A%E0%A4%BE%E0%A4%B0",
+        ),
+        ("https://उदाहरण.भारत/", "https://xn--p1b6ci4b4b3a.xn--h2brj9c/"),
+        ("http://[::1]:8080/a[1]", "http://[::1]:8080/a%5B1%5D"),
+        ("http://u.test/100%/x%41", "http://u.test/100%25/x%41"),
+        ("http://u.test/a#b#c", "http://u.test/a#b%23c"),
+    ],
+)
+def test_as_uri_examples(link: str, uri: str) -> None:
+    assert as_uri(link) == uri

@@ -26,7 +26,7 @@ from aggregator.settings import SiteSettings
 from aggregator.text import make_teaser, web_url
 from aggregator.timeline import source_id
 from aggregator.types import SourceCredit, Timeline, TimelineItem
-from aggregator.urls import entry_link, public_url
+from aggregator.urls import as_uri, entry_link, public_url
 
 DC_NS = "http://purl.org/dc/elements/1.1/"
 ATOM_NS = "http://www.w3.org/2005/Atom"
@@ -138,12 +138,12 @@ def _usable_id(value: str | None) -> str | None:
 def _public_feed_url(credit: SourceCredit | None) -> str | None:
     """A source's feed URL as readers may see it: never a local file path, never a secret."""
     url = web_url(credit.feed_url) if credit is not None else None
-    return public_url(url) if url else None
+    return as_uri(public_url(url)) if url else None
 
 
 def _public(url: str | None) -> str | None:
     """A URL naming a source (its site, its id), without user info or credentials."""
-    return public_url(url) if url else None
+    return as_uri(public_url(url)) if url else None
 
 
 def published_size(markup: str) -> int:
@@ -187,13 +187,15 @@ def _generator(
     fg.title(title or site.title)
     fg.subtitle(site.description)
     fg.description(site.description)
-    fg.link(href=self_url, rel="self")
+    fg.link(href=as_uri(self_url), rel="self")
+    hubs = tuple(as_uri(hub) for hub in hubs)
     for hub in hubs:  # WebSub: where to subscribe to this feed
         fg.link(href=hub, rel="hub")
     fg.credit.hubs = hubs
     for rel, href in links:
-        fg.link(href=href, rel=rel)
-    fg.link(href=site.link, rel="alternate")  # last, because feedgen's RSS <link> is the last link
+        fg.link(href=as_uri(href), rel=rel)
+    # Last, because feedgen's RSS <link> is the last link.
+    fg.link(href=as_uri(site.link), rel="alternate")
     if site.language:
         fg.language(site.language)
     fg.generator("aggregator", version=__version__, uri=PROJECT_URL)
@@ -274,7 +276,7 @@ def _entry(item: TimelineItem, *, full_content: bool = True) -> FeedEntry:
     title = entry.title or make_teaser(entry.teaser, _TITLE_FALLBACK_LENGTH) or link or item.uid
     fe.title(title)
     if link:
-        fe.link(href=link, rel="alternate")
+        fe.link(href=as_uri(link), rel="alternate")
     fe.published(item.published)
     fe.updated(item.updated)
     # Every entry gets textual content: readers show it, and Atom asks for it.

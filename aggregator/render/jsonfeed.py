@@ -18,7 +18,7 @@ from aggregator.render.feeds import with_full_content
 from aggregator.settings import SiteSettings
 from aggregator.text import web_url
 from aggregator.types import SourceCredit, Timeline, TimelineItem
-from aggregator.urls import entry_link, public_url
+from aggregator.urls import as_uri, entry_link, public_url
 
 VERSION = "https://jsonfeed.org/version/1.1"
 
@@ -35,10 +35,10 @@ def _credit(source: SourceCredit) -> dict[str, str]:
     # Never a secret the source is fetched with (user info, ?token=...): see `urls`.
     site_url = web_url(source.site_url)
     if site_url:
-        credit["url"] = public_url(site_url)
+        credit["url"] = as_uri(public_url(site_url))
     feed_url = web_url(source.feed_url)
     if feed_url:
-        credit["feed_url"] = public_url(feed_url)
+        credit["feed_url"] = as_uri(public_url(feed_url))
     return credit
 
 
@@ -47,7 +47,7 @@ def _item(item: TimelineItem, *, full_content: bool = True) -> dict[str, Any]:
     out: dict[str, Any] = {"id": item.uid}
     link = entry_link(entry.link, item.source.feed_url)
     if link:
-        out["url"] = link
+        out["url"] = as_uri(link)
     if entry.title:
         out["title"] = entry.title
     # JSON Feed requires content_html or content_text on every item.
@@ -72,14 +72,14 @@ def json_feed(timeline: Timeline, site: SiteSettings) -> dict[str, Any]:
     feed: dict[str, Any] = {
         "version": VERSION,
         "title": site.title,
-        "home_page_url": site.link,
-        "feed_url": site.base_url + JSON_FEED_FILE,
+        "home_page_url": as_uri(site.link),
+        "feed_url": as_uri(site.base_url + JSON_FEED_FILE),
         "description": site.description,
     }
     if site.language:
         feed["language"] = site.language
     if site.hubs:  # WebSub: where to subscribe to this feed
-        feed["hubs"] = [{"type": "WebSub", "url": hub} for hub in site.hubs]
+        feed["hubs"] = [{"type": "WebSub", "url": as_uri(hub)} for hub in site.hubs]
     full = with_full_content(timeline.items)
     feed["items"] = [
         _item(item, full_content=keep) for item, keep in zip(timeline.items, full, strict=True)

@@ -19,7 +19,7 @@ from lxml import etree
 from aggregator.settings import SiteSettings
 from aggregator.text import web_url
 from aggregator.types import SourceCredit
-from aggregator.urls import public_url
+from aggregator.urls import as_uri, public_url
 
 OPML_DOCS = "http://opml.org/spec2.opml"
 
@@ -55,8 +55,8 @@ def _feed_outline(parent: etree._Element, source: SourceCredit, tags: Sequence[s
     outline.set("text", source.title)
     outline.set("title", source.title)
     # Published to readers: never the user info or ?token=... the source is fetched with.
-    outline.set("xmlUrl", public_url(source.feed_url))
+    outline.set("xmlUrl", as_uri(public_url(source.feed_url)))
     if source.site_url and web_url(source.site_url):
-        outline.set("htmlUrl", public_url(source.site_url))
+        outline.set("htmlUrl", as_uri(public_url(source.site_url)))
     if categories := [t for t in tags if "," not in t]:  # a comma would split a tag in two
         outline.set("category", ",".join(categories))
