@@ -90,6 +90,17 @@ def _parsed_url(url: str) -> httpx.URL:
     return httpx.URL(url)
 
 
+# The most of a server's reason phrase ("Service Unavailable") an error keeps.
+REASON_LIMIT = 200
+
+
+def _shown_reason(phrase: str) -> str:
+    """A server's reason phrase as errors, logs, `once` and `status` show it: at most
+    `REASON_LIMIT` characters, none of them a control character (a server's escape sequences
+    would recolour, retitle or clear the operator's terminal)."""
+    return "".join(c for c in phrase[: REASON_LIMIT * 4] if c.isprintable())[:REASON_LIMIT]
+
+
 def _conditional_headers(validators: Validators) -> dict[str, str]:
     headers = {}
     if validators.etag:
@@ -282,7 +293,7 @@ class Fetcher:
                     permanent_redirect=permanent,
                 )
             if response.status_code != 200:
-                reason = response.reason_phrase or ""
+                reason = _shown_reason(response.reason_phrase or "")
                 return Failed(
                     url,
                     f"HTTP {response.status_code} {reason}".strip(),

@@ -30,7 +30,9 @@ MAX_BACKOFF = timedelta(hours=24)
 MAX_HINT = timedelta(hours=24)  # how far a server's caching hints may push the next poll
 MAX_RETRY_AFTER = timedelta(hours=24)
 _DIGITS = re.compile(r"[0-9]{1,12}")  # str.isdigit() also accepts "²", which int() refuses
-_MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?(\d+)", re.IGNORECASE)
+_MANY_DIGITS = re.compile(r"[0-9]{13,}")  # more seconds than a day's cap, by far
+_MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*\"?([0-9]+)", re.IGNORECASE)
+_MAX_MAX_AGE = 10 * 365 * 86400  # a longer max-age is read as this
 _PERIODS = {
     "hourly": timedelta(hours=1),
     "daily": timedelta(days=1),
@@ -109,11 +111,16 @@ def is_overdue_schedule(
 
 
 def _http_date(value: str) -> datetime | None:
+    """An HTTP date in UTC; None for anything else. One UTC cannot hold ("Fri, 31 Dec 9999
+    23:59:59 -2359" is past year 9999 there) is the last moment there is (or the first)."""
     try:
         parsed = email.utils.parsedate_to_datetime(value.strip())
     except (TypeError, ValueError, IndexError):
         return None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+    try:
+        return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+    except OverflowError:
+        return (datetime.max if parsed.year > 1 else datetime.min).replace(tzinfo=UTC)
 
 
 def retry_after(value: str | None, now: datetime) -> datetime | None:
@@ -123,6 +130,8 @@ def retry_after(value: str | None, now: datetime) -> datetime | None:
     text = value.strip()
     if _DIGITS.fullmatch(text):
         return now + min(timedelta(seconds=int(text)), MAX_RETRY_AFTER)
+    if _MANY_DIGITS.fullmatch(text):  # thousands of years: the most that is honoured
+        return now + MAX_RETRY_AFTER
     moment = _http_date(text)
     return None if moment is None else min(moment, now + MAX_RETRY_AFTER)
 
@@ -133,7 +142,10 @@ def cache_lifetime(headers: Mapping[str, str], now: datetime) -> timedelta | Non
     if "no-store" in control.lower() or "no-cache" in control.lower():
         return None
     if match := _MAX_AGE.search(control):
-        return timedelta(seconds=min(int(match.group(1)), 10 * 365 * 86400))
+        digits = match.group(1)  # never int() of thousands of digits (Python refuses them)
+        return timedelta(
+            seconds=min(int(digits), _MAX_MAX_AGE) if len(digits) <= 12 else _MAX_MAX_AGE
+        )
     expires = _http_date(headers["expires"]) if headers.get("expires") else None
     if expires is None:
         return None

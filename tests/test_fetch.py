@@ -633,3 +633,24 @@ def test_fetched_bodies_in_hand_are_bounded_by_concurrency(feed_server: FeedServ
     asyncio.run(go())
     assert most == 2
     assert len(feed_server.seen("/f.xml")) == 8
+
+
+def test_a_reason_phrase_is_shown_without_control_characters_and_capped(
+    feed_server: FeedServer,
+) -> None:
+    """A server's reason phrase went into the error as sent: its escape sequences reached
+    the log, `once` and `status` (recolouring, retitling or clearing the operator's
+    terminal), and 12,000 characters of it were stored and printed."""
+    reason = "\x1b[31mRED\x1b[0m\x1b]0;pwned\x07 \x1b[2J" + "x" * 12_000
+
+    def handle(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(503, reason)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    feed_server.handlers["/r.xml"] = handle
+    outcome = fetch(feed_server.url("/r.xml"))
+    assert isinstance(outcome, Failed), outcome
+    assert outcome.error.startswith("HTTP 503 [31mRED[0m]0;pwned")
+    assert outcome.error.isprintable()
+    assert len(outcome.error) <= len("HTTP 503 ") + 200

@@ -329,3 +329,45 @@ def test_an_unchanged_timeline_is_not_rendered_again(
         encoding="utf-8",
     )
     assert "atom.xml" in _cycle(path).publish.changed
+
+
+FAR = "Fri, 31 Dec 9999 23:59:59 -2359"  # past year 9999 once in UTC
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Expires": FAR},
+        {"Date": FAR, "Expires": "Sun, 13 Jul 2025 14:00:00 GMT"},
+        {"Cache-Control": "max-age=" + "9" * 5000},
+    ],
+)
+def test_a_hint_out_of_any_range_is_no_hint_and_the_items_are_stored(
+    tmp_path: Path, feed_server: FeedServer, headers: dict[str, str]
+) -> None:
+    """A date UTC cannot hold (OverflowError) or a max-age of 5,000 digits (Python refuses to
+    convert it) made every poll of a valid feed an "unexpected error" with a traceback, its
+    items never stored. A hint it cannot read is ignored (the max-age: the longest, capped)."""
+    feed_server.handlers["/f.xml"] = _respond(
+        200, {"Content-Type": "application/xml", **headers}, BODY
+    )
+    path = _config(tmp_path, {"s": feed_server.url("/f.xml")})
+    report = _cycle(path)
+    assert [(s.outcome, s.new) for s in report.sources] == [("updated", 1)]
+    state = _state(path, "s")
+    assert state.next_poll is not None
+    assert state.next_poll <= datetime.now(UTC) + timedelta(hours=26.5)
+
+
+@pytest.mark.parametrize("header", ["1000000000000", "9" * 40, FAR])
+def test_a_retry_after_beyond_any_range_waits_the_longest_honoured(
+    tmp_path: Path, feed_server: FeedServer, header: str
+) -> None:
+    """13 digits and more were not read at all (ordinary backoff, minutes); a date past
+    year 9999 in UTC raised. Each waits the day that is the most honoured."""
+    feed_server.handlers["/f.xml"] = _respond(503, {"Retry-After": header})
+    path = _config(tmp_path, {"s": feed_server.url("/f.xml")})
+    _cycle(path)
+    state = _state(path, "s")
+    assert state.next_poll is not None
+    assert state.next_poll >= datetime.now(UTC) + timedelta(hours=23)
