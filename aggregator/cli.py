@@ -23,7 +23,7 @@ import click
 
 from aggregator import __version__
 from aggregator.announce import start_line, start_log
-from aggregator.config import load_config
+from aggregator.config import load_config, read_regular_file
 from aggregator.cycle import CycleReport, run_cycle
 from aggregator.errors import AggregatorError, ConfigError
 from aggregator.heap import freeze_startup
@@ -579,6 +579,10 @@ def add(url: str, name: str | None, title: str | None, config_path: Path) -> Non
     click.echo(f'added "{added}": {redact_url(feed.url)}{found} to {config_path}')
 
 
+# The largest OPML file read: ~150,000 subscriptions of ordinary length.
+MAX_OPML_BYTES = 32 * 1024 * 1024
+
+
 @main.command("import-opml")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @_config_option
@@ -589,7 +593,10 @@ def import_opml_command(file: Path, config_path: Path) -> None:
     from aggregator.text import clean_text, collapse_whitespace
 
     try:
-        listed = read_opml(file.read_bytes())
+        data = read_regular_file(file, MAX_OPML_BYTES + 1)
+        if len(data) > MAX_OPML_BYTES:
+            raise AggregatorError(f"larger than {MAX_OPML_BYTES // (1024 * 1024)} MB")
+        listed = read_opml(data)
     except (AggregatorError, OSError) as e:
         message = e.strerror if isinstance(e, OSError) and e.strerror else e
         click.echo(f"error: {file}: {message}", err=True)

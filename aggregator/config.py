@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import codecs
 import difflib
+import errno
 import ipaddress
 import math
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -138,6 +140,20 @@ def _string(value: object) -> str:
     if has_forbidden_characters(value):
         raise _Invalid(f"contains control characters that XML cannot carry: {_show(value)}")
     return value
+
+
+_HEADER_TEXT = re.compile(r"[\x20-\x7e]{1,512}\Z")  # visible ASCII and spaces
+
+
+def _user_agent(value: object) -> str:
+    """Sent as an HTTP header: visible ASCII only (httpx encodes header values as ASCII, and a
+    line break would end the header), at most 512 characters."""
+    text = _string(value)
+    if not _HEADER_TEXT.match(text):
+        raise _Invalid(
+            f"must be at most 512 characters of visible ASCII (an HTTP header), got {_show(value)}"
+        )
+    return text
 
 
 def _bool(value: object) -> bool:
@@ -536,12 +552,25 @@ def read_config_bytes(path: Path, shown: str) -> bytes:
 
     Raises OSError (FileNotFoundError included) as reading does.
     """
-    with path.open("rb") as f:
-        data = f.read(MAX_CONFIG_BYTES + len(codecs.BOM_UTF8) + 1)
+    data = read_regular_file(path, MAX_CONFIG_BYTES + len(codecs.BOM_UTF8) + 1)
     data = data.removeprefix(codecs.BOM_UTF8)
     if len(data) > MAX_CONFIG_BYTES:
         raise ConfigError(shown, 1, "", f"larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MB")
     return data
+
+
+def read_regular_file(path: Path, limit: int) -> bytes:
+    """At most `limit` bytes of `path`, which must be a regular file: opening a FIFO waits
+    for a writer that may never come (every command hung; a daemon's reload thread, and with
+    it every later reload, for good), and a device may never end. OSError otherwise."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(f.fileno()).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, "not a regular file (a FIFO, a device or a socket)")
+        return f.read(limit)
 
 
 def too_deep(shown: str) -> ConfigError:
@@ -658,7 +687,7 @@ def _validate(
         timeout=timeout,
         per_host=load.value(poll_t, p, "per_host", _positive_int, 2),
         max_bytes=load.value(poll_t, p, "max_bytes", _size, 10 * 1024 * 1024),
-        user_agent=load.value(poll_t, p, "user_agent", _string, USER_AGENT),
+        user_agent=load.value(poll_t, p, "user_agent", _user_agent, USER_AGENT),
         lease=load.value(poll_t, p, "lease", parse_duration, default_lease(timeout)),
         parse_timeout=load.value(poll_t, p, "parse_timeout", parse_duration, DEFAULT_PARSE_TIMEOUT),
         partial_parse=load.value(poll_t, p, "partial_parse", _bool, True),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from pathlib import Path
 
 import pytest
@@ -213,6 +214,20 @@ CASES += [
         "handed to another daemon and polled twice",
         id="lease-shorter-than-timeout",
     ),
+    # An HTTP header: check said nothing, and `once`/`run` failed with a traceback (the
+    # daemon, reloading it, closed its client and made none: every poll failed after).
+    pytest.param(
+        '[poll]\nuser_agent = "समाचार-bot/1.0"\n' + GOOD_FEED,
+        "feeds.toml:2: poll.user_agent: must be at most 512 characters of visible ASCII "
+        '(an HTTP header), got "समाचार-bot/1.0"',
+        id="user-agent-not-ascii",
+    ),
+    pytest.param(
+        '[poll]\nuser_agent = "bot/1.0\\r\\nX-Evil: 1"\n' + GOOD_FEED,
+        "feeds.toml:2: poll.user_agent: must be at most 512 characters of visible ASCII "
+        '(an HTTP header), got "bot/1.0\\x0d\\x0aX-Evil: 1"',
+        id="user-agent-line-break",
+    ),
 ]
 
 
@@ -412,3 +427,30 @@ def test_a_configuration_error_quoting_a_url_hides_its_password(tmp_path: Path) 
         done = run_cli(command, "--config", str(config), cwd=tmp_path)
         assert done.returncode == 2
         assert "feeds.toml:2:" in done.stderr and "hunter2secret" not in done.stderr
+
+
+@pytest.mark.timeout(60)
+def test_a_config_that_is_a_fifo_is_one_line_not_a_hang(tmp_path: Path) -> None:
+    """Opening a FIFO waits for a writer: every command hung, and a daemon's reload thread
+    (with every later reload behind it) for good. Only a regular file is read."""
+    os.mkfifo(tmp_path / "feeds.toml")
+    for command in (["check"], ["once"], ["status"], ["add", "https://y.example/feed"]):
+        result = run_cli(*command, "--config", "feeds.toml", cwd=tmp_path, timeout=20)
+        assert result.returncode == 2, (command, result.stderr[-2000:])
+        assert result.stderr.strip() == (
+            "error: feeds.toml:1: cannot read: not a regular file (a FIFO, a device or a socket)"
+        ), command
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("special", ["/dev/zero", "fifo"])
+def test_import_opml_reads_only_a_regular_file(tmp_path: Path, special: str) -> None:
+    """`import-opml /dev/zero` grew to gigabytes in seconds, and a FIFO hung it."""
+    if special == "fifo":
+        os.mkfifo(tmp_path / "list.opml")
+        special = str(tmp_path / "list.opml")
+    result = run_cli("import-opml", special, "--config", "feeds.toml", cwd=tmp_path, timeout=20)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"error: {special}: not a regular file (a FIFO, a device or a socket)"
+    )

@@ -264,8 +264,9 @@ class Polling:
         """After a reload: a new fetcher if `[poll]` changed, removed sources' polls
         cancelled, and the store synced at the next claim, made now."""
         if new.poll != old.poll:
-            self._retire(self.fetcher)
-            self.fetcher = new_fetcher(new)
+            # The new one first: were it refused, the running one must still be there.
+            fetcher, self.fetcher = self.fetcher, new_fetcher(new)
+            self._retire(fetcher)
         self.unsynced = True
         for name in {s.name for s in old.sources} - {s.name for s in new.sources}:
             if task := self.inflight.get(name):
