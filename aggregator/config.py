@@ -30,7 +30,13 @@ import regex
 
 from aggregator import USER_AGENT
 from aggregator.errors import ConfigError
-from aggregator.filters import FILTER_FLAGS, FilterPattern, Filters
+from aggregator.filters import (
+    FILTER_FLAGS,
+    MAX_PATTERN_SIZE,
+    FilterPattern,
+    Filters,
+    pattern_size,
+)
 from aggregator.settings import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_PARSE_TIMEOUT,
@@ -249,6 +255,11 @@ def _patterns(value: object) -> tuple[str, ...]:
             f'expected an array of regular expressions like ["cricket", "IPL"], got {_show(value)}'
         )
     for index, pattern in enumerate(value):
+        if pattern_size(pattern) > MAX_PATTERN_SIZE:
+            raise _Invalid(
+                f"item {index} {_show(pattern)} spells out more than {MAX_PATTERN_SIZE:,} "
+                "characters once its counted repeats ({n}) are written out"
+            )
         try:
             regex.compile(pattern, FILTER_FLAGS)  # as `FilterPattern` will
         except regex.error as e:

@@ -42,6 +42,74 @@ class _Spent:
         self.lock = threading.Lock()
 
 
+# The most a pattern may spell out: the `regex` engine compiles a counted repeat (`a{1000}`,
+# the least of `{50000,60000}`) as that many copies, ~270 bytes each, so a 14-character
+# `a{10000000}` took 2.7 GB to compile (the daemon kept it after a reload) and `a{999999999}`
+# was killed by the kernel. 50,000: a list of thousands of words, ~13 MB at most.
+MAX_PATTERN_SIZE = 50_000
+_COUNT = regex.compile(r"\{(\d*)(?:,(\d*))?\}")
+_BRACED_ESCAPES = frozenset("pPNxuUgk")  # `\p{L}`, `\N{...}`, `\x{0915}`: braces, no repeat
+
+
+def pattern_size(text: str) -> int:
+    """How many items `text` compiles to, counted repeats spelled out (alternatives added):
+    an upper bound, computed without compiling; past `MAX_PATTERN_SIZE` it stops counting
+    and returns what it has. Linear in `text`."""
+    frames: list[list[int]] = [[]]  # the sizes of the items of each open group
+    i, n = 0, len(text)
+    while i < n:
+        if (skipped := _one_item(text, i)) is not None:
+            i, size = skipped
+            frames[-1].extend((1,) * size)
+            continue
+        char = text[i]
+        if char == "(":
+            frames.append([])
+        elif char == ")" and len(frames) > 1:
+            inner = frames.pop()
+            frames[-1].append(sum(inner))
+        elif char == "{" and (count := _COUNT.match(text, i)) is not None and frames[-1]:
+            least = count.group(1) or "0"
+            frames[-1][-1] *= max(int(least), 1) if len(least) <= 9 else MAX_PATTERN_SIZE + 1
+            if frames[-1][-1] > MAX_PATTERN_SIZE:
+                return frames[-1][-1]
+            i = count.end()
+            continue
+        elif char not in "|*+?^$)":
+            frames[-1].append(1)
+        i += 1
+    return sum(sum(frame) for frame in frames)
+
+
+def _one_item(text: str, i: int) -> tuple[int, int] | None:
+    """An escape, a character class or a comment at `i`: where it ends, and 1 item (0 for
+    a comment); None for anything else."""
+    char = text[i]
+    if char == "\\":
+        if text[i + 1 : i + 2] in _BRACED_ESCAPES and text[i + 2 : i + 3] == "{":
+            end = text.find("}", i + 3)
+            return (len(text) if end == -1 else end + 1), 1
+        return i + 2, 1
+    if char == "[":
+        return _class_end(text, i), 1
+    if text.startswith("(?#", i):
+        end = text.find(")", i)
+        return (len(text) if end == -1 else end + 1), 0
+    return None
+
+
+def _class_end(text: str, start: int) -> int:
+    """Just past the character class opening at `start` (`[]a]` and `[^]a]` hold a "]")."""
+    i = start + 1
+    if i < len(text) and text[i] == "^":
+        i += 1
+    if i < len(text) and text[i] == "]":
+        i += 1
+    while i < len(text) and text[i] != "]":
+        i += 2 if text[i] == "\\" else 1
+    return i + 1
+
+
 @dataclass(frozen=True)
 class FilterPattern:
     """One operator pattern. Equal when the text is: where it was written does not count.

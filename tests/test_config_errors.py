@@ -214,6 +214,19 @@ CASES += [
         "handed to another daemon and polled twice",
         id="lease-shorter-than-timeout",
     ),
+    # The regex engine spells counted repeats out when it compiles: 2.7 GB for this one.
+    pytest.param(
+        '[[feeds]]\nurl = "https://example.org/feed.xml"\ninclude = ["a{10000000}"]\n',
+        'feeds.toml:3: feeds[0].include: item 0 "a{10000000}" spells out more than 50,000 '
+        "characters once its counted repeats ({n}) are written out",
+        id="pattern-spelled-out-too-long",
+    ),
+    pytest.param(
+        '[[feeds]]\nurl = "https://example.org/feed.xml"\nexclude = ["(x(ab){300}){300}"]\n',
+        'feeds.toml:3: feeds[0].exclude: item 0 "(x(ab){300}){300}" spells out more than '
+        "50,000 characters once its counted repeats ({n}) are written out",
+        id="pattern-nested-repeats",
+    ),
     # An HTTP header: check said nothing, and `once`/`run` failed with a traceback (the
     # daemon, reloading it, closed its client and made none: every poll failed after).
     pytest.param(

@@ -4,15 +4,25 @@ reported once with where feeds.toml wrote it and treated as not matching from th
 from __future__ import annotations
 
 import logging
+import tracemalloc
 from pathlib import Path
 
 import pytest
 import regex
+from hypothesis import given
+from hypothesis import strategies as st
 
 import aggregator.filters as filters_module
 from aggregator.config import load_config
 from aggregator.errors import ConfigError
-from aggregator.filters import FILTER_FIELD_CHARS, FilterPattern, Filters
+from aggregator.filters import (
+    FILTER_FIELD_CHARS,
+    FILTER_FLAGS,
+    MAX_PATTERN_SIZE,
+    FilterPattern,
+    Filters,
+    pattern_size,
+)
 
 CATASTROPHIC = "(a+)+$"
 EXPLODES = "a" * FILTER_FIELD_CHARS + "!"
@@ -121,3 +131,30 @@ def test_an_invalid_pattern_is_a_one_line_config_error(tmp_path: Path) -> None:
     assert str(caught.value).startswith(
         'feeds.toml:3: feeds[0].include: item 0 "(ab" is not a valid regular expression'
     )
+
+
+@given(st.text(alphabet=st.sampled_from(list("ab()[]{}|*+?\\:^$,0123456789")), max_size=40))
+def test_pattern_size_bounds_what_the_engine_compiles(text: str) -> None:
+    """`pattern_size` is checked before a pattern is compiled: for every pattern the engine
+    accepts, the memory compiling it takes is bounded by what `pattern_size` says (~270
+    bytes an item), so a size under the cap is a compile under ~15 MB too."""
+    regex.purge()  # its cache would answer without compiling
+    tracemalloc.start()
+    try:
+        regex.compile(text, FILTER_FLAGS)
+    except (regex.error, OverflowError, RecursionError):
+        return
+    finally:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    assert peak <= 30_000 + 1_000 * pattern_size(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "at_least"),
+    [("a{10000000}", 10_000_000), ("(a{1000}){1000}", 1_000_000), ("(?:ab){50000,60000}", 100_000)],
+)
+def test_pattern_size_sees_counted_repeats_nested_and_ranged(text: str, at_least: int) -> None:
+    assert pattern_size(text) >= at_least > MAX_PATTERN_SIZE
+    assert pattern_size("a{1,100000}") <= 3  # a range's loop is compiled once
+    assert pattern_size(r"\bक्रिकेट\b|IPL|[a-z]{3}") < 20
