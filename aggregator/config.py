@@ -609,8 +609,10 @@ def _syntax_error(shown: str, text: str, error: tomllib.TOMLDecodeError) -> Conf
     if single and _parses(_SINGLE_FEEDS_HEADER.sub("[[feeds]]", text)):
         line = text.count("\n", 0, single.start()) + 1
         return ConfigError(shown, line, "feeds", _SINGLE_FEEDS)
-    lines = text.splitlines()
-    unquoted = _UNQUOTED_UNIT.match(lines[line - 1]) if 0 < line <= len(lines) else None
+    lines = text.split("\n")  # TOML's lines (`splitlines` also splits at U+2028, U+0085...)
+    unquoted = (
+        _UNQUOTED_UNIT.match(lines[line - 1].rstrip("\r")) if 0 < line <= len(lines) else None
+    )
     hint = f'; quote it: "{unquoted.group(1)}"' if unquoted else ""
     return ConfigError(shown, line, "", f"invalid TOML: {detail}{where}{hint}")
 

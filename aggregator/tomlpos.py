@@ -40,7 +40,9 @@ class LineIndex:
         current: KeyPath = ()
         array_counts: dict[KeyPath, int] = {}
         open_string: str | None = None
-        for number, raw in enumerate(text.splitlines(), start=1):
+        # Lines end at "\n" only, as TOML's do: `splitlines` also ends one at U+2028, U+0085 or
+        # a form feed, which a pasted title may hold, and every line after was misnumbered.
+        for number, raw in enumerate(text.split("\n"), start=1):
             line = raw.strip()
             if open_string is not None:
                 if line.count(open_string) % 2 == 1:
@@ -60,11 +62,16 @@ class LineIndex:
                 current = self._with_indexes(_split_dotted(match.group(1)), array_counts)
                 self._lines.setdefault(current, number)
             elif match := _ASSIGNMENT.match(line):
-                self._lines.setdefault((*current, *_split_dotted(match.group(1))), number)
+                self._assigned(current, _split_dotted(match.group(1)), number)
                 rest = match.group(2)
                 for quote in ('"""', "'''"):
                     if rest.count(quote) % 2 == 1:
                         open_string = quote
+
+    def _assigned(self, table: KeyPath, keys: list[str], number: int) -> None:
+        """`a.b.c = ` on line `number` of `table`: `a` and `a.b` are written there too."""
+        for end in range(1, len(keys) + 1):
+            self._lines.setdefault((*table, *keys[:end]), number)
 
     @staticmethod
     def _with_indexes(parts: list[str], array_counts: dict[KeyPath, int]) -> KeyPath:

@@ -227,6 +227,28 @@ CASES += [
         "50,000 characters once its counted repeats ({n}) are written out",
         id="pattern-nested-repeats",
     ),
+    # Lines end at "\n" alone: U+2028 (pasted text) ended one for `splitlines`, and every
+    # error after it named the wrong line (and the unquoted-duration hint was lost).
+    pytest.param(
+        '[aggregator]\ntitle = "a\u2028b"\n# c\u2029d\u0085e\n'
+        + GOOD_FEED
+        + 'interval = "often"\n',
+        'feeds.toml:6: feeds[0].interval: expected a duration like "15m", got "often"',
+        id="line-numbers-after-u2028",
+    ),
+    pytest.param(
+        "# note\u2028more\n[poll]\ninterval = 15m\n" + GOOD_FEED,
+        "feeds.toml:3: invalid TOML: Expected newline or end of document after a statement "
+        '(column 14); quote it: "15m"',
+        id="unquoted-duration-after-u2028",
+    ),
+    # A dotted key is where it is written, not at its table's header.
+    pytest.param(
+        '[aggregator]\ntitle = "t"\n' + GOOD_FEED + '\n\nfilters.include = ["x"]\n',
+        "feeds.toml:7: feeds[0].filters: unknown key (known keys: url, name, title, interval, "
+        "timezone, tags, include, exclude)",
+        id="dotted-key-line",
+    ),
     # An HTTP header: check said nothing, and `once`/`run` failed with a traceback (the
     # daemon, reloading it, closed its client and made none: every poll failed after).
     pytest.param(
