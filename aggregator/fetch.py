@@ -224,11 +224,16 @@ class Fetcher:
         a slot is taken (waiting for a busy host never holds up other hosts), and given back
         as soon as the response is in.
         """
-        if urlsplit(url).scheme == "file":
+        try:
+            parts = urlsplit(url)
+            host = (parts.hostname or "").lower()
+        except ValueError as e:  # "http://[zz]/": no host to ask (`add` takes what it is given)
+            yield Failed(url, f"not a valid URL: {e}")
+            return
+        if parts.scheme == "file":
             async with self._semaphore:
                 yield _fetch_file(url, validators, self.max_bytes)
             return
-        host = (urlsplit(url).hostname or "").lower()
         turn = self._hosts.setdefault(host, asyncio.Semaphore(self.per_host))
         async with turn:
             await self._semaphore.acquire()

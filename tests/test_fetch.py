@@ -654,3 +654,23 @@ def test_a_reason_phrase_is_shown_without_control_characters_and_capped(
     assert outcome.error.startswith("HTTP 503 [31mRED[0m]0;pwned")
     assert outcome.error.isprintable()
     assert len(outcome.error) <= len("HTTP 503 ") + 200
+
+
+@pytest.mark.parametrize(
+    "url", ["http://[zz]/feed.xml", "http://[::1", "https://[example.com]/rss"]
+)
+def test_a_url_with_a_broken_host_is_a_failed_fetch_not_an_exception(url: str) -> None:
+    """`fetch` never raises for what it is given: `aggregator add` passed such URLs on, and
+    urlsplit's ValueError came out as a traceback."""
+    outcome = fetch(url)
+    assert isinstance(outcome, Failed), outcome
+    assert outcome.error.startswith("not a valid URL: ")
+
+
+def test_add_says_a_url_with_a_broken_host_cannot_be_fetched(tmp_path: Path) -> None:
+    from tests.conftest import run_cli  # noqa: PLC0415
+
+    result = run_cli("add", "http://[zz]/feed.xml", "--config", "feeds.toml", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: cannot fetch http://[zz]/feed.xml: not a valid URL")
