@@ -486,6 +486,8 @@ def _print_status_table(
     from aggregator.status_view import StatusLine, status_table
 
     console = Console(width=100_000) if wide else Console()  # a table is as wide as it needs
+    if console.width < 40:  # COLUMNS=0 printed nothing at all, a few columns a heap of "…"
+        console = Console(width=80)
     lines = []
     for source in config.sources:
         state = states.get(source.name)

@@ -121,3 +121,12 @@ def test_status_at_60_columns_drops_columns_rather_than_cutting_every_cell(polle
     assert re.search(r"in \d+ (min|h)\b", result.stdout), result.stdout  # not "in 15 …"
     refused = next(line for line in lines if line.startswith(REFUSED))
     assert "failed" in refused, result.stdout
+
+
+@pytest.mark.parametrize("columns", ["0", "1"])
+def test_status_with_no_width_to_speak_of_is_80_columns(polled: Path, columns: str) -> None:
+    """COLUMNS=0 printed nothing at all (and exit 0); one column, a heap of ellipses."""
+    result = run_cli("status", "--config", str(polled), env={"COLUMNS": columns})
+    assert result.returncode == 0, result.stderr
+    assert max(len(line) for line in result.stdout.splitlines()) <= 80
+    assert GOOD[:5] in result.stdout and "ago" in result.stdout
