@@ -1254,3 +1254,20 @@ def test_only_one_of_two_deciders_writes_a_subscription(
     assert not two.save_subscription(replace(first, state=PushState.EXPIRED), first)
     assert not two.delete_subscription("a", "tok-" + "y" * 40)
     assert two.subscription("a") == renewing
+
+
+def test_copies_first_seen_within_one_second_keep_their_order(store: StoreAPI) -> None:
+    """The copy of a story seen first is the one published, so its id never changes. With
+    `first_seen` cut to the second, a copy seen half a second later tied with it, the tie
+    went to the source name ("aa" before "zz"), and the published id changed."""
+    title = "A story title long enough"
+    placed = NOW - timedelta(hours=1)
+    seen = NOW.replace(microsecond=0) - timedelta(minutes=5) + timedelta(milliseconds=100)
+    store_entries(store, "zz", [entry("z1", title, published=placed)], seen)
+    later = seen + timedelta(milliseconds=500)
+    store_entries(store, "aa", [entry("a1", title, published=placed)], later)
+    entries = store.recent_entries(["aa", "zz"], NOW - timedelta(days=1), 10)
+    assert {e.entry_id: e.first_seen for e in entries} == {"z1": seen, "a1": later}
+    # The timeline's order of a story's copies (`timeline._group_stories`).
+    first = min(entries, key=lambda e: (e.first_seen, e.sort_date, e.source, e.entry_id))
+    assert first.entry_id == "z1"

@@ -42,13 +42,13 @@ def upsert_entries(conn: Connection, source: str, writes: EntryWrites) -> None:
             """,
             (seconds(writes.seen), source, list(writes.still_buried)),
         )
-    seen = seconds(writes.seen)
     with conn.cursor() as cursor:
         if writes.new:
             cursor.executemany(
                 _INSERT_ENTRY,
                 [
-                    (source, w.entry.entry_id, *rows.entry_values(w, seconds, list), seen,
+                    # first_seen to the microsecond: see the SQLite store's `_insert_entries`.
+                    (source, w.entry.entry_id, *rows.entry_values(w, seconds, list), writes.seen,
                      seconds(w.sort_date))
                     for w in writes.new
                 ],

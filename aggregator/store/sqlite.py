@@ -607,10 +607,13 @@ def _insert_entries(db: sqlite3.Connection, source: str, writes: EntryWrites) ->
     if not (writes.new or writes.changed):
         return
     stored_in = _next_write(db)
+    # To the microsecond: the first copy of a story is the one published (its id stays), and
+    # whole seconds made two copies first seen in one second a tie, broken by source name.
+    first_seen = _at(writes.seen)
     db.executemany(
         _INSERT_ENTRY,
         [
-            (source, w.entry.entry_id, *rows.entry_values(w, _ts, _json), seen,
+            (source, w.entry.entry_id, *rows.entry_values(w, _ts, _json), first_seen,
              _ts(w.sort_date), stored_in)
             for w in writes.new
         ],
