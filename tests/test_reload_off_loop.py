@@ -145,3 +145,39 @@ def test_an_edit_made_before_the_watch_began_is_reloaded(tmp_path: Path) -> None
 
     asyncio.run(_run_for(daemon, 0.1, during))
     assert [s.name for s in daemon.config.sources] == ["a", "b"]
+
+
+def test_a_symlinked_config_swapped_atomically_is_followed(tmp_path: Path) -> None:
+    """feeds.toml a symlink that a deploy swaps (`ln -sfn v2.toml tmp && mv -T tmp
+    feeds.toml`, as Kubernetes updates a ConfigMap): only the old target's directory was
+    watched, so the swap went unnoticed, and so did every later edit of the new file."""
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    _feed(conf, _items("a", 1))
+    for name in ("b", "c"):
+        (conf / f"{name}.xml").write_bytes((conf / "a.xml").read_bytes())
+    head = '[publish]\nmax_age = "3650d"\n[store]\npath = "../state.sqlite3"\n'
+    v1, v2 = conf / "v1.toml", conf / "v2.toml"
+    v1.write_text(head + '[[feeds]]\nname = "a"\nurl = "a.xml"\n', encoding="utf-8")
+    v2.write_text(v1.read_text(encoding="utf-8") + '[[feeds]]\nname = "b"\nurl = "b.xml"\n')
+    config = tmp_path / "feeds.toml"
+    config.symlink_to(Path("conf") / "v1.toml")
+    daemon = Daemon(config, load_config(config), options=OPTIONS)
+
+    async def sources_become(names: list[str]) -> None:
+        deadline = time.monotonic() + 20
+        while [s.name for s in daemon.config.sources] != names:
+            assert time.monotonic() < deadline, [s.name for s in daemon.config.sources]
+            await asyncio.sleep(0.05)
+
+    async def during() -> None:
+        await asyncio.sleep(1.0)  # the watch has begun
+        (tmp_path / "swap").symlink_to(Path("conf") / "v2.toml")
+        (tmp_path / "swap").replace(config)
+        await sources_become(["a", "b"])
+        await asyncio.sleep(1.0)  # the new watch has begun
+        with v2.open("a", encoding="utf-8") as f:
+            f.write('[[feeds]]\nname = "c"\nurl = "c.xml"\n')
+        await sources_become(["a", "b", "c"])
+
+    asyncio.run(_run_for(daemon, 0.1, during))

@@ -47,6 +47,7 @@ class Reloader:
         self._spawn = spawn
         self._templates = templates  # the running theme's directory, watched too
         self._rewatch = asyncio.Event()  # the directory to watch changed
+        self._target = path.resolve()  # the file feeds.toml led to when the watch began
         self._loading: asyncio.Task[None] | None = None  # loading feeds.toml in a thread
         self._wanted = False  # asked for again while loading: load once more after
         self._refused = False  # the last load was refused: the next good one says so
@@ -84,7 +85,7 @@ class Reloader:
         new = await in_daemon_thread("reload", self.load)
         watched = self._templates()
         applied = new is not None and self._apply(new)
-        if self._templates() != watched:
+        if self._templates() != watched or self.path.resolve() != self._target:
             self._rewatch.set()
         return applied
 
@@ -147,10 +148,14 @@ class Reloader:
                 relay.cancel()
 
     async def _watch_until(self, ending: asyncio.Event) -> None:
-        target = self.path.resolve()
+        # feeds.toml may be a symlink that a deploy swaps (`ln -sfn v2.toml tmp && mv -T tmp
+        # feeds.toml`, as Kubernetes updates a ConfigMap): its own name is watched beside the
+        # file it leads to, and a reload that finds it leading elsewhere starts a new watch.
+        link = self.path.absolute()
+        target = self._target = self.path.resolve()
         templates = self._templates()
-        directories = [target.parent]
-        if templates is not None and templates.is_dir() and templates != target.parent:
+        directories = list(dict.fromkeys([target.parent, link.parent]))
+        if templates is not None and templates.is_dir() and templates not in directories:
             directories.append(templates)
 
         # A change made before this watch took hold (while the daemon started, or between two
@@ -159,7 +164,7 @@ class Reloader:
 
         def is_watched(_: object, name: str) -> bool:
             path = Path(name)
-            return path == target or (
+            return path in (target, link) or (
                 templates is not None and path.parent == templates and path.suffix == ".j2"
             )
 
@@ -171,7 +176,7 @@ class Reloader:
                 debounce=200,
                 recursive=False,
             ):
-                if target.exists():
+                if self.path.exists():
                     self.request()
         finally:
             catch_up.cancel()
