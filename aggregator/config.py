@@ -973,9 +973,22 @@ class _Seen:
         return False
 
 
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+_UNRESERVED = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+_DEFAULT_PORTS = {"http": ":80", "https": ":443"}
+
+
 def url_identity(url: str) -> str:
-    """Two spellings of one URL count as one source (scheme and host case, trailing slash)."""
+    """Two spellings of one URL count as one source: scheme and host case, the default port,
+    a trailing slash, and escapes of letters, digits and `-._~` (`/%61.xml` is `/a.xml`) or
+    in lower case (`%2f` is `%2F`), as RFC 3986 section 6.2.2 says."""
     parts = urlsplit(url)
-    return urlunsplit(
-        (parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/") or "/", parts.query, "")
-    )
+    scheme, netloc = parts.scheme.lower(), parts.netloc.lower()
+    netloc = netloc.removesuffix(_DEFAULT_PORTS.get(scheme, "\0"))
+    path = _ESCAPE.sub(_normal_escape, parts.path).rstrip("/") or "/"
+    return urlunsplit((scheme, netloc, path, _ESCAPE.sub(_normal_escape, parts.query), ""))
+
+
+def _normal_escape(match: re.Match[str]) -> str:
+    byte = int(match.group(1), 16)
+    return chr(byte) if byte in _UNRESERVED else f"%{byte:02X}"

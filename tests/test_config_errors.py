@@ -72,6 +72,11 @@ CASES = [
         "feeds.toml:5: feeds[1].url: duplicate source: the same URL as feeds[0] (line 2)",
         id="duplicate-url",
     ),
+    pytest.param(  # RFC 3986 6.2.2: an escaped letter is the letter, the default port none
+        GOOD_FEED + '\n[[feeds]]\nurl = "https://example.org:443/%66eed.xml"\nname = "other"\n',
+        "feeds.toml:5: feeds[1].url: duplicate source: the same URL as feeds[0] (line 2)",
+        id="duplicate-url-escaped",
+    ),
     pytest.param(
         '[[feeds]]\nurl = "https://a.example/"\nname = "news"\n'
         '[[feeds]]\nurl = "https://b.example/"\nname = "news"\n',
