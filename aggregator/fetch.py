@@ -135,9 +135,19 @@ _PLAIN_DESCRIPTIONS: tuple[tuple[type[Exception] | tuple[type[Exception], ...], 
 )
 
 
+def _request_url(error: httpx.HTTPError) -> str | None:
+    """The URL of the request that failed (a redirect's, perhaps), if it says."""
+    try:
+        return str(error.request.url)
+    except RuntimeError:  # raised before it had a request
+        return None
+
+
 def _describe(error: Exception, url: str) -> str:
     """One line an operator understands, for an httpx or OS error."""
     host = urlsplit(url).hostname or url
+    if isinstance(error, httpx.UnsupportedProtocol) and _request_url(error) not in (None, url):
+        return f"refused a redirect to a URL that is not http or https: {_request_url(error)}"
     for kind, template in _PLAIN_DESCRIPTIONS:
         if isinstance(error, kind):
             return template.format(host=host, error=error)

@@ -103,6 +103,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return self._session
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.scheme not in ("http", "https"):  # a redirect to file:, ftp:...
+            raise httpx.UnsupportedProtocol(
+                f"not an http or https URL: {request.url.scheme}:", request=request
+            )
         body = await request.aread()
         timeout = request.extensions.get("timeout", {})
         with _translated(request):

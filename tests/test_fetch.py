@@ -674,3 +674,23 @@ def test_add_says_a_url_with_a_broken_host_cannot_be_fetched(tmp_path: Path) -> 
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert result.stderr.startswith("error: cannot fetch http://[zz]/feed.xml: not a valid URL")
+
+
+@pytest.mark.parametrize("location", ["file:///etc/passwd", "ftp://127.0.0.1/feed.xml"])
+def test_a_redirect_away_from_http_is_refused_and_says_so(
+    feed_server: FeedServer, location: str
+) -> None:
+    """Nothing is read there; the error said only "NetworkError: file://127.0.0.1/etc/passwd"
+    (httpx had put the feed's host into the URL)."""
+
+    def handle(handler: BaseHTTPRequestHandler) -> None:
+        handler.send_response(301)
+        handler.send_header("Location", location)
+        handler.send_header("Content-Length", "0")
+        handler.end_headers()
+
+    feed_server.handlers["/moved.xml"] = handle
+    outcome = fetch(feed_server.url("/moved.xml"))
+    assert isinstance(outcome, Failed), outcome
+    assert outcome.error.startswith("refused a redirect to a URL that is not http or https: ")
+    assert location.partition(":")[0] + "://" in outcome.error
