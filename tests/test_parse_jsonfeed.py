@@ -453,3 +453,19 @@ def test_a_json_feeds_websub_hub_and_feed_url_are_its_hub_and_self() -> None:
     for hubs in (None, "https://hub.example.org/", [{"type": "WebSub", "url": "ftp://x/"}], [7]):
         feed = parse_feed(json.dumps({**document, "hubs": hubs}).encode(), FEED_JSON, URL)
         assert feed.hub is None, hubs
+
+
+def test_a_lone_surrogate_is_dropped_not_the_item() -> None:
+    """JSON may write half a character ("\\ud800"); an item holding one in its id, title or
+    link was skipped whole, as unreadable. The half character is dropped, as characters
+    XML forbids are; an escaped backslash before "ud800" is text, and stays."""
+    body = (
+        b'{"version": "https://jsonfeed.org/version/1.1", "title": "T\\ud800", "items": ['
+        b'{"id": "j\\ud800-1", "url": "https://j.example/1\\udfff", "title": "Lone \\udc00one",'
+        b' "content_text": "a \\\\ud800 b \\ud83d\\ude00"}]}'
+    )
+    feed = parse_feed(body, FEED_JSON, "https://j.example/feed.json")
+    [entry] = feed.entries
+    assert (entry.entry_id, entry.title, entry.link) == ("j-1", "Lone one", "https://j.example/1")
+    assert "\\ud800" in entry.teaser and "\U0001f600" in entry.teaser
+    assert feed.warning is None

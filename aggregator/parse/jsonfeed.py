@@ -15,6 +15,7 @@ import codecs
 import html
 import json
 import math
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, tzinfo
@@ -163,7 +164,8 @@ def _decoded(body: bytes) -> tuple[str, str | None]:
 def _loaded(text: str) -> Any:
     """The parsed JSON; one line naming where and why when it is not JSON."""
     try:
-        return json.loads(text, parse_constant=_refuse_constant, parse_int=_integer)
+        document = json.loads(text, parse_constant=_refuse_constant, parse_int=_integer)
+        return _without_surrogates(document) if _SURROGATE_ESCAPE.search(text) else document
     except _Refused as e:
         raise ParseError(f"malformed JSON Feed: {e}") from None
     except json.JSONDecodeError as e:
@@ -171,6 +173,27 @@ def _loaded(text: str) -> Any:
         raise ParseError(f"malformed JSON Feed: not valid JSON at {where}: {e.msg}") from None
     except RecursionError:  # json's reader recurses once per level of nesting
         raise ParseError("malformed JSON Feed: nested too deeply to read") from None
+
+
+# A "\ud800" escape: JSON may write half a character, which no output can carry.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _without_surrogates(document: Any) -> Any:
+    """`document` with every lone surrogate dropped from its string values, as characters
+    XML forbids are (`text`): an item holding one was skipped whole, as unreadable."""
+    stack = [document] if isinstance(document, dict | list) else []  # a bare value: no feed
+    while stack:
+        node = stack.pop()
+        places = node.items() if isinstance(node, dict) else enumerate(node)
+        for place, value in list(places):
+            if isinstance(value, str):
+                if _SURROGATE.search(value):
+                    node[place] = _SURROGATE.sub("", value)
+            elif isinstance(value, dict | list):
+                stack.append(value)
+    return document
 
 
 def _refuse_constant(name: str) -> float:
