@@ -33,6 +33,7 @@ from aggregator.errors import ConfigError
 from aggregator.filters import (
     FILTER_FLAGS,
     MAX_PATTERN_SIZE,
+    VERBOSE_FLAG,
     FilterPattern,
     Filters,
     pattern_size,
@@ -255,9 +256,12 @@ def _patterns(value: object) -> tuple[str, ...]:
             f'expected an array of regular expressions like ["cricket", "IPL"], got {_show(value)}'
         )
     for index, pattern in enumerate(value):
+        if VERBOSE_FLAG.search(pattern):
+            raise _Invalid(f"item {index} {_show(pattern[:80])}: verbose mode (?x) is not taken")
         if pattern_size(pattern) > MAX_PATTERN_SIZE:
+            shown = _show(pattern[:80]) + (" (cut)" if len(pattern) > 80 else "")
             raise _Invalid(
-                f"item {index} {_show(pattern)} spells out more than {MAX_PATTERN_SIZE:,} "
+                f"item {index} {shown} spells out more than {MAX_PATTERN_SIZE:,} "
                 "characters once its counted repeats ({n}) are written out"
             )
         try:

@@ -45,8 +45,11 @@ class _Spent:
 # The most a pattern may spell out: the `regex` engine compiles a counted repeat (`a{1000}`,
 # the least of `{50000,60000}`) as that many copies, ~270 bytes each, so a 14-character
 # `a{10000000}` took 2.7 GB to compile (the daemon kept it after a reload) and `a{999999999}`
-# was killed by the kernel. 50,000: a list of thousands of words, ~13 MB at most.
-MAX_PATTERN_SIZE = 50_000
+# was killed by the kernel. 100,000: a list of thousands of words, ~27 MB at most.
+MAX_PATTERN_SIZE = 100_000
+# Verbose mode (`(?x)`, `(?x:...)`) makes spaces and `#` comments nothing, which the count
+# would take for items: a pattern using it is refused (TOML strings hold one line anyway).
+VERBOSE_FLAG = regex.compile(r"\(\?[a-zA-Z]*x[a-zA-Z]*(?:-[a-zA-Z]*)?[:)]")
 _COUNT = regex.compile(r"\{(\d*)(?:,(\d*))?\}")
 _BRACED_ESCAPES = frozenset("pPNxuUgk")  # `\p{L}`, `\N{...}`, `\x{0915}`: braces, no repeat
 

@@ -115,7 +115,7 @@ def _http_date(value: str) -> datetime | None:
     23:59:59 -2359" is past year 9999 there) is the last moment there is (or the first)."""
     try:
         parsed = email.utils.parsedate_to_datetime(value.strip())
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):  # year 99999999999999999999
         return None
     try:
         return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)

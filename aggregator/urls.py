@@ -25,6 +25,8 @@ import functools
 import re
 from urllib.parse import quote, unquote_plus
 
+import idna
+
 MASK = "***"
 
 # A parameter is credential-like when one of its words (split on `_ - . [ ]`, spaces and
@@ -330,9 +332,11 @@ def _plain(url: str) -> bool:
     if url.count("#") > 1:
         return False
     if "[" in url or "]" in url:
-        rest = url.partition("://")[2]
-        authority = rest[: _authority_end("//" + rest) - 2]
-        return "[" not in rest[len(authority) :] and "]" not in rest[len(authority) :]
+        scheme, colon, rest = url.partition(":")
+        if not colon or not scheme.isascii() or not scheme.isalnum():
+            rest = url  # no scheme: a relative reference, as `as_uri` reads it
+        after = rest[_authority_end(rest) :] if rest.startswith("//") else rest
+        return "[" not in after and "]" not in after
     return True
 
 
@@ -342,21 +346,31 @@ def _escaped(part: str, safe: str) -> str:
 
 
 def _host_as_uri(authority: str) -> str:
-    """User info, host and port as a URI holds them: a non-ASCII host in IDNA (percent-
-    encoded where IDNA refuses it: a label over 63 characters), the rest percent-encoded."""
+    """User info, host and port as a URI holds them: a non-ASCII host as browsers write it
+    (IDNA, UTS 46 non-transitional: `straße.de` is `xn--strae-oqa.de`, not `strasse.de`),
+    percent-encoded where IDNA refuses it; escapes already there are kept."""
     userinfo, at, hostport = authority.rpartition("@")
     host, port = hostport, ""
     if not hostport.endswith("]") and ":" in hostport:
         host, colon, digits = hostport.rpartition(":")
         port = colon + digits
     if not host.isascii():
-        try:
-            host = host.encode("idna").decode("ascii")
-        except UnicodeError:
-            host = quote(host, safe=_SUB_DELIMS, errors="surrogatepass")
+        host = _idna(host)
     return (
-        _escaped(userinfo, _SUB_DELIMS + ":")
+        _escaped(userinfo, _SUB_DELIMS + ":%")
         + at
-        + _escaped(host, _SUB_DELIMS + "[]:")
-        + _escaped(port, ":")
+        + _escaped(host, _SUB_DELIMS + "[]:%")
+        + _escaped(port, ":%")
     )
+
+
+def _idna(host: str) -> str:
+    """`host` in IDNA, or as it is (to be percent-encoded) when IDNA refuses it. A host no
+    DNS name can be (a label over 63 characters, 253 in all) is refused before encoding:
+    punycode takes time quadratic in a label, and a link may be 8,192 characters."""
+    if len(host) > 253 or any(len(label) > 63 for label in host.split(".")):
+        return host
+    try:
+        return idna.encode(host, uts46=True, transitional=False).decode("ascii")
+    except (idna.IDNAError, UnicodeError):
+        return host

@@ -222,15 +222,21 @@ CASES += [
     # The regex engine spells counted repeats out when it compiles: 2.7 GB for this one.
     pytest.param(
         '[[feeds]]\nurl = "https://example.org/feed.xml"\ninclude = ["a{10000000}"]\n',
-        'feeds.toml:3: feeds[0].include: item 0 "a{10000000}" spells out more than 50,000 '
+        'feeds.toml:3: feeds[0].include: item 0 "a{10000000}" spells out more than 100,000 '
         "characters once its counted repeats ({n}) are written out",
         id="pattern-spelled-out-too-long",
     ),
     pytest.param(
-        '[[feeds]]\nurl = "https://example.org/feed.xml"\nexclude = ["(x(ab){300}){300}"]\n',
-        'feeds.toml:3: feeds[0].exclude: item 0 "(x(ab){300}){300}" spells out more than '
-        "50,000 characters once its counted repeats ({n}) are written out",
+        '[[feeds]]\nurl = "https://example.org/feed.xml"\nexclude = ["(x(ab){400}){400}"]\n',
+        'feeds.toml:3: feeds[0].exclude: item 0 "(x(ab){400}){400}" spells out more than '
+        "100,000 characters once its counted repeats ({n}) are written out",
         id="pattern-nested-repeats",
+    ),
+    pytest.param(  # spaces would be nothing, and the count took them for items
+        '[[feeds]]\nurl = "https://example.org/feed.xml"\ninclude = ["(?x)(?:a{1000}) {5000}"]\n',
+        'feeds.toml:3: feeds[0].include: item 0 "(?x)(?:a{1000}) {5000}": verbose mode (?x) '
+        "is not taken",
+        id="pattern-verbose",
     ),
     # Lines end at "\n" alone: U+2028 (pasted text) ended one for `splitlines`, and every
     # error after it named the wrong line (and the unquoted-duration hint was lost).

@@ -213,7 +213,7 @@ def date_from_text(raw: str, zone: tzinfo) -> datetime | None:
     value: datetime | None = None
     try:
         value = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         try:
             # RFC 3339 allows "t" and "z"; fromisoformat knows only the capitals.
             value = datetime.fromisoformat(raw.upper())
