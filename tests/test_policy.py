@@ -147,3 +147,14 @@ def test_feed_lifetime_from_ttl_or_syndication() -> None:
     assert feed_lifetime(None, "hourly", "2") == timedelta(minutes=30)
     assert feed_lifetime(None, "daily", None) == timedelta(days=1)
     assert feed_lifetime("x", "never", None) is None
+
+
+def test_an_http_date_no_calendar_holds_is_no_date() -> None:
+    """A year of 20 digits made `email.utils` raise OverflowError, out of the poll."""
+    now = datetime(2025, 7, 13, 12, 0, tzinfo=UTC)
+    huge = "Fri, 31 Dec 99999999999999999999 23:59:59 GMT"
+    assert retry_after(huge, now) is None
+    assert cache_lifetime({"expires": huge}, now) is None
+    assert (
+        cache_lifetime({"expires": "Fri, 31 Dec 2025 23:59:59 +99999999999999999999"}, now) is None
+    )
