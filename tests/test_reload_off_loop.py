@@ -147,21 +147,44 @@ def test_an_edit_made_before_the_watch_began_is_reloaded(tmp_path: Path) -> None
     assert [s.name for s in daemon.config.sources] == ["a", "b"]
 
 
-def test_a_symlinked_config_swapped_atomically_is_followed(tmp_path: Path) -> None:
-    """feeds.toml a symlink that a deploy swaps (`ln -sfn v2.toml tmp && mv -T tmp
-    feeds.toml`, as Kubernetes updates a ConfigMap): only the old target's directory was
-    watched, so the swap went unnoticed, and so did every later edit of the new file."""
+def _swap(link: Path, to: Path) -> None:
+    """`ln -sfn TO tmp && mv -T tmp LINK`: a symlink replaced in one rename."""
+    (link.parent / "swap").symlink_to(to)
+    (link.parent / "swap").replace(link)
+
+
+@pytest.mark.parametrize("layout", ["link", "chain", "release-directory"])
+def test_a_symlinked_config_swapped_atomically_is_followed(tmp_path: Path, layout: str) -> None:
+    """feeds.toml reached through symlinks that a deploy swaps: the file itself (`ln -sfn
+    v2.toml tmp && mv -T tmp feeds.toml`, as Kubernetes updates a ConfigMap), a link in a
+    chain of two, or a release directory (`current -> releases/1`). Only the final file's
+    directory was watched: the swap went unnoticed, and so did every later edit of the new
+    file. Then the new file is edited, and that is followed too."""
     conf = tmp_path / "conf"
-    conf.mkdir()
-    _feed(conf, _items("a", 1))
+    (conf / "r1").mkdir(parents=True)
+    (conf / "r2").mkdir()
+    _feed(tmp_path, _items("a", 1))
     for name in ("b", "c"):
-        (conf / f"{name}.xml").write_bytes((conf / "a.xml").read_bytes())
-    head = '[publish]\nmax_age = "3650d"\n[store]\npath = "../state.sqlite3"\n'
-    v1, v2 = conf / "v1.toml", conf / "v2.toml"
-    v1.write_text(head + '[[feeds]]\nname = "a"\nurl = "a.xml"\n', encoding="utf-8")
-    v2.write_text(v1.read_text(encoding="utf-8") + '[[feeds]]\nname = "b"\nurl = "b.xml"\n')
-    config = tmp_path / "feeds.toml"
-    config.symlink_to(Path("conf") / "v1.toml")
+        (tmp_path / f"{name}.xml").write_bytes((tmp_path / "a.xml").read_bytes())
+    head = f'[publish]\nmax_age = "3650d"\n[store]\npath = "{tmp_path}/state.sqlite3"\n'
+    feed = '[[feeds]]\nname = "{0}"\nurl = "' + str(tmp_path) + '/{0}.xml"\n'
+    v1, v2 = conf / "r1" / "feeds.toml", conf / "r2" / "feeds.toml"
+    v1.write_text(head + feed.format("a"), encoding="utf-8")
+    v2.write_text(head + feed.format("a") + feed.format("b"), encoding="utf-8")
+    if layout == "link":
+        config = tmp_path / "feeds.toml"
+        config.symlink_to(Path("conf") / "r1" / "feeds.toml")
+        swap = lambda: _swap(config, Path("conf") / "r2" / "feeds.toml")  # noqa: E731
+    elif layout == "chain":
+        (tmp_path / "etc").mkdir()
+        config = tmp_path / "etc" / "feeds.toml"
+        (conf / "current.toml").symlink_to(Path("r1") / "feeds.toml")
+        config.symlink_to(Path("..") / "conf" / "current.toml")
+        swap = lambda: _swap(conf / "current.toml", Path("r2") / "feeds.toml")  # noqa: E731
+    else:
+        (tmp_path / "current").symlink_to(Path("conf") / "r1")
+        config = tmp_path / "current" / "feeds.toml"
+        swap = lambda: _swap(tmp_path / "current", Path("conf") / "r2")  # noqa: E731
     daemon = Daemon(config, load_config(config), options=OPTIONS)
 
     async def sources_become(names: list[str]) -> None:
@@ -172,12 +195,11 @@ def test_a_symlinked_config_swapped_atomically_is_followed(tmp_path: Path) -> No
 
     async def during() -> None:
         await asyncio.sleep(1.0)  # the watch has begun
-        (tmp_path / "swap").symlink_to(Path("conf") / "v2.toml")
-        (tmp_path / "swap").replace(config)
+        swap()
         await sources_become(["a", "b"])
         await asyncio.sleep(1.0)  # the new watch has begun
         with v2.open("a", encoding="utf-8") as f:
-            f.write('[[feeds]]\nname = "c"\nurl = "c.xml"\n')
+            f.write(feed.format("c"))
         await sources_become(["a", "b", "c"])
 
     asyncio.run(_run_for(daemon, 0.1, during))

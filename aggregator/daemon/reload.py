@@ -47,7 +47,7 @@ class Reloader:
         self._spawn = spawn
         self._templates = templates  # the running theme's directory, watched too
         self._rewatch = asyncio.Event()  # the directory to watch changed
-        self._target = path.resolve()  # the file feeds.toml led to when the watch began
+        self._way = _way_to(path)  # the symlinks and the file feeds.toml led to when watched
         self._loading: asyncio.Task[None] | None = None  # loading feeds.toml in a thread
         self._wanted = False  # asked for again while loading: load once more after
         self._refused = False  # the last load was refused: the next good one says so
@@ -85,7 +85,7 @@ class Reloader:
         new = await in_daemon_thread("reload", self.load)
         watched = self._templates()
         applied = new is not None and self._apply(new)
-        if self._templates() != watched or self.path.resolve() != self._target:
+        if self._templates() != watched or _way_to(self.path) != self._way:
             self._rewatch.set()
         return applied
 
@@ -148,13 +148,14 @@ class Reloader:
                 relay.cancel()
 
     async def _watch_until(self, ending: asyncio.Event) -> None:
-        # feeds.toml may be a symlink that a deploy swaps (`ln -sfn v2.toml tmp && mv -T tmp
-        # feeds.toml`, as Kubernetes updates a ConfigMap): its own name is watched beside the
-        # file it leads to, and a reload that finds it leading elsewhere starts a new watch.
-        link = self.path.absolute()
-        target = self._target = self.path.resolve()
+        # feeds.toml may be reached through symlinks that a deploy swaps (`ln -sfn v2.toml tmp
+        # && mv -T tmp feeds.toml`; a release directory `current`; Kubernetes' `..data`):
+        # each one met on the way is watched, by name in its directory, beside the file it
+        # leads to, and a reload that finds the way changed starts a new watch.
+        self._way = _way_to(self.path)
+        links, target = self._way
         templates = self._templates()
-        directories = list(dict.fromkeys([target.parent, link.parent]))
+        directories = list(dict.fromkeys([target.parent, *(link.parent for link in links)]))
         if templates is not None and templates.is_dir() and templates not in directories:
             directories.append(templates)
 
@@ -164,8 +165,10 @@ class Reloader:
 
         def is_watched(_: object, name: str) -> bool:
             path = Path(name)
-            return path in (target, link) or (
-                templates is not None and path.parent == templates and path.suffix == ".j2"
+            return (
+                path == target
+                or path in links
+                or (templates is not None and path.parent == templates and path.suffix == ".j2")
             )
 
         try:
@@ -187,6 +190,37 @@ class Reloader:
 
 
 _CATCH_UP_SECONDS = 0.5
+_MAX_LINKS = 40  # as the kernel's own limit on a path's symlinks
+
+
+def _way_to(path: Path) -> tuple[tuple[Path, ...], Path]:
+    """The symlinks met resolving `path`, each as its real directory and its name, in order,
+    and the file it leads to. Where the way cannot be read (a link gone meanwhile), what
+    was found so far."""
+    links: list[Path] = []
+    absolute = path.absolute()
+    current = Path(absolute.anchor)
+    pending = list(reversed(absolute.parts[1:]))  # the next part last
+    try:
+        while pending and len(links) < _MAX_LINKS:
+            name = pending.pop()
+            if name == "..":
+                current = current.parent
+            elif name not in ("", "."):
+                step = current / name
+                if not step.is_symlink():
+                    current = step
+                    continue
+                links.append(step)
+                target = step.readlink()
+                if target.is_absolute():
+                    current = Path(target.anchor)
+                    pending.extend(reversed(target.parts[1:]))
+                else:
+                    pending.extend(reversed(target.parts))
+    except OSError:
+        pass
+    return tuple(links), path.resolve()
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:
