@@ -8,6 +8,7 @@ and the watchdog answered 503 for a minute.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import signal
@@ -174,17 +175,17 @@ def test_a_symlinked_config_swapped_atomically_is_followed(tmp_path: Path, layou
     if layout == "link":
         config = tmp_path / "feeds.toml"
         config.symlink_to(Path("conf") / "r1" / "feeds.toml")
-        swap = lambda: _swap(config, Path("conf") / "r2" / "feeds.toml")  # noqa: E731
+        swap = functools.partial(_swap, config, Path("conf") / "r2" / "feeds.toml")
     elif layout == "chain":
         (tmp_path / "etc").mkdir()
         config = tmp_path / "etc" / "feeds.toml"
         (conf / "current.toml").symlink_to(Path("r1") / "feeds.toml")
         config.symlink_to(Path("..") / "conf" / "current.toml")
-        swap = lambda: _swap(conf / "current.toml", Path("r2") / "feeds.toml")  # noqa: E731
+        swap = functools.partial(_swap, conf / "current.toml", Path("r2") / "feeds.toml")
     else:
         (tmp_path / "current").symlink_to(Path("conf") / "r1")
         config = tmp_path / "current" / "feeds.toml"
-        swap = lambda: _swap(tmp_path / "current", Path("conf") / "r2")  # noqa: E731
+        swap = functools.partial(_swap, tmp_path / "current", Path("conf") / "r2")
     daemon = Daemon(config, load_config(config), options=OPTIONS)
 
     async def sources_become(names: list[str]) -> None:
