@@ -25,6 +25,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self._disabled: set[str] = set()  # the sources `disabled` has a sample for
         self.polls = Counter(
             "aggregator_polls",
             "Source polls, by outcome (updated, unchanged, not-modified, failed).",
@@ -143,18 +144,28 @@ class Metrics:
         if reused:
             self.items_parsed.labels(how="reused").inc(reused)
         if outcome == "disabled":
-            self.disabled.labels(source=source).set(1)
+            self.mark_disabled(source)
         elif outcome != "failed":
             self.last_success.labels(source=source).set(when.timestamp())
 
     def forget_source(self, source: str) -> None:
+        self._disabled.discard(source)
         for gauge in (self.last_success, self.disabled):
             with contextlib.suppress(KeyError):
                 gauge.remove(source)
 
+    def mark_disabled(self, source: str) -> None:
+        self._disabled.add(source)
+        self.disabled.labels(source=source).set(1)
+
     def forget_disabled(self, source: str) -> None:
+        self._disabled.discard(source)
         with contextlib.suppress(KeyError):
             self.disabled.remove(source)
+
+    def disabled_sources(self) -> set[str]:
+        """The sources the disabled gauge shows (kept here: the gauge cannot be asked)."""
+        return set(self._disabled)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -598,8 +598,10 @@ def test_politeness_state_round_trips(store: StoreAPI) -> None:
     assert store.due_sources(["a"], gone + timedelta(days=1)) == []
     sync_sources(store, [source("a")], gone)  # the same URL: still disabled
     assert store.due_sources(["a"], gone) == []
+    assert store.disabled_sources() == {"a"}  # the names alone, every state not read
     sync_sources(store, [source("a", url="https://a.example.org/new.xml")], gone)
     assert store.due_sources(["a"], gone) == ["a"]
+    assert store.disabled_sources() == set()
 
 
 def test_a_poll_of_a_replaced_url_writes_nothing(store: StoreAPI) -> None:

@@ -197,20 +197,19 @@ class Polling:
         config = self._config()
         try:
             await self.store.run(sync_sources, config.sources, self._clock())
-            states = await self.store.source_states()
+            disabled = await self.store.disabled_sources()
         except BaseException:
             self.unsynced = True  # the next claim tries again
             raise
-        self._sync_disabled_metrics(config, states)
+        self._sync_disabled_metrics(config, disabled)
 
-    def _sync_disabled_metrics(self, config: Config, states: list[SourceState]) -> None:
+    def _sync_disabled_metrics(self, config: Config, disabled: set[str]) -> None:
         """The disabled-source gauge from the store: right after a restart or a url change."""
-        configured = {s.name for s in config.sources}
-        for state in states:
-            if state.name in configured and state.disabled:
-                self._metrics.disabled.labels(source=state.name).set(1)
-            else:
-                self._metrics.forget_disabled(state.name)
+        shown = disabled & {s.name for s in config.sources}
+        for name in self._metrics.disabled_sources() - shown:
+            self._metrics.forget_disabled(name)
+        for name in shown:
+            self._metrics.mark_disabled(name)
 
     async def take_back_dead_claims(self) -> None:
         """At start: a predecessor killed on this host (`kill -9`) gets its claims ended

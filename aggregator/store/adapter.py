@@ -105,6 +105,9 @@ class AsyncStore:
     async def source_states(self) -> list[SourceState]:
         return await self.run(lambda s: s.source_states())
 
+    async def disabled_sources(self) -> set[str]:
+        return await self.run(lambda s: s.disabled_sources())
+
     async def poll_states(self, names: Sequence[str]) -> dict[str, SourceState]:
         return await self.run(lambda s: s.poll_states(names))
 

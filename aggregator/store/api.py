@@ -89,6 +89,10 @@ class StoreAPI(HubStore, Protocol):
 
     def source_states(self) -> list[SourceState]: ...
 
+    def disabled_sources(self) -> set[str]:
+        """The names of the sources disabled (HTTP 410 Gone), without reading every state."""
+        ...
+
     def poll_states(self, names: Sequence[str]) -> dict[str, SourceState]:
         """What polls of these sources need to know, by name, read at once: `source_state`'s
         fields without the count of entries (`entries` is None), with each one's WebSub

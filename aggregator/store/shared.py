@@ -113,6 +113,12 @@ class SharedStatements:
         found = self._query("SELECT name, entries_version FROM sources")
         return {str(name): int(version) for name, version in found}
 
+    def disabled_sources(self) -> set[str]:
+        """The names of the sources disabled (HTTP 410 Gone), without reading every state:
+        the daemon's gauge after each reload (50,000 full states took 0.46 s on the loop)."""
+        found = self._query("SELECT name FROM sources WHERE disabled IS NOT NULL")
+        return {str(row[0]) for row in found}
+
     def sources_placed_between(self, since: datetime, before: datetime) -> set[str]:
         """The sources with an entry placed (`sort_date`) in [since, before)."""
         found = self._query(
