@@ -67,9 +67,11 @@ def send(
     status: int,
     body: bytes = b"",
     headers: tuple[tuple[str, str], ...] = (),
+    reason: str | None = None,
 ) -> None:
-    """A complete raw response with a correct Content-Length."""
-    handler.send_response(status)
+    """A complete raw response with a correct Content-Length (`reason`: the status line's
+    phrase, if not the usual one)."""
+    handler.send_response(status, reason)
     for name, value in headers:
         handler.send_header(name, value)
     handler.send_header("Content-Length", str(len(body)))
@@ -643,12 +645,7 @@ def test_a_reason_phrase_is_shown_without_control_characters_and_capped(
     terminal), and 12,000 characters of it were stored and printed."""
     reason = "\x1b[31mRED\x1b[0m\x1b]0;pwned\x07 \x1b[2J" + "x" * 12_000
 
-    def handle(handler: BaseHTTPRequestHandler) -> None:
-        handler.send_response(503, reason)
-        handler.send_header("Content-Length", "0")
-        handler.end_headers()
-
-    feed_server.handlers["/r.xml"] = handle
+    feed_server.handlers["/r.xml"] = lambda handler: send(handler, 503, reason=reason)
     outcome = fetch(feed_server.url("/r.xml"))
     assert isinstance(outcome, Failed), outcome
     assert outcome.error.startswith("HTTP 503 [31mRED[0m]0;pwned")
@@ -682,14 +679,7 @@ def test_a_redirect_away_from_http_is_refused_and_says_so(
 ) -> None:
     """Nothing is read there; the error said only "NetworkError: file://127.0.0.1/etc/passwd"
     (httpx had put the feed's host into the URL)."""
-
-    def handle(handler: BaseHTTPRequestHandler) -> None:
-        handler.send_response(301)
-        handler.send_header("Location", location)
-        handler.send_header("Content-Length", "0")
-        handler.end_headers()
-
-    feed_server.handlers["/moved.xml"] = handle
+    feed_server.handlers["/moved.xml"] = redirect(301, location)
     outcome = fetch(feed_server.url("/moved.xml"))
     assert isinstance(outcome, Failed), outcome
     assert outcome.error.startswith("refused a redirect to a URL that is not http or https: ")
