@@ -23,11 +23,12 @@ import click
 
 from aggregator import __version__
 from aggregator.announce import start_line, start_log
-from aggregator.config import load_config, read_regular_file
+from aggregator.config import load_config
 from aggregator.cycle import CycleReport, run_cycle
 from aggregator.errors import AggregatorError, ConfigError
 from aggregator.heap import freeze_startup
 from aggregator.poll import SourceReport
+from aggregator.regular_file import read_regular_file
 from aggregator.settings import Config, Listen, PollSettings
 from aggregator.store import StoreAPI, open_store
 from aggregator.store.records import SourceState, Subscription

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import codecs
 import difflib
-import errno
 import ipaddress
 import math
 import os
 import re
-import stat
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -38,6 +36,7 @@ from aggregator.filters import (
     Filters,
     pattern_size,
 )
+from aggregator.regular_file import read_regular_file
 from aggregator.settings import (
     DEFAULT_MAX_CONNECTIONS,
     DEFAULT_PARSE_TIMEOUT,
@@ -572,20 +571,6 @@ def read_config_bytes(path: Path, shown: str) -> bytes:
     if len(data) > MAX_CONFIG_BYTES:
         raise ConfigError(shown, 1, "", f"larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MB")
     return data
-
-
-def read_regular_file(path: Path, limit: int) -> bytes:
-    """At most `limit` bytes of `path`, which must be a regular file: opening a FIFO waits
-    for a writer that may never come (every command hung; a daemon's reload thread, and with
-    it every later reload, for good), and a device may never end. OSError otherwise."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    with os.fdopen(fd, "rb") as f:
-        mode = os.fstat(f.fileno()).st_mode
-        if stat.S_ISDIR(mode):
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR))
-        if not stat.S_ISREG(mode):
-            raise OSError(errno.EINVAL, "not a regular file (a FIFO, a device or a socket)")
-        return f.read(limit)
 
 
 def too_deep(shown: str) -> ConfigError:

@@ -17,7 +17,6 @@ import socket
 import zlib
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from stat import S_ISREG
 from types import MappingProxyType
 from urllib.parse import urlsplit
 from urllib.request import url2pathname
@@ -28,6 +27,7 @@ import httpx
 from aggregator import USER_AGENT
 from aggregator.errors import FetchError
 from aggregator.fetch_cookies import FetchScopedClient, one_fetch
+from aggregator.regular_file import NotARegularFile, read_regular_file
 from aggregator.types import Failed, Fetched, FetchOutcome, NotModified, Validators
 from aggregator.urls import redact_urls
 
@@ -146,8 +146,11 @@ def _request_url(error: httpx.HTTPError) -> str | None:
 def _describe(error: Exception, url: str) -> str:
     """One line an operator understands, for an httpx or OS error."""
     host = urlsplit(url).hostname or url
-    if isinstance(error, httpx.UnsupportedProtocol) and _request_url(error) not in (None, url):
-        return f"refused a redirect to a URL that is not http or https: {_request_url(error)}"
+    if isinstance(error, httpx.UnsupportedProtocol) and (elsewhere := _request_url(error)) not in (
+        None,
+        url,
+    ):
+        return f"refused a redirect to a URL that is not http or https: {elsewhere}"
     for kind, template in _PLAIN_DESCRIPTIONS:
         if isinstance(error, kind):
             return template.format(host=host, error=error)
@@ -356,7 +359,7 @@ def _fetch_file(url: str, validators: Validators, max_bytes: int) -> FetchOutcom
         last_modified = email.utils.formatdate(stat.st_mtime, usegmt=True)
         if validators.etag == etag:
             return NotModified(url, Validators(etag, last_modified))
-        body = _read_feed_file(path, stat.st_mode, stat.st_size, max_bytes)
+        body = _read_feed_file(path, stat.st_size, max_bytes)
     except FetchError as e:
         return Failed(url, str(e))
     except FileNotFoundError:
@@ -375,14 +378,16 @@ def _fetch_file(url: str, validators: Validators, max_bytes: int) -> FetchOutcom
     )
 
 
-def _read_feed_file(path: Path, mode: int, size: int, max_bytes: int) -> bytes:
-    """A regular file's bytes, at most `max_bytes` (it may grow between stat and read)."""
-    if not S_ISREG(mode):
-        raise FetchError(f"not a regular file: {path}")
+def _read_feed_file(path: Path, size: int, max_bytes: int) -> bytes:
+    """A regular file's bytes, at most `max_bytes` (it may grow between stat and read); one
+    that is no regular file (a FIFO, opened, would block the event loop) is refused as
+    opened (`regular_file`), not by the `stat` made before."""
     if size > max_bytes:
         raise FetchError(f"file too large ({size} bytes, limit {max_bytes})")
-    with path.open("rb") as handle:
-        body = handle.read(max_bytes + 1)
+    try:
+        body = read_regular_file(path, max_bytes + 1)
+    except (IsADirectoryError, NotARegularFile) as e:
+        raise FetchError(f"not a regular file: {path}") from e
     if len(body) > max_bytes:
         raise FetchError(f"file too large (over {max_bytes} bytes)")
     return body

@@ -304,9 +304,7 @@ def as_uri(url: str) -> str:
     this is how they are published. A URI already comes out unchanged, byte for byte."""
     if not _NOT_IN_A_URI.search(url) and _plain(url):
         return url
-    scheme, colon, rest = url.partition(":")
-    if not colon or not scheme.isascii() or not scheme.isalnum():
-        scheme, colon, rest = "", "", url  # no scheme: a relative reference
+    scheme, rest = _scheme_and_rest(url)
     authority = ""
     if rest.startswith("//"):
         end = _authority_end(rest)
@@ -315,7 +313,6 @@ def as_uri(url: str) -> str:
     path, question, query = before_hash.partition("?")
     return (
         scheme
-        + colon
         + authority
         + _escaped(path, _PATH_SAFE)
         + question
@@ -332,12 +329,18 @@ def _plain(url: str) -> bool:
     if url.count("#") > 1:
         return False
     if "[" in url or "]" in url:
-        scheme, colon, rest = url.partition(":")
-        if not colon or not scheme.isascii() or not scheme.isalnum():
-            rest = url  # no scheme: a relative reference, as `as_uri` reads it
+        rest = _scheme_and_rest(url)[1]
         after = rest[_authority_end(rest) :] if rest.startswith("//") else rest
         return "[" not in after and "]" not in after
     return True
+
+
+def _scheme_and_rest(url: str) -> tuple[str, str]:
+    """`url`'s scheme with its ":", and the rest; no scheme ("", url) for a relative one."""
+    scheme, colon, rest = url.partition(":")
+    if not colon or not scheme.isascii() or not scheme.isalnum():
+        return "", url
+    return scheme + colon, rest
 
 
 def _escaped(part: str, safe: str) -> str:

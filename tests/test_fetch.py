@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import gzip
+import os
 import socket
 import threading
 import time
@@ -684,3 +685,14 @@ def test_a_redirect_away_from_http_is_refused_and_says_so(
     assert isinstance(outcome, Failed), outcome
     assert outcome.error.startswith("refused a redirect to a URL that is not http or https: ")
     assert location.partition(":")[0] + "://" in outcome.error
+
+
+@pytest.mark.timeout(30)
+def test_a_local_source_that_is_a_fifo_fails_without_blocking(tmp_path: Path) -> None:
+    """A local source is read on the event loop: a FIFO there (or one swapped in after the
+    `stat`) would block the loop, every poll and the web server, until a writer came."""
+    fifo = tmp_path / "feed.xml"
+    os.mkfifo(fifo)
+    outcome = fetch(fifo.as_uri())
+    assert isinstance(outcome, Failed), outcome
+    assert outcome.error == f"not a regular file: {fifo}"
