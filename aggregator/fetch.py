@@ -146,11 +146,10 @@ def _request_url(error: httpx.HTTPError) -> str | None:
 def _describe(error: Exception, url: str) -> str:
     """One line an operator understands, for an httpx or OS error."""
     host = urlsplit(url).hostname or url
-    if isinstance(error, httpx.UnsupportedProtocol) and (elsewhere := _request_url(error)) not in (
-        None,
-        url,
-    ):
-        return f"refused a redirect to a URL that is not http or https: {elsewhere}"
+    if isinstance(error, httpx.UnsupportedProtocol):
+        elsewhere = _request_url(error)
+        if elsewhere not in (None, url):
+            return f"refused a redirect to a URL that is not http or https: {elsewhere}"
     for kind, template in _PLAIN_DESCRIPTIONS:
         if isinstance(error, kind):
             return template.format(host=host, error=error)
