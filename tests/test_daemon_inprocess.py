@@ -245,13 +245,8 @@ def test_a_failed_publish_is_tried_again(tmp_path: Path, monkeypatch: pytest.Mon
     monkeypatch.setattr(publishing, "publish_timeline", flaky)
     monkeypatch.setattr(publishing, "PUBLISH_RETRY_SECONDS", 0.3)
     daemon = Daemon(config, load_config(config), options=FAST)
-
-    async def retried() -> None:  # a loaded machine may take seconds over the first poll
-        deadline = time.monotonic() + 30
-        while len(calls) < 3 and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-
-    asyncio.run(_run_for(daemon, 0.5, retried))
+    # Until the retry: a loaded machine may take seconds over the first poll.
+    asyncio.run(_run_until(daemon, lambda: len(calls) >= 3, 30))
     assert len(calls) >= 3  # start-up, the failed one, the retry (and the stop's)
     atom = (tmp_path / "output" / "atom.xml").read_text(encoding="utf-8")
     assert atom.count("<entry>") == 1
