@@ -30,6 +30,7 @@ from aggregator.heap import freeze_startup
 from aggregator.poll import SourceReport
 from aggregator.regular_file import read_regular_file
 from aggregator.settings import Config, Listen, PollSettings
+from aggregator.shown import one_line, terminal_safe
 from aggregator.store import StoreAPI, open_store
 from aggregator.store.records import SourceState, Subscription
 from aggregator.urls import redact_url, redact_urls
@@ -62,13 +63,19 @@ def _load(config_path: Path) -> Config:
     return config
 
 
+def _error(line: str) -> None:
+    """An error on stderr: URLs' secrets masked, control characters escaped (a store's or a
+    server's text in it must neither leak a password nor drive the terminal)."""
+    click.echo(terminal_safe(redact_urls(line)), err=True)
+
+
 @contextmanager
 def _open_store(config: Config) -> Iterator[StoreAPI]:
     """The store `[store]` or AGGREGATOR_STORE_URL names; its errors never show a password."""
     try:
         store = open_store(config.store.target)
     except AggregatorError as e:
-        click.echo(redact_urls(f"error: {e}"), err=True)
+        _error(f"error: {e}")
         sys.exit(FAILURE)
     try:
         yield store
@@ -103,7 +110,7 @@ class _Redacting(logging.Formatter):
         self.inner = inner
 
     def format(self, record: logging.LogRecord) -> str:
-        return redact_urls(self.inner.format(record))
+        return terminal_safe(redact_urls(self.inner.format(record)))
 
 
 class RateLimitedWarnings(logging.Filter):
@@ -196,11 +203,18 @@ def once(config_path: Path, force: bool) -> None:
         try:
             report = _cycle_with_progress(config, store, force=force)
         except AggregatorError as e:  # the store or output directory failed, not a source
-            click.echo(redact_urls(f"error: {e}"), err=True)
+            _error(f"error: {e}")
+            sys.exit(FAILURE)
+        except Exception as e:  # a bug: one line for cron's mail, the traceback at debug
+            logging.getLogger(__name__).debug("the cycle failed", exc_info=True)
+            _error(
+                f"error: the cycle failed with an unexpected error, a bug (please report it; "
+                f"--log-level debug shows where): {type(e).__name__}: {e}"
+            )
             sys.exit(FAILURE)
     width = max(len(s.name) for s in report.sources)
     for source in report.sources:
-        click.echo(f"{source.name:<{width}}  {source.summary()}")
+        click.echo(f"{source.name:<{width}}  {one_line(source.summary())}")
     changed = ", ".join(report.publish.changed) or "unchanged"
     click.echo(
         f"published {report.publish.items} items to {config.publish.output_dir} ({changed}); "
@@ -382,7 +396,7 @@ def run(config_path: Path, host: str | None, port: int | None) -> None:
     try:
         daemon = Daemon(config_path, config, options=DaemonOptions(listen=Listen(host, port)))
     except AggregatorError as e:
-        click.echo(redact_urls(f"error: {e}"), err=True)
+        _error(f"error: {e}")
         sys.exit(FAILURE)
     try:
         asyncio.run(daemon.run())
@@ -502,7 +516,7 @@ def _print_status_table(
         lines.append(
             StatusLine(
                 name=source.name,
-                outcome=outcome,
+                outcome=one_line(outcome),
                 items=(state.entries or 0) if state else 0,
                 failures=state.failures if state else 0,
                 last_poll=state.last_polled if state else None,
@@ -539,7 +553,7 @@ def _config_problems(error: ConfigError) -> NoReturn:
     """Exit 2 with one line per configuration problem, as `_load` does."""
     for problem in (error, *error.others):
         # A value quoted back may be a URL with its password (`url = "ftp://u:pw@h/"`).
-        click.echo(redact_urls(f"error: {problem}"), err=True)
+        _error(f"error: {problem}")
     sys.exit(CONFIG_ERROR)
 
 
@@ -574,7 +588,7 @@ def add(url: str, name: str | None, title: str | None, config_path: Path) -> Non
     except ConfigError as e:
         _config_problems(e)
     except AggregatorError as e:
-        click.echo(redact_urls(f"error: {e}"), err=True)
+        _error(f"error: {e}")
         sys.exit(FAILURE)
     if not existed:  # a mistyped --config must not go unnoticed
         click.echo(f"created {config_path} (it did not exist)")
@@ -609,7 +623,7 @@ def import_opml_command(file: Path, config_path: Path) -> None:
     except ConfigError as e:
         _config_problems(e)
     except AggregatorError as e:
-        click.echo(redact_urls(f"error: {e}"), err=True)
+        _error(f"error: {e}")
         sys.exit(FAILURE)
     for source in added:
         click.echo(f"added    {source}")

@@ -26,7 +26,7 @@ from aggregator.poll import (
     claim_batch,
     claim_owner,
     poll_batched,
-    sync_sources,
+    sync_sources_in_steps,
     take_back_dead_claims,
     utc_now,
 )
@@ -85,7 +85,7 @@ async def run_cycle(
     here unless `parsers` is given, and closed at the end.
     """
     on_loop = AsyncStore(store)
-    await on_loop.run(sync_sources, config.sources, clock())
+    await sync_sources_in_steps(on_loop, config.sources, clock())
     await take_back_dead_claims(on_loop, clock())
     remove_stale_temp_files(config.publish.output_dir)
     pool = parsers or ParsePool()

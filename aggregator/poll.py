@@ -552,6 +552,23 @@ def sync_sources(store: StoreAPI, sources: Sequence[SourceConfig], now: datetime
     store.reschedule(update.schedule_repairs(sources, schedules))
 
 
+# Sources synced per store call by `sync_sources_in_steps`: ~10 ms of the loop's time each.
+SYNC_STEP = 1_000
+
+
+async def sync_sources_in_steps(
+    store: AsyncStore, sources: Sequence[SourceConfig], now: datetime
+) -> None:
+    """`sync_sources`, `SYNC_STEP` sources at a time, the event loop let run in between: in
+    one call, a configuration of 50,000 sources held the loop (every fetch in flight, every
+    reader's request, `/healthz`) for 0.6 s. A source's sync is whole within its step (one
+    transaction) and independent of the others', so stopping between steps leaves nothing
+    half done, and the next sync completes it."""
+    for start in range(0, len(sources), SYNC_STEP):
+        await store.run(sync_sources, sources[start : start + SYNC_STEP], now)
+        await asyncio.sleep(0)
+
+
 # After this many failures in a row at the address a permanent redirect led to, go back to
 # the configured one: a bogus 301 (a parked domain) must not take a source over for good.
 MOVED_FAILURE_LIMIT = 3

@@ -22,7 +22,7 @@ from aggregator.errors import AggregatorError
 from aggregator.fetch import Fetcher
 from aggregator.metrics import Metrics
 from aggregator.parse.pool import ParsePool
-from aggregator.poll import Clock, Poller, SourceReport, claim_owner, sync_sources
+from aggregator.poll import Clock, Poller, SourceReport, claim_owner, sync_sources_in_steps
 from aggregator.recording import RecordBatch
 from aggregator.settings import Config, SourceConfig
 from aggregator.store import SourceState
@@ -196,7 +196,7 @@ class Polling:
         self.unsynced = False
         config = self._config()
         try:
-            await self.store.run(sync_sources, config.sources, self._clock())
+            await sync_sources_in_steps(self.store, config.sources, self._clock())
             disabled = await self.store.disabled_sources()
         except BaseException:
             self.unsynced = True  # the next claim tries again

@@ -211,6 +211,7 @@ class SqliteStore(SharedStatements, HubStatements):
         """
         wanted = list(sources)
         names = _json(s.name for s in wanted)
+        added = _ts(now)
         with self._transaction() as db:
             known = dict(
                 db.execute(
@@ -218,9 +219,12 @@ class SqliteStore(SharedStatements, HubStatements):
                     (names,),
                 ).fetchall()
             )
+            # Only new sources and changed URLs are written: a reload of 50,000 sources that
+            # changes one wrote every row (0.3 s, on the event loop).
+            changed = [s for s in wanted if known.get(s.name) != s.url]
             db.executemany(  # a new URL's document is not the one its items came from
                 "DELETE FROM source_items WHERE name = ?",
-                [(s.name,) for s in wanted if known.get(s.name, s.url) != s.url],
+                [(s.name,) for s in changed if s.name in known],
             )
             db.executemany(
                 """
@@ -231,7 +235,7 @@ class SqliteStore(SharedStatements, HubStatements):
                     disabled = NULL, body_hash = NULL, lifetime = NULL
                 WHERE sources.url != excluded.url
                 """,
-                [(s.name, s.url, _ts(now)) for s in wanted],
+                [(s.name, s.url, added) for s in changed],
             )
             found = db.execute(
                 f"""

@@ -222,6 +222,13 @@ MIGRATIONS: tuple[str, ...] = (
     INSERT INTO source_items (name, items) SELECT name, items FROM sources WHERE items IS NOT NULL;
     UPDATE sources SET items = NULL WHERE items IS NOT NULL;
     """,
+    # 17: the due claim's order (`next_poll`, then `name`) read from the index: with only
+    # `next_poll` in it, SQLite sorted every never-polled source by name for each claim
+    # (20 ms a claim, on the event loop, with 50,000 sources just added).
+    """
+    CREATE INDEX IF NOT EXISTS sources_by_next_poll_name ON sources (next_poll, name);
+    DROP INDEX IF EXISTS sources_by_next_poll;
+    """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
