@@ -2,7 +2,8 @@
 
 `python -m bench idle` measures the daemon's steady-state cost instead (bench/idle.py),
 `python -m bench polls` the CPU of 304 polls in process (bench/polls.py),
-`python -m bench publish` publishing from a large store, `python -m bench serve` serving.
+`python -m bench publish` publishing from a large store, `python -m bench serve` serving,
+`python -m bench stall` the daemon's slowest answer while it takes in a large feeds.toml.
 
 Phases over one local feed farm: first (everything new), second (10% of feeds churned,
 the rest unchanged), third (nothing changed). Each tool runs as its own process; wall
@@ -29,7 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import idle, partial, peers, polls, publish, serve
+from bench import idle, partial, peers, polls, publish, serve, stall
 from bench.farm import Farm
 from bench.measure import become_subreaper, measure
 
@@ -183,6 +184,7 @@ def main() -> None:
         "publish": publish.main,
         "serve": serve.main,
         "partial": partial.main,
+        "stall": stall.main,
     }
     if sys.argv[1:2] and sys.argv[1] in others:
         others[sys.argv[1]](sys.argv[2:])

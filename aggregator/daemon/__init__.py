@@ -36,6 +36,7 @@ from aggregator.daemon.polling import Polling
 from aggregator.daemon.publishing import Publishing
 from aggregator.daemon.reload import Reloader, effective_config
 from aggregator.daemon.subscribing import Hooks, Subscriber
+from aggregator.daemon.threads import loop_first
 from aggregator.errors import AggregatorError
 from aggregator.heap import freeze_startup, thaw
 from aggregator.hub.service import Hub
@@ -252,6 +253,10 @@ class Daemon:
 
     async def run(self) -> None:
         """Run until stop() or SIGTERM/SIGINT; returns once everything is closed."""
+        with loop_first():  # the loop's store calls are not kept waiting by a publish
+            await self._run()
+
+    async def _run(self) -> None:
         if self.options.serve:
             raise_open_file_limit(self.config.server.max_connections)
         listener = (

@@ -4,11 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+# How long a thread may keep the GIL while another waits for it (CPython's default: 5 ms).
+# The event loop's SQLite calls give the GIL up at every statement and every row, and must
+# take it back from whatever thread runs Python meanwhile: behind a publish rendering 50,000
+# sources on its thread, a claim of a few rows took 0.1-0.3 s at 5 ms a wait, and /healthz
+# up to 1.3 s (0.35-0.42 s at 1 ms, `bench/stall.py`). A thread alone never waits.
+LOOP_SWITCH_SECONDS = 0.001
+
+
+@contextlib.contextmanager
+def loop_first() -> Iterator[None]:
+    """The GIL handed over within `LOOP_SWITCH_SECONDS` while the daemon runs (the
+    interpreter's setting before, when it stops)."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(min(before, LOOP_SWITCH_SECONDS))
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
 
 
 async def in_daemon_thread(name: str, work: Callable[..., T], *args: Any) -> T:
