@@ -393,3 +393,44 @@ def test_external_hubs_are_advertised_and_told_of_changes(
     assert pings == [
         f"hub.mode=publish&hub.url={base}{name}" for name in ("atom.xml", "feed.json", "rss.xml")
     ]
+
+
+def test_a_base_url_that_is_an_iri_is_served_and_its_topics_delivered(
+    tmp_path: Path, callback: CallbackServer
+) -> None:
+    """`base_url = "http://…/समाचार/"` (an IRI: a Hindi site's path or host). The feeds publish
+    it as a URI; the `Link` header held it as written, which no HTTP header may: every
+    request for a feed failed with a 500. Now the header names the feed's own self link, a
+    subscriber to that topic gets its changes, and one holding the IRI (from an earlier
+    version's header) is still accepted and delivered to."""
+    _write_feed(tmp_path, 3)
+    port = _free_port()
+    config = _write_config(tmp_path, port)
+    plain = f"http://127.0.0.1:{port}/"
+    config.write_text(
+        config.read_text(encoding="utf-8").replace(plain, plain + "समाचार/"), encoding="utf-8"
+    )
+    daemon = Daemon(config, port).start()
+    try:
+        wait_for(lambda: "https://a.example.org/2" in daemon.get("/atom.xml").text, 15,
+                 "the first poll published")  # fmt: skip
+        served = daemon.get("/atom.xml")
+        assert served.status_code == 200
+        base = plain + "%E0%A4%B8%E0%A4%AE%E0%A4%BE%E0%A4%9A%E0%A4%BE%E0%A4%B0/"
+        assert served.headers["Link"] == f'<{base}websub>; rel="hub", <{base}atom.xml>; rel="self"'
+        assert f'<link href="{base}atom.xml" rel="self"/>' in served.text
+
+        for path, topic in (("/uri", base + "atom.xml"), ("/iri", plain + "समाचार/atom.xml")):
+            form = {"hub.mode": "subscribe", "hub.topic": topic, "hub.callback": callback.url(path)}
+            answer = httpx.post(daemon.url("/websub"), data=form, timeout=10)
+            assert answer.status_code == 202, answer.text
+        wait_for(lambda: len(_subscribers(daemon)) == 2, 15, "both subscriptions")
+        _write_feed(tmp_path, 4)
+        callback.wait_for(
+            lambda: callback.requests("POST", "/uri") and callback.requests("POST", "/iri")
+        )
+        for path in ("/uri", "/iri"):
+            [delivery] = callback.requests("POST", path)
+            assert "https://a.example.org/3" in delivery.body.decode()
+    finally:
+        daemon.stop()

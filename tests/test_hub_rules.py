@@ -258,3 +258,23 @@ def test_the_rate_window_counts_per_topic_and_slides() -> None:
     assert window.allow("b", 2)
     now[0] = 60.0
     assert window.allow("a", 2)
+
+
+IRI_BASE = "https://समाचार.example/हिंदी/"
+URI_BASE = "https://xn--61b3bh3a5ab.example/%E0%A4%B9%E0%A4%BF%E0%A4%82%E0%A4%A6%E0%A5%80/"
+
+
+def test_an_iri_base_url_names_topics_as_the_feeds_self_link_does() -> None:
+    """The feeds publish `base_url` as a URI (`as_uri`): topics, the `Link` header and
+    deliveries follow it; the IRI, which earlier versions' headers named, is still a topic."""
+    assert topic_url(IRI_BASE, "hindi/atom.xml") == URI_BASE + "hindi/atom.xml"
+    assert topic_file(IRI_BASE, URI_BASE + "hindi/atom.xml") == "hindi/atom.xml"
+    assert topic_file(IRI_BASE, IRI_BASE + "atom.xml") == "atom.xml"
+    assert topic_file(IRI_BASE, URI_BASE + "index.html") is None
+    assert changed_topics(IRI_BASE, ["atom.xml", "index.html"]) == (
+        URI_BASE + "atom.xml",
+        IRI_BASE + "atom.xml",
+    )
+    header = link_header([IRI_BASE + "websub"], topic_url(IRI_BASE, "atom.xml"))
+    assert header == f'<{URI_BASE}websub>; rel="hub", <{URI_BASE}atom.xml>; rel="self"'
+    assert header.isascii()

@@ -358,3 +358,27 @@ def test_changing_a_sources_url_unsubscribes(
                           None, header="sha256=" + "0" * 64) == 410  # fmt: skip
     finally:
         daemon.stop()
+
+
+def test_a_callback_url_that_is_an_iri_is_sent_to_the_hub_as_a_uri(
+    tmp_path: Path, feed_server: FeedServer
+) -> None:
+    """`callback_url` written with a Devanagari path is sent to hubs as the URI it is
+    (percent-encoded UTF-8): a hub's HTTP client need not know IRIs to call us back."""
+    hub = LoopbackHub(verifying=False).start()
+    try:
+        topic = _serve_feed(feed_server, hub, 1)
+        port = _free_port()
+        websub = f'callback_url = "http://127.0.0.1:{port}/समाचार/cb/"'
+        config = _config(tmp_path, port, topic, interval="6h", websub=websub)
+        daemon = Daemon(config, port).start()
+        try:
+            wait_for(lambda: len(hub.requests) >= 1, 15, "the subscription request")
+            callback = hub.requests[0].callback
+            escaped = "%E0%A4%B8%E0%A4%AE%E0%A4%BE%E0%A4%9A%E0%A4%BE%E0%A4%B0"
+            assert callback.startswith(f"http://127.0.0.1:{port}/{escaped}/cb/"), callback
+            assert callback.isascii()
+        finally:
+            daemon.stop()
+    finally:
+        hub.stop()

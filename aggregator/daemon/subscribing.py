@@ -39,7 +39,7 @@ from aggregator.poll import Clock, Known, Poller, SourceReport, about, take_push
 from aggregator.settings import Config, SourceConfig
 from aggregator.store.adapter import AsyncStore
 from aggregator.store.records import PushState, Reschedule, Subscription
-from aggregator.urls import redact_url
+from aggregator.urls import as_uri, redact_url
 from aggregator.websub import rules
 from aggregator.websub.discovery import Discovery
 from aggregator.websub.hubs import HubClient, HubRequest, resolves_to_special
@@ -222,7 +222,7 @@ class Subscriber:
             hub=sub.hub,
             mode=mode,
             topic=sub.topic,
-            callback=base + sub.token,
+            callback=as_uri(base + sub.token),  # a URI, whatever the operator wrote
             lease_seconds=int(self._config().websub.subscription_lease.total_seconds()),
             secret=sub.secret if mode == "subscribe" else None,
         )
