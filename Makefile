@@ -132,9 +132,10 @@ typecheck: install-test
 
 # In parallel (pytest-xdist): one worker more than the cores (tests/conftest.py says why;
 # PYTEST_XDIST_AUTO_NUM_WORKERS overrides), each test file on one worker, so a file's tests
-# share its module fixtures and keep their order.
+# share its module fixtures and keep their order. The 15 slowest tests are listed at the end,
+# so that a suite growing towards its ten minutes shows where.
 pytest: install-test postgres chromium nginx feedparser-corpus
-	FEEDPARSER="$${FEEDPARSER:-$(CURDIR)/$(CORPUS)/current}" $(BIN)/python -m pytest -q -n auto --dist loadfile
+	FEEDPARSER="$${FEEDPARSER:-$(CURDIR)/$(CORPUS)/current}" $(BIN)/python -m pytest -q -n auto --dist loadfile --durations=15
 
 test: lint typecheck pytest
 

@@ -295,6 +295,12 @@ async def poll_source(
     sub = state.subscription if state is not None and subscribing else None
     if state is not None and state.disabled:
         return SourceReport(source.name, PollOutcome.DISABLED, error=state.disabled)
+    if state is not None and state.url != source.url:
+        # feeds.toml gave it a new URL that the store is not synced with yet (a reload
+        # while the sources were being synced, in steps): polled now, the old URL would be
+        # fetched with its validators, and what it serves stored under the source's name.
+        await _give_back(source.name, poller)
+        return SourceReport(source.name, PollOutcome.SKIPPED, error=URL_NOT_SYNCED)
     # sync_sources already dropped the validators of a source whose URL changed.
     async with poller.fetcher.polling(
         state.fetch_url if state else source.url, state.validators if state else Validators()
@@ -551,6 +557,8 @@ def sync_sources(store: StoreAPI, sources: Sequence[SourceConfig], now: datetime
     schedules = store.sync_sources(sources, now)
     store.reschedule(update.schedule_repairs(sources, schedules))
 
+
+URL_NOT_SYNCED = "its url changed in feeds.toml; polled once the store has the new one"
 
 # Sources synced per store call by `sync_sources_in_steps`: ~10 ms of the loop's time each.
 SYNC_STEP = 1_000

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 from rich import box
 from rich.table import Table
+from rich.text import Text
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,9 @@ def status_table(
     shown = _shown_columns(natural, width)
     name_width, outcome_width = _cut_widths(natural, shown, width)
     table = Table(
-        title=f"{title}; times in {zone.key} ({local_now.tzname()}), now {local_now:%H:%M}",
+        # Text, never markup: a name, a title or a server's error holding "[/x]" made rich
+        # raise, and "[link=...]" drew a hyperlink of the server's choosing.
+        title=Text(f"{title}; times in {zone.key} ({local_now.tzname()}), now {local_now:%H:%M}"),
         box=box.SIMPLE_HEAD,
         show_edge=False,
         pad_edge=False,
@@ -126,7 +129,7 @@ def status_table(
             width=cut if cut is not None else natural[index],
         )
     for row in rows:
-        table.add_row(*(row[i] for i in shown))
+        table.add_row(*(Text(row[i]) for i in shown))
     return table
 
 

@@ -8,6 +8,7 @@ import asyncio
 import dataclasses
 import gc
 import socket
+import sqlite3
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -26,6 +27,7 @@ from aggregator.store import SourceState
 from aggregator.store.sqlite import SqliteStore
 from tests.conftest import run_cli
 from tests.feedfactory import Item, rss2
+from tests.feedserver import FeedServer
 from tests.storedata import refuse_entry_writes
 from tests.test_daemon import NOW, _items
 
@@ -357,3 +359,58 @@ def test_the_gil_is_handed_to_the_loop_quickly_while_the_daemon_runs(tmp_path: P
     asyncio.run(_run_for(daemon, 0.1, look))
     assert seen == [threads.LOOP_SWITCH_SECONDS] and before > threads.LOOP_SWITCH_SECONDS
     assert sys.getswitchinterval() == before
+
+
+def test_a_reload_during_the_sync_is_synced_before_anything_is_claimed(
+    tmp_path: Path, feed_server: FeedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sources are synced in steps, the loop let run between them, so a reload can be
+    applied mid-sync. It moved source "a" to a new URL: claimed then, with the store still
+    holding the old one, "a" was polled at the old URL and what that served was stored
+    under its name. The claim now waits for a sync of the configuration in force."""
+    old = feed_server.add("/old.xml", rss2("Old", "https://old.example/", _items("old", 2)))
+    new = feed_server.add("/new.xml", rss2("New", "https://new.example/", _items("new", 2)))
+    config = tmp_path / "feeds.toml"
+
+    def point_a_at(url: str, b_title: str = "B") -> None:
+        text = f'[publish]\nmax_age = "3650d"\n[[feeds]]\nname = "a"\nurl = "{url}"\n'
+        b = f'[[feeds]]\nname = "b"\nurl = "b.xml"\ntitle = "{b_title}"\n'
+        config.write_text(text + b, encoding="utf-8")
+
+    (tmp_path / "b.xml").write_bytes(rss2("B", "https://b.example/", []))
+    point_a_at(old)
+    daemon = Daemon(config, load_config(config), options=FAST)
+    synced = poll.sync_sources
+    edits: list[bool] = []
+
+    def sync_then_edit(store: Any, sources: Any, now: Any) -> None:
+        synced(store, sources, now)
+        if edits and not edits[-1]:  # the operator's edit, applied between two steps
+            point_a_at(new)
+            edits.append(daemon.reload())
+
+    monkeypatch.setattr(poll, "sync_sources", sync_then_edit)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(daemon.run())
+        try:
+            while (state := _state(config, "a")) is None or state.last_polled is None:
+                await asyncio.sleep(0.05)
+            with sqlite3.connect(load_config(config).store.path) as db:  # "a" due again
+                db.execute("UPDATE sources SET next_poll = NULL WHERE name = 'a'")
+            edits.append(False)  # armed: the next sync's first step brings the edit
+            point_a_at(old, b_title="B, renamed")  # an unrelated edit: the next claim syncs
+            assert daemon.reload()
+            deadline = asyncio.get_running_loop().time() + 20
+            while not feed_server.seen("/new.xml"):
+                assert asyncio.get_running_loop().time() < deadline, "never polled at /new.xml"
+                await asyncio.sleep(0.05)
+        finally:
+            daemon.stop()
+            await asyncio.wait_for(task, 10)
+
+    asyncio.run(scenario())
+    assert edits == [False, True]
+    assert len(feed_server.seen("/old.xml")) == 1  # never again after the move
+    state = _state(config, "a")
+    assert state is not None and state.url == new

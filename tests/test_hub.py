@@ -21,7 +21,7 @@ import pytest
 from aggregator.store.hub import HubSubscriberState
 from aggregator.store.sqlite import SqliteStore
 from tests.feedfactory import Item, rss2
-from tests.hubcallback import CallbackServer
+from tests.hubcallback import CallbackServer, Seen
 from tests.test_daemon import Daemon, _free_port, wait_for
 
 pytestmark = pytest.mark.slow
@@ -400,9 +400,9 @@ def test_a_base_url_that_is_an_iri_is_served_and_its_topics_delivered(
 ) -> None:
     """`base_url = "http://…/समाचार/"` (an IRI: a Hindi site's path or host). The feeds publish
     it as a URI; the `Link` header held it as written, which no HTTP header may: every
-    request for a feed failed with a 500. Now the header names the feed's own self link, a
-    subscriber to that topic gets its changes, and one holding the IRI (from an earlier
-    version's header) is still accepted and delivered to."""
+    request for a feed failed with a 500. Now the header names the feed's own self link, and
+    the hub's topic is that URI: asked for with the IRI as written, the same topic (one
+    subscription per callback, one delivery each, verified under the self link's name)."""
     _write_feed(tmp_path, 3)
     port = _free_port()
     config = _write_config(tmp_path, port)
@@ -417,20 +417,31 @@ def test_a_base_url_that_is_an_iri_is_served_and_its_topics_delivered(
         served = daemon.get("/atom.xml")
         assert served.status_code == 200
         base = plain + "%E0%A4%B8%E0%A4%AE%E0%A4%BE%E0%A4%9A%E0%A4%BE%E0%A4%B0/"
-        assert served.headers["Link"] == f'<{base}websub>; rel="hub", <{base}atom.xml>; rel="self"'
-        assert f'<link href="{base}atom.xml" rel="self"/>' in served.text
+        topic = base + "atom.xml"
+        assert served.headers["Link"] == f'<{base}websub>; rel="hub", <{topic}>; rel="self"'
+        assert f'<link href="{topic}" rel="self"/>' in served.text
 
-        for path, topic in (("/uri", base + "atom.xml"), ("/iri", plain + "समाचार/atom.xml")):
-            form = {"hub.mode": "subscribe", "hub.topic": topic, "hub.callback": callback.url(path)}
+        asked = [("/uri", topic), ("/iri", plain + "समाचार/atom.xml"), ("/iri", topic)]
+        for path, named in asked:
+            form = {"hub.mode": "subscribe", "hub.topic": named, "hub.callback": callback.url(path)}
             answer = httpx.post(daemon.url("/websub"), data=form, timeout=10)
             assert answer.status_code == 202, answer.text
-        wait_for(lambda: len(_subscribers(daemon)) == 2, 15, "both subscriptions")
+
+        def verifications() -> list[Seen]:
+            return callback.requests("GET", "/uri") + callback.requests("GET", "/iri")
+
+        wait_for(lambda: len(verifications()) == 3, 15, "three verifications")
+        wait_for(lambda: len(_subscribers(daemon)) == 2, 15, "two subscriptions")
+        assert {s.topic for s in _subscribers(daemon)} == {topic}
+        assert {v.query["hub.topic"] for v in verifications()} == {topic}
         _write_feed(tmp_path, 4)
         callback.wait_for(
             lambda: callback.requests("POST", "/uri") and callback.requests("POST", "/iri")
         )
+        time.sleep(1)  # a second delivery to the same callback, were there one
         for path in ("/uri", "/iri"):
             [delivery] = callback.requests("POST", path)
             assert "https://a.example.org/3" in delivery.body.decode()
+            assert delivery.headers["Link"] == served.headers["Link"]
     finally:
         daemon.stop()

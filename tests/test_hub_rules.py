@@ -31,6 +31,7 @@ from aggregator.hub.rules import (
 from aggregator.hub.subscribe import RateWindow, with_query
 from aggregator.hub.topics import changed_topics, is_feed_file, link_header, topic_file, topic_url
 from aggregator.settings import WebsubSettings
+from aggregator.urls import as_uri
 
 BASE = "https://digest.example.org/"
 HUB = WebsubSettings(hub_url=BASE + "websub")
@@ -266,15 +267,13 @@ URI_BASE = "https://xn--61b3bh3a5ab.example/%E0%A4%B9%E0%A4%BF%E0%A4%82%E0%A4%A6
 
 def test_an_iri_base_url_names_topics_as_the_feeds_self_link_does() -> None:
     """The feeds publish `base_url` as a URI (`as_uri`): topics, the `Link` header and
-    deliveries follow it; the IRI, which earlier versions' headers named, is still a topic."""
+    deliveries follow it; a topic naming the IRI as written names the same feed."""
     assert topic_url(IRI_BASE, "hindi/atom.xml") == URI_BASE + "hindi/atom.xml"
+    assert topic_url(IRI_BASE, "atom.xml") == as_uri(IRI_BASE + "atom.xml")
     assert topic_file(IRI_BASE, URI_BASE + "hindi/atom.xml") == "hindi/atom.xml"
     assert topic_file(IRI_BASE, IRI_BASE + "atom.xml") == "atom.xml"
     assert topic_file(IRI_BASE, URI_BASE + "index.html") is None
-    assert changed_topics(IRI_BASE, ["atom.xml", "index.html"]) == (
-        URI_BASE + "atom.xml",
-        IRI_BASE + "atom.xml",
-    )
+    assert changed_topics(IRI_BASE, ["atom.xml", "index.html"]) == (URI_BASE + "atom.xml",)
     header = link_header([IRI_BASE + "websub"], topic_url(IRI_BASE, "atom.xml"))
     assert header == f'<{URI_BASE}websub>; rel="hub", <{URI_BASE}atom.xml>; rel="self"'
     assert header.isascii()

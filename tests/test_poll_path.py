@@ -15,11 +15,16 @@ import pytest
 from aggregator.config import load_config
 from aggregator.cycle import run_cycle
 from aggregator.daemon import Daemon, DaemonOptions
+from aggregator.fetch import Fetcher
+from aggregator.parse.pool import ParsePool
+from aggregator.poll import URL_NOT_SYNCED, Poller, SourceReport, poll_claimed, sync_sources
 from aggregator.store import SourceState
+from aggregator.store.adapter import AsyncStore
+from aggregator.store.records import PollOutcome
 from aggregator.store.sqlite import SqliteStore
 from tests.feedfactory import rss2
 from tests.feedserver import FeedServer
-from tests.storedata import refuse_entry_writes
+from tests.storedata import count_entries, refuse_entry_writes
 from tests.test_daemon import NOW, _items
 
 FAST = DaemonOptions(tick_seconds=0.1, publish_debounce_seconds=0.2, serve=False)
@@ -30,6 +35,13 @@ def _setup(root: Path) -> Path:
     (root / "a.xml").write_bytes(rss2("A", "https://a.example.org/", _items("a", 2)))
     config = root / "feeds.toml"
     config.write_text('[[feeds]]\nname = "a"\nurl = "a.xml"\n', encoding="utf-8")
+    return config
+
+
+def _write_one(root: Path, url: str) -> Path:
+    """feeds.toml with one source, "a", at `url`."""
+    config = root / "feeds.toml"
+    config.write_text(f'[[feeds]]\nname = "a"\nurl = "{url}"\n', encoding="utf-8")
     return config
 
 
@@ -139,3 +151,38 @@ def test_a_once_cancelled_mid_poll_gives_its_claim_back(tmp_path: Path) -> None:
         let_go.set()
         store.close()
         server.stop()
+
+
+def test_a_source_whose_new_url_the_store_lacks_is_not_polled_at_the_old_one(
+    tmp_path: Path, feed_server: FeedServer
+) -> None:
+    """feeds.toml moved a source to a new URL, and the store still holds the old one (a
+    reload arrived while the sources were being synced in steps): polled now, the old URL
+    would be fetched with its validators and what it serves stored under the source's
+    name. The poll is skipped and its claim given back; the next sync brings the new URL."""
+    old = feed_server.add("/old.xml", rss2("Old", "https://old.example/", _items("old", 2)))
+    new = feed_server.add("/new.xml", rss2("New", "https://new.example/", _items("new", 2)))
+    config = load_config(_write_one(tmp_path, old))
+    moved = load_config(_write_one(tmp_path, new))
+    store = SqliteStore.open(config.store.path)
+    try:
+        sync_sources(store, config.sources, NOW)
+
+        async def poll_moved() -> SourceReport:
+            on_loop = AsyncStore(store)
+            parsers = ParsePool()
+            try:
+                async with Fetcher() as fetcher:
+                    poller = Poller(moved, on_loop, fetcher, parsers, "me", lambda: NOW)
+                    assert store.claim_due(["a"], NOW, "me", moved.poll.lease) == ["a"]
+                    return await poll_claimed(moved.sources[0], poller)
+            finally:
+                parsers.close()
+
+        report = asyncio.run(poll_moved())
+        assert (report.outcome, report.error) == (PollOutcome.SKIPPED, URL_NOT_SYNCED)
+        assert feed_server.seen("/old.xml") == [] and feed_server.seen("/new.xml") == []
+        assert store.claim_holders(NOW) == []  # given back, not held until the lease ends
+        assert count_entries(store) == 0
+    finally:
+        store.close()

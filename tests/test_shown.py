@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import socket
 import sqlite3
 import subprocess
@@ -85,12 +86,19 @@ def test_status_shows_a_stored_error_s_controls_as_escapes(tmp_path: Path) -> No
     one line with its escapes visible."""
     config = _config_with_a_dead_source(tmp_path)
     assert run_cli("once", "--config", str(config), cwd=tmp_path).returncode == 0
+    markup = " [/x] [link=https://evil.example/]update here[/link]"
     with sqlite3.connect(tmp_path / "state" / "aggregator.db") as db:
-        db.execute("UPDATE sources SET last_error = ?", (HOSTILE,))
-    status = run_cli("status", "--config", str(config), "--wide", cwd=tmp_path)
+        db.execute("UPDATE sources SET last_error = ?", (HOSTILE + markup,))
+    status = run_cli(
+        "status", "--config", str(config), "--wide", cwd=tmp_path, env={"FORCE_COLOR": "1"}
+    )
     assert status.returncode == 0, status.stderr
-    assert not _controls(status.stdout, "\n")
+    # Colour codes of the table's own, and nothing of the error's: its escapes shown, its
+    # rich markup printed as the text it is (it raised, or drew a link of its choosing).
+    assert not _controls(re.sub(r"\x1b\[[0-9;]*m", "", status.stdout), "\n")
     assert "\\u001b[31mRED" in status.stdout and "fake line" in status.stdout
+    assert markup.strip() in re.sub(r"\x1b\[[0-9;]*m", "", status.stdout)
+    assert "\x1b]8;" not in status.stdout
 
 
 def test_once_reports_a_bug_in_one_line_and_keeps_what_it_polled(tmp_path: Path) -> None:

@@ -625,6 +625,18 @@ def test_a_poll_of_a_replaced_url_writes_nothing(store: StoreAPI) -> None:
     assert state is not None and state.validators == Validators('"new"', None)
 
 
+def test_a_new_url_ends_the_claim_on_the_old_one(store: StoreAPI) -> None:
+    """A reload changed the URL while the old one was claimed (its poll under way, whose
+    record will not be written): the new URL is due at once, not when the lease runs out."""
+    sync_sources(store, [source("a")], NOW)
+    assert store.claim_due(["a"], NOW, "one", timedelta(minutes=5)) == ["a"]
+    sync_sources(store, [source("a")], NOW)  # the same URL: the claim holds
+    assert store.claim_holders(NOW) == ["one"]
+    sync_sources(store, [source("a", url="https://a.example.org/new.xml")], NOW)
+    assert store.claim_holders(NOW) == []
+    assert store.claim_due(["a"], NOW, "two", timedelta(minutes=5)) == ["a"]
+
+
 def test_first_added_is_the_oldest_source(store: StoreAPI) -> None:
     sync_sources(store, [source("a")], NOW)
     sync_sources(store, [source("a"), source("b")], NOW + timedelta(days=1))

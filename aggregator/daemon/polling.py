@@ -124,10 +124,10 @@ class Polling:
         async with self._claiming:
             if self._stopping.is_set():
                 return
-            config = self._config()
             try:
-                if self.unsynced:
+                while self.unsynced:  # again if a reload came in while it synced (in steps)
                     await self.sync_store()
+                config = self._config()
                 room = 2 * config.poll.concurrency - len(self.inflight)
                 if room <= 0:
                     return

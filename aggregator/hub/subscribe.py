@@ -18,7 +18,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import urlencode
 
 from aggregator.errors import AggregatorError
@@ -31,7 +31,7 @@ from aggregator.hub.client import (
 )
 from aggregator.hub.requests import Refusal, SubscriptionRequest, lease_seconds, read_request
 from aggregator.hub.rules import challenge_echoed
-from aggregator.hub.topics import topic_file
+from aggregator.hub.topics import topic_file, topic_url
 from aggregator.metrics import Metrics
 from aggregator.poll import Clock
 from aggregator.settings import Config
@@ -112,11 +112,13 @@ class Subscriptions:
         request = read_request(fields, config.websub)
         if isinstance(request, Refusal):
             return Reply(request.status, request.reason)
-        refused = (
-            self._unknown_topic(request, config)
-            or await self._too_many(request)
-            or await self._callback_refusal(request, config)
-        )
+        name = topic_file(config.site.base_url, request.topic)
+        if name is None or not self._published(name):
+            return Reply(404, f"hub.topic {request.topic} is not a feed this hub publishes")
+        # One topic per feed, named as its self link names it: an IRI `base_url`'s feed
+        # asked for as written is the same feed (its caps, its subscribers, its deliveries).
+        request = replace(request, topic=topic_url(config.site.base_url, name))
+        refused = await self._too_many(request) or await self._callback_refusal(request, config)
         if refused is not None:
             return refused
         key = (request.topic, request.callback)
@@ -127,12 +129,6 @@ class Subscriptions:
         self.pending[key] = task
         task.add_done_callback(lambda done: self._forget(key, done))
         return Reply(202, f"accepted: the hub will verify the intent at {request.callback}")
-
-    def _unknown_topic(self, request: SubscriptionRequest, config: Config) -> Reply | None:
-        name = topic_file(config.site.base_url, request.topic)
-        if name is None or not self._published(name):
-            return Reply(404, f"hub.topic {request.topic} is not a feed this hub publishes")
-        return None
 
     async def _too_many(self, request: SubscriptionRequest) -> Reply | None:
         """Too many requests, verifications or subscribers: the request waits for later."""

@@ -9,6 +9,7 @@ so a feed is a topic once it is published, and only then.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from pathlib import PurePosixPath
 
@@ -29,19 +30,22 @@ def is_feed_file(name: str) -> bool:
     )
 
 
-def topic_url(base_url: str, name: str) -> str:
-    """The topic URL of the published feed `name`: its `rel="self"`, a URI."""
-    return as_uri(base_url + name)
-
-
+@functools.lru_cache(maxsize=16)
 def _bases(base_url: str) -> tuple[str, ...]:
-    """`base_url` as the feeds publish it, then as written if that differs (an IRI): earlier
-    versions named topics so in their `Link` headers, and subscribers may hold them still."""
+    """`base_url` as the feeds publish it, then as written if that differs (an IRI, which
+    a subscriber may have copied from the configuration). Kept: IDNA costs ~0.2 ms a host,
+    and every request for a feed asks."""
     return tuple(dict.fromkeys((as_uri(base_url), base_url)))
 
 
+def topic_url(base_url: str, name: str) -> str:
+    """The topic URL of the published feed `name`: its `rel="self"`, a URI."""
+    return _bases(base_url)[0] + name
+
+
 def topic_file(base_url: str, topic: str) -> str | None:
-    """The published feed a topic URL names, or None when it names none of ours."""
+    """The published feed a topic URL names, or None when it names none of ours; the
+    topic may name `base_url` as written (an IRI) or as published."""
     for base in _bases(base_url):
         if topic.startswith(base):
             name = topic[len(base) :]
@@ -52,13 +56,15 @@ def topic_file(base_url: str, topic: str) -> str | None:
 
 
 def changed_topics(base_url: str, names: Iterable[str]) -> tuple[str, ...]:
-    """The topics among the files a publish rewrote, in each form a subscriber may hold
-    (`_bases`)."""
-    return tuple(base + n for n in names if is_feed_file(n) for base in _bases(base_url))
+    """The topics among the files a publish rewrote."""
+    return tuple(topic_url(base_url, n) for n in names if is_feed_file(n))
 
 
 def link_header(hubs: Iterable[str], self_url: str) -> str:
     """`Link: <hub>; rel="hub", <topic>; rel="self"` (WebSub §4 and §7), every URL a URI:
     a header is ASCII (an IRI in it failed every request for the feed with a 500)."""
-    links = [f'<{as_uri(hub)}>; rel="hub"' for hub in hubs]
-    return ", ".join([*links, f'<{as_uri(self_url)}>; rel="self"'])
+    links = [f'<{_uri(hub)}>; rel="hub"' for hub in hubs]
+    return ", ".join([*links, f'<{_uri(self_url)}>; rel="self"'])
+
+
+_uri = functools.lru_cache(maxsize=256)(as_uri)  # a site's few hubs and feeds, every request

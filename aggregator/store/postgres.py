@@ -277,7 +277,8 @@ class PgStore(SharedStatements, HubStatements):
                         ON CONFLICT (name) DO UPDATE SET
                             url = excluded.url, etag = NULL, last_modified = NULL,
                             failures = 0, next_poll = NULL, retry_after = NULL, moved_to = NULL,
-                            disabled = NULL, body_hash = NULL, lifetime = NULL
+                            disabled = NULL, body_hash = NULL, lifetime = NULL,
+                            claimed_by = NULL, claimed_until = NULL
                         WHERE sources.url <> excluded.url
                         """,
                         changed,

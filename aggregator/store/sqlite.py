@@ -204,7 +204,9 @@ class SqliteStore(SharedStatements, HubStatements):
 
     def sync_sources(self, sources: Iterable[SourceConfig], now: datetime) -> list[Schedule]:
         """Make the sources table know every configured source; a changed URL drops its
-        fetch state. Returns their schedules, for the next-poll repair (`update`).
+        fetch state and the claim on the old one (a poll of it under way is not recorded:
+        `PollRecord.url`), so the new one is due at once, not when that lease runs out.
+        Returns their schedules, for the next-poll repair (`update`).
 
         Sources no longer configured keep their rows and entries (the timeline ignores them),
         so putting a source back does not re-announce its old items.
@@ -232,7 +234,8 @@ class SqliteStore(SharedStatements, HubStatements):
                 ON CONFLICT (name) DO UPDATE SET
                     url = excluded.url, etag = NULL, last_modified = NULL,
                     failures = 0, next_poll = NULL, retry_after = NULL, moved_to = NULL,
-                    disabled = NULL, body_hash = NULL, lifetime = NULL
+                    disabled = NULL, body_hash = NULL, lifetime = NULL,
+                    claimed_by = NULL, claimed_until = NULL
                 WHERE sources.url != excluded.url
                 """,
                 [(s.name, s.url, added) for s in changed],
