@@ -142,6 +142,16 @@ class RateLimitedWarnings(logging.Filter):
         return True
 
 
+def _unbreakable_output() -> None:
+    """Characters the terminal or pipe cannot encode (Devanagari on a Latin-1 locale, or
+    `PYTHONIOENCODING=latin-1`) are written as escapes: `check`, `once` and `status` ended
+    in a UnicodeEncodeError traceback, `once` after it had done its work."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None:
+            reconfigure(errors="backslashreplace")
+
+
 def _setup_logging(level: str, log_format: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
@@ -184,6 +194,7 @@ def _setup_logging(level: str, log_format: str) -> None:
 @click.pass_context
 def main(ctx: click.Context, log_level: str, log_format: str) -> None:
     """aggregator: many RSS/Atom feeds in, one dated timeline out as RSS 2.0 and Atom 1.0."""
+    _unbreakable_output()
     _setup_logging(log_level, log_format)
     ctx.obj = log_format  # `once` logs through its progress display in the same format
 
@@ -209,7 +220,7 @@ def once(config_path: Path, force: bool) -> None:
             logging.getLogger(__name__).debug("the cycle failed", exc_info=True)
             _error(
                 f"error: the cycle failed with an unexpected error, a bug (please report it; "
-                f"--log-level debug shows where): {type(e).__name__}: {e}"
+                f"--log-level debug shows where): {type(e).__name__}: {one_line(str(e))}"
             )
             sys.exit(FAILURE)
     width = max(len(s.name) for s in report.sources)
@@ -464,7 +475,8 @@ def status(config_path: Path, as_json: bool, wide: bool) -> None:
             }
         )
     if as_json:
-        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        # json.dumps leaves C1 controls and DEL as they are; escaped, they read back alike.
+        click.echo(terminal_safe(json.dumps(rows, ensure_ascii=False, indent=2)))
         return
     _print_status_table(config, config_path, states, subs, wide=wide)
 

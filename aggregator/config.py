@@ -62,7 +62,7 @@ from aggregator.settings import (
 from aggregator.text import TEASER_LENGTH_LIMIT, has_forbidden_characters, strip_bidi_controls
 from aggregator.theme_files import read_theme, theme_errors
 from aggregator.tomlpos import KeyPath, LineIndex, format_path
-from aggregator.urls import public_url
+from aggregator.urls import public_url, redact_url
 
 T = TypeVar("T")
 
@@ -174,6 +174,21 @@ def _positive_int(value: object) -> int:
     if value < 1:
         raise _Invalid(f"expected a number of at least 1, got {value}")
     return value
+
+
+# A language tag (BCP 47's shape: a 2-3 letter language, then subtags), as feeds and pages
+# declare it; "hi_IN", a locale's spelling, is taken as "hi-IN".
+_LANGUAGE = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{1,8})*\Z")
+
+
+def _language(value: object) -> str:
+    """`xml:lang`, RSS `<language>`, JSON Feed's and the page's: "हिंदी" or "hi IN" were
+    written into every feed as they were (W3C: InvalidLanguage), and the page fell back to
+    English without a word."""
+    text = _string(value).strip()
+    if not _LANGUAGE.match(text):
+        raise _Invalid(f'expected a language tag like "hi" or "hi-IN", got {_show(value)}')
+    return text.replace("_", "-")
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(b|kb|mb|gb)?\s*$", re.IGNORECASE)
@@ -309,7 +324,17 @@ def _hub_urls(value: object) -> tuple[str, ...]:
 
 
 def _base_url(value: object) -> str:
+    """A URL that file names are appended to: no query or fragment (`...?lang=hi` gave
+    `...?lang=hi/atom.xml`), and no user info, which every feed and page would publish."""
     url = _http_url(value)
+    parts = urlsplit(url)
+    if parts.query or parts.fragment or "?" in url or "#" in url:
+        raise _Invalid(f"expected a URL without a query or fragment, got {_show(value)}")
+    if "@" in parts.netloc:
+        raise _Invalid(
+            "expected a URL without a user name or password (they would be published in "
+            f"every feed), got {redact_url(url)!r}"
+        )
     return url if url.endswith("/") else url + "/"
 
 
@@ -677,7 +702,7 @@ def _validate(
         description=load.value(
             site_t, s, "description", _string, f"{title}: the latest from every source"
         ),
-        language=load.value(site_t, s, "language", _string, None),
+        language=load.value(site_t, s, "language", _language, None),
         timezone=load.value(site_t, s, "timezone", _timezone, "UTC"),
         base_url=base_url,
     )

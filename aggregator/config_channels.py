@@ -18,6 +18,7 @@ from aggregator.archive import ARCHIVE_DIR
 from aggregator.config import (
     _display_text,
     _Invalid,
+    _language,
     _Loader,
     _positive_int,
     _show,
@@ -173,7 +174,7 @@ def _channel(
             table, path, "description", _string, f"{title}: the latest from {site.title}"
         ),
         sources=_selection(table, path, load, known, (tags, named), reported=bool(unknown)),
-        language=load.value(table, path, "language", _string, site.language),
+        language=load.value(table, path, "language", _language, site.language),
         timezone=load.value(table, path, "timezone", _timezone, site.timezone),
         max_items=load.value(table, path, "max_items", _positive_int, publish.max_items),
         filters=load.filters(table, path),

@@ -101,12 +101,29 @@ def _shown_reason(phrase: str) -> str:
     return "".join(c for c in phrase[: REASON_LIMIT * 4] if c.isprintable())[:REASON_LIMIT]
 
 
-def _conditional_headers(validators: Validators) -> dict[str, str]:
+def _reason_phrase(response: httpx.Response) -> str:
+    """The reason phrase as sent, read as UTF-8 (else Latin-1, HTTP/1.1's old charset):
+    the bytes that are not ASCII were question marks (`503 सेवा अनुपलब्ध`, `404 Não`)."""
+    raw = response.extensions.get("reason_phrase", b"")
+    if not isinstance(raw, bytes):
+        return str(raw)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def _conditional_headers(validators: Validators) -> dict[bytes, bytes]:
+    """The validators sent back as the bytes they came as. A server's non-ASCII ETag or
+    Last-Modified (`"समाचार-v1"`, a date written in Hindi: UTF-8) was kept as text, which
+    httpx refuses to send: every later poll of the source failed before any request, for
+    good. As bytes it goes back as it came (a Latin-1 one, read as such, goes back as
+    UTF-8 and matches nothing: the feed is fetched whole, as without validators)."""
     headers = {}
     if validators.etag:
-        headers["If-None-Match"] = validators.etag
+        headers[b"If-None-Match"] = validators.etag.encode("utf-8", "surrogateescape")
     if validators.last_modified:
-        headers["If-Modified-Since"] = validators.last_modified
+        headers[b"If-Modified-Since"] = validators.last_modified.encode("utf-8", "surrogateescape")
     return headers
 
 
@@ -310,7 +327,7 @@ class Fetcher:
                     permanent_redirect=permanent,
                 )
             if response.status_code != 200:
-                reason = _shown_reason(response.reason_phrase or "")
+                reason = _shown_reason(_reason_phrase(response))
                 return Failed(
                     url,
                     f"HTTP {response.status_code} {reason}".strip(),

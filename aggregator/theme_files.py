@@ -61,7 +61,9 @@ def _read_template(path: Path, shown: str) -> str:
     if len(data) > MAX_TEMPLATE_BYTES:
         raise ValueError(f"{shown} is larger than {MAX_TEMPLATE_BYTES // 1024} KB")
     try:
-        return data.decode("utf-8")
+        # "utf-8-sig": a byte-order mark (Windows Notepad writes one) is dropped, as
+        # feeds.toml's is; it was copied into the page once per template included.
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         line = data[: e.start].count(b"\n") + 1
         raise ValueError(f"{shown}: line {line} is not UTF-8") from e

@@ -128,7 +128,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             )
         extensions = dict(_HTTP11)
         if response.reason:
-            extensions["reason_phrase"] = response.reason.encode("latin-1", "replace")
+            # The bytes as they came: aiohttp reads the line as UTF-8 (surrogates for the rest).
+            extensions["reason_phrase"] = response.reason.encode("utf-8", "surrogateescape")
         return httpx.Response(
             status_code=response.status,
             headers=response.raw_headers,

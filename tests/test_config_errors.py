@@ -268,6 +268,37 @@ CASES += [
         '(an HTTP header), got "समाचार-bot/1.0"',
         id="user-agent-not-ascii",
     ),
+    # Found by a review: each published into every feed as written.
+    pytest.param(
+        '[aggregator]\nbase_url = "https://example.org/digest?lang=hi"\n' + GOOD_FEED,
+        "feeds.toml:2: aggregator.base_url: expected a URL without a query or fragment, got "
+        '"https://example.org/digest?lang=hi"',
+        id="base-url-query",
+    ),
+    pytest.param(
+        '[aggregator]\nbase_url = "https://example.org/digest#top"\n' + GOOD_FEED,
+        "feeds.toml:2: aggregator.base_url: expected a URL without a query or fragment, got "
+        '"https://example.org/digest#top"',
+        id="base-url-fragment",
+    ),
+    pytest.param(
+        '[aggregator]\nbase_url = "https://editor:s3cret@example.org/"\n' + GOOD_FEED,
+        "feeds.toml:2: aggregator.base_url: expected a URL without a user name or password "
+        "(they would be published in every feed), got 'https://***@example.org/'",
+        id="base-url-user-info",
+    ),
+    pytest.param(
+        '[aggregator]\nlanguage = "हिंदी"\n' + GOOD_FEED,
+        'feeds.toml:2: aggregator.language: expected a language tag like "hi" or "hi-IN", '
+        'got "हिंदी"',
+        id="language-not-a-tag",
+    ),
+    pytest.param(
+        '[aggregator]\nlanguage = "hi IN"\n' + GOOD_FEED,
+        'feeds.toml:2: aggregator.language: expected a language tag like "hi" or "hi-IN", '
+        'got "hi IN"',
+        id="language-with-a-space",
+    ),
     pytest.param(
         '[poll]\nuser_agent = "bot/1.0\\r\\nX-Evil: 1"\n' + GOOD_FEED,
         "feeds.toml:2: poll.user_agent: must be at most 512 characters of visible ASCII "
@@ -500,3 +531,9 @@ def test_import_opml_reads_only_a_regular_file(tmp_path: Path, special: str) -> 
     assert result.stderr.strip() == (
         f"error: {special}: not a regular file (a FIFO, a device or a socket)"
     )
+
+
+def test_a_locale_spelling_of_a_language_is_read_as_a_tag(tmp_path: Path) -> None:
+    config = tmp_path / "feeds.toml"
+    config.write_text('[aggregator]\nlanguage = "hi_IN"\n' + GOOD_FEED, encoding="utf-8")
+    assert load_config(config).site.language == "hi-IN"

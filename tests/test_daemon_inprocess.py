@@ -414,3 +414,16 @@ def test_a_reload_during_the_sync_is_synced_before_anything_is_claimed(
     assert len(feed_server.seen("/old.xml")) == 1  # never again after the move
     state = _state(config, "a")
     assert state is not None and state.url == new
+
+
+def test_daemons_whose_runs_overlap_keep_the_setting_until_the_last_stops() -> None:
+    """Two daemons in one process (the tests run several): the first to stop put CPython's
+    5 ms back under the one still running, and the last left 1 ms behind."""
+    before = sys.getswitchinterval()
+    first, second = threads.loop_first(), threads.loop_first()
+    first.__enter__()
+    second.__enter__()
+    first.__exit__(None, None, None)
+    assert sys.getswitchinterval() == threads.LOOP_SWITCH_SECONDS
+    second.__exit__(None, None, None)
+    assert sys.getswitchinterval() == before

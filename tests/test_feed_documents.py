@@ -127,3 +127,21 @@ def test_any_tree_is_serialized_as_a_whole_would_be(shape: str) -> None:
     )
     streamed = tree()
     assert render_feeds._document(streamed, streamed, entries()) == expected
+
+
+def test_an_iri_base_url_gives_an_atom_id_that_is_a_uri() -> None:
+    """With `base_url = "https://समाचार.example/हिंदी/"`, the self link was a URI and the id
+    the IRI as written: the W3C validator's "IRI found where URL expected", in every Atom
+    document (the main one, each channel's, every archive day)."""
+    site = dataclasses.replace(SITE, base_url="https://समाचार.example/हिंदी/")
+    timeline = Timeline((item("urn:one", title="एक", source=AMAR),), T0)
+    for document in (
+        render_atom(timeline, site, None),
+        render_archive(ArchiveDay(date(2025, 7, 13), timeline, None, None), site),
+    ):
+        root = etree.fromstring(document)
+        ns = {"a": "http://www.w3.org/2005/Atom"}
+        feed_id = str(root.findtext("a:id", namespaces=ns))
+        self_link = str(root.find("a:link[@rel='self']", namespaces=ns).get("href"))  # type: ignore[union-attr]
+        assert feed_id == self_link and feed_id.isascii(), (feed_id, self_link)
+        assert feed_id.startswith("https://xn--61b3bh3a5ab.example/%E0%A4%B9")

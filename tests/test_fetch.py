@@ -696,3 +696,69 @@ def test_a_local_source_that_is_a_fifo_fails_without_blocking(tmp_path: Path) ->
     outcome = fetch(fifo.as_uri())
     assert isinstance(outcome, Failed), outcome
     assert outcome.error == f"not a regular file: {fifo}"
+
+
+def _raw(status_line: bytes, headers: bytes, body: bytes = b"") -> Handler:
+    """A response written byte for byte (the standard library's writes headers as Latin-1)."""
+
+    def handle(handler: BaseHTTPRequestHandler) -> None:
+        handler.wfile.write(
+            status_line + b"\r\n" + headers + b"Content-Length: %d\r\n\r\n" % len(body) + body
+        )
+
+    return handle
+
+
+@pytest.mark.parametrize(
+    ("etag", "last_modified"),
+    [
+        ('"समाचार-v1"'.encode(), b""),
+        (b'W/"caf\xe9"', b""),  # Latin-1
+        (b"", "रवि, 13 जुल॰ 2025 10:00:00 GMT".encode()),
+    ],
+)
+def test_validators_that_are_not_ascii_go_back_as_they_came(
+    feed_server: FeedServer, etag: bytes, last_modified: bytes
+) -> None:
+    """A server's non-ASCII ETag or Last-Modified was kept as text, which httpx refused to
+    send: every later poll of the source failed before any request (UnicodeEncodeError),
+    for good. It goes back as the bytes it came as; a 304 is a 304."""
+    body = rss2("A", "https://a.example/", [])
+    headers = b"Content-Type: application/rss+xml\r\n"
+    headers += (b"ETag: " + etag + b"\r\n") if etag else b""
+    headers += (b"Last-Modified: " + last_modified + b"\r\n") if last_modified else b""
+    feed_server.handlers["/v.xml"] = _raw(b"HTTP/1.1 200 OK", headers, body)
+    first = fetch(feed_server.url("/v.xml"))
+    assert isinstance(first, Fetched), first
+    feed_server.handlers["/v.xml"] = _raw(b"HTTP/1.1 304 Not Modified", headers)
+    again = fetch(feed_server.url("/v.xml"), first.validators)
+    assert isinstance(again, NotModified), again
+    sent = feed_server.seen("/v.xml")[-1].headers  # as http.server reads them: Latin-1
+
+    def as_sent(value: bytes) -> bytes:  # UTF-8 comes back byte for byte; Latin-1 as UTF-8
+        try:
+            return value.decode("utf-8").encode("utf-8")
+        except UnicodeDecodeError:
+            return value.decode("latin-1").encode("utf-8")
+
+    for name, value in (("if-none-match", etag), ("if-modified-since", last_modified)):
+        if value:
+            assert sent[name].encode("latin-1") == as_sent(value)
+
+
+@pytest.mark.parametrize(
+    ("line", "shown"),
+    [
+        ("HTTP/1.1 503 सेवा अनुपलब्ध".encode(), "HTTP 503 सेवा अनुपलब्ध"),
+        (b"HTTP/1.1 404 N\xe3o Encontrado", "HTTP 404 Não Encontrado"),  # Latin-1
+    ],
+)
+def test_a_reason_phrase_that_is_not_ascii_is_shown_as_sent(
+    feed_server: FeedServer, line: bytes, shown: str
+) -> None:
+    """httpx's `reason_phrase` drops every byte that is not ASCII: the operator read
+    "HTTP 503 ???? ????????"."""
+    feed_server.handlers["/r.xml"] = _raw(line, b"Content-Type: text/plain\r\n")
+    outcome = fetch(feed_server.url("/r.xml"))
+    assert isinstance(outcome, Failed), outcome
+    assert outcome.error.startswith(shown), outcome.error

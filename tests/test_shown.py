@@ -108,7 +108,7 @@ def test_once_reports_a_bug_in_one_line_and_keeps_what_it_polled(tmp_path: Path)
     script = (
         "import sys, aggregator.cycle as cycle\n"
         "def broken(*args, **kwargs):\n"
-        "    raise RuntimeError('publishing broke \\x1b[2J here')\n"
+        "    raise RuntimeError('publishing broke \\x1b[2J here\\nERROR a forged line')\n"
         "cycle.publish_all = broken\n"
         "from aggregator.cli import main\n"
         "main(sys.argv[1:])\n"
@@ -132,10 +132,53 @@ def test_once_reports_a_bug_in_one_line_and_keeps_what_it_polled(tmp_path: Path)
     lines = [line for line in failed.stderr.splitlines() if line.startswith("error:")]
     assert lines == [
         "error: the cycle failed with an unexpected error, a bug (please report it; "
-        "--log-level debug shows where): RuntimeError: publishing broke \\u001b[2J here"
+        "--log-level debug shows where): RuntimeError: publishing broke \\u001b[2J here "
+        "ERROR a forged line"
     ]
+    assert not any(line.startswith("ERROR a forged") for line in failed.stderr.splitlines())
     with sqlite3.connect(tmp_path / "state" / "aggregator.db") as db:
         assert db.execute("SELECT last_outcome FROM sources").fetchall() == [("failed",)]
 
     debug = once("--log-level", "debug")
     assert "Traceback" in debug.stderr and "in broken" in debug.stderr
+
+
+def test_status_json_escapes_what_json_leaves_raw(tmp_path: Path) -> None:
+    """json.dumps leaves C1 controls and DEL as they are: escaped, the JSON reads back as
+    the text the store holds."""
+    config = _config_with_a_dead_source(tmp_path)
+    assert run_cli("once", "--config", str(config), cwd=tmp_path).returncode == 0
+    with sqlite3.connect(tmp_path / "state" / "aggregator.db") as db:
+        db.execute("UPDATE sources SET last_error = ?", (HOSTILE,))
+    status = run_cli("status", "--config", str(config), "--json", cwd=tmp_path)
+    assert status.returncode == 0, status.stderr
+    assert not _controls(status.stdout, "\n")
+    assert json.loads(status.stdout)[0]["error"] == HOSTILE
+
+
+def test_a_terminal_that_cannot_show_devanagari_gets_escapes_not_a_traceback(
+    tmp_path: Path,
+) -> None:
+    """On a Latin-1 locale (or a pipe told so), `check`, `once` and `status` ended in a
+    UnicodeEncodeError traceback at the first Devanagari character."""
+    (tmp_path / "khabar.xml").write_text(
+        '<rss version="2.0"><channel><title>ख़बरें</title><link>https://k.example/</link>'
+        "<description>d</description><item><title>आज की ख़बर</title>"
+        "<link>https://k.example/1</link><guid>1</guid></item></channel></rss>",
+        encoding="utf-8",
+    )
+    config = tmp_path / "feeds.toml"
+    config.write_text(
+        '[publish]\noutput_dir = "आउटपुट"\n'
+        '[[feeds]]\nname = "khabar"\ntitle = "ख़बरें"\nurl = "khabar.xml"\n',
+        encoding="utf-8",
+    )
+    said = {}
+    for command in ("check", "once", "status"):
+        done = run_cli(
+            command, "--config", str(config), cwd=tmp_path, env={"PYTHONIOENCODING": "latin-1"}
+        )
+        assert "Traceback" not in done.stdout + done.stderr, (command, done.stderr)
+        assert done.returncode == 0, (command, done.stderr)
+        said[command] = done.stdout
+    assert "\\u0906\\u0909\\u091f" in said["once"]  # "published ... to आउटपुट", escaped

@@ -312,6 +312,20 @@ def test_once_publishes_with_the_operators_index(tmp_path: Path):
     assert root.xpath("//article") == []
 
 
+def test_a_template_saved_with_a_byte_order_mark_publishes_without_it(tmp_path: Path):
+    """Windows Notepad starts a UTF-8 file with U+FEFF: feeds.toml's was dropped, a
+    template's was copied into the page, once for each template included."""
+    _site(tmp_path)
+    (tmp_path / "templates" / "index.html.j2").write_text(
+        "\ufeff" + OPERATOR_INDEX, encoding="utf-8"
+    )
+    status, _, stderr = _once(tmp_path)
+    assert status == 0, stderr
+    page = (tmp_path / "output" / "index.html").read_text(encoding="utf-8")
+    assert "\ufeff" not in page
+    assert len(parse(page.encode()).xpath("//p[@class='operator-item']")) == 3
+
+
 def test_a_syntax_error_is_one_line_at_check_and_once_and_the_previous_page_stays(
     tmp_path: Path,
 ):

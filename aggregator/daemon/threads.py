@@ -19,16 +19,25 @@ T = TypeVar("T")
 LOOP_SWITCH_SECONDS = 0.001
 
 
+_running: list[float] = []  # the setting before the first daemon of the process started
+_guard = threading.Lock()
+
+
 @contextlib.contextmanager
 def loop_first() -> Iterator[None]:
-    """The GIL handed over within `LOOP_SWITCH_SECONDS` while the daemon runs (the
-    interpreter's setting before, when it stops)."""
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(min(before, LOOP_SWITCH_SECONDS))
+    """The GIL handed over within `LOOP_SWITCH_SECONDS` while a daemon runs; the
+    interpreter's setting back when the last daemon of the process stops (tests run
+    several, whose runs overlap)."""
+    with _guard:
+        _running.append(sys.getswitchinterval())
+        sys.setswitchinterval(min(_running[0], LOOP_SWITCH_SECONDS))
     try:
         yield
     finally:
-        sys.setswitchinterval(before)
+        with _guard:
+            before = _running.pop()
+            if not _running:
+                sys.setswitchinterval(before)
 
 
 async def in_daemon_thread(name: str, work: Callable[..., T], *args: Any) -> T:

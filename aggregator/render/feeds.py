@@ -183,7 +183,9 @@ def _generator(
     hubs = tuple(site.hubs if hubs is None else hubs)
     fg = FeedGenerator()
     fg.register_extension("credit", _CreditFeed, _CreditEntry)
-    fg.id(self_url)
+    # A URI like the self link: an IRI `base_url`'s id failed the W3C validator
+    # ("IRI found where URL expected"). An ASCII one is the same id byte for byte.
+    fg.id(as_uri(self_url))
     fg.title(title or site.title)
     fg.subtitle(site.description)
     fg.description(site.description)
