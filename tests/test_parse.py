@@ -8,6 +8,7 @@ and the refusals (`ParseError`) for things that are not feeds.
 from __future__ import annotations
 
 import importlib.abc
+import re
 import sys
 import time
 import unicodedata
@@ -19,6 +20,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import regex
+from hypothesis import given
+from hypothesis import strategies as st
 
 import aggregator.parse.fields as fields_module
 from aggregator.errors import ParseError
@@ -27,11 +30,13 @@ from aggregator.parse.fields import (
     CATEGORY_LIMIT,
     CATEGORY_TEXT_LIMIT,
     CONTENT_LIMIT,
+    DATE_LIMIT,
     ENTRY_LIMIT,
     ID_LIMIT,
     NAME_LIMIT,
     TITLE_LIMIT,
     looks_like_markup,
+    odd_offset,
 )
 from aggregator.text import MARK_RUN_LIMIT, TEASER_LENGTH_LIMIT, make_teaser
 from aggregator.types import ParsedEntry, ParsedFeed
@@ -1020,3 +1025,45 @@ def test_a_parse_imports_nothing() -> None:
     finally:
         sys.meta_path.remove(watch)
     assert watch.searched == []
+
+
+IST_10AM = datetime(2025, 7, 13, 4, 30, tzinfo=UTC)  # 10:00 in India
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        "Sun, 13 Jul 2025 10:00:00 +0530",
+        "Sun, 13 Jul 2025 10:00:00 GMT+05:30",
+        "Sun, 13 Jul 2025 10:00:00 GMT+5:30",  # feedparser: 58.5 hours early
+        "Sun, 13 Jul 2025 10:00:00 UTC+05:30",  # feedparser: read as UTC
+        "Sun, 13 Jul 2025 10:00:00 +5:30",
+        "Sun, 13 Jul 2025 10:00:00 IST +0530",
+        "Sun, 13 Jul 2025 10:00:00 +0530 (IST)",
+        "2025-07-13T10:00:00+5:30",
+        "2025-07-13T10:00:00+05:30",
+        "2025-07-13 10:00:00 +05:30",
+    ],
+)
+@pytest.mark.parametrize("zone", ["UTC", "Asia/Kolkata", "America/New_York"])
+def test_every_way_of_writing_indias_offset_is_read_as_it(written: str, zone: str) -> None:
+    """Found by a review: several of these were read hours off (one 58.5 hours early),
+    whatever the source's zone; each names 10:00 in India."""
+    body = rss(
+        '<item><title>A</title><guid isPermaLink="false">a</guid>'
+        f"<pubDate>{written}</pubDate></item>"
+    )
+    assert only(parse_feed(body, RSS_HEADERS, URL, timezone=zone)).published == IST_10AM
+    atom = (
+        b'<?xml version="1.0"?><feed xmlns="http://www.w3.org/2005/Atom"><title>t</title>'
+        b"<id>urn:f</id><entry><title>a</title><id>urn:1</id>"
+        + f"<updated>{written}</updated>".encode()
+        + b"</entry></feed>"
+    )
+    assert parse_feed(atom, {}, URL, timezone=zone).entries[0].updated == IST_10AM
+
+
+@given(st.text(max_size=DATE_LIMIT))
+def test_an_offset_is_rewritten_only_into_one_a_parser_reads(raw: str) -> None:
+    fixed = odd_offset(raw)
+    assert fixed is None or re.search(r"[+-]\d\d:?\d\d\Z", fixed)

@@ -38,6 +38,7 @@ from aggregator.parse.fields import (
     kept_entries,
     make_entry,
     name_text,
+    odd_offset,
     plain_title,
     plausible_date,
 )
@@ -100,7 +101,8 @@ def _date(entry: dict[str, Any], key: str, zone: tzinfo) -> datetime | None:
         raw = None  # no pattern of ours reads it (they are not linear on such text)
     parsed: time.struct_time | None = dict.get(entry, f"{key}_parsed")
     try:
-        if parsed is None:
+        if parsed is None or (isinstance(raw, str) and odd_offset(raw.strip()) is not None):
+            # Or an offset feedparser misreads ("GMT+5:30", "IST +0530": `odd_offset`).
             # feedparser gives up on some zone-less RFC 822 dates ("Sat, 12 Jul 2025 10:00:00").
             return date_from_text(raw, zone) if isinstance(raw, str) else None
         value = datetime(*parsed[:6], tzinfo=UTC)

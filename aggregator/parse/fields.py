@@ -200,8 +200,38 @@ def digest(*parts: str) -> str:
     return hashlib.sha256(text).hexdigest()[:32]
 
 
+# An offset at a date's end written as feeds write India's: one hour digit (`+5:30`,
+# `GMT+5:30`), or after a zone's name (`UTC+05:30`, `IST +0530`). feedparser reads
+# "GMT+5:30" 58.5 hours early and drops the others (UTC, or the source's zone, instead).
+_ODD_OFFSET = re.compile(
+    r"(?:\b([A-Za-z]{2,5})[ \t]{0,3})?([+-])(\d{1,2}):?(\d{2})[ \t]{0,3}(?:\([^()]{0,40}\))?\s*\Z"
+)
+_ISO_DATE = re.compile(r"\d{4}-\d{2}")
+
+
+def odd_offset(raw: str) -> str | None:
+    """`raw` (at most `DATE_LIMIT` long) with such an offset written plainly (`+0530`,
+    or `+05:30` in an ISO 8601 date); None when it has none."""
+    match = _ODD_OFFSET.search(raw)
+    if match is None:
+        return None
+    (
+        name,
+        sign,
+        hours,
+        minutes,
+    ) = match.groups()
+    if (name is None and len(hours) == 2) or int(hours) > 23 or int(minutes) > 59:
+        return None
+    head = raw[: match.start()].rstrip()
+    if _ISO_DATE.match(head.lstrip()):
+        return f"{head}{sign}{int(hours):02}:{minutes}"
+    return f"{head} {sign}{int(hours):02}{minutes}"
+
+
 def date_from_text(raw: str, zone: tzinfo) -> datetime | None:
-    """An RFC 822 or ISO 8601/RFC 3339 date in UTC; one without a zone is read in `zone`.
+    """An RFC 822 or ISO 8601/RFC 3339 date in UTC; one without a zone is read in `zone`;
+    an offset written as `odd_offset` knows is read as the offset it is.
 
     None for anything else, a string over `DATE_LIMIT` included (no pattern reads it), a
     date that cannot be a real one once moved to UTC (year 1 east of Greenwich), and a
@@ -210,6 +240,7 @@ def date_from_text(raw: str, zone: tzinfo) -> datetime | None:
     if len(raw) > DATE_LIMIT:
         return None
     raw = raw.strip()
+    raw = odd_offset(raw) or raw
     value: datetime | None = None
     try:
         value = email.utils.parsedate_to_datetime(raw)

@@ -48,7 +48,9 @@ from aggregator.types import ItemMemory, ParsedFeed
 
 # Raise when a change to the parse makes an unchanged item give a different entry: every
 # memory is then stale, and the next parse of each source is whole.
-PARSE_REVISION = "2"  # 2: placeholder dates are no dates; lone surrogates dropped, not items
+# 2: placeholder dates are no dates; lone surrogates dropped, not items. 3: offsets such as
+# "GMT+5:30" and "IST +0530" read as written (`fields.odd_offset`).
+PARSE_REVISION = "3"
 _REVISION = f"aggregator {__version__}/{PARSE_REVISION}, feedparser {feedparser.__version__}"
 # Code points of entry ids a memory may hold (a feed of 10,000 long ids is parsed whole).
 MEMORY_LIMIT = 1_000_000
