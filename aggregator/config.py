@@ -59,10 +59,15 @@ from aggregator.settings import (
     default_lease,
     server_url,
 )
-from aggregator.text import TEASER_LENGTH_LIMIT, has_forbidden_characters, strip_bidi_controls
+from aggregator.text import (
+    TEASER_LENGTH_LIMIT,
+    clean_text,
+    has_forbidden_characters,
+    strip_bidi_controls,
+)
 from aggregator.theme_files import read_theme, theme_errors
 from aggregator.tomlpos import KeyPath, LineIndex, format_path
-from aggregator.urls import public_url, redact_url
+from aggregator.urls import as_uri, public_url, redact_url
 
 T = TypeVar("T")
 
@@ -261,7 +266,8 @@ def _tags(value: object) -> tuple[str, ...]:
     for tag in value:  # published: sources.opml groups the sources by tag
         if has_forbidden_characters(tag):
             raise _Invalid(f"contains control characters that XML cannot carry: {_show(tag)}")
-    return tuple(value)
+    # NFC, as feed text is: "बाज़ार" typed with U+095B and with क + nukta are one tag.
+    return tuple(clean_text(tag) for tag in value)
 
 
 def _patterns(value: object) -> tuple[str, ...]:
@@ -269,6 +275,9 @@ def _patterns(value: object) -> tuple[str, ...]:
         raise _Invalid(
             f'expected an array of regular expressions like ["cricket", "IPL"], got {_show(value)}'
         )
+    # NFC, as the text they are matched against is (`text.clean_text`): a word typed with a
+    # precomposed nukta letter (U+0958-U+095F, which NFC decomposes) matched nothing.
+    value = [clean_text(pattern) for pattern in value]
     for index, pattern in enumerate(value):
         if VERBOSE_FLAG.search(pattern):
             raise _Invalid(f"item {index} {_show(pattern[:80])}: verbose mode (?x) is not taken")
@@ -995,8 +1004,9 @@ _DEFAULT_PORTS = {"http": ":80", "https": ":443"}
 def url_identity(url: str) -> str:
     """Two spellings of one URL count as one source: scheme and host case, the default port,
     a trailing slash, and escapes of letters, digits and `-._~` (`/%61.xml` is `/a.xml`) or
-    in lower case (`%2f` is `%2F`), as RFC 3986 section 6.2.2 says."""
-    parts = urlsplit(url)
+    in lower case (`%2f` is `%2F`), as RFC 3986 section 6.2.2 says; and an IRI and the URI
+    it is (`/हिंदी/` and `/%E0%A4%B9...`, a Devanagari host and its `xn--` form)."""
+    parts = urlsplit(as_uri(url))
     scheme, netloc = parts.scheme.lower(), parts.netloc.lower()
     netloc = netloc.removesuffix(_DEFAULT_PORTS.get(scheme, "\0"))
     path = _ESCAPE.sub(_normal_escape, parts.path).rstrip("/") or "/"

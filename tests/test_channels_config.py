@@ -311,3 +311,17 @@ def test_a_channel_takes_the_sources_with_any_of_its_tags_or_named_in_feeds_orde
     assert config.channels[0].sources == tuple(expected)
     known = set().union(*tagged)
     assert len(config.warnings) == len(tags - known)
+
+
+def test_a_tag_typed_two_ways_is_one_tag(tmp_path: Path) -> None:
+    """The tag "बाज़ार" with U+095B (one code point) and with ज + nukta look alike: one tag
+    (NFC, as feed text): the channel said it selected no source."""
+    config = tmp_path / "feeds.toml"
+    config.write_text(
+        '[[feeds]]\nname = "a"\nurl = "https://a.example/f"\n'
+        'tags = ["\u092c\u093e\u095b\u093e\u0930"]\n'
+        '[[channels]]\nname = "bazaar"\ntags = ["\u092c\u093e\u091c\u093c\u093e\u0930"]\n',
+        encoding="utf-8",
+    )
+    [channel] = load_config(config).channels
+    assert channel.sources == ("a",)

@@ -77,6 +77,13 @@ CASES = [
         "feeds.toml:5: feeds[1].url: duplicate source: the same URL as feeds[0] (line 2)",
         id="duplicate-url-escaped",
     ),
+    pytest.param(  # an IRI and the URI it is (found by a review: import-opml added it again)
+        '[[feeds]]\nurl = "https://समाचार.example/हिंदी/फ़ीड.xml"\n'
+        '[[feeds]]\nurl = "https://xn--61b3bh3a5ab.example/%E0%A4%B9%E0%A4%BF%E0%A4%82'
+        '%E0%A4%A6%E0%A5%80/%E0%A4%AB%E0%A4%BC%E0%A5%80%E0%A4%A1.xml"\nname = "other"\n',
+        "feeds.toml:4: feeds[1].url: duplicate source: the same URL as feeds[0] (line 2)",
+        id="duplicate-url-iri",
+    ),
     pytest.param(
         '[[feeds]]\nurl = "https://a.example/"\nname = "news"\n'
         '[[feeds]]\nurl = "https://b.example/"\nname = "news"\n',

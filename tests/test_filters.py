@@ -23,6 +23,7 @@ from aggregator.filters import (
     Filters,
     pattern_size,
 )
+from aggregator.text import clean_text
 
 CATASTROPHIC = "(a+)+$"
 EXPLODES = "a" * FILTER_FIELD_CHARS + "!"
@@ -158,3 +159,19 @@ def test_pattern_size_sees_counted_repeats_nested_and_ranged(text: str, at_least
     assert pattern_size(text) >= at_least > MAX_PATTERN_SIZE
     assert pattern_size("a{1,100000}") <= 3  # a range's loop is compiled once
     assert pattern_size(r"\bक्रिकेट\b|IPL|[a-z]{3}") < 20
+
+
+def test_a_pattern_typed_with_a_precomposed_nukta_letter_matches_the_feeds_text(
+    tmp_path: Path,
+) -> None:
+    """U+095B (ज़ as one code point, as some input methods type it) is not NFC: feed text
+    holds ज + nukta. The pattern is read in NFC too, or it matched nothing (an `include`
+    emptied the source, an `exclude` let everything through)."""
+    typed = "\u092c\u093e\u095b\u093e\u0930"  # बाज़ार, precomposed
+    filters = _load(
+        tmp_path, f'[[feeds]]\nurl = "https://example.org/a.xml"\ninclude = ["{typed}"]\n'
+    )
+    headline = clean_text("बाज़ार में तेज़ी")  # as a feed's title is stored
+    assert "\u095b" not in headline
+    assert filters.allows(headline, "")
+    assert not filters.allows("मौसम", "")
