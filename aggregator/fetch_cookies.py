@@ -29,6 +29,11 @@ class FetchCookies(httpx.Cookies):
         # on, which its default policy (httpx's) leaves off: nothing else can add a cookie.
         if "set-cookie" in response.headers:
             super().extract_cookies(response)
+            # One that is not ASCII (`city=नई दिल्ली`, a Latin-1 `José`) cannot be sent back:
+            # httpx raised making the redirect's request, and the feed was never fetched.
+            for cookie in list(self.jar):
+                if not f"{cookie.name}={cookie.value or ''}".isascii():
+                    self.jar.clear(cookie.domain, cookie.path, cookie.name)
 
 
 _CURRENT: ContextVar[FetchCookies | None] = ContextVar("fetch_cookies", default=None)

@@ -762,3 +762,25 @@ def test_a_reason_phrase_that_is_not_ascii_is_shown_as_sent(
     outcome = fetch(feed_server.url("/r.xml"))
     assert isinstance(outcome, Failed), outcome
     assert outcome.error.startswith(shown), outcome.error
+
+
+@pytest.mark.parametrize(
+    "cookie", ["city=नई दिल्ली; Path=/".encode(), b"name=Jos\xe9; Path=/", b"ok=1; Path=/"]
+)
+def test_a_redirect_setting_a_cookie_that_is_not_ascii_still_reaches_the_feed(
+    feed_server: FeedServer, cookie: bytes
+) -> None:
+    """A cookie check (set a cookie, redirect to itself) whose value is not ASCII: httpx
+    raised making the redirect's request, and the feed was never fetched. Such a cookie is
+    dropped; an ASCII one still goes with the redirect."""
+    body = rss2("A", "https://a.example/", [])
+    feed_server.handlers["/check"] = _raw(
+        b"HTTP/1.1 302 Found", b"Set-Cookie: " + cookie + b"\r\nLocation: /feed.xml\r\n"
+    )
+    feed_server.handlers["/feed.xml"] = _raw(
+        b"HTTP/1.1 200 OK", b"Content-Type: application/rss+xml\r\n", body
+    )
+    outcome = fetch(feed_server.url("/check"))
+    assert isinstance(outcome, Fetched), outcome
+    sent = feed_server.seen("/feed.xml")[-1].headers.get("cookie")
+    assert sent == ("ok=1" if cookie.isascii() else None)
