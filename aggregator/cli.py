@@ -8,6 +8,7 @@ Each command imports the parts it uses: `once` starts without loading the web se
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
 import os
@@ -103,13 +104,20 @@ class _JsonFormatter(logging.Formatter):
 
 class _Redacting(logging.Formatter):
     """Any formatter's lines with the secrets of every URL in them masked (`redact_urls`): a
-    source's user info or ?token= must not reach a log, whatever logger or traceback has it."""
+    source's user info or ?token= must not reach a log, whatever logger or traceback has it.
+    In text, a record's message is one line (a traceback after it keeps its lines); control
+    characters anywhere are escapes (`shown`)."""
 
-    def __init__(self, inner: logging.Formatter) -> None:
+    def __init__(self, inner: logging.Formatter, *, lines: bool = True) -> None:
         super().__init__()
         self.inner = inner
+        self.lines = lines  # text, where a line is a record (JSON escapes line breaks itself)
 
     def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
+        if self.lines and not message.isprintable():  # a server's line break forged a record
+            record = copy.copy(record)
+            record.msg, record.args = one_line(message), None
         return terminal_safe(redact_urls(self.inner.format(record)))
 
 
@@ -155,7 +163,7 @@ def _unbreakable_output() -> None:
 def _setup_logging(level: str, log_format: str) -> None:
     handler = logging.StreamHandler(sys.stderr)
     if log_format == "json":
-        handler.setFormatter(_Redacting(_JsonFormatter()))
+        handler.setFormatter(_Redacting(_JsonFormatter(), lines=False))
     else:
         handler.setFormatter(_Redacting(logging.Formatter("%(asctime)s %(levelname)s %(message)s")))
     root = logging.getLogger()
@@ -298,7 +306,7 @@ def _logging_to(console: Console) -> Iterator[None]:
     handler: logging.Handler
     if click.get_current_context().find_root().obj == "json":  # one object a line, as ever
         handler = _PlainConsoleHandler(console)
-        handler.setFormatter(_Redacting(_JsonFormatter()))
+        handler.setFormatter(_Redacting(_JsonFormatter(), lines=False))
     else:
         from rich.logging import RichHandler
 

@@ -64,7 +64,7 @@ def test_a_text_log_line_shows_escapes_and_masks_secrets() -> None:
 def test_a_json_log_line_reads_back_as_the_text_it_was() -> None:
     """json.dumps leaves C1 controls raw; escaped as `\\u009b`, the line is still JSON and
     a log shipper reads back the very characters the server sent."""
-    formatter = _Redacting(_JsonFormatter())
+    formatter = _Redacting(_JsonFormatter(), lines=False)
     line = formatter.format(_record("%s", HOSTILE))
     assert not _controls(line, "")
     assert json.loads(line)["message"] == HOSTILE
@@ -182,3 +182,18 @@ def test_a_terminal_that_cannot_show_devanagari_gets_escapes_not_a_traceback(
         assert done.returncode == 0, (command, done.stderr)
         said[command] = done.stdout
     assert "\\u0906\\u0909\\u091f" in said["once"]  # "published ... to आउटपुट", escaped
+
+
+def test_a_line_break_in_a_message_forges_no_log_line() -> None:
+    """A hub's `hub.reason` or a server's error holding "\\n2026-... ERROR ..." made a log
+    line of its own; the message is one line, a traceback after it keeps its lines."""
+    formatter = _Redacting(logging.Formatter("%(levelname)s %(message)s"))
+    line = formatter.format(_record("denied by the hub: %s", "no\n2026-12-08 ERROR forged"))
+    assert line == "WARNING denied by the hub: no 2026-12-08 ERROR forged"
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        record = _record("failed: %s", "a\nb")
+        record.exc_info = sys.exc_info()
+    lines = formatter.format(record).splitlines()
+    assert lines[0] == "WARNING failed: a b" and lines[1].startswith("Traceback")
