@@ -299,7 +299,16 @@ class ParsePool:
                     raise BrokenProcessPool(str(e)) from e
                 finally:
                     self._handed(pool)
-                return await asyncio.wrap_future(future)
+                waiting = asyncio.wrap_future(future)
+                try:
+                    # Shielded: a cancel passed on to a feed still queued in the executor
+                    # made CPython 3.11's pool, once its workers were killed (a stop, a
+                    # budget), raise InvalidStateError in its manager thread (it sets every
+                    # queued future's exception) and leave its clean-up undone.
+                    return await asyncio.shield(waiting)
+                except asyncio.CancelledError:
+                    waiting.add_done_callback(_outcome_taken)
+                    raise
         except TimeoutError:
             if future is None:
                 # No worker within the budget: the fork server is stuck (stopped, starved).
@@ -355,3 +364,10 @@ class ParsePool:
         else:
             for each in executors:
                 each.shutdown(wait=True, cancel_futures=True)
+
+
+def _outcome_taken(waiting: asyncio.Future[ParsedFeed]) -> None:
+    """Take the outcome of a parse nobody waits for any more, so that its failure (the
+    pool killed at a stop) is not logged as never retrieved."""
+    if not waiting.cancelled():
+        waiting.exception()
