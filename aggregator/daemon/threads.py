@@ -14,8 +14,9 @@ T = TypeVar("T")
 # How long a thread may keep the GIL while another waits for it (CPython's default: 5 ms).
 # The event loop's SQLite calls give the GIL up at every statement and every row, and must
 # take it back from whatever thread runs Python meanwhile: behind a publish rendering 50,000
-# sources on its thread, a claim of a few rows took 0.1-0.3 s at 5 ms a wait, and /healthz
-# up to 1.3 s (0.35-0.42 s at 1 ms, `bench/stall.py`). A thread alone never waits.
+# sources on its thread, a claim of a few rows took 0.1-0.3 s at 5 ms a wait. `/healthz`'s
+# slowest answer while a daemon takes in 50,000 sources: 0.55 s at 5 ms, 0.33 s at 1 ms
+# (`python -m bench stall`). A thread alone never waits, so nothing else changes.
 LOOP_SWITCH_SECONDS = 0.001
 
 

@@ -215,12 +215,7 @@ def odd_offset(raw: str) -> str | None:
     match = _ODD_OFFSET.search(raw)
     if match is None:
         return None
-    (
-        name,
-        sign,
-        hours,
-        minutes,
-    ) = match.groups()
+    name, sign, hours, minutes = match.groups()
     if (name is None and len(hours) == 2) or int(hours) > 23 or int(minutes) > 59:
         return None
     head = raw[: match.start()].rstrip()
