@@ -275,9 +275,7 @@ def _patterns(value: object) -> tuple[str, ...]:
         raise _Invalid(
             f'expected an array of regular expressions like ["cricket", "IPL"], got {_show(value)}'
         )
-    # NFC, as the text they are matched against is (`text.clean_text`): a word typed with a
-    # precomposed nukta letter (U+0958-U+095F, which NFC decomposes) matched nothing.
-    value = [clean_text(pattern) for pattern in value]
+    patterns = []
     for index, pattern in enumerate(value):
         if VERBOSE_FLAG.search(pattern):
             raise _Invalid(f"item {index} {_show(pattern[:80])}: verbose mode (?x) is not taken")
@@ -293,7 +291,22 @@ def _patterns(value: object) -> tuple[str, ...]:
             raise _Invalid(
                 f'item {index} "{pattern}" is not a valid regular expression: {e}'
             ) from e
-    return tuple(value)
+        patterns.append(_in_nfc(pattern))
+    return tuple(patterns)
+
+
+def _in_nfc(pattern: str) -> str:
+    """`pattern` in NFC, as the text it is matched against is (`text.clean_text`): a word
+    typed with a precomposed nukta letter (U+0958-U+095F, which NFC decomposes) matched
+    nothing. As written when NFC would break it (`[क़-य़]`: a range run backwards)."""
+    normal = clean_text(pattern)
+    if normal == pattern:
+        return pattern
+    try:
+        regex.compile(normal, FILTER_FLAGS)  # bounded: NFC adds no counted repeat
+    except regex.error:
+        return pattern
+    return normal
 
 
 def _http_url(value: object) -> str:

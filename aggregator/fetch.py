@@ -26,7 +26,7 @@ import httpx
 
 from aggregator import USER_AGENT
 from aggregator.errors import FetchError
-from aggregator.fetch_cookies import FetchScopedClient, one_fetch
+from aggregator.fetch_cookies import UNSENDABLE, FetchScopedClient, one_fetch
 from aggregator.regular_file import NotARegularFile, read_regular_file
 from aggregator.types import Failed, Fetched, FetchOutcome, NotModified, Validators
 from aggregator.urls import redact_urls
@@ -120,10 +120,12 @@ def _conditional_headers(validators: Validators) -> dict[bytes, bytes]:
     good. As bytes it goes back as it came (a Latin-1 one, read as such, goes back as
     UTF-8 and matches nothing: the feed is fetched whole, as without validators)."""
     headers = {}
-    if validators.etag:
-        headers[b"If-None-Match"] = validators.etag.encode("utf-8", "surrogateescape")
-    if validators.last_modified:
-        headers[b"If-Modified-Since"] = validators.last_modified.encode("utf-8", "surrogateescape")
+    for name, value in ((b"If-None-Match", validators.etag),
+                        (b"If-Modified-Since", validators.last_modified)):  # fmt: skip
+        # One holding a control character no HTTP client sends (`"a\x01b"`) is left out:
+        # aiohttp refused the request, and the failed polls never replaced it.
+        if value and not UNSENDABLE.search(value):
+            headers[name] = value.encode("utf-8", "surrogateescape")
     return headers
 
 

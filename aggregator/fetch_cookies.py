@@ -15,10 +15,15 @@ of urllib's request and response for it cost an eighth of a 304 poll's CPU, to f
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Iterator
 from contextvars import ContextVar
 
 import httpx
+
+# What no header value may hold (aiohttp's check): C0 controls but tab, and DEL. The
+# fetcher leaves validators holding one out, too.
+UNSENDABLE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class FetchCookies(httpx.Cookies):
@@ -29,10 +34,12 @@ class FetchCookies(httpx.Cookies):
         # on, which its default policy (httpx's) leaves off: nothing else can add a cookie.
         if "set-cookie" in response.headers:
             super().extract_cookies(response)
-            # One that is not ASCII (`city=नई दिल्ली`, a Latin-1 `José`) cannot be sent back:
-            # httpx raised making the redirect's request, and the feed was never fetched.
+            # One that is not ASCII (`city=नई दिल्ली`, a Latin-1 `José`) or holds a control
+            # character (`a=b\x7fc`) cannot be sent back: the redirect's request failed
+            # (httpx, aiohttp), and the feed was never fetched.
             for cookie in list(self.jar):
-                if not f"{cookie.name}={cookie.value or ''}".isascii():
+                text = f"{cookie.name}={cookie.value or ''}"
+                if not text.isascii() or UNSENDABLE.search(text):
                     self.jar.clear(cookie.domain, cookie.path, cookie.name)
 
 

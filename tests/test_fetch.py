@@ -10,6 +10,7 @@ import asyncio
 import gc
 import gzip
 import os
+import re
 import socket
 import threading
 import time
@@ -715,6 +716,7 @@ def _raw(status_line: bytes, headers: bytes, body: bytes = b"") -> Handler:
         ('"समाचार-v1"'.encode(), b""),
         (b'W/"caf\xe9"', b""),  # Latin-1
         (b"", "रवि, 13 जुल॰ 2025 10:00:00 GMT".encode()),
+        (b'"a\x01b"', b"Sun, 13 Jul 2025 10:00:00 GMT\x7f"),  # no client may send these
     ],
 )
 def test_validators_that_are_not_ascii_go_back_as_they_came(
@@ -742,7 +744,9 @@ def test_validators_that_are_not_ascii_go_back_as_they_came(
             return value.decode("latin-1").encode("utf-8")
 
     for name, value in (("if-none-match", etag), ("if-modified-since", last_modified)):
-        if value:
+        if value and re.search(rb"[\x00-\x08\x0a-\x1f\x7f]", value):
+            assert name not in sent  # left out: aiohttp refused the request, poll after poll
+        elif value:
             assert sent[name].encode("latin-1") == as_sent(value)
 
 
@@ -765,7 +769,13 @@ def test_a_reason_phrase_that_is_not_ascii_is_shown_as_sent(
 
 
 @pytest.mark.parametrize(
-    "cookie", ["city=नई दिल्ली; Path=/".encode(), b"name=Jos\xe9; Path=/", b"ok=1; Path=/"]
+    "cookie",
+    [
+        "city=नई दिल्ली; Path=/".encode(),
+        b"name=Jos\xe9; Path=/",
+        b"a=b\x7fc; Path=/",  # a control character: aiohttp refused the request
+        b"ok=1; Path=/",
+    ],
 )
 def test_a_redirect_setting_a_cookie_that_is_not_ascii_still_reaches_the_feed(
     feed_server: FeedServer, cookie: bytes
@@ -783,4 +793,4 @@ def test_a_redirect_setting_a_cookie_that_is_not_ascii_still_reaches_the_feed(
     outcome = fetch(feed_server.url("/check"))
     assert isinstance(outcome, Fetched), outcome
     sent = feed_server.seen("/feed.xml")[-1].headers.get("cookie")
-    assert sent == ("ok=1" if cookie.isascii() else None)
+    assert sent == ("ok=1" if cookie.startswith(b"ok=") else None)

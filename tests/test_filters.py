@@ -175,3 +175,13 @@ def test_a_pattern_typed_with_a_precomposed_nukta_letter_matches_the_feeds_text(
     assert "\u095b" not in headline
     assert filters.allows(headline, "")
     assert not filters.allows("मौसम", "")
+
+
+def test_a_pattern_nfc_would_break_is_kept_as_written(tmp_path: Path) -> None:
+    """`[क़-य़]`, a range of precomposed nukta letters, is a valid pattern; in NFC its middle
+    runs backwards (`[क\u093c-य\u093c]`) and loading refused it. Kept as written."""
+    pattern = "[\u0958-\u095f]"
+    filters = _load(
+        tmp_path, f'[[feeds]]\nurl = "https://example.org/a.xml"\ninclude = ["{pattern}"]\n'
+    )
+    assert filters.include[0].text == pattern
