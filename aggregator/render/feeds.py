@@ -183,13 +183,14 @@ def _generator(
     hubs = tuple(site.hubs if hubs is None else hubs)
     fg = FeedGenerator()
     fg.register_extension("credit", _CreditFeed, _CreditEntry)
-    # A URI like the self link: an IRI `base_url`'s id failed the W3C validator
+    # The id is the self link, a URI: an IRI `base_url`'s id failed the W3C validator
     # ("IRI found where URL expected"). An ASCII one is the same id byte for byte.
-    fg.id(as_uri(self_url))
+    self_uri = as_uri(self_url)
+    fg.id(self_uri)
     fg.title(title or site.title)
     fg.subtitle(site.description)
     fg.description(site.description)
-    fg.link(href=as_uri(self_url), rel="self")
+    fg.link(href=self_uri, rel="self")
     hubs = tuple(as_uri(hub) for hub in hubs)
     for hub in hubs:  # WebSub: where to subscribe to this feed
         fg.link(href=hub, rel="hub")

@@ -271,18 +271,7 @@ class PgStore(SharedStatements, HubStatements):
             changed = [(s.name, s.url, seconds(now)) for s in wanted if known.get(s.name) != s.url]
             if changed:
                 with conn.cursor() as cursor:
-                    cursor.executemany(
-                        """
-                        INSERT INTO sources (name, url, added) VALUES (%s, %s, %s)
-                        ON CONFLICT (name) DO UPDATE SET
-                            url = excluded.url, etag = NULL, last_modified = NULL,
-                            failures = 0, next_poll = NULL, retry_after = NULL, moved_to = NULL,
-                            disabled = NULL, body_hash = NULL, lifetime = NULL,
-                            claimed_by = NULL, claimed_until = NULL
-                        WHERE sources.url <> excluded.url
-                        """,
-                        changed,
-                    )
+                    cursor.executemany(self._sql(self._UPSERT_SOURCE), changed)
                 # A new URL's document is not the one its items came from.
                 conn.execute(
                     "DELETE FROM source_items WHERE name = ANY(%s::text[])",

@@ -64,6 +64,19 @@ class SharedStatements:
     def _write_entries(self, tx: Any, source: str, writes: EntryWrites) -> None:
         raise NotImplementedError
 
+    # A configured source written: a new one inserted; a changed URL drops the old one's fetch
+    # state and its claim (a poll of the old URL under way is not recorded: `PollRecord.url`),
+    # so the new one is due at once, not when that lease runs out. One statement, both stores.
+    _UPSERT_SOURCE = """
+        INSERT INTO sources (name, url, added) VALUES (?, ?, ?)
+        ON CONFLICT (name) DO UPDATE SET
+            url = excluded.url, etag = NULL, last_modified = NULL,
+            failures = 0, next_poll = NULL, retry_after = NULL, moved_to = NULL,
+            disabled = NULL, body_hash = NULL, lifetime = NULL,
+            claimed_by = NULL, claimed_until = NULL
+        WHERE sources.url != excluded.url
+    """
+
     def _sql(self, text: str) -> str:
         return text.replace("?", self._param)
 

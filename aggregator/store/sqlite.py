@@ -228,18 +228,7 @@ class SqliteStore(SharedStatements, HubStatements):
                 "DELETE FROM source_items WHERE name = ?",
                 [(s.name,) for s in changed if s.name in known],
             )
-            db.executemany(
-                """
-                INSERT INTO sources (name, url, added) VALUES (?, ?, ?)
-                ON CONFLICT (name) DO UPDATE SET
-                    url = excluded.url, etag = NULL, last_modified = NULL,
-                    failures = 0, next_poll = NULL, retry_after = NULL, moved_to = NULL,
-                    disabled = NULL, body_hash = NULL, lifetime = NULL,
-                    claimed_by = NULL, claimed_until = NULL
-                WHERE sources.url != excluded.url
-                """,
-                [(s.name, s.url, added) for s in changed],
-            )
+            db.executemany(self._UPSERT_SOURCE, [(s.name, s.url, added) for s in changed])
             found = db.execute(
                 f"""
                 SELECT {rows.SCHEDULE_COLUMNS} FROM sources
